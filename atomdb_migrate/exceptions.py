@@ -1,0 +1,279 @@
+"""The exceptions atomdb-migrate raises, in one tree.
+
+Every error the package raises on purpose derives from `MigrateError`, so
+``except MigrateError`` catches them all. Each error carries the facts that
+explain it as attributes (`model`, `doc_id`, the versions, the step) and names
+them in its message.
+
+```
+MigrateError
+ ├── InvalidVersionError       a value that is not a PEP 440 version
+ ├── ChainError                the steps of a model do not form a usable chain
+ │    ├── GapError              no step leaves a version the chain must pass
+ │    ├── DuplicateStepError    two steps leave the same version
+ │    ├── CycleError            a step that does not move to a greater version
+ │    ├── StepBeyondHeadError   a step goes past the model's current version
+ │    └── MissingDowngradeError a downgrade needs a step with no downgrade
+ ├── StepError                 a step failed on one document
+ │    ├── StepFailedError       the step function raised
+ │    └── StepResultError       the step returned something that is not a
+ │                              dict, or changed the document's ``_id``
+ ├── NewerDocumentError        a stored document is newer than the code
+ ├── ConflictError             a document kept changing while being written
+ └── UnknownModelError         no versioned model has that ``__model__`` name
+```
+
+`InvalidVersionError` also derives from `ValueError`, and
+`UnknownModelError` from `LookupError`, so code written against the
+built-in exceptions keeps working.
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _describe(model: str | None, doc_id: Any) -> str:
+    """Name the model and, where known, the document."""
+    where = f"model {model!r}" if model else "a model"
+    if doc_id is not None:
+        where += f", document _id={doc_id!r}"
+    return where
+
+
+class MigrateError(Exception):
+    """Base class of every error atomdb-migrate raises.
+
+    Attributes
+    ----------
+    model: str or None
+        The ``__model__`` name of the model concerned, where there is one.
+    doc_id: Any
+        The ``_id`` of the document concerned, where there is one.
+
+    """
+
+    model: str | None = None
+    doc_id: Any = None
+
+
+class InvalidVersionError(MigrateError, ValueError):
+    """A value is not a valid PEP 440 version.
+
+    Raised for a model's ``__version__``, a step's versions, or the
+    ``"__version__"`` stored in a document.
+
+    """
+
+    def __init__(
+        self,
+        value: Any,
+        *,
+        model: str | None = None,
+        doc_id: Any = None,
+        what: str = "version",
+    ) -> None:
+        self.value = value
+        self.model = model
+        self.doc_id = doc_id
+        super().__init__(
+            f"{_describe(model, doc_id)}: {what} {value!r} is not a valid "
+            f"PEP 440 version (such as '3' or '1.2')"
+        )
+
+
+class ChainError(MigrateError):
+    """The steps registered for a model do not form a usable chain."""
+
+
+class GapError(ChainError):
+    """No step leaves a version that the chain has to pass through.
+
+    Attributes
+    ----------
+    from_version: str
+        The version the chain had to start from.
+    to_version: str
+        The version the chain had to reach.
+    missing: str
+        The version no step leaves.
+
+    """
+
+    def __init__(
+        self,
+        model: str,
+        from_version: str,
+        to_version: str,
+        missing: str,
+        *,
+        doc_id: Any = None,
+        direction: str = "upgrade",
+    ) -> None:
+        self.model = model
+        self.doc_id = doc_id
+        self.from_version = from_version
+        self.to_version = to_version
+        self.missing = missing
+        edge = "leaves" if direction == "upgrade" else "arrives at"
+        super().__init__(
+            f"{_describe(model, doc_id)}: cannot {direction} from version "
+            f"{from_version} to {to_version}: no step {edge} version {missing}"
+        )
+
+
+class DuplicateStepError(ChainError):
+    """Two different steps of one model leave the same version."""
+
+    def __init__(self, model: str, from_version: str, first: str, second: str) -> None:
+        self.model = model
+        self.from_version = from_version
+        self.first = first
+        self.second = second
+        super().__init__(
+            f"{_describe(model, None)}: two steps leave version {from_version}: "
+            f"{first} and {second}"
+        )
+
+
+class CycleError(ChainError):
+    """A step does not go to a greater version, so the chain could loop.
+
+    Steps always move forward; every cycle between versions needs at least
+    one step that does not, so such a step is refused when it is registered.
+
+    """
+
+    def __init__(self, model: str, from_version: str, to_version: str, source: str) -> None:
+        self.model = model
+        self.from_version = from_version
+        self.to_version = to_version
+        self.source = source
+        super().__init__(
+            f"{_describe(model, None)}: step {source} goes from version "
+            f"{from_version} to {to_version}; a step must go to a greater "
+            f"version, otherwise the chain can form a cycle"
+        )
+
+
+class StepBeyondHeadError(ChainError):
+    """A step goes past the version the model's code declares."""
+
+    def __init__(
+        self, model: str, from_version: str, to_version: str, head: str, source: str
+    ) -> None:
+        self.model = model
+        self.from_version = from_version
+        self.to_version = to_version
+        self.head = head
+        self.source = source
+        super().__init__(
+            f"{_describe(model, None)}: step {source} goes from version "
+            f"{from_version} to {to_version}, past the model's current "
+            f"version {head}"
+        )
+
+
+class MissingDowngradeError(ChainError):
+    """A downgrade has to pass through a step that has no downgrade function."""
+
+    def __init__(
+        self, model: str, from_version: str, to_version: str, source: str
+    ) -> None:
+        self.model = model
+        self.from_version = from_version
+        self.to_version = to_version
+        self.source = source
+        super().__init__(
+            f"{_describe(model, None)}: step {source} ({from_version} -> "
+            f"{to_version}) has no downgrade function, so version "
+            f"{to_version} cannot be taken back to {from_version}"
+        )
+
+
+class StepError(MigrateError):
+    """A step failed on one document; nothing was written.
+
+    Attributes
+    ----------
+    from_version: str
+        The version the step starts from.
+    to_version: str
+        The version the step goes to.
+    source: str
+        Where the step function is defined.
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        doc_id: Any,
+        from_version: str,
+        to_version: str,
+        source: str,
+    ) -> None:
+        self.model = model
+        self.doc_id = doc_id
+        self.from_version = from_version
+        self.to_version = to_version
+        self.source = source
+        super().__init__(
+            f"{_describe(model, doc_id)}: step {source} ({from_version} -> "
+            f"{to_version}) {message}"
+        )
+
+
+class StepFailedError(StepError):
+    """The step function raised; the original exception is the ``__cause__``."""
+
+
+class StepResultError(StepError):
+    """The step returned a value that is not a dict (or None), or changed ``_id``."""
+
+
+class NewerDocumentError(MigrateError):
+    """A stored document's version is newer than the model's code.
+
+    Raised when restoring such a document (unless the model's
+    ``__on_newer__`` is ``"restore"``) and when `save()` would replace it.
+
+    """
+
+    def __init__(
+        self, model: str, doc_id: Any, stored: str, current: str, *, action: str
+    ) -> None:
+        self.model = model
+        self.doc_id = doc_id
+        self.stored = stored
+        self.current = current
+        super().__init__(
+            f"{_describe(model, doc_id)}: stored version {stored} is newer than "
+            f"the code's version {current}; refusing to {action}"
+        )
+
+
+class ConflictError(MigrateError):
+    """A document kept changing under a conditional write; nothing was written."""
+
+    def __init__(self, model: str, doc_id: Any, attempts: int) -> None:
+        self.model = model
+        self.doc_id = doc_id
+        self.attempts = attempts
+        super().__init__(
+            f"{_describe(model, doc_id)}: the stored document kept changing "
+            f"during {attempts} conditional writes; nothing was written"
+        )
+
+
+class UnknownModelError(MigrateError, LookupError):
+    """No versioned model is registered under that ``__model__`` name."""
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        self.model = model
+        self.known = known
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown model {model!r}; known versioned models: {names}")

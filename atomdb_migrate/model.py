@@ -1,0 +1,349 @@
+"""Versioned atom-db models: the lazy path.
+
+A `VersionedModel` is an atom-db `NoSQLModel` whose documents carry the
+model's ``__version__``. Whenever atom-db restores an object from a document
+(``Model.restore(state)``, ``obj.load()``, a reference restored while
+restoring another object, an embedded object), a document at an older
+version is first taken through the model's steps, in order.
+
+Restoring a document that is already at the current version costs one
+dictionary lookup and one string comparison more than atom-db's own restore.
+
+"""
+
+
+import copy
+import logging
+from typing import Any, ClassVar
+
+from atom.api import Member
+from atomdb.base import ModelMeta, ModelSerializer, ScopeType, StateType
+from atomdb.nosql import NoSQLModel, NoSQLModelSerializer
+from packaging.version import Version
+from pymongo.errors import DuplicateKeyError
+
+from .exceptions import ConflictError, MigrateError, NewerDocumentError
+from .registry import MigrationRegistry
+from .versions import BASE_VERSION, VERSION_KEY, Document, parse_version, run_chain
+
+log = logging.getLogger("atomdb_migrate")
+
+#: The keys of the reference atom-db stores for a saved object held by
+#: another one: ``{"_id": ..., "__ref__": ..., "__model__": ...}``.
+STUB_KEYS = frozenset(("_id", "__ref__", "__model__"))
+
+#: What a model may say about documents newer than its code.
+NEWER_POLICIES = ("raise", "restore")
+
+#: How many times `save()` re-reads a document whose version it did not expect.
+SAVE_ATTEMPTS = 5
+
+
+def is_reference_stub(state: StateType) -> bool:
+    """Whether a state is a reference atom-db stored in place of an object.
+
+    A stub names an object by ``_id`` and ``__model__``; it is not a
+    document, carries no version, and is never run through steps.
+
+    """
+    return "_id" in state and VERSION_KEY not in state and state.keys() <= STUB_KEYS
+
+
+class VersionedModelMeta(ModelMeta):
+    """Checks ``__version__`` and registers each versioned model class."""
+
+    def __new__(meta, name: str, bases: tuple[type, ...], dct: dict[str, Any]) -> Any:
+        cls = super().__new__(meta, name, bases, dct)
+        model = cls.__model__
+        parsed = parse_version(cls.__version__, model=model, what="__version__")
+        cls.__version__ = str(parsed)
+        cls.__parsed_version__ = parsed
+        if cls.__on_newer__ not in NEWER_POLICIES:
+            raise ValueError(
+                f"model {model!r}: __on_newer__ must be one of {NEWER_POLICIES}, "
+                f"not {cls.__on_newer__!r}"
+            )
+        if any(isinstance(base, VersionedModelMeta) for base in bases):
+            MigrationRegistry.instance().register_model(cls)
+            _add_to_serializer_registries(cls)
+        return cls
+
+
+def _add_to_serializer_registries(cls: type[NoSQLModel]) -> None:
+    """Make a model class defined late restorable by reference.
+
+    atom-db builds each serializer's registry of model names once, on first
+    use, so a model class defined after that could not be restored by
+    reference. Registries already built get the new class; those not built
+    yet will find it themselves.
+
+    """
+    for serializer in list(ModelSerializer._instances.values()):
+        if not isinstance(serializer, NoSQLModelSerializer):
+            continue
+        member: Member = serializer.get_member("registry")
+        if member.get_slot(serializer) is not None:
+            serializer.registry[cls.__model__] = cls
+
+
+class VersionedModelSerializer(NoSQLModelSerializer):
+    """atom-db's NoSQL serializer, upgrading the documents it fetches.
+
+    When an object is restored by reference, the serializer fetches its
+    document through the model's standard manager (``Model.objects``);
+    this one returns the document upgraded to the model's version.
+
+    """
+
+    async def get_object_state(self, obj: Any, state: Any, scope: ScopeType) -> Any:
+        cls = type(obj)
+        doc = await cls.objects.find_one({"_id": state["_id"]})
+        if doc is None or not isinstance(obj, VersionedModel):
+            return doc
+        return await cls._upgrade_for_restore(doc)
+
+
+class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
+    """A NoSQL model whose documents carry a schema version.
+
+    Set ``__version__`` on a subclass, and register a step for each change
+    of version with `atomdb_migrate.step`. Every document the model saves
+    carries ``"__version__"``; a stored document without it is at version
+    ``"0"``.
+
+    Examples
+    --------
+    >>> class User(VersionedModel):
+    ...     __version__ = 2
+    ...     first = Str()
+    ...     last = Str()
+    >>> @step(User, 1, 2)
+    ... def split_name(doc):
+    ...     doc["first"], _, doc["last"] = doc.pop("name").partition(" ")
+
+    """
+
+    # --------------------------------------------------------------------------
+    # Class attributes
+    # --------------------------------------------------------------------------
+
+    #: The version of the model's schema: a PEP 440 version such as "3" or
+    #: "1.2" (an int is taken as its string). Stored in every document.
+    __version__: ClassVar[str] = BASE_VERSION
+
+    #: The parsed ``__version__``, set by the metaclass.
+    __parsed_version__: ClassVar[Version]
+
+    #: What to do with a stored document newer than this code: "raise"
+    #: (`NewerDocumentError`) or "restore" it as it is. Either way `save()`
+    #: refuses to replace it.
+    __on_newer__: ClassVar[str] = "raise"
+
+    #: Persist a document upgraded on restore, with a write that matches its
+    #: ``_id`` and its old version, so a newer write is never overwritten.
+    __write_back__: ClassVar[bool] = False
+
+    #: Handles encoding and decoding, upgrading fetched references
+    serializer = VersionedModelSerializer.instance()
+
+    # --------------------------------------------------------------------------
+    # Serialization
+    # --------------------------------------------------------------------------
+    def __getstate__(self, scope: ScopeType | None = None) -> StateType:
+        """Get the state to store, with the model's version."""
+        state = self.__generated_getstate__(scope)
+        state[VERSION_KEY] = self.__version__
+        return state
+
+    async def __restorestate__(self, state: StateType, scope: ScopeType | None = None) -> None:
+        """Restore from a document, upgrading it first when it is older."""
+        if state.get(VERSION_KEY) != self.__version__:
+            if is_reference_stub(state):
+                # Only the _id is known: leave the object to be loaded.
+                await self.__generated_restorestate__(state, scope)  # type: ignore[call-arg]
+                self.__restored__ = False
+                return
+            state = await self._upgrade_for_restore(state)
+        await self.__generated_restorestate__(state, scope)  # type: ignore[call-arg]
+
+    def __log_restore_error__(
+        self, e: Exception, k: str, state: StateType, scope: ScopeType | None
+    ) -> None:
+        """Log a field that failed to restore; a migration error propagates.
+
+        atom-db logs and skips a field that fails to restore. A referenced
+        document that cannot be upgraded is not such a field: skipping it
+        would let the next `save()` write the default over it, so the error
+        is raised to the caller.
+
+        """
+        if isinstance(e, MigrateError):
+            raise e
+        super().__log_restore_error__(e, k, state, scope)
+
+    @classmethod
+    async def upgrade_state(cls, state: Document) -> Document:
+        """Return a stored document taken to the model's version; write nothing.
+
+        The given document is not changed: the steps run on a copy. A
+        document already at the model's version is returned as it is.
+
+        Raises
+        ------
+        InvalidVersionError
+            If the stored version is not a version.
+        NewerDocumentError
+            If the document is newer than the code, unless ``__on_newer__``
+            is "restore" (then it is returned as it is).
+        ChainError
+            If the steps do not lead from the stored version to the model's.
+        StepError
+            If a step fails on the document.
+
+        """
+        doc_id = state.get("_id")
+        raw = state.get(VERSION_KEY, BASE_VERSION)
+        stored = parse_version(raw, model=cls.__model__, doc_id=doc_id, what="stored __version__")
+        head = cls.__parsed_version__
+        if stored == head:
+            return state
+        if stored > head:
+            if cls.__on_newer__ == "restore":
+                return state
+            raise NewerDocumentError(
+                cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
+            )
+        steps = MigrationRegistry.instance().graph(cls).plan_upgrade(stored, head, doc_id=doc_id)
+        return await run_chain(steps, copy.deepcopy(state))
+
+    @classmethod
+    async def _upgrade_for_restore(cls, state: Document) -> Document:
+        """Upgrade a document being restored, writing it back if the model says so."""
+        upgraded = await cls.upgrade_state(state)
+        if cls.__write_back__ and upgraded is not state and state.get("_id") is not None:
+            await write_back(cls, state, upgraded)
+        return upgraded
+
+    # --------------------------------------------------------------------------
+    # Database API
+    # --------------------------------------------------------------------------
+    async def save(self) -> Any:
+        """Save the object, refusing to replace a document newer than the code.
+
+        Raises
+        ------
+        NewerDocumentError
+            If the stored document's version is newer than the model's.
+        ConflictError
+            If the stored document kept changing between reads and writes.
+
+        """
+        if self._id is None:
+            return await super().save()
+        result = await guarded_replace(type(self), self.__getstate__())
+        self.__restored__ = True
+        return result
+
+
+def version_filter(state: Document) -> dict[str, Any]:
+    """A filter matching a document's ``_id`` and its version as stored."""
+    if VERSION_KEY in state:
+        return {"_id": state["_id"], VERSION_KEY: state[VERSION_KEY]}
+    return {"_id": state["_id"], VERSION_KEY: {"$exists": False}}
+
+
+def document_diff(old: Document, new: Document) -> dict[str, Any]:
+    """The update (``$set`` and ``$unset`` of top-level keys) that turns old into new."""
+    changed = {k: v for k, v in new.items() if k != "_id" and (k not in old or old[k] != v)}
+    removed = {k: "" for k in old if k not in new}
+    update: dict[str, Any] = {}
+    if changed:
+        update["$set"] = changed
+    if removed:
+        update["$unset"] = removed
+    return update
+
+
+async def write_back(cls: type[VersionedModel], old: Document, new: Document) -> bool:
+    """Persist an upgraded document if it is still stored at its old version.
+
+    Only the top-level keys the steps changed are written, so a document
+    restored from a projection keeps the fields it was read without.
+
+    Returns
+    -------
+    written: bool
+        False when the stored document changed meanwhile (then nothing is
+        written: the newer document wins).
+
+    """
+    update = document_diff(old, new)
+    if not update:
+        return True
+    result = await cls.objects.update_one(version_filter(old), update)
+    if not result.matched_count:
+        log.info(
+            "%s: document _id=%r changed since it was read; upgraded copy not written back",
+            cls.__model__,
+            old["_id"],
+        )
+        return False
+    return True
+
+
+def _known_versions(cls: type[VersionedModel]) -> list[str]:
+    """The version strings not newer than the model's that its steps know."""
+    head = cls.__parsed_version__
+    known = {cls.__version__, BASE_VERSION}
+    for s in MigrationRegistry.instance().graph(cls).steps:
+        known.update(v for v, k in ((s.from_version, s.from_key), (s.to_version, s.to_key)) if k <= head)
+    return sorted(known)
+
+
+async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
+    """Replace (or insert) a document unless the stored one is newer than the code.
+
+    The common case is one write: a replace that matches the ``_id`` and any
+    version the model knows to be no newer than its own, or no version. When
+    that finds a document at another version, the stored version is read
+    and compared, and the replace is retried on exactly that version.
+
+    Raises
+    ------
+    NewerDocumentError
+        If the stored document is newer than the model's version.
+    ConflictError
+        If the stored document kept changing between reads and writes.
+
+    """
+    db = cls.objects
+    doc_id = state["_id"]
+    guard = {
+        "_id": doc_id,
+        "$or": [{VERSION_KEY: {"$in": _known_versions(cls)}}, {VERSION_KEY: {"$exists": False}}],
+    }
+    try:
+        return await db.replace_one(guard, state, upsert=True)
+    except DuplicateKeyError:
+        pass  # stored at a version not in the list: look at it
+    for _ in range(SAVE_ATTEMPTS):
+        stored = await db.find_one({"_id": doc_id}, {VERSION_KEY: 1})
+        if stored is None:
+            try:
+                return await db.replace_one(guard, state, upsert=True)
+            except DuplicateKeyError:
+                continue  # inserted meanwhile
+        version = parse_version(
+            stored.get(VERSION_KEY, BASE_VERSION),
+            model=cls.__model__,
+            doc_id=doc_id,
+            what="stored __version__",
+        )
+        if version > cls.__parsed_version__:
+            raise NewerDocumentError(
+                cls.__model__, doc_id, str(version), cls.__version__, action="save over it"
+            )
+        result = await db.replace_one(version_filter(stored), state)
+        if result.matched_count:
+            return result
+    raise ConflictError(cls.__model__, doc_id, SAVE_ATTEMPTS)

@@ -1,0 +1,110 @@
+"""Backends for the suite: the same tests run on each.
+
+- ``mongomock``: mongomock-motor, in process (correctness only).
+- ``secantus-pymongo`` and ``secantus-motor``: a SecantusDB server started
+  for the session on a free loopback port, through PyMongo's async client
+  and through Motor.
+- ``mongo-pymongo`` and ``mongo-motor``: the MongoDB server given by
+  ``MONGO_URL``, when it is set.
+
+``pytest --backend NAME`` (repeatable) narrows the run to some of them.
+
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from atomdb.nosql import NoSQLModelManager
+
+from atomdb_migrate import MigrationRegistry
+
+from .servers import secantus_server
+
+MONGO_URL = os.environ.get("MONGO_URL")
+
+ALL_BACKENDS = ["mongomock", "secantus-pymongo", "secantus-motor"]
+if MONGO_URL:
+    ALL_BACKENDS += ["mongo-pymongo", "mongo-motor"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        action="append",
+        default=[],
+        choices=["mongomock", "secantus-pymongo", "secantus-motor", "mongo-pymongo", "mongo-motor"],
+        help="run the database tests on these backends only (repeatable)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    chosen = config.getoption("--backend") or ALL_BACKENDS
+    note = "" if MONGO_URL else " (set MONGO_URL to add a real MongoDB server)"
+    return f"atomdb-migrate backends: {', '.join(chosen)}{note}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--backend") or ALL_BACKENDS
+        metafunc.parametrize("backend", chosen, scope="session")
+
+
+@pytest.fixture(scope="session")
+def secantus_url() -> Iterator[str]:
+    """The URL of a SecantusDB server running for the whole session."""
+    with secantus_server() as url:
+        yield url
+
+
+def server_url(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend.startswith("secantus"):
+        return str(request.getfixturevalue("secantus_url"))
+    if not MONGO_URL:
+        pytest.skip("MONGO_URL is not set")
+    return MONGO_URL
+
+
+def make_client(backend: str, request: pytest.FixtureRequest) -> Any:
+    """A client of the backend's kind; the caller closes it."""
+    if backend == "mongomock":
+        from mongomock_motor import AsyncMongoMockClient
+
+        return AsyncMongoMockClient()
+    url = server_url(backend, request)
+    if backend.endswith("-motor"):
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return AsyncIOMotorClient(url, serverSelectionTimeoutMS=10000)
+    from pymongo import AsyncMongoClient
+
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=10000)
+
+
+@pytest.fixture
+async def db(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A fresh database on the backend, wired to atom-db's model manager."""
+    client = make_client(backend, request)
+    database = client[f"atomdb_migrate_test_{uuid.uuid4().hex[:12]}"]
+    mgr = NoSQLModelManager.instance()
+    mgr.database = database
+    mgr.proxies = {}  # new collections, and a new object cache
+    try:
+        yield database
+    finally:
+        if backend != "mongomock":
+            await client.drop_database(database.name)
+        result = client.close()
+        if hasattr(result, "__await__"):
+            await result
+
+
+@pytest.fixture
+def registry() -> Iterator[MigrationRegistry]:
+    """The process registry; steps a test registers are removed after it."""
+    with MigrationRegistry.instance().isolated() as reg:
+        yield reg

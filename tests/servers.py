@@ -1,0 +1,92 @@
+"""Start a SecantusDB test server on a free loopback port.
+
+SecantusDB is GPL-2.0: the suite runs it as a separate process through its
+``secantusd-py`` command and never imports it.
+
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+#: The command that runs the server (installed by ``pip install secantusdb``).
+COMMAND = "secantusd-py"
+
+#: How long the server may take to answer its first ping.
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def secantus_server() -> Iterator[str]:
+    """Run a SecantusDB server for the duration of the block; yield its URL.
+
+    Raises
+    ------
+    RuntimeError
+        If the command is missing or the server does not answer in time; the
+        message holds the end of the server's log.
+
+    """
+    exe = shutil.which(COMMAND)
+    if exe is None:
+        raise RuntimeError(
+            f"{COMMAND} not found: install the test dependencies "
+            "(pip install -e '.[test]'), which include secantusdb"
+        )
+    storage = tempfile.mkdtemp(prefix="atomdb-migrate-secantus-")
+    port = free_port()
+    log_path = os.path.join(storage, "server.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [exe, "--host", "127.0.0.1", "--port", str(port),
+             "--storage-path", os.path.join(storage, "data"), "--standalone"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"mongodb://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(url, proc, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        client: MongoClient[dict[str, object]] = MongoClient(url, serverSelectionTimeoutMS=500)
+        try:
+            client.admin.command("ping")
+            return
+        except PyMongoError:
+            time.sleep(0.2)
+        finally:
+            client.close()
+    with open(log_path, errors="replace") as f:
+        tail = f.read()[-2000:]
+    raise RuntimeError(f"SecantusDB did not start at {url} (exit code {proc.poll()}):\n{tail}")
