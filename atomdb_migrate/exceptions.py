@@ -178,9 +178,7 @@ class StepBeyondHeadError(ChainError):
 class MissingDowngradeError(ChainError):
     """A downgrade has to pass through a step that has no downgrade function."""
 
-    def __init__(
-        self, model: str, from_version: str, to_version: str, source: str
-    ) -> None:
+    def __init__(self, model: str, from_version: str, to_version: str, source: str) -> None:
         self.model = model
         self.from_version = from_version
         self.to_version = to_version
@@ -222,8 +220,7 @@ class StepError(MigrateError):
         self.to_version = to_version
         self.source = source
         super().__init__(
-            f"{_describe(model, doc_id)}: step {source} ({from_version} -> "
-            f"{to_version}) {message}"
+            f"{_describe(model, doc_id)}: step {source} ({from_version} -> {to_version}) {message}"
         )
 
 
@@ -243,9 +240,7 @@ class NewerDocumentError(MigrateError):
 
     """
 
-    def __init__(
-        self, model: str, doc_id: Any, stored: str, current: str, *, action: str
-    ) -> None:
+    def __init__(self, model: str, doc_id: Any, stored: str, current: str, *, action: str) -> None:
         self.model = model
         self.doc_id = doc_id
         self.stored = stored

@@ -11,7 +11,6 @@ dictionary lookup and one string comparison more than atom-db's own restore.
 
 """
 
-
 import copy
 import logging
 from typing import Any, ClassVar
@@ -53,7 +52,7 @@ class VersionedModelMeta(ModelMeta):
     """Checks ``__version__`` and registers each versioned model class."""
 
     def __new__(meta, name: str, bases: tuple[type, ...], dct: dict[str, Any]) -> Any:
-        cls = super().__new__(meta, name, bases, dct)
+        cls = super().__new__(meta, name, bases, dct)  # type: ignore[no-untyped-call]
         model = cls.__model__
         parsed = parse_version(cls.__version__, model=model, what="__version__")
         cls.__version__ = str(parsed)
@@ -81,7 +80,7 @@ def _add_to_serializer_registries(cls: type[NoSQLModel]) -> None:
     for serializer in list(ModelSerializer._instances.values()):
         if not isinstance(serializer, NoSQLModelSerializer):
             continue
-        member: Member = serializer.get_member("registry")
+        member: Member[Any, Any] = serializer.get_member("registry")
         if member.get_slot(serializer) is not None:
             serializer.registry[cls.__model__] = cls
 
@@ -160,11 +159,11 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         if state.get(VERSION_KEY) != self.__version__:
             if is_reference_stub(state):
                 # Only the _id is known: leave the object to be loaded.
-                await self.__generated_restorestate__(state, scope)  # type: ignore[call-arg]
+                await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
             state = await self._upgrade_for_restore(state)
-        await self.__generated_restorestate__(state, scope)  # type: ignore[call-arg]
+        await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
 
     def __log_restore_error__(
         self, e: Exception, k: str, state: StateType, scope: ScopeType | None
@@ -239,7 +238,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
 
         """
         if self._id is None:
-            return await super().save()
+            return await super().save()  # type: ignore[no-untyped-call]
         result = await guarded_replace(type(self), self.__getstate__())
         self.__restored__ = True
         return result
@@ -296,7 +295,9 @@ def _known_versions(cls: type[VersionedModel]) -> list[str]:
     head = cls.__parsed_version__
     known = {cls.__version__, BASE_VERSION}
     for s in MigrationRegistry.instance().graph(cls).steps:
-        known.update(v for v, k in ((s.from_version, s.from_key), (s.to_version, s.to_key)) if k <= head)
+        known.update(
+            v for v, k in ((s.from_version, s.from_key), (s.to_version, s.to_key)) if k <= head
+        )
     return sorted(known)
 
 

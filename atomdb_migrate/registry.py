@@ -98,7 +98,12 @@ class MigrationRegistry:
             graph.remove(step)
 
     def plan_upgrade(
-        self, model: ModelRef, start: VersionLike, to: VersionLike | None = None, *, doc_id: Any = None
+        self,
+        model: ModelRef,
+        start: VersionLike,
+        to: VersionLike | None = None,
+        *,
+        doc_id: Any = None,
     ) -> tuple[Step, ...]:
         """Plan the steps from `start` to `to` (default: the model's version)."""
         target = self.model(model).__version__ if to is None else to

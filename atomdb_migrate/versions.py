@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -35,10 +35,10 @@ Document = dict[str, Any]
 
 #: A step function: takes the document, changes it in place and returns None,
 #: or returns the new document; it may be a coroutine function.
-StepFunction = Callable[[Document], Union[Document, None, Awaitable[Union[Document, None]]]]
+StepFunction = Callable[[Document], Document | Awaitable[Document | None] | None]
 
 #: Anything accepted where a version is expected.
-VersionLike = Union[str, int, Version]
+VersionLike = str | int | Version
 
 #: The key holding a document's version.
 VERSION_KEY = "__version__"
@@ -213,9 +213,7 @@ class StepGraph:
             raise CycleError(self.model, step.from_version, step.to_version, step.source)
         existing = self._by_from.get(step.from_key)
         if existing is not None and not existing.same_as(step):
-            raise DuplicateStepError(
-                self.model, step.from_version, existing.source, step.source
-            )
+            raise DuplicateStepError(self.model, step.from_version, existing.source, step.source)
         self._by_from[step.from_key] = step
         self._plans.clear()
 
@@ -241,7 +239,9 @@ class StepGraph:
     # ------------------------------------------------------------------
     # Planning
     # ------------------------------------------------------------------
-    def plan_upgrade(self, start: VersionLike, head: VersionLike, *, doc_id: Any = None) -> tuple[Step, ...]:
+    def plan_upgrade(
+        self, start: VersionLike, head: VersionLike, *, doc_id: Any = None
+    ) -> tuple[Step, ...]:
         """Return the steps that take a document from `start` to `head`.
 
         Raises
@@ -273,7 +273,9 @@ class StepGraph:
         plan = self._plans[key] = tuple(chain)
         return plan
 
-    def plan_downgrade(self, start: VersionLike, target: VersionLike, *, doc_id: Any = None) -> tuple[Step, ...]:
+    def plan_downgrade(
+        self, start: VersionLike, target: VersionLike, *, doc_id: Any = None
+    ) -> tuple[Step, ...]:
         """Return the steps, latest first, whose downgrades take `start` back to `target`.
 
         Raises
@@ -296,8 +298,12 @@ class StepGraph:
             ]
             if not arriving:
                 raise GapError(
-                    self.model, str(begin), str(end), str(current),
-                    doc_id=doc_id, direction="downgrade",
+                    self.model,
+                    str(begin),
+                    str(end),
+                    str(current),
+                    doc_id=doc_id,
+                    direction="downgrade",
                 )
             step = max(arriving, key=lambda s: s.from_key)
             if step.downgrade_fn is None:
@@ -371,30 +377,29 @@ async def run_chain(
     for step in steps:
         fn = step.downgrade_fn if downgrade else step.upgrade_fn
         assert fn is not None
-        context = dict(
-            model=step.model,
-            doc_id=doc_id,
-            from_version=step.to_version if downgrade else step.from_version,
-            to_version=step.from_version if downgrade else step.to_version,
-            source=step.source,
+        start, end = (
+            (step.to_version, step.from_version)
+            if downgrade
+            else (step.from_version, step.to_version)
+        )
+        where: dict[str, Any] = dict(
+            model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
         )
         try:
             result = fn(doc)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            raise StepFailedError(f"raised {type(exc).__name__}: {exc}", **context) from exc
+            raise StepFailedError(f"raised {type(exc).__name__}: {exc}", **where) from exc
         if result is not None:
             if not isinstance(result, dict):
                 raise StepResultError(
-                    f"returned {type(result).__name__}, expected a dict or None",
-                    **context,
+                    f"returned {type(result).__name__}, expected a dict or None", **where
                 )
             doc = result
         if has_id and doc.get("_id") != doc_id:
             raise StepResultError(
-                f"changed or removed the document's _id (now {doc.get('_id')!r})",
-                **context,
+                f"changed or removed the document's _id (now {doc.get('_id')!r})", **where
             )
-        doc[VERSION_KEY] = context["to_version"]
+        doc[VERSION_KEY] = end
     return doc

@@ -55,8 +55,16 @@ def secantus_server() -> Iterator[str]:
     log_path = os.path.join(storage, "server.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [exe, "--host", "127.0.0.1", "--port", str(port),
-             "--storage-path", os.path.join(storage, "data"), "--standalone"],
+            [
+                exe,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                os.path.join(storage, "data"),
+                "--standalone",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -82,7 +82,11 @@ def test_gap_names_the_missing_version() -> None:
         g.plan_upgrade("0", "3", doc_id="abc")
     err = info.value
     assert (err.model, err.doc_id, err.from_version, err.to_version, err.missing) == (
-        "m.M", "abc", "0", "3", "1"
+        "m.M",
+        "abc",
+        "0",
+        "3",
+        "1",
     )
     assert "no step leaves version 1" in str(err) and "'abc'" in str(err)
 
