@@ -11,7 +11,6 @@ dictionary lookup and one string comparison more than atom-db's own restore.
 
 """
 
-import copy
 import logging
 from typing import Any, ClassVar
 
@@ -23,7 +22,14 @@ from pymongo.errors import DuplicateKeyError
 
 from .exceptions import ConflictError, MigrateError, NewerDocumentError
 from .registry import MigrationRegistry
-from .versions import BASE_VERSION, VERSION_KEY, Document, parse_version, run_chain
+from .versions import (
+    BASE_VERSION,
+    VERSION_KEY,
+    Document,
+    copy_document,
+    parse_version,
+    run_chain,
+)
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -213,7 +219,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
             )
         steps = MigrationRegistry.instance().graph(cls).plan_upgrade(stored, head, doc_id=doc_id)
-        return await run_chain(steps, copy.deepcopy(state))
+        return await run_chain(steps, copy_document(state))
 
     @classmethod
     async def _upgrade_for_restore(cls, state: Document) -> Document:

@@ -377,29 +377,56 @@ async def run_chain(
     for step in steps:
         fn = step.downgrade_fn if downgrade else step.upgrade_fn
         assert fn is not None
-        start, end = (
-            (step.to_version, step.from_version)
-            if downgrade
-            else (step.from_version, step.to_version)
-        )
-        where: dict[str, Any] = dict(
-            model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
-        )
+        end = step.from_version if downgrade else step.to_version
         try:
             result = fn(doc)
-            if inspect.isawaitable(result):
+            if result is not None and type(result) is not dict and inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            raise StepFailedError(f"raised {type(exc).__name__}: {exc}", **where) from exc
+            raise StepFailedError(
+                f"raised {type(exc).__name__}: {exc}", **_where(step, doc_id, downgrade)
+            ) from exc
         if result is not None:
             if not isinstance(result, dict):
                 raise StepResultError(
-                    f"returned {type(result).__name__}, expected a dict or None", **where
+                    f"returned {type(result).__name__}, expected a dict or None",
+                    **_where(step, doc_id, downgrade),
                 )
             doc = result
         if has_id and doc.get("_id") != doc_id:
             raise StepResultError(
-                f"changed or removed the document's _id (now {doc.get('_id')!r})", **where
+                f"changed or removed the document's _id (now {doc.get('_id')!r})",
+                **_where(step, doc_id, downgrade),
             )
         doc[VERSION_KEY] = end
     return doc
+
+
+def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
+    """The facts a step error names."""
+    start, end = (
+        (step.to_version, step.from_version) if downgrade else (step.from_version, step.to_version)
+    )
+    return dict(
+        model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
+    )
+
+
+def copy_document(doc: Document) -> Document:
+    """Copy a document's dicts and lists, sharing its (immutable) scalars.
+
+    Documents read from MongoDB hold dicts, lists and immutable values
+    (strings, numbers, ObjectId, datetime, bytes), so this is a deep copy,
+    several times faster than `copy.deepcopy`.
+
+    """
+    return {k: _copy_value(v) for k, v in doc.items()}
+
+
+def _copy_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy_value(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy_value(v) for v in value]
+    return value
