@@ -45,17 +45,35 @@ def _describe(model: str | None, doc_id: Any) -> str:
 class MigrateError(Exception):
     """Base class of every error atomdb-migrate raises.
 
-    Attributes
+    Parameters
     ----------
-    model: str or None
-        The ``__model__`` name of the model concerned, where there is one.
-    doc_id: Any
-        The ``_id`` of the document concerned, where there is one.
+    message: str
+        What went wrong; the model and document are named before it.
+    model: str, optional
+        The ``__model__`` name of the model concerned.
+    doc_id: Any, optional
+        The ``_id`` of the document concerned.
+    **facts:
+        Further facts, kept as attributes of the same names.
 
     """
 
+    #: The ``__model__`` name of the model concerned, where there is one.
     model: str | None = None
+
+    #: The ``_id`` of the document concerned, where there is one.
     doc_id: Any = None
+
+    def __init__(
+        self, message: str, *, model: str | None = None, doc_id: Any = None, **facts: Any
+    ) -> None:
+        self.model = model
+        self.doc_id = doc_id
+        for name, value in facts.items():
+            setattr(self, name, value)
+        if model is not None or doc_id is not None:
+            message = f"{_describe(model, doc_id)}: {message}"
+        super().__init__(message)
 
 
 class InvalidVersionError(MigrateError, ValueError):
@@ -66,6 +84,8 @@ class InvalidVersionError(MigrateError, ValueError):
 
     """
 
+    value: Any
+
     def __init__(
         self,
         value: Any,
@@ -74,32 +94,38 @@ class InvalidVersionError(MigrateError, ValueError):
         doc_id: Any = None,
         what: str = "version",
     ) -> None:
-        self.value = value
-        self.model = model
-        self.doc_id = doc_id
         super().__init__(
-            f"{_describe(model, doc_id)}: {what} {value!r} is not a valid "
-            f"PEP 440 version (such as '3' or '1.2')"
+            f"{what} {value!r} is not a valid PEP 440 version (such as '3' or '1.2')",
+            model=model,
+            doc_id=doc_id,
+            value=value,
         )
 
 
 class ChainError(MigrateError):
-    """The steps registered for a model do not form a usable chain."""
+    """The steps registered for a model do not form a usable chain.
+
+    Attributes
+    ----------
+    from_version: str
+        The version the chain or step starts from.
+    to_version: str
+        The version the chain or step goes to.
+
+    """
+
+    from_version: str
+    to_version: str
 
 
 class GapError(ChainError):
     """No step leaves a version that the chain has to pass through.
 
-    Attributes
-    ----------
-    from_version: str
-        The version the chain had to start from.
-    to_version: str
-        The version the chain had to reach.
-    missing: str
-        The version no step leaves.
+    ``missing`` is the version no step leaves (or, for a downgrade, arrives at).
 
     """
+
+    missing: str
 
     def __init__(
         self,
@@ -111,29 +137,31 @@ class GapError(ChainError):
         doc_id: Any = None,
         direction: str = "upgrade",
     ) -> None:
-        self.model = model
-        self.doc_id = doc_id
-        self.from_version = from_version
-        self.to_version = to_version
-        self.missing = missing
         edge = "leaves" if direction == "upgrade" else "arrives at"
         super().__init__(
-            f"{_describe(model, doc_id)}: cannot {direction} from version "
-            f"{from_version} to {to_version}: no step {edge} version {missing}"
+            f"cannot {direction} from version {from_version} to {to_version}: "
+            f"no step {edge} version {missing}",
+            model=model,
+            doc_id=doc_id,
+            from_version=from_version,
+            to_version=to_version,
+            missing=missing,
         )
 
 
 class DuplicateStepError(ChainError):
     """Two different steps of one model leave the same version."""
 
+    first: str
+    second: str
+
     def __init__(self, model: str, from_version: str, first: str, second: str) -> None:
-        self.model = model
-        self.from_version = from_version
-        self.first = first
-        self.second = second
         super().__init__(
-            f"{_describe(model, None)}: two steps leave version {from_version}: "
-            f"{first} and {second}"
+            f"two steps leave version {from_version}: {first} and {second}",
+            model=model,
+            from_version=from_version,
+            first=first,
+            second=second,
         )
 
 
@@ -145,48 +173,52 @@ class CycleError(ChainError):
 
     """
 
+    source: str
+
     def __init__(self, model: str, from_version: str, to_version: str, source: str) -> None:
-        self.model = model
-        self.from_version = from_version
-        self.to_version = to_version
-        self.source = source
         super().__init__(
-            f"{_describe(model, None)}: step {source} goes from version "
-            f"{from_version} to {to_version}; a step must go to a greater "
-            f"version, otherwise the chain can form a cycle"
+            f"step {source} goes from version {from_version} to {to_version}; a step "
+            "must go to a greater version, otherwise the chain can form a cycle",
+            model=model,
+            from_version=from_version,
+            to_version=to_version,
+            source=source,
         )
 
 
 class StepBeyondHeadError(ChainError):
     """A step goes past the version the model's code declares."""
 
+    head: str
+    source: str
+
     def __init__(
         self, model: str, from_version: str, to_version: str, head: str, source: str
     ) -> None:
-        self.model = model
-        self.from_version = from_version
-        self.to_version = to_version
-        self.head = head
-        self.source = source
         super().__init__(
-            f"{_describe(model, None)}: step {source} goes from version "
-            f"{from_version} to {to_version}, past the model's current "
-            f"version {head}"
+            f"step {source} goes from version {from_version} to {to_version}, "
+            f"past the model's current version {head}",
+            model=model,
+            from_version=from_version,
+            to_version=to_version,
+            head=head,
+            source=source,
         )
 
 
 class MissingDowngradeError(ChainError):
     """A downgrade has to pass through a step that has no downgrade function."""
 
+    source: str
+
     def __init__(self, model: str, from_version: str, to_version: str, source: str) -> None:
-        self.model = model
-        self.from_version = from_version
-        self.to_version = to_version
-        self.source = source
         super().__init__(
-            f"{_describe(model, None)}: step {source} ({from_version} -> "
-            f"{to_version}) has no downgrade function, so version "
-            f"{to_version} cannot be taken back to {from_version}"
+            f"step {source} ({from_version} -> {to_version}) has no downgrade "
+            f"function, so version {to_version} cannot be taken back to {from_version}",
+            model=model,
+            from_version=from_version,
+            to_version=to_version,
+            source=source,
         )
 
 
@@ -204,6 +236,10 @@ class StepError(MigrateError):
 
     """
 
+    from_version: str
+    to_version: str
+    source: str
+
     def __init__(
         self,
         message: str,
@@ -214,13 +250,13 @@ class StepError(MigrateError):
         to_version: str,
         source: str,
     ) -> None:
-        self.model = model
-        self.doc_id = doc_id
-        self.from_version = from_version
-        self.to_version = to_version
-        self.source = source
         super().__init__(
-            f"{_describe(model, doc_id)}: step {source} ({from_version} -> {to_version}) {message}"
+            f"step {source} ({from_version} -> {to_version}) {message}",
+            model=model,
+            doc_id=doc_id,
+            from_version=from_version,
+            to_version=to_version,
+            source=source,
         )
 
 
@@ -240,35 +276,41 @@ class NewerDocumentError(MigrateError):
 
     """
 
+    stored: str
+    current: str
+
     def __init__(self, model: str, doc_id: Any, stored: str, current: str, *, action: str) -> None:
-        self.model = model
-        self.doc_id = doc_id
-        self.stored = stored
-        self.current = current
         super().__init__(
-            f"{_describe(model, doc_id)}: stored version {stored} is newer than "
-            f"the code's version {current}; refusing to {action}"
+            f"stored version {stored} is newer than the code's version {current}; "
+            f"refusing to {action}",
+            model=model,
+            doc_id=doc_id,
+            stored=stored,
+            current=current,
         )
 
 
 class ConflictError(MigrateError):
     """A document kept changing under a conditional write; nothing was written."""
 
+    attempts: int
+
     def __init__(self, model: str, doc_id: Any, attempts: int) -> None:
-        self.model = model
-        self.doc_id = doc_id
-        self.attempts = attempts
         super().__init__(
-            f"{_describe(model, doc_id)}: the stored document kept changing "
-            f"during {attempts} conditional writes; nothing was written"
+            f"the stored document kept changing during {attempts} conditional "
+            "writes; nothing was written",
+            model=model,
+            doc_id=doc_id,
+            attempts=attempts,
         )
 
 
 class UnknownModelError(MigrateError, LookupError):
     """No versioned model is registered under that ``__model__`` name."""
 
+    known: list[str]
+
     def __init__(self, model: str, known: list[str]) -> None:
-        self.model = model
-        self.known = known
         names = ", ".join(sorted(known)) or "none"
-        super().__init__(f"unknown model {model!r}; known versioned models: {names}")
+        super().__init__(f"unknown model {model!r}; known versioned models: {names}", known=known)
+        self.model = model
