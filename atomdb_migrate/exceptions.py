@@ -20,7 +20,13 @@ MigrateError
  │                              dict, or changed the document's ``_id``
  ├── NewerDocumentError        a stored document is newer than the code
  ├── ConflictError             a document kept changing while being written
- └── UnknownModelError         no versioned model has that ``__model__`` name
+ ├── UnknownModelError         no versioned model has that ``__model__`` name
+ ├── ConfigError               options, the pyproject table, or the models
+ │    └── StepModuleError       a step module that does not load
+ ├── ConnectionFailedError     the server cannot be reached or refuses us
+ └── LockError                 the migration lock
+      ├── LockHeldError         another runner holds it
+      └── LockLostError         this runner's lease ran out during the run
 ```
 
 `InvalidVersionError` also derives from `ValueError`, and
@@ -314,3 +320,53 @@ class UnknownModelError(MigrateError, LookupError):
         names = ", ".join(sorted(known)) or "none"
         super().__init__(f"unknown model {model!r}; known versioned models: {names}", known=known)
         self.model = model
+
+
+class ConfigError(MigrateError):
+    """The configuration is missing or wrong (options, pyproject table, models)."""
+
+
+class StepModuleError(ConfigError):
+    """One or more step modules do not load; nothing was registered.
+
+    ``problems`` holds a ``(path, line, message)`` tuple per problem.
+
+    """
+
+    problems: list[tuple[str, int, str]]
+
+    def __init__(self, problems: list[tuple[str, int, str]]) -> None:
+        lines = [f"{path}:{line}: {message}" for path, line, message in problems]
+        super().__init__("; ".join(lines), problems=problems)
+
+
+class ConnectionFailedError(MigrateError):
+    """The MongoDB server could not be reached, or refused the credentials."""
+
+
+class LockError(MigrateError):
+    """The migration lock could not be taken or kept."""
+
+
+class LockHeldError(LockError):
+    """Another runner holds the migration lock.
+
+    ``holder`` is the lock document: ``owner``, ``host``, ``pid``,
+    ``command``, ``acquired_at`` and ``expires_at``.
+
+    """
+
+    holder: dict[str, Any]
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        super().__init__(
+            f"the migration lock is held by {holder.get('command', '?')} on host "
+            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}) since "
+            f"{holder.get('acquired_at', '?')}; its lease expires at "
+            f"{holder.get('expires_at', '?')} unless renewed",
+            holder=holder,
+        )
+
+
+class LockLostError(LockError):
+    """The runner's lease expired or was taken during the run; it stopped."""

@@ -30,6 +30,7 @@ from .versions import (
     parse_version,
     run_chain,
 )
+from .writes import document_diff, unchanged_filter
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -250,30 +251,13 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         return result
 
 
-def version_filter(state: Document) -> dict[str, Any]:
-    """A filter matching a document's ``_id`` and its version as stored."""
-    if VERSION_KEY in state:
-        return {"_id": state["_id"], VERSION_KEY: state[VERSION_KEY]}
-    return {"_id": state["_id"], VERSION_KEY: {"$exists": False}}
-
-
-def document_diff(old: Document, new: Document) -> dict[str, Any]:
-    """The update (``$set`` and ``$unset`` of top-level keys) that turns old into new."""
-    changed = {k: v for k, v in new.items() if k != "_id" and (k not in old or old[k] != v)}
-    removed = {k: "" for k in old if k not in new}
-    update: dict[str, Any] = {}
-    if changed:
-        update["$set"] = changed
-    if removed:
-        update["$unset"] = removed
-    return update
-
-
 async def write_back(cls: type[VersionedModel], old: Document, new: Document) -> bool:
-    """Persist an upgraded document if it is still stored at its old version.
+    """Persist an upgraded document if it is still stored as it was read.
 
-    Only the top-level keys the steps changed are written, so a document
-    restored from a projection keeps the fields it was read without.
+    Only the top-level keys the steps changed are written, filtered on the
+    fields as read (see `atomdb_migrate.writes`), so a document restored from
+    a projection keeps the fields it was read without, and a change made by
+    another process meanwhile is never overwritten.
 
     Returns
     -------
@@ -285,7 +269,7 @@ async def write_back(cls: type[VersionedModel], old: Document, new: Document) ->
     update = document_diff(old, new)
     if not update:
         return True
-    result = await cls.objects.update_one(version_filter(old), update)
+    result = await cls.objects.update_one(unchanged_filter(old), update)
     if not result.matched_count:
         log.info(
             "%s: document _id=%r changed since it was read; upgraded copy not written back",
@@ -305,6 +289,13 @@ def _known_versions(cls: type[VersionedModel]) -> list[str]:
             v for v, k in ((s.from_version, s.from_key), (s.to_version, s.to_key)) if k <= head
         )
     return sorted(known)
+
+
+def version_filter(state: Document) -> dict[str, Any]:
+    """A filter matching a document's ``_id`` and its version as stored."""
+    if VERSION_KEY in state:
+        return {"_id": state["_id"], VERSION_KEY: state[VERSION_KEY]}
+    return {"_id": state["_id"], VERSION_KEY: {"$exists": False}}
 
 
 async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:

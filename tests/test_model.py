@@ -365,6 +365,25 @@ async def test_write_back_never_overwrites_a_newer_write(
     assert await stored(Fragile, _id) == {"_id": _id, "name": "new", "__version__": "2"}
 
 
+async def test_write_back_never_overwrites_a_partial_update(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    _id = await insert(Fragile, {"name": "old", "__version__": "1"})
+
+    async def racing_step(doc: dict[str, Any]) -> None:
+        # Another process changes a field, not the version, meanwhile.
+        await Fragile.objects.update_one({"_id": _id}, {"$set": {"name": "new", "seq": 7}})
+        doc["name"] = "upgraded"
+
+    Fragile.__write_back__ = True
+    try:
+        registry.add_step(step(Fragile, 1, 2)(racing_step))
+        await Fragile.restore(await stored(Fragile, _id))
+    finally:
+        Fragile.__write_back__ = False
+    assert await stored(Fragile, _id) == {"_id": _id, "name": "new", "__version__": "1", "seq": 7}
+
+
 # ---------------------------------------------------------------------------
 # save() guard
 # ---------------------------------------------------------------------------
