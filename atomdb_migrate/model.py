@@ -12,6 +12,9 @@ dictionary lookup and one string comparison more than atom-db's own restore.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from atom.api import Member
@@ -43,6 +46,32 @@ NEWER_POLICIES = ("raise", "restore")
 
 #: How many times `save()` re-reads a document whose version it did not expect.
 SAVE_ATTEMPTS = 5
+
+
+#: While set, restore errors are collected here instead of logged, and
+#: nothing is written back (see `restore_check`).
+_restore_problems: ContextVar[list[str] | None] = ContextVar(
+    "atomdb_migrate_restore_problems", default=None
+)
+
+
+@contextmanager
+def restore_check() -> Iterator[list[str]]:
+    """Collect the fields that fail to restore, and write nothing back, in the block.
+
+    Used by dry runs to check that an upgraded document restores cleanly::
+
+        with restore_check() as problems:
+            await Model.__new__(Model).__restorestate__(doc)
+        assert not problems
+
+    """
+    problems: list[str] = []
+    token = _restore_problems.set(problems)
+    try:
+        yield problems
+    finally:
+        _restore_problems.reset(token)
 
 
 def is_reference_stub(state: StateType) -> bool:
@@ -185,6 +214,10 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         """
         if isinstance(e, MigrateError):
             raise e
+        problems = _restore_problems.get()
+        if problems is not None:
+            problems.append(f"{self.__model__}.{k}: {type(e).__name__}: {e}")
+            return
         super().__log_restore_error__(e, k, state, scope)
 
     @classmethod
@@ -226,7 +259,12 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     async def _upgrade_for_restore(cls, state: Document) -> Document:
         """Upgrade a document being restored, writing it back if the model says so."""
         upgraded = await cls.upgrade_state(state)
-        if cls.__write_back__ and upgraded is not state and state.get("_id") is not None:
+        if (
+            cls.__write_back__
+            and upgraded is not state
+            and state.get("_id") is not None
+            and _restore_problems.get() is None
+        ):
             await write_back(cls, state, upgraded)
         return upgraded
 

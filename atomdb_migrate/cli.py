@@ -1,0 +1,424 @@
+"""The ``atomdb-migrate`` command: options in, one call to `command`, text out.
+
+Exit codes:
+
+==  ==========================================================
+0   success
+1   ``check`` found a problem (or documents pending, with ``--pending``)
+2   usage: unknown option, missing argument
+3   configuration: settings, models, step modules, broken chains
+4   connection: the server cannot be reached, or refuses the credentials
+5   lock: another runner holds it, or the lease was lost
+6   step failed: a step raised or returned something wrong, a document
+    is newer than the code, or documents failed with --continue-on-error
+==  ==========================================================
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from functools import update_wrapper
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import command
+from .command import RunResult
+from .config import load_config, mask
+from .exceptions import (
+    ChainError,
+    ConfigError,
+    ConflictError,
+    ConnectionFailedError,
+    InvalidVersionError,
+    LockError,
+    MigrateError,
+    NewerDocumentError,
+    StepError,
+    UnknownModelError,
+)
+from .progress import progress_for
+from .runner import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLE
+
+EXIT_CHECK = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_CONNECTION = 4
+EXIT_LOCK = 5
+EXIT_STEP = 6
+
+#: Which exit code each kind of error gives; the first match wins.
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ConnectionFailedError, EXIT_CONNECTION),
+    (LockError, EXIT_LOCK),
+    (StepError, EXIT_STEP),
+    (NewerDocumentError, EXIT_STEP),
+    (ConflictError, EXIT_STEP),
+    (ConfigError, EXIT_CONFIG),
+    (UnknownModelError, EXIT_CONFIG),
+    (ChainError, EXIT_CONFIG),
+    (InvalidVersionError, EXIT_CONFIG),
+    (MigrateError, EXIT_CONFIG),
+]
+
+
+class CommandError(click.ClickException):
+    """A domain error, shown as one line, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+
+class _Masking(logging.Filter):
+    """Removes the URL's password (wherever the URL came from) from every log record."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__()
+        self.state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage(), self.state.url)
+        record.args = ()
+        return True
+
+
+class State:
+    """What the group hands its commands: the settings and, lazily, a workspace."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._workspace: command.Workspace | None = None
+
+    @property
+    def workspace(self) -> command.Workspace:
+        if self._workspace is None:
+            self._workspace = command.Workspace(load_config(**self.options))
+        return self._workspace
+
+    @property
+    def url(self) -> str | None:
+        try:
+            return self.workspace.config.url
+        except MigrateError:
+            return self.options.get("url")
+
+
+pass_state = click.make_pass_decorator(State)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    """Run an async command, close its connection, and turn errors into exit codes."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        assert state is not None
+
+        async def main() -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                if state._workspace is not None:
+                    await state._workspace.close()
+
+        try:
+            return asyncio.run(main())
+        except MigrateError as exc:
+            code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
+            raise CommandError(mask(str(exc), state.url), code) from None
+
+    return update_wrapper(wrapper, fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", help="MongoDB URL. Env: ATOMDB_MIGRATE_URL, then MONGO_URL.")
+@click.option("--database", help="Database name (default: the one in the URL).")
+@click.option(
+    "--models",
+    "models",
+    multiple=True,
+    metavar="MODULE",
+    help="Module to import so its models register (repeatable).",
+)
+@click.option("--migrations", type=click.Path(path_type=Path), help="The migrations directory.")
+@click.version_option(package_name="atomdb-migrate")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    url: str | None,
+    database: str | None,
+    models: tuple[str, ...],
+    migrations: Path | None,
+) -> None:
+    """Versioned schema migrations for MongoDB data stored by atom-db.
+
+    Every option can also be set in [tool.atomdb-migrate] in pyproject.toml.
+    """
+    ctx.obj = State(url=url, database=database, models=models, migrations=migrations)
+    handler = logging.StreamHandler()
+    handler.addFilter(_Masking(ctx.obj))
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("atomdb_migrate")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+@main.command()
+@click.option(
+    "--migrations",
+    "folder",
+    default="migrations",
+    show_default=True,
+    help="The directory to create, relative to the working directory.",
+)
+def init(folder: str) -> None:
+    """Create the migrations directory and the [tool.atomdb-migrate] table."""
+    for line in command.init(Path.cwd(), folder):
+        click.echo(line)
+
+
+@main.command()
+@click.option("-m", "--message", required=True, help="What the step does (its docstring).")
+@click.option("--model", required=True, help="The model's __model__ name or class name.")
+@pass_state
+@run_async
+async def revision(state: State, message: str, model: str) -> None:
+    """Write a new step module from the model's newest version to the next."""
+    path = command.revision(state.workspace, message, model)
+    click.echo(f"wrote {path}")
+
+
+def _run_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Write nothing: count per model and step, and try a sample.",
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(1),
+                default=DEFAULT_BATCH_SIZE,
+                show_default=True,
+                help="Documents per read and per bulk write.",
+            ),
+            click.option(
+                "--continue-on-error",
+                is_flag=True,
+                help="Record documents whose step fails and go on.",
+            ),
+            click.option(
+                "--wait", is_flag=True, help="Wait for the lock if another runner holds it."
+            ),
+            click.option(
+                "--progress/--no-progress",
+                default=True,
+                help="A bar on a terminal, plain lines otherwise.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--to", "to", help="Target version (one model only; default: the code's).")
+@click.option(
+    "--sample",
+    type=click.IntRange(0),
+    default=DEFAULT_SAMPLE,
+    show_default=True,
+    help="With --dry-run: documents to transform and restore.",
+)
+@_run_options
+@pass_state
+@run_async
+async def upgrade(
+    state: State,
+    models: tuple[str, ...],
+    to: str | None,
+    dry_run: bool,
+    batch_size: int,
+    continue_on_error: bool,
+    wait: bool,
+    progress: bool,
+    sample: int,
+) -> None:
+    """Bring stored documents to the code's versions (all models by default)."""
+    result = await command.upgrade(
+        state.workspace,
+        models,
+        to=to,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        continue_on_error=continue_on_error,
+        wait=wait,
+        sample=sample,
+        progress=progress_for(enabled=progress and not dry_run),
+    )
+    _summarize(result)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--to", "to", required=True, help="The version to take documents back to.")
+@_run_options
+@pass_state
+@run_async
+async def downgrade(
+    state: State,
+    model: str,
+    to: str,
+    dry_run: bool,
+    batch_size: int,
+    continue_on_error: bool,
+    wait: bool,
+    progress: bool,
+) -> None:
+    """Take a model's documents back to a version, with the downgrade functions."""
+    result = await command.downgrade(
+        state.workspace,
+        model,
+        to,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        continue_on_error=continue_on_error,
+        wait=wait,
+        progress=progress_for(enabled=progress and not dry_run),
+    )
+    _summarize(result)
+
+
+def _summarize(result: RunResult) -> None:
+    verb = "upgraded" if result.command == "upgrade" else "downgraded"
+    for r in result.reports:
+        if result.dry_run:
+            click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
+            for label, n in r.steps.items():
+                click.echo(f"  step {label}: {n} documents")
+            for s in r.samples:
+                verdict = "restores" if s.get("ok") else f"FAILS: {s.get('error')}"
+                click.echo(f"  sample _id={s['_id']!r} from {s['from']}: {verdict}")
+            continue
+        click.echo(
+            f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
+            f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
+        )
+        for f in r.failures[:10]:
+            click.echo(f"  failed _id={f['_id']!r}: {f['error']}")
+    if not result.dry_run and any(r.failed for r in result.reports):
+        failed = sum(r.failed for r in result.reports)
+        raise CommandError(
+            f"{failed} documents failed; see the history for the first {len(result.failures)}",
+            EXIT_STEP,
+        )
+    if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
+        raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+@run_async
+async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
+    """Per model: the code's version and the stored documents at each version."""
+    rows = await command.status(state.workspace, models)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "model": s.model,
+                        "version": s.version,
+                        "stored": s.stored,
+                        "total": s.total,
+                        "pending": s.pending,
+                        "newer": s.newer,
+                        "invalid": s.invalid,
+                    }
+                    for s in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        click.echo("no versioned models: give --models or set `models` in pyproject.toml")
+    for s in rows:
+        stored = ", ".join(f"{v}: {n}" for v, n in s.stored.items()) or "no documents"
+        extra = "".join(
+            f", {n} {what}"
+            for what, n in (("newer than the code", s.newer), ("invalid", s.invalid))
+            if n
+        )
+        click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
+
+
+@main.command()
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="How many recorded runs to show.",
+)
+@pass_state
+@run_async
+async def history(state: State, limit: int) -> None:
+    """Each model's chain of steps, and the recorded runs."""
+    chains, runs = await command.history(state.workspace, limit)
+    for name, steps in sorted(chains.items()):
+        click.echo(f"{name}:")
+        if not steps:
+            click.echo("  (no steps)")
+        for s in steps:
+            down = "" if s.downgrade_fn else " [no downgrade]"
+            click.echo(f"  {s.from_version} -> {s.to_version}  {s.message}{down}  ({s.source})")
+    if runs:
+        click.echo("runs:")
+    for run in runs:
+        counts = "; ".join(
+            f"{m}: "
+            + ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("steps", "target") and v)
+            for m, c in (run.get("models") or {}).items()
+        )
+        click.echo(
+            f"  {run['started_at']:%Y-%m-%d %H:%M:%S} {run['command']} {run['outcome']}"
+            f" {run.get('duration_s', '?')}s {counts}".rstrip()
+        )
+
+
+@main.command()
+@click.option("--pending", is_flag=True, help="Also fail while stored documents are behind.")
+@pass_state
+@run_async
+async def check(state: State, pending: bool) -> None:
+    """Exit 0 when every chain is complete and every step module loads."""
+    problems = await command.check(state.workspace, pending=pending)
+    for p in problems:
+        click.echo(mask(p, state.url), err=True)
+    if problems:
+        raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
+    click.echo("ok")
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it.")
+@pass_state
+@run_async
+async def stamp(state: State, model: str, version: str, wait: bool) -> None:
+    """Set the stored version of a model's documents without transforming them."""
+    n = await command.stamp(state.workspace, model, version, wait=wait)
+    click.echo(f"stamped {n} documents at version {version}")

@@ -1,0 +1,75 @@
+"""The history collection: one document per run of a writing command.
+
+By default ``atomdb_migrate_history``. Each record holds:
+
+- ``command``: "upgrade", "downgrade" or "stamp"; ``host`` and ``pid``;
+- ``started_at``, ``finished_at``, ``duration_s``;
+- ``outcome``: "running", "succeeded", "failed" or "interrupted";
+- ``models``: per model, the target version, the steps applied with their
+  counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
+- ``failures``: the first failures (model, ``_id``, step, error), when the
+  run went on past them; ``error``: why a failed run stopped.
+
+A dry run writes no record.
+
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+#: How many failures a record keeps.
+MAX_FAILURES = 100
+
+
+class History:
+    """Records runs in a collection (PyMongo async or Motor)."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+
+    async def start(self, command: str, arguments: dict[str, Any]) -> Any:
+        """Record the start of a run; return the record's ``_id``."""
+        record = {
+            "command": command,
+            "arguments": arguments,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC),
+            "outcome": "running",
+        }
+        return (await self.collection.insert_one(record)).inserted_id
+
+    async def finish(
+        self,
+        record_id: Any,
+        outcome: str,
+        models: dict[str, Any],
+        *,
+        failures: list[dict[str, Any]] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record how a run ended."""
+        record = await self.collection.find_one({"_id": record_id}, {"started_at": 1})
+        now = datetime.now(UTC)
+        started = record["started_at"] if record else None
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        update: dict[str, Any] = {
+            "outcome": outcome,
+            "finished_at": now,
+            "duration_s": round((now - started).total_seconds(), 3) if started else None,
+            "models": models,
+            "failures": (failures or [])[:MAX_FAILURES],
+        }
+        if error:
+            update["error"] = error
+        await self.collection.update_one({"_id": record_id}, {"$set": update})
+
+    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        cursor = self.collection.find({}).sort("started_at", -1).limit(limit)
+        return list(await cursor.to_list(length=limit))

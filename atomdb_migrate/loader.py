@@ -1,0 +1,195 @@
+"""Load version-step modules from a migrations directory.
+
+A step module is a small Python file::
+
+    "Split name into first and last."
+
+    model = "app.models.User"
+    from_version = "1"
+    to_version = "2"
+
+    def upgrade(doc):
+        doc["first"], _, doc["last"] = doc.pop("name").partition(" ")
+
+    def downgrade(doc):  # optional
+        doc["name"] = f"{doc.pop('first')} {doc.pop('last')}".strip()
+
+Its docstring is the step's message. Modules load only from the given
+directory (``*.py`` directly inside it, not starting with ``_``), in name
+order. Every module is checked before any step is registered: if one fails
+(a syntax error, an import error, a missing or mistyped name, a duplicate
+step) the error names its file and line, and nothing is registered.
+
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .exceptions import ChainError, ConfigError, StepModuleError
+from .registry import MigrationRegistry, register_step
+from .versions import Step
+
+#: The names a step module must define, and the types they must have.
+REQUIRED = {"model": (str,), "from_version": (str, int), "to_version": (str, int)}
+
+#: The prefix of the names step modules are loaded under.
+MODULE_PREFIX = "atomdb_migrate_steps"
+
+
+def step_files(directory: Path) -> list[Path]:
+    """The step module files of a directory, in name order."""
+    return sorted(p for p in directory.glob("*.py") if p.is_file() and not p.name.startswith("_"))
+
+
+def load_migrations(
+    directory: str | Path | None = None, *, registry: MigrationRegistry | None = None
+) -> list[Step]:
+    """Register the steps of every module in a migrations directory.
+
+    Call it at application start-up so reads upgrade exactly as the
+    ``atomdb-migrate`` command does. Loading the same directory again
+    replaces its steps.
+
+    Parameters
+    ----------
+    directory: str or Path, optional
+        The migrations directory. Defaults to ``migrations`` from the
+        ``[tool.atomdb-migrate]`` table of the nearest ``pyproject.toml``.
+    registry: MigrationRegistry, optional
+        Defaults to the process's registry.
+
+    Returns
+    -------
+    steps: list of Step
+        The registered steps, in file order.
+
+    Raises
+    ------
+    ConfigError
+        If the directory does not exist (or none is configured).
+    StepModuleError
+        If a module does not load; nothing is registered then.
+
+    """
+    if directory is None:
+        from .config import load_config
+
+        config = load_config()
+        if config.migrations is None:
+            raise ConfigError(
+                "no migrations directory: pass one, or set `migrations` in "
+                "[tool.atomdb-migrate] in pyproject.toml"
+            )
+        directory = config.migrations
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError(f"migrations directory {str(path)!r} does not exist")
+    registry = registry or MigrationRegistry.instance()
+
+    loaded: list[tuple[Path, ModuleType]] = []
+    problems: list[tuple[str, int, str]] = []
+    for file in step_files(path):
+        try:
+            loaded.append((file, _load_module(file)))
+        except _Problem as p:
+            problems.append((str(file), p.line, p.message))
+    if problems:
+        raise StepModuleError(problems)
+
+    added: list[Step] = []
+    for file, module in loaded:
+        try:
+            added.append(_register(file, module, registry))
+        except ChainError as exc:
+            for s in added:
+                registry.remove_step(s)
+            line = _line_of(file, "from_version")
+            raise StepModuleError([(str(file), line, str(exc))]) from exc
+    return added
+
+
+class _Problem(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        self.message = message
+
+
+def _load_module(file: Path) -> ModuleType:
+    name = f"{MODULE_PREFIX}.{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise _Problem(1, "cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise _Problem(exc.lineno or 1, f"syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        raise _Problem(_failing_line(exc, file), f"{type(exc).__name__}: {exc}") from exc
+    sys.modules.pop(name, None)
+    for attr, types in REQUIRED.items():
+        if not hasattr(module, attr):
+            raise _Problem(1, f"missing module-level name {attr!r}")
+        value = getattr(module, attr)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise _Problem(
+                _line_of(file, attr),
+                f"{attr} must be a string, not {type(value).__name__}",
+            )
+    if not callable(getattr(module, "upgrade", None)):
+        problem = "missing" if not hasattr(module, "upgrade") else "not callable:"
+        raise _Problem(_line_of(file, "upgrade"), f"{problem} function 'upgrade'")
+    downgrade = getattr(module, "downgrade", None)
+    if downgrade is not None and not callable(downgrade):
+        raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
+    return module
+
+
+def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> Step:
+    doc = (module.__doc__ or "").strip()
+    return register_step(
+        module.model,
+        module.from_version,
+        module.to_version,
+        module.upgrade,
+        getattr(module, "downgrade", None),
+        message=doc.splitlines()[0] if doc else "",
+        source=str(file.resolve()),
+        registry=registry,
+    )
+
+
+def _failing_line(exc: BaseException, file: Path) -> int:
+    """The last line of `file` in the exception's traceback."""
+    line = 1
+    target = str(file.resolve())
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if str(Path(frame.filename).resolve()) == target and frame.lineno:
+            line = frame.lineno
+    return line
+
+
+def _line_of(file: Path, name: str) -> int:
+    """The line where a module-level name is assigned or defined (1 if unknown)."""
+    try:
+        tree = ast.parse(file.read_text())
+    except (OSError, SyntaxError):
+        return 1
+    for node in tree.body:
+        targets: list[Any] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return node.lineno
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.lineno
+    return 1
