@@ -8,20 +8,27 @@ through the model's steps, registered with `step`, the moment they are read.
 
 from .exceptions import (
     ChainError,
+    ConfigError,
     ConflictError,
+    ConnectionFailedError,
     CycleError,
     DuplicateStepError,
     GapError,
     InvalidVersionError,
+    LockError,
+    LockHeldError,
+    LockLostError,
     MigrateError,
     MissingDowngradeError,
     NewerDocumentError,
     StepBeyondHeadError,
     StepError,
     StepFailedError,
+    StepModuleError,
     StepResultError,
     UnknownModelError,
 )
+from .loader import load_migrations
 from .model import VersionedModel, VersionedModelSerializer
 from .registry import MigrationRegistry, register_step, step
 from .versions import Step, StepGraph
@@ -30,11 +37,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChainError",
+    "ConfigError",
     "ConflictError",
+    "ConnectionFailedError",
     "CycleError",
     "DuplicateStepError",
     "GapError",
     "InvalidVersionError",
+    "LockError",
+    "LockHeldError",
+    "LockLostError",
     "MigrateError",
     "MigrationRegistry",
     "MissingDowngradeError",
@@ -44,10 +56,12 @@ __all__ = [
     "StepError",
     "StepFailedError",
     "StepGraph",
+    "StepModuleError",
     "StepResultError",
     "UnknownModelError",
     "VersionedModel",
     "VersionedModelSerializer",
+    "load_migrations",
     "register_step",
     "step",
 ]

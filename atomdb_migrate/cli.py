@@ -147,6 +147,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
     help="Module to import so its models register (repeatable).",
 )
 @click.option("--migrations", type=click.Path(path_type=Path), help="The migrations directory.")
+@click.option("--timeout", type=click.FloatRange(0.1), help="Seconds to reach the server [10].")
 @click.version_option(package_name="atomdb-migrate")
 @click.pass_context
 def main(
@@ -155,12 +156,15 @@ def main(
     database: str | None,
     models: tuple[str, ...],
     migrations: Path | None,
+    timeout: float | None,
 ) -> None:
     """Versioned schema migrations for MongoDB data stored by atom-db.
 
     Every option can also be set in [tool.atomdb-migrate] in pyproject.toml.
     """
-    ctx.obj = State(url=url, database=database, models=models, migrations=migrations)
+    ctx.obj = State(
+        url=url, database=database, models=models, migrations=migrations, timeout=timeout
+    )
     handler = logging.StreamHandler()
     handler.addFilter(_Masking(ctx.obj))
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))

@@ -151,7 +151,7 @@ class Workspace:
             await client.close()
             raise ConnectionFailedError(
                 f"cannot reach {mask_url(url)} within {self.config.timeout:g}s: "
-                f"{mask(str(exc).splitlines()[0], url)}"
+                f"{mask(_first_reason(exc), url)}"
             ) from None
         self._client, self._database = client, database
         manager: Any = NoSQLModelManager.instance()
@@ -187,6 +187,12 @@ class Workspace:
 
     def history(self) -> History:
         return History(self.database[self.config.history_collection])
+
+
+def _first_reason(exc: Exception) -> str:
+    """PyMongo's reason, without its timeouts and topology description."""
+    text = str(exc).splitlines()[0].split(", Timeout:")[0]
+    return re.sub(r" \(configured timeouts:[^)]*\)", "", text)
 
 
 # ----------------------------------------------------------------------

@@ -158,6 +158,7 @@ def load_config(
     database: str | None = None,
     models: Sequence[str] = (),
     migrations: str | Path | None = None,
+    timeout: float | None = None,
     start: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
@@ -178,7 +179,7 @@ def load_config(
         lock_collection=table.get("lock-collection", DEFAULT_LOCK_COLLECTION),
         history_collection=table.get("history-collection", DEFAULT_HISTORY_COLLECTION),
         lock_ttl=float(table.get("lock-ttl", 30.0)),
-        timeout=float(table.get("timeout", 10.0)),
+        timeout=float(timeout if timeout is not None else table.get("timeout", 10.0)),
         pyproject=pyproject,
     )
 

@@ -1,0 +1,30 @@
+"""Models of the command-line tests (imported as ``tests.clidemo``).
+
+Their steps live in ``tests/clidemo_migrations``; each test copies them
+into its own project directory.
+
+"""
+
+from atom.api import Float, Int, Str
+
+from atomdb_migrate import VersionedModel
+
+
+class Customer(VersionedModel):
+    __model__ = "clidemo.Customer"
+    __version__ = 3
+
+    first = Str()
+    last = Str()
+    tier = Str()
+    #: How many times the 1 -> 2 step ran on this document
+    applied = Int()
+    #: The last sequence number an app writer stored
+    seq = Int()
+
+
+class Order(VersionedModel):
+    __model__ = "clidemo.Order"
+    __version__ = 1
+
+    total = Float()

@@ -1,0 +1,196 @@
+"""Loading version-step modules from a directory."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomdb_migrate import ConfigError, MigrationRegistry, StepModuleError, load_migrations
+
+MODEL = "tests.loader.Thing"
+
+
+def write(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def good(folder: Path, name: str = "0001_first.py", a: str = "0", b: str = "1") -> Path:
+    return write(
+        folder,
+        name,
+        f'''
+        """Add a flag."""
+
+        model = "{MODEL}"
+        from_version = "{a}"
+        to_version = "{b}"
+
+
+        def upgrade(doc):
+            doc["flag_{b}"] = True
+
+
+        def downgrade(doc):
+            doc.pop("flag_{b}")
+        ''',
+    )
+
+
+def test_loads_steps_in_order(tmp_path: Path, registry: MigrationRegistry) -> None:
+    good(tmp_path, "0002_second.py", "1", "2")
+    good(tmp_path, "0001_first.py", "0", "1")
+    (tmp_path / "_helpers.py").write_text("raise RuntimeError('never loaded')")
+    (tmp_path / "notes.txt").write_text("not a module")
+    steps = load_migrations(tmp_path)
+    assert [(s.from_version, s.to_version) for s in steps] == [("0", "1"), ("1", "2")]
+    assert steps[0].message == "Add a flag."
+    assert steps[0].source == str((tmp_path / "0001_first.py").resolve())
+    chain = registry.graph(MODEL).plan_upgrade("0", "2")
+    doc: dict[str, Any] = {}
+    for s in chain:
+        s.upgrade_fn(doc)
+    assert doc == {"flag_1": True, "flag_2": True}
+    assert chain[1].downgrade_fn is not None
+
+
+def test_loading_again_replaces(tmp_path: Path, registry: MigrationRegistry) -> None:
+    good(tmp_path)
+    load_migrations(tmp_path)
+    load_migrations(tmp_path)
+    assert len(registry.graph(MODEL)) == 1
+
+
+def test_async_and_int_versions(tmp_path: Path, registry: MigrationRegistry) -> None:
+    write(
+        tmp_path,
+        "a.py",
+        f'''
+        model = "{MODEL}"
+        from_version = 0
+        to_version = 1
+
+        async def upgrade(doc):
+            return {{**doc, "x": 1}}
+        ''',
+    )
+    (step,) = load_migrations(tmp_path)
+    assert (step.from_version, step.to_version, step.message, step.downgrade_fn) == (
+        "0",
+        "1",
+        "",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        (
+            "model = 'm'\nfrom_version = '0'\nto_version = '1'\ndef upgrade(doc)\n    pass\n",
+            4,
+            "syntax error",
+        ),
+        ("import no_such_module_here\n", 1, "ModuleNotFoundError"),
+        ("model = 'm'\n\nx = 1 / 0\n", 3, "ZeroDivisionError"),
+        (
+            "from_version = '0'\nto_version = '1'\ndef upgrade(doc): pass\n",
+            1,
+            "missing module-level name 'model'",
+        ),
+        ("model = 'm'\nfrom_version = '0'\nto_version = '1'\n", 1, "missing function 'upgrade'"),
+        (
+            "model = 'm'\nfrom_version = 1.5\nto_version = '2'\ndef upgrade(doc): pass\n",
+            2,
+            "from_version must be a string, not float",
+        ),
+        (
+            "model = 'm'\nfrom_version = '0'\nto_version = '1'\n\nupgrade = 3\n",
+            5,
+            "not callable: function 'upgrade'",
+        ),
+        (
+            "model = 'm'\nfrom_version = '0'\nto_version = '1'\ndef upgrade(doc): pass\n"
+            "downgrade = 'no'\n",
+            5,
+            "'downgrade' is not callable",
+        ),
+    ],
+    ids=[
+        "syntax",
+        "import",
+        "raises",
+        "no-model",
+        "no-upgrade",
+        "float-version",
+        "upgrade-not-callable",
+        "downgrade-not-callable",
+    ],
+)
+def test_broken_module_names_file_and_line(
+    tmp_path: Path, registry: MigrationRegistry, body: str, line: int, message: str
+) -> None:
+    good(tmp_path)
+    bad = write(tmp_path, "0002_bad.py", body)
+    with pytest.raises(StepModuleError) as info:
+        load_migrations(tmp_path)
+    ((path, got_line, got),) = info.value.problems
+    assert (path, got_line) == (str(bad), line)
+    assert message in got
+    assert f"{bad}:{line}:" in str(info.value)
+    assert len(registry.graph(MODEL)) == 0, "nothing is registered"
+
+
+def test_every_broken_module_is_reported(tmp_path: Path, registry: MigrationRegistry) -> None:
+    write(tmp_path, "a.py", "import nowhere_to_be_found\n")
+    write(tmp_path, "b.py", "def (:\n")
+    with pytest.raises(StepModuleError) as info:
+        load_migrations(tmp_path)
+    assert [Path(p).name for p, _, _ in info.value.problems] == ["a.py", "b.py"]
+
+
+def test_duplicate_step_across_files_registers_nothing(
+    tmp_path: Path, registry: MigrationRegistry
+) -> None:
+    good(tmp_path, "0001_a.py", "0", "1")
+    good(tmp_path, "0002_b.py", "1", "2")
+    dup = good(tmp_path, "0003_c.py", "1", "3")
+    with pytest.raises(StepModuleError, match="two steps leave version 1") as info:
+        load_migrations(tmp_path)
+    assert info.value.problems[0][:2] == (str(dup), 4)  # the from_version line
+    assert len(registry.graph(MODEL)) == 0
+
+
+def test_backward_step_is_a_cycle(tmp_path: Path, registry: MigrationRegistry) -> None:
+    good(tmp_path, "0001_a.py", "2", "1")
+    with pytest.raises(StepModuleError, match="must go to a greater version"):
+        load_migrations(tmp_path)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_migrations(tmp_path / "nope")
+
+
+def test_directory_from_pyproject(
+    tmp_path: Path, registry: MigrationRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "steps").mkdir()
+    good(tmp_path / "steps")
+    (tmp_path / "pyproject.toml").write_text('[tool.atomdb-migrate]\nmigrations = "steps"\n')
+    sub = tmp_path / "src"
+    sub.mkdir()
+    monkeypatch.chdir(sub)  # found from a subdirectory, relative to pyproject.toml
+    (step,) = load_migrations()
+    assert step.model == MODEL
+
+
+def test_no_directory_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no migrations directory"):
+        load_migrations()
