@@ -324,11 +324,16 @@ class StepGraph:
             when the chain is complete.
 
         """
+        end = parse_version(head, model=self.model)
         found: list[Exception] = []
         seen: set[str] = set()
         for step in self.steps:
             try:
-                self.plan_upgrade(step.from_key, head)
+                if step.to_key > end:
+                    raise StepBeyondHeadError(
+                        self.model, step.from_version, step.to_version, str(end), step.source
+                    )
+                self.plan_upgrade(step.from_key, end)
             except (GapError, StepBeyondHeadError) as exc:
                 if str(exc) not in seen:
                     seen.add(str(exc))

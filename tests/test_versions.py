@@ -139,6 +139,9 @@ def test_problems_reports_each_broken_start() -> None:
     problems = graph(("0", "1"), ("2", "3"), ("3", "5")).problems("4")
     kinds = sorted(type(p).__name__ for p in problems)
     assert kinds == ["GapError", "StepBeyondHeadError"]
+    # A step starting at the head and going past it
+    (problem,) = graph(("0", "1"), ("1", "2")).problems("1")
+    assert isinstance(problem, StepBeyondHeadError) and problem.to_version == "2"
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,442 @@
+"""The atomdb-migrate command, through click's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from click.testing import CliRunner, Result
+from pymongo import MongoClient
+
+from atomdb_migrate import MigrationRegistry
+from atomdb_migrate.cli import (
+    EXIT_CHECK,
+    EXIT_CONFIG,
+    EXIT_CONNECTION,
+    EXIT_LOCK,
+    EXIT_STEP,
+    EXIT_USAGE,
+    main,
+)
+from atomdb_migrate.lock import LOCK_ID
+
+from .clidemo import Customer, Order
+from .servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = Path(__file__).parent / "clidemo_migrations"
+CUSTOMER = "clidemo.Customer"
+ORDER = "clidemo.Order"
+PASSWORD = "pa55-W0rd-xyzzy"
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["tests.clidemo"]
+migrations = "migrations"
+lock-ttl = 2
+timeout = 5
+"""
+
+
+class Project:
+    """A project directory with the demo models' steps, and a fresh database."""
+
+    def __init__(self, path: Path, server: str) -> None:
+        self.path = path
+        self.dbname = f"cli_{uuid.uuid4().hex[:12]}"
+        self.url = f"{server}/{self.dbname}"
+        self.client: MongoClient[dict[str, Any]] = MongoClient(server)
+        self.db = self.client[self.dbname]
+        shutil.copytree(STEPS, path / "migrations")
+        (path / "pyproject.toml").write_text(PYPROJECT)
+
+    def seed(self, n: int, version: str | None = "1", **extra: Any) -> None:
+        docs = []
+        for i in range(n):
+            doc: dict[str, Any] = {"_id": ObjectId(), "name": f"Ada {i}", **extra}
+            doc["__model__"] = CUSTOMER
+            if version is not None:
+                doc["__version__"] = version
+            docs.append(doc)
+        if docs:
+            self.db[CUSTOMER].insert_many(docs)
+
+    def versions(self, model: str = CUSTOMER) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.db[model].find({}, {"__version__": 1}):
+            v = d.get("__version__", "0")
+            out[v] = out.get(v, 0) + 1
+        return out
+
+    def invoke(self, *args: str, url: str | None = None) -> Result:
+        env = {"MONGO_URL": url or self.url, "ATOMDB_MIGRATE_URL": ""}
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    def spawn(self, *args: str, url: str | None = None) -> subprocess.Popen[str]:
+        env = {**os.environ, "MONGO_URL": url or self.url, "PYTHONPATH": str(ROOT)}
+        env.pop("ATOMDB_MIGRATE_URL", None)
+        exe = shutil.which("atomdb-migrate", path=os.path.dirname(sys.executable))
+        assert exe, "the console script is installed"
+        return subprocess.Popen(
+            [exe, *args],
+            cwd=self.path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, *args: str, url: str | None = None, timeout: float = 120) -> tuple[int, str]:
+        proc = self.spawn(*args, url=url)
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out + err
+
+
+@pytest.fixture
+def demo_registry(monkeypatch: pytest.MonkeyPatch) -> MigrationRegistry:
+    """A registry holding only the demo models, as in a fresh process."""
+    registry = MigrationRegistry()
+    registry.register_model(Customer)
+    registry.register_model(Order)
+    monkeypatch.setattr(MigrationRegistry, "_instance", registry)
+    return registry
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path,
+    secantus_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    demo_registry: MigrationRegistry,
+) -> Iterator[Project]:
+    monkeypatch.chdir(tmp_path)
+    p = Project(tmp_path, secantus_url)
+    yield p
+    p.client.drop_database(p.dbname)
+    p.client.close()
+
+
+def secret_url(project: Project, port: int | None = None) -> str:
+    host = f"127.0.0.1:{port}" if port else project.url.split("//", 1)[1].split("/", 1)[0]
+    return f"mongodb://admin:{PASSWORD}@{host}/{project.dbname}"
+
+
+# ---------------------------------------------------------------------------
+# Files: init, revision, check
+# ---------------------------------------------------------------------------
+def test_init_creates_directory_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"')
+    result = CliRunner().invoke(main, ["init"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "migrations").is_dir()
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert text.startswith('[project]\nname = "app"\n') and "[tool.atomdb-migrate]" in text
+    again = CliRunner().invoke(main, ["init"])
+    assert "exists" in again.output and "already has" in again.output
+    assert (tmp_path / "pyproject.toml").read_text() == text
+
+
+def test_revision_writes_the_next_step(project: Project) -> None:
+    result = project.invoke("revision", "-m", "Add an email address", "--model", "Customer")
+    assert result.exit_code == 0, result.output
+    path = project.path / "migrations" / "0004_add_an_email_address.py"
+    assert f"wrote {path}" in result.output
+    text = path.read_text()
+    assert text.startswith('"""Add an email address"""')
+    assert 'model = "clidemo.Customer"' in text
+    assert 'from_version = "3"' in text and 'to_version = "4"' in text
+    # The model is still at 3: check catches the step past it.
+    result = project.invoke("check")
+    assert result.exit_code == EXIT_CHECK
+    assert "past the model's current version 3" in result.output
+
+
+def test_check_passes_and_reports_broken_modules(project: Project) -> None:
+    assert project.invoke("check").output.strip() == "ok"
+    bad = project.path / "migrations" / "0004_broken.py"
+    bad.write_text(
+        'model = "clidemo.Customer"\nfrom_version = "3"\nto_version = "4"\n'
+        "def upgrade(doc)\n    pass\n"
+    )
+    result = project.invoke("check")
+    assert result.exit_code == EXIT_CHECK
+    assert f"{bad}:4: syntax error" in result.output
+    # Every other command refuses to run.
+    result = project.invoke("upgrade")
+    assert result.exit_code == EXIT_CONFIG and f"{bad}:4" in result.output
+    assert project.versions() == {}
+
+
+# ---------------------------------------------------------------------------
+# The whole cycle
+# ---------------------------------------------------------------------------
+def test_status_upgrade_history_downgrade_stamp(project: Project) -> None:
+    project.seed(30)
+    project.seed(5, version=None)  # before versioning: at 0, no step from 0
+    project.db[ORDER].insert_many([{"total": "2.5", "__model__": ORDER} for _ in range(4)])
+
+    result = project.invoke("status")
+    assert result.exit_code == 0, result.output
+    assert "clidemo.Customer: code at 3; stored 0: 5, 1: 30; 35 pending" in result.output
+    assert "clidemo.Order: code at 1; stored 0: 4; 4 pending" in result.output
+    rows = {r["model"]: r for r in json.loads(project.invoke("status", "--json").output)}
+    assert rows[CUSTOMER]["stored"] == {"0": 5, "1": 30} and rows[ORDER]["pending"] == 4
+
+    # A gap (no step from 0) is refused before anything is written
+    result = project.invoke("upgrade")
+    assert result.exit_code == EXIT_CONFIG
+    assert "no step leaves version 0" in result.output
+    project.invoke("stamp", "Customer", "1")  # adopt the 5 unversioned documents
+    assert project.versions() == {"1": 35}
+
+    result = project.invoke("upgrade", "--dry-run", "--sample", "3")
+    assert result.exit_code == 0, result.output
+    assert "step 1 -> 2: 35 documents" in result.output
+    assert result.output.count(": restores") == 6  # 3 per model
+    assert project.versions() == {"1": 35}
+
+    result = project.invoke("upgrade", "--batch-size", "7")
+    assert result.exit_code == 0, result.output
+    assert "clidemo.Customer: 35 upgraded to 3, 0 skipped" in result.output
+    assert "clidemo.Order: 4 upgraded to 1" in result.output
+    assert project.versions() == {"3": 35} and project.versions(ORDER) == {"1": 4}
+
+    result = project.invoke("history")
+    assert "1 -> 2  Split name into first and last." in result.output
+    assert "0 -> 1  Store order totals as numbers. [no downgrade]" in result.output
+    assert "upgrade succeeded" in result.output and "stamp succeeded" in result.output
+    runs = list(project.db["atomdb_migrate_history"].find().sort("started_at", 1))
+    assert [(r["command"], r["outcome"]) for r in runs] == [
+        ("upgrade", "failed"),
+        ("stamp", "succeeded"),
+        ("upgrade", "succeeded"),
+    ]
+    assert "no step leaves version 0" in runs[0]["error"]
+    assert runs[2]["models"][CUSTOMER]["upgraded"] == 35
+    assert runs[2]["models"][CUSTOMER]["steps"] == {"1 -> 2": 35, "2 -> 3": 35}
+    assert runs[2]["duration_s"] >= 0
+
+    result = project.invoke("downgrade", "Customer", "--to", "2")
+    assert result.exit_code == 0 and "35 downgraded to 2" in result.output
+    assert project.versions() == {"2": 35}
+    result = project.invoke("downgrade", "Order", "--to", "0")
+    assert result.exit_code == EXIT_CONFIG and "has no downgrade function" in result.output
+
+    result = project.invoke("check", "--pending")
+    assert result.exit_code == EXIT_CHECK
+    assert "35 stored documents are behind version 3" in result.output
+    project.invoke("upgrade", "Customer")
+    assert project.invoke("check", "--pending").exit_code == 0
+    assert project.db["atomdb_migrate_lock"].count_documents({}) == 0, "lock released"
+
+
+def test_upgrade_to_a_version(project: Project) -> None:
+    project.seed(3)
+    result = project.invoke("upgrade", "Customer", "--to", "2")
+    assert result.exit_code == 0, result.output
+    assert project.versions() == {"2": 3}
+
+
+# ---------------------------------------------------------------------------
+# Errors: one line, a distinct exit code, nothing written
+# ---------------------------------------------------------------------------
+def test_unknown_model_lists_the_known_ones(project: Project) -> None:
+    result = project.invoke("upgrade", "Nope")
+    assert result.exit_code == EXIT_CONFIG
+    assert "unknown model 'Nope'; known versioned models: clidemo.Customer, clidemo.Order" in (
+        result.output
+    )
+
+
+def test_step_failure_names_model_id_and_step(project: Project) -> None:
+    project.seed(5)
+    project.db[CUSTOMER].update_one({}, {"$set": {"name": "BOOM"}})
+    boom = project.db[CUSTOMER].find_one({"name": "BOOM"})
+    result = project.invoke("upgrade", "Customer")
+    assert result.exit_code == EXIT_STEP
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: model 'clidemo.Customer', document _id=")
+    assert str(boom["_id"]) in line and "0001_split_name.py (1 -> 2)" in line
+    assert "cannot split BOOM" in line
+    run = project.db["atomdb_migrate_history"].find_one()
+    assert run["outcome"] == "failed" and "cannot split BOOM" in run["error"]
+
+    result = project.invoke("upgrade", "Customer", "--continue-on-error")
+    assert result.exit_code == EXIT_STEP
+    assert "0 upgraded to 3" in result.output or "4 upgraded" in result.output
+    assert project.versions() == {"3": 4, "1": 1}
+
+
+def test_lock_held_by_another_runner(project: Project) -> None:
+    project.seed(2)
+    project.db["atomdb_migrate_lock"].insert_one(
+        {
+            "_id": LOCK_ID,
+            "owner": "x",
+            "host": "pod-7",
+            "pid": 42,
+            "command": "upgrade",
+            "acquired_at": "then",
+            "expires_at": __import__("datetime").datetime(2999, 1, 1),
+        }
+    )
+    result = project.invoke("upgrade")
+    assert result.exit_code == EXIT_LOCK
+    assert "held by upgrade on host pod-7 (pid 42)" in result.output
+    assert project.versions() == {"1": 2}
+
+
+def test_invalid_url(project: Project) -> None:
+    result = project.invoke("status", url=f"mongodb://admin:{PASSWORD}@host:1:2/db")
+    assert result.exit_code == EXIT_CONFIG
+    assert "invalid MongoDB URL 'mongodb://admin:***@host:1:2/db'" in result.output
+    assert PASSWORD not in result.output
+
+
+def test_unreachable_server_fails_in_bounded_time(project: Project) -> None:
+    started = time.monotonic()
+    result = project.invoke("--timeout", "1", "status", url=secret_url(project, free_port()))
+    assert result.exit_code == EXIT_CONNECTION
+    assert time.monotonic() - started < 10
+    assert "cannot reach mongodb://admin:***@127.0.0.1:" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_wrong_credentials(project: Project) -> None:
+    result = project.invoke("status", url=secret_url(project))
+    assert result.exit_code == EXIT_CONNECTION
+    assert "authentication failed" in result.output
+    assert PASSWORD not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["upgrade"],
+        ["upgrade", "--dry-run"],
+        ["downgrade", "Customer", "--to", "1"],
+        ["history"],
+        ["check", "--pending"],
+        ["stamp", "Customer", "1"],
+    ],
+)
+def test_no_command_prints_the_password(project: Project, args: list[str]) -> None:
+    result = project.invoke(*args, url=secret_url(project))
+    assert result.exit_code == EXIT_CONNECTION or args[0] == "check"
+    assert PASSWORD not in result.output
+    assert "***" in result.output
+
+
+def test_missing_migrations_directory(project: Project) -> None:
+    shutil.rmtree(project.path / "migrations")
+    result = project.invoke("status")
+    assert result.exit_code == EXIT_CONFIG
+    assert "migrations directory" in result.output and "does not exist" in result.output
+
+
+def test_no_url(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(main, ["status"], env={"MONGO_URL": "", "ATOMDB_MIGRATE_URL": ""})
+    assert result.exit_code == EXIT_CONFIG and "no MongoDB URL" in result.output
+
+
+def test_to_needs_one_model(project: Project) -> None:
+    result = project.invoke("upgrade", "--to", "2")
+    assert result.exit_code == EXIT_CONFIG and "--to needs exactly one model" in result.output
+
+
+def test_usage_error(project: Project) -> None:
+    assert project.invoke("upgrade", "--no-such-option").exit_code == EXIT_USAGE
+
+
+def test_url_from_environment_order(project: Project) -> None:
+    env = {"ATOMDB_MIGRATE_URL": project.url, "MONGO_URL": "mongodb://127.0.0.1:1/x"}
+    result = CliRunner().invoke(main, ["status"], env=env)
+    assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------------------
+# As a real subprocess
+# ---------------------------------------------------------------------------
+def test_console_script(project: Project) -> None:
+    project.seed(10)
+    code, out = project.run("upgrade")
+    assert code == 0, out
+    assert "clidemo.Customer: 10 documents to migrate" in out, "plain lines, not a terminal"
+    assert "clidemo.Customer: 10 upgraded to 3" in out
+
+
+def test_killed_run_resumes_and_transforms_each_document_once(project: Project) -> None:
+    n = 20000
+    project.seed(n)
+    proc = project.spawn("upgrade", "--batch-size", "500")
+    deadline = time.monotonic() + 120
+    while project.db[CUSTOMER].count_documents({"__version__": "3"}) < 2000:
+        assert proc.poll() is None, "killed before it finished"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = project.db[CUSTOMER].count_documents({"__version__": "3"})
+    assert 2000 <= done < n, "killed mid-run"
+    assert project.db["atomdb_migrate_lock"].count_documents({}) == 1, "the lease is left"
+
+    # A new runner refuses while the dead runner's lease lasts, then takes over.
+    code, out = project.run("upgrade")
+    assert code == EXIT_LOCK, out
+    # (a bulk write in flight at the kill may have completed on the server)
+    done = project.db[CUSTOMER].count_documents({"__version__": "3"})
+    code, out = project.run("upgrade", "--wait")
+    assert code == 0, out
+    assert f"{n - done} upgraded to 3" in out
+    assert project.versions() == {"3": n}
+    applied = project.db[CUSTOMER].distinct("applied")
+    assert applied == [1], "every document transformed exactly once"
+
+
+def test_two_runners_at_once(project: Project) -> None:
+    project.seed(6000)
+    procs = [project.spawn("upgrade") for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stdout.read() + p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, EXIT_LOCK], results
+    loser = next(out for code, out in results if code == EXIT_LOCK)
+    assert "the migration lock is held by upgrade on host" in loser
+    assert project.versions() == {"3": 6000}
+
+
+def test_concurrent_writer_loses_nothing(project: Project) -> None:
+    n = 6000
+    project.seed(n, seq=0)
+    ids = [d["_id"] for d in project.db[CUSTOMER].find({}, {"_id": 1})]
+    proc = project.spawn("upgrade", "--batch-size", "200")
+    last: dict[Any, int] = {}
+    rng, seq = random.Random(3), 0
+    while proc.poll() is None:
+        seq += 1
+        i = rng.choice(ids)
+        project.db[CUSTOMER].update_one({"_id": i}, {"$set": {"seq": seq}})
+        last[i] = seq
+    out = proc.stdout.read() + proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.returncode == 0, out
+    while project.versions() != {"3": n}:  # documents skipped as changed twice
+        code, out = project.run("upgrade")
+        assert code == 0, out
+    assert seq > 50
+    stored = {d["_id"]: d.get("seq") for d in project.db[CUSTOMER].find({}, {"seq": 1})}
+    assert [i for i, s in last.items() if stored[i] != s] == []
+    assert project.db[CUSTOMER].distinct("applied") == [1]
