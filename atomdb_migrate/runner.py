@@ -23,6 +23,7 @@ and the next run carries on with the documents still behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -251,23 +252,42 @@ class Runner:
             await self._sample(cls, collection, query, plan_for, report, downgrade)
             return report
 
-        # 2-4. Stream, transform, write.
+        # 2-4. Stream, transform, write: one read and one write in flight
+        # while the next batch is transformed.
         self.progress.start(cls.__model__, report.pending)
+        batches = _batches(
+            collection.find(query, sort=[("_id", 1)], batch_size=self.batch_size),
+            self.batch_size,
+        )
+        reading = asyncio.ensure_future(anext(batches, None))
+        writing: asyncio.Future[None] | None = None
         try:
-            batches = _batches(
-                collection.find(query, sort=[("_id", 1)], batch_size=self.batch_size),
-                self.batch_size,
-            )
-            reading = asyncio.ensure_future(anext(batches, None))
             while (batch := await reading) is not None:
                 reading = asyncio.ensure_future(anext(batches, None))
-                try:
-                    await self._process(collection, batch, plan_for, report, downgrade)
-                except BaseException:
-                    reading.cancel()
-                    raise
+                ops, ids, error = await self._prepare(batch, plan_for, report, downgrade)
+                if writing is not None:
+                    await writing
+                writing = None
+                if ops:
+                    writing = asyncio.ensure_future(
+                        self._write(collection, ops, ids, plan_for, report, downgrade)
+                    )
+                if error is not None:
+                    # What was transformed before the failure is written: each
+                    # document is complete on its own.
+                    if writing is not None:
+                        await writing
+                    raise error
                 self.progress.advance(len(batch))
+            if writing is not None:
+                await writing
         finally:
+            reading.cancel()
+            if writing is not None and not writing.done():
+                # Stopped early: let the write in flight finish, so what was
+                # counted is what was written.
+                with contextlib.suppress(Exception):
+                    await writing
             self.progress.finish()
         return report
 
@@ -319,36 +339,34 @@ class Runner:
                 )
             return None
 
-    async def _process(
+    async def _prepare(
         self,
-        collection: Any,
         batch: list[Document],
         plan_for: Any,
         report: ModelReport,
         downgrade: bool,
-    ) -> None:
+    ) -> tuple[list[UpdateOne], list[Any], BaseException | None]:
+        """The batch's writes, and the error that stopped it, if any."""
         ops: list[UpdateOne] = []
         ids: list[Any] = []
-        try:
-            for doc in batch:
-                plan = plan_for(doc.get(VERSION_KEY))
-                if plan.kind == "newer":
-                    report.newer += 1
-                    continue
-                if plan.kind == "beyond":
-                    report.beyond += 1
-                    continue
-                if plan.kind == "current":
-                    continue
+        for doc in batch:
+            plan = plan_for(doc.get(VERSION_KEY))
+            if plan.kind == "newer":
+                report.newer += 1
+                continue
+            if plan.kind == "beyond":
+                report.beyond += 1
+                continue
+            if plan.kind == "current":
+                continue
+            try:
                 new = await self._transform(doc, plan, report, downgrade)
-                if new is not None:
-                    ops.append(UpdateOne(unchanged_filter(doc), document_diff(doc, new)))
-                    ids.append(doc["_id"])
-        finally:
-            # Whatever happened, what was transformed before is written: each
-            # document is complete on its own.
-            if ops:
-                await self._write(collection, ops, ids, plan_for, report, downgrade)
+            except MigrateError as exc:
+                return ops, ids, exc
+            if new is not None:
+                ops.append(UpdateOne(unchanged_filter(doc), document_diff(doc, new)))
+                ids.append(doc["_id"])
+        return ops, ids, None
 
     async def _write(
         self,

@@ -194,3 +194,13 @@ def test_no_directory_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no migrations directory"):
         load_migrations()
+
+
+async def test_reads_use_the_steps_loaded_from_files(db: Any, registry: MigrationRegistry) -> None:
+    from .clidemo import Customer
+
+    load_migrations(Path(__file__).parent / "clidemo_migrations")
+    doc = {"name": "Ada Lovelace", "__version__": "1", "__model__": Customer.__model__}
+    _id = (await Customer.objects.insert_one(doc)).inserted_id
+    c = await Customer.restore(await Customer.objects.find_one({"_id": _id}))
+    assert (c.first, c.last, c.tier, c.applied) == ("Ada", "Lovelace", "basic", 1)
