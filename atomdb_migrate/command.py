@@ -374,12 +374,14 @@ async def _run(
         progress=progress,
         registry=ws.registry,
     )
-    if dry_run:  # writes nothing: no lock, no history
+
+    async def run_all() -> None:
         for cls in classes:
-            report = await (
-                runner.downgrade(cls, to) if command == "downgrade" else runner.upgrade(cls, to)
-            )
-            result.reports.append(report)
+            run = runner.downgrade if command == "downgrade" else runner.upgrade
+            result.reports.append(await run(cls, to))
+
+    if dry_run:  # writes nothing: no lock, no history
+        await run_all()
         return result
     arguments = {
         "models": [c.__model__ for c in classes],
@@ -392,11 +394,7 @@ async def _run(
         history = ws.history()
         record = await history.start(command, arguments)
         try:
-            for cls in classes:
-                report = await (
-                    runner.downgrade(cls, to) if command == "downgrade" else runner.upgrade(cls, to)
-                )
-                result.reports.append(report)
+            await run_all()
         except BaseException as exc:
             outcome = "failed" if isinstance(exc, Exception) else "interrupted"
             await history.finish(
