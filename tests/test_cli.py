@@ -440,3 +440,46 @@ def test_concurrent_writer_loses_nothing(project: Project) -> None:
     stored = {d["_id"]: d.get("seq") for d in project.db[CUSTOMER].find({}, {"seq": 1})}
     assert [i for i, s in last.items() if stored[i] != s] == []
     assert project.db[CUSTOMER].distinct("applied") == [1]
+
+
+def test_lock_and_history_collections_can_be_renamed(project: Project) -> None:
+    (project.path / "pyproject.toml").write_text(
+        PYPROJECT + 'lock-collection = "ops_lock"\nhistory-collection = "ops_runs"\n'
+    )
+    project.seed(3)
+    project.db["ops_lock"].insert_one(
+        {
+            "_id": LOCK_ID,
+            "owner": "x",
+            "host": "h",
+            "pid": 1,
+            "command": "upgrade",
+            "expires_at": __import__("datetime").datetime(2999, 1, 1),
+        }
+    )
+    assert project.invoke("upgrade").exit_code == EXIT_LOCK
+    project.db["ops_lock"].delete_many({})
+    assert project.invoke("upgrade").exit_code == 0
+    names = set(project.db.list_collection_names())
+    assert {"ops_lock", "ops_runs"} <= names
+    assert not names & {"atomdb_migrate_lock", "atomdb_migrate_history"}
+    assert project.db["ops_runs"].count_documents({"outcome": "succeeded"}) == 1
+
+
+def test_log_lines_are_masked(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from atomdb_migrate.cli import State, _Masking
+
+    state = State(url=secret_url(project), database=None, models=(), migrations=None, timeout=None)
+    record = logging.LogRecord(
+        "atomdb_migrate",
+        logging.WARNING,
+        __file__,
+        1,
+        "waiting for %s",
+        (secret_url(project),),
+        None,
+    )
+    assert _Masking(state).filter(record)
+    assert PASSWORD not in record.getMessage() and "admin:***@" in record.getMessage()
