@@ -383,6 +383,12 @@ async def _run(
     if dry_run:  # writes nothing: no lock, no history
         await run_all()
         return result
+    if not continue_on_error:
+        # Refuse a broken chain before taking the lock: then nothing at all
+        # is written, not even a history record.
+        survey = Runner(ws.database, dry_run=True, sample=0, registry=ws.registry)
+        for cls in classes:
+            await (survey.downgrade(cls, to) if command == "downgrade" else survey.upgrade(cls, to))
     arguments = {
         "models": [c.__model__ for c in classes],
         "to": to,

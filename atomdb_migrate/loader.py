@@ -44,8 +44,24 @@ MODULE_PREFIX = "atomdb_migrate_steps"
 
 
 def step_files(directory: Path) -> list[Path]:
-    """The step module files of a directory, in name order."""
-    return sorted(p for p in directory.glob("*.py") if p.is_file() and not p.name.startswith("_"))
+    """The step module files of a directory, in name order.
+
+    Only files directly inside the directory count: a link to a file
+    elsewhere is refused, so step modules load from the configured directory
+    and nowhere else.
+
+    """
+    root = directory.resolve()
+    files = sorted(p for p in directory.glob("*.py") if p.is_file() and not p.name.startswith("_"))
+    outside = [p for p in files if p.resolve().parent != root]
+    if outside:
+        raise StepModuleError(
+            [
+                (str(p), 1, f"links outside the migrations directory (to {p.resolve()})")
+                for p in outside
+            ]
+        )
+    return files
 
 
 def load_migrations(

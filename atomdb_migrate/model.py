@@ -42,7 +42,7 @@ log = logging.getLogger("atomdb_migrate")
 STUB_KEYS = frozenset(("_id", "__ref__", "__model__"))
 
 #: What a model may say about documents newer than its code.
-NEWER_POLICIES = ("raise", "restore")
+NEWER_POLICIES = ("raise", "restore", "downgrade")
 
 #: How many times `save()` re-reads a document whose version it did not expect.
 SAVE_ATTEMPTS = 5
@@ -170,8 +170,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     __parsed_version__: ClassVar[Version]
 
     #: What to do with a stored document newer than this code: "raise"
-    #: (`NewerDocumentError`) or "restore" it as it is. Either way `save()`
-    #: refuses to replace it.
+    #: (`NewerDocumentError`), "restore" it as it is, or "downgrade" it
+    #: through the registered steps' downgrade functions (raising when they
+    #: are not all there). Either way `save()` refuses to replace it.
     __on_newer__: ClassVar[str] = "raise"
 
     #: Persist a document upgraded on restore, with a write that matches its
@@ -232,8 +233,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         InvalidVersionError
             If the stored version is not a version.
         NewerDocumentError
-            If the document is newer than the code, unless ``__on_newer__``
-            is "restore" (then it is returned as it is).
+            If the document is newer than the code and ``__on_newer__`` is
+            "raise" (with "restore" it is returned as it is; with
+            "downgrade" it is taken back through the downgrade functions).
         ChainError
             If the steps do not lead from the stored version to the model's.
         StepError
@@ -246,13 +248,17 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         head = cls.__parsed_version__
         if stored == head:
             return state
+        graph = MigrationRegistry.instance().graph(cls)
         if stored > head:
             if cls.__on_newer__ == "restore":
                 return state
+            if cls.__on_newer__ == "downgrade":
+                steps = graph.plan_downgrade(stored, head, doc_id=doc_id)
+                return await run_chain(steps, copy_document(state), downgrade=True)
             raise NewerDocumentError(
                 cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
             )
-        steps = MigrationRegistry.instance().graph(cls).plan_upgrade(stored, head, doc_id=doc_id)
+        steps = graph.plan_upgrade(stored, head, doc_id=doc_id)
         return await run_chain(steps, copy_document(state))
 
     @classmethod
