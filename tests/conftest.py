@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from atomdb.nosql import NoSQLModelManager
 
 from atomdb_migrate import MigrationRegistry
 
+from .clidemo import Customer, Order
+from .project import Project
 from .servers import secantus_server
 
 MONGO_URL = os.environ.get("MONGO_URL")
@@ -33,6 +36,16 @@ if MONGO_URL:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the long variants of the reliability suite (more trials, more documents)",
+    )
+    parser.addoption(
+        "--reliability-report",
+        metavar="FILE",
+        help="write the reliability suite's figures to FILE (Markdown)",
+    )
     parser.addoption(
         "--backend",
         action="append",
@@ -58,6 +71,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def secantus_url() -> Iterator[str]:
     """The URL of a SecantusDB server running for the whole session."""
     with secantus_server() as url:
+        yield url
+
+
+#: The user of the authenticating server.
+AUTH_USER = ("admin", "pa55-W0rd-xyzzy")
+
+
+@pytest.fixture(scope="session")
+def secantus_auth_url() -> Iterator[str]:
+    """A SecantusDB server running with --auth; `AUTH_USER` may use it."""
+    with secantus_server(user=AUTH_USER) as url:
         yield url
 
 
@@ -108,3 +132,42 @@ def registry() -> Iterator[MigrationRegistry]:
     """The process registry; steps a test registers are removed after it."""
     with MigrationRegistry.instance().isolated() as reg:
         yield reg
+
+
+@pytest.fixture
+def demo_registry(monkeypatch: pytest.MonkeyPatch) -> MigrationRegistry:
+    """A registry holding only the demo models, as in a fresh process."""
+    registry = MigrationRegistry()
+    registry.register_model(Customer)
+    registry.register_model(Order)
+    monkeypatch.setattr(MigrationRegistry, "_instance", registry)
+    return registry
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path,
+    secantus_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    demo_registry: MigrationRegistry,
+) -> Iterator[Project]:
+    monkeypatch.chdir(tmp_path)
+    p = Project(tmp_path, secantus_url)
+    yield p
+    p.client.drop_database(p.dbname)
+    p.client.close()
+
+
+@pytest.fixture
+def auth_project(
+    tmp_path: Path,
+    secantus_auth_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    demo_registry: MigrationRegistry,
+) -> Iterator[Project]:
+    """A project on the authenticating server, with credentials in its URL."""
+    monkeypatch.chdir(tmp_path)
+    p = Project(tmp_path, secantus_auth_url, user=AUTH_USER)
+    yield p
+    p.client.drop_database(p.dbname)
+    p.client.close()

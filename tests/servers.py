@@ -34,8 +34,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def secantus_server() -> Iterator[str]:
+def secantus_server(user: tuple[str, str] | None = None) -> Iterator[str]:
     """Run a SecantusDB server for the duration of the block; yield its URL.
+
+    With `user` (name, password), the server runs with ``--auth`` and that
+    user holds the root role (created on a first start without auth, as
+    SecantusDB asks); the URL yielded carries no credentials.
 
     Raises
     ------
@@ -52,34 +56,40 @@ def secantus_server() -> Iterator[str]:
         )
     storage = tempfile.mkdtemp(prefix="atomdb-migrate-secantus-")
     port = free_port()
-    log_path = os.path.join(storage, "server.log")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--storage-path",
-                os.path.join(storage, "data"),
-                "--standalone",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     url = f"mongodb://127.0.0.1:{port}"
+    log_path = os.path.join(storage, "server.log")
+    data = os.path.join(storage, "data")
+    args = [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", data, "--standalone"]
+    proc = None
     try:
+        if user is not None:
+            proc = _start(args, log_path)
+            _wait_until_ready(url, proc, log_path)
+            with MongoClient(url) as client:
+                client.admin.command("createUser", user[0], pwd=user[1], roles=["root"])
+            _stop(proc)
+            args.append("--auth")
+        proc = _start(args, log_path)
         _wait_until_ready(url, proc, log_path)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            _stop(proc)
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def _start(args: list[str], log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: str) -> None:
@@ -89,7 +99,7 @@ def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: str) ->
             break
         client: MongoClient[dict[str, object]] = MongoClient(url, serverSelectionTimeoutMS=500)
         try:
-            client.admin.command("ping")
+            client.admin.command("hello")
             return
         except PyMongoError:
             time.sleep(0.2)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId
-from click.testing import CliRunner, Result
-from pymongo import MongoClient
+from click.testing import CliRunner
 
-from atomdb_migrate import MigrationRegistry
 from atomdb_migrate.cli import (
     EXIT_CHECK,
     EXIT_CONFIG,
@@ -32,100 +24,8 @@ from atomdb_migrate.cli import (
 )
 from atomdb_migrate.lock import LOCK_ID
 
-from .clidemo import Customer, Order
+from .project import CUSTOMER, ORDER, PASSWORD, PYPROJECT, Project
 from .servers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-STEPS = Path(__file__).parent / "clidemo_migrations"
-CUSTOMER = "clidemo.Customer"
-ORDER = "clidemo.Order"
-PASSWORD = "pa55-W0rd-xyzzy"
-
-PYPROJECT = """
-[tool.atomdb-migrate]
-models = ["tests.clidemo"]
-migrations = "migrations"
-lock-ttl = 2
-timeout = 5
-"""
-
-
-class Project:
-    """A project directory with the demo models' steps, and a fresh database."""
-
-    def __init__(self, path: Path, server: str) -> None:
-        self.path = path
-        self.dbname = f"cli_{uuid.uuid4().hex[:12]}"
-        self.url = f"{server}/{self.dbname}"
-        self.client: MongoClient[dict[str, Any]] = MongoClient(server)
-        self.db = self.client[self.dbname]
-        shutil.copytree(STEPS, path / "migrations")
-        (path / "pyproject.toml").write_text(PYPROJECT)
-
-    def seed(self, n: int, version: str | None = "1", **extra: Any) -> None:
-        docs = []
-        for i in range(n):
-            doc: dict[str, Any] = {"_id": ObjectId(), "name": f"Ada {i}", **extra}
-            doc["__model__"] = CUSTOMER
-            if version is not None:
-                doc["__version__"] = version
-            docs.append(doc)
-        if docs:
-            self.db[CUSTOMER].insert_many(docs)
-
-    def versions(self, model: str = CUSTOMER) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for d in self.db[model].find({}, {"__version__": 1}):
-            v = d.get("__version__", "0")
-            out[v] = out.get(v, 0) + 1
-        return out
-
-    def invoke(self, *args: str, url: str | None = None) -> Result:
-        env = {"MONGO_URL": url or self.url, "ATOMDB_MIGRATE_URL": ""}
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    def spawn(self, *args: str, url: str | None = None) -> subprocess.Popen[str]:
-        env = {**os.environ, "MONGO_URL": url or self.url, "PYTHONPATH": str(ROOT)}
-        env.pop("ATOMDB_MIGRATE_URL", None)
-        exe = shutil.which("atomdb-migrate", path=os.path.dirname(sys.executable))
-        assert exe, "the console script is installed"
-        return subprocess.Popen(
-            [exe, *args],
-            cwd=self.path,
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def run(self, *args: str, url: str | None = None, timeout: float = 120) -> tuple[int, str]:
-        proc = self.spawn(*args, url=url)
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out + err
-
-
-@pytest.fixture
-def demo_registry(monkeypatch: pytest.MonkeyPatch) -> MigrationRegistry:
-    """A registry holding only the demo models, as in a fresh process."""
-    registry = MigrationRegistry()
-    registry.register_model(Customer)
-    registry.register_model(Order)
-    monkeypatch.setattr(MigrationRegistry, "_instance", registry)
-    return registry
-
-
-@pytest.fixture
-def project(
-    tmp_path: Path,
-    secantus_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    demo_registry: MigrationRegistry,
-) -> Iterator[Project]:
-    monkeypatch.chdir(tmp_path)
-    p = Project(tmp_path, secantus_url)
-    yield p
-    p.client.drop_database(p.dbname)
-    p.client.close()
 
 
 def secret_url(project: Project, port: int | None = None) -> str:
