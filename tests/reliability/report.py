@@ -1,0 +1,150 @@
+"""The figures of a reliability run, and their Markdown rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Filled by the tests as they run.
+FIGURES: dict[str, Any] = {}
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    return "\n".join(["| figure | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows])
+
+
+def render(f: dict[str, Any]) -> str:
+    run = f.get("run", {})
+    kill = f.get("kill", {})
+    writer = f.get("writer", {})
+    runners = f.get("runners", {})
+    lazy = f.get("lazy", {})
+    mixed = f.get("mixed", {})
+    props = f.get("properties", {})
+    security = f.get("security", {})
+    variant = "long variants (`--long`)" if run.get("long") else "default variants"
+    out = [
+        "# Reliability",
+        "",
+        "What atomdb-migrate survives, shown by `tests/reliability/`, which runs against a",
+        "SecantusDB server started by the tests. This page is written by the suite:",
+        "",
+        "```bash",
+        "python -m pytest tests/reliability --long --reliability-report docs/reliability.md",
+        "```",
+        "",
+        "`python -m pytest` (and so CI) runs the default variants; `--long` runs more trials",
+        "on more documents.",
+        "",
+        f"Figures of the last full run: {variant}, {run.get('machine', '?')}, "
+        f"outcome: {run.get('outcome', '?')}.",
+        "",
+        "## Killed mid-run",
+        "",
+        "Each trial seeds the documents at version 1, starts `atomdb-migrate upgrade` as a",
+        "subprocess with a random batch size, sends SIGKILL after a random delay, then runs",
+        "`atomdb-migrate upgrade --wait` (which waits out the dead runner's lease). The",
+        "1 → 2 step counts its own applications in the document.",
+        "",
+        _table(
+            [
+                ("trials", kill.get("trials")),
+                ("documents per trial", kill.get("documents")),
+                ("killed mid-run (some documents written)", kill.get("killed_mid_run")),
+                ("killed before the first write", kill.get("killed_before_first_write")),
+                ("finished before the kill came", kill.get("finished_before_the_kill")),
+                ("documents lost", kill.get("lost")),
+                ("documents duplicated", kill.get("duplicated")),
+                ("documents transformed twice", kill.get("transformed_twice")),
+                ("seconds", kill.get("seconds")),
+            ]
+        ),
+        "",
+        "Every document ends at the head version, transformed exactly once.",
+        "",
+        "## Races",
+        "",
+        "An app writer updates random documents, each write carrying a sequence number,",
+        "for as long as an `upgrade` subprocess runs; documents changed twice while read are",
+        "left for a second run.",
+        "",
+        _table(
+            [
+                ("documents", writer.get("documents")),
+                ("app writes during the run", writer.get("writes")),
+                ("documents the app wrote", writer.get("documents_written")),
+                ("writes lost", writer.get("lost")),
+                ("extra runs for skipped documents", writer.get("reruns")),
+            ]
+        ),
+        "",
+        "Two runners started together, then a holder killed mid-run:",
+        "",
+        _table(
+            [
+                ("runners started together", runners.get("started_together")),
+                ("ran", runners.get("ran")),
+                ("refused (exit 5, naming the holder)", runners.get("refused")),
+                ("lease (lock-ttl), s", runners.get("lease_s")),
+                (
+                    "from the kill to a new runner's finished run, s",
+                    runners.get("takeover_after_kill_s"),
+                ),
+            ]
+        ),
+        "",
+        "Concurrent lazy restores with write-back of the same legacy documents, interleaved",
+        "with saves (in process, many tasks, a step that yields mid-upgrade):",
+        "",
+        _table(
+            [
+                ("documents", lazy.get("documents")),
+                ("saves", lazy.get("saves")),
+                ("restores with write-back", lazy.get("restores")),
+                ("saves lost", lazy.get("lost_saves")),
+            ]
+        ),
+        "",
+        "## Mixed versions",
+        "",
+        "Code at version 2 reading a document written by code at version 3:",
+        "",
+        "| `__on_newer__` | behaviour |",
+        "|---|---|",
+        f"| `raise` (default) | `NewerDocumentError`: {mixed.get('raise_message', '?')} |",
+        f"| `restore` | {mixed.get('restore_policy', '?')} |",
+        f"| `downgrade` | taken back through the steps' downgrade functions; "
+        f"{mixed.get('downgrade_policy', '?')} |",
+        "",
+        "In every case the old code's `save()` raises `NewerDocumentError` and the fields it",
+        "does not know stay stored.",
+        "",
+        "## Properties",
+        "",
+        f"Hypothesis, {props.get('examples', '?')} generated sets of documents: "
+        f"{props.get('properties', '?')}.",
+        "",
+        "## Bad input",
+        "",
+        "Each case runs `atomdb-migrate upgrade` (or the command shown) on 20 documents and",
+        "compares every stored document before and after.",
+        "",
+        "| input | message (one line) | exit code | written |",
+        "|---|---|---:|---|",
+    ]
+    for row in f.get("bad_input", []):
+        message = row["message"].replace("|", "\\|")
+        out.append(f"| {row['input']} | `{message}` | {row['code']} | {row['written']} |")
+    out += [
+        "",
+        "## Security",
+        "",
+        f"- No credential appears in the output or the log lines of any command "
+        f"({security.get('commands_checked', '?')} invocations checked against a server with",
+        "  `--auth`, succeeding and failing), nor in any line of the catalogue above.",
+        "- Step modules load only from the configured directory: files directly in it,",
+        "  not in subdirectories, and a link to a file elsewhere is refused.",
+        "- Nothing stored is evaluated: a stored `__version__`, `__model__` or field holding",
+        "  Python code is parsed or compared as data, and refused.",
+        "",
+    ]
+    return "\n".join(out)
