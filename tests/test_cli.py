@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -316,29 +314,6 @@ def test_two_runners_at_once(project: Project) -> None:
     loser = next(out for code, out in results if code == EXIT_LOCK)
     assert "the migration lock is held by upgrade on host" in loser
     assert project.versions() == {"3": 6000}
-
-
-def test_concurrent_writer_loses_nothing(project: Project) -> None:
-    n = 6000
-    project.seed(n, seq=0)
-    ids = [d["_id"] for d in project.db[CUSTOMER].find({}, {"_id": 1})]
-    proc = project.spawn("upgrade", "--batch-size", "200")
-    last: dict[Any, int] = {}
-    rng, seq = random.Random(3), 0
-    while proc.poll() is None:
-        seq += 1
-        i = rng.choice(ids)
-        project.db[CUSTOMER].update_one({"_id": i}, {"$set": {"seq": seq}})
-        last[i] = seq
-    out = proc.stdout.read() + proc.stderr.read()  # type: ignore[union-attr]
-    assert proc.returncode == 0, out
-    while project.versions() != {"3": n}:  # documents skipped as changed twice
-        code, out = project.run("upgrade")
-        assert code == 0, out
-    assert seq > 50
-    stored = {d["_id"]: d.get("seq") for d in project.db[CUSTOMER].find({}, {"seq": 1})}
-    assert [i for i, s in last.items() if stored[i] != s] == []
-    assert project.db[CUSTOMER].distinct("applied") == [1]
 
 
 def test_lock_and_history_collections_can_be_renamed(project: Project) -> None:
