@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +49,11 @@ from .writes import document_diff, unchanged_filter
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
+
+log = logging.getLogger("atomdb_migrate")
+
+#: A conditional update: its filter and its update document.
+Write = tuple[dict[str, Any], dict[str, Any]]
 
 #: The default number of documents per batch.
 DEFAULT_BATCH_SIZE = 1000
@@ -345,9 +351,9 @@ class Runner:
         plan_for: Any,
         report: ModelReport,
         downgrade: bool,
-    ) -> tuple[list[UpdateOne], list[Any], BaseException | None]:
+    ) -> tuple[list[Write], list[Any], BaseException | None]:
         """The batch's writes, and the error that stopped it, if any."""
-        ops: list[UpdateOne] = []
+        ops: list[Write] = []
         ids: list[Any] = []
         for doc in batch:
             plan = plan_for(doc.get(VERSION_KEY))
@@ -364,14 +370,14 @@ class Runner:
             except MigrateError as exc:
                 return ops, ids, exc
             if new is not None:
-                ops.append(UpdateOne(unchanged_filter(doc), document_diff(doc, new)))
+                ops.append((unchanged_filter(doc), document_diff(doc, new)))
                 ids.append(doc["_id"])
         return ops, ids, None
 
     async def _write(
         self,
         collection: Any,
-        ops: list[UpdateOne],
+        ops: list[Write],
         ids: list[Any],
         plan_for: Any,
         report: ModelReport,
@@ -379,12 +385,11 @@ class Runner:
     ) -> None:
         if self.lock is not None:
             self.lock.check()
-        result = await collection.bulk_write(ops, ordered=False)
-        matched = result.matched_count
+        matched = await _bulk_write(collection, ops)
         retried = 0
         if matched < len(ops):
             # Changed meanwhile: read again once, and write if unchanged since.
-            again: list[UpdateOne] = []
+            again: list[Write] = []
             cursor = collection.find({"_id": {"$in": ids}, VERSION_KEY: {"$ne": report.target}})
             for doc in await _to_list(cursor):
                 plan = plan_for(doc.get(VERSION_KEY))
@@ -392,11 +397,11 @@ class Runner:
                     continue
                 new = await self._transform(doc, plan, report, downgrade)
                 if new is not None:
-                    again.append(UpdateOne(unchanged_filter(doc), document_diff(doc, new)))
+                    again.append((unchanged_filter(doc), document_diff(doc, new)))
             if again:
                 if self.lock is not None:
                     self.lock.check()
-                retried = (await collection.bulk_write(again, ordered=False)).matched_count
+                retried = await _bulk_write(collection, again)
         report.migrated += matched + retried
         report.skipped += len(ops) - matched - retried
 
@@ -434,6 +439,37 @@ class Runner:
             except Exception as exc:
                 entry.update(ok=False, error=str(exc))
             report.samples.append(entry)
+
+
+def _is_mongomock(collection: Any) -> bool:
+    """Whether a collection is mongomock's (mongomock-motor dresses it as Motor's)."""
+    return any(
+        kind.__module__.split(".")[0] in ("mongomock", "mongomock_motor")
+        for kind in type(collection).__mro__
+    )
+
+
+async def _bulk_write(collection: Any, ops: list[Write]) -> int:
+    """One unordered bulk write; how many documents matched.
+
+    mongomock (the in-memory backend) cannot run PyMongo >= 4.11's bulk
+    writes, so there each update is sent on its own, with the same filters.
+
+    """
+    if not _is_mongomock(collection):
+        requests = [UpdateOne(query, update) for query, update in ops]
+        return int((await collection.bulk_write(requests, ordered=False)).matched_count)
+    global _WARNED
+    if not _WARNED:
+        log.info("mongomock: writing updates one at a time (no bulk writes)")
+        _WARNED = True
+    matched = 0
+    for query, update in ops:
+        matched += (await collection.update_one(query, update)).matched_count
+    return matched
+
+
+_WARNED = False
 
 
 async def count_versions(collection: Any, query: dict[str, Any] | None = None) -> list[Any]:

@@ -30,11 +30,6 @@ STEPS = Path(__file__).parent / "clidemo_migrations"
 @pytest.fixture
 async def sdb(db: Any, backend: str, registry: MigrationRegistry) -> Any:
     """A server database with the demo steps loaded."""
-    if backend == "mongomock":
-        pytest.skip(
-            "mongomock 4.3's bulk_write fails on pymongo >= 4.11 "
-            "(add_update() got an unexpected keyword argument 'sort')"
-        )
     load_migrations(STEPS)
     return db
 
@@ -178,7 +173,12 @@ async def test_a_field_added_meanwhile_is_kept(sdb: Any) -> None:
     ]
 
 
-async def test_concurrent_app_writer_loses_nothing(sdb: Any) -> None:
+async def test_concurrent_app_writer_loses_nothing(sdb: Any, backend: str) -> None:
+    if backend == "mongomock":
+        pytest.skip(
+            "mongomock finds each document by _id with a full scan: the race "
+            "would take minutes; the servers run it"
+        )
     n = 1500
     coll = await seed(sdb, [customer(i) for i in range(n)])
     last: dict[ObjectId, int] = {}

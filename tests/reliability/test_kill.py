@@ -7,10 +7,13 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from ..project import CUSTOMER, PYPROJECT, Project
 from .conftest import record
 
 
+@pytest.mark.timeout(7200)
 def test_sigkill_at_random_points(project: Project, long: bool) -> None:
     trials, n = (50, 50000) if long else (20, 20000)
     (project.path / "pyproject.toml").write_text(PYPROJECT.replace("lock-ttl = 2", "lock-ttl = 1"))

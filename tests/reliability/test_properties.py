@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from atom.api import Int, Str
 from atomdb.nosql import NoSQLModelManager
 from hypothesis import HealthCheck, given, settings
@@ -113,6 +114,7 @@ async def scenario(url: str, docs: list[dict[str, Any]]) -> None:
         await client.close()
 
 
+@pytest.mark.timeout(3600)
 def test_properties(secantus_url: str, long: bool) -> None:
     examples = 300 if long else 40
 

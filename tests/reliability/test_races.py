@@ -17,6 +17,7 @@ from ..project import CUSTOMER, PYPROJECT, Project
 from .conftest import record
 
 
+@pytest.mark.timeout(3600)
 def test_app_writer_during_an_upgrade_loses_nothing(project: Project, long: bool) -> None:
     n = 50000 if long else 10000
     project.seed(n, seq=0)
@@ -51,6 +52,7 @@ def test_app_writer_during_an_upgrade_loses_nothing(project: Project, long: bool
     )
 
 
+@pytest.mark.timeout(1800)
 def test_two_runners_then_takeover_after_the_lease(project: Project) -> None:
     (project.path / "pyproject.toml").write_text(PYPROJECT.replace("lock-ttl = 2", "lock-ttl = 3"))
     n = 10000
@@ -104,6 +106,7 @@ async def rename_holder(doc: dict[str, Any]) -> None:
     doc["owner"] = doc.pop("holder")
 
 
+@pytest.mark.timeout(1800)
 async def test_lazy_write_backs_never_overwrite_saves(db: Any, backend: str, long: bool) -> None:
     if backend == "mongomock":
         pytest.skip(
