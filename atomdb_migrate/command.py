@@ -45,6 +45,27 @@ from .runner import (
 )
 from .versions import BASE_VERSION, Step, canonical, parse_version
 
+#: URLs of this scheme name an in-memory database (mongomock), kept for the
+#: life of the process: ``mongomock://memory/blog``. For examples and tests.
+MEMORY_SCHEME = "mongomock://"
+
+_MEMORY_CLIENTS: dict[str, Any] = {}
+
+
+def memory_client(url: str) -> Any:
+    """The in-memory client for a ``mongomock://`` URL (one per host part, per process)."""
+    host = url[len(MEMORY_SCHEME) :].split("/", 1)[0]
+    client = _MEMORY_CLIENTS.get(host)
+    if client is None:
+        try:
+            from mongomock_motor import AsyncMongoMockClient
+        except ImportError:
+            raise ConfigError(
+                "mongomock:// URLs need mongomock-motor: pip install 'atomdb-migrate[memory]'"
+            ) from None
+        client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
+    return client
+
 
 class Workspace:
     """The configuration, the models and steps it names, and the connection.
@@ -121,6 +142,11 @@ class Workspace:
                 "or set `url` in pyproject.toml"
             )
         name = self.config.database_name()
+        if url.startswith(MEMORY_SCHEME):
+            self._database = memory_client(url)[name]
+            self._client = None  # kept for the process: later commands see the same data
+            self._wire(self._database)
+            return self._database
         from pymongo import AsyncMongoClient
         from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
@@ -154,15 +180,20 @@ class Workspace:
                 f"{mask(_first_reason(exc), url)}"
             ) from None
         self._client, self._database = client, database
+        self._wire(database)
+        return database
+
+    @staticmethod
+    def _wire(database: Any) -> None:
+        """Point atom-db's model manager at the database, with a new object cache."""
         manager: Any = NoSQLModelManager.instance()
         manager.database = database
         manager.proxies = {}
-        return database
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-            self._client = self._database = None
+        self._client = self._database = None
 
     async def __aenter__(self) -> Workspace:
         await self.connect()

@@ -102,7 +102,11 @@ class Config:
         """
         if self.database:
             return self.database
-        if self.url:
+        if self.url and self.url.startswith("mongomock://"):
+            parts = self.url.split("/", 3)
+            if len(parts) == 4 and parts[3]:
+                return parts[3]
+        elif self.url:
             from pymongo.uri_parser import parse_uri
 
             try:

@@ -257,6 +257,8 @@ class Runner:
         if self.dry_run:
             await self._sample(cls, collection, query, plan_for, report, downgrade)
             return report
+        if not report.pending:
+            return report
 
         # 2-4. Stream, transform, write: one read and one write in flight
         # while the next batch is transformed.

@@ -1,0 +1,13 @@
+"""Store a comment's likes as a number, not text."""
+
+model = "blog.Comment"
+from_version = "1"
+to_version = "2"
+
+
+def upgrade(doc):
+    doc["likes"] = int(doc.get("likes") or 0)
+
+
+def downgrade(doc):
+    doc["likes"] = str(doc["likes"])
