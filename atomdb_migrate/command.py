@@ -59,9 +59,10 @@ def memory_client(url: str) -> Any:
     if client is None:
         try:
             from mongomock_motor import AsyncMongoMockClient
-        except ImportError:
+        except ImportError as exc:
             raise ConfigError(
-                "mongomock:// URLs need mongomock-motor: pip install 'atomdb-migrate[memory]'"
+                f"mongomock:// URLs need mongomock-motor ({exc}): "
+                "pip install 'atomdb-migrate[memory]'"
             ) from None
         client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
     return client
