@@ -43,7 +43,7 @@ from .runner import (
     Runner,
     count_versions,
 )
-from .versions import BASE_VERSION, Step, canonical, parse_version
+from .versions import BASE_VERSION, Step, parse_version
 
 #: URLs of this scheme name an in-memory database (mongomock), kept for the
 #: life of the process: ``mongomock://memory/blog``. For examples and tests.
@@ -66,6 +66,13 @@ def memory_client(url: str) -> Any:
             ) from None
         client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
     return client
+
+
+def wire_manager(database: Any) -> None:
+    """Point atom-db's model manager at a database, with a new object cache."""
+    manager: Any = NoSQLModelManager.instance()
+    manager.database = database
+    manager.proxies = {}
 
 
 class Workspace:
@@ -146,7 +153,7 @@ class Workspace:
         if url.startswith(MEMORY_SCHEME):
             self._database = memory_client(url)[name]
             self._client = None  # kept for the process: later commands see the same data
-            self._wire(self._database)
+            wire_manager(self._database)
             return self._database
         from pymongo import AsyncMongoClient
         from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
@@ -181,15 +188,8 @@ class Workspace:
                 f"{mask(_first_reason(exc), url)}"
             ) from None
         self._client, self._database = client, database
-        self._wire(database)
+        wire_manager(database)
         return database
-
-    @staticmethod
-    def _wire(database: Any) -> None:
-        """Point atom-db's model manager at the database, with a new object cache."""
-        manager: Any = NoSQLModelManager.instance()
-        manager.database = database
-        manager.proxies = {}
 
     async def close(self) -> None:
         if self._client is not None:
@@ -458,7 +458,7 @@ async def stamp(ws: Workspace, model: str, version: str, *, wait: bool = False) 
 
     """
     cls = ws.model(model)
-    value = canonical(parse_version(version, model=cls.__model__))
+    value = str(parse_version(version, model=cls.__model__))
     await ws.connect()
     async with ws.lock("stamp", wait=wait):
         history = ws.history()

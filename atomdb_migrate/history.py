@@ -21,7 +21,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-#: How many failures a record keeps.
+#: How many failures a run report, and so its record, keeps in detail.
 MAX_FAILURES = 100
 
 

@@ -34,6 +34,7 @@ from packaging.version import Version
 from pymongo import UpdateOne
 
 from .exceptions import ChainError, InvalidVersionError, MigrateError, StepError
+from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
 from .registry import MigrationRegistry
 from .versions import (
@@ -60,9 +61,6 @@ DEFAULT_BATCH_SIZE = 1000
 
 #: How many documents a dry run transforms and restores.
 DEFAULT_SAMPLE = 20
-
-#: How many failures a report keeps in detail.
-MAX_FAILURES = 100
 
 
 class Progress(Protocol):

@@ -106,14 +106,10 @@ def _compare(actual: Document, expected: Document) -> None:
 
 def memory_database(name: str | None = None) -> Any:
     """A new in-memory database, wired to atom-db's model manager (with a new cache)."""
-    from atomdb.nosql import NoSQLModelManager
-
-    from .command import MEMORY_SCHEME, memory_client
+    from .command import MEMORY_SCHEME, memory_client, wire_manager
 
     database = memory_client(f"{MEMORY_SCHEME}testing")[name or f"test_{uuid.uuid4().hex[:12]}"]
-    manager: Any = NoSQLModelManager.instance()
-    manager.database = database
-    manager.proxies = {}
+    wire_manager(database)
     return database
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from atomdb.nosql import NoSQLModelManager
 
 from atomdb_migrate import MigrationRegistry
+from atomdb_migrate.command import wire_manager
 
 from .clidemo import Customer, Order
 from .project import Project
@@ -114,9 +114,7 @@ async def db(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]
     """A fresh database on the backend, wired to atom-db's model manager."""
     client = make_client(backend, request)
     database = client[f"atomdb_migrate_test_{uuid.uuid4().hex[:12]}"]
-    mgr = NoSQLModelManager.instance()
-    mgr.database = database
-    mgr.proxies = {}  # new collections, and a new object cache
+    wire_manager(database)  # new collections, and a new object cache
     try:
         yield database
     finally:
