@@ -13,11 +13,13 @@ MigrateError
  │    ├── DuplicateStepError    two steps leave the same version
  │    ├── CycleError            a step that does not move to a greater version
  │    ├── StepBeyondHeadError   a step goes past the model's current version
- │    └── MissingDowngradeError a downgrade needs a step with no downgrade
+ │    ├── MissingDowngradeError a downgrade needs a step with no downgrade
+ │    └── IrreversibleOperationError  an operation with no exact inverse
  ├── StepError                 a step failed on one document
  │    ├── StepFailedError       the step function raised
  │    └── StepResultError       the step returned something that is not a
  │                              dict, or changed the document's ``_id``
+ ├── ConversionError           a value ``ops.convert`` cannot convert
  ├── NewerDocumentError        a stored document is newer than the code
  ├── ConflictError             a document kept changing while being written
  ├── UnknownModelError         no versioned model has that ``__model__`` name
@@ -217,15 +219,38 @@ class MissingDowngradeError(ChainError):
 
     source: str
 
-    def __init__(self, model: str, from_version: str, to_version: str, source: str) -> None:
+    def __init__(
+        self, model: str, from_version: str, to_version: str, source: str, reason: str = ""
+    ) -> None:
+        why = reason or "has no downgrade function"
         super().__init__(
-            f"step {source} ({from_version} -> {to_version}) has no downgrade "
-            f"function, so version {to_version} cannot be taken back to {from_version}",
+            f"step {source} ({from_version} -> {to_version}) {why}, "
+            f"so version {to_version} cannot be taken back to {from_version}",
             model=model,
             from_version=from_version,
             to_version=to_version,
             source=source,
         )
+
+
+class IrreversibleOperationError(ChainError):
+    """An operation has no exact inverse, so no downgrade is derived from it.
+
+    Attributes
+    ----------
+    operation: Operation
+        The operation.
+
+    """
+
+    operation: Any
+
+    def __init__(self, operation: Any, reason: str) -> None:
+        super().__init__(f"{operation!r} cannot be undone: {reason}", operation=operation)
+
+
+class ConversionError(MigrateError, ValueError):
+    """``ops.convert`` met a value it cannot convert (``"abc"`` to int)."""
 
 
 class StepError(MigrateError):

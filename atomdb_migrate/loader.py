@@ -14,6 +14,10 @@ A step module is a small Python file::
     def downgrade(doc):  # optional
         doc["name"] = f"{doc.pop('first')} {doc.pop('last')}".strip()
 
+Instead of ``upgrade`` (or before it) a module may give ``operations``, a
+list of `atomdb_migrate.ops` operations, and ``schema``, the model's stored
+fields after the step (written by ``atomdb-migrate revision``).
+
 Its docstring is the step's message. Modules load only from the given
 directory (``*.py`` directly inside it, not starting with ``_``), in name
 order. Every module is checked before any step is registered: if one fails
@@ -159,12 +163,34 @@ def _load_module(file: Path) -> ModuleType:
                 _line_of(file, attr),
                 f"{attr} must be a string, not {type(value).__name__}",
             )
-    if not callable(getattr(module, "upgrade", None)):
+    operations = getattr(module, "operations", None)
+    if operations is not None:
+        from .ops import Operation
+
+        if not isinstance(operations, (list, tuple)) or not all(
+            isinstance(op, Operation) for op in operations
+        ):
+            raise _Problem(
+                _line_of(file, "operations"),
+                "operations must be a list of atomdb_migrate.ops operations",
+            )
+    upgrade = getattr(module, "upgrade", None)
+    if operations is None and not callable(upgrade):
         problem = "missing" if not hasattr(module, "upgrade") else "not callable:"
-        raise _Problem(_line_of(file, "upgrade"), f"{problem} function 'upgrade'")
+        raise _Problem(
+            _line_of(file, "upgrade"), f"{problem} function 'upgrade' (or a list 'operations')"
+        )
+    if upgrade is not None and not callable(upgrade):
+        raise _Problem(_line_of(file, "upgrade"), "'upgrade' is not callable")
     downgrade = getattr(module, "downgrade", None)
     if downgrade is not None and not callable(downgrade):
         raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
+    schema = getattr(module, "schema", None)
+    if schema is not None and not (
+        isinstance(schema, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in schema.items())
+    ):
+        raise _Problem(_line_of(file, "schema"), "schema must be a dict of field names to types")
     return module
 
 
@@ -174,8 +200,10 @@ def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> St
         module.model,
         module.from_version,
         module.to_version,
-        module.upgrade,
+        getattr(module, "upgrade", None),
         getattr(module, "downgrade", None),
+        operations=getattr(module, "operations", None),
+        schema=getattr(module, "schema", None),
         message=doc.splitlines()[0] if doc else "",
         source=str(file.resolve()),
         registry=registry,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from atom.api import Member
 from atomdb.base import ModelMeta, ModelSerializer, ScopeType, StateType
-from atomdb.nosql import NoSQLModel, NoSQLModelSerializer
+from atomdb.nosql import NoSQLModel, NoSQLModelManager, NoSQLModelSerializer
 from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
@@ -100,25 +100,29 @@ class VersionedModelMeta(ModelMeta):
             )
         if any(isinstance(base, VersionedModelMeta) for base in bases):
             MigrationRegistry.instance().register_model(cls)
-            _add_to_serializer_registries(cls)
+            add_to_serializer_registries(cls)
         return cls
 
 
-def _add_to_serializer_registries(cls: type[NoSQLModel]) -> None:
-    """Make a model class defined late restorable by reference.
+def add_to_serializer_registries(cls: type[NoSQLModel], name: str | None = None) -> None:
+    """Make a model class restorable by reference under its name (or `name`).
 
     atom-db builds each serializer's registry of model names once, on first
     use, so a model class defined after that could not be restored by
     reference. Registries already built get the new class; those not built
     yet will find it themselves.
 
+    A former name (`name`, from ``ops.rename_model``) is not found by atom-db
+    at all, so it is added to every NoSQL serializer's registry, building the
+    registries not built yet.
+
     """
     for serializer in list(ModelSerializer._instances.values()):
         if not isinstance(serializer, NoSQLModelSerializer):
             continue
         member: Member[Any, Any] = serializer.get_member("registry")
-        if member.get_slot(serializer) is not None:
-            serializer.registry[cls.__model__] = cls
+        if name is not None or member.get_slot(serializer) is not None:
+            serializer.registry[name or cls.__model__] = cls
 
 
 class VersionedModelSerializer(NoSQLModelSerializer):
@@ -132,10 +136,39 @@ class VersionedModelSerializer(NoSQLModelSerializer):
 
     async def get_object_state(self, obj: Any, state: Any, scope: ScopeType) -> Any:
         cls = type(obj)
-        doc = await cls.objects.find_one({"_id": state["_id"]})
-        if doc is None or not isinstance(obj, VersionedModel):
-            return doc
+        if not isinstance(obj, VersionedModel):
+            return await cls.objects.find_one({"_id": state["_id"]})
+        doc = await find_document(cls, state["_id"])
+        if doc is None:
+            return None
         return await cls._upgrade_for_restore(doc)
+
+    def _default_registry(self) -> dict[str, type[Any]]:
+        """atom-db's registry, with the former names of renamed models."""
+        found: dict[str, type[Any]] = super()._default_registry()  # type: ignore[no-untyped-call]
+        for old, new in MigrationRegistry.instance().aliases.items():
+            if new in found:
+                found.setdefault(old, found[new])
+        return found
+
+
+async def find_document(cls: type[NoSQLModel], doc_id: Any) -> Document | None:
+    """Fetch a document by ``_id``; for a renamed model, also from its former collections.
+
+    Until ``atomdb-migrate upgrade`` renames the collection, the documents of
+    a model moved to another module are still stored under its old name.
+
+    """
+    doc: Document | None = await cls.objects.find_one({"_id": doc_id})
+    if doc is None:
+        names = MigrationRegistry.instance().former_names(cls.__model__)
+        if names:
+            database = NoSQLModelManager.instance().database
+            for name in names:
+                doc = await database[name].find_one({"_id": doc_id})
+                if doc is not None:
+                    break
+    return doc
 
 
 class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
@@ -196,11 +229,20 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         if state.get(VERSION_KEY) != self.__version__:
             if is_reference_stub(state):
                 # Only the _id is known: leave the object to be loaded.
+                if state.get("__model__", self.__model__) != self.__model__:
+                    state = self._renamed_stub(state)
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
             state = await self._upgrade_for_restore(state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
+
+    @classmethod
+    def _renamed_stub(cls, state: StateType) -> StateType:
+        """A reference stored under a former name of the model, under its name."""
+        if state["__model__"] in MigrationRegistry.instance().former_names(cls.__model__):
+            return {**state, "__model__": cls.__model__}
+        return state
 
     def __log_restore_error__(
         self, e: Exception, k: str, state: StateType, scope: ScopeType | None
@@ -277,6 +319,15 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     # --------------------------------------------------------------------------
     # Database API
     # --------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load the object from the database, if it is not loaded yet."""
+        pk = self._id
+        if self.__restored__ or pk is None:
+            return
+        state = await find_document(type(self), pk)
+        if state is not None:
+            await self.__restorestate__(state)
+
     async def save(self) -> Any:
         """Save the object, refusing to replace a document newer than the code.
 

@@ -10,15 +10,17 @@ and both the lazy path (restoring a document) and the eager one (the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
-from .exceptions import MigrateError, UnknownModelError
-from .versions import Step, StepFunction, StepGraph, VersionLike
+from .exceptions import ChainError, IrreversibleOperationError, MigrateError, UnknownModelError
+from .versions import Document, Step, StepFunction, StepGraph, VersionLike
 
 if TYPE_CHECKING:
     from .model import VersionedModel
+    from .ops import Operation, Operations
 
 #: A model given by its class or by its ``__model__`` name.
 ModelRef = Union[str, "type[VersionedModel]"]
@@ -46,6 +48,11 @@ class MigrationRegistry:
         #: Step graphs by ``__model__`` name.
         self.graphs: dict[str, StepGraph] = {}
 
+        #: Former ``__model__`` names (from ``ops.rename_model``), by old name:
+        #: the new name. References stored under an old name restore as the
+        #: new model.
+        self.aliases: dict[str, str] = {}
+
     @classmethod
     def instance(cls) -> MigrationRegistry:
         """Return the registry of this process."""
@@ -59,6 +66,14 @@ class MigrationRegistry:
     def register_model(self, cls: type[VersionedModel]) -> None:
         """Register a versioned model class (done by its metaclass)."""
         self.models[cls.__model__] = cls
+        for old, new in self.aliases.items():
+            if new == cls.__model__:
+                _add_alias_to_serializers(old, cls)
+
+    def former_names(self, model: ModelRef) -> list[str]:
+        """The names a model was stored under before a ``rename_model`` step."""
+        key = model_name(model)
+        return [old for old, new in self.aliases.items() if new == key]
 
     def model(self, name: ModelRef) -> type[VersionedModel]:
         """Return the versioned model class registered under a name.
@@ -87,8 +102,27 @@ class MigrationRegistry:
         return graph
 
     def add_step(self, step: Step) -> Step:
-        """Register a step; see `StepGraph.add` for the errors it raises."""
+        """Register a step; see `StepGraph.add` for the errors it raises.
+
+        A step renaming a model (``ops.rename_model``) must belong to the
+        model's new name; its old name becomes an alias of the new one.
+
+        """
+        renames = step.operations.renames() if step.operations is not None else []
+        for op in renames:
+            if op.new_name != step.model:
+                raise ChainError(
+                    f"rename_model({op.old_name!r}, {op.new_name!r}) must be a step of "
+                    f"{op.new_name!r}, not of {step.model!r}",
+                    model=step.model,
+                    source=step.source,
+                )
         self.graph(step.model).add(step)
+        for op in renames:
+            self.aliases[op.old_name] = op.new_name
+            cls = self.models.get(op.new_name)
+            if cls is not None:
+                _add_alias_to_serializers(op.old_name, cls)
         return step
 
     def remove_step(self, step: Step) -> None:
@@ -143,21 +177,31 @@ class MigrationRegistry:
 
         """
         steps = [s for g in self.graphs.values() for s in g.steps]
+        aliases = dict(self.aliases)
         try:
             yield self
         finally:
             self.graphs = {}
+            self.aliases = aliases
             for s in steps:
                 self.add_step(s)
+
+
+def _add_alias_to_serializers(old: str, cls: type[VersionedModel]) -> None:
+    from .model import add_to_serializer_registries
+
+    add_to_serializer_registries(cls, old)
 
 
 def register_step(
     model: ModelRef,
     from_version: VersionLike,
     to_version: VersionLike,
-    upgrade: StepFunction,
+    upgrade: StepFunction | None = None,
     downgrade: StepFunction | None = None,
     *,
+    operations: Iterable[Operation] | None = None,
+    schema: dict[str, str] | None = None,
     message: str = "",
     source: str = "",
     registry: MigrationRegistry | None = None,
@@ -170,11 +214,19 @@ def register_step(
         The versioned model class, or its ``__model__`` name.
     from_version, to_version: str or int
         The versions the step leaves and arrives at.
-    upgrade: callable
+    upgrade: callable, optional
         Takes the document (a dict); changes it in place and returns None,
-        or returns the new dict. May be a coroutine function.
+        or returns the new dict. May be a coroutine function. Required
+        unless `operations` are given.
     downgrade: callable, optional
-        The reverse of `upgrade`, with the same contract.
+        The reverse of `upgrade`, with the same contract. A step of
+        operations only derives its downgrade from them where they have an
+        exact inverse.
+    operations: list of Operation, optional
+        Declarative operations (`atomdb_migrate.ops`), run before `upgrade`.
+        A step made only of operations runs on the server in ``upgrade``.
+    schema: dict, optional
+        The model's stored fields after the step (see `atomdb_migrate.schema`).
     message: str
         A one-line description; defaults to the first line of `upgrade`'s
         docstring.
@@ -190,19 +242,91 @@ def register_step(
         The registered step.
 
     """
-    if not message:
+    name = model_name(model)
+    if not message and upgrade is not None:
         doc = (getattr(upgrade, "__doc__", None) or "").strip()
         message = doc.splitlines()[0] if doc else ""
-    step_ = Step(
-        model=model_name(model),
-        from_version=str(from_version),
-        to_version=str(to_version),
-        upgrade_fn=upgrade,
-        downgrade_fn=downgrade,
-        message=message,
-        source=source,
-    )
+    if operations is None:
+        if upgrade is None:
+            raise TypeError("a step needs an upgrade function or operations")
+        step_ = Step(
+            model=name,
+            from_version=str(from_version),
+            to_version=str(to_version),
+            upgrade_fn=upgrade,
+            downgrade_fn=downgrade,
+            message=message,
+            source=source,
+            schema=schema,
+        )
+    else:
+        from .ops import Operations
+
+        ops = Operations(operations)
+        up, down, reason = _operation_functions(ops, upgrade, downgrade)
+        step_ = Step(
+            model=name,
+            from_version=str(from_version),
+            to_version=str(to_version),
+            upgrade_fn=up,
+            downgrade_fn=down,
+            message=message,
+            source=source or f"{name} {from_version} -> {to_version} {ops!r}",
+            operations=ops,
+            server_side=upgrade is None,
+            downgrade_reason=reason,
+            schema=schema,
+        )
     return (registry or MigrationRegistry.instance()).add_step(step_)
+
+
+def _operation_functions(
+    ops: Operations, upgrade: StepFunction | None, downgrade: StepFunction | None
+) -> tuple[StepFunction, StepFunction | None, str]:
+    """A step's upgrade and downgrade functions from its operations and functions.
+
+    Returns the upgrade function, the downgrade function (None when there is
+    none) and, then, why.
+
+    """
+    try:
+        undo: Operations | None = ops.inverse()
+        reason = ""
+    except IrreversibleOperationError as exc:
+        undo, reason = None, f"cannot be downgraded: {exc}"
+    if upgrade is None:
+        return ops, undo, reason
+    after = upgrade
+
+    async def run_both(doc: Document) -> Document:
+        ops(doc)
+        return await _call(after, doc)
+
+    down: StepFunction | None = None
+    if downgrade is None:
+        reason = "has no downgrade function"
+    elif undo is not None:
+        before, inverse = downgrade, undo
+
+        async def undo_both(doc: Document) -> Document:
+            doc = await _call(before, doc)
+            inverse(doc)
+            return doc
+
+        down = undo_both
+    return run_both, down, reason
+
+
+async def _call(fn: StepFunction, doc: Document) -> Document:
+    """Run one step function (sync or async, in place or returning a dict)."""
+    result = fn(doc)
+    if inspect.isawaitable(result):
+        result = await result
+    if result is None:
+        return doc
+    if not isinstance(result, dict):
+        raise TypeError(f"returned {type(result).__name__}, expected a dict or None")
+    return result
 
 
 def step(

@@ -26,17 +26,19 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from packaging.version import Version
-from pymongo import UpdateOne
+from pymongo.errors import OperationFailure
 
 from .exceptions import ChainError, InvalidVersionError, MigrateError, StepError
 from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
+from .ops import Operations
 from .registry import MigrationRegistry
+from .renames import RenameReport, collection_names, rename_collection, rewrite_references
 from .versions import (
     BASE_VERSION,
     VERSION_KEY,
@@ -46,15 +48,20 @@ from .versions import (
     parse_version,
     run_chain,
 )
-from .writes import document_diff, unchanged_filter
+from .writes import (
+    Write,
+    batches,
+    bulk_update,
+    document_diff,
+    is_mongomock,
+    to_list,
+    unchanged_filter,
+)
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
 
 log = logging.getLogger("atomdb_migrate")
-
-#: A conditional update: its filter and its update document.
-Write = tuple[dict[str, Any], dict[str, Any]]
 
 #: The default number of documents per batch.
 DEFAULT_BATCH_SIZE = 1000
@@ -112,6 +119,11 @@ class ModelReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     #: Dry run: the sampled documents, each with its restore check.
     samples: list[dict[str, Any]] = field(default_factory=list)
+    #: Steps run on the server, by "from -> to": the documents each changed
+    #: (dry run: the documents each would change).
+    server_steps: dict[str, int] = field(default_factory=dict)
+    #: Renames of the model's former names (``ops.rename_model``).
+    renames: list[RenameReport] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -129,6 +141,8 @@ class ModelReport:
             "failed": self.failed,
             "newer": self.newer,
             "beyond": self.beyond,
+            "server_steps": self.server_steps,
+            "renames": [r.counts() for r in self.renames],
         }
 
 
@@ -170,6 +184,11 @@ class Runner:
         Told the total and each batch.
     lock: LeaseLock, optional
         Checked before every write: the run stops if its lease is lost.
+    server_side: bool
+        Run the steps made only of operations as server-side updates (see
+        `atomdb_migrate.ops`); False runs every step on the client path.
+    skip_collections: tuple of str
+        Collections never scanned for references (the lock and the history).
 
     """
 
@@ -184,6 +203,8 @@ class Runner:
         progress: Progress | None = None,
         lock: LeaseLock | None = None,
         registry: MigrationRegistry | None = None,
+        server_side: bool = True,
+        skip_collections: tuple[str, ...] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -195,6 +216,8 @@ class Runner:
         self.progress: Progress = progress or _Quiet()
         self.lock = lock
         self.registry = registry or MigrationRegistry.instance()
+        self.server_side = server_side
+        self.skip_collections = skip_collections
 
     # ------------------------------------------------------------------
     # Public API
@@ -231,7 +254,77 @@ class Runner:
     ) -> ModelReport:
         report = ModelReport(cls.__model__, str(target), "downgrade" if downgrade else "upgrade")
         collection = self.database[cls.__model__]
+        if not downgrade:
+            collection = await self._rename_collections(cls, report)
         query = {VERSION_KEY: {"$ne": str(target)}}
+        plan_for = self._planner(cls, target, downgrade)
+
+        # 1. Survey, and refuse to start on a broken chain.
+        rows = await count_versions(collection, query)
+        raws = [row["_id"] for row in rows]
+        chain: tuple[Step, ...] = ()
+        for row in sorted(rows, key=lambda r: repr(r["_id"])):
+            plan = plan_for(row["_id"])
+            report.by_version[_version_name(row["_id"])] = row["n"]
+            if plan.kind == "error" and not self.continue_on_error:
+                assert plan.error is not None
+                raise plan.error
+            for s in plan.steps:
+                report.steps[_label(s)] = report.steps.get(_label(s), 0) + row["n"]
+            if len(plan.steps) > len(chain):
+                chain = plan.steps  # the longest chain holds every other one
+        server = self._server_steps(collection, chain, downgrade)
+
+        if self.dry_run:
+            for s in server:
+                report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
+            await self._sample(cls, collection, query, plan_for, report, downgrade)
+            return report
+        if not report.pending:
+            return report
+
+        # 2. References to a former name, in every collection, before any
+        # document passes the step renaming it: a run killed in between
+        # repeats this.
+        renamed = {
+            op.old_name for s in chain if s.operations is not None for op in s.operations.renames()
+        }
+        for old in sorted(renamed):
+            rename = next((r for r in report.renames if r.old == old), None)
+            if rename is None:
+                rename = RenameReport(old, cls.__model__)
+                report.renames.append(rename)
+            await rewrite_references(
+                self.database,
+                rename,
+                skip=self.skip_collections,
+                batch_size=self.batch_size,
+                lock=self.lock,
+            )
+
+        # 3. Steps made of operations on the server; the steps between them
+        # on the client, up to the version each server step leaves.
+        python: list[Step] = []
+        for s in chain:
+            if s not in server or not self.server_side:
+                python.append(s)
+                continue
+            if python:
+                end = s.to_key if downgrade else s.from_key
+                await self._stream(cls, collection, end, downgrade, report, raws, final=False)
+                python = []
+            if not await self._server_step(collection, s, downgrade, report, raws):
+                python.append(s)
+
+        # 4. Everything still not at the target, on the client: the steps
+        # after the last server step, and documents a server step left alone.
+        await self._stream(cls, collection, target, downgrade, report, raws, final=True)
+        return report
+
+    def _planner(
+        self, cls: type[VersionedModel], target: Version, downgrade: bool
+    ) -> Callable[[Any], _Plan]:
+        """The plan for documents at each stored version (computed once per version)."""
         plans: dict[tuple[str, str], _Plan] = {}
 
         def plan_for(raw: Any) -> _Plan:
@@ -241,42 +334,139 @@ class Runner:
                 plan = plans[key] = self._plan(cls, raw, target, downgrade)
             return plan
 
-        # 1. Survey, and refuse to start on a broken chain.
-        rows = await count_versions(collection, query)
-        for row in sorted(rows, key=lambda r: repr(r["_id"])):
-            plan = plan_for(row["_id"])
-            report.by_version[_version_name(row["_id"])] = row["n"]
-            if plan.kind == "error" and not self.continue_on_error:
-                assert plan.error is not None
-                raise plan.error
-            for s in plan.steps:
-                report.steps[_label(s)] = report.steps.get(_label(s), 0) + row["n"]
+        return plan_for
 
-        if self.dry_run:
-            await self._sample(cls, collection, query, plan_for, report, downgrade)
-            return report
-        if not report.pending:
-            return report
+    async def _rename_collections(self, cls: type[VersionedModel], report: ModelReport) -> Any:
+        """Rename the collections of the model's former names; return the collection to read.
 
-        # 2-4. Stream, transform, write: one read and one write in flight
-        # while the next batch is transformed.
-        self.progress.start(cls.__model__, report.pending)
-        batches = _batches(
+        A dry run renames nothing: it reads the old collection while the new
+        one does not exist yet.
+
+        """
+        collection = self.database[cls.__model__]
+        former = self.registry.former_names(cls)
+        if not former:
+            return collection
+        names = await collection_names(self.database)
+        for old in former:
+            if old not in names:
+                continue
+            rename = RenameReport(old, cls.__model__)
+            report.renames.append(rename)
+            if self.dry_run:
+                rename.collection = "merge" if cls.__model__ in names else "rename"
+                if cls.__model__ not in names:
+                    collection = self.database[old]
+                continue
+            await rename_collection(
+                self.database, rename, batch_size=self.batch_size, lock=self.lock
+            )
+        return collection
+
+    def _server_steps(self, collection: Any, chain: tuple[Step, ...], downgrade: bool) -> set[Step]:
+        """The steps of the chain that run on the server (none on mongomock)."""
+        steps = {
+            s
+            for s in chain
+            if s.server_side
+            and isinstance(s.downgrade_fn if downgrade else s.upgrade_fn, Operations)
+        }
+        if steps and self.server_side and is_mongomock(collection):
+            _say_once("mongomock runs no pipeline updates: steps of operations run on the client")
+            return set()
+        return steps if self.server_side else set()
+
+    async def _server_step(
+        self, collection: Any, step: Step, downgrade: bool, report: ModelReport, raws: list[Any]
+    ) -> bool:
+        """Run one step of operations as one ``update_many``; False if the server refused it.
+
+        Documents where the step cannot run (a value that does not convert)
+        are left as they are, at the version the step leaves, for the client
+        path to report.
+
+        """
+        ops = step.downgrade_fn if downgrade else step.upgrade_fn
+        assert isinstance(ops, Operations)
+        start, end = (
+            (step.to_version, step.from_version)
+            if downgrade
+            else (
+                step.from_version,
+                step.to_version,
+            )
+        )
+        values = [r for r in raws if _same_version(r, start)] + [start]
+        self.progress.start(
+            f"{report.model} {start} -> {end} (server)", report.steps.get(_label(step), 0)
+        )
+        if self.lock is not None:
+            self.lock.check()
+        try:
+            result = await collection.update_many({VERSION_KEY: {"$in": values}}, ops.pipeline(end))
+        except OperationFailure as exc:
+            _say_once(
+                f"the server refused a pipeline update ({exc.details or exc}): "
+                "steps of operations run on the client"
+            )
+            self.server_side = False
+            return False
+        finally:
+            self.progress.finish()
+        report.server_steps[_label(step)] = int(result.modified_count)
+        return True
+
+    async def _stream(
+        self,
+        cls: type[VersionedModel],
+        collection: Any,
+        target: Version,
+        downgrade: bool,
+        report: ModelReport,
+        raws: list[Any],
+        *,
+        final: bool,
+    ) -> None:
+        """Stream the documents not at `target` through their chains, and write them.
+
+        One read and one write stay in flight while the next batch is
+        transformed. Only the final pass counts what it writes in the report:
+        the earlier ones take documents to the version a server step leaves.
+
+        """
+        plan_for = self._planner(cls, target, downgrade)
+        counts = report if final else ModelReport(report.model, str(target), report.direction)
+        if final:
+            query: dict[str, Any] = {VERSION_KEY: {"$ne": str(target)}}
+        else:
+            # Only the documents on the way to `target`: the others wait for
+            # the server step that leaves it.
+            behind = [r for r in raws if _before(r, target, downgrade)]
+            behind += _chain_versions(self.registry, cls, target, downgrade)
+            query = {VERSION_KEY: {"$in": behind}}
+        if final and not report.server_steps:
+            total = report.pending
+        else:
+            total = await collection.count_documents(query)
+        if not total:
+            return
+        self.progress.start(cls.__model__, total)
+        stream = batches(
             collection.find(query, sort=[("_id", 1)], batch_size=self.batch_size),
             self.batch_size,
         )
-        reading = asyncio.ensure_future(anext(batches, None))
+        reading = asyncio.ensure_future(anext(stream, None))
         writing: asyncio.Future[None] | None = None
         try:
             while (batch := await reading) is not None:
-                reading = asyncio.ensure_future(anext(batches, None))
-                ops, ids, error = await self._prepare(batch, plan_for, report, downgrade)
+                reading = asyncio.ensure_future(anext(stream, None))
+                ops, ids, error = await self._prepare(batch, plan_for, counts, downgrade)
                 if writing is not None:
                     await writing
                 writing = None
                 if ops:
                     writing = asyncio.ensure_future(
-                        self._write(collection, ops, ids, plan_for, report, downgrade)
+                        self._write(collection, ops, ids, plan_for, counts, downgrade)
                     )
                 if error is not None:
                     # What was transformed before the failure is written: each
@@ -295,7 +485,9 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await writing
             self.progress.finish()
-        return report
+            if not final:
+                report.failed += counts.failed
+                report.failures.extend(counts.failures[: MAX_FAILURES - len(report.failures)])
 
     def _plan(self, cls: type[VersionedModel], raw: Any, target: Version, downgrade: bool) -> _Plan:
         model = cls.__model__
@@ -385,13 +577,13 @@ class Runner:
     ) -> None:
         if self.lock is not None:
             self.lock.check()
-        matched = await _bulk_write(collection, ops)
+        matched = await bulk_update(collection, ops)
         retried = 0
         if matched < len(ops):
             # Changed meanwhile: read again once, and write if unchanged since.
             again: list[Write] = []
             cursor = collection.find({"_id": {"$in": ids}, VERSION_KEY: {"$ne": report.target}})
-            for doc in await _to_list(cursor):
+            for doc in await to_list(cursor):
                 plan = plan_for(doc.get(VERSION_KEY))
                 if plan.kind not in ("migrate", "error"):
                     continue
@@ -401,7 +593,7 @@ class Runner:
             if again:
                 if self.lock is not None:
                     self.lock.check()
-                retried = await _bulk_write(collection, again)
+                retried = await bulk_update(collection, again)
         report.migrated += matched + retried
         report.skipped += len(ops) - matched - retried
 
@@ -418,7 +610,7 @@ class Runner:
         if not self.sample:
             return
         cursor = collection.find(query, sort=[("_id", 1)]).limit(self.sample)
-        for doc in await _to_list(cursor):
+        for doc in await to_list(cursor):
             plan = plan_for(doc.get(VERSION_KEY))
             if plan.kind not in ("migrate", "error"):
                 continue
@@ -441,37 +633,6 @@ class Runner:
             report.samples.append(entry)
 
 
-def _is_mongomock(collection: Any) -> bool:
-    """Whether a collection is mongomock's (mongomock-motor dresses it as Motor's)."""
-    return any(
-        kind.__module__.split(".")[0] in ("mongomock", "mongomock_motor")
-        for kind in type(collection).__mro__
-    )
-
-
-async def _bulk_write(collection: Any, ops: list[Write]) -> int:
-    """One unordered bulk write; how many documents matched.
-
-    mongomock (the in-memory backend) cannot run PyMongo >= 4.11's bulk
-    writes, so there each update is sent on its own, with the same filters.
-
-    """
-    if not _is_mongomock(collection):
-        requests = [UpdateOne(query, update) for query, update in ops]
-        return int((await collection.bulk_write(requests, ordered=False)).matched_count)
-    global _WARNED
-    if not _WARNED:
-        log.info("mongomock: writing updates one at a time (no bulk writes)")
-        _WARNED = True
-    matched = 0
-    for query, update in ops:
-        matched += (await collection.update_one(query, update)).matched_count
-    return matched
-
-
-_WARNED = False
-
-
 async def count_versions(collection: Any, query: dict[str, Any] | None = None) -> list[Any]:
     """Documents per stored version, with one aggregation: ``[{_id: version, n: count}]``.
 
@@ -484,19 +645,45 @@ async def count_versions(collection: Any, query: dict[str, Any] | None = None) -
     cursor = collection.aggregate(pipeline)
     if inspect.isawaitable(cursor):  # PyMongo's async client; Motor returns the cursor
         cursor = await cursor
-    return await _to_list(cursor)
+    return await to_list(cursor)
 
 
-async def _to_list(cursor: Any) -> list[Any]:
-    return list(await cursor.to_list(length=None))
+def _stored(raw: Any) -> Version | None:
+    """A stored ``__version__`` value parsed (None, if it is not a version)."""
+    try:
+        return parse_version(BASE_VERSION if raw is None else raw)
+    except InvalidVersionError:
+        return None
 
 
-async def _batches(cursor: Any, size: int) -> AsyncIterator[list[Document]]:
-    batch: list[Document] = []
-    async for doc in cursor:
-        batch.append(doc)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _same_version(raw: Any, version: str) -> bool:
+    return _stored(raw) == parse_version(version)
+
+
+def _before(raw: Any, target: Version, downgrade: bool) -> bool:
+    """Whether a stored version comes before `target` on the way there."""
+    version = _stored(raw)
+    if version is None:
+        return False
+    return version > target if downgrade else version < target
+
+
+def _chain_versions(
+    registry: MigrationRegistry, cls: type[VersionedModel], target: Version, downgrade: bool
+) -> list[str]:
+    """The canonical versions steps arrive at before `target` (server steps store these)."""
+    found: list[Any] = []
+    for s in registry.graph(cls).steps:
+        arrive = s.from_key if downgrade else s.to_key
+        if (arrive > target) if downgrade else (arrive < target):
+            found.append(str(arrive))
+    return found
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning(message)

@@ -136,6 +136,20 @@ class Step:
     #: Where the step comes from: a file path, or ``module.qualname``.
     source: str = ""
 
+    #: The step's declarative operations (`atomdb_migrate.ops.Operations`),
+    #: run before the upgrade function given with them, if any.
+    operations: Any = None
+
+    #: Whether the step is only operations, so ``upgrade`` may run it on the server.
+    server_side: bool = False
+
+    #: Why the step has no downgrade, when its operations have no exact inverse.
+    downgrade_reason: str = ""
+
+    #: The model's stored fields after the step, by name: their member types
+    #: (a step module's ``schema``; see `atomdb_migrate.schema`).
+    schema: dict[str, str] | None = None
+
     #: The parsed versions, for ordering.
     from_key: Version = field(init=False, repr=False)
     to_key: Version = field(init=False, repr=False)
@@ -308,7 +322,11 @@ class StepGraph:
             step = max(arriving, key=lambda s: s.from_key)
             if step.downgrade_fn is None:
                 raise MissingDowngradeError(
-                    self.model, step.from_version, step.to_version, step.source
+                    self.model,
+                    step.from_version,
+                    step.to_version,
+                    step.source,
+                    reason=step.downgrade_reason,
                 )
             chain.append(step)
             current = step.from_key

@@ -11,9 +11,18 @@ is kept, as the update does not touch it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+from pymongo import UpdateOne
+
 from .versions import VERSION_KEY, Document
+
+log = logging.getLogger("atomdb_migrate")
+
+#: A conditional update: its filter and its update document.
+Write = tuple[dict[str, Any], dict[str, Any]]
 
 
 def unchanged_filter(old: Document) -> dict[str, Any]:
@@ -40,3 +49,49 @@ def document_diff(old: Document, new: Document) -> dict[str, Any]:
     if removed:
         update["$unset"] = removed
     return update
+
+
+def is_mongomock(collection: Any) -> bool:
+    """Whether a collection is mongomock's (mongomock-motor dresses it as Motor's)."""
+    return any(
+        kind.__module__.split(".")[0] in ("mongomock", "mongomock_motor")
+        for kind in type(collection).__mro__
+    )
+
+
+async def bulk_update(collection: Any, ops: list[Write]) -> int:
+    """One unordered bulk write; how many documents matched.
+
+    mongomock (the in-memory backend) cannot run PyMongo >= 4.11's bulk
+    writes, so there each update is sent on its own, with the same filters.
+
+    """
+    if not is_mongomock(collection):
+        requests = [UpdateOne(query, update) for query, update in ops]
+        return int((await collection.bulk_write(requests, ordered=False)).matched_count)
+    global _WARNED
+    if not _WARNED:
+        log.info("mongomock: writing updates one at a time (no bulk writes)")
+        _WARNED = True
+    matched = 0
+    for query, update in ops:
+        matched += (await collection.update_one(query, update)).matched_count
+    return matched
+
+
+_WARNED = False
+
+
+async def to_list(cursor: Any) -> list[Any]:
+    return list(await cursor.to_list(length=None))
+
+
+async def batches(cursor: Any, size: int) -> AsyncIterator[list[Document]]:
+    batch: list[Document] = []
+    async for doc in cursor:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,998 @@
+"""Declarative operations: one definition, run in Python or on the server.
+
+A step may be a list of operations instead of (or before) an upgrade
+function::
+
+    from atomdb_migrate import ops
+
+    model = "app.models.Page"
+    from_version = "2"
+    to_version = "3"
+    operations = [
+        ops.rename_field("heading", "title"),
+        ops.move_field("meta.status", "status"),
+        ops.add_field("views", 0),
+    ]
+
+Each operation has two forms that give the same result, which the test
+suite checks document by document against a real server:
+
+- `Operation.apply` changes a document in Python. It runs when a document
+  is restored (the lazy path) and on the client path of ``upgrade``.
+- `Operation.stages` gives the stages of a MongoDB update with an
+  aggregation pipeline, so ``upgrade`` runs a step made only of operations
+  as one ``update_many`` per collection and no document leaves the server.
+
+Paths are dotted (``"meta.status"``) and go through embedded documents
+only. Where a path runs into a value that is not a document (a string, a
+list) the operation leaves that document unchanged; missing documents on
+the way are created when a value is set.
+
+Only exact inverses are derived for downgrades (`Operation.inverse`):
+``add_field`` and ``remove_field(path, default)`` undo each other,
+``rename_field``/``move_field`` move back, ``copy_field`` removes the copy.
+The others refuse with `IrreversibleOperationError`.
+
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from bson import ObjectId
+
+from .exceptions import ConversionError, IrreversibleOperationError
+from .versions import VERSION_KEY, Document, copy_document
+
+#: The key atom-db stores a model's name under, in documents and references.
+MODEL_KEY = "__model__"
+
+#: Top-level fields the server form of a step uses while it runs (removed
+#: before the update ends). Paths may not start with this prefix.
+RESERVED_PREFIX = "__atomdb_migrate_"
+
+#: Holds the document as read, while a step that may fail runs on the server.
+ORIGINAL_FIELD = RESERVED_PREFIX + "original__"
+
+#: Set on the server when a conversion fails: the document is then left as read.
+FAILED_FIELD = RESERVED_PREFIX + "failed__"
+
+#: What a failed conversion evaluates to on the server: never a converted value.
+_FAILED = {"$literal": {FAILED_FIELD: True}}
+
+#: The target types `convert` knows, by name.
+CONVERSIONS = ("int", "float", "str", "bool", "datetime")
+
+#: The ``__py__`` tags of atom-db's JSON form of dates and datetimes.
+JSON_DATE_TAGS = ("datetime.datetime", "datetime.date")
+
+#: The largest and smallest integers MongoDB stores (64 bits).
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INT_REGEX = "^[+-]?[0-9]+$"
+_FLOAT_REGEX = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+#: The parts of atom-db's JSON form of a datetime: (key, lowest, highest, default).
+_DATE_PARTS = (
+    ("year", 1, 9999, None),
+    ("month", 1, 12, None),
+    ("day", 1, 31, None),
+    ("hour", 0, 23, 0),
+    ("minute", 0, 59, 0),
+    ("second", 0, 59, 0),
+    ("microsecond", 0, 999999, 0),
+)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: A value that is not there.
+MISSING: Any = _Missing()
+
+
+# ----------------------------------------------------------------------
+# Paths, in Python
+# ----------------------------------------------------------------------
+def split_path(path: str, *, what: str = "path") -> tuple[str, ...]:
+    """Check a dotted path and split it into its names.
+
+    Raises
+    ------
+    ValueError
+        If the path is empty, has an empty name, a name starting with ``$``,
+        or touches ``_id``, ``__version__``, ``__model__`` or the names the
+        server form reserves.
+
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{what} must be a non-empty dotted string, not {path!r}")
+    parts = tuple(path.split("."))
+    for name in parts:
+        if not name:
+            raise ValueError(f"{what} {path!r} has an empty name")
+        if name.startswith("$"):
+            raise ValueError(f"{what} {path!r}: names may not start with '$'")
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(f"{what} {path!r}: names starting {RESERVED_PREFIX!r} are reserved")
+    if parts[0] in ("_id", VERSION_KEY, MODEL_KEY):
+        raise ValueError(f"{what} {path!r}: {parts[0]} is managed by atom-db and atomdb-migrate")
+    return parts
+
+
+def get_path(doc: Document, parts: Sequence[str]) -> Any:
+    """The value at a path, or `MISSING` (also when a value on the way is not a document)."""
+    current: Any = doc
+    for name in parts:
+        if type(current) is not dict:
+            return MISSING
+        current = current.get(name, MISSING)
+        if current is MISSING:
+            return MISSING
+    return current
+
+
+def _parent(doc: Document, parts: Sequence[str], create: bool) -> dict[str, Any] | None:
+    """The document holding a path's last name; None if a value on the way is not one."""
+    current = doc
+    for name in parts[:-1]:
+        child = current.get(name, MISSING)
+        if child is MISSING:
+            if not create:
+                return None
+            child = current[name] = {}
+        elif type(child) is not dict:
+            return None
+        current = child
+    return current
+
+
+def settable(doc: Document, parts: Sequence[str]) -> bool:
+    """Whether a value can be set at a path: every value on the way is a document or missing."""
+    current: Any = doc
+    for name in parts[:-1]:
+        current = current.get(name, MISSING)
+        if current is MISSING:
+            return True
+        if type(current) is not dict:
+            return False
+    return True
+
+
+def set_path(doc: Document, parts: Sequence[str], value: Any) -> None:
+    """Set a value at a path, creating missing documents on the way (if it can be set)."""
+    parent = _parent(doc, parts, create=True) if settable(doc, parts) else None
+    if parent is not None:
+        parent[parts[-1]] = value
+
+
+def unset_path(doc: Document, parts: Sequence[str]) -> None:
+    """Remove the value at a path, if it is there."""
+    parent = _parent(doc, parts, create=False)
+    if parent is not None:
+        parent.pop(parts[-1], None)
+
+
+# ----------------------------------------------------------------------
+# Paths, as aggregation expressions
+# ----------------------------------------------------------------------
+def _field(parts: Sequence[str]) -> str:
+    return "$" + ".".join(parts)
+
+
+def _type_is(expr: Any, kind: str) -> dict[str, Any]:
+    return {"$eq": [{"$type": expr}, kind]}
+
+
+def exists_expr(parts: Sequence[str]) -> dict[str, Any]:
+    """True where the value at a path is there (through documents only)."""
+    checks: list[Any] = [_type_is(_field(parts[:i]), "object") for i in range(1, len(parts))]
+    checks.append({"$ne": [{"$type": _field(parts)}, "missing"]})
+    return {"$and": checks}
+
+
+def settable_expr(parts: Sequence[str]) -> dict[str, Any]:
+    """True where a value can be set at a path (see `settable`)."""
+    checks: list[Any] = [
+        {"$in": [{"$type": _field(parts[:i])}, ["object", "missing"]]} for i in range(1, len(parts))
+    ]
+    return {"$and": checks or [True]}
+
+
+def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
+    return {"$setField": {"field": name, "input": base, "value": value}}
+
+
+def _fresh(parts: Sequence[str], value: Any) -> Any:
+    for name in reversed(parts):
+        value = {name: value}
+    return value
+
+
+def setting_expr(base: Any, parts: Sequence[str], value: Any, done: tuple[str, ...] = ()) -> Any:
+    """`base` (a document) with `value` set at a path, as `set_path` does.
+
+    `value` must evaluate to a value (never to missing).
+
+    """
+    name = parts[0]
+    if len(parts) == 1:
+        return _set_field(name, base, value)
+    child = _field((*done, name))
+    return {
+        "$switch": {
+            "branches": [
+                {
+                    "case": _type_is(child, "object"),
+                    "then": _set_field(
+                        name, base, setting_expr(child, parts[1:], value, (*done, name))
+                    ),
+                },
+                {
+                    "case": _type_is(child, "missing"),
+                    "then": _set_field(name, base, _fresh(parts[1:], value)),
+                },
+            ],
+            "default": base,
+        }
+    }
+
+
+def unsetting_expr(base: Any, parts: Sequence[str], done: tuple[str, ...] = ()) -> Any:
+    """`base` (a document) without the value at a path, as `unset_path` does."""
+    name = parts[0]
+    if len(parts) == 1:
+        return _set_field(name, base, "$$REMOVE")
+    child = _field((*done, name))
+    return {
+        "$cond": [
+            _type_is(child, "object"),
+            _set_field(name, base, unsetting_expr(child, parts[1:], (*done, name))),
+            base,
+        ]
+    }
+
+
+def _replace(expr: Any) -> dict[str, Any]:
+    return {"$replaceWith": expr}
+
+
+def literal(value: Any) -> dict[str, Any]:
+    """A constant in an aggregation expression."""
+    return {"$literal": value}
+
+
+# ----------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------
+_PLAIN = (str, int, float, bool, type(None), datetime, ObjectId, bytes)
+
+
+def check_value(value: Any, what: str) -> Any:
+    """Refuse a default that MongoDB would not store as it is given."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{what} {value!r} does not fit in 64 bits")
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, list):
+        for item in value:
+            check_value(item, what)
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key:
+                raise ValueError(f"{what}: key {key!r} cannot be stored")
+            check_value(item, what)
+        return value
+    raise ValueError(
+        f"{what} {value!r}: a {type(value).__name__} is not stored as it is given; "
+        "use str, int, float, bool, None, datetime, a list or a dict of those"
+    )
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is dict:
+        return copy_document(value)
+    if type(value) is list:
+        return copy_document({"v": value})["v"]
+    return value
+
+
+def _format_float(value: float) -> str:
+    """A float as the server's ``$toString`` writes it."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def convert_value(value: Any, to: str) -> Any:
+    """Convert one value as `convert` does; raise `ConversionError` where it cannot.
+
+    ``None`` is not passed here: `convert` leaves it as it is.
+
+    """
+    kind = type(value)
+    if to == "int":
+        if kind is bool:
+            return int(value)
+        if kind is int:
+            return value
+        if kind is float:
+            if math.isfinite(value) and INT64_MIN <= math.trunc(value) <= INT64_MAX:
+                return math.trunc(value)
+        elif kind is str and _INT_TEXT.fullmatch(value):
+            number = int(value)
+            if INT64_MIN <= number <= INT64_MAX:
+                return number
+    elif to == "float":
+        if kind in (bool, int):
+            return float(value)
+        if kind is float:
+            return value
+        if kind is str and _FLOAT_TEXT.fullmatch(value):
+            parsed = float(value)
+            if math.isfinite(parsed):
+                return parsed
+    elif to == "str":
+        if kind is str:
+            return value
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is int:
+            return str(value)
+        if kind is float:
+            return _format_float(value)
+    elif to == "bool":
+        if kind is bool:
+            return value
+        if kind in (int, float):
+            return value != 0
+        if kind is str:
+            word = value.lower()
+            if word in ("true", "1"):
+                return True
+            if word in ("false", "0"):
+                return False
+    elif to == "datetime":
+        if kind is datetime:
+            return value
+        if kind is dict and value.get("__py__") in JSON_DATE_TAGS:
+            parts = {}
+            for key, low, high, default in _DATE_PARTS:
+                part = value.get(key, MISSING)
+                if part is MISSING and default is not None:
+                    part = default
+                if type(part) is not int or not low <= part <= high:
+                    break
+                parts[key] = part
+            else:
+                try:
+                    y, mo, d, h, mi, sec, us = parts.values()
+                    return datetime(y, mo, d, h, mi, sec, us // 1000 * 1000)
+                except ValueError:
+                    pass
+    raise ConversionError(f"cannot convert {value!r} to {to}")
+
+
+def _conversion_expr(to: str, v: str) -> Any:
+    """The server form of `convert_value`: the value, or `_FAILED`."""
+    kind = {"$type": v}
+    no_newline = {"$eq": [{"$indexOfCP": [v, "\n"]}, -1]}
+
+    def parse(regex: str, target: str) -> Any:
+        return {
+            "$cond": [
+                {"$and": [{"$regexMatch": {"input": v, "regex": regex}}, no_newline]},
+                {"$convert": {"input": v, "to": target, "onError": _FAILED}},
+                _FAILED,
+            ]
+        }
+
+    def is_(*kinds: str) -> Any:
+        return {"$in": [kind, list(kinds)]}
+
+    branches: list[tuple[Any, Any]]
+    if to == "int":
+        branches = [
+            (is_("bool"), {"$cond": [v, 1, 0]}),
+            (is_("int", "long"), v),
+            (is_("double"), {"$convert": {"input": v, "to": "long", "onError": _FAILED}}),
+            (is_("string"), parse(_INT_REGEX, "long")),
+        ]
+    elif to == "float":
+        branches = [
+            (is_("bool"), {"$cond": [v, 1.0, 0.0]}),
+            (is_("int", "long"), {"$toDouble": v}),
+            (is_("double"), v),
+            (is_("string"), parse(_FLOAT_REGEX, "double")),
+        ]
+    elif to == "str":
+        branches = [
+            (is_("string"), v),
+            (is_("bool"), {"$cond": [v, "true", "false"]}),
+            (is_("int", "long", "double"), {"$toString": v}),
+        ]
+    elif to == "bool":
+        word = {"$toLower": v}
+        branches = [
+            (is_("bool"), v),
+            (is_("int", "long", "double"), {"$ne": [v, 0]}),
+            (
+                is_("string"),
+                {
+                    "$switch": {
+                        "branches": [
+                            {"case": {"$in": [word, ["true", "1"]]}, "then": True},
+                            {"case": {"$in": [word, ["false", "0"]]}, "then": False},
+                        ],
+                        "default": _FAILED,
+                    }
+                },
+            ),
+        ]
+    elif to == "datetime":
+        branches = [
+            (is_("date"), v),
+            (
+                {
+                    "$and": [
+                        is_("object"),
+                        {
+                            "$in": [
+                                {"$getField": {"field": "__py__", "input": v}},
+                                list(JSON_DATE_TAGS),
+                            ]
+                        },
+                    ]
+                },
+                _date_from_json_expr(v),
+            ),
+        ]
+    else:  # pragma: no cover - checked by convert()
+        raise ValueError(to)
+    return {
+        "$switch": {
+            "branches": [{"case": case, "then": then} for case, then in branches],
+            "default": _FAILED,
+        }
+    }
+
+
+def _date_from_json_expr(v: str) -> Any:
+    """atom-db's JSON form of a datetime to a date, or `_FAILED` (never a server error)."""
+    parts: dict[str, Any] = {}
+    checks: list[Any] = []
+    for key, low, high, default in _DATE_PARTS:
+        raw = {"$getField": {"field": key, "input": v}}
+        # A missing part takes its default; a null is not missing.
+        part = raw if default is None else {"$cond": [_type_is(raw, "missing"), default, raw]}
+        parts[key] = part
+        checks.append(
+            {
+                "$and": [
+                    {"$in": [{"$type": part}, ["int", "long"]]},
+                    {"$gte": [part, low]},
+                    {"$lte": [part, high]},
+                ]
+            }
+        )
+    made = {
+        "$dateFromParts": {
+            "year": parts["year"],
+            "month": parts["month"],
+            "day": parts["day"],
+            "hour": parts["hour"],
+            "minute": parts["minute"],
+            "second": parts["second"],
+            "millisecond": {"$trunc": {"$divide": [parts["microsecond"], 1000]}},
+        }
+    }
+    return {
+        "$cond": [
+            {"$and": checks},
+            {
+                # A day past the month's end rolls over on the server: refuse it.
+                "$let": {
+                    "vars": {"made": made},
+                    "in": {
+                        "$cond": [
+                            {"$eq": [{"$dayOfMonth": "$$made"}, parts["day"]]},
+                            "$$made",
+                            _FAILED,
+                        ]
+                    },
+                }
+            },
+            _FAILED,
+        ]
+    }
+
+
+# ----------------------------------------------------------------------
+# Operations
+# ----------------------------------------------------------------------
+class Operation:
+    """One change to a document, with a Python form and a server form."""
+
+    #: The name of the function that makes the operation, for `repr`.
+    __op_name__: ClassVar[str] = ""
+
+    #: Whether the operation can fail on a document (then, on the server,
+    #: the document is left as read and the client path reports the error).
+    fallible: ClassVar[bool] = False
+
+    def apply(self, doc: Document) -> None:
+        """Change the document in place."""
+        raise NotImplementedError
+
+    def stages(self) -> list[dict[str, Any]]:
+        """The stages of an update pipeline that make the same change."""
+        raise NotImplementedError
+
+    def inverse(self) -> Operation:
+        """The operation that undoes this one.
+
+        Raises
+        ------
+        IrreversibleOperationError
+            If the change cannot be undone exactly.
+
+        """
+        raise IrreversibleOperationError(self, "it has no exact inverse")
+
+    def arguments(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(repr(a) for a in self.arguments())
+        return f"ops.{self.__op_name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Operation)
+            and type(self) is type(other)
+            and (self.arguments() == other.arguments())
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(self)))
+
+
+class AddField(Operation):
+    __op_name__ = "add_field"
+
+    def __init__(self, path: str, default: Any = None) -> None:
+        self.path = path
+        self.parts = split_path(path)
+        self.default = check_value(default, f"add_field({path!r}) default")
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.path, self.default)
+
+    def apply(self, doc: Document) -> None:
+        set_path(doc, self.parts, _copy(self.default))
+
+    def stages(self) -> list[dict[str, Any]]:
+        return [_replace(setting_expr("$$ROOT", self.parts, literal(self.default)))]
+
+    def inverse(self) -> Operation:
+        return RemoveField(self.path, self.default)
+
+
+class SetDefaultWhereMissing(AddField):
+    __op_name__ = "set_default_where_missing"
+
+    def apply(self, doc: Document) -> None:
+        if get_path(doc, self.parts) is MISSING:
+            set_path(doc, self.parts, _copy(self.default))
+
+    def stages(self) -> list[dict[str, Any]]:
+        return [
+            _replace(
+                {
+                    "$cond": [
+                        exists_expr(self.parts),
+                        "$$ROOT",
+                        setting_expr("$$ROOT", self.parts, literal(self.default)),
+                    ]
+                }
+            )
+        ]
+
+    def inverse(self) -> Operation:
+        raise IrreversibleOperationError(
+            self, "which documents lacked the field is not kept: write a downgrade function"
+        )
+
+
+class RemoveField(Operation):
+    __op_name__ = "remove_field"
+
+    def __init__(self, path: str, default: Any = MISSING) -> None:
+        self.path = path
+        self.parts = split_path(path)
+        self.default = (
+            default if default is MISSING else check_value(default, f"remove_field({path!r})")
+        )
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.path,) if self.default is MISSING else (self.path, self.default)
+
+    def apply(self, doc: Document) -> None:
+        unset_path(doc, self.parts)
+
+    def stages(self) -> list[dict[str, Any]]:
+        return [_replace(unsetting_expr("$$ROOT", self.parts))]
+
+    def inverse(self) -> Operation:
+        if self.default is MISSING:
+            raise IrreversibleOperationError(
+                self,
+                f"the removed values are not kept: give remove_field({self.path!r}, default) "
+                "to add the field back with that value on downgrade",
+            )
+        return AddField(self.path, self.default)
+
+
+class CopyField(Operation):
+    __op_name__ = "copy_field"
+
+    def __init__(self, src: str, dst: str) -> None:
+        self.src, self.dst = src, dst
+        self.src_parts = split_path(src, what="source")
+        self.dst_parts = split_path(dst, what="destination")
+        _refuse_overlap(self.__op_name__, self.src_parts, self.dst_parts)
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.src, self.dst)
+
+    def apply(self, doc: Document) -> None:
+        value = get_path(doc, self.src_parts)
+        if value is not MISSING:
+            set_path(doc, self.dst_parts, _copy(value))
+
+    def stages(self) -> list[dict[str, Any]]:
+        return [
+            _replace(
+                {
+                    "$cond": [
+                        exists_expr(self.src_parts),
+                        setting_expr("$$ROOT", self.dst_parts, _field(self.src_parts)),
+                        "$$ROOT",
+                    ]
+                }
+            )
+        ]
+
+    def inverse(self) -> Operation:
+        return RemoveField(self.dst)
+
+
+class MoveField(Operation):
+    __op_name__ = "move_field"
+
+    def __init__(self, src: str, dst: str) -> None:
+        self.src, self.dst = src, dst
+        self.src_parts = split_path(src, what="source")
+        self.dst_parts = split_path(dst, what="destination")
+        _refuse_overlap(self.__op_name__, self.src_parts, self.dst_parts)
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.src, self.dst)
+
+    def apply(self, doc: Document) -> None:
+        value = get_path(doc, self.src_parts)
+        if value is MISSING or not settable(doc, self.dst_parts):
+            return
+        unset_path(doc, self.src_parts)
+        set_path(doc, self.dst_parts, value)
+
+    def stages(self) -> list[dict[str, Any]]:
+        # The condition holds the same before and after the first stage: the
+        # paths do not overlap, and setting `dst` keeps it settable.
+        moving = {"$and": [exists_expr(self.src_parts), settable_expr(self.dst_parts)]}
+        return [
+            _replace(
+                {
+                    "$cond": [
+                        moving,
+                        setting_expr("$$ROOT", self.dst_parts, _field(self.src_parts)),
+                        "$$ROOT",
+                    ]
+                }
+            ),
+            _replace({"$cond": [moving, unsetting_expr("$$ROOT", self.src_parts), "$$ROOT"]}),
+        ]
+
+    def inverse(self) -> Operation:
+        return MoveField(self.dst, self.src)
+
+
+class RenameField(MoveField):
+    __op_name__ = "rename_field"
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+        old_parts = split_path(old, what="old name")
+        if "." not in new:
+            new = ".".join((*old_parts[:-1], new))
+        super().__init__(old, new)
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.old, self.new)
+
+    def inverse(self) -> Operation:
+        return RenameField(self.dst, self.src)
+
+
+class Convert(Operation):
+    __op_name__ = "convert"
+    fallible = True
+
+    def __init__(self, path: str, to: str | type) -> None:
+        self.path = path
+        self.parts = split_path(path)
+        names: dict[Any, str] = {
+            int: "int",
+            float: "float",
+            str: "str",
+            bool: "bool",
+            datetime: "datetime",
+        }
+        name = names.get(to, to)
+        if name not in CONVERSIONS:
+            raise ValueError(f"convert({path!r}): cannot convert to {to!r}; one of {CONVERSIONS}")
+        self.to = str(name)
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.path, self.to)
+
+    def apply(self, doc: Document) -> None:
+        value = get_path(doc, self.parts)
+        if value is MISSING or value is None:
+            return
+        try:
+            set_path(doc, self.parts, convert_value(value, self.to))
+        except ConversionError as exc:
+            raise ConversionError(f"{self.path}: {exc}") from None
+
+    def stages(self) -> list[dict[str, Any]]:
+        value = _field(self.parts)
+        converting = {"$and": [exists_expr(self.parts), {"$ne": [{"$type": value}, "null"]}]}
+        converted = {
+            "$let": {
+                "vars": {
+                    "made": {"$let": {"vars": {"v": value}, "in": _conversion_expr(self.to, "$$v")}}
+                },
+                "in": {
+                    "$cond": [
+                        _type_is("$$made", "object"),
+                        _set_field(FAILED_FIELD, "$$ROOT", True),
+                        setting_expr("$$ROOT", self.parts, "$$made"),
+                    ]
+                },
+            }
+        }
+        return [_replace({"$cond": [converting, converted, "$$ROOT"]})]
+
+    def inverse(self) -> Operation:
+        raise IrreversibleOperationError(
+            self, "a conversion may lose information: write a downgrade function"
+        )
+
+
+class RenameModel(Operation):
+    """A model moved or renamed: rewrite ``__model__`` in the document and its references.
+
+    The eager run also renames the collection and rewrites the references
+    stored in every other collection (see `atomdb_migrate.renames`).
+
+    """
+
+    __op_name__ = "rename_model"
+
+    def __init__(self, old_name: str, new_name: str) -> None:
+        for name in (old_name, new_name):
+            if not isinstance(name, str) or not name or name.startswith("$"):
+                raise ValueError(f"rename_model: {name!r} is not a model name")
+        if old_name == new_name:
+            raise ValueError(f"rename_model: {old_name!r} is renamed to itself")
+        self.old_name, self.new_name = old_name, new_name
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.old_name, self.new_name)
+
+    def apply(self, doc: Document) -> None:
+        rename_references(doc, self.old_name, self.new_name)
+
+    def stages(self) -> list[dict[str, Any]]:
+        # Only the top level: references nested anywhere are rewritten by a
+        # scan of every collection before this update runs.
+        return [
+            _replace(
+                {
+                    "$cond": [
+                        {"$eq": [f"${MODEL_KEY}", self.old_name]},
+                        _set_field(MODEL_KEY, "$$ROOT", self.new_name),
+                        "$$ROOT",
+                    ]
+                }
+            )
+        ]
+
+    def inverse(self) -> Operation:
+        raise IrreversibleOperationError(
+            self,
+            "the collection and the references in every collection were renamed: "
+            "rename the model back with a new step",
+        )
+
+
+def rename_references(value: Any, old: str, new: str) -> bool:
+    """Rewrite ``__model__: old`` to `new` in a document and everything it holds.
+
+    Returns whether anything changed.
+
+    """
+    changed = False
+    kind = type(value)
+    if kind is dict:
+        if value.get(MODEL_KEY) == old:
+            value[MODEL_KEY] = new
+            changed = True
+        for item in value.values():
+            if type(item) in (dict, list):
+                changed = rename_references(item, old, new) or changed
+    elif kind is list:
+        for item in value:
+            if type(item) in (dict, list):
+                changed = rename_references(item, old, new) or changed
+    return changed
+
+
+def _refuse_overlap(op: str, a: Sequence[str], b: Sequence[str]) -> None:
+    shortest = min(len(a), len(b))
+    if tuple(a[:shortest]) == tuple(b[:shortest]):
+        raise ValueError(f"{op}: {'.'.join(a)!r} and {'.'.join(b)!r} overlap")
+
+
+# ----------------------------------------------------------------------
+# The functions step modules call
+# ----------------------------------------------------------------------
+def add_field(path: str, default: Any = None) -> AddField:
+    """Set a field to `default` in every document (replacing any value there)."""
+    return AddField(path, default)
+
+
+def set_default_where_missing(path: str, default: Any) -> SetDefaultWhereMissing:
+    """Set a field to `default` in the documents that lack it (a stored null is kept)."""
+    return SetDefaultWhereMissing(path, default)
+
+
+def remove_field(path: str, default: Any = MISSING) -> RemoveField:
+    """Remove a field; with `default`, downgrades add it back with that value."""
+    return RemoveField(path, default)
+
+
+def rename_field(old: str, new: str) -> RenameField:
+    """Rename a field; a `new` without dots stays in `old`'s embedded document."""
+    return RenameField(old, new)
+
+
+def copy_field(src: str, dst: str) -> CopyField:
+    """Copy a field's value to another path (where the source is there)."""
+    return CopyField(src, dst)
+
+
+def move_field(src: str, dst: str) -> MoveField:
+    """Move a field's value to another path, across nesting levels."""
+    return MoveField(src, dst)
+
+
+def convert(path: str, to: str | type) -> Convert:
+    """Convert a field's value to int, float, str, bool or datetime.
+
+    A missing field and a null are left as they are. A value that does not
+    convert (``"abc"`` to int) fails the document's step, naming the value.
+    ``datetime`` converts atom-db's JSON form of a datetime or a date
+    (``{"__py__": "datetime.datetime", "year": ...}``) to a stored date, to
+    the millisecond, as MongoDB stores dates.
+
+    """
+    return Convert(path, to)
+
+
+def rename_model(old_name: str, new_name: str) -> RenameModel:
+    """The model was moved to another module or renamed; see `RenameModel`."""
+    return RenameModel(old_name, new_name)
+
+
+# ----------------------------------------------------------------------
+# Running a list of operations
+# ----------------------------------------------------------------------
+class Operations:
+    """A step's operations as a step function (the Python form)."""
+
+    def __init__(self, operations: Iterable[Operation]) -> None:
+        self.operations = tuple(operations)
+        for op in self.operations:
+            if not isinstance(op, Operation):
+                raise TypeError(
+                    f"not an operation: {op!r} (use the functions of atomdb_migrate.ops)"
+                )
+
+    def __call__(self, doc: Document) -> None:
+        for op in self.operations:
+            op.apply(doc)
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(repr(op) for op in self.operations)}]"
+
+    def inverse(self) -> Operations:
+        """The operations that undo these, last first; see `Operation.inverse`."""
+        return Operations(op.inverse() for op in reversed(self.operations))
+
+    def renames(self) -> list[RenameModel]:
+        return [op for op in self.operations if isinstance(op, RenameModel)]
+
+    def pipeline(self, to_version: str) -> list[dict[str, Any]]:
+        """The update pipeline that runs the operations and sets the version.
+
+        A step with a conversion keeps the document as read in a reserved
+        field: where a conversion fails the document is put back unchanged,
+        at its old version, for the client path to report.
+
+        """
+        fallible = any(op.fallible for op in self.operations)
+        stages: list[dict[str, Any]] = []
+        if fallible:
+            stages.append({"$set": {ORIGINAL_FIELD: "$$ROOT"}})
+        for op in self.operations:
+            stages.extend(op.stages())
+        stages.append({"$set": {VERSION_KEY: literal(to_version)}})
+        if fallible:
+            stages.append(
+                _replace(
+                    {"$cond": [{"$eq": [f"${FAILED_FIELD}", True]}, f"${ORIGINAL_FIELD}", "$$ROOT"]}
+                )
+            )
+            stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
+        return stages
+
+
+__all__ = [
+    "MISSING",
+    "AddField",
+    "ConversionError",
+    "Convert",
+    "CopyField",
+    "MoveField",
+    "Operation",
+    "Operations",
+    "RemoveField",
+    "RenameField",
+    "RenameModel",
+    "SetDefaultWhereMissing",
+    "add_field",
+    "convert",
+    "copy_field",
+    "move_field",
+    "remove_field",
+    "rename_field",
+    "rename_model",
+    "set_default_where_missing",
+]

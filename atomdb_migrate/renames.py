@@ -1,0 +1,149 @@
+"""Moving a model's data to its new name (``ops.rename_model``), eagerly.
+
+atom-db names a model's collection after its ``__model__`` (module path
+plus class name) and writes ``__model__`` into every reference it stores, so
+a class moved to another module strands its data. For a step with
+``rename_model(old, new)``, ``atomdb-migrate upgrade``:
+
+1. renames the collection ``old`` to ``new``; if both exist (the new code
+   already saved documents under the new name) it moves the documents the
+   new collection lacks, by ``_id``, and drops the old one: a document saved
+   by the new code wins;
+2. rewrites ``__model__: old`` to ``new`` in the references stored in every
+   collection of the database, at any depth and inside lists, with updates
+   guarded on the fields they change, so a concurrent write is never lost.
+
+Both are safe to repeat: a run killed half-way is resumed by the next one.
+Until then, `atomdb_migrate.model` reads the old collection for references
+it does not find in the new one, and the old name restores as the new model.
+
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import BulkWriteError
+
+from .ops import rename_references
+from .versions import copy_document
+from .writes import Write, batches, bulk_update, document_diff
+
+if TYPE_CHECKING:
+    from .lock import LeaseLock
+
+log = logging.getLogger("atomdb_migrate")
+
+#: The error code of a duplicate key.
+DUPLICATE_KEY = 11000
+
+
+@dataclass
+class RenameReport:
+    """What renaming one model's data did."""
+
+    #: The former and the new ``__model__`` name.
+    old: str
+    new: str
+    #: "renamed", "merged", or "none" (no collection under the old name).
+    collection: str = "none"
+    #: Documents moved from the old collection when both existed.
+    moved: int = 0
+    #: Documents whose references were rewritten, in any collection.
+    references: int = 0
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "from": self.old,
+            "collection": self.collection,
+            "moved": self.moved,
+            "references": self.references,
+        }
+
+
+async def collection_names(database: Any) -> set[str]:
+    return set(await database.list_collection_names())
+
+
+async def rename_collection(
+    database: Any, report: RenameReport, *, batch_size: int = 1000, lock: LeaseLock | None = None
+) -> None:
+    """Rename (or merge) the collection of the old name into the new one."""
+    names = await collection_names(database)
+    if report.old not in names:
+        return
+    if lock is not None:
+        lock.check()
+    if report.new not in names:
+        await database[report.old].rename(report.new)
+        report.collection = "renamed"
+        log.info("renamed collection %s to %s", report.old, report.new)
+        return
+    source, target = database[report.old], database[report.new]
+    async for batch in batches(source.find({}, sort=[("_id", 1)]), batch_size):
+        if lock is not None:
+            lock.check()
+        try:
+            result = await target.insert_many(batch, ordered=False)
+            report.moved += len(result.inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            report.moved += int(exc.details.get("nInserted", 0))
+    await database.drop_collection(report.old)
+    report.collection = "merged"
+    log.info(
+        "merged collection %s into %s (%d documents moved)", report.old, report.new, report.moved
+    )
+
+
+async def rewrite_references(
+    database: Any,
+    report: RenameReport,
+    *,
+    skip: tuple[str, ...] = (),
+    batch_size: int = 1000,
+    lock: LeaseLock | None = None,
+) -> None:
+    """Rewrite the references to the old name in every collection but `skip`.
+
+    Every document is read: references may sit at any depth. Each changed
+    document gets an update of the top-level fields that hold references,
+    matched on their values as read.
+
+    """
+    for name in sorted(await collection_names(database)):
+        if name.startswith("system.") or name in skip:
+            continue
+        collection = database[name]
+        writes: list[Write] = []
+        async for batch in batches(collection.find({}), batch_size):
+            for doc in batch:
+                new = copy_document(doc)
+                if rename_references(new, report.old, report.new):
+                    update = document_diff(doc, new)
+                    guard = {"_id": doc["_id"]}
+                    guard.update({k: {"$eq": doc[k]} for k in update.get("$set", {})})
+                    writes.append((guard, update))
+            if len(writes) >= batch_size:
+                report.references += await _write(collection, writes, lock)
+                writes = []
+        if writes:
+            report.references += await _write(collection, writes, lock)
+
+
+async def _write(collection: Any, writes: list[Write], lock: LeaseLock | None) -> int:
+    if lock is not None:
+        lock.check()
+    matched = await bulk_update(collection, writes)
+    if matched < len(writes):
+        log.info(
+            "%s: %d documents changed while their references were rewritten; "
+            "their references keep the old name, which still restores as the new model",
+            collection.name,
+            len(writes) - matched,
+        )
+    return matched
