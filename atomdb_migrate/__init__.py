@@ -2,19 +2,23 @@
 
 A `VersionedModel` carries a ``__version__``; every document it saves
 carries ``"__version__"``; documents stored at an older version are taken
-through the model's steps, registered with `step`, the moment they are read.
+through the model's steps, registered with `step` (or made of the
+declarative operations in `ops`), the moment they are read.
 
 """
 
+from . import ops
 from .exceptions import (
     ChainError,
     ConfigError,
     ConflictError,
     ConnectionFailedError,
+    ConversionError,
     CycleError,
     DuplicateStepError,
     GapError,
     InvalidVersionError,
+    IrreversibleOperationError,
     LockError,
     LockHeldError,
     LockLostError,
@@ -40,10 +44,12 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ConnectionFailedError",
+    "ConversionError",
     "CycleError",
     "DuplicateStepError",
     "GapError",
     "InvalidVersionError",
+    "IrreversibleOperationError",
     "LockError",
     "LockHeldError",
     "LockLostError",
@@ -62,6 +68,7 @@ __all__ = [
     "VersionedModel",
     "VersionedModelSerializer",
     "load_migrations",
+    "ops",
     "register_step",
     "step",
 ]

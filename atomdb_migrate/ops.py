@@ -319,18 +319,22 @@ def _format_float(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def convert_value(value: Any, to: str) -> Any:
     """Convert one value as `convert` does; raise `ConversionError` where it cannot.
 
     ``None`` is not passed here: `convert` leaves it as it is.
 
     """
-    kind = type(value)
+    kind = int if _is_int(value) else type(value)  # bson.Int64 is an int
     if to == "int":
         if kind is bool:
             return int(value)
         if kind is int:
-            return value
+            return int(value)
         if kind is float:
             if math.isfinite(value) and INT64_MIN <= math.trunc(value) <= INT64_MAX:
                 return math.trunc(value)
@@ -373,10 +377,10 @@ def convert_value(value: Any, to: str) -> Any:
         if kind is dict and value.get("__py__") in JSON_DATE_TAGS:
             parts = {}
             for key, low, high, default in _DATE_PARTS:
-                part = value.get(key, MISSING)
-                if part is MISSING and default is not None:
+                part = value.get(key)
+                if part is None and default is not None:
                     part = default
-                if type(part) is not int or not low <= part <= high:
+                if not _is_int(part) or not low <= part <= high:
                     break
                 parts[key] = part
             else:
@@ -451,12 +455,7 @@ def _conversion_expr(to: str, v: str) -> Any:
                 {
                     "$and": [
                         is_("object"),
-                        {
-                            "$in": [
-                                {"$getField": {"field": "__py__", "input": v}},
-                                list(JSON_DATE_TAGS),
-                            ]
-                        },
+                        {"$in": [f"{v}.__py__", list(JSON_DATE_TAGS)]},
                     ]
                 },
                 _date_from_json_expr(v),
@@ -477,9 +476,9 @@ def _date_from_json_expr(v: str) -> Any:
     parts: dict[str, Any] = {}
     checks: list[Any] = []
     for key, low, high, default in _DATE_PARTS:
-        raw = {"$getField": {"field": key, "input": v}}
-        # A missing part takes its default; a null is not missing.
-        part = raw if default is None else {"$cond": [_type_is(raw, "missing"), default, raw]}
+        raw = f"{v}.{key}"
+        # A missing or null part takes its default.
+        part = raw if default is None else {"$ifNull": [raw, default]}
         parts[key] = part
         checks.append(
             {
@@ -736,7 +735,8 @@ class RenameField(MoveField):
         return (self.old, self.new)
 
     def inverse(self) -> Operation:
-        return RenameField(self.dst, self.src)
+        back = self.src_parts[-1] if self.src_parts[:-1] == self.dst_parts[:-1] else self.src
+        return RenameField(self.dst, back)
 
 
 class Convert(Operation):

@@ -67,6 +67,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", chosen, scope="session")
 
 
+@pytest.fixture
+def long(request: pytest.FixtureRequest) -> bool:
+    """Whether the long variants were asked for (--long)."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def secantus_url() -> Iterator[str]:
     """The URL of a SecantusDB server running for the whole session."""

@@ -16,12 +16,6 @@ import pytest
 from .report import FIGURES, render
 
 
-@pytest.fixture
-def long(request: pytest.FixtureRequest) -> bool:
-    """Whether the long variants were asked for (--long)."""
-    return bool(request.config.getoption("--long"))
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _machine(request: pytest.FixtureRequest) -> None:
     FIGURES["run"] = {

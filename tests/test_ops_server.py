@@ -1,0 +1,240 @@
+"""Each operation's server form gives what its Python form gives, on generated documents.
+
+The documents are stored on a real server (SecantusDB, and MongoDB when
+``MONGO_URL`` is set), read back, and changed twice: by the step's update
+pipeline on the server, and by the Python form on the documents as read.
+Every document must come out the same; where the Python form fails (a value
+that does not convert) the server must leave the document as it was.
+
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymongo import MongoClient
+
+from atomdb_migrate import ConversionError, ops
+from atomdb_migrate.versions import copy_document
+
+# ----------------------------------------------------------------------
+# Generated documents and operations
+# ----------------------------------------------------------------------
+KEYS = ("a", "b", "c")
+key = st.sampled_from(KEYS)
+# Short paths first: they meet the generated documents' fields more often.
+path = st.one_of(key, st.lists(key, min_size=2, max_size=3).map(".".join))
+
+NUMERIC_TEXT = [
+    "0", "-0", "+7", "42", "007", "-12", "1.5", "-2.25", "1e3", "1E-2", ".5", "5.", "abc",
+    "", " 1", "1 ", "1\n", "9223372036854775807", "9223372036854775808", "1e400", "inf",
+    "NaN", "true", "False", "TRUE", "1", "yes", "0x10", "1_000",
+]  # fmt: skip
+
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-1000, 1000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1e6, 1e6).map(lambda f: round(f, 3)),
+    st.text(max_size=6),
+    st.sampled_from(NUMERIC_TEXT),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
+        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+    ),
+)
+
+json_date = st.fixed_dictionaries(
+    {
+        "__py__": st.sampled_from(["datetime.datetime", "datetime.date", "decimal"]),
+        "year": st.one_of(st.integers(-1, 10000), st.integers(1990, 2030)),
+        "month": st.integers(0, 13),
+        "day": st.integers(0, 32),
+    },
+    optional={
+        "hour": st.one_of(st.integers(-1, 24), st.none(), st.just("1")),
+        "minute": st.integers(0, 60),
+        "second": st.integers(0, 60),
+        "microsecond": st.integers(-1, 1_000_000),
+    },
+)
+
+value = st.recursive(
+    st.one_of(scalar, json_date),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(key, inner, max_size=3)),
+    max_leaves=8,
+)
+document = st.dictionaries(key, value, max_size=3)
+documents = st.lists(document, min_size=1, max_size=8)
+default = st.one_of(scalar, st.lists(scalar, max_size=2), st.dictionaries(key, scalar, max_size=2))
+
+
+def made(make: Callable[..., ops.Operation], *args: Any) -> ops.Operation | None:
+    """The operation, or None where the arguments are refused (overlapping paths)."""
+    try:
+        return make(*args)
+    except ValueError:
+        return None
+
+
+def two_paths(make: Callable[..., ops.Operation]) -> st.SearchStrategy[ops.Operation]:
+    targets = st.one_of(path, key)
+    return st.builds(made, st.just(make), path, targets).filter(lambda op: op is not None)  # type: ignore[return-value]
+
+
+OPERATIONS: dict[str, st.SearchStrategy[ops.Operation]] = {
+    "add_field": st.builds(ops.add_field, path, default),
+    "set_default_where_missing": st.builds(ops.set_default_where_missing, path, default),
+    "remove_field": st.builds(ops.remove_field, path),
+    "rename_field": two_paths(ops.rename_field),
+    "copy_field": two_paths(ops.copy_field),
+    "move_field": two_paths(ops.move_field),
+    "convert": st.builds(ops.convert, path, st.sampled_from(ops.CONVERSIONS)),
+}
+any_operation = st.one_of(*OPERATIONS.values())
+
+
+# ----------------------------------------------------------------------
+# Servers
+# ----------------------------------------------------------------------
+def servers() -> list[str]:
+    found = ["secantus"]
+    if os.environ.get("MONGO_URL"):
+        found.append("mongo")
+    return found
+
+
+@pytest.fixture(params=servers())
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A database on a real server, through the synchronous driver."""
+    if request.param == "mongo":
+        url = os.environ["MONGO_URL"]
+    else:
+        url = request.getfixturevalue("secantus_url")
+    client: MongoClient[dict[str, Any]] = MongoClient(url)
+    database = client[f"ops_{uuid.uuid4().hex[:10]}"]
+    try:
+        yield database
+    finally:
+        client.drop_database(database.name)
+        client.close()
+
+
+def normal(value: Any) -> Any:
+    """A value to compare: NaN equal to NaN, and key order ignored."""
+    if isinstance(value, float) and math.isnan(value):
+        return "<NaN>"
+    if isinstance(value, float):
+        return ("float", value, math.copysign(1, value))
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normal(v) for v in value]
+    return value
+
+
+def both_ways(database: Any, operations: list[ops.Operation], docs: list[dict[str, Any]]) -> int:
+    """Run the operations both ways; return how many documents failed in Python."""
+    collection = database["docs"]
+    collection.delete_many({})
+    collection.insert_many([{**d, "_id": i, "__version__": "1"} for i, d in enumerate(docs)])
+    stored = {d["_id"]: d for d in collection.find()}
+
+    expected: dict[int, Any] = {}
+    failed = 0
+    for _id, doc in stored.items():
+        mine = copy_document(doc)
+        try:
+            for op in operations:
+                op.apply(mine)
+            mine["__version__"] = "2"
+        except ConversionError:
+            mine = doc  # the server leaves it as it was, for the client to report
+            failed += 1
+        expected[_id] = mine
+
+    collection.update_many({"__version__": "1"}, ops.Operations(operations).pipeline("2"))
+    result = {d["_id"]: d for d in collection.find()}
+    for _id, mine in expected.items():
+        assert normal(result[_id]) == normal(mine), (
+            f"operations {operations!r}\nstored   {stored[_id]!r}\n"
+            f"python   {mine!r}\nserver   {result[_id]!r}"
+        )
+    return failed
+
+
+SEEN: dict[str, list[int]] = {}
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_python_and_server_agree(name: str, server: Any, long: bool) -> None:
+    counts = SEEN.setdefault(name, [0, 0])
+
+    @settings(
+        max_examples=1000 if long else 100,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(st.lists(OPERATIONS[name], min_size=1, max_size=2), documents)
+    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
+        counts[1] += both_ways(server, operations, docs)
+        counts[0] += 1
+
+    check()
+    assert counts[0] > 0
+
+
+@pytest.mark.timeout(1800)
+def test_mixed_steps_agree(server: Any, long: bool) -> None:
+    """Any operations in any order: each sees the document the previous one left."""
+
+    @settings(
+        max_examples=600 if long else 60, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.lists(any_operation, min_size=2, max_size=5), documents)
+    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
+        both_ways(server, operations, docs)
+
+    check()
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("to", ops.CONVERSIONS)
+def test_conversions_agree_value_by_value(to: str, server: Any, long: bool) -> None:
+    """Every kind of value, at the converted path, through each conversion."""
+    counts = SEEN.setdefault(f"convert to {to}", [0, 0])
+
+    @settings(
+        max_examples=1000 if long else 100, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.lists(st.one_of(scalar, json_date), min_size=1, max_size=12))
+    def check(values: list[Any]) -> None:
+        counts[1] += both_ways(server, [ops.convert("a", to)], [{"a": v} for v in values])
+        counts[0] += 1
+
+    check()
+    assert counts[0] > 0
+
+
+def test_conversions_do_convert(server: Any) -> None:
+    """Not only agreement: the examples above include real conversions."""
+    docs: list[dict[str, Any]] = [
+        {"a": "42"}, {"a": 2.9}, {"a": "x"}, {"a": None}, {},
+        {"a": {"__py__": "datetime.datetime", "year": 2020, "month": 1, "day": 31,
+               "hour": 1, "minute": 2, "second": 3, "microsecond": 4567}},
+    ]  # fmt: skip
+    assert both_ways(server, [ops.convert("a", int)], docs[:5]) == 1
+    got = {d["_id"]: d.get("a") for d in server["docs"].find()}
+    assert got == {0: 42, 1: 2, 2: "x", 3: None, 4: None}
+    assert both_ways(server, [ops.convert("a", "datetime")], docs[5:]) == 0
+    assert server["docs"].find_one()["a"] == datetime(2020, 1, 31, 1, 2, 3, 4000)
