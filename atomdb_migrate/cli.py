@@ -43,6 +43,7 @@ from .exceptions import (
     UnknownModelError,
 )
 from .progress import progress_for
+from .renames import RenameReport
 from .runner import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLE
 
 EXIT_CHECK = 1
@@ -305,10 +306,13 @@ async def downgrade(
 def _summarize(result: RunResult) -> None:
     verb = "upgraded" if result.command == "upgrade" else "downgraded"
     for r in result.reports:
+        for rename in r.renames:
+            click.echo(_describe_rename(rename, result.dry_run))
         if result.dry_run:
             click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
             for label, n in r.steps.items():
-                click.echo(f"  step {label}: {n} documents")
+                where = " (on the server)" if label in r.server_steps else ""
+                click.echo(f"  step {label}: {n} documents{where}")
             for s in r.samples:
                 verdict = "restores" if s.get("ok") else f"FAILS: {s.get('error')}"
                 click.echo(f"  sample _id={s['_id']!r} from {s['from']}: {verdict}")
@@ -317,6 +321,8 @@ def _summarize(result: RunResult) -> None:
             f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
             f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
         )
+        for label, n in r.server_steps.items():
+            click.echo(f"  step {label} ran on the server: {n} documents")
         for f in r.failures[:10]:
             click.echo(f"  failed _id={f['_id']!r}: {f['error']}")
     if not result.dry_run and any(r.failed for r in result.reports):
@@ -327,6 +333,21 @@ def _summarize(result: RunResult) -> None:
         )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+
+
+def _describe_rename(rename: RenameReport, dry_run: bool) -> str:
+    if dry_run:
+        how = {"merge": "would merge collection", "rename": "would rename collection"}.get(
+            rename.collection, "would rewrite the references to"
+        )
+        return f"{how} {rename.old} into {rename.new}"
+    if rename.collection == "renamed":
+        done = f"renamed collection {rename.old} to {rename.new}"
+    elif rename.collection == "merged":
+        done = f"merged collection {rename.old} into {rename.new} ({rename.moved} documents moved)"
+    else:
+        done = f"{rename.old} is now {rename.new}"
+    return f"{done}; {rename.references} documents' references rewritten"
 
 
 @main.command()

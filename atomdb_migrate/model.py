@@ -78,10 +78,16 @@ def is_reference_stub(state: StateType) -> bool:
     """Whether a state is a reference atom-db stored in place of an object.
 
     A stub names an object by ``_id`` and ``__model__``; it is not a
-    document, carries no version, and is never run through steps.
+    document, carries no version, and is never run through steps. atom-db
+    also stores ``{"__ref__", "__model__"}`` alone, without the ``_id``, for
+    an object met twice while saving one document: that is a stub too.
 
     """
-    return "_id" in state and VERSION_KEY not in state and state.keys() <= STUB_KEYS
+    return (
+        VERSION_KEY not in state
+        and state.keys() <= STUB_KEYS
+        and ("_id" in state or "__ref__" in state)
+    )
 
 
 class VersionedModelMeta(ModelMeta):

@@ -414,6 +414,8 @@ class Runner:
         finally:
             self.progress.finish()
         report.server_steps[_label(step)] = int(result.modified_count)
+        if end == report.target:
+            report.migrated += int(result.modified_count)
         return True
 
     async def _stream(

@@ -1,0 +1,210 @@
+"""The eager runner with steps of operations: on the server where it can, else on the client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from atom.api import Int, Str
+from bson import ObjectId
+
+from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, ops, register_step
+from atomdb_migrate.runner import Runner
+from atomdb_migrate.versions import copy_document
+
+
+class Article(VersionedModel):
+    __model__ = "test_ops_runner.Article"
+    __version__ = 4
+
+    title = Str()
+    status = Str()
+    views = Int()
+    words = Int()
+    slug = Str()
+
+
+def register(registry: MigrationRegistry) -> None:
+    register_step(Article, 0, 1, lambda d: d.update(heading=d.pop("name", "")))
+    register_step(
+        Article,
+        1,
+        2,
+        operations=[
+            ops.rename_field("heading", "title"),
+            ops.move_field("meta.status", "status"),
+            ops.add_field("views", 0),
+        ],
+    )
+    register_step(Article, 2, 3, lambda d: d.update(slug=d["title"].lower().replace(" ", "-")))
+    register_step(Article, 3, 4, operations=[ops.convert("words", int)])
+
+
+def oid(i: int) -> ObjectId:
+    return ObjectId(f"{i:024x}")
+
+
+def legacy(n: int) -> list[dict[str, Any]]:
+    """Documents at every version from 0 to 3."""
+    docs: list[dict[str, Any]] = []
+    for i in range(n):
+        version = i % 4
+        doc: dict[str, Any] = {"_id": oid(i), "__model__": Article.__model__, "words": str(i)}
+        if version == 0:
+            doc.update(name=f"Post {i}", meta={"status": "draft", "k": i})
+        elif version == 1:
+            doc.update(heading=f"Post {i}", meta={"status": "live"}, __version__="1")
+        elif version == 2:
+            doc.update(title=f"Post {i}", status="live", views=i, __version__="2")
+        else:
+            doc.update(title=f"Post {i}", status="live", views=i, slug=f"post-{i}", __version__="3")
+        docs.append(doc)
+    return docs
+
+
+async def expected(docs: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    return {d["_id"]: await Article.upgrade_state(copy_document(d)) for d in docs}
+
+
+async def stored(db: Any) -> dict[Any, dict[str, Any]]:
+    return {d["_id"]: d async for d in db[Article.__model__].find()}
+
+
+async def test_steps_of_operations_run_on_the_server(
+    db: Any, backend: str, registry: MigrationRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    register(registry)
+    docs = legacy(40)
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    with caplog.at_level(logging.INFO, "atomdb_migrate"):
+        report = await Runner(db, batch_size=7).upgrade(Article)
+
+    assert await stored(db) == await expected(docs)
+    assert report.migrated == 40 and report.pending == 40
+    if backend == "mongomock":
+        assert report.server_steps == {}
+    else:
+        # 1 -> 2 changed the documents at 1 and those the client took from 0;
+        # 3 -> 4 every document.
+        assert report.server_steps == {"1 -> 2": 20, "3 -> 4": 40}
+    again = await Runner(db).upgrade(Article)
+    assert again.pending == 0 and again.server_steps == {}
+
+
+async def test_the_client_path_gives_the_same_documents(
+    db: Any, backend: str, registry: MigrationRegistry
+) -> None:
+    register(registry)
+    docs = legacy(24)
+    eager, client = db[Article.__model__], db["client_path"]
+    await eager.insert_many([copy_document(d) for d in docs])
+    await client.insert_many([copy_document(d) for d in docs])
+    await Runner(db).upgrade(Article)
+    runner = Runner(db, server_side=False)
+    db_client = _Renamed(db, {Article.__model__: "client_path"})
+    runner.database = db_client
+    report = await runner.upgrade(Article)
+    assert report.server_steps == {}
+    assert [d async for d in eager.find().sort("_id")] == [
+        d async for d in client.find().sort("_id")
+    ]
+
+
+class _Renamed:
+    """A database whose collection names are mapped: runs a model on another collection."""
+
+    def __init__(self, db: Any, names: dict[str, str]) -> None:
+        self.db, self.names = db, names
+
+    def __getitem__(self, name: str) -> Any:
+        return self.db[self.names.get(name, name)]
+
+    async def list_collection_names(self) -> list[str]:
+        return list(await self.db.list_collection_names())
+
+
+async def test_a_value_that_does_not_convert_stops_the_run_naming_it(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register(registry)
+    docs = legacy(12)
+    docs[5]["words"] = "many"
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    with pytest.raises(StepFailedError) as info:
+        await Runner(db).upgrade(Article)
+    assert f"_id={oid(5)!r}" in str(info.value) and "'many'" in str(info.value)
+    after = await stored(db)
+    assert after[oid(5)]["__version__"] != "4" and after[oid(5)]["words"] == "many"
+
+
+async def test_continue_on_error_records_the_document_and_goes_on(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register(registry)
+    docs = legacy(12)
+    docs[7]["words"] = "many"
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    report = await Runner(db, continue_on_error=True).upgrade(Article)
+    assert report.failed == 1 and report.migrated == 11
+    (failure,) = report.failures
+    assert failure["_id"] == oid(7) and "'many'" in failure["error"]
+    after = await stored(db)
+    assert after[oid(7)]["__version__"] == "3" and after[oid(7)]["words"] == "many"
+    assert all(d["__version__"] == "4" for i, d in after.items() if i != oid(7))
+
+
+async def test_a_server_that_refuses_pipelines_falls_back_once(
+    db: Any,
+    backend: str,
+    registry: MigrationRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if backend == "mongomock":
+        pytest.skip("mongomock never runs the server form; the other test covers it")
+    register(registry)
+    # A stage no server knows, as an old server would refuse $setField.
+    monkeypatch.setattr(ops.Operations, "pipeline", lambda self, to: [{"$noSuchStage": {}}])
+    docs = legacy(16)
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    with caplog.at_level(logging.WARNING, "atomdb_migrate"):
+        report = await Runner(db).upgrade(Article)
+    assert report.server_steps == {}
+    assert await stored(db) == await expected(docs)
+    refused = [r for r in caplog.records if "refused a pipeline update" in r.getMessage()]
+    assert len(refused) <= 1  # said once per process
+
+
+async def test_a_dry_run_says_which_steps_would_run_on_the_server(
+    db: Any, backend: str, registry: MigrationRegistry
+) -> None:
+    register(registry)
+    docs = legacy(8)
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    report = await Runner(db, dry_run=True).upgrade(Article)
+    if backend != "mongomock":
+        assert report.server_steps == {"1 -> 2": 4, "3 -> 4": 8}
+    assert all(s["ok"] for s in report.samples), report.samples
+    assert await stored(db) == {d["_id"]: d for d in docs}
+
+
+async def test_downgrade_runs_the_derived_inverse_on_the_server(
+    db: Any, backend: str, registry: MigrationRegistry
+) -> None:
+    register_step(
+        Article,
+        3,
+        4,
+        operations=[ops.rename_field("title", "heading"), ops.add_field("views", 0)],
+    )
+    docs = [
+        {"_id": i, "__model__": Article.__model__, "__version__": "3", "title": f"T{i}"}
+        for i in range(10)
+    ]
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    up = await Runner(db).upgrade(Article)
+    down = await Runner(db).downgrade(Article, "3")
+    assert await stored(db) == {d["_id"]: d for d in docs}
+    if backend != "mongomock":
+        assert up.server_steps == {"3 -> 4": 10} and down.server_steps == {"3 -> 4": 10}

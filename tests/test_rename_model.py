@@ -1,0 +1,259 @@
+"""A model moved to another module keeps its data: restored before ``upgrade``, moved by it.
+
+Old and new code run as separate processes, as in a deploy: the old code
+stores customers (which refer to each other) and orders referring to them;
+the new code has moved ``Customer`` to another module and adds a step with
+``ops.rename_model``.
+
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate.runner import Runner
+
+from .project import ROOT
+
+OLD = "oldshop.Customer"
+NEW = "shop.accounts.Customer"
+
+OLD_CODE = {
+    "oldshop.py": """
+        from atom.api import ForwardInstance, Int, Str
+        from atomdb_migrate import VersionedModel
+
+        class Customer(VersionedModel):
+            __version__ = 1
+            name = Str()
+            referrer = ForwardInstance(lambda: Customer)
+    """,
+    "orders.py": """
+        from atom.api import Instance, Int, List
+        from atomdb.nosql import NoSQLModel
+        from oldshop import Customer
+
+        class Order(NoSQLModel):
+            number = Int()
+            customer = Instance(Customer)
+            cc = List(Instance(Customer))
+    """,
+    "write.py": """
+        import asyncio, sys
+        from atomdb.nosql import NoSQLModelManager
+        from pymongo import AsyncMongoClient
+        from oldshop import Customer
+        from orders import Order
+
+        async def main(url, name, n):
+            client = AsyncMongoClient(url)
+            NoSQLModelManager.instance().database = client[name]
+            # Odd customers refer to no one; each even one to the next odd one.
+            # (No order reaches a customer twice: atom-db would store the
+            # second reference without its _id.)
+            odd = [Customer(name=f"C{i}") for i in range(1, n, 2)]
+            even = [Customer(name=f"C{i}", referrer=r) for i, r in zip(range(0, n, 2), odd)]
+            for c in odd + even:
+                await c.save()
+            k = len(even)
+            for i in range(2 * n):
+                cc = [even[(i + 1) % k]] if i % 2 else []
+                await Order(number=i, customer=even[i % k], cc=cc).save()
+            await client.close()
+
+        asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """,
+}
+
+NEW_CODE = {
+    "shop/__init__.py": "",
+    "shop/accounts.py": """
+        from atom.api import ForwardInstance, Str
+        from atomdb_migrate import VersionedModel
+
+        class Customer(VersionedModel):
+            __version__ = 2
+            name = Str()
+            referrer = ForwardInstance(lambda: Customer)
+    """,
+    "orders.py": """
+        from atom.api import Instance, Int, List
+        from atomdb.nosql import NoSQLModel
+        from shop.accounts import Customer
+
+        class Order(NoSQLModel):
+            number = Int()
+            customer = Instance(Customer)
+            cc = List(Instance(Customer))
+    """,
+    "migrations/0001_move_customer.py": f"""
+        "Customer moved from oldshop to shop.accounts."
+        from atomdb_migrate import ops
+
+        model = "{NEW}"
+        from_version = "1"
+        to_version = "2"
+        operations = [ops.rename_model("{OLD}", "{NEW}")]
+    """,
+    "read.py": """
+        import asyncio, json, sys
+        from atomdb.nosql import NoSQLModelManager
+        from pymongo import AsyncMongoClient
+        from atomdb_migrate import load_migrations
+        from orders import Order
+        from shop.accounts import Customer
+
+        async def main(url, name, save):
+            load_migrations("migrations")
+            client = AsyncMongoClient(url)
+            NoSQLModelManager.instance().database = client[name]
+            if save:
+                first = (await Order.restore(await Order.objects.find_one({"number": 0}))).customer
+                first.name = "saved by new code"
+                await first.save()
+                return
+            seen = []
+            async for doc in Order.objects.find().sort("number"):
+                order = await Order.restore(doc)
+                c = order.customer
+                referrer = c.referrer.name if c.referrer else None
+                seen.append([order.number, type(c).__module__, c.name, referrer,
+                             [x.name for x in order.cc]])
+            print(json.dumps(seen))
+            await client.close()
+
+        asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "save"))
+    """,
+    "pyproject.toml": """
+        [tool.atomdb-migrate]
+        models = ["shop.accounts", "orders"]
+        migrations = "migrations"
+        timeout = 5
+    """,
+}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def run(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{ROOT}"}
+    env.pop("ATOMDB_MIGRATE_URL", None)
+    proc = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def no_old_name(value: Any) -> bool:
+    if isinstance(value, dict):
+        return value.get("__model__") != OLD and all(no_old_name(v) for v in value.values())
+    if isinstance(value, list):
+        return all(no_old_name(v) for v in value)
+    return True
+
+
+@pytest.mark.timeout(600)
+def test_a_moved_model_keeps_its_data(tmp_path: Path, secantus_url: str) -> None:
+    name = f"moved_{uuid.uuid4().hex[:10]}"
+    old = write_tree(tmp_path / "old", OLD_CODE)
+    new = write_tree(tmp_path / "new", NEW_CODE)
+    n = 30
+    run(old, sys.executable, "write.py", secantus_url, name, str(n))
+    client: MongoClient[dict[str, Any]] = MongoClient(secantus_url)
+    db = client[name]
+    try:
+        assert db[OLD].count_documents({}) == n and NEW not in db.list_collection_names()
+
+        # The new code, before upgrade: every order restores its customers,
+        # from the old collection, as the moved class.
+        run(new, sys.executable, "read.py", secantus_url, name, "save")
+        before = json.loads(run(new, sys.executable, "read.py", secantus_url, name, "keep"))
+        assert len(before) == 2 * n
+        k = n // 2
+
+        def who(i: int) -> str:
+            return "saved by new code" if i == 0 else f"C{i}"
+
+        for number, module, customer, referrer, cc in before:
+            assert module == "shop.accounts"
+            assert customer == who(2 * (number % k))
+            assert referrer == who(2 * (number % k) + 1)
+            assert cc == ([who(2 * ((number + 1) % k))] if number % 2 else [])
+        # The customer saved by the new code went to the new collection.
+        assert db[NEW].count_documents({}) == 1
+
+        # Upgrade: the collection is merged into the new name, references
+        # are rewritten in every collection, and the versions bumped.
+        cli = os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
+        out = run(new, cli, "--url", f"{secantus_url}/{name}", "upgrade")
+        assert "rename" in out.lower() or "merged" in out.lower(), out
+        assert OLD not in db.list_collection_names()
+        customers = list(db[NEW].find())
+        assert len(customers) == n
+        assert {c["__version__"] for c in customers} == {"2"}
+        assert {c["__model__"] for c in customers} == {NEW}
+        assert next(c for c in customers if c["name"] == "saved by new code")
+        for collection in db.list_collection_names():
+            assert all(no_old_name(d) for d in db[collection].find()), collection
+
+        after = json.loads(run(new, sys.executable, "read.py", secantus_url, name, "keep"))
+        assert after == before
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
+class Renamed(VersionedModel):
+    __model__ = "test_rename_model.Renamed"
+    __version__ = 1
+
+
+async def test_the_rename_runs_on_any_backend(db: Any, registry: MigrationRegistry) -> None:
+    """In process, on every backend: collection renamed, references rewritten, lists included."""
+    register_step(Renamed, 0, 1, operations=[ops.rename_model("old.Renamed", Renamed.__model__)])
+    ref = {"_id": 1, "__ref__": 5, "__model__": "old.Renamed"}
+    await db["old.Renamed"].insert_many(
+        [{"_id": i, "__model__": "old.Renamed", "friends": [dict(ref)]} for i in range(1, 4)]
+    )
+    await db["others"].insert_many(
+        [
+            {"_id": 1, "owner": dict(ref), "deep": {"list": [[dict(ref)], {"x": dict(ref)}]}},
+            {"_id": 2, "other": {"__model__": "x.Y", "_id": 1}},
+        ]
+    )
+    dry = await Runner(db, dry_run=True).upgrade(Renamed)
+    assert [r.collection for r in dry.renames] == ["rename"] and dry.pending == 3
+    report = await Runner(db).upgrade(Renamed)
+    assert [r.counts() for r in report.renames] == [
+        {"from": "old.Renamed", "collection": "renamed", "moved": 0, "references": 4}
+    ]
+    assert "old.Renamed" not in await db.list_collection_names()
+    docs = [d async for d in db[Renamed.__model__].find().sort("_id")]
+    assert [d["__version__"] for d in docs] == ["1"] * 3
+    assert all(d["friends"][0]["__model__"] == Renamed.__model__ for d in docs)
+    other = await db["others"].find_one({"_id": 1})
+    assert other["owner"]["__model__"] == Renamed.__model__
+    assert other["deep"]["list"][0][0]["__model__"] == Renamed.__model__
+    assert other["deep"]["list"][1]["x"]["__model__"] == Renamed.__model__
+    assert await db["others"].find_one({"_id": 2}) == {
+        "_id": 2,
+        "other": {"__model__": "x.Y", "_id": 1},
+    }
+    again = await Runner(db).upgrade(Renamed)
+    assert again.pending == 0 and again.renames == []
