@@ -192,12 +192,23 @@ def init(folder: str) -> None:
 @main.command()
 @click.option("-m", "--message", required=True, help="What the step does (its docstring).")
 @click.option("--model", required=True, help="The model's __model__ name or class name.")
+@click.option(
+    "--autogenerate",
+    is_flag=True,
+    help="Infer the step's operations from the model and the newest schema snapshot.",
+)
 @pass_state
 @run_async
-async def revision(state: State, message: str, model: str) -> None:
+async def revision(state: State, message: str, model: str, autogenerate: bool) -> None:
     """Write a new step module from the model's newest version to the next."""
-    path = command.revision(state.workspace, message, model)
-    click.echo(f"wrote {path}")
+    done = command.revision(state.workspace, message, model, autogenerate=autogenerate)
+    click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
+    if autogenerate and done.diff is None:
+        click.echo("  no earlier step records a schema: write the operations by hand")
+    elif done.diff is not None:
+        click.echo(f"  {done.diff.describe() or 'no change found since the snapshot'}")
+    if done.bump:
+        click.echo(f'  then set __version__ = "{done.to_version}" on the model')
 
 
 def _run_options(fn: F) -> F:
@@ -414,7 +425,11 @@ async def history(state: State, limit: int) -> None:
     for run in runs:
         counts = "; ".join(
             f"{m}: "
-            + ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("steps", "target") and v)
+            + ", ".join(
+                f"{k} {v}"
+                for k, v in c.items()
+                if k not in ("steps", "target", "server_steps", "renames") and v
+            )
             for m, c in (run.get("models") or {}).items()
         )
         click.echo(

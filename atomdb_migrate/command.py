@@ -43,6 +43,7 @@ from .runner import (
     Runner,
     count_versions,
 )
+from .schema import SchemaDiff, compare, infer_operations, newest_snapshot, snapshot
 from .versions import BASE_VERSION, Step, parse_version
 
 #: URLs of this scheme name an in-memory database (mongomock), kept for the
@@ -275,11 +276,34 @@ def slug(message: str) -> str:
     return words[:48].rstrip("_") or "step"
 
 
-def revision(ws: Workspace, message: str, model: str) -> Path:
-    """Write a new step module, from the model's newest version to the next.
+@dataclass
+class Revision:
+    """A step module written by `revision`."""
 
-    The newest version is the greater of the model's ``__version__`` and the
-    last version its steps reach.
+    #: The file written.
+    path: Path
+    #: The model's ``__model__`` name.
+    model: str
+    from_version: str
+    to_version: str
+    #: With ``autogenerate``: what changed since the newest snapshot (None
+    #: when there was no snapshot to compare with).
+    diff: SchemaDiff | None = None
+    #: Whether the model's ``__version__`` still has to be set to `to_version`.
+    bump: bool = False
+
+
+def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
+    """Write a new step module for a model, and return what was written.
+
+    The step leaves the model's newest version: the last version its steps
+    reach or its ``__version__``, whichever is greater, and goes to the next
+    one. When the model's ``__version__`` is already ahead of its steps, the
+    step goes from the last version they reach to ``__version__``.
+
+    The module records the model's fields as its ``schema``. With
+    `autogenerate`, its ``operations`` are inferred from the difference
+    between the model and the newest snapshot (see `atomdb_migrate.schema`).
 
     """
     cls = ws.model(model)
@@ -290,23 +314,55 @@ def revision(ws: Workspace, message: str, model: str) -> Path:
             if folder
             else "no migrations directory: run `atomdb-migrate init` or give --migrations"
         )
-    latest = ws.registry.graph(cls).latest
-    newest = max(cls.__parsed_version__, latest) if latest else cls.__parsed_version__
-    start = str(newest)
-    template = resources.files("atomdb_migrate").joinpath("templates/step.py.tmpl").read_text()
-    text = string.Template(template).substitute(
+    graph = ws.registry.graph(cls)
+    latest = graph.latest
+    if latest is not None and latest < cls.__parsed_version__:
+        start, end = str(latest), cls.__version__
+    else:
+        start = str(max(cls.__parsed_version__, latest) if latest else cls.__parsed_version__)
+        end = next_version(start)
+    fields = snapshot(cls)
+    values = dict(
         message=message.replace('"""', "'''"),
         model=cls.__model__,
         from_version=start,
-        to_version=next_version(start),
+        to_version=end,
+        schema=_format_schema(fields),
     )
+    diff: SchemaDiff | None = None
+    if autogenerate:
+        base = newest_snapshot(graph.steps)
+        if base is None:
+            lines = [
+                "# No step of this model records a schema yet: nothing to compare with.",
+                "# This step records the model's fields; write its operations by hand.",
+            ]
+            values["previous"] = "no earlier step (none records one)"
+        else:
+            diff = compare(base.schema or {}, fields)
+            lines = infer_operations(cls, diff) or ["# No change found since the snapshot."]
+            values["previous"] = f"{Path(base.source).name} (version {base.to_version})"
+        values["operations"] = "".join(f"    {line}\n" for line in lines)
+        name = "templates/operations.py.tmpl"
+    else:
+        name = "templates/step.py.tmpl"
+    template = resources.files("atomdb_migrate").joinpath(name).read_text()
+    text = string.Template(template).substitute(values)
     number = 1 + max(
         (int(m.group(1)) for p in folder.glob("*.py") if (m := re.match(r"(\d+)_", p.name))),
         default=0,
     )
     path = folder / f"{number:04d}_{slug(message)}.py"
     path.write_text(text)
-    return path
+    return Revision(
+        path, cls.__model__, start, end, diff, bump=parse_version(end) != cls.__parsed_version__
+    )
+
+
+def _format_schema(fields: dict[str, str]) -> str:
+    if not fields:
+        return "{}"
+    return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in fields.items()) + "}"
 
 
 # ----------------------------------------------------------------------
@@ -545,10 +601,35 @@ async def history(
     return chains, runs
 
 
+def drift(ws: Workspace) -> list[str]:
+    """Models whose fields differ from their newest snapshot at the same version.
+
+    A model whose ``__version__`` is past its newest snapshot is not checked:
+    its new step is still to be written (the chain check says so).
+
+    """
+    found = []
+    for cls in ws.models():
+        base = newest_snapshot(ws.registry.graph(cls).steps)
+        if base is None or base.to_key != cls.__parsed_version__:
+            continue
+        diff = compare(base.schema or {}, snapshot(cls))
+        if diff:
+            found.append(
+                f"model {cls.__model__!r}: fields differ from the schema of version "
+                f"{base.to_version} in {base.source}: {diff.describe()}. A change "
+                "without a migration? Run `atomdb-migrate revision --autogenerate "
+                f"--model {cls.__model__} -m ...`, or update that schema if the "
+                "stored documents do not change"
+            )
+    return found
+
+
 async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
     """Every problem found, a line each; empty when all is well.
 
-    Chains must be complete and every step module must load. With
+    Chains must be complete, every step module must load, and every model's
+    fields must match its newest schema snapshot at the same version. With
     `pending`, documents still behind their model's version are a problem too.
 
     """
@@ -557,6 +638,7 @@ async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
     except MigrateError as exc:
         return [str(exc)]
     problems = [str(p) for p in ws.registry.problems()]
+    problems += drift(ws)
     if pending:
         for s in await status(ws):
             if s.pending:

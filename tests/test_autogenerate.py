@@ -1,0 +1,179 @@
+"""Schema snapshots: ``revision --autogenerate`` and ``check``, as a user runs them.
+
+Each command runs as a subprocess, as the model module is edited between
+them (a process imports it once).
+
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from atom.api import Instance, Int, List, Str
+
+from atomdb_migrate import MigrationRegistry, load_migrations, ops
+from atomdb_migrate.schema import compare, describe_member, infer_operations, snapshot
+
+from .project import ROOT
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["pages"]
+migrations = "migrations"
+"""
+
+V1 = """
+from atom.api import Str
+from atomdb_migrate import VersionedModel
+
+class Page(VersionedModel):
+    __version__ = 1
+    title = Str()
+    views = Str()
+    status = Str()
+"""
+
+# Fields changed, version not bumped yet: status renamed to state, views
+# now an int, tags and published added.
+V1_EDITED = """
+from datetime import datetime
+from atom.api import Instance, Int, List, Str
+from atomdb_migrate import VersionedModel
+
+class Page(VersionedModel):
+    __version__ = 1
+    title = Str()
+    views = Int()
+    state = Str()
+    tags = List(Str())
+    published = Instance(datetime)
+"""
+
+
+def cli(path: Path, *args: str) -> tuple[int, str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
+    env = {**os.environ, "PYTHONPATH": f"{path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [exe, *args], cwd=path, env=env, text=True, capture_output=True, timeout=120
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "pages.py").write_text(V1)
+    return tmp_path
+
+
+def test_autogenerate_then_check(app: Path, registry: MigrationRegistry) -> None:
+    code, out = cli(app, "revision", "--model", "Page", "-m", "first version")
+    assert code == 0, out
+    assert "(pages.Page 1 -> 2)" in out  # no step yet: from the model's version
+    first = app / "migrations" / "0001_first_version.py"
+    # A plain revision records the schema too; make it the step to version 1.
+    text = first.read_text().replace('from_version = "1"', 'from_version = "0"')
+    first.write_text(text.replace('to_version = "2"', 'to_version = "1"'))
+    assert "'status': 'Str'" in text
+    assert cli(app, "check") == (0, "ok\n")
+
+    # The model changes without a migration: check fails, naming the changes.
+    (app / "pages.py").write_text(V1_EDITED)
+    code, out = cli(app, "check")
+    assert code == 1, out
+    assert "fields differ from the schema of version 1" in out
+    for change in ("added state (Str)", "removed status (Str)", "views changed from Str to Int"):
+        assert change in out
+
+    code, out = cli(app, "revision", "--autogenerate", "--model", "Page", "-m", "state and tags")
+    assert code == 0, out
+    assert "(pages.Page 1 -> 2)" in out and 'then set __version__ = "2"' in out
+    written = app / "migrations" / "0002_state_and_tags.py"
+    source = written.read_text()
+    assert "RENAME? 'status' was removed and 'state' added, both Str" in source
+    assert "its default is computed" not in source  # Instance(datetime) defaults to None
+
+    (step,) = [
+        s for s in load_migrations(app / "migrations", registry=registry) if s.to_version == "2"
+    ]
+    assert list(step.operations.operations) == [
+        ops.add_field("published", None),
+        ops.add_field("state", ""),
+        ops.add_field("tags", []),
+        ops.remove_field("status"),
+        ops.convert("views", "int"),
+    ]
+    assert step.schema == {
+        "published": "Instance(datetime)",
+        "state": "Str",
+        "tags": "List(Str)",
+        "title": "Str",
+        "views": "Int",
+    }
+    # Still version 1 in the code: the chain check says the model is behind
+    # its steps, and the drift check waits for the bump.
+    code, out = cli(app, "check")
+    assert code == 1 and "fields differ" not in out, out
+    (app / "pages.py").write_text(V1_EDITED.replace("__version__ = 1", "__version__ = 2"))
+    assert cli(app, "check") == (0, "ok\n")
+
+
+def test_autogenerate_without_an_earlier_snapshot(app: Path) -> None:
+    (app / "migrations" / "0001_by_hand.py").write_text(
+        textwrap.dedent(
+            """
+            model = "pages.Page"
+            from_version = "0"
+            to_version = "1"
+
+            def upgrade(doc):
+                doc.setdefault("views", "0")
+            """
+        )
+    )
+    code, out = cli(app, "revision", "--autogenerate", "--model", "Page", "-m", "baseline")
+    assert code == 0, out
+    assert "no earlier step records a schema" in out
+    text = (app / "migrations" / "0002_baseline.py").read_text()
+    assert "nothing to compare with" in text and "'status': 'Str'" in text
+
+
+def test_a_model_ahead_of_its_steps_gets_the_missing_step(app: Path) -> None:
+    code, out = cli(app, "revision", "--model", "Page", "-m", "one")
+    first = app / "migrations" / "0001_one.py"
+    text = (
+        first.read_text().replace('"1"', '"0"', 1).replace('to_version = "2"', 'to_version = "1"')
+    )
+    first.write_text(text)
+    (app / "pages.py").write_text(V1_EDITED.replace("__version__ = 1", "__version__ = 2"))
+    code, out = cli(app, "revision", "--autogenerate", "--model", "Page", "-m", "two")
+    assert code == 0, out
+    assert "(pages.Page 1 -> 2)" in out and "then set" not in out
+
+
+def test_describe_member() -> None:
+    from .clidemo import Customer
+
+    assert describe_member(Str()) == "Str"
+    assert describe_member(List(Int())) == "List(Int)"
+    assert describe_member(Instance(Customer)) == f"Instance({Customer.__model__})"
+    assert snapshot(Customer) == {k: "Str" for k in ("first", "last", "tier")} | {
+        "applied": "Int",
+        "seq": "Int",
+    }
+
+
+def test_infer_marks_renames_and_unconvertible_changes() -> None:
+    from .clidemo import Customer
+
+    diff = compare({"a": "Str", "b": "List(Int)"}, {"c": "Str", "b": "Dict"})
+    lines = infer_operations(Customer, diff)
+    assert "ops.remove_field('a')," in lines
+    assert any(line.startswith("# RENAME? 'a' was removed and 'c' added") for line in lines)
+    assert any("'b' changed from List(Int) to Dict: no operation converts it" in x for x in lines)
