@@ -197,7 +197,15 @@ def exists_expr(parts: Sequence[str]) -> dict[str, Any]:
     """True where the value at a path is there (through documents only)."""
     checks: list[Any] = [_type_is(_field(parts[:i]), "object") for i in range(1, len(parts))]
     checks.append({"$ne": [{"$type": _field(parts)}, "missing"]})
-    return {"$and": checks}
+    return _all(checks)
+
+
+def _all(checks: list[Any]) -> Any:
+    """``$and`` of the checks, without the ``$and`` for one (or none)."""
+    checks = [c for c in checks if c is not True]
+    if not checks:
+        return True
+    return checks[0] if len(checks) == 1 else {"$and": checks}
 
 
 def settable_expr(parts: Sequence[str]) -> dict[str, Any]:
@@ -205,7 +213,7 @@ def settable_expr(parts: Sequence[str]) -> dict[str, Any]:
     checks: list[Any] = [
         {"$in": [{"$type": _field(parts[:i])}, ["object", "missing"]]} for i in range(1, len(parts))
     ]
-    return {"$and": checks or [True]}
+    return _all(checks)
 
 
 def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
@@ -586,6 +594,8 @@ class AddField(Operation):
         set_path(doc, self.parts, _copy(self.default))
 
     def stages(self) -> list[dict[str, Any]]:
+        if len(self.parts) == 1:  # the common case, cheaper on the server
+            return [{"$set": {self.path: literal(self.default)}}]
         return [_replace(setting_expr("$$ROOT", self.parts, literal(self.default)))]
 
     def inverse(self) -> Operation:
@@ -703,7 +713,14 @@ class MoveField(Operation):
     def stages(self) -> list[dict[str, Any]]:
         # The condition holds the same before and after the first stage: the
         # paths do not overlap, and setting `dst` keeps it settable.
-        moving = {"$and": [exists_expr(self.src_parts), settable_expr(self.dst_parts)]}
+        moving = _all([exists_expr(self.src_parts), settable_expr(self.dst_parts)])
+        if self.src_parts[0] != self.dst_parts[0]:
+            # Apart from the top: one stage removes the source and sets the
+            # destination (each expression reads the document as it was).
+            moved = setting_expr(
+                unsetting_expr("$$ROOT", self.src_parts), self.dst_parts, _field(self.src_parts)
+            )
+            return [_replace({"$cond": [moving, moved, "$$ROOT"]})]
         return [
             _replace(
                 {
