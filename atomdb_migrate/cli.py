@@ -381,6 +381,7 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
                         "pending": s.pending,
                         "newer": s.newer,
                         "invalid": s.invalid,
+                        "former": s.former,
                     }
                     for s in rows
                 ],
@@ -396,6 +397,9 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
             f", {n} {what}"
             for what, n in (("newer than the code", s.newer), ("invalid", s.invalid))
             if n
+        )
+        extra += "".join(
+            f", {n} still under former name {old} (moved by upgrade)" for old, n in s.former.items()
         )
         click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
 

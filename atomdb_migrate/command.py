@@ -541,6 +541,9 @@ class ModelStatus:
     pending: int
     newer: int
     invalid: int
+    #: Documents still in the collection of a former name (``ops.rename_model``),
+    #: by that name; counted in `stored` and `pending` too.
+    former: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -556,8 +559,15 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
     classes = ws.models(models)
     await ws.connect()
     out: list[ModelStatus] = []
+    names = set(await ws.database.list_collection_names())
     for cls in classes:
-        rows = await count_versions(ws.database[cls.__model__])
+        rows = list(await count_versions(ws.database[cls.__model__]))
+        former: dict[str, int] = {}
+        for old in ws.registry.former_names(cls):
+            if old in names:
+                more = await count_versions(ws.database[old])
+                former[old] = sum(r["n"] for r in more)
+                rows += more
         stored: dict[str, int] = {}
         pending = newer = invalid = 0
         for row in rows:
@@ -574,7 +584,9 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
             elif v > cls.__parsed_version__:
                 newer += row["n"]
         ordered = dict(sorted(stored.items(), key=lambda kv: _sort_key(kv[0])))
-        out.append(ModelStatus(cls.__model__, cls.__version__, ordered, pending, newer, invalid))
+        out.append(
+            ModelStatus(cls.__model__, cls.__version__, ordered, pending, newer, invalid, former)
+        )
     return out
 
 

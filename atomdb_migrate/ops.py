@@ -193,7 +193,7 @@ def _type_is(expr: Any, kind: str) -> dict[str, Any]:
     return {"$eq": [{"$type": expr}, kind]}
 
 
-def exists_expr(parts: Sequence[str]) -> dict[str, Any]:
+def exists_expr(parts: Sequence[str]) -> Any:
     """True where the value at a path is there (through documents only)."""
     checks: list[Any] = [_type_is(_field(parts[:i]), "object") for i in range(1, len(parts))]
     checks.append({"$ne": [{"$type": _field(parts)}, "missing"]})
@@ -208,7 +208,7 @@ def _all(checks: list[Any]) -> Any:
     return checks[0] if len(checks) == 1 else {"$and": checks}
 
 
-def settable_expr(parts: Sequence[str]) -> dict[str, Any]:
+def settable_expr(parts: Sequence[str]) -> Any:
     """True where a value can be set at a path (see `settable`)."""
     checks: list[Any] = [
         {"$in": [{"$type": _field(parts[:i])}, ["object", "missing"]]} for i in range(1, len(parts))

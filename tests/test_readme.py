@@ -10,7 +10,7 @@ import pymongo
 import pytest
 from atomdb.nosql import NoSQLModelManager
 
-from atomdb_migrate import MigrationRegistry
+from atomdb_migrate import MigrationRegistry, load_migrations
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -20,7 +20,7 @@ def python_blocks(path: Path) -> list[str]:
 
 
 async def test_readme_example(secantus_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    (example,) = python_blocks(README)
+    example, _ = python_blocks(README)
     assert len(example.strip().splitlines()) <= 25
     real_client = pymongo.AsyncMongoClient
     clients: list[Any] = []
@@ -46,3 +46,10 @@ async def test_readme_example(secantus_url: str, monkeypatch: pytest.MonkeyPatch
     await clients[0].drop_database("app")
     await clients[0].close()
     NoSQLModelManager.instance().proxies = {}
+
+
+def test_readme_step_module_loads(tmp_path: Path, registry: MigrationRegistry) -> None:
+    _, module = python_blocks(README)
+    (tmp_path / "0001_page.py").write_text(module)
+    (step,) = load_migrations(tmp_path, registry=registry)
+    assert step.server_side and len(step.operations.operations) == 3

@@ -160,6 +160,10 @@ def run(cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
+def cli_path() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
+
+
 def no_old_name(value: Any) -> bool:
     if isinstance(value, dict):
         return value.get("__model__") != OLD and all(no_old_name(v) for v in value.values())
@@ -198,10 +202,13 @@ def test_a_moved_model_keeps_its_data(tmp_path: Path, secantus_url: str) -> None
         # The customer saved by the new code went to the new collection.
         assert db[NEW].count_documents({}) == 1
 
+        code_status = run(new, cli_path(), "--url", f"{secantus_url}/{name}", "status")
+        assert f"still under former name {OLD}" in code_status, code_status
+        assert f"{n} pending" in code_status, code_status
+
         # Upgrade: the collection is merged into the new name, references
         # are rewritten in every collection, and the versions bumped.
-        cli = os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
-        out = run(new, cli, "--url", f"{secantus_url}/{name}", "upgrade")
+        out = run(new, cli_path(), "--url", f"{secantus_url}/{name}", "upgrade")
         assert "rename" in out.lower() or "merged" in out.lower(), out
         assert OLD not in db.list_collection_names()
         customers = list(db[NEW].find())
