@@ -280,6 +280,41 @@ def literal(value: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------
+# Paths, as query conditions (for the fast form of a step)
+# ----------------------------------------------------------------------
+def _is_document(name: str) -> dict[str, Any]:
+    # $type "object" alone also matches an array holding a document.
+    return {name: {"$type": "object", "$not": {"$type": "array"}}}
+
+
+def exists_query(parts: Sequence[str]) -> list[dict[str, Any]]:
+    """Conditions true where `exists_expr` is.
+
+    A path that exists runs through documents or arrays only, so each value
+    on the way not being an array makes it a document.
+
+    """
+    found: list[dict[str, Any]] = [
+        {".".join(parts[:i]): {"$not": {"$type": "array"}}} for i in range(1, len(parts))
+    ]
+    found.append({".".join(parts): {"$exists": True}})
+    return found
+
+
+def settable_query(parts: Sequence[str]) -> list[dict[str, Any]]:
+    """Conditions true where `settable_expr` is."""
+    return [
+        {"$or": [{".".join(parts[:i]): {"$exists": False}}, _is_document(".".join(parts[:i]))]}
+        for i in range(1, len(parts))
+    ]
+
+
+#: The fast form of an operation: query conditions, and the fields to set
+#: and to unset that make its change where they hold.
+Fast = tuple[list[dict[str, Any]], dict[str, Any], list[str]]
+
+
+# ----------------------------------------------------------------------
 # Values
 # ----------------------------------------------------------------------
 _PLAIN = (str, int, float, bool, type(None), datetime, ObjectId, bytes)
@@ -550,6 +585,21 @@ class Operation:
         """The stages of an update pipeline that make the same change."""
         raise NotImplementedError
 
+    def fast(self) -> Fast | None:
+        """Query conditions, and the fields to set and unset where they hold.
+
+        The common shape of a document (every path there, every value on
+        the way a document) needs no condition inside the pipeline, which
+        the server runs several times faster. None where there is no such
+        form.
+
+        """
+        return None
+
+    def touches(self) -> set[str]:
+        """The top-level fields the operation reads or writes."""
+        raise NotImplementedError
+
     def inverse(self) -> Operation:
         """The operation that undoes this one.
 
@@ -598,6 +648,12 @@ class AddField(Operation):
             return [{"$set": {self.path: literal(self.default)}}]
         return [_replace(setting_expr("$$ROOT", self.parts, literal(self.default)))]
 
+    def fast(self) -> Fast | None:
+        return settable_query(self.parts), {self.path: literal(self.default)}, []
+
+    def touches(self) -> set[str]:
+        return {self.parts[0]}
+
     def inverse(self) -> Operation:
         return RemoveField(self.path, self.default)
 
@@ -621,6 +677,10 @@ class SetDefaultWhereMissing(AddField):
                 }
             )
         ]
+
+    def fast(self) -> Fast | None:
+        missing = [{self.path: {"$exists": False}}]
+        return settable_query(self.parts) + missing, {self.path: literal(self.default)}, []
 
     def inverse(self) -> Operation:
         raise IrreversibleOperationError(
@@ -646,6 +706,12 @@ class RemoveField(Operation):
 
     def stages(self) -> list[dict[str, Any]]:
         return [_replace(unsetting_expr("$$ROOT", self.parts))]
+
+    def fast(self) -> Fast | None:
+        return settable_query(self.parts), {}, [self.path]
+
+    def touches(self) -> set[str]:
+        return {self.parts[0]}
 
     def inverse(self) -> Operation:
         if self.default is MISSING:
@@ -686,6 +752,13 @@ class CopyField(Operation):
                 }
             )
         ]
+
+    def fast(self) -> Fast | None:
+        conditions = exists_query(self.src_parts) + settable_query(self.dst_parts)
+        return conditions, {self.dst: _field(self.src_parts)}, []
+
+    def touches(self) -> set[str]:
+        return {self.src_parts[0], self.dst_parts[0]}
 
     def inverse(self) -> Operation:
         return RemoveField(self.dst)
@@ -733,6 +806,13 @@ class MoveField(Operation):
             ),
             _replace({"$cond": [moving, unsetting_expr("$$ROOT", self.src_parts), "$$ROOT"]}),
         ]
+
+    def fast(self) -> Fast | None:
+        conditions = exists_query(self.src_parts) + settable_query(self.dst_parts)
+        return conditions, {self.dst: _field(self.src_parts)}, [self.src]
+
+    def touches(self) -> set[str]:
+        return {self.src_parts[0], self.dst_parts[0]}
 
     def inverse(self) -> Operation:
         return MoveField(self.dst, self.src)
@@ -806,6 +886,9 @@ class Convert(Operation):
         }
         return [_replace({"$cond": [converting, converted, "$$ROOT"]})]
 
+    def touches(self) -> set[str]:
+        return {self.parts[0]}
+
     def inverse(self) -> Operation:
         raise IrreversibleOperationError(
             self, "a conversion may lose information: write a downgrade function"
@@ -850,6 +933,12 @@ class RenameModel(Operation):
                 }
             )
         ]
+
+    def fast(self) -> Fast | None:
+        return [{MODEL_KEY: self.old_name}], {MODEL_KEY: literal(self.new_name)}, []
+
+    def touches(self) -> set[str]:
+        return {MODEL_KEY}
 
     def inverse(self) -> Operation:
         raise IrreversibleOperationError(
@@ -965,6 +1054,54 @@ class Operations:
 
     def renames(self) -> list[RenameModel]:
         return [op for op in self.operations if isinstance(op, RenameModel)]
+
+    def server_updates(
+        self, query: dict[str, Any], to_version: str
+    ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """The updates, in order, that run the step on the documents `query` matches.
+
+        First, where there is one, the fast form: the documents of the
+        common shape (see `Operation.fast`), changed with plain stages. Then
+        the general form (`pipeline`) for the others. Each update sets the
+        new version, so the second one no longer matches what the first
+        changed.
+
+        """
+        general = (query, self.pipeline(to_version))
+        fast = self.fast_update(to_version)
+        if fast is None:
+            return [general]
+        conditions, stages = fast
+        return [({"$and": [query, *conditions]}, stages), general]
+
+    def fast_update(
+        self, to_version: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """The step's fast form: its query conditions and its two stages.
+
+        There is one when every operation has a fast form and no two touch
+        the same top-level field: then one ``$set`` (whose expressions all
+        read the document as it was) and one ``$unset`` make every change.
+
+        """
+        seen: set[str] = set()
+        conditions: list[dict[str, Any]] = []
+        sets: dict[str, Any] = {}
+        unsets: list[str] = []
+        for op in self.operations:
+            fast = op.fast()
+            touched = op.touches()
+            if fast is None or touched & seen:
+                return None
+            seen |= touched
+            conditions += fast[0]
+            sets.update(fast[1])
+            unsets += fast[2]
+        sets[VERSION_KEY] = literal(to_version)
+        stages: list[dict[str, Any]] = [{"$set": sets}]
+        if unsets:
+            stages.append({"$unset": unsets})
+        return conditions, stages
 
     def pipeline(self, to_version: str) -> list[dict[str, Any]]:
         """The update pipeline that runs the operations and sets the version.

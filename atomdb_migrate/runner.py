@@ -379,7 +379,11 @@ class Runner:
     async def _server_step(
         self, collection: Any, step: Step, downgrade: bool, report: ModelReport, raws: list[Any]
     ) -> bool:
-        """Run one step of operations as one ``update_many``; False if the server refused it.
+        """Run one step of operations as ``update_many`` calls; False if the server refused it.
+
+        The documents of the step's common shape are changed first, with
+        plain stages (see `Operations.server_updates`); the others with the
+        general pipeline.
 
         Documents where the step cannot run (a value that does not convert)
         are left as they are, at the version the step leaves, for the client
@@ -402,8 +406,11 @@ class Runner:
         )
         if self.lock is not None:
             self.lock.check()
+        modified = 0
         try:
-            result = await collection.update_many({VERSION_KEY: {"$in": values}}, ops.pipeline(end))
+            for query, pipeline in ops.server_updates({VERSION_KEY: {"$in": values}}, end):
+                result = await collection.update_many(query, pipeline)
+                modified += int(result.modified_count)
         except OperationFailure as exc:
             _say_once(
                 f"the server refused a pipeline update ({exc.details or exc}): "
@@ -413,9 +420,9 @@ class Runner:
             return False
         finally:
             self.progress.finish()
-        report.server_steps[_label(step)] = int(result.modified_count)
+        report.server_steps[_label(step)] = modified
         if end == report.target:
-            report.migrated += int(result.modified_count)
+            report.migrated += modified
         return True
 
     async def _stream(

@@ -162,7 +162,8 @@ def both_ways(database: Any, operations: list[ops.Operation], docs: list[dict[st
             failed += 1
         expected[_id] = mine
 
-    collection.update_many({"__version__": "1"}, ops.Operations(operations).pipeline("2"))
+    for query, pipeline in ops.Operations(operations).server_updates({"__version__": "1"}, "2"):
+        collection.update_many(query, pipeline)
     result = {d["_id"]: d for d in collection.find()}
     for _id, mine in expected.items():
         assert normal(result[_id]) == normal(mine), (
@@ -224,6 +225,91 @@ def test_conversions_agree_value_by_value(to: str, server: Any, long: bool) -> N
 
     check()
     assert counts[0] > 0
+
+
+@pytest.mark.timeout(1800)
+def test_the_fast_form_agrees_alone(server: Any, long: bool) -> None:
+    """The plain stages, where their conditions hold, give what Python gives."""
+    fast_ones = st.one_of(*(s for name, s in OPERATIONS.items() if name != "convert"))
+    used = [0]
+
+    @settings(
+        max_examples=600 if long else 60, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.lists(fast_ones, min_size=1, max_size=3), documents)
+    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
+        steps = ops.Operations(operations)
+        fast = steps.fast_update("2")
+        if fast is None:
+            return
+        collection = server["docs"]
+        collection.delete_many({})
+        collection.insert_many([{**d, "_id": i, "__version__": "1"} for i, d in enumerate(docs)])
+        stored = {d["_id"]: d for d in collection.find()}
+        conditions, stages = fast
+        collection.update_many({"$and": [{"__version__": "1"}, *conditions]}, stages)
+        for d in collection.find({"__version__": "2"}):
+            mine = copy_document(stored[d["_id"]])
+            steps(mine)
+            mine["__version__"] = "2"
+            assert normal(d) == normal(mine), (operations, stored[d["_id"]], d, mine)
+            used[0] += 1
+
+    check()
+    assert used[0] > 0  # the fast form did run on some documents
+
+
+def test_the_fast_form_takes_the_common_shape(server: Any) -> None:
+    step = [
+        ops.rename_field("heading", "title"),
+        ops.move_field("meta.status", "status"),
+        ops.add_field("views", 0),
+    ]
+    updates = ops.Operations(step).server_updates({"__version__": "1"}, "2")
+    assert len(updates) == 2
+    collection = server["docs"]
+    docs = [
+        {"heading": "H", "meta": {"status": "s", "k": i}, "__version__": "1"} for i in range(40)
+    ]
+    docs += [{"heading": "H", "meta": "not a document", "__version__": "1"}]
+    collection.insert_many(docs)
+    first, second = (collection.update_many(q, p).modified_count for q, p in updates)
+    assert (first, second) == (40, 1)
+    assert collection.count_documents({"__version__": "2", "views": 0}) == 41
+
+
+AWKWARD: list[dict[str, Any]] = [
+    {},
+    {"a": 1},
+    {"a": None},
+    {"a": []},
+    {"a": [{"b": 1}, {"b": {"c": 2}}]},
+    {"a": {"b": [{"c": 1}]}},
+    {"a": {"b": "text"}, "c": [1]},
+    {"a": {"b": {"c": 3}}, "b": {"a": 1}},
+    {"a": {}, "b": [], "c": {"a": {"b": 1}}},
+]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ops.add_field("a.b.c", 1),
+        ops.set_default_where_missing("a.b", 1),
+        ops.remove_field("a.b"),
+        ops.remove_field("a.b.c"),
+        ops.rename_field("a.b", "z"),
+        ops.move_field("a.b.c", "c.a"),
+        ops.move_field("b.a", "a.b.c"),
+        ops.copy_field("a.b", "c.a.b"),
+        ops.copy_field("c", "b.a"),
+    ],
+    ids=repr,
+)
+def test_every_shape_on_the_way(op: ops.Operation, server: Any) -> None:
+    """Scalars, nulls, lists and documents on a path: the fast form's conditions hold exactly."""
+    assert ops.Operations([op]).fast_update("2") is not None
+    both_ways(server, [op], AWKWARD)
 
 
 def test_conversions_do_convert(server: Any) -> None:
