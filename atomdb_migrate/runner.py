@@ -318,7 +318,11 @@ class Runner:
 
         # 4. Everything still not at the target, on the client: the steps
         # after the last server step, and documents a server step left alone.
-        await self._stream(cls, collection, target, downgrade, report, raws, final=True)
+        # When the server steps changed every document the survey counted,
+        # nothing is left: the collection is not read again.
+        done = all(report.server_steps.get(_label(s)) == report.steps.get(_label(s)) for s in chain)
+        if not done:
+            await self._stream(cls, collection, target, downgrade, report, raws, final=True)
         return report
 
     def _planner(
@@ -407,8 +411,11 @@ class Runner:
         if self.lock is not None:
             self.lock.check()
         modified = 0
+        expected = report.steps.get(_label(step), 0)
         try:
             for query, pipeline in ops.server_updates({VERSION_KEY: {"$in": values}}, end):
+                if modified and modified >= expected:
+                    break  # the fast form took every document: no need to scan again
                 result = await collection.update_many(query, pipeline)
                 modified += int(result.modified_count)
         except OperationFailure as exc:
@@ -453,12 +460,11 @@ class Runner:
             behind = [r for r in raws if _before(r, target, downgrade)]
             behind += _chain_versions(self.registry, cls, target, downgrade)
             query = {VERSION_KEY: {"$in": behind}}
-        if final and not report.server_steps:
-            total = report.pending
+        # The total is an estimate for the progress bar: the survey's counts.
+        if final:
+            total = max(report.pending - report.migrated, 0)
         else:
-            total = await collection.count_documents(query)
-        if not total:
-            return
+            total = sum(n for r, n in report.by_version.items() if _before(r, target, downgrade))
         self.progress.start(cls.__model__, total)
         stream = batches(
             collection.find(query, sort=[("_id", 1)], batch_size=self.batch_size),

@@ -165,7 +165,9 @@ async def test_a_server_that_refuses_pipelines_falls_back_once(
         pytest.skip("mongomock never runs the server form; the other test covers it")
     register(registry)
     # A stage no server knows, as an old server would refuse $setField.
-    monkeypatch.setattr(ops.Operations, "pipeline", lambda self, to: [{"$noSuchStage": {}}])
+    monkeypatch.setattr(
+        ops.Operations, "server_updates", lambda self, query, to: [(query, [{"$noSuchStage": {}}])]
+    )
     docs = legacy(16)
     await db[Article.__model__].insert_many([copy_document(d) for d in docs])
     with caplog.at_level(logging.WARNING, "atomdb_migrate"):

@@ -1,0 +1,392 @@
+"""Every benchmark, in one run: writes docs/benchmarks.md and docs/benchmarks.json.
+
+    python benchmarks/run.py             # the full run (about 20 minutes here)
+    python benchmarks/run.py --quick     # small N, a few minutes; writes to --out
+    MONGO_URL=mongodb://... python benchmarks/run.py   # another server
+
+Starts its own SecantusDB server unless MONGO_URL is set. Each case is
+measured against its baseline in the same run, on the same server:
+
+1. read cost: ``VersionedModel.restore`` against atom-db's ``NoSQLModel.restore``;
+2. eager upgrade with a Python step against a hand-written PyMongo loop;
+3. a step of operations on the server against the same step on the client;
+4. memory: peak RSS of ``atomdb-migrate upgrade`` as a subprocess, by N;
+5. scaling: documents per second of those runs, by N.
+
+The figures of the full run are in ``docs/benchmarks.md``; hand-written
+notes on the goals not met (with their profiles) come from
+``benchmarks/notes.md``.
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import bench_ops  # noqa: E402
+import bench_restore  # noqa: E402
+import bench_upgrade  # noqa: E402
+
+#: The command that reproduces the published figures.
+COMMAND = "python benchmarks/run.py"
+
+MODELS = """
+from atom.api import Int, Str
+from atomdb_migrate import VersionedModel
+
+class Item(VersionedModel):
+    __model__ = "bench.MemItem"
+    __version__ = 2
+    name = Str()
+    qty = Int()
+    label = Str()
+"""
+
+STEP = '''
+"""Label each item with its name in capitals."""
+
+model = "bench.MemItem"
+from_version = "1"
+to_version = "2"
+
+
+def upgrade(doc):
+    doc["label"] = doc["name"].upper()
+'''
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["memmodels"]
+migrations = "migrations"
+timeout = 10
+"""
+
+#: Runs a command and prints the peak RSS of its process tree's largest
+#: process (kB): a fresh parent per measurement, so earlier runs do not count.
+PEAK_RSS = textwrap.dedent(
+    """
+    import resource, subprocess, sys, time
+    start = time.perf_counter()
+    code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+    elapsed = time.perf_counter() - start
+    print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, elapsed)
+    """
+)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        memory = f"{mem_kb / 2**20:.0f} GiB"
+    except (OSError, StopIteration):
+        memory = "?"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def versions(server_version: str) -> dict[str, str]:
+    found = {name: version(name) for name in ("atomdb-migrate", "atom-db", "atom", "pymongo")}
+    found["server"] = server_version
+    return found
+
+
+def memory_case(url: str, sizes: list[int]) -> list[dict[str, Any]]:
+    """Peak RSS and throughput of ``atomdb-migrate upgrade`` as a subprocess, by N."""
+    rows = []
+    exe = os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
+    with tempfile.TemporaryDirectory(prefix="atomdb-migrate-bench-") as tmp:
+        project = Path(tmp)
+        (project / "memmodels.py").write_text(MODELS)
+        (project / "migrations").mkdir()
+        (project / "migrations" / "0001_label.py").write_text(STEP)
+        (project / "pyproject.toml").write_text(PYPROJECT)
+        client: MongoClient[dict[str, Any]] = MongoClient(url)
+        db = client["atomdb_migrate_bench_memory"]
+        try:
+            for n in sizes:
+                client.drop_database(db.name)
+                for start in range(0, n, 50000):
+                    db["bench.MemItem"].insert_many(
+                        [
+                            {"name": f"item {i}", "qty": i % 97, "__version__": "1"}
+                            for i in range(start, min(n, start + 50000))
+                        ],
+                        ordered=False,
+                    )
+                env = {**os.environ, "PYTHONPATH": str(project)}
+                env.pop("ATOMDB_MIGRATE_URL", None)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        PEAK_RSS,
+                        exe,
+                        "--url",
+                        f"{url}/{db.name}",
+                        "upgrade",
+                        "--no-progress",
+                    ],
+                    cwd=project,
+                    env=env,
+                    text=True,
+                    capture_output=True,
+                    check=True,
+                )
+                code, rss_kb, elapsed = out.stdout.split()
+                assert code == "0", out.stderr
+                assert db["bench.MemItem"].count_documents({"__version__": "2"}) == n
+                rows.append(
+                    {
+                        "n": n,
+                        "peak_rss_mb": round(int(rss_kb) / 1024, 1),
+                        "seconds": round(float(elapsed), 2),
+                        "docs_per_s": round(n / float(elapsed)),
+                    }
+                )
+                print(f"  memory: N={n}: {rows[-1]}", file=sys.stderr)
+        finally:
+            client.drop_database(db.name)
+            client.close()
+    return rows
+
+
+def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal of the benchmark issue, with the figure measured and whether it is met."""
+    restore = {r["case"]: r["ratio"] for r in result["restore"]["rows"]}
+    upgrade = result["upgrade"]["rows"]
+    ops = result["operations"]["rows"]
+    memory = result["memory"]
+    found = [
+        {
+            "goal": "restore of current documents, ratio to atom-db <= 1.03",
+            "measured": restore["VersionedModel, current"],
+            "met": restore["VersionedModel, current"] <= 1.03,
+        },
+        {
+            "goal": "restore 2 steps behind, ratio to atom-db <= 1.3",
+            "measured": restore["VersionedModel, 2 steps behind"],
+            "met": restore["VersionedModel, 2 steps behind"] <= 1.3,
+        },
+    ]
+    for r in upgrade:
+        found.append(
+            {
+                "goal": f"eager upgrade at N = {r['n']}: at least the PyMongo loop "
+                "(ratio >= 1; aim 1.2)",
+                "measured": r["ratio"],
+                "met": r["ratio"] >= 1.0,
+            }
+        )
+    for r in ops:
+        found.append(
+            {
+                "goal": f"server-side operations at N = {r['n']}: >= 3x the client path",
+                "measured": r["ratio"],
+                "met": r["ratio"] >= 3.0,
+            }
+        )
+    if len(memory) > 1:
+        growth = memory[-1]["peak_rss_mb"] - memory[0]["peak_rss_mb"]
+        found.append(
+            {
+                "goal": f"peak RSS flat: under +50 MB from N = {memory[0]['n']} "
+                f"to {memory[-1]['n']}",
+                "measured": f"{growth:+.1f} MB",
+                "met": growth < 50,
+            }
+        )
+        first, last = memory[0]["docs_per_s"], memory[-1]["docs_per_s"]
+        found.append(
+            {
+                "goal": "documents per second do not fall as N grows "
+                f"(N = {memory[-1]['n']} against N = {memory[0]['n']}, within 10%)",
+                "measured": round(last / first, 2),
+                "met": last >= 0.9 * first,
+            }
+        )
+    return found
+
+
+def markdown(result: dict[str, Any], notes: str) -> str:
+    m, v = result["machine"], result["versions"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{result['command']}` on {result['date']} in "
+        f"{result['duration_s'] / 60:.1f} minutes. Do not edit: run it again.",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, {m['python']}",
+        f"- versions: atomdb-migrate {v['atomdb-migrate']}, atom-db {v['atom-db']}, "
+        f"atom {v['atom']}, pymongo {v['pymongo']}; server {v['server']}",
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | met |",
+        "|---|---:|:---:|",
+    ]
+    lines += [
+        f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |"
+        for g in result["goals"]
+    ]
+    r = result["restore"]
+    lines += [
+        "",
+        "## 1. Read cost",
+        "",
+        f"`VersionedModel.restore` against atom-db's `NoSQLModel.restore` of the same "
+        f"documents, in process, N = {r['rows'][0]['n']}, median of {r['rounds']} "
+        "alternating rounds. Legacy documents go through trivial steps.",
+        "",
+        "| case | N | this project (µs/doc) | baseline: atom-db (µs/doc) | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = next(x for x in r["rows"] if x["case"] == "atom-db NoSQLModel")
+    for x in r["rows"]:
+        if x is base:
+            continue
+        lines.append(
+            f"| {x['case']} | {x['n']} | {x['us_per_doc']} | {base['us_per_doc']} | {x['ratio']} |"
+        )
+    u = result["upgrade"]
+    lines += [
+        "",
+        "## 2. Eager upgrade",
+        "",
+        "`Runner.upgrade` with one Python step against the loop a user writes with "
+        "PyMongo (find in `_id` order, unordered `bulk_write` of `ReplaceOne` per batch "
+        f"of 1000), best of {u['rounds']}, alternating, reseeded before each.",
+        "",
+        "| N | this project (docs/s) | baseline: PyMongo loop (docs/s) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['n']} | {x['runner_docs_per_s']} | {x['loop_docs_per_s']} | {x['ratio']} |"
+        for x in u["rows"]
+    ]
+    o = result["operations"]
+    lines += [
+        "",
+        "## 3. Operations on the server",
+        "",
+        f"The step `{o['step']}` through `Runner.upgrade`, as server-side updates "
+        f"against the client path (`server_side=False`), best of {o['rounds']}; both "
+        "leave the same documents (checked).",
+        "",
+        "| N | this project: server-side (docs/s) | baseline: client path (docs/s) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['n']} | {x['server_docs_per_s']} | {x['client_docs_per_s']} | {x['ratio']} |"
+        for x in o["rows"]
+    ]
+    mem = result["memory"]
+    if mem:
+        lines += [
+            "",
+            "## 4. Memory and 5. scaling",
+            "",
+            "`atomdb-migrate upgrade` as a subprocess, one Python step, batches of 1000; "
+            "peak RSS of the process, and its documents per second. Baseline: the "
+            f"same run at N = {mem[0]['n']}.",
+            "",
+            "| N | peak RSS (MB) | vs smallest N | seconds | docs/s | vs smallest N |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for x in mem:
+            grew = x["peak_rss_mb"] - mem[0]["peak_rss_mb"]
+            speed = x["docs_per_s"] / mem[0]["docs_per_s"]
+            lines.append(
+                f"| {x['n']} | {x['peak_rss_mb']} | {grew:+.1f} | {x['seconds']} "
+                f"| {x['docs_per_s']} | {speed:.2f} |"
+            )
+    if notes.strip():
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N, for CI")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write benchmarks.md and benchmarks.json "
+        "(default: docs/, or a temporary directory with --quick)",
+    )
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else ROOT / "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    result: dict[str, Any] = {
+        "command": COMMAND + (" --quick" if args.quick else ""),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+    }
+    print("restore ...", file=sys.stderr)
+    result["restore"] = asyncio.run(
+        bench_restore.measure(2000 if args.quick else 20000, 5 if args.quick else 15)
+    )
+    with bench_upgrade.server() as url:
+        print("upgrade ...", file=sys.stderr)
+        result["upgrade"] = asyncio.run(
+            bench_upgrade.measure(
+                url, [2000] if args.quick else [10000, 100000], 1 if args.quick else 3
+            )
+        )
+        print("operations ...", file=sys.stderr)
+        result["operations"] = asyncio.run(
+            bench_ops.measure(url, [2000] if args.quick else [100000], 1 if args.quick else 3)
+        )
+        print("memory ...", file=sys.stderr)
+        result["memory"] = memory_case(
+            url, [2000, 10000] if args.quick else [10000, 100000, 1000000]
+        )
+        result["versions"] = versions(result["upgrade"]["server"])
+    result["goals"] = goals(result)
+    result["duration_s"] = round(time.perf_counter() - began, 1)
+    notes_file = HERE / "notes.md"
+    notes = notes_file.read_text() if notes_file.is_file() and not args.quick else ""
+    (out / "benchmarks.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "benchmarks.md").write_text(markdown(result, notes))
+    print(f"wrote {out / 'benchmarks.md'} and {out / 'benchmarks.json'}", file=sys.stderr)
+    print(markdown(result, "").split("## 1.")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
