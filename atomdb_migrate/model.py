@@ -290,13 +290,21 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             If a step fails on the document.
 
         """
-        doc_id = state.get("_id")
         raw = state.get(VERSION_KEY, BASE_VERSION)
+        registry = MigrationRegistry.instance()
+        plans = registry.plan_cache(cls.__model__)
+        try:
+            cached = plans.get(raw)
+        except TypeError:  # an unhashable stored version: parsed below, and refused
+            cached = None
+        if cached is not None:
+            return await run_chain(cached, copy_document(state))
+        doc_id = state.get("_id")
         stored = parse_version(raw, model=cls.__model__, doc_id=doc_id, what="stored __version__")
         head = cls.__parsed_version__
         if stored == head:
             return state
-        graph = MigrationRegistry.instance().graph(cls)
+        graph = registry.graph(cls)
         if stored > head:
             if cls.__on_newer__ == "restore":
                 return state
@@ -307,6 +315,8 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
             )
         steps = graph.plan_upgrade(stored, head, doc_id=doc_id)
+        if type(raw) in (str, int):
+            plans[raw] = steps
         return await run_chain(steps, copy_document(state))
 
     @classmethod

@@ -53,6 +53,28 @@ class MigrationRegistry:
         #: new model.
         self.aliases: dict[str, str] = {}
 
+        #: Counts the changes to the steps, so plans cached elsewhere (see
+        #: `plan_cache`) are dropped when a step is added or removed.
+        self.generation = 0
+        self._plans: dict[str, dict[Any, tuple[Step, ...]]] = {}
+        self._plans_generation = -1
+
+    def plan_cache(self, model: str) -> dict[Any, tuple[Step, ...]]:
+        """A model's upgrade plans to its version, by stored ``__version__`` value as read.
+
+        The lazy path looks a document's plan up here first: one dict lookup
+        instead of parsing its version and walking the graph. Emptied
+        whenever the steps change.
+
+        """
+        if self._plans_generation != self.generation:
+            self._plans = {}
+            self._plans_generation = self.generation
+        plans = self._plans.get(model)
+        if plans is None:
+            plans = self._plans[model] = {}
+        return plans
+
     @classmethod
     def instance(cls) -> MigrationRegistry:
         """Return the registry of this process."""
@@ -118,6 +140,7 @@ class MigrationRegistry:
                     source=step.source,
                 )
         self.graph(step.model).add(step)
+        self.generation += 1
         for op in renames:
             self.aliases[op.old_name] = op.new_name
             cls = self.models.get(op.new_name)
@@ -130,6 +153,7 @@ class MigrationRegistry:
         graph = self.graphs.get(step.model)
         if graph is not None:
             graph.remove(step)
+            self.generation += 1
 
     def plan_upgrade(
         self,
@@ -182,6 +206,7 @@ class MigrationRegistry:
             yield self
         finally:
             self.graphs = {}
+            self.generation += 1
             self.aliases = aliases
             for s in steps:
                 self.add_step(s)

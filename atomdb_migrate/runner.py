@@ -262,6 +262,7 @@ class Runner:
         # 1. Survey, and refuse to start on a broken chain.
         rows = await count_versions(collection, query)
         raws = [row["_id"] for row in rows]
+        others = 0  # documents newer, beyond the target, or with a broken chain
         chain: tuple[Step, ...] = ()
         for row in sorted(rows, key=lambda r: repr(r["_id"])):
             plan = plan_for(row["_id"])
@@ -273,6 +274,8 @@ class Runner:
                 report.steps[_label(s)] = report.steps.get(_label(s), 0) + row["n"]
             if len(plan.steps) > len(chain):
                 chain = plan.steps  # the longest chain holds every other one
+            if plan.kind != "migrate":
+                others += row["n"]
         server = self._server_steps(collection, chain, downgrade)
 
         if self.dry_run:
@@ -320,7 +323,13 @@ class Runner:
         # after the last server step, and documents a server step left alone.
         # When the server steps changed every document the survey counted,
         # nothing is left: the collection is not read again.
-        done = all(report.server_steps.get(_label(s)) == report.steps.get(_label(s)) for s in chain)
+        done = (
+            bool(chain)
+            and not others
+            and all(
+                report.server_steps.get(_label(s)) == report.steps.get(_label(s)) for s in chain
+            )
+        )
         if not done:
             await self._stream(cls, collection, target, downgrade, report, raws, final=True)
         return report

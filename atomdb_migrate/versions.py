@@ -443,13 +443,18 @@ def copy_document(doc: Document) -> Document:
     several times faster than `copy.deepcopy`.
 
     """
-    return {k: _copy_value(v) for k, v in doc.items()}
+    out = doc.copy()
+    for key, value in doc.items():
+        kind = type(value)
+        if kind is dict or kind is list:
+            out[key] = _copy_value(value)
+    return out
 
 
 def _copy_value(value: Any) -> Any:
-    kind = type(value)
-    if kind is dict:
-        return {k: _copy_value(v) for k, v in value.items()}
-    if kind is list:
-        return [_copy_value(v) for v in value]
-    return value
+    if type(value) is dict:
+        return {k: _copy_value(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    return [_copy_value(v) if type(v) in _CONTAINERS else v for v in value]
+
+
+_CONTAINERS = (dict, list)
