@@ -461,6 +461,7 @@ async def _run(
         sample=sample,
         progress=progress,
         registry=ws.registry,
+        skip_collections=(ws.config.lock_collection, ws.config.history_collection),
     )
 
     async def run_all() -> None:

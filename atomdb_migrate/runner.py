@@ -405,14 +405,9 @@ class Runner:
         """
         ops = step.downgrade_fn if downgrade else step.upgrade_fn
         assert isinstance(ops, Operations)
-        start, end = (
-            (step.to_version, step.from_version)
-            if downgrade
-            else (
-                step.from_version,
-                step.to_version,
-            )
-        )
+        start, end = step.from_version, step.to_version
+        if downgrade:
+            start, end = end, start
         values = [r for r in raws if _same_version(r, start)] + [start]
         self.progress.start(
             f"{report.model} {start} -> {end} (server)", report.steps.get(_label(step), 0)
@@ -435,6 +430,7 @@ class Runner:
             self.server_side = False
             return False
         finally:
+            self.progress.advance(modified)
             self.progress.finish()
         report.server_steps[_label(step)] = modified
         if end == report.target:
@@ -455,8 +451,10 @@ class Runner:
         """Stream the documents not at `target` through their chains, and write them.
 
         One read and one write stay in flight while the next batch is
-        transformed. Only the final pass counts what it writes in the report:
-        the earlier ones take documents to the version a server step leaves.
+        transformed. Only the final pass counts in the report: the earlier
+        ones take documents to the version a server step leaves, and a
+        document whose chain fails there (with ``continue_on_error``) is
+        left for the final pass, which records it.
 
         """
         plan_for = self._planner(cls, target, downgrade)
@@ -509,9 +507,6 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await writing
             self.progress.finish()
-            if not final:
-                report.failed += counts.failed
-                report.failures.extend(counts.failures[: MAX_FAILURES - len(report.failures)])
 
     def _plan(self, cls: type[VersionedModel], raw: Any, target: Version, downgrade: bool) -> _Plan:
         model = cls.__model__

@@ -348,7 +348,17 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write benchmarks.md and benchmarks.json "
         "(default: docs/, or a temporary directory with --quick)",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only write benchmarks.md again from benchmarks.json and benchmarks/notes.md",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        out = args.out or ROOT / "docs"
+        result = json.loads((out / "benchmarks.json").read_text())
+        (out / "benchmarks.md").write_text(markdown(result, (HERE / "notes.md").read_text()))
+        return 0
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else ROOT / "docs")
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()

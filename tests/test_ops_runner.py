@@ -210,3 +210,29 @@ async def test_downgrade_runs_the_derived_inverse_on_the_server(
     assert await stored(db) == {d["_id"]: d for d in docs}
     if backend != "mongomock":
         assert up.server_steps == {"3 -> 4": 10} and down.server_steps == {"3 -> 4": 10}
+
+
+async def test_a_failure_between_server_steps_is_counted_once(
+    db: Any, backend: str, registry: MigrationRegistry
+) -> None:
+    """A Python step between two server steps fails on one document: recorded once, at the end."""
+
+    def label(doc: dict[str, Any]) -> None:
+        if doc["name"] == "bad":
+            raise ValueError("no label for that one")
+        doc["heading"] = doc.pop("name")
+
+    register_step(Article, 0, 1, operations=[ops.add_field("views", 0)])
+    register_step(Article, 1, 2, label)
+    register_step(Article, 2, 3, operations=[ops.rename_field("heading", "title")])
+    register_step(Article, 3, 4, operations=[ops.add_field("words", 0)])
+    docs = [{"_id": oid(i), "__model__": Article.__model__, "name": f"n{i}"} for i in range(9)]
+    docs[4]["name"] = "bad"
+    await db[Article.__model__].insert_many([copy_document(d) for d in docs])
+    report = await Runner(db, continue_on_error=True, batch_size=4).upgrade(Article)
+    assert (report.migrated, report.failed) == (8, 1)
+    assert [f["_id"] for f in report.failures] == [oid(4)]
+    after = await stored(db)
+    # On the server the first step ran; the client path runs the whole chain.
+    assert after[oid(4)].get("__version__") == (None if backend == "mongomock" else "1")
+    assert {d["__version__"] for i, d in after.items() if i != oid(4)} == {"4"}

@@ -1,0 +1,66 @@
+"""Where the lazy upgrade's time goes: the pieces of `upgrade_state`, 2 steps behind.
+
+    python benchmarks/profile_restore.py
+
+In process, with the documents and trivial steps of ``bench_restore.py``.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import timeit
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import bench_restore  # noqa: E402
+from atomdb.nosql import NoSQLModelManager  # noqa: E402
+from mongomock_motor import AsyncMongoMockClient  # noqa: E402
+
+from atomdb_migrate import MigrationRegistry  # noqa: E402
+from atomdb_migrate.versions import copy_document, run_chain  # noqa: E402
+
+N = 200_000
+
+
+def micro(fn: object) -> float:
+    return timeit.timeit(fn, number=N) / N * 1e6  # type: ignore[arg-type]
+
+
+async def per_call(make: object) -> float:
+    start = time.perf_counter()
+    for _ in range(N):
+        await make()  # type: ignore[operator]
+    return (time.perf_counter() - start) / N * 1e6
+
+
+def main() -> int:
+    NoSQLModelManager.instance().database = AsyncMongoMockClient().bench
+    model = bench_restore.VersionedUser
+    state = bench_restore.state(8)
+    registry = MigrationRegistry.instance()
+    steps = registry.graph(model).plan_upgrade("8", "10")
+    plans = registry.plan_cache(model.__model__)
+    rows = {
+        "copy_document": micro(lambda: copy_document(state)),
+        "plan lookup (cached)": micro(lambda: plans.get("8")),
+        "plan walk (uncached)": micro(lambda: registry.graph(model).plan_upgrade("8", "10")),
+        "run_chain, 2 steps, on a shallow copy": asyncio.run(
+            per_call(lambda: run_chain(steps, dict(state)))
+        ),
+        "upgrade_state, all of it": asyncio.run(per_call(lambda: model.upgrade_state(state))),
+    }
+    print("| piece | µs |")
+    print("|---|---:|")
+    for name, us in rows.items():
+        print(f"| {name} | {us:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
