@@ -10,6 +10,7 @@ that does not convert) the server must leave the document as it was.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import uuid
@@ -20,9 +21,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
-from atomdb_migrate import ConversionError, ops
+from atomdb_migrate import (
+    ConversionError,
+    MigrationRegistry,
+    VersionedModel,
+    ops,
+    register_step,
+)
+from atomdb_migrate.runner import Runner
 from atomdb_migrate.versions import copy_document
 
 # ----------------------------------------------------------------------
@@ -324,3 +332,82 @@ def test_conversions_do_convert(server: Any) -> None:
     assert got == {0: 42, 1: 2, 2: "x", 3: None, 4: None}
     assert both_ways(server, [ops.convert("a", "datetime")], docs[5:]) == 0
     assert server["docs"].find_one()["a"] == datetime(2020, 1, 31, 1, 2, 3, 4000)
+
+
+# ----------------------------------------------------------------------
+# rename_model: the Python form against the eager run (collection renamed,
+# references rewritten in every collection, then the step on the server)
+# ----------------------------------------------------------------------
+OLD_MODEL, NEW_MODEL, OTHER_MODEL = "old.Thing", "test_ops_server.Thing", "x.Other"
+reference = st.fixed_dictionaries(
+    {
+        "_id": st.integers(0, 5),
+        "__ref__": st.integers(0, 9),
+        "__model__": st.sampled_from([OLD_MODEL, OTHER_MODEL]),
+    }
+)
+holding = st.recursive(
+    st.one_of(scalar, reference),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(key, inner, max_size=3)),
+    max_leaves=8,
+)
+holders = st.lists(st.dictionaries(key, holding, max_size=3), min_size=1, max_size=6)
+
+
+class Thing(VersionedModel):
+    __model__ = NEW_MODEL
+    __version__ = 1
+
+
+@pytest.mark.timeout(1800)
+def test_rename_model_agrees(secantus_url: str, long: bool) -> None:
+    with MigrationRegistry.instance().isolated() as registry:
+        register_step(Thing, 0, 1, operations=[ops.rename_model(OLD_MODEL, NEW_MODEL)])
+        runs = [0]
+
+        @settings(
+            max_examples=300 if long else 30, deadline=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(holders, holders)
+        def check(own: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+            asyncio.run(rename_both_ways(secantus_url, registry, own, others))
+            runs[0] += 1
+
+        check()
+        assert runs[0] > 0
+
+
+async def rename_both_ways(
+    url: str, registry: MigrationRegistry, own: list[dict[str, Any]], others: list[dict[str, Any]]
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    db = client[f"rename_{uuid.uuid4().hex[:10]}"]
+    try:
+        await db[OLD_MODEL].insert_many(
+            [{**d, "_id": i, "__model__": OLD_MODEL} for i, d in enumerate(own)]
+        )
+        await db["holders"].insert_many([{**d, "_id": i} for i, d in enumerate(others)])
+        before = {
+            name: [d async for d in db[name].find().sort("_id")] for name in (OLD_MODEL, "holders")
+        }
+        report = await Runner(db, registry=registry).upgrade(Thing)
+        assert report.server_steps == {"0 -> 1": len(own)}
+
+        expected_own = []
+        for d in before[OLD_MODEL]:
+            mine = copy_document(d)
+            ops.rename_model(OLD_MODEL, NEW_MODEL).apply(mine)
+            expected_own.append({**mine, "__version__": "1"})
+        expected_holders = []
+        for d in before["holders"]:
+            mine = copy_document(d)
+            ops.rename_references(mine, OLD_MODEL, NEW_MODEL)
+            expected_holders.append(mine)
+        assert OLD_MODEL not in await db.list_collection_names()
+        got_own = [d async for d in db[NEW_MODEL].find().sort("_id")]
+        got_holders = [d async for d in db["holders"].find().sort("_id")]
+        assert normal(got_own) == normal(expected_own)
+        assert normal(got_holders) == normal(expected_holders)
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
