@@ -970,6 +970,16 @@ def rename_references(value: Any, old: str, new: str) -> bool:
     return changed
 
 
+def _all_of(query: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A query and conditions, in one flat filter when no two name the same field."""
+    merged = dict(query)
+    for condition in conditions:
+        if condition.keys() & merged.keys():
+            return {"$and": [query, *conditions]}
+        merged.update(condition)
+    return merged
+
+
 def _refuse_overlap(op: str, a: Sequence[str], b: Sequence[str]) -> None:
     shortest = min(len(a), len(b))
     if tuple(a[:shortest]) == tuple(b[:shortest]):
@@ -1072,7 +1082,7 @@ class Operations:
         if fast is None:
             return [general]
         conditions, stages = fast
-        return [({"$and": [query, *conditions]}, stages), general]
+        return [(_all_of(query, conditions), stages), general]
 
     def fast_update(
         self, to_version: str

@@ -408,7 +408,8 @@ class Runner:
         start, end = step.from_version, step.to_version
         if downgrade:
             start, end = end, start
-        values = [r for r in raws if _same_version(r, start)] + [start]
+        values = list(dict.fromkeys([r for r in raws if _same_version(r, start)] + [start]))
+        version: Any = {"$in": values} if len(values) > 1 else values[0]
         self.progress.start(
             f"{report.model} {start} -> {end} (server)", report.steps.get(_label(step), 0)
         )
@@ -417,7 +418,7 @@ class Runner:
         modified = 0
         expected = report.steps.get(_label(step), 0)
         try:
-            for query, pipeline in ops.server_updates({VERSION_KEY: {"$in": values}}, end):
+            for query, pipeline in ops.server_updates({VERSION_KEY: version}, end):
                 if modified and modified >= expected:
                     break  # the fast form took every document: no need to scan again
                 result = await collection.update_many(query, pipeline)
