@@ -292,7 +292,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         """
         raw = state.get(VERSION_KEY, BASE_VERSION)
         registry = MigrationRegistry.instance()
-        plans = registry.plan_cache(cls.__model__)
+        plans = registry.plan_cache(cls.__model__, cls.__version__)
         try:
             cached = plans.get(raw)
         except TypeError:  # an unhashable stored version: parsed below, and refused

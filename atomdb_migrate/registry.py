@@ -56,11 +56,11 @@ class MigrationRegistry:
         #: Counts the changes to the steps, so plans cached elsewhere (see
         #: `plan_cache`) are dropped when a step is added or removed.
         self.generation = 0
-        self._plans: dict[str, dict[Any, tuple[Step, ...]]] = {}
+        self._plans: dict[tuple[str, str], dict[Any, tuple[Step, ...]]] = {}
         self._plans_generation = -1
 
-    def plan_cache(self, model: str) -> dict[Any, tuple[Step, ...]]:
-        """A model's upgrade plans to its version, by stored ``__version__`` value as read.
+    def plan_cache(self, model: str, head: str) -> dict[Any, tuple[Step, ...]]:
+        """A model's upgrade plans to `head`, by stored ``__version__`` value as read.
 
         The lazy path looks a document's plan up here first: one dict lookup
         instead of parsing its version and walking the graph. Emptied
@@ -70,9 +70,9 @@ class MigrationRegistry:
         if self._plans_generation != self.generation:
             self._plans = {}
             self._plans_generation = self.generation
-        plans = self._plans.get(model)
+        plans = self._plans.get((model, head))
         if plans is None:
-            plans = self._plans[model] = {}
+            plans = self._plans[model, head] = {}
         return plans
 
     @classmethod
@@ -154,6 +154,9 @@ class MigrationRegistry:
         if graph is not None:
             graph.remove(step)
             self.generation += 1
+        for op in step.operations.renames() if step.operations is not None else []:
+            if self.aliases.get(op.old_name) == step.model:
+                del self.aliases[op.old_name]
 
     def plan_upgrade(
         self,

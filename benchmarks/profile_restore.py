@@ -45,7 +45,7 @@ def main() -> int:
     state = bench_restore.state(8)
     registry = MigrationRegistry.instance()
     steps = registry.graph(model).plan_upgrade("8", "10")
-    plans = registry.plan_cache(model.__model__)
+    plans = registry.plan_cache(model.__model__, model.__version__)
     rows = {
         "copy_document": micro(lambda: copy_document(state)),
         "plan lookup (cached)": micro(lambda: plans.get("8")),

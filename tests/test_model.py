@@ -23,6 +23,7 @@ from atomdb_migrate import (
     StepFailedError,
     StepResultError,
     VersionedModel,
+    register_step,
     step,
 )
 from atomdb_migrate.model import guarded_replace
@@ -602,3 +603,25 @@ def test_registry_knows_the_models() -> None:
     assert [s.to_version for s in reg.plan_upgrade(Author, "0")] == ["1", "2", "3"]
     ours = {m.__model__ for m in (Author, Article, Fragile)}
     assert [p for p in reg.problems() if p.model in ours] == []
+
+
+async def test_plans_are_cached_per_model_version(registry: MigrationRegistry) -> None:
+    """Old and new code of one model in one process: each plans to its own version."""
+
+    class OldCode(VersionedModel):
+        __model__ = "test_model.Shared"
+        __version__ = 2
+
+    class NewCode(VersionedModel):
+        __model__ = "test_model.Shared"
+        __version__ = 3
+
+    register_step(NewCode, 1, 2, lambda d: d.update(two=True))
+    register_step(NewCode, 2, 3, lambda d: d.update(three=True))
+    legacy = {"_id": 1, "__version__": "1"}
+    assert await OldCode.upgrade_state(dict(legacy)) == {"_id": 1, "__version__": "2", "two": True}
+    assert (await NewCode.upgrade_state(dict(legacy)))["__version__"] == "3"
+    assert (await OldCode.upgrade_state(dict(legacy)))["__version__"] == "2"
+    # A step added later is seen at once: the cached plans are dropped.
+    register_step(NewCode, 0, 1, lambda d: d.update(one=True))
+    assert (await NewCode.upgrade_state({"_id": 2}))["one"] is True
