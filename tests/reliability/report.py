@@ -16,6 +16,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 def render(f: dict[str, Any]) -> str:
     run = f.get("run", {})
     kill = f.get("kill", {})
+    move = f.get("kill_move", {})
     writer = f.get("writer", {})
     runners = f.get("runners", {})
     lazy = f.get("lazy", {})
@@ -61,6 +62,23 @@ def render(f: dict[str, Any]) -> str:
         ),
         "",
         "Every document ends at the head version, transformed exactly once.",
+        "",
+        "Moving a model (`ops.rename_model`), killed the same way: customers referring",
+        "to each other and orders referring to them (one reference and a list of one),",
+        "the old collection renamed and the references rewritten by `upgrade`, killed,",
+        "then run again with `--wait`. After each trial the old collection is gone,",
+        "every customer is there under the new name at version 2, every order is there,",
+        "and no document in any collection names the old model.",
+        "",
+        _table(
+            [
+                ("trials", move.get("trials")),
+                ("customers per trial", move.get("customers")),
+                ("orders per trial", move.get("orders")),
+                ("killed mid-run", move.get("killed")),
+                ("finished before the kill came", move.get("finished_first")),
+            ]
+        ),
         "",
         "## Races",
         "",

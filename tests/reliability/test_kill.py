@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
+from bson import ObjectId
 
-from ..project import CUSTOMER, PYPROJECT, Project
+from ..project import CUSTOMER, PYPROJECT, ROOT, Project
 from .conftest import record
 
 
@@ -59,3 +65,78 @@ def test_sigkill_at_random_points(project: Project, long: bool) -> None:
         transformed_twice=twice,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+@pytest.mark.timeout(3600)
+def test_sigkill_during_a_model_move(tmp_path: Path, secantus_url: str, long: bool) -> None:
+    """Killed while renaming the collection or rewriting references: the rerun finishes the move."""
+    from pymongo import MongoClient
+
+    from ..test_rename_model import NEW, NEW_CODE, OLD, write_tree
+
+    trials, n = (10, 10000) if long else (5, 4000)
+    project = write_tree(tmp_path, NEW_CODE)
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text().replace("timeout = 5", "timeout = 5\nlock-ttl = 1")
+    )
+    client: MongoClient[dict[str, Any]] = MongoClient(secantus_url)
+    db = client[f"kill_move_{uuid.uuid4().hex[:8]}"]
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{ROOT}"}
+    env.pop("ATOMDB_MIGRATE_URL", None)
+    cli = [os.path.join(os.path.dirname(sys.executable), "atomdb-migrate"), "--url"]
+    rng = random.Random(20261128)
+    outcomes = {"killed": 0, "finished_first": 0}
+    try:
+        for _ in range(trials):
+            client.drop_database(db.name)
+            ids = [ObjectId() for _ in range(n)]
+
+            def ref(i: int, ids: list[ObjectId] = ids) -> dict[str, Any]:
+                return {"_id": ids[i], "__ref__": i, "__model__": OLD}
+
+            db[OLD].insert_many(
+                [
+                    {"_id": ids[i], "__model__": OLD, "__version__": "1", "name": f"C{i}"}
+                    | ({"referrer": ref(i + 1)} if i + 1 < n else {})
+                    for i in range(n)
+                ]
+            )
+            db["orders.Order"].insert_many(
+                [
+                    {"number": i, "__model__": "orders.Order", "customer": ref(i % n),
+                     "cc": [ref((i + 1) % n)]}
+                    for i in range(2 * n)
+                ]
+            )  # fmt: skip
+            url = f"{secantus_url}/{db.name}"
+            proc = subprocess.Popen(
+                [*cli, url, "upgrade"], cwd=project, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                proc.wait(timeout=rng.uniform(0.2, 1.0 + n / 1500))
+                outcomes["finished_first"] += 1
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                outcomes["killed"] += 1
+            done = subprocess.run(
+                [*cli, url, "upgrade", "--wait"], cwd=project, env=env,
+                text=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert OLD not in db.list_collection_names()
+            customers = list(db[NEW].find())
+            assert sorted(c["_id"] for c in customers) == sorted(ids)
+            assert {(c["__model__"], c["__version__"]) for c in customers} == {(NEW, "2")}
+            for name in db.list_collection_names():
+                assert db[name].count_documents({"$or": [
+                    {"__model__": OLD}, {"referrer.__model__": OLD},
+                    {"customer.__model__": OLD}, {"cc.__model__": OLD},
+                ]}) == 0, name  # fmt: skip
+            assert db["orders.Order"].count_documents({}) == 2 * n
+    finally:
+        client.drop_database(db.name)
+        client.close()
+    assert outcomes["killed"] >= 1, outcomes
+    record("kill_move", trials=trials, customers=n, orders=2 * n, **outcomes)
