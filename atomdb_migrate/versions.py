@@ -416,9 +416,11 @@ async def run_chain(
                     **_where(step, doc_id, downgrade),
                 )
             doc = result
-        if has_id and doc.get("_id") != doc_id:
+        # Identity first: ObjectId's != is a Python method, and the step
+        # almost always leaves the very same object.
+        if has_id and (new_id := doc.get("_id")) is not doc_id and new_id != doc_id:
             raise StepResultError(
-                f"changed or removed the document's _id (now {doc.get('_id')!r})",
+                f"changed or removed the document's _id (now {new_id!r})",
                 **_where(step, doc_id, downgrade),
             )
         doc[VERSION_KEY] = end

@@ -1,6 +1,7 @@
 """Where the lazy upgrade's time goes: the pieces of `upgrade_state`, 2 steps behind.
 
-    python benchmarks/profile_restore.py
+    python benchmarks/profile_restore.py          # each piece timed alone
+    python benchmarks/profile_restore.py --tree   # pyinstrument, 100,000 restores
 
 In process, with the documents and trivial steps of ``bench_restore.py``.
 
@@ -39,8 +40,21 @@ async def per_call(make: object) -> float:
     return (time.perf_counter() - start) / N * 1e6
 
 
+async def restores(n: int) -> None:
+    for state in [bench_restore.state(8) for _ in range(n)]:
+        await bench_restore.VersionedUser.restore(state)
+
+
 def main() -> int:
     NoSQLModelManager.instance().database = AsyncMongoMockClient().bench
+    if "--tree" in sys.argv:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="enabled")
+        with profiler:
+            asyncio.run(restores(100_000))
+        print(profiler.output_text(show_all=True))
+        return 0
     model = bench_restore.VersionedUser
     state = bench_restore.state(8)
     registry = MigrationRegistry.instance()

@@ -5,6 +5,7 @@ Runs the hand-written PyMongo loop and the runner alternately on N documents
 server process from ``/proc`` around each run.
 
     python benchmarks/profile_upgrade.py          # N = 20000
+    python benchmarks/profile_upgrade.py --tree   # pyinstrument of the runner process
 
 Linux only; starts its own SecantusDB server (``MONGO_URL`` is not used: the
 server's process must be on this machine).
@@ -38,6 +39,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def tree(url: str, n: int) -> str:
+    from pyinstrument import Profiler
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url)
+    db = client["atomdb_migrate_profile"]
+    await bench_upgrade.seed(db[bench_upgrade.Item.__model__], n)
+    profiler = Profiler(async_mode="enabled")
+    with profiler:
+        await Runner(db, batch_size=bench_upgrade.BATCH).upgrade(bench_upgrade.Item)
+    await client.drop_database(db.name)
+    await client.close()
+    return str(profiler.output_text())
+
+
 async def one(url: str, pid: int, case: str, n: int) -> str:
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url)
     db = client["atomdb_migrate_profile"]
@@ -62,8 +77,12 @@ async def one(url: str, pid: int, case: str, n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument("--tree", action="store_true", help="pyinstrument's call tree")
     args = parser.parse_args(argv)
     with secantus_server() as url:
+        if args.tree:
+            print(asyncio.run(tree(url, args.n)))
+            return 0
         port = url.rsplit(":", 1)[1]
         pid = int(
             subprocess.check_output(
