@@ -17,11 +17,6 @@ Starts its own SecantusDB server unless MONGO_URL is set.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,9 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_upgrade import server  # noqa: E402
+from bench_upgrade import command_line, environment  # noqa: E402
 
-import atomdb_migrate  # noqa: E402
 from atomdb_migrate import VersionedModel, ops, register_step  # noqa: E402
 from atomdb_migrate.runner import Runner  # noqa: E402
 
@@ -117,11 +111,7 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
     return {
         "benchmark": "operations",
         "step": repr(OPERATIONS),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-        "server": f"{'MONGO_URL' if os.environ.get('MONGO_URL') else 'SecantusDB'} "
-        f"{info.get('version', '?')}",
-        "versions": {"atomdb_migrate": atomdb_migrate.__version__},
+        **environment(info),
         "rounds": rounds,
         "rows": rows,
     }
@@ -143,18 +133,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 2000, one round (CI)")
-    parser.add_argument("-n", type=int, action="append", help="N (repeatable)")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    args = parser.parse_args(argv)
-    sizes = args.n or ([2000] if args.quick else [100000])
-    rounds = args.rounds or (1 if args.quick else 3)
-    with server() as url:
-        result = asyncio.run(measure(url, sizes, rounds))
-    print(json.dumps(result, indent=2) if args.json else markdown(result))
-    return 0
+    return command_line(argv, __doc__, measure, markdown, [100000])
 
 
 if __name__ == "__main__":

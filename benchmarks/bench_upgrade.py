@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +128,17 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
         info = await client.server_info()
     finally:
         await client.close()
+    return {"benchmark": "upgrade", **environment(info), "rounds": rounds, "rows": rows}
+
+
+def environment(info: dict[str, Any]) -> dict[str, Any]:
+    """The machine, the server (from its ``server_info``) and the versions, for a result."""
     return {
-        "benchmark": "upgrade",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}",
         "server": f"{'MONGO_URL' if os.environ.get('MONGO_URL') else 'SecantusDB'} "
         f"{info.get('version', '?')}",
         "versions": {"atomdb_migrate": atomdb_migrate.__version__},
-        "rounds": rounds,
-        "rows": rows,
     }
 
 
@@ -167,19 +169,37 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+Measure = Callable[[str, list[int], int], Awaitable[dict[str, Any]]]
+
+
+def command_line(
+    argv: list[str] | None,
+    doc: str,
+    measure: Measure,
+    markdown: Callable[[dict[str, Any]], str],
+    sizes: list[int],
+) -> int:
+    """Parse a benchmark's command line, measure, and print the result.
+
+    ``--quick`` runs N = 2000 once; `sizes` are the N of a full run.
+
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 2000, one round (CI)")
     parser.add_argument("-n", type=int, action="append", help="N (repeatable)")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
-    sizes = args.n or ([2000] if args.quick else [10000, 100000])
+    chosen = args.n or ([2000] if args.quick else sizes)
     rounds = args.rounds or (1 if args.quick else 3)
     with server() as url:
-        result = asyncio.run(measure(url, sizes, rounds))
+        result = asyncio.run(measure(url, chosen, rounds))
     print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_line(argv, __doc__, measure, markdown, [10000, 100000])
 
 
 if __name__ == "__main__":
