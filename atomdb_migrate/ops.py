@@ -723,8 +723,8 @@ class RemoveField(Operation):
         return AddField(self.path, self.default)
 
 
-class CopyField(Operation):
-    __op_name__ = "copy_field"
+class _FromTo(Operation):
+    """An operation taking a value from one path to another that does not overlap it."""
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
@@ -734,6 +734,17 @@ class CopyField(Operation):
 
     def arguments(self) -> tuple[Any, ...]:
         return (self.src, self.dst)
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """The fast form's conditions: the source is there and the destination can be set."""
+        return exists_query(self.src_parts) + settable_query(self.dst_parts)
+
+    def touches(self) -> set[str]:
+        return {self.src_parts[0], self.dst_parts[0]}
+
+
+class CopyField(_FromTo):
+    __op_name__ = "copy_field"
 
     def apply(self, doc: Document) -> None:
         value = get_path(doc, self.src_parts)
@@ -754,27 +765,14 @@ class CopyField(Operation):
         ]
 
     def fast(self) -> Fast | None:
-        conditions = exists_query(self.src_parts) + settable_query(self.dst_parts)
-        return conditions, {self.dst: _field(self.src_parts)}, []
-
-    def touches(self) -> set[str]:
-        return {self.src_parts[0], self.dst_parts[0]}
+        return self.conditions(), {self.dst: _field(self.src_parts)}, []
 
     def inverse(self) -> Operation:
         return RemoveField(self.dst)
 
 
-class MoveField(Operation):
+class MoveField(_FromTo):
     __op_name__ = "move_field"
-
-    def __init__(self, src: str, dst: str) -> None:
-        self.src, self.dst = src, dst
-        self.src_parts = split_path(src, what="source")
-        self.dst_parts = split_path(dst, what="destination")
-        _refuse_overlap(self.__op_name__, self.src_parts, self.dst_parts)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (self.src, self.dst)
 
     def apply(self, doc: Document) -> None:
         value = get_path(doc, self.src_parts)
@@ -808,11 +806,7 @@ class MoveField(Operation):
         ]
 
     def fast(self) -> Fast | None:
-        conditions = exists_query(self.src_parts) + settable_query(self.dst_parts)
-        return conditions, {self.dst: _field(self.src_parts)}, [self.src]
-
-    def touches(self) -> set[str]:
-        return {self.src_parts[0], self.dst_parts[0]}
+        return self.conditions(), {self.dst: _field(self.src_parts)}, [self.src]
 
     def inverse(self) -> Operation:
         return MoveField(self.dst, self.src)
