@@ -41,12 +41,32 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The longest a value or a quoted error is shown in a message: a step may
+#: fail on a 16 MB document, and its message must still be one line.
+MAX_SHOWN = 300
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def short_repr(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)``, cut to `limit` characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # an int of 5,000 digits, a broken __repr__
+        text = f"<{type(value).__name__}: {type(exc).__name__}>"
+    return shorten(text, limit)
+
 
 def _describe(model: str | None, doc_id: Any) -> str:
     """Name the model and, where known, the document."""
-    where = f"model {model!r}" if model else "a model"
+    where = f"model {short_repr(model)}" if model else "a model"
     if doc_id is not None:
-        where += f", document _id={doc_id!r}"
+        where += f", document _id={short_repr(doc_id)}"
     return where
 
 
@@ -103,7 +123,7 @@ class InvalidVersionError(MigrateError, ValueError):
         what: str = "version",
     ) -> None:
         super().__init__(
-            f"{what} {value!r} is not a valid PEP 440 version (such as '3' or '1.2')",
+            f"{what} {short_repr(value, 80)} is not a valid PEP 440 version (such as '3' or '1.2')",
             model=model,
             doc_id=doc_id,
             value=value,
@@ -282,7 +302,7 @@ class StepError(MigrateError):
         source: str,
     ) -> None:
         super().__init__(
-            f"step {source} ({from_version} -> {to_version}) {message}",
+            f"step {source} ({from_version} -> {to_version}) {shorten(message)}",
             model=model,
             doc_id=doc_id,
             from_version=from_version,

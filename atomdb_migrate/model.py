@@ -12,7 +12,7 @@ dictionary lookup and one string comparison more than atom-db's own restore.
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar
@@ -23,17 +23,18 @@ from atomdb.nosql import NoSQLModel, NoSQLModelManager, NoSQLModelSerializer
 from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
-from .exceptions import ConflictError, MigrateError, NewerDocumentError
+from .documents import Document, copy_document
+from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
 from .registry import MigrationRegistry
 from .versions import (
     BASE_VERSION,
     VERSION_KEY,
-    Document,
-    copy_document,
+    apply_chain,
     parse_version,
-    run_chain,
+    stored_version,
+    version_key,
 )
-from .writes import document_diff, unchanged_filter
+from .writes import document_diff, guard, write_problem
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -273,8 +274,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     async def upgrade_state(cls, state: Document) -> Document:
         """Return a stored document taken to the model's version; write nothing.
 
-        The given document is not changed: the steps run on a copy. A
-        document already at the model's version is returned as it is.
+        The given document is not changed: the steps run on a copy, and the
+        result shares nothing with it. A document already at the model's
+        version is returned as it is.
 
         Raises
         ------
@@ -290,47 +292,68 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             If a step fails on the document.
 
         """
-        raw = state.get(VERSION_KEY, BASE_VERSION)
+        doc, _, _ = await cls._migrate(state)
+        # The lazy path shares what no step reached; a caller may change it.
+        return doc if doc is state else copy_document(doc)
+
+    @classmethod
+    async def _migrate(cls, state: Document) -> tuple[Document, Iterable[str] | None, bool]:
+        """Take a stored document to the model's version, as `upgrade_state` does.
+
+        Returns the document (`state` itself when no step ran), the top-level
+        fields the steps looked at (None: all of them), and whether the
+        document was upgraded (False when it was taken back to an older
+        version, or left as it is).
+
+        """
+        raw = state.get(VERSION_KEY)
         registry = MigrationRegistry.instance()
         plans = registry.plan_cache(cls.__model__, cls.__version__)
         try:
-            cached = plans.get(raw)
+            key = version_key(raw)
+            cached = plans.get(key)
         except TypeError:  # an unhashable stored version: parsed below, and refused
-            cached = None
+            key, cached = None, None
         if cached is not None:
-            return await run_chain(cached, copy_document(state))
+            return (*await apply_chain(cached, state), True)
         doc_id = state.get("_id")
-        stored = parse_version(raw, model=cls.__model__, doc_id=doc_id, what="stored __version__")
+        stored = stored_version(raw, model=cls.__model__, doc_id=doc_id)
         head = cls.__parsed_version__
         if stored == head:
-            return state
+            return state, (), False
         graph = registry.graph(cls)
         if stored > head:
             if cls.__on_newer__ == "restore":
-                return state
+                return state, (), False
             if cls.__on_newer__ == "downgrade":
                 steps = graph.plan_downgrade(stored, head, doc_id=doc_id)
-                return await run_chain(steps, copy_document(state), downgrade=True)
+                return (*await apply_chain(steps, state, downgrade=True), False)
             raise NewerDocumentError(
                 cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
             )
         steps = graph.plan_upgrade(stored, head, doc_id=doc_id)
-        if type(raw) in (str, int):
-            plans[raw] = steps
-        return await run_chain(steps, copy_document(state))
+        if key is not None:
+            plans[key] = steps
+        return (*await apply_chain(steps, state), True)
 
     @classmethod
     async def _upgrade_for_restore(cls, state: Document) -> Document:
-        """Upgrade a document being restored, writing it back if the model says so."""
-        upgraded = await cls.upgrade_state(state)
+        """Upgrade a document being restored, writing it back if the model says so.
+
+        Only an upgrade is written back: a document taken back to an older
+        version for old code to read (``__on_newer__ = "downgrade"``) is
+        changed in memory only.
+
+        """
+        doc, fields, upgraded = await cls._migrate(state)
         if (
-            cls.__write_back__
-            and upgraded is not state
+            upgraded
+            and cls.__write_back__
             and state.get("_id") is not None
             and _restore_problems.get() is None
         ):
-            await write_back(cls, state, upgraded)
-        return upgraded
+            await write_back(cls, state, doc, fields)
+        return doc
 
     # --------------------------------------------------------------------------
     # Database API
@@ -362,30 +385,88 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         return result
 
 
-async def write_back(cls: type[VersionedModel], old: Document, new: Document) -> bool:
+async def write_back(
+    cls: type[VersionedModel],
+    old: Document,
+    new: Document,
+    fields: Iterable[str] | None = None,
+) -> bool:
     """Persist an upgraded document if it is still stored as it was read.
 
-    Only the top-level keys the steps changed are written, filtered on the
-    fields as read (see `atomdb_migrate.writes`), so a document restored from
-    a projection keeps the fields it was read without, and a change made by
-    another process meanwhile is never overwritten.
+    Best effort, never an error: a read must not fail because its write-back
+    did. Only the top-level fields the steps changed are written, with a
+    filter on the fields they looked at as read (see `atomdb_migrate.writes`),
+    so that:
+
+    - a document another process changed meanwhile is left alone (the newer
+      document wins), and a field it added is kept;
+    - a document read through a projection is written only where the steps
+      looked at nothing the projection left out; otherwise nothing matches;
+    - nothing is ever written at a version lower than, or equal to, the one
+      stored.
+
+    Parameters
+    ----------
+    old: dict
+        The document as read.
+    new: dict
+        The upgraded document.
+    fields: iterable of str, optional
+        The top-level fields the steps looked at; None (the default) for
+        every field, in which case the stored document must also have no
+        field `old` lacks.
 
     Returns
     -------
     written: bool
-        False when the stored document changed meanwhile (then nothing is
-        written: the newer document wins).
+        Whether the stored document is now `new`.
 
     """
+    doc_id = old.get("_id")
+    try:
+        before = stored_version(old.get(VERSION_KEY))
+        after = stored_version(new.get(VERSION_KEY))
+    except MigrateError:
+        return False
+    if after <= before:
+        log.warning(
+            "%s: document _id=%s: not written back at version %s over version %s",
+            cls.__model__,
+            short_repr(doc_id),
+            after,
+            before,
+        )
+        return False
     update = document_diff(old, new)
     if not update:
         return True
-    result = await cls.objects.update_one(unchanged_filter(old), update)
+    query = guard(old, fields, complete=True)
+    problem = write_problem(new, query, update)
+    if problem is not None:
+        log.warning(
+            "%s: document _id=%s upgraded on read but not written back: %s",
+            cls.__model__,
+            short_repr(doc_id),
+            problem,
+        )
+        return False
+    try:
+        result = await cls.objects.update_one(query, update)
+    except Exception as exc:  # the read goes on; the document stays for later
+        log.warning(
+            "%s: document _id=%s upgraded on read but not written back: %s: %s",
+            cls.__model__,
+            short_repr(doc_id),
+            type(exc).__name__,
+            shorten(str(exc)),
+        )
+        return False
     if not result.matched_count:
         log.info(
-            "%s: document _id=%r changed since it was read; upgraded copy not written back",
+            "%s: document _id=%s changed since it was read (or was read through a "
+            "projection the steps reached past); upgraded copy not written back",
             cls.__model__,
-            old["_id"],
+            short_repr(doc_id),
         )
         return False
     return True
@@ -427,27 +508,22 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
     """
     db = cls.objects
     doc_id = state["_id"]
-    guard = {
+    known = {
         "_id": doc_id,
         "$or": [{VERSION_KEY: {"$in": _known_versions(cls)}}, {VERSION_KEY: {"$exists": False}}],
     }
     try:
-        return await db.replace_one(guard, state, upsert=True)
+        return await db.replace_one(known, state, upsert=True)
     except DuplicateKeyError:
         pass  # stored at a version not in the list: look at it
     for _ in range(SAVE_ATTEMPTS):
         stored = await db.find_one({"_id": doc_id}, {VERSION_KEY: 1})
         if stored is None:
             try:
-                return await db.replace_one(guard, state, upsert=True)
+                return await db.replace_one(known, state, upsert=True)
             except DuplicateKeyError:
                 continue  # inserted meanwhile
-        version = parse_version(
-            stored.get(VERSION_KEY, BASE_VERSION),
-            model=cls.__model__,
-            doc_id=doc_id,
-            what="stored __version__",
-        )
+        version = stored_version(stored.get(VERSION_KEY), model=cls.__model__, doc_id=doc_id)
         if version > cls.__parsed_version__:
             raise NewerDocumentError(
                 cls.__model__, doc_id, str(version), cls.__version__, action="save over it"

@@ -43,10 +43,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from bson import ObjectId
+from bson import Int64, ObjectId
 
-from .exceptions import ConversionError, IrreversibleOperationError
-from .versions import VERSION_KEY, Document, copy_document
+from .documents import Document, copy_value
+from .exceptions import ConversionError, IrreversibleOperationError, short_repr
+from .versions import VERSION_KEY
 
 #: The key atom-db stores a model's name under, in documents and references.
 MODEL_KEY = "__model__"
@@ -73,6 +74,10 @@ JSON_DATE_TAGS = ("datetime.datetime", "datetime.date")
 #: The largest and smallest integers MongoDB stores (64 bits).
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+
+#: The range of a 32-bit int: PyMongo stores a Python int in it as one.
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -133,7 +138,7 @@ def get_path(doc: Document, parts: Sequence[str]) -> Any:
     """The value at a path, or `MISSING` (also when a value on the way is not a document)."""
     current: Any = doc
     for name in parts:
-        if type(current) is not dict:
+        if not isinstance(current, dict):
             return MISSING
         current = current.get(name, MISSING)
         if current is MISSING:
@@ -150,7 +155,7 @@ def _parent(doc: Document, parts: Sequence[str], create: bool) -> dict[str, Any]
             if not create:
                 return None
             child = current[name] = {}
-        elif type(child) is not dict:
+        elif not isinstance(child, dict):
             return None
         current = child
     return current
@@ -163,7 +168,7 @@ def settable(doc: Document, parts: Sequence[str]) -> bool:
         current = current.get(name, MISSING)
         if current is MISSING:
             return True
-        if type(current) is not dict:
+        if not isinstance(current, dict):
             return False
     return True
 
@@ -344,14 +349,6 @@ def check_value(value: Any, what: str) -> Any:
     )
 
 
-def _copy(value: Any) -> Any:
-    if type(value) is dict:
-        return copy_document(value)
-    if type(value) is list:
-        return copy_document({"v": value})["v"]
-    return value
-
-
 def _format_float(value: float) -> str:
     """A float as the server's ``$toString`` writes it."""
     if math.isnan(value):
@@ -377,7 +374,7 @@ def convert_value(value: Any, to: str) -> Any:
         if kind is bool:
             return int(value)
         if kind is int:
-            return int(value)
+            return value if type(value) in (int, Int64) else int(value)
         if kind is float:
             if math.isfinite(value) and INT64_MIN <= math.trunc(value) <= INT64_MAX:
                 return math.trunc(value)
@@ -417,22 +414,22 @@ def convert_value(value: Any, to: str) -> Any:
     elif to == "datetime":
         if kind is datetime:
             return value
-        if kind is dict and value.get("__py__") in JSON_DATE_TAGS:
-            parts = {}
+        if isinstance(value, dict) and value.get("__py__") in JSON_DATE_TAGS:
+            parts: dict[str, int] = {}
             for key, low, high, default in _DATE_PARTS:
-                part = value.get(key)
+                part: Any = value.get(key)
                 if part is None and default is not None:
                     part = default
                 if not _is_int(part) or not low <= part <= high:
                     break
-                parts[key] = part
+                parts[key] = int(part)
             else:
                 try:
                     y, mo, d, h, mi, sec, us = parts.values()
                     return datetime(y, mo, d, h, mi, sec, us // 1000 * 1000)
                 except ValueError:
                     pass
-    raise ConversionError(f"cannot convert {value!r} to {to}")
+    raise ConversionError(f"cannot convert {short_repr(value)} to {to}")
 
 
 def _conversion_expr(to: str, v: str) -> Any:
@@ -454,11 +451,15 @@ def _conversion_expr(to: str, v: str) -> Any:
 
     branches: list[tuple[Any, Any]]
     if to == "int":
+        # As PyMongo stores a Python int: 32 bits where it fits, else 64.
         branches = [
             (is_("bool"), {"$cond": [v, 1, 0]}),
             (is_("int", "long"), v),
-            (is_("double"), {"$convert": {"input": v, "to": "long", "onError": _FAILED}}),
-            (is_("string"), parse(_INT_REGEX, "long")),
+            (
+                is_("double"),
+                _narrow({"$convert": {"input": v, "to": "long", "onError": _FAILED}}),
+            ),
+            (is_("string"), _narrow(parse(_INT_REGEX, "long"))),
         ]
     elif to == "float":
         branches = [
@@ -512,6 +513,18 @@ def _conversion_expr(to: str, v: str) -> Any:
             "default": _FAILED,
         }
     }
+
+
+def _narrow(long: Any) -> Any:
+    """A 64-bit integer (or `_FAILED`) as a 32-bit one where it fits."""
+    fits = {
+        "$and": [
+            _type_is("$$n", "long"),
+            {"$gte": ["$$n", INT32_MIN]},
+            {"$lte": ["$$n", INT32_MAX]},
+        ]
+    }
+    return {"$let": {"vars": {"n": long}, "in": {"$cond": [fits, {"$toInt": "$$n"}, "$$n"]}}}
 
 
 def _date_from_json_expr(v: str) -> Any:
@@ -641,7 +654,7 @@ class AddField(Operation):
         return (self.path, self.default)
 
     def apply(self, doc: Document) -> None:
-        set_path(doc, self.parts, _copy(self.default))
+        set_path(doc, self.parts, copy_value(self.default))
 
     def stages(self) -> list[dict[str, Any]]:
         if len(self.parts) == 1:  # the common case, cheaper on the server
@@ -663,7 +676,7 @@ class SetDefaultWhereMissing(AddField):
 
     def apply(self, doc: Document) -> None:
         if get_path(doc, self.parts) is MISSING:
-            set_path(doc, self.parts, _copy(self.default))
+            set_path(doc, self.parts, copy_value(self.default))
 
     def stages(self) -> list[dict[str, Any]]:
         return [
@@ -749,7 +762,7 @@ class CopyField(_FromTo):
     def apply(self, doc: Document) -> None:
         value = get_path(doc, self.src_parts)
         if value is not MISSING:
-            set_path(doc, self.dst_parts, _copy(value))
+            set_path(doc, self.dst_parts, copy_value(value))
 
     def stages(self) -> list[dict[str, Any]]:
         return [
@@ -942,24 +955,25 @@ class RenameModel(Operation):
         )
 
 
-def rename_references(value: Any, old: str, new: str) -> bool:
+def rename_references(value: Any, old: str, new: str, *, top: bool = True) -> bool:
     """Rewrite ``__model__: old`` to `new` in a document and everything it holds.
 
-    Returns whether anything changed.
+    With ``top=False``, a document's own ``__model__`` is left as it is:
+    only the references it holds are rewritten. Returns whether anything
+    changed.
 
     """
     changed = False
-    kind = type(value)
-    if kind is dict:
-        if value.get(MODEL_KEY) == old:
+    if isinstance(value, dict):
+        if top and value.get(MODEL_KEY) == old:
             value[MODEL_KEY] = new
             changed = True
         for item in value.values():
-            if type(item) in (dict, list):
+            if isinstance(item, (dict, list)):
                 changed = rename_references(item, old, new) or changed
-    elif kind is list:
+    elif isinstance(value, list):
         for item in value:
-            if type(item) in (dict, list):
+            if isinstance(item, (dict, list)):
                 changed = rename_references(item, old, new) or changed
     return changed
 

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import BulkWriteError
 
+from .documents import copy_document
+from .mongo import batches, bulk_update, collection_names
 from .ops import rename_references
-from .versions import copy_document
-from .writes import Write, batches, bulk_update, document_diff
+from .writes import Write, document_diff
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -61,10 +62,6 @@ class RenameReport:
             "moved": self.moved,
             "references": self.references,
         }
-
-
-async def collection_names(database: Any) -> set[str]:
-    return set(await database.list_collection_names())
 
 
 async def rename_collection(
@@ -110,20 +107,24 @@ async def rewrite_references(
 ) -> None:
     """Rewrite the references to the old name in every collection but `skip`.
 
-    Every document is read: references may sit at any depth. Each changed
-    document gets an update of the top-level fields that hold references,
-    matched on their values as read.
+    Every document of every collection (not the views) is read: references
+    may sit at any depth. Each changed document gets an update of the
+    top-level fields that hold references, matched on their values as read.
+    In the model's own collection, a document's own ``__model__`` is left to
+    the step (which sets it with the version): only the references it holds
+    are rewritten, and counted.
 
     """
     for name in sorted(await collection_names(database)):
-        if name.startswith("system.") or name in skip:
+        if name in skip:
             continue
         collection = database[name]
+        own = name in (report.new, report.old)
         writes: list[Write] = []
         async for batch in batches(collection.find({}), batch_size):
             for doc in batch:
                 new = copy_document(doc)
-                if rename_references(new, report.old, report.new):
+                if rename_references(new, report.old, report.new, top=not own):
                     update = document_diff(doc, new)
                     guard = {"_id": doc["_id"]}
                     guard.update({k: {"$eq": doc[k]} for k in update.get("$set", {})})
@@ -138,8 +139,16 @@ async def rewrite_references(
 async def _write(collection: Any, writes: list[Write], lock: LeaseLock | None) -> int:
     if lock is not None:
         lock.check()
-    matched = await bulk_update(collection, writes)
-    if matched < len(writes):
+    result = await bulk_update(collection, writes)
+    matched = result.matched
+    if result.refused:
+        log.warning(
+            "%s: the server refused to rewrite the references of %d documents: %s",
+            collection.name,
+            len(result.refused),
+            next(iter(result.refused.values())),
+        )
+    if matched + len(result.refused) < len(writes):
         log.info(
             "%s: %d documents changed while their references were rewritten; "
             "their references keep the old name, which still restores as the new model",

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,30 +33,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 from packaging.version import Version
 from pymongo.errors import OperationFailure
 
-from .exceptions import ChainError, InvalidVersionError, MigrateError, StepError
+from .documents import Document
+from .exceptions import (
+    ChainError,
+    InvalidVersionError,
+    MigrateError,
+    StepError,
+    StepResultError,
+    short_repr,
+    shorten,
+)
 from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
+from .mongo import batches, bulk_update, collection_names, count_versions, is_mongomock, to_list
 from .ops import Operations
 from .registry import MigrationRegistry
-from .renames import RenameReport, collection_names, rename_collection, rewrite_references
-from .versions import (
-    BASE_VERSION,
-    VERSION_KEY,
-    Document,
-    Step,
-    copy_document,
-    parse_version,
-    run_chain,
-)
-from .writes import (
-    Write,
-    batches,
-    bulk_update,
-    document_diff,
-    is_mongomock,
-    to_list,
-    unchanged_filter,
-)
+from .renames import RenameReport, rename_collection, rewrite_references
+from .versions import VERSION_KEY, Step, apply_chain, parse_version, stored_version, version_key
+from .writes import document_diff, unchanged_filter, write_problem
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -151,7 +145,27 @@ def _label(step: Step) -> str:
 
 
 def _version_name(raw: Any) -> str:
-    return BASE_VERSION if raw is None else str(raw)
+    """A stored version value as shown: its canonical form, or its repr if it is none."""
+    try:
+        return str(stored_version(raw))
+    except MigrateError:
+        return short_repr(raw, 40)
+
+
+#: How long the transform of a batch may hold the event loop before it lets
+#: the lease's renewal (and the write in flight) run.
+YIELD_EVERY = 0.05
+
+
+class _Write:
+    """One conditional update, and the document and chain it comes from."""
+
+    __slots__ = ("doc", "new", "plan", "query", "update")
+
+    def __init__(
+        self, doc: Document, plan: _Plan, query: dict[str, Any], update: Any, new: Document
+    ) -> None:
+        self.doc, self.plan, self.query, self.update, self.new = doc, plan, query, update, new
 
 
 class _Plan:
@@ -218,6 +232,9 @@ class Runner:
         self.registry = registry or MigrationRegistry.instance()
         self.server_side = server_side
         self.skip_collections = skip_collections
+        #: A report per model run, added when the run starts: what a run that
+        #: stopped on an error did is there too.
+        self.reports: list[ModelReport] = []
 
     # ------------------------------------------------------------------
     # Public API
@@ -225,10 +242,11 @@ class Runner:
     async def upgrade(self, cls: type[VersionedModel], to: Any = None) -> ModelReport:
         """Bring the model's documents to `to` (default: the model's version)."""
         head = cls.__parsed_version__
-        target = head if to is None else parse_version(to, model=cls.__model__)
+        target = head if to is None else parse_version(to, model=cls.__model__, what="--to")
         if target > head:
             raise ChainError(
-                f"cannot upgrade to {target}: the model's version is {head}", model=cls.__model__
+                f"cannot upgrade to {to}: it is past the model's version {cls.__version__}",
+                model=cls.__model__,
             )
         return await self._run(cls, target, downgrade=False)
 
@@ -242,7 +260,13 @@ class Runner:
             and `to` has no downgrade function.
 
         """
-        target = parse_version(to, model=cls.__model__)
+        target = parse_version(to, model=cls.__model__, what="--to")
+        if target > cls.__parsed_version__:
+            raise ChainError(
+                f"cannot downgrade to {to}: it is past the model's version {cls.__version__}; "
+                "run downgrade with the code of a version at least as new",
+                model=cls.__model__,
+            )
         self.registry.graph(cls).plan_downgrade(cls.__parsed_version__, target)
         return await self._run(cls, target, downgrade=True)
 
@@ -253,6 +277,7 @@ class Runner:
         self, cls: type[VersionedModel], target: Version, downgrade: bool
     ) -> ModelReport:
         report = ModelReport(cls.__model__, str(target), "downgrade" if downgrade else "upgrade")
+        self.reports.append(report)
         collection = self.database[cls.__model__]
         if not downgrade:
             collection = await self._rename_collections(cls, report)
@@ -261,21 +286,24 @@ class Runner:
 
         # 1. Survey, and refuse to start on a broken chain.
         rows = await count_versions(collection, query)
-        raws = [row["_id"] for row in rows]
+        raws = [raw for raw, _ in rows]
         others = 0  # documents newer, beyond the target, or with a broken chain
         chain: tuple[Step, ...] = ()
-        for row in sorted(rows, key=lambda r: repr(r["_id"])):
-            plan = plan_for(row["_id"])
-            report.by_version[_version_name(row["_id"])] = row["n"]
+        for raw, n in sorted(rows, key=lambda r: short_repr(r[0])):
+            plan = plan_for(raw)
+            if plan.kind == "current":
+                continue  # the target in another BSON form (the int 2 for "2")
+            name = _version_name(raw)
+            report.by_version[name] = report.by_version.get(name, 0) + n
             if plan.kind == "error" and not self.continue_on_error:
                 assert plan.error is not None
                 raise plan.error
             for s in plan.steps:
-                report.steps[_label(s)] = report.steps.get(_label(s), 0) + row["n"]
+                report.steps[_label(s)] = report.steps.get(_label(s), 0) + n
             if len(plan.steps) > len(chain):
                 chain = plan.steps  # the longest chain holds every other one
             if plan.kind != "migrate":
-                others += row["n"]
+                others += n
         server = self._server_steps(collection, chain, downgrade)
 
         if self.dry_run:
@@ -338,10 +366,14 @@ class Runner:
         self, cls: type[VersionedModel], target: Version, downgrade: bool
     ) -> Callable[[Any], _Plan]:
         """The plan for documents at each stored version (computed once per version)."""
-        plans: dict[tuple[str, str], _Plan] = {}
+        plans: dict[Any, _Plan] = {}
 
         def plan_for(raw: Any) -> _Plan:
-            key = (type(raw).__name__, repr(raw))
+            try:
+                key = version_key(raw)
+                hash(key)
+            except TypeError:  # an unhashable stored value: a document, a list
+                key = (type(raw), short_repr(raw))
             plan = plans.get(key)
             if plan is None:
                 plan = plans[key] = self._plan(cls, raw, target, downgrade)
@@ -483,23 +515,25 @@ class Runner:
         try:
             while (batch := await reading) is not None:
                 reading = asyncio.ensure_future(anext(stream, None))
-                ops, ids, error = await self._prepare(batch, plan_for, counts, downgrade)
+                writes, error = await self._prepare(batch, plan_for, counts, downgrade)
                 if writing is not None:
-                    await writing
+                    # Shielded: an interrupted run lets the write in flight
+                    # finish and count it, below.
+                    await asyncio.shield(writing)
                 writing = None
-                if ops:
+                if writes:
                     writing = asyncio.ensure_future(
-                        self._write(collection, ops, ids, plan_for, counts, downgrade)
+                        self._write(collection, writes, plan_for, counts, downgrade)
                     )
                 if error is not None:
                     # What was transformed before the failure is written: each
                     # document is complete on its own.
                     if writing is not None:
-                        await writing
+                        await asyncio.shield(writing)
                     raise error
                 self.progress.advance(len(batch))
             if writing is not None:
-                await writing
+                await asyncio.shield(writing)
         finally:
             reading.cancel()
             if writing is not None and not writing.done():
@@ -512,9 +546,7 @@ class Runner:
     def _plan(self, cls: type[VersionedModel], raw: Any, target: Version, downgrade: bool) -> _Plan:
         model = cls.__model__
         try:
-            stored = parse_version(
-                BASE_VERSION if raw is None else raw, model=model, what="stored __version__"
-            )
+            stored = stored_version(raw, model=model)
         except InvalidVersionError as exc:
             return _Plan("error", error=exc)
         if stored == target:
@@ -535,26 +567,29 @@ class Runner:
 
     async def _transform(
         self, doc: Document, plan: _Plan, report: ModelReport, downgrade: bool
-    ) -> Document | None:
-        """The document at the target, or None if its chain failed and the run goes on."""
+    ) -> _Write | None:
+        """The write that takes a document to the target; None if its chain failed and
+        the run goes on (it is recorded in the report).
+
+        A result that cannot be written (a value BSON cannot encode, over
+        16 MB) fails as a `StepResultError` naming the document and the step.
+
+        """
         try:
             if plan.kind == "error":
                 assert plan.error is not None
                 raise plan.error
-            return await run_chain(plan.steps, copy_document(doc), downgrade=downgrade)
+            new, _ = await apply_chain(plan.steps, doc, downgrade=downgrade)
+            query = unchanged_filter(doc)
+            update = document_diff(doc, new)
+            problem = write_problem(new, query, update)
+            if problem is not None:
+                raise _result_error(report.model, doc, plan, problem, downgrade)
+            return _Write(doc, plan, query, update, new)
         except (StepError, ChainError, InvalidVersionError) as exc:
             if not self.continue_on_error:
                 raise
-            report.failed += 1
-            if len(report.failures) < MAX_FAILURES:
-                report.failures.append(
-                    {
-                        "model": report.model,
-                        "_id": doc.get("_id"),
-                        "step": getattr(exc, "source", None),
-                        "error": str(exc),
-                    }
-                )
+            _record_failure(report, doc.get("_id"), exc)
             return None
 
     async def _prepare(
@@ -563,10 +598,16 @@ class Runner:
         plan_for: Any,
         report: ModelReport,
         downgrade: bool,
-    ) -> tuple[list[Write], list[Any], BaseException | None]:
-        """The batch's writes, and the error that stopped it, if any."""
-        ops: list[Write] = []
-        ids: list[Any] = []
+    ) -> tuple[list[_Write], BaseException | None]:
+        """The batch's writes, and the error that stopped it, if any.
+
+        Steps are often synchronous: every `YIELD_EVERY` seconds the event
+        loop gets a turn, so the lease is renewed and the write in flight
+        goes on, however slow the steps.
+
+        """
+        writes: list[_Write] = []
+        turn = time.monotonic()
         for doc in batch:
             plan = plan_for(doc.get(VERSION_KEY))
             if plan.kind == "newer":
@@ -578,44 +619,76 @@ class Runner:
             if plan.kind == "current":
                 continue
             try:
-                new = await self._transform(doc, plan, report, downgrade)
+                write = await self._transform(doc, plan, report, downgrade)
             except MigrateError as exc:
-                return ops, ids, exc
-            if new is not None:
-                ops.append((unchanged_filter(doc), document_diff(doc, new)))
-                ids.append(doc["_id"])
-        return ops, ids, None
+                return writes, exc
+            if write is not None:
+                writes.append(write)
+            if time.monotonic() - turn > YIELD_EVERY:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
+        return writes, None
 
     async def _write(
         self,
         collection: Any,
-        ops: list[Write],
-        ids: list[Any],
+        writes: list[_Write],
         plan_for: Any,
         report: ModelReport,
         downgrade: bool,
     ) -> None:
+        """Write a batch; re-read and write again, once, what changed meanwhile.
+
+        A write the server refuses fails its document (recorded, with
+        ``continue_on_error``); otherwise the run stops after the batch, with
+        what the batch could write written.
+
+        """
         if self.lock is not None:
             self.lock.check()
-        matched = await bulk_update(collection, ops)
+        result = await bulk_update(collection, [(w.query, w.update) for w in writes])
+        refused = self._refused(writes, result.refused, report, downgrade)
+        unmatched = len(writes) - result.matched - len(result.refused)
         retried = 0
-        if matched < len(ops):
+        if unmatched > 0:
             # Changed meanwhile: read again once, and write if unchanged since.
-            again: list[Write] = []
+            ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
+            again: list[_Write] = []
             cursor = collection.find({"_id": {"$in": ids}, VERSION_KEY: {"$ne": report.target}})
             for doc in await to_list(cursor):
                 plan = plan_for(doc.get(VERSION_KEY))
                 if plan.kind not in ("migrate", "error"):
                     continue
-                new = await self._transform(doc, plan, report, downgrade)
-                if new is not None:
-                    again.append((unchanged_filter(doc), document_diff(doc, new)))
+                write = await self._transform(doc, plan, report, downgrade)
+                if write is not None:
+                    again.append(write)
             if again:
                 if self.lock is not None:
                     self.lock.check()
-                retried = await bulk_update(collection, again)
-        report.migrated += matched + retried
-        report.skipped += len(ops) - matched - retried
+                second = await bulk_update(collection, [(w.query, w.update) for w in again])
+                refused = refused or self._refused(again, second.refused, report, downgrade)
+                retried = second.matched
+                unmatched -= len(second.refused)
+        report.migrated += result.matched + retried
+        report.skipped += unmatched - retried
+        if refused is not None:
+            raise refused
+
+    def _refused(
+        self, writes: list[_Write], refused: dict[int, str], report: ModelReport, downgrade: bool
+    ) -> StepResultError | None:
+        """Fail the documents whose write the server refused; the error to stop on, if any."""
+        first: StepResultError | None = None
+        for index, reason in sorted(refused.items()):
+            write = writes[index]
+            error = _result_error(
+                report.model, write.doc, write.plan, f"the server refused it: {reason}", downgrade
+            )
+            if self.continue_on_error:
+                _record_failure(report, write.doc.get("_id"), error)
+            elif first is None:
+                first = error
+        return first
 
     async def _sample(
         self,
@@ -639,39 +712,54 @@ class Runner:
                 "from": _version_name(doc.get(VERSION_KEY)),
             }
             try:
-                new = await self._transform(doc, plan, report, downgrade)
-                if new is not None and not downgrade:
+                write = await self._transform(doc, plan, report, downgrade)
+                if write is not None and not downgrade:
                     with restore_check() as problems:
-                        await cls.__new__(cls).__restorestate__(new)
+                        await cls.__new__(cls).__restorestate__(write.new)
                     if problems:
                         raise MigrateError(
                             "; ".join(problems), model=cls.__model__, doc_id=doc.get("_id")
                         )
                 entry["ok"] = True
             except Exception as exc:
-                entry.update(ok=False, error=str(exc))
+                entry.update(ok=False, error=shorten(str(exc)))
             report.samples.append(entry)
 
 
-async def count_versions(collection: Any, query: dict[str, Any] | None = None) -> list[Any]:
-    """Documents per stored version, with one aggregation: ``[{_id: version, n: count}]``.
+def _result_error(
+    model: str, doc: Document, plan: _Plan, problem: str, downgrade: bool
+) -> StepResultError:
+    """A document whose chain ran, but whose result cannot be written."""
+    last = plan.steps[-1]
+    end = last.from_version if downgrade else last.to_version
+    return StepResultError(
+        f"gave a document that cannot be written: {problem}",
+        model=model,
+        doc_id=doc.get("_id"),
+        from_version=_version_name(doc.get(VERSION_KEY)),
+        to_version=end,
+        source=last.source,
+    )
 
-    Documents without a version are grouped under ``None``.
 
-    """
-    pipeline: list[dict[str, Any]] = [{"$group": {"_id": f"${VERSION_KEY}", "n": {"$sum": 1}}}]
-    if query:
-        pipeline.insert(0, {"$match": query})
-    cursor = collection.aggregate(pipeline)
-    if inspect.isawaitable(cursor):  # PyMongo's async client; Motor returns the cursor
-        cursor = await cursor
-    return await to_list(cursor)
+def _record_failure(report: ModelReport, doc_id: Any, exc: BaseException) -> None:
+    """Count a failed document, and keep the first ones in detail."""
+    report.failed += 1
+    if len(report.failures) < MAX_FAILURES:
+        report.failures.append(
+            {
+                "model": report.model,
+                "_id": doc_id,
+                "step": getattr(exc, "source", None),
+                "error": shorten(str(exc)),
+            }
+        )
 
 
 def _stored(raw: Any) -> Version | None:
     """A stored ``__version__`` value parsed (None, if it is not a version)."""
     try:
-        return parse_version(BASE_VERSION if raw is None else raw)
+        return stored_version(raw)
     except InvalidVersionError:
         return None
 

@@ -12,13 +12,17 @@ document's version, one step at a time, to the model's current version (the
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from bson.decimal128 import Decimal128
+from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
+from .documents import Document, StepDocument
 from .exceptions import (
     CycleError,
     DuplicateStepError,
@@ -29,9 +33,6 @@ from .exceptions import (
     StepFailedError,
     StepResultError,
 )
-
-#: A document as atom-db stores it.
-Document = dict[str, Any]
 
 #: A step function: takes the document, changes it in place and returns None,
 #: or returns the new document; it may be a coroutine function.
@@ -46,10 +47,30 @@ VERSION_KEY = "__version__"
 #: The version of a stored document that has no ``__version__`` key.
 BASE_VERSION = "0"
 
+_BASE: Version
+
+
+class _Version(Version):
+    """A PEP 440 version shown in its shortest form: ``1.0`` and ``1`` are one
+    version, so they are one string too (``"1"``)."""
+
+    def __str__(self) -> str:
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = canonicalize_version(
+                Version.__str__(self), strip_trailing_zero=True
+            )
+        return text
+
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> Version:
-    return Version(text)
+    return _Version(text)
+
+
+#: The longest text taken for a version: anything longer is not one (and
+#: Python refuses to turn more than 4,300 digits into an int).
+MAX_VERSION_LENGTH = 256
 
 
 def parse_version(
@@ -80,13 +101,68 @@ def parse_version(
 
     """
     if isinstance(value, Version):
-        return value
+        return value if type(value) is _Version else _parse(Version.__str__(value))
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what)
     try:
-        return _parse(str(value))
-    except InvalidVersion:
+        if isinstance(value, int):
+            if abs(value) >= 10**MAX_VERSION_LENGTH:
+                raise ValueError("too long")
+            value = str(value)
+        if len(value) > MAX_VERSION_LENGTH:
+            raise ValueError("too long")
+        return _parse(value)
+    except (InvalidVersion, ValueError):
         raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what) from None
+
+
+_BASE = _parse(BASE_VERSION)
+
+
+def stored_version(raw: Any, *, model: str | None = None, doc_id: Any = None) -> Version:
+    """The version of a stored document, from its ``"__version__"`` value as read.
+
+    One stored version is one version whatever its BSON form: the string
+    ``"2"``, the int ``2`` and the Int64 ``2``, the double ``2.0`` (what a
+    shell's ``$set: {__version__: 2}`` stores) and the Decimal128 ``2``. A
+    missing value (pass None) and an explicit null are version ``"0"``, as
+    MongoDB's own ``{__version__: null}`` matches both.
+
+    Raises
+    ------
+    InvalidVersionError
+        For anything else (a bool, NaN, a document, text that is not a
+        version, more than `MAX_VERSION_LENGTH` characters).
+
+    """
+    if raw is None:
+        return _BASE
+    kind = type(raw)
+    if kind is str or (isinstance(raw, int) and kind is not bool):
+        return parse_version(raw, model=model, doc_id=doc_id, what="stored __version__")
+    text: str | None = None
+    if kind is float and math.isfinite(raw):
+        text = repr(raw)
+    elif isinstance(raw, Decimal128):
+        number = raw.to_decimal()
+        if number.is_finite():
+            text = str(number)
+    if text is not None and "e" not in text.lower():
+        try:
+            return parse_version(text, model=model, doc_id=doc_id)
+        except InvalidVersionError:
+            pass
+    raise InvalidVersionError(raw, model=model, doc_id=doc_id, what="stored __version__")
+
+
+def version_key(raw: Any) -> tuple[type, Any]:
+    """A stored ``"__version__"`` value as a dict key: its type and value.
+
+    Python holds ``1 == 1.0 == True``, so the value alone would make one key
+    of three different stored values.
+
+    """
+    return (type(raw), raw)
 
 
 def canonical(value: VersionLike) -> str:
@@ -149,6 +225,10 @@ class Step:
     #: The model's stored fields after the step, by name: their member types
     #: (a step module's ``schema``; see `atomdb_migrate.schema`).
     schema: dict[str, str] | None = None
+
+    #: What is left to write in a step module made by ``atomdb-migrate
+    #: revision`` (a function still raising the template's error).
+    unfinished: tuple[str, ...] = ()
 
     #: The parsed versions, for ordering.
     from_key: Version = field(init=False, repr=False)
@@ -395,6 +475,7 @@ async def run_chain(
         the document's ``_id``.
 
     """
+    watched = doc if isinstance(doc, StepDocument) else None
     has_id = "_id" in doc
     doc_id = doc.get("_id")
     for step in steps:
@@ -415,6 +496,9 @@ async def run_chain(
                     f"returned {type(result).__name__}, expected a dict or None",
                     **_where(step, doc_id, downgrade),
                 )
+            if result is not doc and watched is not None:
+                # A new dict: what it leaves out depends on every field.
+                watched.look_at_everything()
             doc = result
         # Identity first: ObjectId's != is a Python method, and the step
         # almost always leaves the very same object.
@@ -427,6 +511,28 @@ async def run_chain(
     return doc
 
 
+async def apply_chain(
+    steps: tuple[Step, ...] | list[Step], state: Document, *, downgrade: bool = False
+) -> tuple[Document, Iterable[str] | None]:
+    """Run a chain on a stored document without changing it.
+
+    Returns
+    -------
+    doc: dict
+        The document at the end of the chain (values no step reached are
+        shared with `state`).
+    fields: set of str or None
+        The top-level fields the steps looked at; None when they looked at
+        the whole document (see `StepDocument`).
+
+    """
+    watched = StepDocument(state)
+    doc = await run_chain(steps, watched, downgrade=downgrade)
+    if doc is watched:
+        doc = watched.result()
+    return doc, watched.fields()
+
+
 def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
     """The facts a step error names."""
     start, end = (
@@ -435,28 +541,3 @@ def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
     return dict(
         model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
     )
-
-
-def copy_document(doc: Document) -> Document:
-    """Copy a document's dicts and lists, sharing its (immutable) scalars.
-
-    Documents read from MongoDB hold dicts, lists and immutable values
-    (strings, numbers, ObjectId, datetime, bytes), so this is a deep copy,
-    several times faster than `copy.deepcopy`.
-
-    """
-    out = doc.copy()
-    for key, value in doc.items():
-        kind = type(value)
-        if kind is dict or kind is list:
-            out[key] = _copy_value(value)
-    return out
-
-
-def _copy_value(value: Any) -> Any:
-    if type(value) is dict:
-        return {k: _copy_value(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
-    return [_copy_value(v) if type(v) in _CONTAINERS else v for v in value]
-
-
-_CONTAINERS = (dict, list)

@@ -24,7 +24,8 @@ from atomdb.nosql import NoSQLModelManager  # noqa: E402
 from mongomock_motor import AsyncMongoMockClient  # noqa: E402
 
 from atomdb_migrate import MigrationRegistry  # noqa: E402
-from atomdb_migrate.versions import copy_document, run_chain  # noqa: E402
+from atomdb_migrate.documents import copy_document  # noqa: E402
+from atomdb_migrate.versions import run_chain  # noqa: E402
 
 N = 200_000
 

@@ -10,8 +10,8 @@ from atom.api import Int, Str
 from bson import ObjectId
 
 from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, ops, register_step
+from atomdb_migrate.documents import copy_document
 from atomdb_migrate.runner import Runner
-from atomdb_migrate.versions import copy_document
 
 
 class Article(VersionedModel):

@@ -30,8 +30,8 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
+from atomdb_migrate.documents import copy_document
 from atomdb_migrate.runner import Runner
-from atomdb_migrate.versions import copy_document
 
 # ----------------------------------------------------------------------
 # Generated documents and operations

@@ -264,3 +264,27 @@ async def test_the_rename_runs_on_any_backend(db: Any, registry: MigrationRegist
     }
     again = await Runner(db).upgrade(Renamed)
     assert again.pending == 0 and again.renames == []
+
+
+async def test_a_rename_counts_only_references_and_skips_views(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """The moved documents' own names are the step's work, not references; views are not
+    collections (a real server refuses writes to them)."""
+    register_step(Renamed, 0, 1, operations=[ops.rename_model("old.Renamed", Renamed.__model__)])
+    await db["old.Renamed"].insert_many([{"_id": i, "__model__": "old.Renamed"} for i in range(50)])
+    await db["orders"].insert_many(
+        [
+            {"_id": i, "customer": {"_id": i, "__ref__": 1, "__model__": "old.Renamed"}}
+            for i in range(50)
+        ]
+    )
+    from atomdb_migrate.mongo import is_mongomock
+
+    if not is_mongomock(db):
+        await db.command("create", "orders_view", viewOn="orders", pipeline=[])
+    report = await Runner(db).upgrade(Renamed)
+    (rename,) = report.renames
+    assert rename.references == 50, "the 50 orders; not the 50 moved customers"
+    assert report.migrated == 50
+    assert await db["orders"].count_documents({"customer.__model__": Renamed.__model__}) == 50

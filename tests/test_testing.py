@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from atom.api import Int, Str
+from atom.api import Int, Str, Value
+from bson import Int64
 
-from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, step
+from atomdb_migrate import (
+    MigrationRegistry,
+    StepFailedError,
+    VersionedModel,
+    register_step,
+    step,
+)
 from atomdb_migrate.testing import assert_downgrades, assert_upgrades
 
 
@@ -43,6 +50,22 @@ async def test_wrong_expectation_fails() -> None:
         await assert_upgrades(
             Member, {"name": "Ada Lovelace", "__version__": "1"}, {"first": "Ada", "last": "Byron"}
         )
+
+
+@pytest.mark.parametrize("written", [True, 1.0, Int64(1)])
+async def test_a_value_of_another_bson_type_is_not_what_was_expected(
+    registry: MigrationRegistry, written: Any
+) -> None:
+    class Flag(VersionedModel):
+        __model__ = "testing.Flag"
+        __version__ = 1
+
+        n = Value()
+
+    register_step(Flag, 0, 1, lambda d: d.update(n=written))
+    with pytest.raises(AssertionError, match="as BSON stores them"):
+        await assert_upgrades(Flag, {"n": 0}, {"n": 1})
+    await assert_upgrades(Flag, {"n": 0}, {"n": written})
 
 
 async def test_a_result_that_does_not_restore_fails() -> None:

@@ -38,7 +38,8 @@ def graph(*pairs: tuple[str, str]) -> StepGraph:
 # Versions
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "value, expected", [(3, "3"), ("3", "3"), ("1.2", "1.2"), ("v01", "1"), ("1.0", "1.0")]
+    "value, expected",
+    [(3, "3"), ("3", "3"), ("1.2", "1.2"), ("v01", "1"), ("1.0", "1"), ("1.10", "1.10")],
 )
 def test_canonical(value: Any, expected: str) -> None:
     assert canonical(value) == expected

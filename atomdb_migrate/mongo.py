@@ -1,0 +1,265 @@
+"""The one module that knows the drivers: PyMongo's async client, Motor, mongomock.
+
+Everything else calls these functions and never asks which driver it holds:
+
+- `bulk_update`: conditional updates in one unordered bulk write, with what
+  each matched or why the server refused it;
+- `count_versions`: documents per stored ``__version__`` value, each BSON
+  form of a value counted apart;
+- `collection_names`: the collections (not the views) of a database;
+- `memory_client`: the in-memory database behind ``mongomock://`` URLs;
+- `wire_manager` and `ManagerState`: point atom-db's model manager at a
+  database, and put it back as it was.
+
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from .documents import Document
+from .exceptions import ConfigError, shorten
+from .versions import VERSION_KEY, version_key
+
+log = logging.getLogger("atomdb_migrate")
+
+#: URLs of this scheme name an in-memory database (mongomock), kept for the
+#: life of the process: ``mongomock://memory/blog``. For examples and tests.
+MEMORY_SCHEME = "mongomock://"
+
+_MEMORY_CLIENTS: dict[str, Any] = {}
+
+
+def is_mongomock(collection: Any) -> bool:
+    """Whether a collection (or database) is mongomock's (mongomock-motor dresses it as Motor's).
+
+    A model's ``objects`` (atom-db's proxy of its collection) is looked through.
+
+    """
+    if isinstance(collection, NoSQLDatabaseProxy):
+        collection = collection.table
+    return any(
+        kind.__module__.split(".")[0] in ("mongomock", "mongomock_motor")
+        for kind in type(collection).__mro__
+    )
+
+
+# ----------------------------------------------------------------------
+# Writes
+# ----------------------------------------------------------------------
+@dataclass
+class BulkResult:
+    """What a bulk write of conditional updates did."""
+
+    #: How many updates matched a document.
+    matched: int = 0
+    #: Why the server refused an update, by its index in the bulk.
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+async def bulk_update(collection: Any, writes: list[tuple[dict[str, Any], Any]]) -> BulkResult:
+    """Send conditional updates in one unordered bulk write.
+
+    An update the server refuses (a result over 16 MB, a field name it does
+    not store) does not stop the others: it is reported by index, with the
+    server's message (never the document, which may be 16 MB).
+
+    mongomock (the in-memory backend) cannot run PyMongo >= 4.11's bulk
+    writes, so there each update is sent on its own, with the same filters.
+
+    """
+    if not writes:
+        return BulkResult()
+    if not is_mongomock(collection):
+        requests = [UpdateOne(query, update) for query, update in writes]
+        try:
+            result = await collection.bulk_write(requests, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            if details.get("writeConcernErrors"):
+                raise
+            refused = {
+                int(e["index"]): f"{shorten(str(e.get('errmsg', '')))} (code {e.get('code')})"
+                for e in details.get("writeErrors", [])
+            }
+            return BulkResult(int(details.get("nMatched", 0)), refused)
+        return BulkResult(int(result.matched_count))
+    _say_once("mongomock: writing updates one at a time (no bulk writes)")
+    out = BulkResult()
+    for index, (query, update) in enumerate(writes):
+        try:
+            out.matched += (await collection.update_one(query, update)).matched_count
+        except Exception as exc:
+            out.refused[index] = shorten(f"{type(exc).__name__}: {exc}")
+    return out
+
+
+# ----------------------------------------------------------------------
+# Reads
+# ----------------------------------------------------------------------
+async def to_list(cursor: Any) -> list[Any]:
+    """Every document of a cursor."""
+    return list(await cursor.to_list(length=None))
+
+
+async def batches(cursor: Any, size: int) -> AsyncIterator[list[Document]]:
+    """A cursor's documents, `size` at a time."""
+    batch: list[Document] = []
+    async for doc in cursor:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any]:
+    """The documents an aggregation gives."""
+    cursor = collection.aggregate(pipeline)
+    if inspect.isawaitable(cursor):  # PyMongo's async client; Motor returns the cursor
+        cursor = await cursor
+    return await to_list(cursor)
+
+
+async def count_versions(
+    collection: Any, query: dict[str, Any] | None = None
+) -> list[tuple[Any, int]]:
+    """Documents per stored ``__version__`` value: ``[(value, count)]``.
+
+    Each BSON form of a value is counted apart (the string ``"2"``, the int
+    ``2`` and the double ``2.0``), so that each can be planned and matched
+    as it is stored. Documents without a version, or with an explicit null,
+    count under None.
+
+    """
+    counts: dict[Any, list[Any]] = {}
+    if is_mongomock(collection):  # no $type in $group: count in Python
+        cursor = collection.find(query or {}, {VERSION_KEY: 1, "_id": 0})
+        for doc in await to_list(cursor):
+            raw = doc.get(VERSION_KEY)
+            counts.setdefault(version_key(raw), [raw, 0])[1] += 1
+        return [(raw, n) for raw, n in counts.values()]
+    pipeline: list[dict[str, Any]] = [
+        {
+            "$group": {
+                "_id": {"v": f"${VERSION_KEY}", "t": {"$type": f"${VERSION_KEY}"}},
+                "n": {"$sum": 1},
+            }
+        }
+    ]
+    if query:
+        pipeline.insert(0, {"$match": query})
+    for row in await aggregate(collection, pipeline):
+        raw = row["_id"].get("v")
+        counts.setdefault(version_key(raw), [raw, 0])[1] += row["n"]
+    return [(raw, n) for raw, n in counts.values()]
+
+
+async def collection_names(database: Any) -> set[str]:
+    """The names of a database's collections: no views, no ``system.`` collections."""
+    if is_mongomock(database):  # no list_collections: mongomock has no views
+        names = await database.list_collection_names()
+    else:
+        cursor = await database.list_collections(filter={"type": "collection"})
+        names = [c["name"] for c in await to_list(cursor)]
+    return {n for n in names if not n.startswith("system.")}
+
+
+# ----------------------------------------------------------------------
+# atom-db's model manager, and the in-memory client
+# ----------------------------------------------------------------------
+def memory_client(url: str) -> Any:
+    """The in-memory client for a ``mongomock://`` URL (one per host part, per process)."""
+    host = url[len(MEMORY_SCHEME) :].split("/", 1)[0]
+    client = _MEMORY_CLIENTS.get(host)
+    if client is None:
+        try:
+            from mongomock_motor import AsyncMongoMockClient
+        except ImportError as exc:
+            raise ConfigError(
+                f"mongomock:// URLs need mongomock-motor ({exc}): "
+                "pip install 'atomdb-migrate[memory]'"
+            ) from None
+        client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
+    return client
+
+
+def sync_database(url: str, name: str, timeout: float) -> tuple[Any, Any]:
+    """A synchronous client and database for a URL, for work beside the event loop.
+
+    Returns the client to close (None for an in-memory URL) and the database.
+
+    """
+    if url.startswith(MEMORY_SCHEME):
+        inner = vars(memory_client(url)).get("_AsyncMongoMockClient__client")
+        if inner is None:  # pragma: no cover - a mongomock-motor that hides its client
+            raise ConfigError("this mongomock-motor does not expose its synchronous client")
+        return None, inner[name]
+    from pymongo import MongoClient
+
+    ms = int(timeout * 1000)
+    client: Any = MongoClient(
+        url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=max(ms, 60000)
+    )
+    return client, client[name]
+
+
+def drop_memory_database(database: Any) -> None:
+    """Drop an in-memory (mongomock) database, without an event loop."""
+    inner = vars(database).get("_AsyncMongoMockDatabase__database")
+    if inner is not None:
+        inner.client.drop_database(database.name)
+
+
+def wire_manager(database: Any) -> None:
+    """Point atom-db's model manager at a database, with a new object cache."""
+    manager: Any = NoSQLModelManager.instance()
+    manager.database = database
+    manager.proxies = {}
+
+
+class ManagerState:
+    """atom-db's model manager as it is now: its database, proxies and object cache.
+
+    Taken before pointing the manager elsewhere, and put back after, so that
+    nothing of ours leaves the app's manager other than we found it::
+
+        saved = ManagerState()
+        wire_manager(database)
+        ...
+        saved.restore()
+
+    """
+
+    def __init__(self) -> None:
+        manager: Any = NoSQLModelManager.instance()
+        self._database = manager.get_member("database").get_slot(manager)
+        self._proxies = manager.get_member("proxies").get_slot(manager)
+
+    def restore(self) -> None:
+        """Put the manager back as it was."""
+        manager: Any = NoSQLModelManager.instance()
+        for name, value in (("database", self._database), ("proxies", self._proxies)):
+            member = manager.get_member(name)
+            if value is None:
+                member.del_slot(manager)
+            else:
+                member.set_slot(manager, value)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        log.info(message)
