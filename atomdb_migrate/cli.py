@@ -9,8 +9,9 @@ Exit codes:
 3   configuration: settings, models, step modules, broken chains
 4   connection: the server cannot be reached, or refuses the credentials
 5   lock: another runner holds it, or the lease was lost
-6   step failed: a step raised or returned something wrong, a document
-    is newer than the code, or documents failed with --continue-on-error
+6   step failed: a step raised or returned something wrong, or
+    documents failed with --continue-on-error
+130 interrupted (Ctrl-C): what was written is recorded in the history
 ==  ==========================================================
 
 """
@@ -21,6 +22,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import update_wrapper
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +31,7 @@ import click
 
 from . import command
 from .command import RunResult
-from .config import load_config, mask
+from .config import load_config
 from .exceptions import (
     ChainError,
     ConfigError,
@@ -41,7 +43,9 @@ from .exceptions import (
     NewerDocumentError,
     StepError,
     UnknownModelError,
+    shorten,
 )
+from .masking import mask
 from .progress import progress_for
 from .renames import RenameReport
 from .runner import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLE
@@ -52,6 +56,7 @@ EXIT_CONFIG = 3
 EXIT_CONNECTION = 4
 EXIT_LOCK = 5
 EXIT_STEP = 6
+EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -132,7 +137,13 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
             return asyncio.run(main())
         except MigrateError as exc:
             code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
-            raise CommandError(mask(str(exc), state.url), code) from None
+            raise CommandError(shorten(mask(str(exc), state.url), 2000), code) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                "interrupted; what was written is recorded in the history, "
+                "and the next run carries on",
+                EXIT_INTERRUPTED,
+            ) from None
 
     return update_wrapper(wrapper, fn)
 
@@ -185,7 +196,11 @@ def main(
 )
 def init(folder: str) -> None:
     """Create the migrations directory and the [tool.atomdb-migrate] table."""
-    for line in command.init(Path.cwd(), folder):
+    try:
+        done = command.init(Path.cwd(), folder)
+    except MigrateError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+    for line in done:
         click.echo(line)
 
 
@@ -270,17 +285,23 @@ async def upgrade(
     sample: int,
 ) -> None:
     """Bring stored documents to the code's versions (all models by default)."""
-    result = await command.upgrade(
-        state.workspace,
-        models,
-        to=to,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        continue_on_error=continue_on_error,
-        wait=wait,
-        sample=sample,
-        progress=progress_for(enabled=progress and not dry_run),
-    )
+    result = RunResult("upgrade", dry_run)
+    try:
+        await command.upgrade(
+            state.workspace,
+            models,
+            to=to,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            continue_on_error=continue_on_error,
+            wait=wait,
+            sample=sample,
+            progress=progress_for(enabled=progress and not dry_run),
+            result=result,
+        )
+    except BaseException:
+        _summarize(result, stopped=True)
+        raise
     _summarize(result)
 
 
@@ -301,21 +322,34 @@ async def downgrade(
     progress: bool,
 ) -> None:
     """Take a model's documents back to a version, with the downgrade functions."""
-    result = await command.downgrade(
-        state.workspace,
-        model,
-        to,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        continue_on_error=continue_on_error,
-        wait=wait,
-        progress=progress_for(enabled=progress and not dry_run),
-    )
+    result = RunResult("downgrade", dry_run)
+    try:
+        await command.downgrade(
+            state.workspace,
+            model,
+            to,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            continue_on_error=continue_on_error,
+            wait=wait,
+            progress=progress_for(enabled=progress and not dry_run),
+            result=result,
+        )
+    except BaseException:
+        _summarize(result, stopped=True)
+        raise
     _summarize(result)
 
 
-def _summarize(result: RunResult) -> None:
+def _summarize(result: RunResult, *, stopped: bool = False) -> None:
+    """A line per model (and its steps, renames, failures); with `stopped`, what a run
+    that stopped on an error wrote before it stopped."""
     verb = "upgraded" if result.command == "upgrade" else "downgraded"
+    if stopped:
+        if not result.dry_run and any(r.migrated for r in result.reports):
+            for r in result.reports:
+                click.echo(f"{r.model}: {r.migrated} {verb} to {r.target} before the run stopped")
+        return
     for r in result.reports:
         for rename in r.renames:
             click.echo(_describe_rename(rename, result.dry_run))
@@ -332,6 +366,11 @@ def _summarize(result: RunResult) -> None:
             f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
             f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
         )
+        if r.newer:
+            click.echo(
+                f"  warning: {r.newer} documents are newer than this code and were left "
+                "alone; `check --pending` fails until they are at its version"
+            )
         for label, n in r.server_steps.items():
             click.echo(f"  step {label} ran on the server: {n} documents")
         for f in r.failures[:10]:
@@ -344,6 +383,28 @@ def _summarize(result: RunResult) -> None:
         )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+
+
+def _describe_run(run: dict[str, Any]) -> str:
+    """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'."""
+    models = run.get("models")
+    counts = "; ".join(
+        f"{m}: "
+        + ", ".join(
+            f"{k} {v}"
+            for k, v in c.items()
+            if k not in ("steps", "target", "server_steps", "renames") and v
+        )
+        for m, c in (models.items() if isinstance(models, dict) else ())
+        if isinstance(c, dict)
+    )
+    started = run.get("started_at")
+    when = f"{started:%Y-%m-%d %H:%M:%S}" if isinstance(started, datetime) else "?"
+    line = (
+        f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
+        f" {run.get('duration_s', '?')}s {counts}"
+    )
+    return "  " + shorten(" ".join(line.split()), 500)
 
 
 def _describe_rename(rename: RenameReport, dry_run: bool) -> str:
@@ -382,6 +443,9 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
                         "newer": s.newer,
                         "invalid": s.invalid,
                         "former": s.former,
+                        "unversioned_since": (
+                            s.unversioned_since.isoformat() if s.unversioned_since else None
+                        ),
                     }
                     for s in rows
                 ],
@@ -401,6 +465,12 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
         extra += "".join(
             f", {n} still under former name {old} (moved by upgrade)" for old, n in s.former.items()
         )
+        if s.unversioned_since is not None:
+            extra += (
+                f"; {s.unversioned} saved without a version since the upgrade of "
+                f"{s.unversioned_since:%Y-%m-%d %H:%M}: code that does not version this "
+                "model still writes it"
+            )
         click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
 
 
@@ -427,19 +497,7 @@ async def history(state: State, limit: int) -> None:
     if runs:
         click.echo("runs:")
     for run in runs:
-        counts = "; ".join(
-            f"{m}: "
-            + ", ".join(
-                f"{k} {v}"
-                for k, v in c.items()
-                if k not in ("steps", "target", "server_steps", "renames") and v
-            )
-            for m, c in (run.get("models") or {}).items()
-        )
-        click.echo(
-            f"  {run['started_at']:%Y-%m-%d %H:%M:%S} {run['command']} {run['outcome']}"
-            f" {run.get('duration_s', '?')}s {counts}".rstrip()
-        )
+        click.echo(_describe_run(run))
 
 
 @main.command()
@@ -460,9 +518,10 @@ async def check(state: State, pending: bool) -> None:
 @click.argument("model")
 @click.argument("version")
 @click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it.")
+@click.option("--force", is_flag=True, help="Stamp a version the model's chain does not know.")
 @pass_state
 @run_async
-async def stamp(state: State, model: str, version: str, wait: bool) -> None:
+async def stamp(state: State, model: str, version: str, wait: bool, force: bool) -> None:
     """Set the stored version of a model's documents without transforming them."""
-    n = await command.stamp(state.workspace, model, version, wait=wait)
+    n = await command.stamp(state.workspace, model, version, wait=wait, force=force)
     click.echo(f"stamped {n} documents at version {version}")

@@ -11,221 +11,48 @@ a test) with a `Workspace`::
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 import string
-import sys
+import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from atomdb.nosql import NoSQLModelManager
-
-from .config import TABLE, Config, mask, mask_url
-from .exceptions import (
-    ConfigError,
-    ConnectionFailedError,
-    MigrateError,
-    UnknownModelError,
-)
-from .history import History
-from .loader import load_migrations
-from .lock import LeaseLock
+from .config import TABLE, find_pyproject
+from .exceptions import ConfigError, MigrateError, short_repr, shorten
+from .literals import Source, docstring, quoted
+from .masking import mask
 from .model import VersionedModel
-from .registry import MigrationRegistry
+from .mongo import count_versions
 from .runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
     ModelReport,
     Progress,
     Runner,
-    count_versions,
 )
 from .schema import SchemaDiff, compare, infer_operations, newest_snapshot, snapshot
-from .versions import BASE_VERSION, Step, parse_version
+from .versions import BASE_VERSION, Step, parse_version, stored_version
+from .workspace import Workspace
 
-#: URLs of this scheme name an in-memory database (mongomock), kept for the
-#: life of the process: ``mongomock://memory/blog``. For examples and tests.
-MEMORY_SCHEME = "mongomock://"
-
-_MEMORY_CLIENTS: dict[str, Any] = {}
-
-
-def memory_client(url: str) -> Any:
-    """The in-memory client for a ``mongomock://`` URL (one per host part, per process)."""
-    host = url[len(MEMORY_SCHEME) :].split("/", 1)[0]
-    client = _MEMORY_CLIENTS.get(host)
-    if client is None:
-        try:
-            from mongomock_motor import AsyncMongoMockClient
-        except ImportError as exc:
-            raise ConfigError(
-                f"mongomock:// URLs need mongomock-motor ({exc}): "
-                "pip install 'atomdb-migrate[memory]'"
-            ) from None
-        client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
-    return client
-
-
-def wire_manager(database: Any) -> None:
-    """Point atom-db's model manager at a database, with a new object cache."""
-    manager: Any = NoSQLModelManager.instance()
-    manager.database = database
-    manager.proxies = {}
-
-
-class Workspace:
-    """The configuration, the models and steps it names, and the connection.
-
-    Models and step modules are loaded once, on first use; the connection is
-    opened by ``async with workspace`` (or `connect`) and checked at once, so
-    a wrong URL fails within the configured timeout.
-
-    """
-
-    def __init__(self, config: Config, registry: MigrationRegistry | None = None) -> None:
-        self.config = config
-        self.registry = registry or MigrationRegistry.instance()
-        self.steps: list[Step] = []
-        self._loaded = False
-        self._client: Any = None
-        self._database: Any = None
-
-    # ------------------------------------------------------------------
-    # Models and steps
-    # ------------------------------------------------------------------
-    def load(self) -> None:
-        """Import the configured model modules and load the step modules (once)."""
-        if self._loaded:
-            return
-        root = str(self.config.root)
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        for name in self.config.models:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:
-                raise ConfigError(
-                    f"cannot import models module {name!r}: {type(exc).__name__}: {exc}"
-                ) from exc
-        if self.config.migrations is not None:
-            self.steps = load_migrations(self.config.migrations, registry=self.registry)
-        self._loaded = True
-
-    def model(self, name: str) -> type[VersionedModel]:
-        """A versioned model by its ``__model__`` name or, if unique, its class name."""
-        self.load()
-        if name in self.registry.models:
-            return self.registry.models[name]
-        matches = [m for n, m in self.registry.models.items() if n.rsplit(".", 1)[-1] == name]
-        if len(matches) == 1:
-            return matches[0]
-        raise UnknownModelError(name, list(self.registry.models))
-
-    def models(self, names: tuple[str, ...] | list[str] = ()) -> list[type[VersionedModel]]:
-        """The models named, or every registered versioned model."""
-        self.load()
-        if names:
-            return [self.model(n) for n in names]
-        return [self.registry.models[n] for n in sorted(self.registry.models)]
-
-    # ------------------------------------------------------------------
-    # Connection
-    # ------------------------------------------------------------------
-    @property
-    def database(self) -> Any:
-        if self._database is None:
-            raise ConfigError("not connected")
-        return self._database
-
-    async def connect(self) -> Any:
-        """Connect, check the server answers, and wire atom-db's manager to it."""
-        if self._database is not None:
-            return self._database
-        url = self.config.url
-        if not url:
-            raise ConfigError(
-                "no MongoDB URL: give --url, set ATOMDB_MIGRATE_URL or MONGO_URL, "
-                "or set `url` in pyproject.toml"
-            )
-        name = self.config.database_name()
-        if url.startswith(MEMORY_SCHEME):
-            self._database = memory_client(url)[name]
-            self._client = None  # kept for the process: later commands see the same data
-            wire_manager(self._database)
-            return self._database
-        from pymongo import AsyncMongoClient
-        from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
-
-        timeout_ms = int(self.config.timeout * 1000)
-        try:
-            client: Any = AsyncMongoClient(
-                url,
-                serverSelectionTimeoutMS=timeout_ms,
-                connectTimeoutMS=timeout_ms,
-                socketTimeoutMS=max(timeout_ms, 60000),
-            )
-        except (ConfigurationError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"invalid MongoDB URL {mask_url(url)!r}: {mask(str(exc), url)}"
-            ) from None
-        try:
-            await client.admin.command("ping")
-            database = client[name]
-            # Credentials scoped to one database are checked on first use.
-            await database.command("ping")
-        except OperationFailure as exc:
-            await client.close()
-            reason = "authentication failed" if exc.code in (13, 18) else "refused"
-            raise ConnectionFailedError(
-                f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
-            ) from None
-        except PyMongoError as exc:
-            await client.close()
-            raise ConnectionFailedError(
-                f"cannot reach {mask_url(url)} within {self.config.timeout:g}s: "
-                f"{mask(_first_reason(exc), url)}"
-            ) from None
-        self._client, self._database = client, database
-        wire_manager(database)
-        return database
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-        self._client = self._database = None
-
-    async def __aenter__(self) -> Workspace:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    # ------------------------------------------------------------------
-    def lock(self, command: str, wait: bool = False) -> LeaseLock:
-        return LeaseLock(
-            self.database[self.config.lock_collection],
-            ttl=self.config.lock_ttl,
-            command=command,
-            wait=wait,
-        )
-
-    def history(self) -> History:
-        return History(self.database[self.config.history_collection])
-
-
-def _first_reason(exc: Exception) -> str:
-    """PyMongo's reason, without its timeouts and topology description."""
-    text = str(exc).splitlines()[0].split(", Timeout:")[0]
-    return re.sub(r" \(configured timeouts:[^)]*\)", "", text)
+__all__ = [
+    "ModelStatus",
+    "Revision",
+    "RunResult",
+    "Workspace",
+    "check",
+    "downgrade",
+    "drift",
+    "history",
+    "init",
+    "revision",
+    "stamp",
+    "status",
+    "upgrade",
+]
 
 
 # ----------------------------------------------------------------------
@@ -233,7 +60,7 @@ def _first_reason(exc: Exception) -> str:
 # ----------------------------------------------------------------------
 TABLE_TEMPLATE = """
 [tool.{table}]
-migrations = "{migrations}"
+migrations = {migrations}
 # models = ["app.models"]       # modules to import so the versioned models register
 # database = "app"              # or put the database in the URL
 # url: better given in ATOMDB_MIGRATE_URL or MONGO_URL than written here
@@ -243,25 +70,46 @@ migrations = "{migrations}"
 def init(directory: Path, migrations: str = "migrations") -> list[str]:
     """Create the migrations directory and the ``[tool.atomdb-migrate]`` table.
 
-    Returns what was done, a line each. Nothing that exists is overwritten.
+    The table goes into the project's ``pyproject.toml``: the nearest one
+    from `directory` up (however its table is spelled), or a new one in
+    `directory` when there is none. The migrations directory is made in
+    `directory` and recorded relative to that ``pyproject.toml``. Returns
+    what was done, a line each. Nothing that exists is overwritten.
+
+    Raises
+    ------
+    ConfigError
+        If the ``pyproject.toml`` found does not parse; nothing is written.
 
     """
     done: list[str] = []
+    pyproject = find_pyproject(directory) or directory / "pyproject.toml"
+    text = pyproject.read_text() if pyproject.is_file() else ""
+    try:
+        table = tomllib.loads(text).get("tool", {}).get(TABLE)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {pyproject}: {exc}; nothing was written") from None
     folder = directory / migrations
     if folder.is_dir():
         done.append(f"{folder} exists")
     else:
         folder.mkdir(parents=True)
         done.append(f"created {folder}")
-    pyproject = directory / "pyproject.toml"
-    text = pyproject.read_text() if pyproject.is_file() else ""
-    if re.search(rf"^\[tool\.{re.escape(TABLE)}\]", text, flags=re.M):
+    if table is not None:
         done.append(f"{pyproject} already has [tool.{TABLE}]")
-    else:
-        sep = "" if not text or text.endswith("\n") else "\n"
-        pyproject.write_text(text + sep + TABLE_TEMPLATE.format(table=TABLE, migrations=migrations))
-        done.append(f"added [tool.{TABLE}] to {pyproject}")
+        return done
+    relative = Path(os.path.relpath(folder.resolve(), pyproject.parent.resolve())).as_posix()
+    sep = "" if not text or text.endswith("\n") else "\n"
+    entry = TABLE_TEMPLATE.format(table=TABLE, migrations=_toml_string(relative))
+    pyproject.write_text(text + sep + entry)
+    done.append(f"added [tool.{TABLE}] to {pyproject}")
     return done
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string holding `text`."""
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\U{ord(c):08x}" for c in text)
+    return f'"{escaped}"'
 
 
 def next_version(version: str) -> str:
@@ -322,11 +170,14 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         start = str(max(cls.__parsed_version__, latest) if latest else cls.__parsed_version__)
         end = next_version(start)
     fields = snapshot(cls)
+    source = Source()
     values = dict(
-        message=message.replace('"""', "'''"),
-        model=cls.__model__,
-        from_version=start,
-        to_version=end,
+        message=docstring(message),
+        model=quoted(cls.__model__),
+        from_version=quoted(start),
+        to_version=quoted(end),
+        from_label=start,
+        to_label=end,
         schema=_format_schema(fields),
     )
     diff: SchemaDiff | None = None
@@ -340,9 +191,11 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             values["previous"] = "no earlier step (none records one)"
         else:
             diff = compare(base.schema or {}, fields)
-            lines = infer_operations(cls, diff) or ["# No change found since the snapshot."]
-            values["previous"] = f"{Path(base.source).name} (version {base.to_version})"
+            lines = infer_operations(cls, diff, source) or ["# No change found since the snapshot."]
+            where = " ".join(Path(base.source).name.splitlines())
+            values["previous"] = f"{where} (version {base.to_version})"
         values["operations"] = "".join(f"    {line}\n" for line in lines)
+        values["imports"] = "".join(f"{line}\n" for line in source.imports)
         name = "templates/operations.py.tmpl"
     else:
         name = "templates/step.py.tmpl"
@@ -370,7 +223,13 @@ def _format_schema(fields: dict[str, str]) -> str:
 # ----------------------------------------------------------------------
 @dataclass
 class RunResult:
-    """What a run of upgrade or downgrade did, per model."""
+    """What a run of upgrade or downgrade did, per model.
+
+    Filled as the run goes: a run that stopped on an error (or was
+    interrupted) holds the report of every model it started, with the
+    documents written before it stopped.
+
+    """
 
     command: str
     dry_run: bool
@@ -392,8 +251,13 @@ async def upgrade(
     wait: bool = False,
     sample: int = DEFAULT_SAMPLE,
     progress: Progress | None = None,
+    result: RunResult | None = None,
 ) -> RunResult:
-    """Bring stored documents to the code's versions (or `to`, for one model)."""
+    """Bring stored documents to the code's versions (or `to`, for one model).
+
+    Pass `result` to see what was done even when the run raises.
+
+    """
     classes = ws.models(models)
     if to is not None and len(classes) != 1:
         raise ConfigError("--to needs exactly one model")
@@ -408,6 +272,7 @@ async def upgrade(
         wait=wait,
         sample=sample,
         progress=progress,
+        result=result,
     )
 
 
@@ -421,6 +286,7 @@ async def downgrade(
     continue_on_error: bool = False,
     wait: bool = False,
     progress: Progress | None = None,
+    result: RunResult | None = None,
 ) -> RunResult:
     """Take one model's documents back to `to` through the downgrade functions."""
     cls = ws.model(model)
@@ -435,6 +301,7 @@ async def downgrade(
         wait=wait,
         sample=0,
         progress=progress,
+        result=result,
     )
 
 
@@ -450,8 +317,9 @@ async def _run(
     wait: bool,
     sample: int,
     progress: Progress | None,
+    result: RunResult | None,
 ) -> RunResult:
-    result = RunResult(command, dry_run)
+    result = result or RunResult(command, dry_run)
     await ws.connect()
     runner = Runner(
         ws.database,
@@ -461,13 +329,14 @@ async def _run(
         sample=sample,
         progress=progress,
         registry=ws.registry,
-        skip_collections=(ws.config.lock_collection, ws.config.history_collection),
+        skip_collections=ws.internal_collections,
     )
+    result.reports = runner.reports
 
     async def run_all() -> None:
         for cls in classes:
             run = runner.downgrade if command == "downgrade" else runner.upgrade
-            result.reports.append(await run(cls, to))
+            await run(cls, to)
 
     if dry_run:  # writes nothing: no lock, no history
         await run_all()
@@ -497,7 +366,7 @@ async def _run(
                 outcome,
                 {r.model: r.counts() for r in result.reports},
                 failures=result.failures,
-                error=mask(str(exc), ws.config.url) or type(exc).__name__,
+                error=shorten(mask(str(exc), ws.config.url)) or type(exc).__name__,
             )
             raise
         outcome = "succeeded" if not any(r.failed for r in result.reports) else "failed"
@@ -507,15 +376,38 @@ async def _run(
     return result
 
 
-async def stamp(ws: Workspace, model: str, version: str, *, wait: bool = False) -> int:
+def known_versions(ws: Workspace, cls: type[VersionedModel]) -> list[str]:
+    """The versions a model's chain knows: 0, its ``__version__``, and every step's."""
+    found = {parse_version(BASE_VERSION), cls.__parsed_version__}
+    for s in ws.registry.graph(cls).steps:
+        found.update((s.from_key, s.to_key))
+    return [str(v) for v in sorted(found)]
+
+
+async def stamp(
+    ws: Workspace, model: str, version: str, *, wait: bool = False, force: bool = False
+) -> int:
     """Set every stored document of a model to `version` without transforming it.
 
     For adopting data that is already in the shape of that version. Returns
     how many documents changed.
 
+    Raises
+    ------
+    ConfigError
+        If the model's chain does not know `version` (0, the model's
+        ``__version__``, or a version a step leaves or arrives at), unless
+        `force` is given.
+
     """
     cls = ws.model(model)
-    value = str(parse_version(version, model=cls.__model__))
+    value = str(parse_version(version, model=cls.__model__, what="stamp version"))
+    known = known_versions(ws, cls)
+    if value not in known and not force:
+        raise ConfigError(
+            f"model {cls.__model__!r}: its chain does not know version {value} "
+            f"(known: {', '.join(known)}); give --force to stamp it anyway"
+        )
     await ws.connect()
     async with ws.lock("stamp", wait=wait):
         history = ws.history()
@@ -545,6 +437,12 @@ class ModelStatus:
     #: Documents still in the collection of a former name (``ops.rename_model``),
     #: by that name; counted in `stored` and `pending` too.
     former: dict[str, int] = field(default_factory=dict)
+    #: Documents without a version although an upgrade left none behind: when
+    #: that upgrade finished, and how many there are now. Code that does not
+    #: version the model (an old pod) still saves it, dropping the version and
+    #: the fields it does not know.
+    unversioned_since: datetime | None = None
+    unversioned: int = 0
 
     @property
     def total(self) -> int:
@@ -554,7 +452,9 @@ class ModelStatus:
 async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> list[ModelStatus]:
     """Per model: the code's version and the stored documents at each version.
 
-    One aggregation per collection; nothing is read into Python but the counts.
+    One aggregation per collection; nothing is read into Python but the
+    counts. Each stored version counts once, whatever its BSON form (the
+    string ``"2"``, the int ``2``, the double ``2.0``).
 
     """
     classes = ws.models(models)
@@ -567,28 +467,39 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
         for old in ws.registry.former_names(cls):
             if old in names:
                 more = await count_versions(ws.database[old])
-                former[old] = sum(r["n"] for r in more)
+                former[old] = sum(n for _, n in more)
                 rows += more
         stored: dict[str, int] = {}
         pending = newer = invalid = 0
-        for row in rows:
-            raw = row["_id"]
-            name = BASE_VERSION if raw is None else str(raw)
-            stored[name] = stored.get(name, 0) + row["n"]
+        for raw, n in rows:
             try:
-                v = parse_version(BASE_VERSION if raw is None else raw)
+                v = stored_version(raw)
             except MigrateError:
-                invalid += row["n"]
-                continue
-            if v < cls.__parsed_version__:
-                pending += row["n"]
-            elif v > cls.__parsed_version__:
-                newer += row["n"]
+                invalid += n
+                name = _invalid_name(raw)
+            else:
+                name = str(v)
+                if v < cls.__parsed_version__:
+                    pending += n
+                elif v > cls.__parsed_version__:
+                    newer += n
+            stored[name] = stored.get(name, 0) + n
         ordered = dict(sorted(stored.items(), key=lambda kv: _sort_key(kv[0])))
-        out.append(
-            ModelStatus(cls.__model__, cls.__version__, ordered, pending, newer, invalid, former)
+        found = ModelStatus(
+            cls.__model__, cls.__version__, ordered, pending, newer, invalid, former
         )
+        unversioned = stored.get(BASE_VERSION, 0)
+        if unversioned and cls.__parsed_version__ != parse_version(BASE_VERSION):
+            since = await ws.history().last_complete(cls.__model__, cls.__version__)
+            if since is not None:
+                found.unversioned_since, found.unversioned = since, unversioned
+        out.append(found)
     return out
+
+
+def _invalid_name(raw: Any) -> str:
+    """How an invalid stored version is shown: its repr, cut short."""
+    return short_repr(raw, 40)
 
 
 def _sort_key(version: str) -> tuple[int, Any]:
@@ -641,26 +552,41 @@ def drift(ws: Workspace) -> list[str]:
 async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
     """Every problem found, a line each; empty when all is well.
 
-    Chains must be complete, every step module must load, and every model's
-    fields must match its newest schema snapshot at the same version. With
-    `pending`, documents still behind their model's version are a problem too.
+    Chains must be complete, every step module must load and be written (not
+    the template's), and every model's fields must match its newest schema
+    snapshot at the same version. With `pending`, the gate of a deploy:
+    documents behind their model's version, newer than it, or with an
+    invalid version are problems too.
 
     """
     try:
         ws.load()
+        classes = ws.models()
     except MigrateError as exc:
         return [str(exc)]
     problems = [str(p) for p in ws.registry.problems()]
     problems += drift(ws)
     if pending:
-        for s in await status(ws):
+        for s in await status(ws, [c.__model__ for c in classes]):
             if s.pending:
                 problems.append(
                     f"model {s.model!r}: {s.pending} stored documents are behind "
                     f"version {s.version}"
                 )
+            if s.newer:
+                problems.append(
+                    f"model {s.model!r}: {s.newer} stored documents are newer than "
+                    f"version {s.version} (written by newer code)"
+                )
             if s.invalid:
                 problems.append(
                     f"model {s.model!r}: {s.invalid} stored documents have an invalid __version__"
+                )
+            if s.unversioned_since is not None:
+                problems.append(
+                    f"model {s.model!r}: {s.unversioned} documents have no version although "
+                    f"the upgrade of {s.unversioned_since:%Y-%m-%d %H:%M} left none: code that "
+                    "does not version this model still saves it (see docs/deploying.md, "
+                    "adopting versioning)"
                 )
     return problems

@@ -21,6 +21,7 @@ timeout = 10                          # seconds to reach the server
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
+from .exceptions import ConfigError, short_repr
+from .masking import mask, mask_url, secrets
 
 #: The table of pyproject.toml that holds the settings.
 TABLE = "atomdb-migrate"
@@ -112,9 +114,7 @@ class Config:
             try:
                 name = parse_uri(self.url).get("database")
             except Exception as exc:
-                raise ConfigError(
-                    f"invalid MongoDB URL {mask_url(self.url)!r}: {mask(str(exc), self.url)}"
-                ) from None
+                raise invalid_url(self.url, exc) from None
             if name:
                 return str(name)
         raise ConfigError(
@@ -153,7 +153,31 @@ def read_table(path: Path) -> dict[str, Any]:
             )
     if not all(isinstance(m, str) for m in table.get("models", [])):
         raise ConfigError(f"{path}: [tool.{TABLE}] models must be a list of module names")
+    for key in ("lock-ttl", "timeout"):
+        if key in table:
+            seconds(table[key], f"{path}: [tool.{TABLE}] {key}")
     return table
+
+
+#: The shortest lease and server timeout accepted, in seconds.
+MIN_SECONDS = 0.1
+
+
+def seconds(value: float, what: str) -> float:
+    """A number of seconds, checked: finite and at least `MIN_SECONDS`.
+
+    Raises
+    ------
+    ConfigError
+        For NaN, infinity, zero, a negative number, or less than `MIN_SECONDS`.
+
+    """
+    if not math.isfinite(value) or value < MIN_SECONDS:
+        raise ConfigError(
+            f"{what} must be a finite number of seconds, at least {MIN_SECONDS:g}, "
+            f"not {short_repr(value)}"
+        )
+    return float(value)
 
 
 def load_config(
@@ -182,38 +206,24 @@ def load_config(
         migrations=Path(migrations) if migrations is not None else None,
         lock_collection=table.get("lock-collection", DEFAULT_LOCK_COLLECTION),
         history_collection=table.get("history-collection", DEFAULT_HISTORY_COLLECTION),
-        lock_ttl=float(table.get("lock-ttl", 30.0)),
-        timeout=float(timeout if timeout is not None else table.get("timeout", 10.0)),
+        lock_ttl=seconds(table.get("lock-ttl", 30.0), "lock-ttl"),
+        timeout=seconds(table.get("timeout", 10.0) if timeout is None else timeout, "--timeout"),
         pyproject=pyproject,
     )
 
 
-_CREDENTIALS = re.compile(
-    r"^(?P<scheme>[a-z0-9+.-]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@", re.IGNORECASE
-)
+def invalid_url(url: str, exc: BaseException) -> ConfigError:
+    """The error for a URL the driver refuses, with every secret masked.
 
+    The driver's message may quote an option's value outside any URL. A
+    secret too short to be masked wherever it appears (see
+    `atomdb_migrate.masking`) that the message still quotes as a word makes
+    the message be left out.
 
-def url_password(url: str | None) -> str | None:
-    """The password in a URL, if it has one."""
-    if not url:
-        return None
-    m = _CREDENTIALS.match(url)
-    return m.group("password") if m and m.group("password") else None
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url, count=1)
-
-
-def mask(text: str, url: str | None) -> str:
-    """Text with the URL's password (as written, and decoded) replaced by ``***``."""
-    password = url_password(url)
-    if not password:
-        return text
-    from urllib.parse import unquote
-
-    for secret in {password, unquote(password)}:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """
+    detail = mask(str(exc), url)
+    for secret in secrets(url):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", detail):
+            detail = "the driver's message quotes a secret of the URL, so it is not shown"
+            break
+    return ConfigError(f"invalid MongoDB URL {mask_url(url)!r}: {detail}")

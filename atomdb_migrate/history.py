@@ -24,6 +24,9 @@ from typing import Any
 #: How many failures a run report, and so its record, keeps in detail.
 MAX_FAILURES = 100
 
+#: How many of the latest successful upgrades are searched for a model's.
+RECENT = 200
+
 
 class History:
     """Records runs in a collection (PyMongo async or Motor)."""
@@ -55,8 +58,10 @@ class History:
         """Record how a run ended."""
         record = await self.collection.find_one({"_id": record_id}, {"started_at": 1})
         now = datetime.now(UTC)
-        started = record["started_at"] if record else None
-        if started is not None and started.tzinfo is None:
+        started = record.get("started_at") if record else None
+        if not isinstance(started, datetime):
+            started = None
+        elif started.tzinfo is None:
             started = started.replace(tzinfo=UTC)
         update: dict[str, Any] = {
             "outcome": outcome,
@@ -68,6 +73,29 @@ class History:
         if error:
             update["error"] = error
         await self.collection.update_one({"_id": record_id}, {"$set": update})
+
+    async def last_complete(self, model: str, version: str) -> datetime | None:
+        """When the last run finished that left every document of `model` at `version`.
+
+        That is a successful upgrade of the model to that version, in which no
+        document failed or was skipped. None if there was none.
+
+        """
+        # Model names hold dots, which a query reads as paths: look in Python.
+        query = {"command": "upgrade", "outcome": "succeeded"}
+        cursor = self.collection.find(query, {"finished_at": 1, "models": 1})
+        for run in await cursor.sort("finished_at", -1).limit(RECENT).to_list(length=RECENT):
+            models = run.get("models")
+            counts = models.get(model) if isinstance(models, dict) else None
+            if (
+                isinstance(counts, dict)
+                and counts.get("target") == version
+                and not counts.get("failed")
+                and not counts.get("skipped")
+            ):
+                when = run.get("finished_at")
+                return when if isinstance(when, datetime) else None
+        return None
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

@@ -110,7 +110,8 @@ def load_migrations(
         directory = config.migrations
     path = Path(directory)
     if not path.is_dir():
-        raise ConfigError(f"migrations directory {str(path)!r} does not exist")
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"migrations directory {str(path)!r} {what}")
     registry = registry or MigrationRegistry.instance()
 
     loaded: list[tuple[Path, ModuleType]] = []
@@ -196,7 +197,7 @@ def _load_module(file: Path) -> ModuleType:
 
 def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> Step:
     doc = (module.__doc__ or "").strip()
-    return register_step(
+    step = register_step(
         module.model,
         module.from_version,
         module.to_version,
@@ -208,6 +209,42 @@ def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> St
         source=str(file.resolve()),
         registry=registry,
     )
+    step.unfinished = _unfinished(file)
+    return step
+
+
+#: What each unfinished function of a step module needs.
+UNFINISHED = {
+    "upgrade": "upgrade still raises NotImplementedError, as the template does: write it",
+    "downgrade": (
+        "downgrade still raises NotImplementedError, as the template does: write it, "
+        "or delete it if the change cannot be undone"
+    ),
+}
+
+
+def _unfinished(file: Path) -> tuple[str, ...]:
+    """What is left to write: functions whose whole body raises NotImplementedError."""
+    try:
+        tree = ast.parse(file.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in UNFINISHED:
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]  # the docstring
+            if len(body) == 1 and _raises_not_implemented(body[0]):
+                found.append(UNFINISHED[node.name])
+    return tuple(found)
+
+
+def _raises_not_implemented(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.Raise) or node.exc is None:
+        return False
+    target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+    return isinstance(target, ast.Name) and target.id == "NotImplementedError"
 
 
 def _failing_line(exc: BaseException, file: Path) -> int:

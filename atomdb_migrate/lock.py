@@ -10,6 +10,12 @@ background; a runner that dies stops renewing, and its lease expires after
 ``ttl`` seconds. Lease times come from the runners' clocks, which should be
 kept in sync (NTP), as for every lease.
 
+The renewal runs in a thread of its own, with a synchronous client of its
+own (given as `renewal`), so that nothing the run does on its event loop (a
+slow synchronous step, a step that never awaits) can keep it from renewing.
+Without one, it runs as a task on the event loop, and a step that holds the
+loop longer than the renewal interval loses the lease; the error says so.
+
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -61,8 +69,11 @@ class LeaseLock:
         command: str = "atomdb-migrate",
         wait: bool = False,
         poll: float = 1.0,
+        renewal: Callable[[], Any] | None = None,
     ) -> None:
         self.collection = collection
+        #: Makes the synchronous collection the renewal thread writes to.
+        self.renewal = renewal
         self.ttl = ttl
         self.command = command
         self.wait = wait
@@ -71,7 +82,12 @@ class LeaseLock:
         self.owner = uuid.uuid4().hex
         self._valid_until = 0.0
         self._renewer: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._lost = False
+        #: The longest the event loop kept the renewal waiting, in seconds.
+        self.blocked = 0.0
+        self._due = float("inf")
 
     # ------------------------------------------------------------------
     async def acquire(self) -> None:
@@ -118,18 +134,29 @@ class LeaseLock:
         self._valid_until = started + self.ttl
         self._lost = False
 
-    async def renew(self) -> bool:
-        """Extend the lease; False if it is no longer ours."""
-        started = time.monotonic()
-        expires = datetime.now(UTC) + timedelta(seconds=self.ttl)
-        result = await self.collection.update_one(
-            {"_id": LOCK_ID, "owner": self.owner}, {"$set": {"expires_at": expires}}
-        )
-        if result.matched_count:
+    def _renewal(self) -> tuple[float, dict[str, Any], dict[str, Any]]:
+        """When a renewal starts, and its filter and update."""
+        now = datetime.now(UTC)
+        update = {"$set": {"expires_at": now + timedelta(seconds=self.ttl), "renewed_at": now}}
+        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, update
+
+    def _renewed(self, started: float, matched: int) -> bool:
+        if matched:
             self._valid_until = started + self.ttl
             return True
         self._lost = True
         return False
+
+    async def renew(self) -> bool:
+        """Extend the lease; False if it is no longer ours."""
+        started, query, update = self._renewal()
+        result = await self.collection.update_one(query, update)
+        return self._renewed(started, result.matched_count)
+
+    def renew_sync(self, collection: Any) -> bool:
+        """Extend the lease through a synchronous collection; False if it is no longer ours."""
+        started, query, update = self._renewal()
+        return self._renewed(started, collection.update_one(query, update).matched_count)
 
     async def release(self) -> None:
         """Give the lock up (only if it is still ours)."""
@@ -142,15 +169,38 @@ class LeaseLock:
         holding the lock.
 
         """
-        if self._lost or time.monotonic() >= self._valid_until:
+        now = time.monotonic()
+        if self._lost or now >= self._valid_until:
+            why = "not renewed in time, or taken by another runner"
+            if self._renewer is not None:  # a renewal still waiting for its turn
+                self.blocked = max(self.blocked, now - self._due)
+            if self.blocked >= self.ttl / 3:
+                why = (
+                    f"not renewed in time: the event loop was busy for {self.blocked:.1f} s "
+                    f"at a stretch, longer than the renewal interval ({self.ttl / 3:.1f} s); "
+                    "a step that blocks (slow synchronous code, or a slow async step that "
+                    "never awaits) starves the renewal. Raise lock-ttl, make the step "
+                    "faster or make it await, or lower --batch-size"
+                )
             raise LockLostError(
-                "the migration lock's lease was lost (not renewed in time, or taken by "
-                "another runner); stopping before the next write"
+                f"the migration lock's lease was lost ({why}); stopping before the next write"
             )
+
+    def _renew_in_thread(self, collection: Any) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.renew_sync(collection):
+                    log.error("the migration lock was taken by another runner")
+                    return
+            except Exception as exc:  # keep trying until the lease runs out
+                log.warning("could not renew the migration lock: %s", exc)
 
     async def _renew_forever(self) -> None:
         while True:
+            self._due = time.monotonic() + self.ttl / 3
             await asyncio.sleep(self.ttl / 3)
+            self.blocked = max(self.blocked, time.monotonic() - self._due)
+            self._due = float("inf")
             try:
                 if not await self.renew():
                     log.error("the migration lock was taken by another runner")
@@ -161,7 +211,17 @@ class LeaseLock:
     # ------------------------------------------------------------------
     async def __aenter__(self) -> LeaseLock:
         await self.acquire()
-        self._renewer = asyncio.create_task(self._renew_forever())
+        if self.renewal is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._renew_in_thread,
+                args=(self.renewal(),),
+                name="atomdb-migrate lease",
+                daemon=True,
+            )
+            self._thread.start()
+        else:
+            self._renewer = asyncio.create_task(self._renew_forever())
         return self
 
     async def __aexit__(
@@ -174,5 +234,9 @@ class LeaseLock:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        if self._thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         with contextlib.suppress(Exception):
             await self.release()

@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
+from .documents import Document
 from .exceptions import ChainError, IrreversibleOperationError, MigrateError, UnknownModelError
-from .versions import Document, Step, StepFunction, StepGraph, VersionLike
+from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
 
 if TYPE_CHECKING:
     from .model import VersionedModel
     from .ops import Operation, Operations
+
+BASE = parse_version(BASE_VERSION)
 
 #: A model given by its class or by its ``__model__`` name.
 ModelRef = Union[str, "type[VersionedModel]"]
@@ -184,6 +187,17 @@ class MigrationRegistry:
 
         """
         found: list[Exception] = []
+        for name, cls in sorted(self.models.items()):
+            if not len(self.graph(name)) and cls.__parsed_version__ != BASE:
+                found.append(
+                    ChainError(
+                        f"is at version {cls.__version__} but has no step, so documents "
+                        f"saved before it was versioned (version {BASE}) cannot be read; "
+                        f"add a step from {BASE} to {cls.__version__} (with operations = [] "
+                        "when their shape is already right)",
+                        model=name,
+                    )
+                )
         for name, graph in sorted(self.graphs.items()):
             if not len(graph):
                 continue
@@ -193,6 +207,11 @@ class MigrationRegistry:
                 found.append(exc)
                 continue
             found.extend(graph.problems(head))
+            found.extend(
+                ChainError(f"step {s.source} ({s.from_version} -> {s.to_version}): {what}")
+                for s in graph.steps
+                for what in s.unfinished
+            )
         return found
 
     @contextmanager

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from atom.api import Member
 
+from .exceptions import short_repr
+from .literals import Source
 from .ops import check_value
 from .versions import Step
 
@@ -135,16 +137,33 @@ def _default(cls: type[VersionedModel], name: str) -> tuple[Any, str]:
     try:
         check_value(value, name)
     except ValueError:
-        return None, f"  # its default {value!r} is not stored as it is: set one"
+        return None, f"  # its default {_shown(value)} is not stored as it is: set one"
     return value, ""
 
 
-def infer_operations(cls: type[VersionedModel], diff: SchemaDiff) -> list[str]:
-    """The lines of an ``operations`` list for a difference, with comments for the author."""
+def _shown(value: Any) -> str:
+    """A value as a comment shows it: one line."""
+    return " ".join(short_repr(value, 60).split())
+
+
+def infer_operations(
+    cls: type[VersionedModel], diff: SchemaDiff, source: Source | None = None
+) -> list[str]:
+    """The lines of an ``operations`` list for a difference, with comments for the author.
+
+    Values are written as Python expressions; `source` collects the imports
+    they need.
+
+    """
+    source = source or Source()
     lines: list[str] = []
     for name in diff.added:
         value, note = _default(cls, name)
-        lines.append(f"ops.add_field({name!r}, {value!r}),{note}")
+        try:
+            text = source.literal(value)
+        except ValueError:
+            text, note = "None", f"  # its default {_shown(value)} cannot be written: set one"
+        lines.append(f"ops.add_field({name!r}, {text}),{note}")
     for name in diff.removed:
         lines.append(f"ops.remove_field({name!r}),")
     for name, (before, after) in diff.changed.items():
@@ -164,4 +183,5 @@ def infer_operations(cls: type[VersionedModel], diff: SchemaDiff) -> list[str]:
                     f"if {new!r} is {old!r} renamed, replace their two lines with "
                     f"ops.rename_field({old!r}, {new!r}),"
                 )
-    return lines
+    # Names and types in comments are the model's own text: keep each line one line.
+    return [" ".join(line.splitlines()) for line in lines]

@@ -79,8 +79,18 @@ def test_autogenerate_then_check(app: Path, registry: MigrationRegistry) -> None
     first = app / "migrations" / "0001_first_version.py"
     # A plain revision records the schema too; make it the step to version 1.
     text = first.read_text().replace('from_version = "1"', 'from_version = "0"')
-    first.write_text(text.replace('to_version = "2"', 'to_version = "1"'))
+    text = text.replace('to_version = "2"', 'to_version = "1"')
     assert "'status': 'Str'" in text
+    first.write_text(text)
+    code, out = cli(app, "check")
+    assert code == 1 and "upgrade still raises NotImplementedError" in out, out
+    assert "downgrade still raises NotImplementedError" in out, "the template is not a step"
+    text = (
+        text.split("def upgrade")[0]
+        + "def upgrade(doc):\n    pass\n\nschema"
+        + (text.split("\nschema", 1)[1])
+    )
+    first.write_text(text)
     assert cli(app, "check") == (0, "ok\n")
 
     # The model changes without a migration: check fails, naming the changes.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,35 @@ async def test_lease_is_renewed_while_held(sdb: Any) -> None:
         with pytest.raises(LockHeldError):
             await LeaseLock(coll).acquire()
         lock.check()
+
+
+async def test_a_renewal_task_starved_by_a_blocking_step_names_the_cause(sdb: Any) -> None:
+    """Without a thread of its own, the renewal shares the event loop."""
+    async with LeaseLock(sdb["locks"], ttl=0.3) as lock:
+        await asyncio.sleep(0)
+        time.sleep(0.6)  # a synchronous step holding the loop, then a write
+        with pytest.raises(LockLostError, match=r"the event loop was busy for 0\.[5-9] s"):
+            lock.check()
+
+
+async def test_a_renewal_thread_keeps_the_lease_through_a_blocking_step(
+    sdb: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    from atomdb_migrate.mongo import is_mongomock, sync_database
+
+    if is_mongomock(sdb):
+        pytest.skip("the synchronous client is a real server's; mongomock's is in process")
+    from .conftest import server_url
+
+    client, database = sync_database(server_url(backend, request), sdb.name, 5)
+    try:
+        async with LeaseLock(sdb["locks"], ttl=0.3, renewal=lambda: database["locks"]) as lock:
+            await asyncio.sleep(0)
+            time.sleep(1.0)  # more than three leases, the loop blocked all along
+            lock.check()
+            assert (await sdb["locks"].find_one({}))["renewed_at"] is not None
+    finally:
+        client.close()
 
 
 async def test_a_dead_holders_lease_expires(sdb: Any) -> None:

@@ -28,8 +28,8 @@ sys.path.insert(0, str(HERE))
 from blog_models import Comment, Image, Page, User  # noqa: E402
 
 from atomdb_migrate.cli import main as cli  # noqa: E402
-from atomdb_migrate.command import Workspace  # noqa: E402
 from atomdb_migrate.config import load_config  # noqa: E402
+from atomdb_migrate.workspace import Workspace  # noqa: E402
 
 MIGRATIONS = HERE / "migrations"
 

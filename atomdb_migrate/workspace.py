@@ -1,0 +1,223 @@
+"""A workspace: the configuration, the models and steps it names, and the connection.
+
+Every command runs in one::
+
+    async with Workspace(load_config(url="mongodb://db/app", models=["app.models"])) as ws:
+        result = await command.upgrade(ws)
+
+Connecting points atom-db's model manager at the workspace's database, so
+that steps and restores see it; closing puts the manager back as it was
+found (the app's own database, proxies and object cache), and closes only
+the client the workspace opened.
+
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from types import TracebackType
+from typing import Any
+
+from .config import Config, invalid_url
+from .exceptions import ConfigError, ConnectionFailedError, UnknownModelError
+from .history import History
+from .loader import load_migrations
+from .lock import LeaseLock
+from .masking import mask, mask_url
+from .model import VersionedModel
+from .mongo import MEMORY_SCHEME, ManagerState, memory_client, sync_database, wire_manager
+from .registry import MigrationRegistry
+from .versions import Step
+
+
+class Workspace:
+    """The configuration, the models and steps it names, and the connection.
+
+    Models and step modules are loaded once, on first use; the connection is
+    opened by ``async with workspace`` (or `connect`) and checked at once, so
+    a wrong URL fails within the configured timeout.
+
+    """
+
+    def __init__(self, config: Config, registry: MigrationRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or MigrationRegistry.instance()
+        self.steps: list[Step] = []
+        self._loaded = False
+        self._client: Any = None
+        self._database: Any = None
+        self._manager: ManagerState | None = None
+        self._sync: tuple[Any, Any] | None = None
+
+    # ------------------------------------------------------------------
+    # Models and steps
+    # ------------------------------------------------------------------
+    def load(self) -> None:
+        """Import the configured model modules and load the step modules (once)."""
+        if self._loaded:
+            return
+        root = str(self.config.root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        for name in self.config.models:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot import models module {name!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+        if self.config.migrations is not None:
+            self.steps = load_migrations(self.config.migrations, registry=self.registry)
+        self._loaded = True
+
+    def model(self, name: str) -> type[VersionedModel]:
+        """A versioned model by its ``__model__`` name or, if unique, its class name."""
+        self.load()
+        if name in self.registry.models:
+            return self._checked(self.registry.models[name])
+        matches = [m for n, m in self.registry.models.items() if n.rsplit(".", 1)[-1] == name]
+        if len(matches) == 1:
+            return self._checked(matches[0])
+        raise UnknownModelError(name, list(self.registry.models))
+
+    def models(self, names: tuple[str, ...] | list[str] = ()) -> list[type[VersionedModel]]:
+        """The models named, or every registered versioned model."""
+        self.load()
+        if names:
+            return [self.model(n) for n in names]
+        return [self._checked(self.registry.models[n]) for n in sorted(self.registry.models)]
+
+    @property
+    def internal_collections(self) -> tuple[str, str]:
+        """The collections the toolkit keeps for itself: the lock's and the history's."""
+        return (self.config.lock_collection, self.config.history_collection)
+
+    def _checked(self, cls: type[VersionedModel]) -> type[VersionedModel]:
+        """A model, refused if its collection is one the toolkit keeps for itself."""
+        if cls.__model__ in self.internal_collections:
+            raise ConfigError(
+                f"model {cls.__model__!r} is stored in the collection the toolkit keeps "
+                "for its lock or its history; rename the model, or set lock-collection "
+                "and history-collection to other names"
+            )
+        return cls
+
+    # ------------------------------------------------------------------
+    # Connection
+    # ------------------------------------------------------------------
+    @property
+    def database(self) -> Any:
+        if self._database is None:
+            raise ConfigError("not connected")
+        return self._database
+
+    async def connect(self) -> Any:
+        """Connect, check the server answers, and wire atom-db's manager to it."""
+        if self._database is not None:
+            return self._database
+        url = self.config.url
+        if not url:
+            raise ConfigError(
+                "no MongoDB URL: give --url, set ATOMDB_MIGRATE_URL or MONGO_URL, "
+                "or set `url` in pyproject.toml"
+            )
+        name = self.config.database_name()
+        if url.startswith(MEMORY_SCHEME):
+            database = memory_client(url)[name]
+            client = None  # kept for the process: later commands see the same data
+        else:
+            client, database = await self._open(url, name)
+        self._client, self._database = client, database
+        self._manager = ManagerState()
+        wire_manager(database)
+        return database
+
+    async def _open(self, url: str, name: str) -> tuple[Any, Any]:
+        from pymongo import AsyncMongoClient
+        from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+
+        timeout_ms = int(self.config.timeout * 1000)
+        try:
+            client: Any = AsyncMongoClient(
+                url,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+                socketTimeoutMS=max(timeout_ms, 60000),
+            )
+        except (ConfigurationError, ValueError, TypeError) as exc:
+            raise invalid_url(url, exc) from None
+        try:
+            await client.admin.command("ping")
+            database = client[name]
+            # Credentials scoped to one database are checked on first use.
+            await database.command("ping")
+        except OperationFailure as exc:
+            await client.close()
+            reason = "authentication failed" if exc.code in (13, 18) else "refused"
+            raise ConnectionFailedError(
+                f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
+            ) from None
+        except PyMongoError as exc:
+            await client.close()
+            raise ConnectionFailedError(
+                f"cannot reach {mask_url(url)} within {self.config.timeout:g}s: "
+                f"{mask(_first_reason(exc), url)}"
+            ) from None
+        return client, database
+
+    async def close(self) -> None:
+        """Close the clients the workspace opened; put atom-db's manager back as it was."""
+        if self._manager is not None:
+            self._manager.restore()
+            self._manager = None
+        if self._sync is not None:
+            sync_client, self._sync = self._sync[0], None
+            if sync_client is not None:
+                sync_client.close()
+        client, self._client, self._database = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> Workspace:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------
+    def lock(self, command: str, wait: bool = False) -> LeaseLock:
+        """The migration lock, for a command; its lease is renewed from a thread."""
+        return LeaseLock(
+            self.database[self.config.lock_collection],
+            ttl=self.config.lock_ttl,
+            command=command,
+            wait=wait,
+            renewal=lambda: self.sync_database()[self.config.lock_collection],
+        )
+
+    def sync_database(self) -> Any:
+        """A synchronous connection to the database, for threads beside the event loop."""
+        if self._sync is None:
+            assert self.config.url is not None
+            self._sync = sync_database(
+                self.config.url, self.config.database_name(), self.config.timeout
+            )
+        return self._sync[1]
+
+    def history(self) -> History:
+        """The record of runs."""
+        return History(self.database[self.config.history_collection])
+
+
+def _first_reason(exc: Exception) -> str:
+    """PyMongo's reason, without its timeouts and topology description."""
+    text = str(exc).splitlines()[0].split(", Timeout:")[0]
+    return re.sub(r" \(configured timeouts:[^)]*\)", "", text)
