@@ -54,6 +54,37 @@ def is_secret_option(name: str) -> bool:
     return lower in SECRET_OPTIONS or any(word in lower for word in SECRET_WORDS)
 
 
+def _spans(url: str) -> list[tuple[int, int]]:
+    """Where a URL may hold secrets, found on the URL as given, merged.
+
+    The user information runs up to the last ``@`` (which a secret option's
+    value may hold too); secret options' values may seem to hold a password
+    part, and a password may seem to hold options. All of them count.
+
+    """
+    scheme = url.find("://")
+    if scheme < 0:
+        return []
+    start = scheme + 3
+    spans: list[tuple[int, int]] = []
+    at = url.rfind("@", start)
+    if at >= 0:
+        spans.append((start, at))
+    offset = start
+    for part in _OPTION_SPLIT.split(url[start:]):
+        name, equals, _ = part.partition("=")
+        if equals and part not in "?&;" and is_secret_option(unquote(name)):
+            spans.append((offset + len(name) + 1, offset + len(part)))
+        offset += len(part)
+    merged: list[tuple[int, int]] = []
+    for begin, stop in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        elif stop > begin:
+            merged.append((begin, stop))
+    return merged
+
+
 def mask_url(url: str) -> str:
     """The URL with its user information and secret options replaced by ``***``.
 
@@ -61,44 +92,29 @@ def mask_url(url: str) -> str:
     ``mongodb://admin:Sup3r@Secret99@host/db`` gives ``mongodb://***@host/db``.
 
     """
-    scheme = url.find("://")
-    if scheme < 0:
-        return url
-    start = scheme + 3
-    # Secret options first: a value may hold an "@", which must not be taken
-    # for the end of the user information.
-    parts = _OPTION_SPLIT.split(url[start:])
-    for i in range(2, len(parts), 2):
-        name, equals, _ = parts[i].partition("=")
-        if equals and is_secret_option(unquote(name)):
-            parts[i] = f"{name}={MASK}"
-    url = url[:start] + "".join(parts)
-    at = url.rfind("@", start)
-    if at >= 0:
-        url = url[:start] + MASK + url[at:]
-    return url
+    out, end = [], 0
+    for begin, stop in _spans(url):
+        out.append(url[end:begin] + MASK)
+        end = stop
+    return "".join(out) + url[end:]
 
 
 def secrets(url: str | None) -> list[str]:
-    """The secrets of a URL, as written and percent-decoded: its user information
-    and the values of its secret options."""
-    if not url or "://" not in url:
+    """The secrets of a URL, as written and percent-decoded: what `mask_url` masks,
+    and the password and option values within it."""
+    if not url:
         return []
     found: list[str] = []
-    start = url.find("://") + 3
-    parts = _OPTION_SPLIT.split(url[start:])
-    for i in range(2, len(parts), 2):
-        name, equals, value = parts[i].partition("=")
-        if equals and is_secret_option(unquote(name)):
+    for begin, stop in _spans(url):
+        text = url[begin:stop]
+        password = text.partition(":")[2]
+        found += [text, password]
+        # A password may hold "@" or what looks like options: each part too.
+        found += [_OPTION_SPLIT.split(piece)[0] for piece in password.split("@")]
+        for part in _OPTION_SPLIT.split(text):
+            value = part.partition("=")[2]
             found.append(value)
-            found.extend(part.partition(":")[2] for part in value.split(","))
-            parts[i] = ""
-    rest = url[:start] + "".join(parts)
-    at = rest.rfind("@", start)
-    if at > start:
-        userinfo = rest[start:at]
-        found.append(userinfo)
-        found.append(userinfo.partition(":")[2])
+            found.extend(pair.partition(":")[2] for pair in value.split(","))
     out: list[str] = []
     for secret in found:
         for form in (secret, unquote(secret)):

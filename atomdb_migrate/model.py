@@ -25,7 +25,8 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import Document, copy_document
 from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
-from .registry import MigrationRegistry
+from .mongo import is_mongomock
+from .registry import MigrationRegistry, listen_to_aliases
 from .versions import (
     BASE_VERSION,
     VERSION_KEY,
@@ -34,7 +35,7 @@ from .versions import (
     stored_version,
     version_key,
 )
-from .writes import document_diff, guard, write_problem
+from .writes import conditional_update
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -111,6 +112,19 @@ class VersionedModelMeta(ModelMeta):
         return cls
 
 
+def _alias_changed(name: str, cls: type[NoSQLModel] | None) -> None:
+    """Follow the registry's former names in atom-db's serializer registries."""
+    if cls is not None:
+        add_to_serializer_registries(cls, name)
+        return
+    for serializer in list(ModelSerializer._instances.values()):
+        if isinstance(serializer, NoSQLModelSerializer):
+            registry = serializer.get_member("registry").get_slot(serializer)
+            found = registry.get(name) if registry is not None else None
+            if found is not None and getattr(found, "__model__", name) != name:
+                del registry[name]
+
+
 def add_to_serializer_registries(cls: type[NoSQLModel], name: str | None = None) -> None:
     """Make a model class restorable by reference under its name (or `name`).
 
@@ -153,9 +167,8 @@ class VersionedModelSerializer(NoSQLModelSerializer):
     def _default_registry(self) -> dict[str, type[Any]]:
         """atom-db's registry, with the former names of renamed models."""
         found: dict[str, type[Any]] = super()._default_registry()  # type: ignore[no-untyped-call]
-        for old, new in MigrationRegistry.instance().aliases.items():
-            if new in found:
-                found.setdefault(old, found[new])
+        for old, cls in MigrationRegistry.instance()._alias_classes().items():
+            found.setdefault(old, cls)
         return found
 
 
@@ -309,11 +322,8 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         raw = state.get(VERSION_KEY)
         registry = MigrationRegistry.instance()
         plans = registry.plan_cache(cls.__model__, cls.__version__)
-        try:
-            key = version_key(raw)
-            cached = plans.get(key)
-        except TypeError:  # an unhashable stored version: parsed below, and refused
-            key, cached = None, None
+        key = version_key(raw)
+        cached = plans.get(key)
         if cached is not None:
             return (*await apply_chain(cached, state), True)
         doc_id = state.get("_id")
@@ -332,8 +342,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
             )
         steps = graph.plan_upgrade(stored, head, doc_id=doc_id)
-        if key is not None:
-            plans[key] = steps
+        plans[key] = steps
         return (*await apply_chain(steps, state), True)
 
     @classmethod
@@ -437,20 +446,12 @@ async def write_back(
             before,
         )
         return False
-    update = document_diff(old, new)
-    if not update:
-        return True
-    query = guard(old, fields, complete=True)
-    problem = write_problem(new, query, update)
-    if problem is not None:
-        log.warning(
-            "%s: document _id=%s upgraded on read but not written back: %s",
-            cls.__model__,
-            short_repr(doc_id),
-            problem,
-        )
-        return False
     try:
+        query, update = conditional_update(
+            old, new, fields, complete=True, expressions=not is_mongomock(cls.objects)
+        )
+        if not update:
+            return True
         result = await cls.objects.update_one(query, update)
     except Exception as exc:  # the read goes on; the document stays for later
         log.warning(
@@ -532,3 +533,6 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
         if result.matched_count:
             return result
     raise ConflictError(cls.__model__, doc_id, SAVE_ATTEMPTS)
+
+
+listen_to_aliases(_alias_changed)

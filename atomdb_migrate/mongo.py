@@ -19,7 +19,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
 from pymongo import UpdateOne
@@ -238,15 +238,32 @@ class ManagerState:
         ...
         saved.restore()
 
+    States may be put back in any order (two workspaces closed in the order
+    they were opened): the manager ends as it was before the first.
+
     """
+
+    #: The states taken and not put back yet, oldest first.
+    _taken: ClassVar[list[ManagerState]] = []
 
     def __init__(self) -> None:
         manager: Any = NoSQLModelManager.instance()
         self._database = manager.get_member("database").get_slot(manager)
         self._proxies = manager.get_member("proxies").get_slot(manager)
+        ManagerState._taken.append(self)
 
     def restore(self) -> None:
-        """Put the manager back as it was."""
+        """Put the manager back as it was (or, if a later state is still taken, hand
+        what this one found to it, to put back when it is)."""
+        taken = ManagerState._taken
+        if self not in taken:
+            return
+        index = taken.index(self)
+        taken.pop(index)
+        if index < len(taken):
+            later = taken[index]
+            later._database, later._proxies = self._database, self._proxies
+            return
         manager: Any = NoSQLModelManager.instance()
         for name, value in (("database", self._database), ("proxies", self._proxies)):
             member = manager.get_member(name)

@@ -22,15 +22,16 @@ it does not find in the new one, and the old name restores as the new model.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import BulkWriteError
 
-from .documents import copy_document
-from .mongo import batches, bulk_update, collection_names
+from .documents import Document, copy_document
+from .mongo import batches, bulk_update, collection_names, is_mongomock
 from .ops import rename_references
-from .writes import Write, document_diff
+from .writes import Write, conditional_update
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -97,6 +98,34 @@ async def rename_collection(
     )
 
 
+async def referring(
+    database: Any, old: str, new: str, *, skip: tuple[str, ...] = (), batch_size: int = 1000
+) -> AsyncIterator[tuple[str, Document, Document]]:
+    """The documents that refer to the model under its former name `old`.
+
+    Every document of every collection but `skip` (not the views) is read:
+    references may sit at any depth. Yields the collection's name, the
+    document as read, and the document with its references renamed to `new`.
+    In the model's own collection, a document's own ``__model__`` is the
+    step's to change (with the version): only the references it holds count.
+
+    """
+    for name in sorted(await collection_names(database)):
+        if name in skip:
+            continue
+        own = name in (new, old)
+        async for batch in batches(database[name].find({}), batch_size):
+            for doc in batch:
+                changed = copy_document(doc)
+                if rename_references(changed, old, new, top=not own):
+                    yield name, doc, changed
+
+
+async def count_references(database: Any, old: str, new: str, *, skip: tuple[str, ...] = ()) -> int:
+    """How many documents still refer to the model under its former name `old`."""
+    return sum([1 async for _ in referring(database, old, new, skip=skip)])
+
+
 async def rewrite_references(
     database: Any,
     report: RenameReport,
@@ -107,33 +136,27 @@ async def rewrite_references(
 ) -> None:
     """Rewrite the references to the old name in every collection but `skip`.
 
-    Every document of every collection (not the views) is read: references
-    may sit at any depth. Each changed document gets an update of the
-    top-level fields that hold references, matched on their values as read.
-    In the model's own collection, a document's own ``__model__`` is left to
-    the step (which sets it with the version): only the references it holds
-    are rewritten, and counted.
+    Each document found by `referring` gets an update of the top-level fields
+    that hold references, matched on their values as read.
 
     """
-    for name in sorted(await collection_names(database)):
-        if name in skip:
+    writes: dict[str, list[Write]] = {}
+    async for name, doc, changed in referring(
+        database, report.old, report.new, skip=skip, batch_size=batch_size
+    ):
+        pending = writes.setdefault(name, [])
+        try:
+            expressions = not is_mongomock(database)
+            pending.append(conditional_update(doc, changed, (), expressions=expressions))
+        except ValueError as exc:
+            log.warning("%s: references of _id=%r not rewritten: %s", name, doc.get("_id"), exc)
             continue
-        collection = database[name]
-        own = name in (report.new, report.old)
-        writes: list[Write] = []
-        async for batch in batches(collection.find({}), batch_size):
-            for doc in batch:
-                new = copy_document(doc)
-                if rename_references(new, report.old, report.new, top=not own):
-                    update = document_diff(doc, new)
-                    guard = {"_id": doc["_id"]}
-                    guard.update({k: {"$eq": doc[k]} for k in update.get("$set", {})})
-                    writes.append((guard, update))
-            if len(writes) >= batch_size:
-                report.references += await _write(collection, writes, lock)
-                writes = []
-        if writes:
-            report.references += await _write(collection, writes, lock)
+        if len(pending) >= batch_size:
+            report.references += await _write(database[name], pending, lock)
+            writes[name] = []
+    for name, pending in writes.items():
+        if pending:
+            report.references += await _write(database[name], pending, lock)
 
 
 async def _write(collection: Any, writes: list[Write], lock: LeaseLock | None) -> int:

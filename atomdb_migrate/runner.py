@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,8 +49,15 @@ from .mongo import batches, bulk_update, collection_names, count_versions, is_mo
 from .ops import Operations
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
-from .versions import VERSION_KEY, Step, apply_chain, parse_version, stored_version, version_key
-from .writes import document_diff, unchanged_filter, write_problem
+from .versions import (
+    VERSION_KEY,
+    Step,
+    apply_chain,
+    parse_version,
+    stored_version,
+    version_key,
+)
+from .writes import conditional_update
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -203,6 +210,13 @@ class Runner:
         `atomdb_migrate.ops`); False runs every step on the client path.
     skip_collections: tuple of str
         Collections never scanned for references (the lock and the history).
+    only: mapping, optional
+        Only these documents: their ``_id``, by ``__model__`` name (to retry
+        the documents a run recorded as failed). Their steps run on the
+        client.
+    redact: callable, optional
+        Masks the secrets in a failure's message before the report keeps it
+        (a step's error may quote a URL).
 
     """
 
@@ -219,6 +233,8 @@ class Runner:
         registry: MigrationRegistry | None = None,
         server_side: bool = True,
         skip_collections: tuple[str, ...] = (),
+        only: Mapping[str, Sequence[Any]] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -232,6 +248,11 @@ class Runner:
         self.registry = registry or MigrationRegistry.instance()
         self.server_side = server_side
         self.skip_collections = skip_collections
+        self.only = only
+        self.redact: Callable[[str], str] = redact or str
+        #: The documents of the model being run: all of them, or `only` its ids.
+        self._scope: dict[str, Any] = {}
+        self._expressions = True
         #: A report per model run, added when the run starts: what a run that
         #: stopped on an error did is there too.
         self.reports: list[ModelReport] = []
@@ -281,11 +302,17 @@ class Runner:
         collection = self.database[cls.__model__]
         if not downgrade:
             collection = await self._rename_collections(cls, report)
-        query = {VERSION_KEY: {"$ne": str(target)}}
+        self._scope = {}
+        self._expressions = not is_mongomock(self.database)
+        if self.only is not None:
+            self._scope = {"_id": {"$in": list(self.only.get(cls.__model__, ()))}}
+        query = {**self._scope, VERSION_KEY: {"$ne": str(target)}}
         plan_for = self._planner(cls, target, downgrade)
 
-        # 1. Survey, and refuse to start on a broken chain.
-        rows = await count_versions(collection, query)
+        # 1. Survey every document, and refuse to start on a broken chain.
+        # (Not only those `query` finds: {$ne: target} leaves out an array
+        # holding the target, which is no version.)
+        rows = await count_versions(collection, self._scope or None)
         raws = [raw for raw, _ in rows]
         others = 0  # documents newer, beyond the target, or with a broken chain
         chain: tuple[Step, ...] = ()
@@ -311,27 +338,25 @@ class Runner:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
             await self._sample(cls, collection, query, plan_for, report, downgrade)
             return report
+        # 2. References to every former name, in every collection, rewritten
+        # to the model's name: on every run while the model has former names,
+        # documents pending or not, and before any document passes the step
+        # renaming it (a run killed in between repeats this).
+        if not downgrade:
+            for old in self.registry.former_names(cls):
+                rename = next((r for r in report.renames if r.old == old), None)
+                if rename is None:
+                    rename = RenameReport(old, cls.__model__)
+                    report.renames.append(rename)
+                await rewrite_references(
+                    self.database,
+                    rename,
+                    skip=self.skip_collections,
+                    batch_size=self.batch_size,
+                    lock=self.lock,
+                )
         if not report.pending:
             return report
-
-        # 2. References to a former name, in every collection, before any
-        # document passes the step renaming it: a run killed in between
-        # repeats this.
-        renamed = {
-            op.old_name for s in chain if s.operations is not None for op in s.operations.renames()
-        }
-        for old in sorted(renamed):
-            rename = next((r for r in report.renames if r.old == old), None)
-            if rename is None:
-                rename = RenameReport(old, cls.__model__)
-                report.renames.append(rename)
-            await rewrite_references(
-                self.database,
-                rename,
-                skip=self.skip_collections,
-                batch_size=self.batch_size,
-                lock=self.lock,
-            )
 
         # 3. Steps made of operations on the server; the steps between them
         # on the client, up to the version each server step leaves.
@@ -360,7 +385,25 @@ class Runner:
         )
         if not done:
             await self._stream(cls, collection, target, downgrade, report, raws, final=True)
+        await self._record_unreached(collection, str(target), raws, plan_for, report)
         return report
+
+    async def _record_unreached(
+        self, collection: Any, target: str, raws: list[Any], plan_for: Any, report: ModelReport
+    ) -> None:
+        """Record, as failed, the documents whose version is an array holding the target.
+
+        The streams find documents with ``{$ne: target}``, which leaves those
+        out; with ``continue_on_error`` the survey did not refuse them either.
+
+        """
+        for raw in raws:
+            plan = plan_for(raw)
+            if type(raw) is not list or target not in raw or plan.error is None:
+                continue
+            async for doc in collection.find({**self._scope, VERSION_KEY: {"$eq": raw}}):
+                if type(doc.get(VERSION_KEY)) is list:
+                    self._record_failure(report, doc.get("_id"), plan.error)
 
     def _planner(
         self, cls: type[VersionedModel], target: Version, downgrade: bool
@@ -369,11 +412,7 @@ class Runner:
         plans: dict[Any, _Plan] = {}
 
         def plan_for(raw: Any) -> _Plan:
-            try:
-                key = version_key(raw)
-                hash(key)
-            except TypeError:  # an unhashable stored value: a document, a list
-                key = (type(raw), short_repr(raw))
+            key = version_key(raw)
             plan = plans.get(key)
             if plan is None:
                 plan = plans[key] = self._plan(cls, raw, target, downgrade)
@@ -419,7 +458,7 @@ class Runner:
         if steps and self.server_side and is_mongomock(collection):
             _say_once("mongomock runs no pipeline updates: steps of operations run on the client")
             return set()
-        return steps if self.server_side else set()
+        return steps if self.server_side and not self._scope else set()
 
     async def _server_step(
         self, collection: Any, step: Step, downgrade: bool, report: ModelReport, raws: list[Any]
@@ -493,13 +532,13 @@ class Runner:
         plan_for = self._planner(cls, target, downgrade)
         counts = report if final else ModelReport(report.model, str(target), report.direction)
         if final:
-            query: dict[str, Any] = {VERSION_KEY: {"$ne": str(target)}}
+            query: dict[str, Any] = {**self._scope, VERSION_KEY: {"$ne": str(target)}}
         else:
             # Only the documents on the way to `target`: the others wait for
             # the server step that leaves it.
             behind = [r for r in raws if _before(r, target, downgrade)]
             behind += _chain_versions(self.registry, cls, target, downgrade)
-            query = {VERSION_KEY: {"$in": behind}}
+            query = {**self._scope, VERSION_KEY: {"$in": behind}}
         # The total is an estimate for the progress bar: the survey's counts.
         if final:
             total = max(report.pending - report.migrated, 0)
@@ -580,16 +619,15 @@ class Runner:
                 assert plan.error is not None
                 raise plan.error
             new, _ = await apply_chain(plan.steps, doc, downgrade=downgrade)
-            query = unchanged_filter(doc)
-            update = document_diff(doc, new)
-            problem = write_problem(new, query, update)
-            if problem is not None:
-                raise _result_error(report.model, doc, plan, problem, downgrade)
+            try:
+                query, update = conditional_update(doc, new, expressions=self._expressions)
+            except ValueError as exc:
+                raise _result_error(report.model, doc, plan, str(exc), downgrade) from None
             return _Write(doc, plan, query, update, new)
         except (StepError, ChainError, InvalidVersionError) as exc:
             if not self.continue_on_error:
                 raise
-            _record_failure(report, doc.get("_id"), exc)
+            self._record_failure(report, doc.get("_id"), exc)
             return None
 
     async def _prepare(
@@ -654,7 +692,8 @@ class Runner:
             # Changed meanwhile: read again once, and write if unchanged since.
             ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
             again: list[_Write] = []
-            cursor = collection.find({"_id": {"$in": ids}, VERSION_KEY: {"$ne": report.target}})
+            # By _id alone, so that the _id index finds them on every server.
+            cursor = collection.find({"_id": {"$in": ids}})
             for doc in await to_list(cursor):
                 plan = plan_for(doc.get(VERSION_KEY))
                 if plan.kind not in ("migrate", "error"):
@@ -674,6 +713,19 @@ class Runner:
         if refused is not None:
             raise refused
 
+    def _record_failure(self, report: ModelReport, doc_id: Any, exc: BaseException) -> None:
+        """Count a failed document, and keep the first ones in detail (secrets masked)."""
+        report.failed += 1
+        if len(report.failures) < MAX_FAILURES:
+            report.failures.append(
+                {
+                    "model": report.model,
+                    "_id": doc_id,
+                    "step": getattr(exc, "source", None),
+                    "error": self.redact(shorten(str(exc))),
+                }
+            )
+
     def _refused(
         self, writes: list[_Write], refused: dict[int, str], report: ModelReport, downgrade: bool
     ) -> StepResultError | None:
@@ -685,7 +737,7 @@ class Runner:
                 report.model, write.doc, write.plan, f"the server refused it: {reason}", downgrade
             )
             if self.continue_on_error:
-                _record_failure(report, write.doc.get("_id"), error)
+                self._record_failure(report, write.doc.get("_id"), error)
             elif first is None:
                 first = error
         return first
@@ -722,7 +774,7 @@ class Runner:
                         )
                 entry["ok"] = True
             except Exception as exc:
-                entry.update(ok=False, error=shorten(str(exc)))
+                entry.update(ok=False, error=self.redact(shorten(str(exc))))
             report.samples.append(entry)
 
 
@@ -740,20 +792,6 @@ def _result_error(
         to_version=end,
         source=last.source,
     )
-
-
-def _record_failure(report: ModelReport, doc_id: Any, exc: BaseException) -> None:
-    """Count a failed document, and keep the first ones in detail."""
-    report.failed += 1
-    if len(report.failures) < MAX_FAILURES:
-        report.failures.append(
-            {
-                "model": report.model,
-                "_id": doc_id,
-                "step": getattr(exc, "source", None),
-                "error": shorten(str(exc)),
-            }
-        )
 
 
 def _stored(raw: Any) -> Version | None:

@@ -159,9 +159,14 @@ def version_key(raw: Any) -> tuple[type, Any]:
     """A stored ``"__version__"`` value as a dict key: its type and value.
 
     Python holds ``1 == 1.0 == True``, so the value alone would make one key
-    of three different stored values.
+    of three different stored values. A value that cannot be a key (a
+    document, a list, a Decimal128) is keyed by its repr.
 
     """
+    try:
+        hash(raw)
+    except TypeError:
+        return (type(raw), repr(raw))
     return (type(raw), raw)
 
 

@@ -24,11 +24,15 @@ from typing import Any
 import bson
 from bson.binary import Binary
 from bson.datetime_ms import _datetime_to_millis
+from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
 from bson.int64 import Int64
+from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
 
 from .documents import Document
-from .exceptions import shorten
+from .exceptions import short_repr, shorten
 from .versions import VERSION_KEY
 
 #: A conditional update: its filter and its update (a document, or a pipeline).
@@ -115,14 +119,14 @@ def same_document(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 # ----------------------------------------------------------------------
 # The update
 # ----------------------------------------------------------------------
-def needs_expression(key: str) -> bool:
+def needs_expression(key: Any) -> bool:
     """Whether a top-level field name cannot be used as a path in a query or a $set.
 
     MongoDB reads a ``.`` in a path as nesting and a leading ``$`` as an
     operator; such names are reached with ``$getField`` and ``$setField``.
 
     """
-    return not key or "." in key or key.startswith("$")
+    return not isinstance(key, str) or not key or "." in key or key.startswith("$")
 
 
 def document_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> Any:
@@ -159,10 +163,41 @@ def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------
 # The filter
 # ----------------------------------------------------------------------
+#: The ``$type`` name of each BSON type `bson_kind` names.
+TYPE_NAMES: dict[Any, str] = {
+    "string": "string",
+    "bool": "bool",
+    "int": "int",
+    "long": "long",
+    "double": "double",
+    "object": "object",
+    "array": "array",
+    "date": "date",
+    type(None): "null",
+    ObjectId: "objectId",
+    Decimal128: "decimal",
+    Regex: "regex",
+    Timestamp: "timestamp",
+}
+
+#: Values larger than this, encoded, are matched by type and size when a
+#: filter holding them whole would not fit in one command.
+LARGE_VALUE = 64 * 1024
+
+
 def guard(
-    old: Mapping[str, Any], fields: Iterable[str] | None = None, *, complete: bool = False
+    old: Mapping[str, Any],
+    fields: Iterable[Any] | None = None,
+    *,
+    complete: bool = False,
+    large: bool = False,
+    exact: bool = True,
 ) -> dict[str, Any]:
     """A filter matching the stored document only while it is as `old` was read.
+
+    Each field is matched exactly: its value and its BSON type, an array as
+    that array (not as any array holding it), null as null (not as a missing
+    field), a missing field as missing.
 
     Parameters
     ----------
@@ -170,19 +205,34 @@ def guard(
         The document as read.
     fields: iterable of str, optional
         The top-level fields the result depends on (what the steps looked
-        at: see `atomdb_migrate.documents.StepDocument`). Each must still
-        hold its value as read, or still be missing. None: every field of
-        `old`.
+        at: see `atomdb_migrate.documents.StepDocument`, and what they
+        changed). Each must still hold its value as read, or still be
+        missing. None: every field of `old`.
     complete: bool
         With ``fields=None``, also require that the stored document has no
         other field: `old` may come from a projection, and the steps looked
         at all of it.
+    large: bool
+        Match values over `LARGE_VALUE` by type and encoded size instead of
+        whole, so that the filter fits in a command beside a large update.
+    exact: bool
+        True pins each value's BSON type. False is for mongomock, which has
+        no ``$type: "null"`` and no ``"long"``: values are matched without
+        their type.
+
+    Only query operators are used (on some servers an aggregation
+    expression in a filter reads the whole collection), except for names
+    with a ``.`` or a leading ``$``, large values that must be matched by
+    size, and `complete`. Inside arrays and embedded documents, numbers are
+    matched by value: a concurrent change of a nested number's type alone is
+    not seen.
 
     The ``_id`` and the version as read are always matched; a document read
-    without a version matches only while it has none.
+    without a version matches only while it has none. Names that are not
+    strings are left out: a stored document has none.
 
     """
-    names = list(old) if fields is None else [*fields]
+    names = list(old) if fields is None else [k for k in fields if isinstance(k, str)]
     query: dict[str, Any] = {"_id": old["_id"]}
     expressions: list[Any] = []
     for key in dict.fromkeys([*names, VERSION_KEY]):
@@ -190,23 +240,52 @@ def guard(
             continue
         present = key in old
         value = old[key] if present else None
+        kind = TYPE_NAMES.get(bson_kind(value)) if present else None
         if needs_expression(key):
             got = {"$getField": {"field": {"$literal": key}, "input": "$$ROOT"}}
-            if present:
-                expressions.append({"$eq": [got, {"$literal": value}]})
-                expressions.append({"$ne": [{"$type": got}, "missing"]})
-            else:
+            if not present:
                 expressions.append({"$eq": [{"$type": got}, "missing"]})
+                continue
+            expressions.append(
+                {"$eq": [{"$type": got}, kind] if kind else {"$ne": [{"$type": got}, "missing"]}}
+            )
+            expressions.append(_same_as(got, value, large))
         elif not present:
             query[key] = {"$exists": False}
+        elif type(value) is list:
+            # {k: v} alone also matches an array holding v; of v's size, and
+            # holding each of v's elements, it is v.
+            query[key] = {"$eq": value, "$size": len(value)}
+            if value and exact:
+                query[key]["$all"] = value
+        elif large and _size(value) > LARGE_VALUE:
+            query[key] = {"$type": kind} if kind else {"$exists": True}
+            expressions.append(_same_as(f"${key}", value, large))
         else:
-            query[key] = {"$eq": value} if isinstance(value, Mapping) else value
+            condition: dict[str, Any] = {"$eq": value}
+            if value is None:
+                condition = {"$type": "null"} if exact else {"$eq": None, "$exists": True}
+            elif kind and exact:
+                condition["$type"] = kind
+            condition["$not"] = {"$type": "array"}
+            query[key] = condition
     if fields is None and complete:
         count = {"$size": {"$objectToArray": "$$ROOT"}}
         expressions.append({"$eq": [count, len(old)]})
     if expressions:
         query["$expr"] = expressions[0] if len(expressions) == 1 else {"$and": expressions}
     return query
+
+
+def _size(value: Any) -> int:
+    return len(bson.encode({"v": value}))
+
+
+def _same_as(got: Any, value: Any, large: bool) -> Any:
+    """An expression true where `got` holds `value` (or, if large, its type and size)."""
+    if large and _size(value) > LARGE_VALUE:
+        return {"$eq": [{"$bsonSize": {"v": got}}, _size(value)]}
+    return {"$eq": [got, {"$literal": value}]}
 
 
 def unchanged_filter(old: Document) -> dict[str, Any]:
@@ -217,29 +296,82 @@ def unchanged_filter(old: Document) -> dict[str, Any]:
 # ----------------------------------------------------------------------
 # What cannot be written
 # ----------------------------------------------------------------------
-def write_problem(new: Mapping[str, Any], query: dict[str, Any], update: Any) -> str | None:
-    """Why a conditional update cannot be sent, or None when it can.
+def result_problem(new: Mapping[str, Any]) -> str | None:
+    """Why a step's result cannot be stored, or None when it can.
 
-    A step's result may hold values BSON cannot encode (a set, an object),
-    be larger than MongoDB's 16 MB, or make an update that, with its filter,
-    goes over what one command may carry.
+    Its top-level names must be strings, its values ones BSON holds (not a
+    set, not an object), and its size MongoDB's 16 MB at most.
 
     """
+    odd = [k for k in new if not isinstance(k, str)]
+    if odd:
+        return f"the result has a field named {short_repr(odd[0], 60)}, which is not a string"
     try:
         size = len(bson.encode(new))
-        if size > MAX_DOCUMENT_SIZE:
-            return f"the result is {_mb(size)}, over MongoDB's 16 MB limit for a document"
-        command = len(bson.encode({"q": query, "u": update if isinstance(update, dict) else {}}))
-        if not isinstance(update, dict):
-            command += len(bson.encode({"u": update}))
     except (InvalidDocument, TypeError, ValueError, OverflowError) as exc:
         return f"the result cannot be stored as BSON: {shorten(str(exc))}"
-    if command > MAX_DOCUMENT_SIZE + COMMAND_OVERHEAD:
-        return (
-            f"the conditional update is {_mb(command)} (its filter holds the fields as read), "
-            "over MongoDB's 16 MB limit for a command"
-        )
+    if size > MAX_DOCUMENT_SIZE:
+        return f"the result is {_mb(size)}, over MongoDB's 16 MB limit for a document"
     return None
+
+
+def fits(query: dict[str, Any], update: Any) -> bool:
+    """Whether a conditional update fits in one command."""
+    size = len(bson.encode({"q": query})) + len(bson.encode({"u": update}))
+    return size <= MAX_DOCUMENT_SIZE + COMMAND_OVERHEAD
+
+
+def conditional_update(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    fields: Iterable[Any] | None = None,
+    *,
+    complete: bool = False,
+    expressions: bool = True,
+) -> tuple[dict[str, Any], Any]:
+    """The filter and the update that take `old`, if still stored as read, to `new`.
+
+    The filter matches the fields given (None: all of them) and the fields
+    the update changes or removes (a step may write around the document's
+    own methods). Where the filter and the update together would not fit in
+    one command, values over `LARGE_VALUE` are matched by type and size.
+
+    `expressions` False (for mongomock) matches arrays without aggregation
+    expressions (see `guard`).
+
+    Raises
+    ------
+    ValueError
+        If `new` cannot be stored, or the update does not fit even so; the
+        message says why.
+
+    """
+    problem = result_problem(new)
+    if problem is not None:
+        raise ValueError(problem)
+    update = document_diff(old, new)
+    if fields is not None:
+        fields = {*fields, *_written(update)}
+    query = guard(old, fields, complete=complete, exact=expressions)
+    if not fits(query, update):
+        query = guard(old, fields, complete=complete, large=True, exact=expressions)
+        if not fits(query, update):
+            raise ValueError(
+                "the update, with its filter, is over MongoDB's 16 MB limit for a command"
+            )
+    return query, update
+
+
+def _written(update: Any) -> list[Any]:
+    """The top-level fields an update from `document_diff` sets or removes."""
+    if isinstance(update, dict):
+        return [*update.get("$set", {}), *update.get("$unset", {})]
+    found: list[Any] = []
+    root = update[0]["$replaceWith"] if update else None
+    while isinstance(root, dict) and "$setField" in root:
+        found.append(root["$setField"]["field"]["$literal"])
+        root = root["$setField"]["input"]
+    return found
 
 
 def _mb(size: int) -> str:

@@ -283,7 +283,7 @@ def test_killed_run_resumes_and_transforms_each_document_once(project: Project) 
     # even on a loaded machine; the test then ends it by hand.
     pyproject = project.path / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("lock-ttl = 2", "lock-ttl = 60"))
-    n = 20000
+    n = 8000
     project.seed(n)
     proc = project.spawn("upgrade", "--batch-size", "500")
     deadline = time.monotonic() + 120

@@ -16,6 +16,7 @@ from atom.api import Float, Instance, Int, List, Str
 from atomdb.nosql import NoSQLModel, NoSQLModelManager
 from bson import SON, Int64
 from bson.codec_options import CodecOptions
+from bson.decimal128 import Decimal128
 
 from atomdb_migrate import (
     InvalidVersionError,
@@ -199,9 +200,13 @@ async def test_a_step_looking_at_everything_is_not_written_back_from_a_projectio
 # ---------------------------------------------------------------------------
 # 5. A failed write-back never fails the read
 # ---------------------------------------------------------------------------
-async def test_a_write_back_too_large_to_send_is_skipped_and_the_read_works(
-    db: Any, registry: MigrationRegistry, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("grow", [False, True])
+async def test_a_large_write_back_is_written_or_skipped_and_the_read_works(
+    db: Any, registry: MigrationRegistry, caplog: pytest.LogCaptureFixture, grow: bool
 ) -> None:
+    """9 MB read, 9 MB written: the filter matches the large value by type and size.
+    Grown past 16 MB: the read works, and nothing is written."""
+
     class Blob(VersionedModel):
         __model__ = "safety.Blob"
         __version__ = 1
@@ -209,14 +214,22 @@ async def test_a_write_back_too_large_to_send_is_skipped_and_the_read_works(
 
         data = Str()
 
-    register_step(Blob, 0, 1, lambda d: d.update(data=d.pop("raw")))
-    _id = (await Blob.objects.insert_one({"raw": "x" * (9 * 1024 * 1024)})).inserted_id
+    size = 9 * 1024 * 1024
+    register_step(Blob, 0, 1, lambda d: d.update(data=d.pop("raw") * (2 if grow else 1)))
+    _id = (await Blob.objects.insert_one({"raw": "x" * size})).inserted_id
     before = await stored(Blob, _id)
     with caplog.at_level(logging.WARNING, logger="atomdb_migrate"):
         blob = await Blob.restore(before)
-    assert len(blob.data) == 9 * 1024 * 1024
-    assert "not written back" in caplog.text and "16 MB" in caplog.text
-    assert (await stored(Blob, _id)).get("raw") is not None
+    assert len(blob.data) == size * (2 if grow else 1)
+    after = await stored(Blob, _id)
+    if grow:
+        assert "not written back" in caplog.text and "16 MB" in caplog.text
+        assert after == before
+    elif is_mongomock(db):
+        assert "not written back" in caplog.text, "mongomock has no $bsonSize"
+        assert after == before
+    else:
+        assert after == {"_id": _id, "data": "x" * size, "__version__": "1"}
 
 
 async def test_a_write_back_the_server_refuses_is_logged(
@@ -439,3 +452,149 @@ async def test_documents_read_as_son_upgrade_without_changing_the_read(
         result = client.close()
         if hasattr(result, "__await__"):
             await result
+
+
+# ---------------------------------------------------------------------------
+# Found by a hostile pass: loose equality, odd versions and keys, large values
+# ---------------------------------------------------------------------------
+class Watched(VersionedModel):
+    __model__ = "safety.Watched"
+    __version__ = 2
+    __write_back__ = True
+
+
+@pytest.mark.parametrize(
+    "read, concurrent",
+    [
+        (5, [5, 6]),  # {x: 5} also matches an array holding 5
+        (5, 5.0),  # and a double of the same value
+        (None, "$unset"),  # {x: None} also matches a missing field
+        ([1, 2], [[1, 2], 3]),  # {x: [1, 2]} also matches an array holding it
+        ({"a": 1}, [{"a": 1}]),
+    ],
+)
+async def test_a_concurrent_change_loose_equality_would_miss_is_kept(
+    db: Any, registry: MigrationRegistry, read: Any, concurrent: Any
+) -> None:
+    if is_mongomock(db) and concurrent == 5.0:
+        pytest.skip("mongomock has no $type for every BSON type: types are pinned on servers")
+    register_step(Watched, 1, 2, lambda d: d.update(y=d.get("x")))
+    _id = (await Watched.objects.insert_one({"x": read, "__version__": "1"})).inserted_id
+    as_read = await stored(Watched, _id)
+    change = {"$unset": {"x": ""}} if concurrent == "$unset" else {"$set": {"x": concurrent}}
+    await Watched.objects.update_one({"_id": _id}, change)
+    after_change = await stored(Watched, _id)
+    await Watched.restore(as_read)
+    assert await stored(Watched, _id) == after_change, "the concurrent change is kept"
+
+
+async def test_the_runner_keeps_a_concurrent_change_loose_equality_would_miss(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    async def meddle_then_scale(doc: dict[str, Any]) -> None:
+        if doc["x"] == 5:  # the first time only: another process changes it now
+            await Watched.objects.update_one({"_id": doc["_id"]}, {"$set": {"x": [5, 99]}})
+        doc["x"] = doc["x"] * 2
+
+    register_step(Watched, 1, 2, meddle_then_scale)
+    _id = (await Watched.objects.insert_one({"x": 5, "__version__": "1"})).inserted_id
+    report = await Runner(db).upgrade(Watched)
+    assert (report.migrated, report.skipped) == (1, 0), "read again and upgraded"
+    assert (await stored(Watched, _id))["x"] == [5, 99, 5, 99]
+
+
+@pytest.mark.parametrize("raw", [Decimal128("2"), Decimal128("NaN"), {"a": 1}, ["3"], ["1", "2"]])
+async def test_versions_that_are_no_hashable_value_are_counted_or_refused(
+    db: Any, steps: MigrationRegistry, raw: Any
+) -> None:
+    from atomdb_migrate.mongo import count_versions
+
+    await Item.objects.insert_one({**LEGACY_ITEM, "__version__": raw})
+    ((counted, n),) = await count_versions(Item.objects)
+    assert n == 1 and repr(counted) == repr(raw)
+    if isinstance(raw, Decimal128) and raw.to_decimal().is_finite():
+        report = await Runner(db).upgrade(Item)
+        assert report.by_version == {} and report.migrated == 0, "Decimal128 2 is version 2"
+        return
+    with pytest.raises(InvalidVersionError) as info:
+        await Runner(db).upgrade(Item)
+    assert len(str(info.value)) < 300
+    report = await Runner(db, continue_on_error=True).upgrade(Item)
+    assert (report.failed, report.migrated) == (1, 0), "recorded, even an array holding 2"
+
+
+async def test_a_result_with_a_key_that_is_not_a_string_fails_its_document(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    def odd_key(doc: dict[str, Any]) -> None:
+        if doc["n"] == 0:
+            doc[1] = "one"
+
+    register_step(Watched, 1, 2, odd_key)
+    await Watched.objects.insert_many([{"n": i, "__version__": "1"} for i in range(3)])
+    report = await Runner(db, continue_on_error=True).upgrade(Watched)
+    assert (report.migrated, report.failed) == (2, 1)
+    assert "has a field named 1, which is not a string" in report.failures[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        lambda d: d.update(a=d.get(1, d.get("a"))),  # looks a key up that no document has
+        lambda d: d.update(a=d.get(0, d.get("a"))),
+        lambda d: d.__setitem__(1, "x"),  # and a result that cannot be stored
+    ],
+)
+async def test_odd_keys_never_fail_a_read(
+    db: Any, registry: MigrationRegistry, step: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_step(Watched, 1, 2, step)
+    _id = (await Watched.objects.insert_one({"a": 7, "__version__": "1"})).inserted_id
+    with caplog.at_level(logging.WARNING, logger="atomdb_migrate"):
+        await Watched.restore(await stored(Watched, _id))
+    after = await stored(Watched, _id)
+    if "not a string" in caplog.text:
+        assert after["__version__"] == "1", "nothing stored that cannot be"
+    else:
+        assert after["__version__"] == "2", "written back: the odd key is no stored field"
+
+
+async def test_a_write_around_the_documents_methods_is_still_guarded(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    def around(doc: dict[str, Any]) -> None:
+        dict.setdefault(doc, "b", 0)
+
+    register_step(Watched, 1, 2, around)
+    _id = (await Watched.objects.insert_one({"a": 1, "b": 5, "__version__": "1"})).inserted_id
+    await Watched.restore(await Watched.objects.find_one({"_id": _id}, {"b": 0}))
+    assert (await stored(Watched, _id))["b"] == 5, "b, written without being looked at, is kept"
+
+
+async def test_a_large_document_whose_step_changes_its_large_field_is_upgraded(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    if is_mongomock(db):
+        pytest.skip("mongomock has no $bsonSize: large values are matched whole there")
+    big = "x" * (9 * 1024 * 1024)
+    register_step(Watched, 1, 2, lambda d: d.update(body=d.pop("raw").upper()))
+    _id = (await Watched.objects.insert_one({"raw": big, "__version__": "1"})).inserted_id
+    report = await Runner(db).upgrade(Watched)
+    assert (report.migrated, report.failed) == (1, 0)
+    doc = await stored(Watched, _id)
+    assert doc["body"] == big.upper() and "raw" not in doc
+
+
+def test_workspaces_closed_in_any_order_leave_the_manager_as_found() -> None:
+    from atomdb_migrate.mongo import ManagerState, wire_manager
+
+    manager = NoSQLModelManager.instance()
+    before = manager.get_member("database").get_slot(manager)
+    first = ManagerState()
+    wire_manager("db-one")
+    second = ManagerState()
+    wire_manager("db-two")
+    first.restore()
+    assert manager.database == "db-two", "the later one is still open"
+    second.restore()
+    assert manager.get_member("database").get_slot(manager) is before

@@ -31,8 +31,14 @@ words = st.sampled_from(
 
 
 @st.composite
-def urls(draw: st.DrawFn) -> tuple[str, str, list[str]]:
-    """A URL, the same URL masked as it must be, and the secrets it holds."""
+def urls(draw: st.DrawFn, at_in_options: bool = False) -> tuple[str, str, list[str]]:
+    """A URL, the same URL masked as it must be, and the secrets it holds.
+
+    An option's value holding an "@" makes the end of the user information
+    ambiguous: everything up to it is masked then, host included, so only
+    with `at_in_options` False is the masked URL's exact form known.
+
+    """
     scheme = draw(st.sampled_from(["mongodb://", "mongodb+srv://"]))
     hidden: list[str] = []
     userinfo = masked_userinfo = ""
@@ -43,9 +49,10 @@ def urls(draw: st.DrawFn) -> tuple[str, str, list[str]]:
         userinfo, masked_userinfo = f"{draw(user)}:{password}@", f"{MASK}@"
         hidden.append(password)
     options, masked_options = [], []
+    banned = set("&;?=,:") | (set() if at_in_options else {"@"})
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["token", "tls", "plain"]))
-        value = draw(secret_text.filter(lambda t: not set(t) & set("&;?=,:")))
+        value = draw(secret_text.filter(lambda t: not set(t) & banned))
         if kind == "token":
             options.append(f"authMechanismProperties=AWS_SESSION_TOKEN:{value}")
             masked_options.append(f"authMechanismProperties={MASK}")
@@ -79,7 +86,9 @@ def test_a_url_in_a_message_is_masked_and_the_words_around_it_kept(
 
 
 @settings(max_examples=300, deadline=None)
-@given(urls(), st.sampled_from(["{s}", "bad value {s} for option", "quoted '{s}'"]))
+@given(
+    urls(at_in_options=True), st.sampled_from(["{s}", "bad value {s} for option", "quoted '{s}'"])
+)
 def test_a_long_secret_quoted_outside_the_url_is_masked(
     case: tuple[str, str, list[str]], template: str
 ) -> None:
@@ -89,6 +98,30 @@ def test_a_long_secret_quoted_outside_the_url_is_masked(
         masked = mask(text, url)
         if len(secret) >= MIN_FREE_SECRET:
             assert secret not in masked.replace(MASK, "\0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(urls(at_in_options=True))
+def test_no_secret_survives_in_its_place(case: tuple[str, str, list[str]]) -> None:
+    url, _, hidden = case
+    masked = mask_url(url)
+    start = url.index("://") + 3
+    for secret in hidden:
+        # Where the secret stood, the masked URL holds the mask.
+        assert url[start:].count(secret) > masked[start:].count(secret) or secret in MASK
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://admin:Hunter2Pass;secret=x@127.0.0.1:1/app",
+        "mongodb://admin:Hunter2Pass?pwd=1@127.0.0.1:1/app",
+        "mongodb://admin:Hunter2Pass&token=1@127.0.0.1:1/app",
+    ],
+)
+def test_a_password_that_looks_like_options(url: str) -> None:
+    assert "Hunter2Pass" not in mask_url(url)
+    assert "Hunter2Pass" not in mask(f"driver says: bad password Hunter2Pass for {url}", url)
 
 
 def test_a_password_holding_an_at_sign() -> None:

@@ -636,3 +636,30 @@ def test_a_step_blocking_longer_than_the_lease_keeps_it(project: Project) -> Non
     code, out = project.run("upgrade")
     assert code == 0, out
     assert project.versions() == {"3": 3}
+
+
+def test_a_result_with_a_key_that_is_not_a_string_fails_in_one_line(project: Project) -> None:
+    project.seed(5)
+    first_boom(project)
+    replace_step(project, BOOM_STEP.replace("doc['junk'] = {value}", "doc[1] = 'one'"))
+    result = project.invoke("upgrade")
+    assert result.exit_code == EXIT_STEP, result.output
+    assert "has a field named 1, which is not a string" in result.output.splitlines()[-1]
+    again = project.invoke("upgrade", "--continue-on-error")
+    assert again.exit_code == EXIT_STEP and "4 upgraded to 3" in again.output
+
+
+def test_failures_recorded_under_continue_on_error_are_masked(auth_project: Project) -> None:
+    from .test_security import PASSWORD as AUTH_PASSWORD
+
+    auth_project.seed(3)
+    replace_step(
+        auth_project,
+        "import os\n\ndef upgrade(doc):\n"
+        "    raise ValueError('could not reach ' + os.environ['MONGO_URL'])\n",
+    )
+    result = auth_project.invoke("upgrade", "--continue-on-error")
+    assert result.exit_code == EXIT_STEP
+    assert AUTH_PASSWORD not in result.output and "mongodb://***@" in result.output
+    (run,) = auth_project.db["atomdb_migrate_history"].find()
+    assert run["failures"] and all(AUTH_PASSWORD not in f["error"] for f in run["failures"])
