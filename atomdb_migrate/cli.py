@@ -43,6 +43,7 @@ from .exceptions import (
     NewerDocumentError,
     StepError,
     UnknownModelError,
+    short_repr,
     shorten,
 )
 from .masking import mask
@@ -270,6 +271,11 @@ def _run_options(fn: F) -> F:
     show_default=True,
     help="With --dry-run: documents to transform and restore.",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Only the documents the latest run with failures recorded (see history --failures).",
+)
 @_run_options
 @pass_state
 @run_async
@@ -283,6 +289,7 @@ async def upgrade(
     wait: bool,
     progress: bool,
     sample: int,
+    retry_failed: bool,
 ) -> None:
     """Bring stored documents to the code's versions (all models by default)."""
     result = RunResult("upgrade", dry_run)
@@ -298,6 +305,7 @@ async def upgrade(
             sample=sample,
             progress=progress_for(enabled=progress and not dry_run),
             result=result,
+            retry_failed=retry_failed,
         )
     except BaseException:
         _summarize(result, stopped=True)
@@ -378,7 +386,8 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     if not result.dry_run and any(r.failed for r in result.reports):
         failed = sum(r.failed for r in result.reports)
         raise CommandError(
-            f"{failed} documents failed; see the history for the first {len(result.failures)}",
+            f"{failed} documents failed; `atomdb-migrate history --failures` shows the first "
+            f"{len(result.failures)}, and `upgrade --retry-failed` retries them",
             EXIT_STEP,
         )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
@@ -482,10 +491,28 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
     show_default=True,
     help="How many recorded runs to show.",
 )
+@click.option(
+    "--failures",
+    "show_failures",
+    is_flag=True,
+    help="The documents the latest run with failures recorded: _id, step and error.",
+)
 @pass_state
 @run_async
-async def history(state: State, limit: int) -> None:
+async def history(state: State, limit: int, show_failures: bool) -> None:
     """Each model's chain of steps, and the recorded runs."""
+    if show_failures:
+        found = await command.failures(state.workspace)
+        if found is None:
+            click.echo("no recorded run has failed documents")
+            return
+        click.echo(_describe_run(found.run).strip())
+        for f in found.failures:
+            step = " ".join(str(f.get("step") or "?").splitlines())
+            click.echo(f"  {f.get('model', '?')} _id={short_repr(f.get('_id'))} step {step}")
+            click.echo(f"    {' '.join(str(f.get('error', '?')).splitlines())}")
+        click.echo("retry them with: atomdb-migrate upgrade --retry-failed")
+        return
     chains, runs = await command.history(state.workspace, limit)
     for name, steps in sorted(chains.items()):
         click.echo(f"{name}:")
@@ -512,6 +539,30 @@ async def check(state: State, pending: bool) -> None:
     if problems:
         raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
     click.echo("ok")
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask before clearing the lock.")
+@click.option(
+    "--force", is_flag=True, help="Clear the lock even while its holder renews its lease."
+)
+@pass_state
+@run_async
+async def unlock(state: State, yes: bool, force: bool) -> None:
+    """Clear the migration lock that a killed runner left behind."""
+    found = await command.holder(state.workspace)
+    if found is None:
+        click.echo("the migration lock is free")
+        return
+    click.echo(
+        f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
+        f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; "
+        f"last renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
+    )
+    if not yes and not click.confirm("clear it?", default=False):
+        raise CommandError("the lock was left as it is", EXIT_LOCK)
+    cleared = await command.unlock(state.workspace, force=force)
+    click.echo("cleared the migration lock" if cleared else "the migration lock is free")
 
 
 @main.command()

@@ -24,9 +24,12 @@ from typing import Any
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
 from .literals import Source, docstring, quoted
+from .lock import LOCK_ID, is_alive
+from .lock import unlock as clear_lock
 from .masking import mask
 from .model import VersionedModel
 from .mongo import count_versions
+from .renames import count_references
 from .runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
@@ -252,12 +255,22 @@ async def upgrade(
     sample: int = DEFAULT_SAMPLE,
     progress: Progress | None = None,
     result: RunResult | None = None,
+    retry_failed: bool = False,
 ) -> RunResult:
     """Bring stored documents to the code's versions (or `to`, for one model).
 
-    Pass `result` to see what was done even when the run raises.
+    Pass `result` to see what was done even when the run raises. With
+    `retry_failed`, only the documents the latest run with failures
+    recorded (see `failures`) are taken.
 
     """
+    only: dict[str, list[Any]] | None = None
+    if retry_failed:
+        found = await failures(ws)
+        if found is None or not found.ids():
+            raise ConfigError("no recorded run has failed documents to retry")
+        only = found.ids()
+        models = [m for m in only if not models or m in models]
     classes = ws.models(models)
     if to is not None and len(classes) != 1:
         raise ConfigError("--to needs exactly one model")
@@ -273,6 +286,7 @@ async def upgrade(
         sample=sample,
         progress=progress,
         result=result,
+        only=only,
     )
 
 
@@ -318,6 +332,7 @@ async def _run(
     sample: int,
     progress: Progress | None,
     result: RunResult | None,
+    only: dict[str, list[Any]] | None = None,
 ) -> RunResult:
     result = result or RunResult(command, dry_run)
     await ws.connect()
@@ -330,6 +345,8 @@ async def _run(
         progress=progress,
         registry=ws.registry,
         skip_collections=ws.internal_collections,
+        only=only,
+        redact=lambda text: mask(text, ws.config.url),
     )
     result.reports = runner.reports
 
@@ -344,7 +361,7 @@ async def _run(
     if not continue_on_error:
         # Refuse a broken chain before taking the lock: then nothing at all
         # is written, not even a history record.
-        survey = Runner(ws.database, dry_run=True, sample=0, registry=ws.registry)
+        survey = Runner(ws.database, dry_run=True, sample=0, registry=ws.registry, only=only)
         for cls in classes:
             await (survey.downgrade(cls, to) if command == "downgrade" else survey.upgrade(cls, to))
     arguments = {
@@ -352,11 +369,12 @@ async def _run(
         "to": to,
         "batch_size": batch_size,
         "continue_on_error": continue_on_error,
+        "retry_failed": only is not None,
     }
     async with ws.lock(command, wait=wait) as lock:
         runner.lock = lock
         history = ws.history()
-        record = await history.start(command, arguments)
+        record = await history.start(command, arguments, lock.owner)
         try:
             await run_all()
         except BaseException as exc:
@@ -409,9 +427,9 @@ async def stamp(
             f"(known: {', '.join(known)}); give --force to stamp it anyway"
         )
     await ws.connect()
-    async with ws.lock("stamp", wait=wait):
+    async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
-        record = await history.start("stamp", {"models": [cls.__model__], "to": value})
+        record = await history.start("stamp", {"models": [cls.__model__], "to": value}, lock.owner)
         res = await ws.database[cls.__model__].update_many(
             {"__version__": {"$ne": value}}, {"$set": {"__version__": value}}
         )
@@ -419,6 +437,63 @@ async def stamp(
             record, "succeeded", {cls.__model__: {"stamped": res.modified_count, "target": value}}
         )
     return int(res.modified_count)
+
+
+async def holder(ws: Workspace) -> dict[str, Any] | None:
+    """The migration lock's document, if the lock is held (or was, and never released)."""
+    await ws.connect()
+    found: dict[str, Any] | None = await ws.database[ws.config.lock_collection].find_one(
+        {"_id": LOCK_ID}
+    )
+    return found
+
+
+async def unlock(ws: Workspace, *, force: bool = False) -> dict[str, Any] | None:
+    """Clear the migration lock a dead runner left; return its holder (None: it was free).
+
+    The holder's run, if still recorded as running, is marked abandoned.
+
+    Raises
+    ------
+    LockAliveError
+        If the holder still renews its lease, unless `force` is given.
+
+    """
+    await ws.connect()
+    cleared = await clear_lock(ws.database[ws.config.lock_collection], force=force)
+    if cleared is not None and cleared.get("owner"):
+        await ws.history().abandon({"owner": cleared["owner"]})
+    return cleared
+
+
+@dataclass
+class Failures:
+    """The documents a run recorded as failed."""
+
+    #: The run: its ``_id``, command, ``started_at`` and outcome.
+    run: dict[str, Any]
+    #: Each failure: ``model``, ``_id``, ``step``, ``error``.
+    failures: list[dict[str, Any]]
+
+    def ids(self) -> dict[str, list[Any]]:
+        """The failed documents' ``_id``, by model."""
+        out: dict[str, list[Any]] = {}
+        for f in self.failures:
+            if isinstance(f, dict) and isinstance(f.get("model"), str) and "_id" in f:
+                out.setdefault(f["model"], []).append(f["_id"])
+        return out
+
+
+async def failures(ws: Workspace) -> Failures | None:
+    """The failed documents of the latest run that recorded any (None if none did)."""
+    await ws.connect()
+    run = await ws.history().with_failures()
+    if run is None:
+        return None
+    found = run.get("failures")
+    return Failures(
+        run, [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+    )
 
 
 # ----------------------------------------------------------------------
@@ -516,12 +591,18 @@ async def history(
     classes = ws.models()
     chains = {c.__model__: ws.registry.graph(c).steps for c in classes}
     for name, graph in ws.registry.graphs.items():
-        if name not in chains and len(graph):
-            chains[name] = graph.steps
+        key = ws.registry.resolve(name)
+        if key not in chains and len(graph):
+            chains[key] = ws.registry.graph(key).steps
     runs: list[dict[str, Any]] = []
     if ws.config.url:
         await ws.connect()
         runs = await ws.history().runs(limit)
+        lock = await holder(ws)
+        for run in runs:
+            alive = lock is not None and lock.get("owner") == run.get("owner") and is_alive(lock)
+            if run.get("outcome") == "running" and not alive:
+                run["outcome"] = "abandoned (its runner no longer holds the lock)"
     return chains, runs
 
 
@@ -556,7 +637,9 @@ async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
     the template's), and every model's fields must match its newest schema
     snapshot at the same version. With `pending`, the gate of a deploy:
     documents behind their model's version, newer than it, or with an
-    invalid version are problems too.
+    invalid version are problems too, and so are references still stored
+    under a model's former name (every collection is read for them while a
+    model has former names).
 
     """
     try:
@@ -582,6 +665,11 @@ async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
                 problems.append(
                     f"model {s.model!r}: {s.invalid} stored documents have an invalid __version__"
                 )
+            for old, n in s.former.items():
+                problems.append(
+                    f"model {s.model!r}: {n} documents are still in the collection of its "
+                    f"former name {old!r}; `atomdb-migrate upgrade` moves them"
+                )
             if s.unversioned_since is not None:
                 problems.append(
                     f"model {s.model!r}: {s.unversioned} documents have no version although "
@@ -589,4 +677,14 @@ async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
                     "does not version this model still saves it (see docs/deploying.md, "
                     "adopting versioning)"
                 )
+        for cls in classes:
+            for old in ws.registry.former_names(cls):
+                n = await count_references(
+                    ws.database, old, cls.__model__, skip=ws.internal_collections
+                )
+                if n:
+                    problems.append(
+                        f"model {cls.__model__!r}: {n} stored documents still refer to it "
+                        f"under its former name {old!r}; `atomdb-migrate upgrade` rewrites them"
+                    )
     return problems

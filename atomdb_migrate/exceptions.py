@@ -28,6 +28,7 @@ MigrateError
  ├── ConnectionFailedError     the server cannot be reached or refuses us
  └── LockError                 the migration lock
       ├── LockHeldError         another runner holds it
+      │    └── LockAliveError   `unlock` refused: the holder is still renewing
       └── LockLostError         this runner's lease ran out during the run
 ```
 
@@ -408,10 +409,25 @@ class LockHeldError(LockError):
             f"the migration lock is held by {holder.get('command', '?')} on host "
             f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}) since "
             f"{holder.get('acquired_at', '?')}; its lease expires at "
-            f"{holder.get('expires_at', '?')} unless renewed",
+            f"{holder.get('expires_at', '?')} unless renewed. Wait for it (--wait), or, "
+            "if that runner is dead, clear the lock with `atomdb-migrate unlock`",
             holder=holder,
         )
 
 
 class LockLostError(LockError):
     """The runner's lease expired or was taken during the run; it stopped."""
+
+
+class LockAliveError(LockHeldError):
+    """`unlock` refused: the holder's lease is still being renewed, so it is alive."""
+
+    def __init__(self, holder: dict[str, Any], age: float) -> None:
+        LockError.__init__(
+            self,
+            f"the migration lock is held by {holder.get('command', '?')} on host "
+            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), and its lease was "
+            f"renewed {age:.1f} s ago: that runner is alive. Stop it, or give --force to "
+            "clear the lock anyway (two runners may then write at once)",
+            holder=holder,
+        )

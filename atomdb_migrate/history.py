@@ -3,8 +3,11 @@
 By default ``atomdb_migrate_history``. Each record holds:
 
 - ``command``: "upgrade", "downgrade" or "stamp"; ``host`` and ``pid``;
+  ``owner``, the lock token of the runner;
 - ``started_at``, ``finished_at``, ``duration_s``;
-- ``outcome``: "running", "succeeded", "failed" or "interrupted";
+- ``outcome``: "running", "succeeded", "failed", "interrupted", or
+  "abandoned" (its runner died: the next runner to take the lock, or
+  ``atomdb-migrate unlock``, marks it so);
 - ``models``: per model, the target version, the steps applied with their
   counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
 - ``failures``: the first failures (model, ``_id``, step, error), when the
@@ -34,17 +37,38 @@ class History:
     def __init__(self, collection: Any) -> None:
         self.collection = collection
 
-    async def start(self, command: str, arguments: dict[str, Any]) -> Any:
-        """Record the start of a run; return the record's ``_id``."""
+    async def start(self, command: str, arguments: dict[str, Any], owner: str = "") -> Any:
+        """Record the start of a run, by the holder of the lock `owner`; return its ``_id``.
+
+        The lock is exclusive, so any other run still recorded as running
+        belongs to a runner that died: it is marked abandoned.
+
+        """
+        await self.abandon({"owner": {"$ne": owner}})
         record = {
             "command": command,
             "arguments": arguments,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "owner": owner,
             "started_at": datetime.now(UTC),
             "outcome": "running",
         }
         return (await self.collection.insert_one(record)).inserted_id
+
+    async def abandon(self, query: dict[str, Any]) -> int:
+        """Mark the runs `query` matches that are still recorded as running as abandoned."""
+        result = await self.collection.update_many(
+            {**query, "outcome": "running"},
+            {"$set": {"outcome": "abandoned", "abandoned_at": datetime.now(UTC)}},
+        )
+        return int(result.modified_count)
+
+    async def with_failures(self) -> dict[str, Any] | None:
+        """The latest run that recorded failed documents."""
+        cursor = self.collection.find({"failures.0": {"$exists": True}})
+        found = list(await cursor.sort("started_at", -1).limit(1).to_list(length=1))
+        return found[0] if found else None
 
     async def finish(
         self,

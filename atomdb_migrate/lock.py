@@ -35,7 +35,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from .exceptions import LockHeldError, LockLostError
+from .exceptions import LockAliveError, LockHeldError, LockLostError
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -121,7 +121,9 @@ class LeaseLock:
             "pid": os.getpid(),
             "command": self.command,
             "acquired_at": now,
+            "renewed_at": now,
             "expires_at": now + timedelta(seconds=self.ttl),
+            "ttl": self.ttl,
         }
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
@@ -240,3 +242,59 @@ class LeaseLock:
             self._thread = None
         with contextlib.suppress(Exception):
             await self.release()
+
+
+def utc(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime (PyMongo returns naive ones); None if it is none."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def renewal_age(holder: dict[str, Any]) -> float | None:
+    """Seconds since the holder last renewed its lease (None if the lock document does not say)."""
+    last = utc(holder.get("renewed_at")) or utc(holder.get("acquired_at"))
+    return (datetime.now(UTC) - last).total_seconds() if last else None
+
+
+def is_alive(holder: dict[str, Any]) -> bool:
+    """Whether a lock's holder still renews its lease.
+
+    A holder renews every ``ttl / 3`` seconds: one that missed two renewals,
+    or whose lease has run out, is taken to be dead, and so is one on this
+    host whose process is gone.
+
+    """
+    expires = utc(holder.get("expires_at"))
+    if expires is None or expires <= datetime.now(UTC):
+        return False
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # someone else's process: alive
+    age = renewal_age(holder)
+    ttl = holder.get("ttl")
+    if age is None or not isinstance(ttl, (int, float)):
+        return True  # an older holder that does not say: as its lease says
+    return age < 2 * ttl / 3 + 1.0
+
+
+async def unlock(collection: Any, *, force: bool = False) -> dict[str, Any] | None:
+    """Clear the migration lock; return the holder it had (None if it was free).
+
+    Raises
+    ------
+    LockAliveError
+        If the holder still renews its lease, unless `force` is given.
+
+    """
+    holder: dict[str, Any] | None = await collection.find_one({"_id": LOCK_ID})
+    if holder is None:
+        return None
+    if not force and is_alive(holder):
+        raise LockAliveError(holder, renewal_age(holder) or 0.0)
+    await collection.delete_one({"_id": LOCK_ID, "owner": holder.get("owner")})
+    return holder

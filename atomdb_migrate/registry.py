@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
+from packaging.version import Version
+
 from .documents import Document
-from .exceptions import ChainError, IrreversibleOperationError, MigrateError, UnknownModelError
+from .exceptions import ChainError, IrreversibleOperationError, UnknownModelError
 from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
 
 if TYPE_CHECKING:
@@ -39,8 +41,30 @@ def model_name(model: ModelRef) -> str:
     return name
 
 
+#: Told when a former name starts restoring as a model class (the class), or
+#: stops (None). `atomdb_migrate.model` listens, to keep atom-db's serializer
+#: registries in step; the registry itself knows nothing of atom-db.
+AliasListener = Callable[[str, Any], None]
+
+_ALIAS_LISTENERS: list[AliasListener] = []
+
+
+def listen_to_aliases(listener: AliasListener) -> None:
+    """Call `listener(name, cls)` whenever a former name comes to restore as `cls`,
+    and `listener(name, None)` when it no longer does."""
+    _ALIAS_LISTENERS.append(listener)
+
+
 class MigrationRegistry:
-    """Versioned model classes and the step graph of each model."""
+    """Versioned model classes and the step graph of each model.
+
+    A model moved to another module or renamed (``ops.rename_model``) keeps
+    the steps written under each of its former names: every name resolves,
+    through the renames, to the model it is now, whatever the order the
+    steps were registered in, and the model's graph holds the steps of all
+    its names.
+
+    """
 
     _instance: ClassVar[MigrationRegistry | None] = None
 
@@ -48,19 +72,26 @@ class MigrationRegistry:
         #: Versioned model classes by ``__model__`` name.
         self.models: dict[str, type[VersionedModel]] = {}
 
-        #: Step graphs by ``__model__`` name.
+        #: The steps registered under each ``__model__`` name, as each step
+        #: names its model (a former name included).
         self.graphs: dict[str, StepGraph] = {}
 
         #: Former ``__model__`` names (from ``ops.rename_model``), by old name:
-        #: the new name. References stored under an old name restore as the
-        #: new model.
+        #: the name it was renamed to. References stored under an old name
+        #: restore as the model it resolves to.
         self.aliases: dict[str, str] = {}
 
-        #: Counts the changes to the steps, so plans cached elsewhere (see
-        #: `plan_cache`) are dropped when a step is added or removed.
+        #: The version each former name was renamed away at.
+        self._renamed_at: dict[str, Version] = {}
+
+        #: Counts the changes to the steps, the renames and the models, so
+        #: plans cached elsewhere (see `plan_cache`) are dropped.
         self.generation = 0
         self._plans: dict[tuple[str, str], dict[Any, tuple[Step, ...]]] = {}
         self._plans_generation = -1
+        self._merged: dict[str, StepGraph] = {}
+        self._merged_generation = -1
+        self._announced: dict[str, Any] = {}
 
     def plan_cache(self, model: str, head: str) -> dict[Any, tuple[Step, ...]]:
         """A model's upgrade plans to `head`, by stored ``__version__`` value as read.
@@ -86,22 +117,39 @@ class MigrationRegistry:
         return cls._instance
 
     # ------------------------------------------------------------------
-    # Models
+    # Models and their names
     # ------------------------------------------------------------------
     def register_model(self, cls: type[VersionedModel]) -> None:
         """Register a versioned model class (done by its metaclass)."""
         self.models[cls.__model__] = cls
-        for old, new in self.aliases.items():
-            if new == cls.__model__:
-                _add_alias_to_serializers(old, cls)
+        self.generation += 1
+        self._announce()
+
+    def resolve(self, name: ModelRef) -> str:
+        """The name a model has now: `name` followed through its renames.
+
+        A registered model's name is its own, even if a rename names it as a
+        former name too (old and new code in one process).
+
+        """
+        key = model_name(name)
+        seen = {key}
+        while key not in self.models and key in self.aliases:
+            key = self.aliases[key]
+            if key in seen:
+                break
+            seen.add(key)
+        return key
 
     def former_names(self, model: ModelRef) -> list[str]:
-        """The names a model was stored under before a ``rename_model`` step."""
-        key = model_name(model)
-        return [old for old, new in self.aliases.items() if new == key]
+        """The names a model was stored under before its ``rename_model`` steps,
+        the most recent first (so that, of two copies, the newer wins)."""
+        key = self.resolve(model)
+        found = [n for n in self.aliases if n != key and self.resolve(n) == key]
+        return sorted(found, key=lambda n: self._renamed_at.get(n, BASE), reverse=True)
 
     def model(self, name: ModelRef) -> type[VersionedModel]:
-        """Return the versioned model class registered under a name.
+        """Return the versioned model class registered under a name or a former name.
 
         Raises
         ------
@@ -111,26 +159,62 @@ class MigrationRegistry:
         """
         key = model_name(name)
         try:
-            return self.models[key]
+            return self.models[self.resolve(key)]
         except KeyError:
             raise UnknownModelError(key, list(self.models)) from None
+
+    def _alias_classes(self) -> dict[str, Any]:
+        """The former names that restore as a registered model, and its class."""
+        found: dict[str, Any] = {}
+        for old in self.aliases:
+            cls = self.models.get(self.resolve(old))
+            if cls is not None and old not in self.models:
+                found[old] = cls
+        return found
+
+    def _announce(self) -> None:
+        """Tell the listeners which former names now restore as which class."""
+        now = self._alias_classes()
+        for name, cls in self._announced.items():
+            if now.get(name) is not cls:
+                for listener in _ALIAS_LISTENERS:
+                    listener(name, None)
+        for name, cls in now.items():
+            if self._announced.get(name) is not cls:
+                for listener in _ALIAS_LISTENERS:
+                    listener(name, cls)
+        self._announced = now
 
     # ------------------------------------------------------------------
     # Steps
     # ------------------------------------------------------------------
     def graph(self, model: ModelRef) -> StepGraph:
-        """Return the step graph of a model, empty if it has no steps."""
-        key = model_name(model)
-        graph = self.graphs.get(key)
+        """Return the step graph of a model: the steps of its name and of its former names.
+
+        Empty if it has no steps.
+
+        """
+        key = self.resolve(model)
+        if self._merged_generation != self.generation:
+            self._merged = {}
+            self._merged_generation = self.generation
+        graph = self._merged.get(key)
         if graph is None:
-            graph = self.graphs[key] = StepGraph(key)
+            graph = StepGraph(key)
+            for name, steps in self.graphs.items():
+                if self.resolve(name) == key:
+                    for s in steps.steps:
+                        graph.add(s)
+            self._merged[key] = graph
         return graph
 
     def add_step(self, step: Step) -> Step:
         """Register a step; see `StepGraph.add` for the errors it raises.
 
         A step renaming a model (``ops.rename_model``) must belong to the
-        model's new name; its old name becomes an alias of the new one.
+        model's new name; its old name becomes a former name of the new one.
+        Two steps of one model leaving the same version are refused, under
+        whichever of its names each was written.
 
         """
         renames = step.operations.renames() if step.operations is not None else []
@@ -142,13 +226,23 @@ class MigrationRegistry:
                     model=step.model,
                     source=step.source,
                 )
-        self.graph(step.model).add(step)
-        self.generation += 1
+        raw = self.graphs.get(step.model)
+        if raw is None:
+            raw = self.graphs[step.model] = StepGraph(step.model)
+        raw.add(step)
+        before = (dict(self.aliases), dict(self._renamed_at))
         for op in renames:
             self.aliases[op.old_name] = op.new_name
-            cls = self.models.get(op.new_name)
-            if cls is not None:
-                _add_alias_to_serializers(op.old_name, cls)
+            self._renamed_at[op.old_name] = step.to_key
+        self.generation += 1
+        try:
+            self.graph(step.model)  # the merged graph refuses a duplicate across names
+        except ChainError:
+            raw.remove(step)
+            self.aliases, self._renamed_at = before
+            self.generation += 1
+            raise
+        self._announce()
         return step
 
     def remove_step(self, step: Step) -> None:
@@ -156,10 +250,12 @@ class MigrationRegistry:
         graph = self.graphs.get(step.model)
         if graph is not None:
             graph.remove(step)
-            self.generation += 1
         for op in step.operations.renames() if step.operations is not None else []:
             if self.aliases.get(op.old_name) == step.model:
                 del self.aliases[op.old_name]
+                self._renamed_at.pop(op.old_name, None)
+        self.generation += 1
+        self._announce()
 
     def plan_upgrade(
         self,
@@ -198,15 +294,13 @@ class MigrationRegistry:
                         model=name,
                     )
                 )
-        for name, graph in sorted(self.graphs.items()):
-            if not len(graph):
+        named = sorted({self.resolve(n) for n, g in self.graphs.items() if len(g)})
+        for name in named:
+            if name not in self.models:
+                found.append(UnknownModelError(name, list(self.models)))
                 continue
-            try:
-                head = self.model(name).__version__
-            except MigrateError as exc:
-                found.append(exc)
-                continue
-            found.extend(graph.problems(head))
+            graph = self.graph(name)
+            found.extend(graph.problems(self.models[name].__version__))
             found.extend(
                 ChainError(f"step {s.source} ({s.from_version} -> {s.to_version}): {what}")
                 for s in graph.steps
@@ -216,28 +310,24 @@ class MigrationRegistry:
 
     @contextmanager
     def isolated(self) -> Iterator[MigrationRegistry]:
-        """Restore the registered steps as they were on exit.
+        """Restore the registered steps and renames as they were on exit.
 
         Useful in tests that register steps of their own. Models registered
-        meanwhile stay registered, as their modules stay imported.
+        meanwhile stay registered, as their modules stay imported; former
+        names added meanwhile stop restoring as their model.
 
         """
         steps = [s for g in self.graphs.values() for s in g.steps]
-        aliases = dict(self.aliases)
         try:
             yield self
         finally:
             self.graphs = {}
+            self.aliases = {}
+            self._renamed_at = {}
             self.generation += 1
-            self.aliases = aliases
             for s in steps:
                 self.add_step(s)
-
-
-def _add_alias_to_serializers(old: str, cls: type[VersionedModel]) -> None:
-    from .model import add_to_serializer_registries
-
-    add_to_serializer_registries(cls, old)
+            self._announce()
 
 
 def register_step(
@@ -332,36 +422,34 @@ def _operation_functions(
 ) -> tuple[StepFunction, StepFunction | None, str]:
     """A step's upgrade and downgrade functions from its operations and functions.
 
+    The upgrade runs the operations, then the upgrade function if there is
+    one. A downgrade function, when given, is the step's downgrade: it takes
+    a document from the step's ``to_version`` back to its ``from_version``,
+    undoing the upgrade function and the operations alike. Without one, a
+    step made only of operations derives its downgrade from their exact
+    inverses, where they all have one.
+
     Returns the upgrade function, the downgrade function (None when there is
     none) and, then, why.
 
     """
+    up: StepFunction = ops
+    if upgrade is not None:
+        after = upgrade
+
+        async def run_both(doc: Document) -> Document:
+            ops(doc)
+            return await _call(after, doc)
+
+        up = run_both
+    if downgrade is not None:
+        return up, downgrade, ""
+    if upgrade is not None:
+        return up, None, "has no downgrade function"
     try:
-        undo: Operations | None = ops.inverse()
-        reason = ""
+        return up, ops.inverse(), ""
     except IrreversibleOperationError as exc:
-        undo, reason = None, f"cannot be downgraded: {exc}"
-    if upgrade is None:
-        return ops, undo, reason
-    after = upgrade
-
-    async def run_both(doc: Document) -> Document:
-        ops(doc)
-        return await _call(after, doc)
-
-    down: StepFunction | None = None
-    if downgrade is None:
-        reason = "has no downgrade function"
-    elif undo is not None:
-        before, inverse = downgrade, undo
-
-        async def undo_both(doc: Document) -> Document:
-            doc = await _call(before, doc)
-            inverse(doc)
-            return doc
-
-        down = undo_both
-    return run_both, down, reason
+        return up, None, f"cannot be downgraded: {exc} (or give the step a downgrade function)"
 
 
 async def _call(fn: StepFunction, doc: Document) -> Document:

@@ -66,9 +66,9 @@ class Project:
             out[v] = out.get(v, 0) + 1
         return out
 
-    def invoke(self, *args: str, url: str | None = None) -> Result:
+    def invoke(self, *args: str, url: str | None = None, input: str | None = None) -> Result:
         env = {"MONGO_URL": url or self.url, "ATOMDB_MIGRATE_URL": ""}
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False, input=input)
 
     def spawn(self, *args: str, url: str | None = None) -> subprocess.Popen[str]:
         env = {**os.environ, "MONGO_URL": url or self.url, "PYTHONPATH": str(ROOT)}

@@ -9,7 +9,15 @@ import pytest
 from atom.api import Int, Str
 from bson import ObjectId
 
-from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, ops, register_step
+from atomdb_migrate import (
+    MigrationRegistry,
+    MissingDowngradeError,
+    StepFailedError,
+    VersionedModel,
+    load_migrations,
+    ops,
+    register_step,
+)
 from atomdb_migrate.documents import copy_document
 from atomdb_migrate.runner import Runner
 
@@ -236,3 +244,75 @@ async def test_a_failure_between_server_steps_is_counted_once(
     # On the server the first step ran; the client path runs the whole chain.
     assert after[oid(4)].get("__version__") == (None if backend == "mongomock" else "1")
     assert {d["__version__"] for i, d in after.items() if i != oid(4)} == {"4"}
+
+
+# ----------------------------------------------------------------------
+# A step's downgrade: its own function when it has one
+# ----------------------------------------------------------------------
+class Shelf(VersionedModel):
+    __model__ = "test_ops_runner.Shelf"
+    __version__ = 2
+
+    n = Int()
+
+
+def put_back(doc: dict[str, Any]) -> None:
+    doc["old"] = str(doc.pop("n", ""))
+    doc["undone_by"] = "function"
+
+
+def bump(doc: dict[str, Any]) -> None:
+    doc["n"] = int(doc.get("n", 0)) + 1
+
+
+DOWNGRADE_CASES = {
+    # operations, upgrade, downgrade -> who undoes the step (None: refused)
+    "irreversible ops + downgrade": (
+        [ops.rename_field("old", "n"), ops.convert("n", int)],
+        None,
+        put_back,
+        "function",
+    ),
+    "reversible ops + downgrade": ([ops.rename_field("old", "n")], None, put_back, "function"),
+    "ops + upgrade + downgrade": ([ops.rename_field("old", "n")], bump, put_back, "function"),
+    "ops + upgrade": ([ops.rename_field("old", "n")], bump, None, None),
+    "reversible ops": ([ops.rename_field("old", "n")], None, None, "operations"),
+    "irreversible ops": ([ops.rename_field("old", "n"), ops.convert("n", int)], None, None, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOWNGRADE_CASES))
+async def test_a_steps_own_downgrade_is_its_downgrade(
+    db: Any, registry: MigrationRegistry, case: str
+) -> None:
+    operations, upgrade, downgrade, undone_by = DOWNGRADE_CASES[case]
+    step = register_step(Shelf, 1, 2, upgrade, downgrade, operations=operations)
+    await db[Shelf.__model__].insert_many([{"old": "7", "__version__": "1"} for _ in range(3)])
+    await Runner(db).upgrade(Shelf)
+    if undone_by is None:
+        assert step.downgrade_fn is None and step.downgrade_reason
+        with pytest.raises(MissingDowngradeError):
+            await Runner(db).downgrade(Shelf, "1")
+        return
+    report = await Runner(db).downgrade(Shelf, "1")
+    assert report.migrated == 3
+    docs = [d async for d in db[Shelf.__model__].find({})]
+    assert all(d["__version__"] == "1" and "n" not in d for d in docs)
+    if undone_by == "function":
+        assert all(d["undone_by"] == "function" and d["old"] for d in docs)
+        assert report.server_steps == {}, "a function runs on the client"
+    else:
+        assert all("undone_by" not in d and d["old"] == "7" for d in docs)
+
+
+def test_a_modules_downgrade_is_kept_beside_its_operations(
+    tmp_path: Any, registry: MigrationRegistry
+) -> None:
+    (tmp_path / "0001_convert.py").write_text(
+        '"""Convert."""\nfrom atomdb_migrate import ops\n'
+        f'model = "{Shelf.__model__}"\nfrom_version = "1"\nto_version = "2"\n'
+        'operations = [ops.rename_field("old", "n"), ops.convert("n", int)]\n\n'
+        "def downgrade(doc):\n    doc['old'] = str(doc.pop('n'))\n"
+    )
+    (step,) = load_migrations(tmp_path)
+    assert step.downgrade_fn is not None and step.downgrade_reason == ""

@@ -104,3 +104,25 @@ def test_migration_registry_fixture(migration_registry: MigrationRegistry) -> No
 
 def test_registry_restored_after_the_fixture() -> None:
     assert len(MigrationRegistry.instance().graph(Member)) == 1
+
+
+class Moved(VersionedModel):
+    __model__ = "testing.Moved"
+    __version__ = 1
+
+
+def test_the_registry_fixture_forgets_the_renames_of_its_test() -> None:
+    from atomdb.nosql import NoSQLModelSerializer
+
+    from atomdb_migrate import VersionedModelSerializer, ops
+
+    serializers = [NoSQLModelSerializer.instance(), VersionedModelSerializer.instance()]
+    for serializer in serializers:
+        assert "testing.OldMoved" not in serializer.registry  # built now
+    with MigrationRegistry.instance().isolated():
+        register_step(
+            Moved, 0, 1, operations=[ops.rename_model("testing.OldMoved", Moved.__model__)]
+        )
+        assert all(s.registry["testing.OldMoved"] is Moved for s in serializers)
+    assert all("testing.OldMoved" not in s.registry for s in serializers)
+    assert MigrationRegistry.instance().former_names(Moved) == []
