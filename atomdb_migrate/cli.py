@@ -223,6 +223,20 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
         click.echo("  no earlier step records a schema: write the operations by hand")
     elif done.diff is not None:
         click.echo(f"  {done.diff.describe() or 'no change found since the snapshot'}")
+    if done.moved_from:
+        click.echo(
+            f"  the model's steps were written under {done.moved_from}: "
+            + (
+                "the step starts with ops.rename_model"
+                if autogenerate
+                else f"add ops.rename_model({done.moved_from!r}, {done.model!r}) to it"
+            )
+        )
+    if done.computed:
+        click.echo(
+            f"  {', '.join(done.computed)}: computed defaults; write upgrade() to give "
+            "each document its own value"
+        )
     if done.bump:
         click.echo(f'  then set __version__ = "{done.to_version}" on the model')
 

@@ -37,7 +37,15 @@ from .runner import (
     Progress,
     Runner,
 )
-from .schema import SchemaDiff, compare, infer_operations, newest_snapshot, snapshot
+from .schema import (
+    SchemaDiff,
+    compare,
+    computed_upgrade,
+    infer_operations,
+    previous_snapshot,
+    snapshot,
+    step_to,
+)
 from .versions import BASE_VERSION, Step, parse_version, stored_version
 from .workspace import Workspace
 
@@ -142,6 +150,11 @@ class Revision:
     diff: SchemaDiff | None = None
     #: Whether the model's ``__version__`` still has to be set to `to_version`.
     bump: bool = False
+    #: The former name the model's steps were written under, when it moved.
+    moved_from: str | None = None
+    #: Added fields whose defaults are computed: the step's upgrade must give
+    #: each document its own value.
+    computed: list[str] = field(default_factory=list)
 
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
@@ -154,7 +167,18 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
 
     The module records the model's fields as its ``schema``. With
     `autogenerate`, its ``operations`` are inferred from the difference
-    between the model and the newest snapshot (see `atomdb_migrate.schema`).
+    between the model and the snapshot of the version the step leaves, and
+    nothing else (see `atomdb_migrate.schema`). A model whose steps were
+    all written under another name that no model has now, with the same
+    class name, is taken to have moved: the step starts with
+    ``ops.rename_model``.
+
+    Raises
+    ------
+    ConfigError
+        If steps record snapshots but the one reaching the version the new
+        step leaves does not: autogenerate will not compare with an older
+        snapshot.
 
     """
     cls = ws.model(model)
@@ -166,6 +190,9 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             else "no migrations directory: run `atomdb-migrate init` or give --migrations"
         )
     graph = ws.registry.graph(cls)
+    moved_from = None if len(graph) else ws.registry.moved_from(cls)
+    if moved_from is not None:
+        graph = ws.registry.graph(moved_from)
     latest = graph.latest
     if latest is not None and latest < cls.__parsed_version__:
         start, end = str(latest), cls.__version__
@@ -182,21 +209,30 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         from_label=start,
         to_label=end,
         schema=_format_schema(fields),
+        upgrade="",
     )
     diff: SchemaDiff | None = None
+    computed: list[str] = []
     if autogenerate:
-        base = newest_snapshot(graph.steps)
+        lines = []
+        if moved_from is not None:
+            lines.append(f"ops.rename_model({moved_from!r}, {cls.__model__!r}),")
+        base = previous_snapshot(graph, parse_version(start), cls.__model__)
         if base is None:
-            lines = [
+            lines += [
                 "# No step of this model records a schema yet: nothing to compare with.",
                 "# This step records the model's fields; write its operations by hand.",
             ]
             values["previous"] = "no earlier step (none records one)"
         else:
             diff = compare(base.schema or {}, fields)
-            lines = infer_operations(cls, diff, source) or ["# No change found since the snapshot."]
+            inferred = infer_operations(cls, diff, source)
+            computed = inferred.computed
+            lines += inferred.lines or ["# No change found since the snapshot."]
             where = " ".join(Path(base.source).name.splitlines())
             values["previous"] = f"{where} (version {base.to_version})"
+            if computed:
+                values["upgrade"] = computed_upgrade(computed)
         values["operations"] = "".join(f"    {line}\n" for line in lines)
         values["imports"] = "".join(f"{line}\n" for line in source.imports)
         name = "templates/operations.py.tmpl"
@@ -211,14 +247,26 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     path = folder / f"{number:04d}_{slug(message)}.py"
     path.write_text(text)
     return Revision(
-        path, cls.__model__, start, end, diff, bump=parse_version(end) != cls.__parsed_version__
+        path,
+        cls.__model__,
+        start,
+        end,
+        diff,
+        bump=parse_version(end) != cls.__parsed_version__,
+        moved_from=moved_from,
+        computed=computed,
     )
 
 
-def _format_schema(fields: dict[str, str]) -> str:
+def _format_schema(fields: dict[str, Any], indent: str = "") -> str:
     if not fields:
         return "{}"
-    return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in fields.items()) + "}"
+    inner = indent + "    "
+    lines = [
+        f"{inner}{k!r}: {_format_schema(v, inner) if isinstance(v, dict) else repr(v)},\n"
+        for k, v in fields.items()
+    ]
+    return "{\n" + "".join(lines) + indent + "}"
 
 
 # ----------------------------------------------------------------------
@@ -607,16 +655,30 @@ async def history(
 
 
 def drift(ws: Workspace) -> list[str]:
-    """Models whose fields differ from their newest snapshot at the same version.
+    """Models whose fields differ from the snapshot of their version.
 
-    A model whose ``__version__`` is past its newest snapshot is not checked:
-    its new step is still to be written (the chain check says so).
+    A model is checked once any of its steps records a snapshot. Its fields
+    are compared with the snapshot the step reaching its version records; a
+    missing one is a problem too (the fields at that version are unknown).
+    A model whose ``__version__`` is past its steps is not checked: its new
+    step is still to be written; nor is one behind its steps: its version is
+    still to be raised (the chain check says either).
 
     """
     found = []
     for cls in ws.models():
-        base = newest_snapshot(ws.registry.graph(cls).steps)
-        if base is None or base.to_key != cls.__parsed_version__:
+        graph = ws.registry.graph(cls)
+        latest = graph.latest
+        if step_to(graph, cls.__parsed_version__) is None or (
+            latest is not None and latest > cls.__parsed_version__
+        ):
+            continue
+        try:
+            base = previous_snapshot(graph, cls.__parsed_version__, cls.__model__)
+        except ConfigError as exc:
+            found.append(f"{exc}; `atomdb-migrate check` cannot tell a change without a migration")
+            continue
+        if base is None:
             continue
         diff = compare(base.schema or {}, snapshot(cls))
         if diff:

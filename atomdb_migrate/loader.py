@@ -38,6 +38,7 @@ from typing import Any
 
 from .exceptions import ChainError, ConfigError, StepModuleError
 from .registry import MigrationRegistry, register_step
+from .schema import is_schema
 from .versions import Step
 
 #: The names a step module must define, and the types they must have.
@@ -187,11 +188,12 @@ def _load_module(file: Path) -> ModuleType:
     if downgrade is not None and not callable(downgrade):
         raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
     schema = getattr(module, "schema", None)
-    if schema is not None and not (
-        isinstance(schema, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in schema.items())
-    ):
-        raise _Problem(_line_of(file, "schema"), "schema must be a dict of field names to types")
+    if schema is not None and not is_schema(schema):
+        raise _Problem(
+            _line_of(file, "schema"),
+            "schema must be a dict of field names to types (or, for an embedded model, "
+            "to a dict of its own)",
+        )
     return module
 
 

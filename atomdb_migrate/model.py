@@ -305,6 +305,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             If a step fails on the document.
 
         """
+        __tracebackhide__ = True  # a failing step's test shows the step, not the helpers
         doc, _, _ = await cls._migrate(state)
         # The lazy path shares what no step reached; a caller may change it.
         return doc if doc is state else copy_document(doc)
@@ -319,6 +320,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         version, or left as it is).
 
         """
+        __tracebackhide__ = True
         raw = state.get(VERSION_KEY)
         registry = MigrationRegistry.instance()
         plans = registry.plan_cache(cls.__model__, cls.__version__)

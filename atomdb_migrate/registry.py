@@ -163,6 +163,40 @@ class MigrationRegistry:
         except KeyError:
             raise UnknownModelError(key, list(self.models)) from None
 
+    def moved_from(self, model: ModelRef) -> str | None:
+        """The name a model's steps were written under, if it seems to have moved.
+
+        That is a name no model has, holding steps, and the only one with the
+        model's class name, while the model itself has no step: its module
+        changed, and no ``rename_model`` step says so yet.
+
+        """
+        key = self.resolve(model)
+        if len(self.graph(key)):
+            return None
+        tail = key.rpartition(".")[2]
+        found = [
+            name
+            for name, graph in self.graphs.items()
+            if len(graph)
+            and self.resolve(name) not in self.models
+            and name.rpartition(".")[2] == tail
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def _unknown(self, name: str) -> UnknownModelError:
+        """The error for steps of a name no model has, with the move it may be."""
+        error = UnknownModelError(name, list(self.models))
+        tail = name.rpartition(".")[2]
+        moved = [m for m in self.models if m.rpartition(".")[2] == tail and self.moved_from(m)]
+        if len(moved) == 1:
+            error = UnknownModelError(name, list(self.models))
+            error.args = (
+                f"{error.args[0]}. If it moved to {moved[0]!r}, give that model a step with "
+                f"ops.rename_model({name!r}, {moved[0]!r}) (revision --autogenerate writes it)",
+            )
+        return error
+
     def _alias_classes(self) -> dict[str, Any]:
         """The former names that restore as a registered model, and its class."""
         found: dict[str, Any] = {}
@@ -297,7 +331,7 @@ class MigrationRegistry:
         named = sorted({self.resolve(n) for n, g in self.graphs.items() if len(g)})
         for name in named:
             if name not in self.models:
-                found.append(UnknownModelError(name, list(self.models)))
+                found.append(self._unknown(name))
                 continue
             graph = self.graph(name)
             found.extend(graph.problems(self.models[name].__version__))

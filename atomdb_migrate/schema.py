@@ -1,35 +1,61 @@
 """Schema snapshots: a model's stored fields, recorded in its step modules.
 
 Each step module written by ``atomdb-migrate revision`` ends with the model's
-stored fields after the step, by name, with their member types::
+stored fields after the step, by name, with what decides how each is stored
+and validated::
 
-    schema = {"title": "Str", "views": "Int", "author": "Instance(blog.User)"}
+    schema = {
+        "title": "Str",
+        "views": "Range(0, None)",
+        "author": "Ref(blog.User)",
+        "meta": {"__model__": "blog.Meta", "lang": "Str", "tags": "List(Str)"},
+    }
 
-From the newest snapshot and the live model class:
+- a reference to another saved model is ``Ref(name)`` (``Typed`` and
+  ``Instance`` store it alike);
+- an embedded model (a ``JSONModel``, or a model never saved on its own) is
+  a dict of its own fields, with its ``__model__``, recursively;
+- containers name their items (``List(Int)``, ``Dict(Str, Int)``,
+  ``Tuple(Int)``), ranges their bounds, enums their items.
+
+From the snapshot of the model's previous version and the live class:
 
 - ``atomdb-migrate revision --autogenerate`` infers the operations of the
-  next step (fields added and removed, types changed), and marks likely
-  renames for the author to confirm instead of guessing;
-- ``atomdb-migrate check`` fails when the fields differ from the snapshot
-  while the version is the same: a change made without a migration.
+  next step (fields added, removed or converted, inside embedded models
+  too), marks likely renames for the author to confirm instead of guessing,
+  and asks for a hand-written value where a default is computed;
+- ``atomdb-migrate check`` fails when the fields differ from the snapshot of
+  the model's version: a change made without a migration. Changes that store
+  and validate the same (``Typed`` to ``Instance``, an enum gaining an item,
+  a range widening) are not changes.
 
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from atom.api import Member
+from atom.api import DefaultValue, Member
+from atomdb.base import Model, resolve_member_types
+from atomdb.nosql import NoSQLModel
+from packaging.version import Version
 
-from .exceptions import short_repr
+from .exceptions import ConfigError, short_repr
 from .literals import Source
 from .ops import check_value
-from .versions import Step
+from .versions import Step, StepGraph
 
 if TYPE_CHECKING:
     from .model import VersionedModel
+
+#: What a snapshot records of a field: a type's description, or, for an
+#: embedded model, a dict of its fields (with its ``__model__``).
+Description: TypeAlias = "str | dict[str, Description]"
 
 #: Fields atom-db stores for every model: not part of a snapshot.
 IMPLICIT = frozenset(("_id", "__model__", "__ref__", "__version__"))
@@ -41,8 +67,10 @@ CONVERSION_FOR = {
     "Str": "str",
     "Bool": "bool",
     "Instance(datetime)": "datetime",
-    "Typed(datetime)": "datetime",
 }
+
+#: Member types stored as lists, whatever they hold in Python.
+LISTS = ("List", "ContainerList", "Set")
 
 
 def _type_name(kind: Any) -> str:
@@ -52,136 +80,370 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", repr(kind))
 
 
-def describe_member(member: Member[Any, Any]) -> str:
-    """A member's type as a snapshot records it: ``Str``, ``List(Int)``, ``Instance(datetime)``."""
+def describe_member(member: Member[Any, Any], seen: frozenset[type] = frozenset()) -> Description:
+    """What decides how a member's value is stored and validated (see the module)."""
     name = type(member).__name__
-    if name in ("Typed", "Instance", "ForwardTyped", "ForwardInstance", "Coerced"):
-        from atomdb.base import resolve_member_types
-
+    _, context = member.validate_mode
+    if name in ("Typed", "Instance", "ForwardTyped", "ForwardInstance"):
         try:
             kinds = resolve_member_types(member)
         except Exception:  # an unresolvable forward reference
             kinds = None
-        base = name.replace("Forward", "")
-        if kinds:
-            return f"{base}({', '.join(_type_name(k) for k in kinds)})"
-        return base
-    if name in ("List", "ContainerList", "Set"):
+        if kinds and len(kinds) == 1 and isinstance(kinds[0], type):
+            kind = kinds[0]
+            if issubclass(kind, NoSQLModel):
+                return f"Ref({_type_name(kind)})"
+            if issubclass(kind, Model):
+                return embedded(kind, seen)
+        return f"Instance({', '.join(_type_name(k) for k in kinds or ())})"
+    if name == "Coerced":
+        kinds = context[0] if isinstance(context, tuple) else ()
+        return f"Coerced({', '.join(_type_name(k) for k in kinds)})"
+    if name in LISTS or name == "Tuple":
         item = getattr(member, "item", None)
-        return f"{name}({describe_member(item)})" if item is not None else name
+        inner = _inline(describe_member(item, seen)) if item is not None else "Value"
+        return f"{'Tuple' if name == 'Tuple' else 'List'}({inner})"
     if name == "Dict":
-        key, value = getattr(member, "key", None), getattr(member, "value", None)
-        if key is not None or value is not None:
-            k = describe_member(key) if key is not None else "Value"
-            v = describe_member(value) if value is not None else "Value"
-            return f"Dict({k}, {v})"
-        return name
+        key, value = context if isinstance(context, tuple) else (None, None)
+        k = _inline(describe_member(key, seen)) if key is not None else "Value"
+        v = _inline(describe_member(value, seen)) if value is not None else "Value"
+        return f"Dict({k}, {v})"
     if name == "Enum":
-        items = getattr(member, "items", ())
-        return f"Enum({', '.join(repr(i) for i in items)})"
+        return f"Enum({', '.join(repr(i) for i in getattr(member, 'items', ()))})"
+    if name in ("Range", "FloatRange"):
+        low, high = context if isinstance(context, tuple) else (None, None)
+        return f"{name}({low!r}, {high!r})"
     return name
 
 
-def snapshot(cls: type[VersionedModel]) -> dict[str, str]:
-    """The model's stored fields and their member types, by name."""
+def embedded(kind: type, seen: frozenset[type] = frozenset()) -> Description:
+    """An embedded model's fields, recursively (a model met again is named only)."""
+    if kind in seen:
+        return f"Embedded({_type_name(kind)})"
+    members = kind.members()  # type: ignore[attr-defined]
+    fields: dict[str, Description] = {"__model__": _type_name(kind)}
+    for name in sorted(getattr(kind, "__fields__", ())):
+        if name not in IMPLICIT:
+            fields[name] = describe_member(members[name], seen | {kind})
+    return fields
+
+
+def _inline(description: Description) -> str:
+    """A description inside another's text: an embedded model as its JSON."""
+    if isinstance(description, str):
+        return description
+    return json.dumps(description, sort_keys=True)
+
+
+def snapshot(cls: type[VersionedModel]) -> dict[str, Description]:
+    """The model's stored fields and their descriptions, by name."""
     members = cls.members()
     return {
-        name: describe_member(members[name])
+        name: describe_member(members[name], frozenset({cls}))
         for name in sorted(cls.__fields__)
         if name not in IMPLICIT
     }
 
 
+def is_schema(value: Any) -> bool:
+    """Whether a step module's ``schema`` is one (names to descriptions, recursively)."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (isinstance(v, str) or is_schema(v)) for k, v in value.items()
+    )
+
+
+# ----------------------------------------------------------------------
+# Which snapshot to compare with
+# ----------------------------------------------------------------------
 def newest_snapshot(steps: list[Step]) -> Step | None:
     """The step with the newest snapshot, of a model's steps."""
     recorded = [s for s in steps if s.schema is not None]
     return max(recorded, key=lambda s: s.to_key) if recorded else None
 
 
+def step_to(graph: StepGraph, version: Version) -> Step | None:
+    """The step that arrives at `version`, if any."""
+    return next((s for s in graph.steps if s.to_key == version), None)
+
+
+def previous_snapshot(graph: StepGraph, version: Version, model: str) -> Step | None:
+    """The step whose snapshot holds the fields at `version`: the step that arrives there.
+
+    None when no step records a schema at all (the model does not use
+    snapshots yet).
+
+    Raises
+    ------
+    ConfigError
+        If steps record snapshots, but the step arriving at `version` does
+        not (or there is none): the fields at `version` are not known, and
+        comparing with an older snapshot would take every change made since
+        for a change to write.
+
+    """
+    if newest_snapshot(graph.steps) is None:
+        return None
+    found = step_to(graph, version)
+    if found is not None and found.schema is not None:
+        return found
+    where = f"the step to version {version} ({found.source})" if found else "no step"
+    raise ConfigError(
+        f"model {model!r}: {where} records no schema, so the fields at version "
+        f"{version} are not known; comparing with an older snapshot would take the "
+        f"changes made since for changes to write. Add `schema = {{...}}`, the fields "
+        f"documents have at version {version}, to that step module, then run again"
+    )
+
+
+# ----------------------------------------------------------------------
+# Comparing
+# ----------------------------------------------------------------------
 @dataclass
 class SchemaDiff:
-    """How a model's fields differ from a snapshot."""
+    """How a model's fields differ from a snapshot (names dotted inside embedded models)."""
 
-    added: dict[str, str] = field(default_factory=dict)
-    removed: dict[str, str] = field(default_factory=dict)
-    #: Fields whose type changed: (old type, new type).
-    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    added: dict[str, Description] = field(default_factory=dict)
+    removed: dict[str, Description] = field(default_factory=dict)
+    #: Fields whose description changed: (old, new).
+    changed: dict[str, tuple[Description, Description]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed)
 
     def describe(self) -> str:
-        parts = [f"added {n} ({t})" for n, t in self.added.items()]
-        parts += [f"removed {n} ({t})" for n, t in self.removed.items()]
-        parts += [f"{n} changed from {a} to {b}" for n, (a, b) in self.changed.items()]
+        parts = [f"added {n} ({_shown(t)})" for n, t in self.added.items()]
+        parts += [f"removed {n} ({_shown(t)})" for n, t in self.removed.items()]
+        parts += [
+            f"{n} changed from {_shown(a)} to {_shown(b)}" for n, (a, b) in self.changed.items()
+        ]
         return "; ".join(parts)
 
 
-def compare(old: dict[str, str], new: dict[str, str]) -> SchemaDiff:
+def _shown(description: Description) -> str:
+    if isinstance(description, dict):
+        return f"embedded {description.get('__model__', '?')}"
+    return description
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> SchemaDiff:
     """The difference from a snapshot `old` to the fields `new`."""
-    return SchemaDiff(
-        added={n: t for n, t in new.items() if n not in old},
-        removed={n: t for n, t in old.items() if n not in new},
-        changed={n: (old[n], t) for n, t in new.items() if n in old and old[n] != t},
-    )
+    diff = SchemaDiff()
+    for name, desc in new.items():
+        if name == "__model__":
+            continue
+        path = prefix + name
+        if name not in old:
+            diff.added[path] = desc
+            continue
+        before = old[name]
+        if isinstance(before, dict) and isinstance(desc, dict):
+            if before.get("__model__") != desc.get("__model__"):
+                diff.changed[path] = (before, desc)  # the stored __model__ changes
+            else:
+                inner = compare(before, desc, path + ".")
+                diff.added.update(inner.added)
+                diff.removed.update(inner.removed)
+                diff.changed.update(inner.changed)
+        elif not same_storage(before, desc):
+            diff.changed[path] = (before, desc)
+    for name, desc in old.items():
+        if name != "__model__" and name not in new:
+            diff.removed[prefix + name] = desc
+    return diff
 
 
-def _default(cls: type[VersionedModel], name: str) -> tuple[Any, str]:
-    """The value an added field gets, and a comment when it must be checked."""
+_CALL = re.compile(r"^(\w+)\((.*)\)$", re.S)
+
+
+def same_storage(old: Description, new: Description) -> bool:
+    """Whether two descriptions store and validate alike (the new one accepting at
+    least every value the old one did)."""
+    if old == new:
+        return True
+    if isinstance(new, dict):
+        # A snapshot from before embedded models were described in full.
+        return isinstance(old, str) and old in (
+            f"Typed({new.get('__model__')})",
+            f"Instance({new.get('__model__')})",
+        )
+    if not isinstance(old, str):
+        return False
+    b = _CALL.match(new)
+    if b is None:
+        return False
+    kind_b, args_b = b.groups()
+    a = _CALL.match(old)
+    if a is None:
+        # A snapshot from before details were recorded: a bare type name.
+        return old == kind_b or (old in LISTS and kind_b == "List")
+    kind_a, args_a = a.groups()
+    if kind_a in LISTS and kind_b == "List":
+        return args_a == args_b
+    if kind_a in ("Typed", "Instance") and kind_b in ("Instance", "Ref"):
+        return args_a == args_b  # Typed and Instance store alike; a reference as before
+    if kind_a == kind_b == "Enum":
+        old_items, new_items = _literals(args_a), _literals(args_b)
+        return old_items is not None and new_items is not None and old_items <= new_items
+    if kind_a == kind_b and kind_a in ("Range", "FloatRange"):
+        bounds_a, bounds_b = _literals(args_a, ordered=True), _literals(args_b, ordered=True)
+        if bounds_a is None or bounds_b is None:
+            return False
+        (low_a, high_a), (low_b, high_b) = bounds_a, bounds_b
+        return (low_b is None or (low_a is not None and low_b <= low_a)) and (
+            high_b is None or (high_a is not None and high_b >= high_a)
+        )
+    return False
+
+
+def _literals(args: str, *, ordered: bool = False) -> Any:
+    """The literals of a description's arguments: a set of their reprs, or (ordered)
+    the tuple of them; None where they are not all literals."""
     try:
-        value = getattr(cls.__new__(cls), name)
+        found = tuple(ast.literal_eval(f"({args},)"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if ordered:
+        return found if len(found) == 2 else None
+    return {repr(i) for i in found}
+
+
+# ----------------------------------------------------------------------
+# Inferring operations
+# ----------------------------------------------------------------------
+@dataclass
+class Inferred:
+    """What autogenerate writes for a difference."""
+
+    #: The lines of the ``operations`` list, with comments for the author.
+    lines: list[str] = field(default_factory=list)
+    #: Fields whose default is computed for each object: a hand-written
+    #: ``upgrade`` must give each existing document its own value.
+    computed: list[str] = field(default_factory=list)
+
+
+def _member_at(cls: type, path: str) -> tuple[type, str] | None:
+    """The class holding a dotted field (an embedded model's, for a dotted path)."""
+    *outer, last = path.split(".")
+    kind: Any = cls
+    for name in outer:
+        member = kind.members().get(name)
+        kinds = resolve_member_types(member) if member is not None else None
+        if not kinds or len(kinds) != 1:
+            return None
+        kind = kinds[0]
+    return (kind, last) if last in kind.members() else None
+
+
+def _is_computed(kind: type, name: str) -> bool:
+    """Whether a member's default is computed for each object (a factory, a
+    ``_default_`` method), rather than one value shared by all."""
+    mode, context = kind.members()[name].default_value_mode  # type: ignore[attr-defined]
+    if mode in (DefaultValue.ObjectMethod, DefaultValue.ObjectMethod_Name):
+        return True
+    if mode in (DefaultValue.MemberMethod_Object,):
+        return True
+    if mode == DefaultValue.CallObject:
+        # atom's own factories (Typed(dict, ()), Instance(list, factory=list),
+        # Coerced) make one value; a user's callable may make a new one each time.
+        qualname = getattr(context, "__qualname__", "")
+        return not isinstance(context, type) and "__init__.<locals>" not in qualname
+    return False
+
+
+def _default(cls: type, path: str) -> tuple[Any, str, bool]:
+    """The value an added field gets, a comment when it must be checked, and whether
+    it is computed for each object."""
+    found = _member_at(cls, path)
+    if found is None:
+        return None, "  # its default could not be found: set one", False
+    kind, name = found
+    if _is_computed(kind, name):
+        return None, "", True
+    try:
+        values = [getattr(kind.__new__(kind), name) for _ in range(2)]  # type: ignore[call-overload]
     except Exception as exc:
-        return None, f"  # its default could not be read ({type(exc).__name__}): set one"
-    if isinstance(value, datetime):
-        return None, "  # its default is computed (a datetime): set one"
+        return None, f"  # its default could not be read ({type(exc).__name__}): set one", False
+    value = values[0]
+    if isinstance(value, (datetime, date)) or not _same(values[0], values[1]):
+        return None, "", True
+    if isinstance(value, Model):
+        return None, "  # its default is an object: set one, as it is stored", False
     try:
         check_value(value, name)
     except ValueError:
-        return None, f"  # its default {_shown(value)} is not stored as it is: set one"
-    return value, ""
+        return None, f"  # its default {_shown_value(value)} is not stored as it is: set one", False
+    return value, "", False
 
 
-def _shown(value: Any) -> str:
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) or (a != a and b != b)
+    except Exception:
+        return False
+
+
+def _shown_value(value: Any) -> str:
     """A value as a comment shows it: one line."""
     return " ".join(short_repr(value, 60).split())
 
 
 def infer_operations(
     cls: type[VersionedModel], diff: SchemaDiff, source: Source | None = None
-) -> list[str]:
+) -> Inferred:
     """The lines of an ``operations`` list for a difference, with comments for the author.
 
-    Values are written as Python expressions; `source` collects the imports
-    they need.
+    Added fields keep a value already there (`set_default_where_missing`):
+    a field can be new to the model and still be stored in some documents.
+    A field whose default is computed for each object gets no operation: the
+    step's ``upgrade`` must compute it per document. Values are written as
+    Python expressions; `source` collects the imports they need.
 
     """
     source = source or Source()
-    lines: list[str] = []
+    out = Inferred()
+    lines = out.lines
     for name in diff.added:
-        value, note = _default(cls, name)
+        value, note, computed = _default(cls, name)
+        if computed:
+            out.computed.append(name)
+            lines.append(f"# {name!r}: its default is computed for each object: see upgrade()")
+            continue
         try:
             text = source.literal(value)
         except ValueError:
-            text, note = "None", f"  # its default {_shown(value)} cannot be written: set one"
-        lines.append(f"ops.add_field({name!r}, {text}),{note}")
+            text, note = "None", f"  # its default {_shown_value(value)} cannot be written: set one"
+        lines.append(f"ops.set_default_where_missing({name!r}, {text}),{note}")
     for name in diff.removed:
         lines.append(f"ops.remove_field({name!r}),")
     for name, (before, after) in diff.changed.items():
-        to = CONVERSION_FOR.get(after)
+        to = CONVERSION_FOR.get(after) if isinstance(after, str) else None
         if to is not None:
-            lines.append(f"ops.convert({name!r}, {to!r}),  # was {before}")
+            lines.append(f"ops.convert({name!r}, {to!r}),  # was {_shown(before)}")
         else:
             lines.append(
-                f"# {name!r} changed from {before} to {after}: no operation converts "
-                "it; write the change in upgrade()"
+                f"# {name!r} changed from {_shown(before)} to {_shown(after)}: no operation "
+                "converts it; write the change in upgrade()"
             )
     for old, before in diff.removed.items():
         for new, after in diff.added.items():
-            if before == after:
+            if before == after and old.rpartition(".")[0] == new.rpartition(".")[0]:
                 lines.append(
-                    f"# RENAME? {old!r} was removed and {new!r} added, both {after}: "
+                    f"# RENAME? {old!r} was removed and {new!r} added, both {_shown(after)}: "
                     f"if {new!r} is {old!r} renamed, replace their two lines with "
-                    f"ops.rename_field({old!r}, {new!r}),"
+                    f"ops.rename_field({old!r}, {new.rpartition('.')[2]!r}),"
                 )
     # Names and types in comments are the model's own text: keep each line one line.
-    return [" ".join(line.splitlines()) for line in lines]
+    out.lines = [" ".join(line.splitlines()) for line in lines]
+    return out
+
+
+def computed_upgrade(names: list[str]) -> str:
+    """The ``upgrade`` function a step needs when added fields have computed defaults."""
+    listed = ", ".join(names)
+    message = f"compute {listed} for each existing document"
+    return (
+        "\n\ndef upgrade(doc):\n"
+        f"    # Give each document its own {listed}: computed defaults (a factory, a\n"
+        "    # _default_ method) make a new value per object, so no one value suits all.\n"
+        f"    raise NotImplementedError({message!r})\n"
+    )

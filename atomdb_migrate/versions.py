@@ -480,6 +480,7 @@ async def run_chain(
         the document's ``_id``.
 
     """
+    __tracebackhide__ = True  # pytest shows the step's frame, not this one
     watched = doc if isinstance(doc, StepDocument) else None
     has_id = "_id" in doc
     doc_id = doc.get("_id")
@@ -531,6 +532,7 @@ async def apply_chain(
         the whole document (see `StepDocument`).
 
     """
+    __tracebackhide__ = True
     watched = StepDocument(state)
     doc = await run_chain(steps, watched, downgrade=downgrade)
     if doc is watched:
