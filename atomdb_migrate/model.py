@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import Document, copy_document
 from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
-from .mongo import is_mongomock
+from .mongo import exact_filters
 from .registry import MigrationRegistry, listen_to_aliases
 from .versions import (
     BASE_VERSION,
@@ -33,7 +33,6 @@ from .versions import (
     apply_chain,
     parse_version,
     stored_version,
-    version_key,
 )
 from .writes import conditional_update
 
@@ -321,31 +320,27 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
 
         """
         __tracebackhide__ = True
-        raw = state.get(VERSION_KEY)
-        registry = MigrationRegistry.instance()
-        plans = registry.plan_cache(cls.__model__, cls.__version__)
-        key = version_key(raw)
-        cached = plans.get(key)
-        if cached is not None:
-            return (*await apply_chain(cached, state), True)
-        doc_id = state.get("_id")
-        stored = stored_version(raw, model=cls.__model__, doc_id=doc_id)
         head = cls.__parsed_version__
-        if stored == head:
+        graph = MigrationRegistry.instance().graph(cls)
+        raw = state.get(VERSION_KEY)
+        plan = graph.plan(raw, head, head=head)
+        if plan.kind == "migrate":
+            return (*await apply_chain(plan.steps, state), True)
+        if plan.kind == "current":
             return state, (), False
-        graph = registry.graph(cls)
-        if stored > head:
-            if cls.__on_newer__ == "restore":
-                return state, (), False
-            if cls.__on_newer__ == "downgrade":
-                steps = graph.plan_downgrade(stored, head, doc_id=doc_id)
-                return (*await apply_chain(steps, state, downgrade=True), False)
-            raise NewerDocumentError(
-                cls.__model__, doc_id, str(stored), cls.__version__, action="restore it"
-            )
-        steps = graph.plan_upgrade(stored, head, doc_id=doc_id)
-        plans[key] = steps
-        return (*await apply_chain(steps, state), True)
+        if plan.kind != "newer":
+            plan.raise_for(state.get("_id"))
+        if cls.__on_newer__ == "restore":
+            return state, (), False
+        if cls.__on_newer__ == "downgrade":
+            assert plan.stored is not None
+            back = graph.plan(raw, head, head=plan.stored, downgrade=True)
+            if back.kind != "migrate":
+                back.raise_for(state.get("_id"))
+            return (*await apply_chain(back.steps, state, downgrade=True), False)
+        raise NewerDocumentError(
+            cls.__model__, state.get("_id"), str(plan.stored), cls.__version__, action="restore it"
+        )
 
     @classmethod
     async def _upgrade_for_restore(cls, state: Document) -> Document:
@@ -450,7 +445,7 @@ async def write_back(
         return False
     try:
         query, update = conditional_update(
-            old, new, fields, complete=True, expressions=not is_mongomock(cls.objects)
+            old, new, fields, complete=True, expressions=exact_filters(cls.objects)
         )
         if not update:
             return True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.version import Version
 
@@ -22,13 +22,15 @@ from .exceptions import ChainError, IrreversibleOperationError, UnknownModelErro
 from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
 
 if TYPE_CHECKING:
-    from .model import VersionedModel
     from .ops import Operation, Operations
 
 BASE = parse_version(BASE_VERSION)
 
 #: A model given by its class or by its ``__model__`` name.
-ModelRef = Union[str, "type[VersionedModel]"]
+#: (The registry knows models only by their ``__model__``, ``__version__``
+#: and ``__parsed_version__``: it imports nothing of `atomdb_migrate.model`,
+#: which imports it.)
+ModelRef = str | type
 
 
 def model_name(model: ModelRef) -> str:
@@ -70,7 +72,7 @@ class MigrationRegistry:
 
     def __init__(self) -> None:
         #: Versioned model classes by ``__model__`` name.
-        self.models: dict[str, type[VersionedModel]] = {}
+        self.models: dict[str, type[Any]] = {}
 
         #: The steps registered under each ``__model__`` name, as each step
         #: names its model (a former name included).
@@ -84,30 +86,12 @@ class MigrationRegistry:
         #: The version each former name was renamed away at.
         self._renamed_at: dict[str, Version] = {}
 
-        #: Counts the changes to the steps, the renames and the models, so
-        #: plans cached elsewhere (see `plan_cache`) are dropped.
+        #: Counts the changes to the steps, the renames and the models: each
+        #: model's graph (and the plans it caches) is built again after one.
         self.generation = 0
-        self._plans: dict[tuple[str, str], dict[Any, tuple[Step, ...]]] = {}
-        self._plans_generation = -1
         self._merged: dict[str, StepGraph] = {}
         self._merged_generation = -1
         self._announced: dict[str, Any] = {}
-
-    def plan_cache(self, model: str, head: str) -> dict[Any, tuple[Step, ...]]:
-        """A model's upgrade plans to `head`, by stored ``__version__`` value as read.
-
-        The lazy path looks a document's plan up here first: one dict lookup
-        instead of parsing its version and walking the graph. Emptied
-        whenever the steps change.
-
-        """
-        if self._plans_generation != self.generation:
-            self._plans = {}
-            self._plans_generation = self.generation
-        plans = self._plans.get((model, head))
-        if plans is None:
-            plans = self._plans[model, head] = {}
-        return plans
 
     @classmethod
     def instance(cls) -> MigrationRegistry:
@@ -119,7 +103,7 @@ class MigrationRegistry:
     # ------------------------------------------------------------------
     # Models and their names
     # ------------------------------------------------------------------
-    def register_model(self, cls: type[VersionedModel]) -> None:
+    def register_model(self, cls: type[Any]) -> None:
         """Register a versioned model class (done by its metaclass)."""
         self.models[cls.__model__] = cls
         self.generation += 1
@@ -148,7 +132,7 @@ class MigrationRegistry:
         found = [n for n in self.aliases if n != key and self.resolve(n) == key]
         return sorted(found, key=lambda n: self._renamed_at.get(n, BASE), reverse=True)
 
-    def model(self, name: ModelRef) -> type[VersionedModel]:
+    def model(self, name: ModelRef) -> type[Any]:
         """Return the versioned model class registered under a name or a former name.
 
         Raises

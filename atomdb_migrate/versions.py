@@ -16,7 +16,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 from bson.decimal128 import Decimal128
 from packaging.utils import canonicalize_version
@@ -24,10 +24,12 @@ from packaging.version import InvalidVersion, Version
 
 from .documents import Document, StepDocument
 from .exceptions import (
+    ChainError,
     CycleError,
     DuplicateStepError,
     GapError,
     InvalidVersionError,
+    MigrateError,
     MissingDowngradeError,
     StepBeyondHeadError,
     StepFailedError,
@@ -276,6 +278,42 @@ class Step:
         return f"{self.model} {self.from_version} -> {self.to_version} ({self.source})"
 
 
+#: What to do with a document stored at some version (see `StepGraph.plan`).
+PlanKind = Literal["current", "migrate", "newer", "beyond", "invalid", "missing"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with documents stored at one ``__version__`` value.
+
+    - ``current``: at the target already;
+    - ``migrate``: take them through `steps` (upgrade or downgrade functions);
+    - ``newer``: newer than the code's version;
+    - ``beyond``: past the target the other way (above ``--to`` on an
+      upgrade, below it on a downgrade), to be left alone;
+    - ``invalid``: the stored value is no version (`error` says why);
+    - ``missing``: no chain of steps leads to the target (`error` says why).
+
+    """
+
+    kind: PlanKind
+    #: The steps to run, in order (``migrate`` only).
+    steps: tuple[Step, ...] = ()
+    #: Why documents at this version cannot be migrated (``invalid`` and ``missing``).
+    error: MigrateError | None = None
+    #: The stored version (None when it is invalid).
+    stored: Version | None = None
+    #: Raises `error` again, naming a document.
+    fail: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+
+    def raise_for(self, doc_id: Any) -> NoReturn:
+        """Raise the plan's error, naming the document."""
+        if self.fail is not None:
+            self.fail(doc_id)
+        assert self.error is not None
+        raise self.error
+
+
 class StepGraph:
     """The steps of one model, keyed by the version each leaves.
 
@@ -290,6 +328,7 @@ class StepGraph:
         self.model = model
         self._by_from: dict[Version, Step] = {}
         self._plans: dict[tuple[Version, Version], tuple[Step, ...]] = {}
+        self._decided: dict[tuple[Any, Version, Version, bool], Plan] = {}
 
     # ------------------------------------------------------------------
     # Building
@@ -315,12 +354,14 @@ class StepGraph:
             raise DuplicateStepError(self.model, step.from_version, existing.source, step.source)
         self._by_from[step.from_key] = step
         self._plans.clear()
+        self._decided.clear()
 
     def remove(self, step: Step) -> None:
         """Remove a step, if it is registered."""
         if self._by_from.get(step.from_key) is step:
             del self._by_from[step.from_key]
             self._plans.clear()
+            self._decided.clear()
 
     @property
     def steps(self) -> list[Step]:
@@ -338,6 +379,57 @@ class StepGraph:
     # ------------------------------------------------------------------
     # Planning
     # ------------------------------------------------------------------
+    def plan(self, raw: Any, target: Version, *, head: Version, downgrade: bool = False) -> Plan:
+        """What to do with documents whose stored ``__version__`` value is `raw`.
+
+        The one answer to that question, for reads, ``upgrade``,
+        ``downgrade``, ``status`` and ``check``; decided once per stored
+        value (in its BSON form), target and direction.
+
+        Parameters
+        ----------
+        raw: Any
+            The ``"__version__"`` value as read (None when there is none).
+        target: Version
+            The version documents are taken to.
+        head: Version
+            The model's version: documents above it are newer than the code.
+        downgrade: bool
+            Take documents down to `target` through the downgrade functions.
+
+        """
+        key = (version_key(raw), target, head, downgrade)
+        found = self._decided.get(key)
+        if found is None:
+            found = self._decided[key] = self._decide(raw, target, head, downgrade)
+        return found
+
+    def _decide(self, raw: Any, target: Version, head: Version, downgrade: bool) -> Plan:
+        try:
+            stored = stored_version(raw, model=self.model)
+        except InvalidVersionError as exc:
+            return Plan(
+                "invalid",
+                error=exc,
+                fail=lambda doc_id: stored_version(raw, model=self.model, doc_id=doc_id),
+            )
+        if stored == target:
+            return Plan("current", stored=stored)
+        if stored > head:
+            return Plan("newer", stored=stored)
+        if (stored < target) if downgrade else (stored > target):
+            return Plan("beyond", stored=stored)
+        chain = self.plan_downgrade if downgrade else self.plan_upgrade
+        try:
+            return Plan("migrate", chain(stored, target), stored=stored)
+        except ChainError as exc:
+            return Plan(
+                "missing",
+                error=exc,
+                stored=stored,
+                fail=lambda doc_id: chain(stored, target, doc_id=doc_id),
+            )
+
     def plan_upgrade(
         self, start: VersionLike, head: VersionLike, *, doc_id: Any = None
     ) -> tuple[Step, ...]:
