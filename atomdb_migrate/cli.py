@@ -22,10 +22,11 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import fields
 from datetime import datetime
-from functools import update_wrapper
+from functools import partial, update_wrapper, wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -49,7 +50,14 @@ from .exceptions import (
 from .masking import mask
 from .progress import progress_for
 from .renames import RenameReport
-from .runner import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLE
+from .runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLE,
+    DOWNGRADE,
+    UPGRADE,
+    Direction,
+    RunOptions,
+)
 
 EXIT_CHECK = 1
 EXIT_USAGE = 2
@@ -241,132 +249,111 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
         click.echo(f'  then set __version__ = "{done.to_version}" on the model')
 
 
-def _run_options(fn: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--dry-run",
-                is_flag=True,
-                help="Write nothing: count per model and step, and try a sample.",
-            ),
-            click.option(
-                "--batch-size",
-                type=click.IntRange(1),
-                default=DEFAULT_BATCH_SIZE,
-                show_default=True,
-                help="Documents per read and per bulk write.",
-            ),
-            click.option(
-                "--continue-on-error",
-                is_flag=True,
-                help="Record documents whose step fails and go on.",
-            ),
-            click.option(
-                "--wait", is_flag=True, help="Wait for the lock if another runner holds it."
-            ),
-            click.option(
-                "--progress/--no-progress",
-                default=True,
-                help="A bar on a terminal, plain lines otherwise.",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+#: The options of both upgrade and downgrade; each becomes a `RunOptions` field.
+_RUN_OPTIONS = [
+    click.option(
+        "--dry-run", is_flag=True, help="Write nothing: count per model and step, and try a sample."
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(1),
+        default=DEFAULT_BATCH_SIZE,
+        show_default=True,
+        help="Documents per read and per bulk write.",
+    ),
+    click.option(
+        "--continue-on-error", is_flag=True, help="Record documents whose step fails and go on."
+    ),
+    click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it."),
+]
+
+#: The options of upgrade only.
+_UPGRADE_OPTIONS = [
+    click.option(
+        "--sample",
+        type=click.IntRange(0),
+        default=DEFAULT_SAMPLE,
+        show_default=True,
+        help="With --dry-run: documents to transform and restore.",
+    ),
+    click.option(
+        "--retry-failed",
+        is_flag=True,
+        help="Only the documents the latest run with failures recorded (see history --failures).",
+    ),
+]
+
+_PROGRESS = click.option(
+    "--progress/--no-progress", default=True, help="A bar on a terminal, plain lines otherwise."
+)
 
 
-@main.command()
-@click.argument("models", nargs=-1)
-@click.option("--to", "to", help="Target version (one model only; default: the code's).")
-@click.option(
-    "--sample",
-    type=click.IntRange(0),
-    default=DEFAULT_SAMPLE,
-    show_default=True,
-    help="With --dry-run: documents to transform and restore.",
-)
-@click.option(
-    "--retry-failed",
-    is_flag=True,
-    help="Only the documents the latest run with failures recorded (see history --failures).",
-)
-@_run_options
-@pass_state
-@run_async
-async def upgrade(
-    state: State,
-    models: tuple[str, ...],
-    to: str | None,
-    dry_run: bool,
-    batch_size: int,
-    continue_on_error: bool,
-    wait: bool,
-    progress: bool,
-    sample: int,
-    retry_failed: bool,
+def _run_options(*extra: Any) -> Callable[[F], F]:
+    """Add the run options, handed to the command as one `RunOptions` (``options``)."""
+    names = {f.name for f in fields(RunOptions)}
+
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def gather(*args: Any, **kwargs: Any) -> Any:
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return fn(*args, options=RunOptions(**given), **kwargs)
+
+        wrapped: Any = gather
+        for option in reversed([*_RUN_OPTIONS, *extra, _PROGRESS]):
+            wrapped = option(wrapped)
+        return cast(F, wrapped)
+
+    return decorate
+
+
+async def _run_and_summarize(
+    direction: Direction, options: RunOptions, progress: bool, call: Callable[..., Any]
 ) -> None:
-    """Bring stored documents to the code's versions (all models by default)."""
-    result = RunResult("upgrade", dry_run)
+    result = RunResult(direction.name, options.dry_run)
     try:
-        await command.upgrade(
-            state.workspace,
-            models,
-            to=to,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            continue_on_error=continue_on_error,
-            wait=wait,
-            sample=sample,
-            progress=progress_for(enabled=progress and not dry_run),
+        await call(
+            options=options,
+            progress=progress_for(enabled=progress and not options.dry_run),
             result=result,
-            retry_failed=retry_failed,
         )
     except BaseException:
         _summarize(result, stopped=True)
         raise
     _summarize(result)
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--to", "to", help="Target version (one model only; default: the code's).")
+@_run_options(*_UPGRADE_OPTIONS)
+@pass_state
+@run_async
+async def upgrade(
+    state: State, models: tuple[str, ...], to: str | None, options: RunOptions, progress: bool
+) -> None:
+    """Bring stored documents to the code's versions (all models by default)."""
+    await _run_and_summarize(
+        UPGRADE, options, progress, partial(command.upgrade, state.workspace, models, to=to)
+    )
 
 
 @main.command()
 @click.argument("model")
 @click.option("--to", "to", required=True, help="The version to take documents back to.")
-@_run_options
+@_run_options()
 @pass_state
 @run_async
-async def downgrade(
-    state: State,
-    model: str,
-    to: str,
-    dry_run: bool,
-    batch_size: int,
-    continue_on_error: bool,
-    wait: bool,
-    progress: bool,
-) -> None:
+async def downgrade(state: State, model: str, to: str, options: RunOptions, progress: bool) -> None:
     """Take a model's documents back to a version, with the downgrade functions."""
-    result = RunResult("downgrade", dry_run)
-    try:
-        await command.downgrade(
-            state.workspace,
-            model,
-            to,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            continue_on_error=continue_on_error,
-            wait=wait,
-            progress=progress_for(enabled=progress and not dry_run),
-            result=result,
-        )
-    except BaseException:
-        _summarize(result, stopped=True)
-        raise
-    _summarize(result)
+    await _run_and_summarize(
+        DOWNGRADE, options, progress, partial(command.downgrade, state.workspace, model, to)
+    )
 
 
 def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     """A line per model (and its steps, renames, failures); with `stopped`, what a run
     that stopped on an error wrote before it stopped."""
-    verb = "upgraded" if result.command == "upgrade" else "downgraded"
+    verb = (DOWNGRADE if result.command == "downgrade" else UPGRADE).verb
     if stopped:
         if not result.dry_run and any(r.migrated for r in result.reports):
             for r in result.reports:

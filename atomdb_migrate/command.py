@@ -15,14 +15,15 @@ import os
 import re
 import string
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
+from .history import Outcome
 from .literals import Source, docstring, quoted
 from .lock import LOCK_ID, is_alive
 from .lock import unlock as clear_lock
@@ -30,13 +31,7 @@ from .masking import mask
 from .model import VersionedModel
 from .mongo import count_versions
 from .renames import count_references
-from .runner import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SAMPLE,
-    ModelReport,
-    Progress,
-    Runner,
-)
+from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
 from .schema import (
     SchemaDiff,
     compare,
@@ -46,7 +41,7 @@ from .schema import (
     snapshot,
     step_to,
 )
-from .versions import BASE_VERSION, Step, parse_version, stored_version
+from .versions import BASE_VERSION, Step, parse_version
 from .workspace import Workspace
 
 __all__ = [
@@ -282,7 +277,7 @@ class RunResult:
 
     """
 
-    command: str
+    command: Literal["upgrade", "downgrade"]
     dry_run: bool
     reports: list[ModelReport] = field(default_factory=list)
 
@@ -296,24 +291,20 @@ async def upgrade(
     models: tuple[str, ...] | list[str] = (),
     *,
     to: str | None = None,
-    dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    continue_on_error: bool = False,
-    wait: bool = False,
-    sample: int = DEFAULT_SAMPLE,
+    options: RunOptions | None = None,
     progress: Progress | None = None,
     result: RunResult | None = None,
-    retry_failed: bool = False,
 ) -> RunResult:
     """Bring stored documents to the code's versions (or `to`, for one model).
 
     Pass `result` to see what was done even when the run raises. With
-    `retry_failed`, only the documents the latest run with failures
-    recorded (see `failures`) are taken.
+    ``options.retry_failed``, only the documents the latest run with
+    failures recorded (see `failures`) are taken.
 
     """
+    options = options or RunOptions()
     only: dict[str, list[Any]] | None = None
-    if retry_failed:
+    if options.retry_failed:
         found = await failures(ws)
         if found is None or not found.ids():
             raise ConfigError("no recorded run has failed documents to retry")
@@ -322,20 +313,7 @@ async def upgrade(
     classes = ws.models(models)
     if to is not None and len(classes) != 1:
         raise ConfigError("--to needs exactly one model")
-    return await _run(
-        ws,
-        "upgrade",
-        classes,
-        to,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        continue_on_error=continue_on_error,
-        wait=wait,
-        sample=sample,
-        progress=progress,
-        result=result,
-        only=only,
-    )
+    return await _run(ws, UPGRADE, classes, to, options, progress, result, only)
 
 
 async def downgrade(
@@ -343,53 +321,30 @@ async def downgrade(
     model: str,
     to: str,
     *,
-    dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    continue_on_error: bool = False,
-    wait: bool = False,
+    options: RunOptions | None = None,
     progress: Progress | None = None,
     result: RunResult | None = None,
 ) -> RunResult:
     """Take one model's documents back to `to` through the downgrade functions."""
-    cls = ws.model(model)
-    return await _run(
-        ws,
-        "downgrade",
-        [cls],
-        to,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        continue_on_error=continue_on_error,
-        wait=wait,
-        sample=0,
-        progress=progress,
-        result=result,
-    )
+    options = replace(options or RunOptions(), sample=0)
+    return await _run(ws, DOWNGRADE, [ws.model(model)], to, options, progress, result, None)
 
 
 async def _run(
     ws: Workspace,
-    command: str,
+    direction: Direction,
     classes: list[type[VersionedModel]],
     to: str | None,
-    *,
-    dry_run: bool,
-    batch_size: int,
-    continue_on_error: bool,
-    wait: bool,
-    sample: int,
+    options: RunOptions,
     progress: Progress | None,
     result: RunResult | None,
-    only: dict[str, list[Any]] | None = None,
+    only: dict[str, list[Any]] | None,
 ) -> RunResult:
-    result = result or RunResult(command, dry_run)
+    result = result or RunResult(direction.name, options.dry_run)
     await ws.connect()
     runner = Runner(
         ws.database,
-        batch_size=batch_size,
-        continue_on_error=continue_on_error,
-        dry_run=dry_run,
-        sample=sample,
+        options,
         progress=progress,
         registry=ws.registry,
         skip_collections=ws.internal_collections,
@@ -397,45 +352,38 @@ async def _run(
         redact=lambda text: mask(text, ws.config.url),
     )
     result.reports = runner.reports
-
-    async def run_all() -> None:
+    if options.dry_run:  # writes nothing: no lock, no history
         for cls in classes:
-            run = runner.downgrade if command == "downgrade" else runner.upgrade
-            await run(cls, to)
-
-    if dry_run:  # writes nothing: no lock, no history
-        await run_all()
+            await runner.run(cls, to, direction)
         return result
-    if not continue_on_error:
-        # Refuse a broken chain before taking the lock: then nothing at all
-        # is written, not even a history record.
-        survey = Runner(ws.database, dry_run=True, sample=0, registry=ws.registry, only=only)
-        for cls in classes:
-            await (survey.downgrade(cls, to) if command == "downgrade" else survey.upgrade(cls, to))
+    # Refuse a broken chain before taking the lock: then nothing at all is
+    # written, not even a history record. The runs use these surveys.
+    surveys = {cls: await runner.survey(cls, to, direction) for cls in classes}
     arguments = {
         "models": [c.__model__ for c in classes],
         "to": to,
-        "batch_size": batch_size,
-        "continue_on_error": continue_on_error,
+        "batch_size": options.batch_size,
+        "continue_on_error": options.continue_on_error,
         "retry_failed": only is not None,
     }
-    async with ws.lock(command, wait=wait) as lock:
+    async with ws.lock(direction.name, wait=options.wait) as lock:
         runner.lock = lock
         history = ws.history()
-        record = await history.start(command, arguments, lock.owner)
+        record = await history.start(direction.name, arguments, lock.owner)
         try:
-            await run_all()
+            for cls in classes:
+                await runner.run(cls, to, direction, surveys[cls])
         except BaseException as exc:
-            outcome = "failed" if isinstance(exc, Exception) else "interrupted"
+            stopped: Outcome = "failed" if isinstance(exc, Exception) else "interrupted"
             await history.finish(
                 record,
-                outcome,
+                stopped,
                 {r.model: r.counts() for r in result.reports},
                 failures=result.failures,
                 error=shorten(mask(str(exc), ws.config.url)) or type(exc).__name__,
             )
             raise
-        outcome = "succeeded" if not any(r.failed for r in result.reports) else "failed"
+        outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
         await history.finish(
             record, outcome, {r.model: r.counts() for r in result.reports}, failures=result.failures
         )
@@ -594,18 +542,16 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
                 rows += more
         stored: dict[str, int] = {}
         pending = newer = invalid = 0
+        graph, head = ws.registry.graph(cls), cls.__parsed_version__
         for raw, n in rows:
-            try:
-                v = stored_version(raw)
-            except MigrateError:
+            plan = graph.plan(raw, head, head=head)
+            if plan.kind == "invalid":
                 invalid += n
-                name = _invalid_name(raw)
-            else:
-                name = str(v)
-                if v < cls.__parsed_version__:
-                    pending += n
-                elif v > cls.__parsed_version__:
-                    newer += n
+            elif plan.kind == "newer":
+                newer += n
+            elif plan.kind != "current":
+                pending += n  # migrate, or missing a step: behind either way
+            name = _invalid_name(raw) if plan.stored is None else str(plan.stored)
             stored[name] = stored.get(name, 0) + n
         ordered = dict(sorted(stored.items(), key=lambda kv: _sort_key(kv[0])))
         found = ModelStatus(

@@ -33,6 +33,10 @@ from typing import Any
 from .exceptions import ConfigError, short_repr
 from .masking import mask, mask_url, secrets
 
+#: URLs of this scheme name an in-memory database (mongomock), kept for the
+#: life of the process: ``mongomock://memory/blog``. For examples and tests.
+MEMORY_SCHEME = "mongomock://"
+
 #: The table of pyproject.toml that holds the settings.
 TABLE = "atomdb-migrate"
 
@@ -104,7 +108,7 @@ class Config:
         """
         if self.database:
             return self.database
-        if self.url and self.url.startswith("mongomock://"):
+        if self.url and self.url.startswith(MEMORY_SCHEME):
             parts = self.url.split("/", 3)
             if len(parts) == 4 and parts[3]:
                 return parts[3]

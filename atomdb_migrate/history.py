@@ -22,7 +22,10 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+#: How a recorded run stands.
+Outcome = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]
 
 #: How many failures a run report, and so its record, keeps in detail.
 MAX_FAILURES = 100
@@ -73,7 +76,7 @@ class History:
     async def finish(
         self,
         record_id: Any,
-        outcome: str,
+        outcome: Outcome,
         models: dict[str, Any],
         *,
         failures: list[dict[str, Any]] | None = None,

@@ -7,6 +7,9 @@ Everything else calls these functions and never asks which driver it holds:
 - `count_versions`: documents per stored ``__version__`` value, each BSON
   form of a value counted apart;
 - `collection_names`: the collections (not the views) of a database;
+- `connect` and `sync_database`: clients for a URL, checked;
+- `runs_pipelines` and `exact_filters`: what the server behind a collection
+  can do (mongomock runs no update pipeline, and pins fewer types);
 - `memory_client`: the in-memory database behind ``mongomock://`` URLs;
 - `wire_manager` and `ManagerState`: point atom-db's model manager at a
   database, and put it back as it was.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,17 +29,26 @@ from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from .config import MEMORY_SCHEME, invalid_url
 from .documents import Document
-from .exceptions import ConfigError, shorten
+from .exceptions import ConfigError, ConnectionFailedError, shorten
+from .masking import mask, mask_url
 from .versions import VERSION_KEY, version_key
 
 log = logging.getLogger("atomdb_migrate")
 
-#: URLs of this scheme name an in-memory database (mongomock), kept for the
-#: life of the process: ``mongomock://memory/blog``. For examples and tests.
-MEMORY_SCHEME = "mongomock://"
 
 _MEMORY_CLIENTS: dict[str, Any] = {}
+
+
+def runs_pipelines(collection: Any) -> bool:
+    """Whether the server behind a collection runs update pipelines (mongomock does not)."""
+    return not is_mongomock(collection)
+
+
+def exact_filters(collection: Any) -> bool:
+    """Whether filters may pin BSON types (``$type: "long"``, ``"null"``; mongomock has neither)."""
+    return not is_mongomock(collection)
 
 
 def is_mongomock(collection: Any) -> bool:
@@ -191,6 +204,56 @@ def memory_client(url: str) -> Any:
             ) from None
         client = _MEMORY_CLIENTS[host] = AsyncMongoMockClient()
     return client
+
+
+async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
+    """Open PyMongo's async client on a URL, check the server answers; the client and database.
+
+    Raises
+    ------
+    ConfigError
+        If the driver refuses the URL (its secrets masked in the message).
+    ConnectionFailedError
+        If the server cannot be reached within `timeout` seconds, or refuses
+        the credentials.
+
+    """
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+
+    timeout_ms = int(timeout * 1000)
+    try:
+        client: Any = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms, 60000),
+        )
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise invalid_url(url, exc) from None
+    try:
+        await client.admin.command("ping")
+        database = client[name]
+        # Credentials scoped to one database are checked on first use.
+        await database.command("ping")
+    except OperationFailure as exc:
+        await client.close()
+        reason = "authentication failed" if exc.code in (13, 18) else "refused"
+        raise ConnectionFailedError(
+            f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
+        ) from None
+    except PyMongoError as exc:
+        await client.close()
+        raise ConnectionFailedError(
+            f"cannot reach {mask_url(url)} within {timeout:g}s: {mask(_first_reason(exc), url)}"
+        ) from None
+    return client, database
+
+
+def _first_reason(exc: Exception) -> str:
+    """PyMongo's reason, without its timeouts and topology description."""
+    text = str(exc).splitlines()[0].split(", Timeout:")[0]
+    return re.sub(r" \(configured timeouts:[^)]*\)", "", text)
 
 
 def sync_database(url: str, name: str, timeout: float) -> tuple[Any, Any]:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo.errors import BulkWriteError
 
 from .documents import Document, copy_document
-from .mongo import batches, bulk_update, collection_names, is_mongomock
+from .mongo import batches, bulk_update, collection_names, exact_filters
 from .ops import rename_references
 from .writes import Write, conditional_update
 
@@ -42,6 +42,11 @@ log = logging.getLogger("atomdb_migrate")
 DUPLICATE_KEY = 11000
 
 
+#: What became of a former name's collection: nothing to move ("none"),
+#: "renamed", "merged", or, in a dry run, what would be ("rename", "merge").
+CollectionMove = Literal["none", "renamed", "merged", "rename", "merge"]
+
+
 @dataclass
 class RenameReport:
     """What renaming one model's data did."""
@@ -50,7 +55,7 @@ class RenameReport:
     old: str
     new: str
     #: "renamed", "merged", or "none" (no collection under the old name).
-    collection: str = "none"
+    collection: CollectionMove = "none"
     #: Documents moved from the old collection when both existed.
     moved: int = 0
     #: Documents whose references were rewritten, in any collection.
@@ -146,7 +151,7 @@ async def rewrite_references(
     ):
         pending = writes.setdefault(name, [])
         try:
-            expressions = not is_mongomock(database)
+            expressions = exact_filters(database)
             pending.append(conditional_update(doc, changed, (), expressions=expressions))
         except ValueError as exc:
             log.warning("%s: references of _id=%r not rewritten: %s", name, doc.get("_id"), exc)

@@ -3,16 +3,20 @@
 For one model the runner:
 
 1. surveys the collection with one aggregation: how many documents sit at
-   each stored version other than the target; plans the chain for each, and
-   refuses to start if a chain is broken (nothing has been written then);
+   each stored version; plans each (`StepGraph.plan`), and refuses to start
+   if a chain is broken (nothing has been written then);
 2. streams the documents not at the target in ``_id`` order, in batches,
    reading the next batch while it writes the current one;
-3. runs each document's chain in memory, on a copy;
+3. runs each document's chain in memory, on a lazy copy that records the
+   fields the steps look at (`atomdb_migrate.documents.StepDocument`);
 4. writes the batch with one unordered bulk write of conditional updates
-   (see `atomdb_migrate.writes`): each matches the document as it was read
+   (see `atomdb_migrate.writes`): each matches the document's ``_id``, its
+   version as read and the fields its steps looked at or wrote, as read,
    and sets or unsets only the fields its steps changed, the version among
-   them. A document changed meanwhile does not match: it is re-read once
-   and its chain run again; if it changed again it is skipped and counted.
+   them. A document whose steps looked at a field someone changed meanwhile
+   does not match: it is read again once and its chain run again; if it
+   changed again it is skipped and counted. A change to a field the steps
+   never looked at is kept, and the document upgraded without a re-read.
 
 The version stored in each document is the checkpoint: a run killed at any
 point leaves every document either untouched or fully at its new version,
@@ -28,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from packaging.version import Version
 from pymongo.errors import OperationFailure
@@ -45,18 +49,19 @@ from .exceptions import (
 )
 from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
-from .mongo import batches, bulk_update, collection_names, count_versions, is_mongomock, to_list
+from .mongo import (
+    batches,
+    bulk_update,
+    collection_names,
+    count_versions,
+    exact_filters,
+    runs_pipelines,
+    to_list,
+)
 from .ops import Operations
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
-from .versions import (
-    VERSION_KEY,
-    Step,
-    apply_chain,
-    parse_version,
-    stored_version,
-    version_key,
-)
+from .versions import VERSION_KEY, Plan, Step, apply_chain, parse_version, stored_version
 from .writes import conditional_update
 
 if TYPE_CHECKING:
@@ -69,6 +74,55 @@ DEFAULT_BATCH_SIZE = 1000
 
 #: How many documents a dry run transforms and restores.
 DEFAULT_SAMPLE = 20
+
+#: How long the transform of a batch may hold the event loop before it lets
+#: the write in flight (and any other task) run.
+YIELD_EVERY = 0.05
+
+
+# ----------------------------------------------------------------------
+# What a run is told, and what it tells
+# ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Direction:
+    """Which way a run takes documents."""
+
+    #: "upgrade" or "downgrade": the command, and the history's name for it.
+    name: Literal["upgrade", "downgrade"]
+    #: What a document taken the whole way is ("upgraded").
+    verb: str
+    #: Whether the steps' downgrade functions run.
+    down: bool
+
+
+UPGRADE = Direction("upgrade", "upgraded", down=False)
+DOWNGRADE = Direction("downgrade", "downgraded", down=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run of upgrade or downgrade goes: carried from the command line to the runner."""
+
+    #: Documents per read and per bulk write.
+    batch_size: int = DEFAULT_BATCH_SIZE
+    #: Record documents whose chain fails and go on, instead of stopping.
+    continue_on_error: bool = False
+    #: Write nothing: survey, and run the chain on a sample.
+    dry_run: bool = False
+    #: With `dry_run`: how many documents to transform and restore.
+    sample: int = DEFAULT_SAMPLE
+    #: Wait for the lock if another runner holds it.
+    wait: bool = False
+    #: Run the steps made only of operations as server-side updates.
+    server_side: bool = True
+    #: Only the documents the latest run with failures recorded.
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.sample < 0:
+            raise ValueError("sample must be at least 0")
 
 
 class Progress(Protocol):
@@ -101,7 +155,7 @@ class ModelReport:
     #: The version documents are taken to.
     target: str
     #: "upgrade" or "downgrade".
-    direction: str = "upgrade"
+    direction: Literal["upgrade", "downgrade"] = "upgrade"
     #: Documents not at the target when the run started, by stored version.
     by_version: dict[str, int] = field(default_factory=dict)
     #: Documents each step applies to, by "from -> to".
@@ -147,6 +201,20 @@ class ModelReport:
         }
 
 
+@dataclass
+class Survey:
+    """A model's stored documents by version, planned: what a run will do."""
+
+    #: The report, its `by_version` and `steps` filled.
+    report: ModelReport
+    #: Each stored ``__version__`` value (in its BSON form) and its count.
+    rows: list[tuple[Any, int]]
+    #: The longest chain any stored version takes: it holds every other one.
+    chain: tuple[Step, ...]
+    #: Documents newer, beyond the target, or whose chain is broken.
+    others: int
+
+
 def _label(step: Step) -> str:
     return f"{step.from_version} -> {step.to_version}"
 
@@ -159,9 +227,12 @@ def _version_name(raw: Any) -> str:
         return short_repr(raw, 40)
 
 
-#: How long the transform of a batch may hold the event loop before it lets
-#: the lease's renewal (and the write in flight) run.
-YIELD_EVERY = 0.05
+def _stored(raw: Any) -> Version | None:
+    """A stored ``__version__`` value parsed (None, if it is not a version)."""
+    try:
+        return stored_version(raw)
+    except InvalidVersionError:
+        return None
 
 
 class _Write:
@@ -170,22 +241,26 @@ class _Write:
     __slots__ = ("doc", "new", "plan", "query", "update")
 
     def __init__(
-        self, doc: Document, plan: _Plan, query: dict[str, Any], update: Any, new: Document
+        self, doc: Document, plan: Plan, query: dict[str, Any], update: Any, new: Document
     ) -> None:
         self.doc, self.plan, self.query, self.update, self.new = doc, plan, query, update, new
 
 
-class _Plan:
-    """What to do with documents at one stored version."""
+@dataclass
+class _Pass:
+    """One model's run: what every batch of it needs."""
 
-    __slots__ = ("error", "kind", "steps")
+    cls: type[VersionedModel]
+    collection: Any
+    target: Version
+    direction: Direction
+    plan_for: Callable[[Any], Plan]
+    report: ModelReport
 
-    def __init__(self, kind: str, steps: tuple[Step, ...] = (), error: MigrateError | None = None):
-        self.kind = kind  # "migrate", "current", "newer", "beyond", "error"
-        self.steps = steps
-        self.error = error
 
-
+# ----------------------------------------------------------------------
+# The runner
+# ----------------------------------------------------------------------
 class Runner:
     """Runs upgrades and downgrades of whole collections.
 
@@ -193,21 +268,14 @@ class Runner:
     ----------
     database:
         The database (PyMongo async or Motor).
-    batch_size: int
-        Documents per read and per bulk write.
-    continue_on_error: bool
-        Record documents whose chain fails and go on, instead of stopping.
-    dry_run: bool
-        Write nothing: survey, and run the chain on a sample.
-    sample: int
-        With ``dry_run``: how many documents to transform and restore.
+    options: RunOptions
+        Batch size, continue-on-error, dry run, server-side steps...
     progress: Progress, optional
         Told the total and each batch.
     lock: LeaseLock, optional
         Checked before every write: the run stops if its lease is lost.
-    server_side: bool
-        Run the steps made only of operations as server-side updates (see
-        `atomdb_migrate.ops`); False runs every step on the client path.
+    registry: MigrationRegistry, optional
+        Defaults to the process's registry.
     skip_collections: tuple of str
         Collections never scanned for references (the lock and the history).
     only: mapping, optional
@@ -223,208 +291,214 @@ class Runner:
     def __init__(
         self,
         database: Any,
+        options: RunOptions | None = None,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        continue_on_error: bool = False,
-        dry_run: bool = False,
-        sample: int = DEFAULT_SAMPLE,
         progress: Progress | None = None,
         lock: LeaseLock | None = None,
         registry: MigrationRegistry | None = None,
-        server_side: bool = True,
         skip_collections: tuple[str, ...] = (),
         only: Mapping[str, Sequence[Any]] | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         self.database = database
-        self.batch_size = batch_size
-        self.continue_on_error = continue_on_error
-        self.dry_run = dry_run
-        self.sample = sample
+        self.options = options or RunOptions()
         self.progress: Progress = progress or _Quiet()
         self.lock = lock
         self.registry = registry or MigrationRegistry.instance()
-        self.server_side = server_side
         self.skip_collections = skip_collections
         self.only = only
         self.redact: Callable[[str], str] = redact or str
-        #: The documents of the model being run: all of them, or `only` its ids.
-        self._scope: dict[str, Any] = {}
-        self._expressions = True
+        #: Whether the server runs pipeline updates (False once it refused one).
+        self.server_side = self.options.server_side
         #: A report per model run, added when the run starts: what a run that
         #: stopped on an error did is there too.
         self.reports: list[ModelReport] = []
+        self._expressions = exact_filters(database)
 
     # ------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------
     async def upgrade(self, cls: type[VersionedModel], to: Any = None) -> ModelReport:
         """Bring the model's documents to `to` (default: the model's version)."""
-        head = cls.__parsed_version__
-        target = head if to is None else parse_version(to, model=cls.__model__, what="--to")
-        if target > head:
-            raise ChainError(
-                f"cannot upgrade to {to}: it is past the model's version {cls.__version__}",
-                model=cls.__model__,
-            )
-        return await self._run(cls, target, downgrade=False)
+        return await self.run(cls, to, UPGRADE)
 
     async def downgrade(self, cls: type[VersionedModel], to: Any) -> ModelReport:
-        """Take the model's documents back to `to`, through the downgrade functions.
+        """Take the model's documents back to `to`, through the downgrade functions."""
+        return await self.run(cls, to, DOWNGRADE)
+
+    def target(self, cls: type[VersionedModel], to: Any, direction: Direction) -> Version:
+        """The version a run takes a model's documents to, checked.
 
         Raises
         ------
-        MissingDowngradeError
-            Before anything is written, if a step between the model's version
-            and `to` has no downgrade function.
+        ChainError
+            If `to` is past the model's version, or (downgrading) a step on
+            the way back has no downgrade function: before anything is read.
 
         """
+        head = cls.__parsed_version__
+        if to is None and not direction.down:
+            return head
         target = parse_version(to, model=cls.__model__, what="--to")
-        if target > cls.__parsed_version__:
+        if target > head:
             raise ChainError(
-                f"cannot downgrade to {to}: it is past the model's version {cls.__version__}; "
-                "run downgrade with the code of a version at least as new",
+                f"cannot {direction.name} to {to}: it is past the model's version "
+                f"{cls.__version__}"
+                + (
+                    "; run downgrade with the code of a version at least as new"
+                    if direction.down
+                    else ""
+                ),
                 model=cls.__model__,
             )
-        self.registry.graph(cls).plan_downgrade(cls.__parsed_version__, target)
-        return await self._run(cls, target, downgrade=True)
+        if direction.down:
+            self.registry.graph(cls).plan_downgrade(head, target)
+        return target
 
-    # ------------------------------------------------------------------
-    # The engine
-    # ------------------------------------------------------------------
-    async def _run(
-        self, cls: type[VersionedModel], target: Version, downgrade: bool
+    async def survey(self, cls: type[VersionedModel], to: Any, direction: Direction) -> Survey:
+        """Count and plan a model's stored documents, writing nothing.
+
+        Raises
+        ------
+        MigrateError
+            If documents sit at a version no chain leads from (unless the
+            run goes on past errors).
+
+        """
+        target = self.target(cls, to, direction)
+        report = ModelReport(cls.__model__, str(target), direction.name)
+        collection = self.database[cls.__model__]
+        if not direction.down:
+            collection = await self._rename_collections(cls, report, dry=True)
+        return await self._survey(self._pass(cls, collection, target, direction, report))
+
+    async def run(
+        self,
+        cls: type[VersionedModel],
+        to: Any,
+        direction: Direction,
+        surveyed: Survey | None = None,
     ) -> ModelReport:
-        report = ModelReport(cls.__model__, str(target), "downgrade" if downgrade else "upgrade")
+        """Take a model's documents to `to` (for an upgrade, default: the model's version).
+
+        A `surveyed` survey (from `survey`, before the lock was taken) is
+        used as it is, unless collections were renamed since.
+
+        """
+        target = self.target(cls, to, direction)
+        report = ModelReport(cls.__model__, str(target), direction.name)
         self.reports.append(report)
         collection = self.database[cls.__model__]
-        if not downgrade:
-            collection = await self._rename_collections(cls, report)
-        self._scope = {}
-        self._expressions = not is_mongomock(self.database)
-        if self.only is not None:
-            self._scope = {"_id": {"$in": list(self.only.get(cls.__model__, ()))}}
-        query = {**self._scope, VERSION_KEY: {"$ne": str(target)}}
-        plan_for = self._planner(cls, target, downgrade)
+        if not direction.down:
+            collection = await self._rename_collections(cls, report, dry=self.options.dry_run)
+        run = self._pass(cls, collection, target, direction, report)
+        moved = any(r.collection in ("renamed", "merged") for r in report.renames)
+        if surveyed is None or moved:
+            surveyed = await self._survey(run)
+        else:
+            report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
+        server = self._server_steps(collection, surveyed.chain, direction)
 
-        # 1. Survey every document, and refuse to start on a broken chain.
-        # (Not only those `query` finds: {$ne: target} leaves out an array
-        # holding the target, which is no version.)
-        rows = await count_versions(collection, self._scope or None)
-        raws = [raw for raw, _ in rows]
-        others = 0  # documents newer, beyond the target, or with a broken chain
-        chain: tuple[Step, ...] = ()
-        for raw, n in sorted(rows, key=lambda r: short_repr(r[0])):
-            plan = plan_for(raw)
-            if plan.kind == "current":
-                continue  # the target in another BSON form (the int 2 for "2")
-            name = _version_name(raw)
-            report.by_version[name] = report.by_version.get(name, 0) + n
-            if plan.kind == "error" and not self.continue_on_error:
-                assert plan.error is not None
-                raise plan.error
-            for s in plan.steps:
-                report.steps[_label(s)] = report.steps.get(_label(s), 0) + n
-            if len(plan.steps) > len(chain):
-                chain = plan.steps  # the longest chain holds every other one
-            if plan.kind != "migrate":
-                others += n
-        server = self._server_steps(collection, chain, downgrade)
-
-        if self.dry_run:
+        if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
-            await self._sample(cls, collection, query, plan_for, report, downgrade)
+            await self._sample(run)
             return report
-        # 2. References to every former name, in every collection, rewritten
-        # to the model's name: on every run while the model has former names,
+        # References to every former name, in every collection, rewritten to
+        # the model's name: on every run while the model has former names,
         # documents pending or not, and before any document passes the step
         # renaming it (a run killed in between repeats this).
-        if not downgrade:
-            for old in self.registry.former_names(cls):
-                rename = next((r for r in report.renames if r.old == old), None)
-                if rename is None:
-                    rename = RenameReport(old, cls.__model__)
-                    report.renames.append(rename)
-                await rewrite_references(
-                    self.database,
-                    rename,
-                    skip=self.skip_collections,
-                    batch_size=self.batch_size,
-                    lock=self.lock,
-                )
+        if not direction.down:
+            await self._rewrite_references(cls, report)
         if not report.pending:
             return report
 
-        # 3. Steps made of operations on the server; the steps between them
-        # on the client, up to the version each server step leaves.
+        # Steps made of operations on the server; the steps between them on
+        # the client, up to the version each server step leaves.
         python: list[Step] = []
-        for s in chain:
+        raws = [raw for raw, _ in surveyed.rows]
+        for s in surveyed.chain:
             if s not in server or not self.server_side:
                 python.append(s)
                 continue
             if python:
-                end = s.to_key if downgrade else s.from_key
-                await self._stream(cls, collection, end, downgrade, report, raws, final=False)
+                await self._stream_to(run, s.to_key if direction.down else s.from_key, raws)
                 python = []
-            if not await self._server_step(collection, s, downgrade, report, raws):
+            if not await self._server_step(run, s, raws):
                 python.append(s)
 
-        # 4. Everything still not at the target, on the client: the steps
-        # after the last server step, and documents a server step left alone.
-        # When the server steps changed every document the survey counted,
-        # nothing is left: the collection is not read again.
+        # Everything still not at the target, on the client: the steps after
+        # the last server step, and documents a server step left alone. When
+        # the server steps changed every document the survey counted, nothing
+        # is left: the collection is not read again.
         done = (
-            bool(chain)
-            and not others
+            bool(surveyed.chain)
+            and not surveyed.others
             and all(
-                report.server_steps.get(_label(s)) == report.steps.get(_label(s)) for s in chain
+                report.server_steps.get(_label(s)) == report.steps.get(_label(s))
+                for s in surveyed.chain
             )
         )
         if not done:
-            await self._stream(cls, collection, target, downgrade, report, raws, final=True)
-        await self._record_unreached(collection, str(target), raws, plan_for, report)
+            await self._stream_rest(run)
+        await self._record_unreached(run, raws)
         return report
 
-    async def _record_unreached(
-        self, collection: Any, target: str, raws: list[Any], plan_for: Any, report: ModelReport
-    ) -> None:
-        """Record, as failed, the documents whose version is an array holding the target.
+    # ------------------------------------------------------------------
+    # Surveying
+    # ------------------------------------------------------------------
+    def _pass(
+        self,
+        cls: type[VersionedModel],
+        collection: Any,
+        target: Version,
+        direction: Direction,
+        report: ModelReport,
+    ) -> _Pass:
+        graph = self.registry.graph(cls)
+        head = cls.__parsed_version__
 
-        The streams find documents with ``{$ne: target}``, which leaves those
-        out; with ``continue_on_error`` the survey did not refuse them either.
+        def plan_for(raw: Any) -> Plan:
+            return graph.plan(raw, target, head=head, downgrade=direction.down)
 
-        """
-        for raw in raws:
-            plan = plan_for(raw)
-            if type(raw) is not list or target not in raw or plan.error is None:
-                continue
-            async for doc in collection.find({**self._scope, VERSION_KEY: {"$eq": raw}}):
-                if type(doc.get(VERSION_KEY)) is list:
-                    self._record_failure(report, doc.get("_id"), plan.error)
+        return _Pass(cls, collection, target, direction, plan_for, report)
 
-    def _planner(
-        self, cls: type[VersionedModel], target: Version, downgrade: bool
-    ) -> Callable[[Any], _Plan]:
-        """The plan for documents at each stored version (computed once per version)."""
-        plans: dict[Any, _Plan] = {}
+    def _scope(self, cls: type[VersionedModel]) -> dict[str, Any]:
+        """The documents of the model the run takes: all, or the `only` ones."""
+        if self.only is None:
+            return {}
+        return {"_id": {"$in": list(self.only.get(cls.__model__, ()))}}
 
-        def plan_for(raw: Any) -> _Plan:
-            key = version_key(raw)
-            plan = plans.get(key)
-            if plan is None:
-                plan = plans[key] = self._plan(cls, raw, target, downgrade)
-            return plan
+    async def _survey(self, run: _Pass) -> Survey:
+        """Survey every document (not only those a stream finds: ``{$ne: target}``
+        leaves out an array holding the target, which is no version)."""
+        report = run.report
+        rows = await count_versions(run.collection, self._scope(run.cls) or None)
+        chain: tuple[Step, ...] = ()
+        others = 0
+        for raw, n in sorted(rows, key=lambda r: short_repr(r[0])):
+            plan = run.plan_for(raw)
+            if plan.kind == "current":
+                continue  # the target, perhaps in another BSON form (the int 2 for "2")
+            name = _version_name(raw)
+            report.by_version[name] = report.by_version.get(name, 0) + n
+            if plan.error is not None and not self.options.continue_on_error:
+                raise plan.error
+            for s in plan.steps:
+                report.steps[_label(s)] = report.steps.get(_label(s), 0) + n
+            if len(plan.steps) > len(chain):
+                chain = plan.steps
+            if plan.kind != "migrate":
+                others += n
+        return Survey(report, rows, chain, others)
 
-        return plan_for
-
-    async def _rename_collections(self, cls: type[VersionedModel], report: ModelReport) -> Any:
+    async def _rename_collections(
+        self, cls: type[VersionedModel], report: ModelReport, *, dry: bool
+    ) -> Any:
         """Rename the collections of the model's former names; return the collection to read.
 
-        A dry run renames nothing: it reads the old collection while the new
-        one does not exist yet.
+        `dry` renames nothing: it reads the old collection while the new one
+        does not exist yet.
 
         """
         collection = self.database[cls.__model__]
@@ -437,32 +511,49 @@ class Runner:
                 continue
             rename = RenameReport(old, cls.__model__)
             report.renames.append(rename)
-            if self.dry_run:
+            if dry:
                 rename.collection = "merge" if cls.__model__ in names else "rename"
                 if cls.__model__ not in names:
                     collection = self.database[old]
                 continue
             await rename_collection(
-                self.database, rename, batch_size=self.batch_size, lock=self.lock
+                self.database, rename, batch_size=self.options.batch_size, lock=self.lock
             )
         return collection
 
-    def _server_steps(self, collection: Any, chain: tuple[Step, ...], downgrade: bool) -> set[Step]:
-        """The steps of the chain that run on the server (none on mongomock)."""
+    async def _rewrite_references(self, cls: type[VersionedModel], report: ModelReport) -> None:
+        for old in self.registry.former_names(cls):
+            rename = next((r for r in report.renames if r.old == old), None)
+            if rename is None:
+                rename = RenameReport(old, cls.__model__)
+                report.renames.append(rename)
+            await rewrite_references(
+                self.database,
+                rename,
+                skip=self.skip_collections,
+                batch_size=self.options.batch_size,
+                lock=self.lock,
+            )
+
+    # ------------------------------------------------------------------
+    # Steps on the server
+    # ------------------------------------------------------------------
+    def _server_steps(
+        self, collection: Any, chain: tuple[Step, ...], direction: Direction
+    ) -> set[Step]:
+        """The steps of the chain that run on the server (none where it runs no pipeline)."""
         steps = {
             s
             for s in chain
             if s.server_side
-            and isinstance(s.downgrade_fn if downgrade else s.upgrade_fn, Operations)
+            and isinstance(s.downgrade_fn if direction.down else s.upgrade_fn, Operations)
         }
-        if steps and self.server_side and is_mongomock(collection):
-            _say_once("mongomock runs no pipeline updates: steps of operations run on the client")
+        if steps and self.server_side and not runs_pipelines(collection):
+            _say_once("this server runs no update pipeline: steps of operations run on the client")
             return set()
-        return steps if self.server_side and not self._scope else set()
+        return steps if self.server_side and self.only is None else set()
 
-    async def _server_step(
-        self, collection: Any, step: Step, downgrade: bool, report: ModelReport, raws: list[Any]
-    ) -> bool:
+    async def _server_step(self, run: _Pass, step: Step, raws: list[Any]) -> bool:
         """Run one step of operations as ``update_many`` calls; False if the server refused it.
 
         The documents of the step's common shape are changed first, with
@@ -474,25 +565,25 @@ class Runner:
         path to report.
 
         """
-        ops = step.downgrade_fn if downgrade else step.upgrade_fn
-        assert isinstance(ops, Operations)
+        report = run.report
+        operations = step.downgrade_fn if run.direction.down else step.upgrade_fn
+        assert isinstance(operations, Operations)
         start, end = step.from_version, step.to_version
-        if downgrade:
+        if run.direction.down:
             start, end = end, start
-        values = list(dict.fromkeys([r for r in raws if _same_version(r, start)] + [start]))
+        at_start = parse_version(start)
+        values = list(dict.fromkeys([r for r in raws if _stored(r) == at_start] + [start]))
         version: Any = {"$in": values} if len(values) > 1 else values[0]
-        self.progress.start(
-            f"{report.model} {start} -> {end} (server)", report.steps.get(_label(step), 0)
-        )
+        expected = report.steps.get(_label(step), 0)
+        self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
         if self.lock is not None:
             self.lock.check()
         modified = 0
-        expected = report.steps.get(_label(step), 0)
         try:
-            for query, pipeline in ops.server_updates({VERSION_KEY: version}, end):
+            for query, pipeline in operations.server_updates({VERSION_KEY: version}, end):
                 if modified and modified >= expected:
                     break  # the fast form took every document: no need to scan again
-                result = await collection.update_many(query, pipeline)
+                result = await run.collection.update_many(query, pipeline)
                 modified += int(result.modified_count)
         except OperationFailure as exc:
             _say_once(
@@ -509,61 +600,64 @@ class Runner:
             report.migrated += modified
         return True
 
-    async def _stream(
-        self,
-        cls: type[VersionedModel],
-        collection: Any,
-        target: Version,
-        downgrade: bool,
-        report: ModelReport,
-        raws: list[Any],
-        *,
-        final: bool,
-    ) -> None:
-        """Stream the documents not at `target` through their chains, and write them.
+    # ------------------------------------------------------------------
+    # Steps on the client
+    # ------------------------------------------------------------------
+    async def _stream_to(self, run: _Pass, end: Version, raws: list[Any]) -> None:
+        """Take the documents on the way to `end` there: the version a server step leaves.
 
-        One read and one write stay in flight while the next batch is
-        transformed. Only the final pass counts in the report: the earlier
-        ones take documents to the version a server step leaves, and a
-        document whose chain fails there (with ``continue_on_error``) is
-        left for the final pass, which records it.
+        The others wait for that step. What these documents do is not
+        counted in the report: the server step, or the last pass, counts them
+        (a document whose chain fails here is left for the last pass, which
+        records it with ``continue_on_error``).
 
         """
-        plan_for = self._planner(cls, target, downgrade)
-        counts = report if final else ModelReport(report.model, str(target), report.direction)
-        if final:
-            query: dict[str, Any] = {**self._scope, VERSION_KEY: {"$ne": str(target)}}
-        else:
-            # Only the documents on the way to `target`: the others wait for
-            # the server step that leaves it.
-            behind = [r for r in raws if _before(r, target, downgrade)]
-            behind += _chain_versions(self.registry, cls, target, downgrade)
-            query = {**self._scope, VERSION_KEY: {"$in": behind}}
-        # The total is an estimate for the progress bar: the survey's counts.
-        if final:
-            total = max(report.pending - report.migrated, 0)
-        else:
-            total = sum(n for r, n in report.by_version.items() if _before(r, target, downgrade))
-        self.progress.start(cls.__model__, total)
-        stream = batches(
-            collection.find(query, sort=[("_id", 1)], batch_size=self.batch_size),
-            self.batch_size,
-        )
+        down = run.direction.down
+
+        def before(version: Version | None) -> bool:
+            return version is not None and (version > end if down else version < end)
+
+        # Stored values before `end`, and the versions steps arrive at before
+        # it (server steps store those in canonical form).
+        behind: list[Any] = [r for r in raws if before(_stored(r))]
+        for s in self.registry.graph(run.cls).steps:
+            arrive = s.from_key if down else s.to_key
+            if before(arrive):
+                behind.append(str(arrive))
+        total = sum(n for name, n in run.report.by_version.items() if before(_stored(name)))
+        counts = ModelReport(run.report.model, str(end), run.report.direction)
+        leg = self._pass(run.cls, run.collection, end, run.direction, counts)
+        query = {**self._scope(run.cls), VERSION_KEY: {"$in": behind}}
+        await self._pump(leg, query, total)
+
+    async def _stream_rest(self, run: _Pass) -> None:
+        """Take every document still not at the target there, and count it."""
+        query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+        await self._pump(run, query, max(run.report.pending - run.report.migrated, 0))
+
+    async def _pump(self, run: _Pass, query: dict[str, Any], total: int) -> None:
+        """Read, transform and write the documents `query` finds, in ``_id`` order.
+
+        One read and one write stay in flight while the next batch is
+        transformed.
+
+        """
+        self.progress.start(run.cls.__model__, total)
+        size = self.options.batch_size
+        stream = batches(run.collection.find(query, sort=[("_id", 1)], batch_size=size), size)
         reading = asyncio.ensure_future(anext(stream, None))
         writing: asyncio.Future[None] | None = None
         try:
             while (batch := await reading) is not None:
                 reading = asyncio.ensure_future(anext(stream, None))
-                writes, error = await self._prepare(batch, plan_for, counts, downgrade)
+                writes, error = await self._prepare(run, batch)
                 if writing is not None:
                     # Shielded: an interrupted run lets the write in flight
                     # finish and count it, below.
                     await asyncio.shield(writing)
                 writing = None
                 if writes:
-                    writing = asyncio.ensure_future(
-                        self._write(collection, writes, plan_for, counts, downgrade)
-                    )
+                    writing = asyncio.ensure_future(self._write(run, writes))
                 if error is not None:
                     # What was transformed before the failure is written: each
                     # document is complete on its own.
@@ -582,99 +676,64 @@ class Runner:
                     await writing
             self.progress.finish()
 
-    def _plan(self, cls: type[VersionedModel], raw: Any, target: Version, downgrade: bool) -> _Plan:
-        model = cls.__model__
-        try:
-            stored = stored_version(raw, model=model)
-        except InvalidVersionError as exc:
-            return _Plan("error", error=exc)
-        if stored == target:
-            return _Plan("current")
-        if stored > cls.__parsed_version__:
-            return _Plan("newer")
-        graph = self.registry.graph(cls)
-        try:
-            if downgrade:
-                if stored < target:
-                    return _Plan("beyond")
-                return _Plan("migrate", graph.plan_downgrade(stored, target))
-            if stored > target:
-                return _Plan("beyond")
-            return _Plan("migrate", graph.plan_upgrade(stored, target))
-        except ChainError as exc:
-            return _Plan("error", error=exc)
+    async def _transform(self, run: _Pass, doc: Document) -> tuple[Plan, _Write | None]:
+        """Classify a document and, where it migrates, make its conditional write.
 
-    async def _transform(
-        self, doc: Document, plan: _Plan, report: ModelReport, downgrade: bool
-    ) -> _Write | None:
-        """The write that takes a document to the target; None if its chain failed and
-        the run goes on (it is recorded in the report).
-
-        A result that cannot be written (a value BSON cannot encode, over
-        16 MB) fails as a `StepResultError` naming the document and the step.
+        The one routine for a batch, a document read again, and a dry run's
+        sample. Returns the document's plan, and its write: None when there
+        is nothing to write, or when its chain failed and the run goes on
+        past failures (it is recorded in the report then). A result that
+        cannot be written (a value BSON cannot hold, over 16 MB) fails as a
+        `StepResultError` naming the document and the step.
 
         """
+        plan = run.plan_for(doc.get(VERSION_KEY))
+        if plan.kind in ("current", "newer", "beyond"):
+            return plan, None
         try:
-            if plan.kind == "error":
-                assert plan.error is not None
-                raise plan.error
-            new, _ = await apply_chain(plan.steps, doc, downgrade=downgrade)
+            if plan.error is not None:
+                plan.raise_for(doc.get("_id"))
+            new, fields = await apply_chain(plan.steps, doc, downgrade=run.direction.down)
             try:
-                query, update = conditional_update(doc, new, expressions=self._expressions)
+                query, update = conditional_update(doc, new, fields, expressions=self._expressions)
             except ValueError as exc:
-                raise _result_error(report.model, doc, plan, str(exc), downgrade) from None
-            return _Write(doc, plan, query, update, new)
+                raise _result_error(run, doc, plan, str(exc)) from None
+            return plan, _Write(doc, plan, query, update, new)
         except (StepError, ChainError, InvalidVersionError) as exc:
-            if not self.continue_on_error:
+            if not self.options.continue_on_error:
                 raise
-            self._record_failure(report, doc.get("_id"), exc)
-            return None
+            self._record_failure(run.report, doc.get("_id"), exc)
+            return plan, None
 
     async def _prepare(
-        self,
-        batch: list[Document],
-        plan_for: Any,
-        report: ModelReport,
-        downgrade: bool,
+        self, run: _Pass, batch: list[Document]
     ) -> tuple[list[_Write], BaseException | None]:
         """The batch's writes, and the error that stopped it, if any.
 
         Steps are often synchronous: every `YIELD_EVERY` seconds the event
-        loop gets a turn, so the lease is renewed and the write in flight
-        goes on, however slow the steps.
+        loop gets a turn, so the write in flight goes on however slow the
+        steps (the lease is renewed from a thread of its own).
 
         """
         writes: list[_Write] = []
         turn = time.monotonic()
         for doc in batch:
-            plan = plan_for(doc.get(VERSION_KEY))
-            if plan.kind == "newer":
-                report.newer += 1
-                continue
-            if plan.kind == "beyond":
-                report.beyond += 1
-                continue
-            if plan.kind == "current":
-                continue
             try:
-                write = await self._transform(doc, plan, report, downgrade)
+                plan, write = await self._transform(run, doc)
             except MigrateError as exc:
                 return writes, exc
-            if write is not None:
+            if plan.kind == "newer":
+                run.report.newer += 1
+            elif plan.kind == "beyond":
+                run.report.beyond += 1
+            elif write is not None:
                 writes.append(write)
             if time.monotonic() - turn > YIELD_EVERY:
                 await asyncio.sleep(0)
                 turn = time.monotonic()
         return writes, None
 
-    async def _write(
-        self,
-        collection: Any,
-        writes: list[_Write],
-        plan_for: Any,
-        report: ModelReport,
-        downgrade: bool,
-    ) -> None:
+    async def _write(self, run: _Pass, writes: list[_Write]) -> None:
         """Write a batch; re-read and write again, once, what changed meanwhile.
 
         A write the server refuses fails its document (recorded, with
@@ -682,31 +741,34 @@ class Runner:
         what the batch could write written.
 
         """
+        report = run.report
         if self.lock is not None:
             self.lock.check()
-        result = await bulk_update(collection, [(w.query, w.update) for w in writes])
-        refused = self._refused(writes, result.refused, report, downgrade)
+        result = await bulk_update(run.collection, [(w.query, w.update) for w in writes])
+        refused = self._refused(run, writes, result.refused)
         unmatched = len(writes) - result.matched - len(result.refused)
         retried = 0
         if unmatched > 0:
-            # Changed meanwhile: read again once, and write if unchanged since.
+            # Changed meanwhile: read again once (by _id alone, which every
+            # server finds by its index), and write if unchanged since.
             ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
             again: list[_Write] = []
-            # By _id alone, so that the _id index finds them on every server.
-            cursor = collection.find({"_id": {"$in": ids}})
-            for doc in await to_list(cursor):
-                plan = plan_for(doc.get(VERSION_KEY))
-                if plan.kind not in ("migrate", "error"):
-                    continue
-                write = await self._transform(doc, plan, report, downgrade)
+            current = 0
+            for doc in await to_list(run.collection.find({"_id": {"$in": ids}})):
+                plan, write = await self._transform(run, doc)
                 if write is not None:
                     again.append(write)
+                elif plan.kind == "current":
+                    current += 1
+            # At the target now: the documents our write matched, and those
+            # newer code saved meanwhile, which are done, not skipped.
+            retried = max(current - result.matched, 0)
             if again:
                 if self.lock is not None:
                     self.lock.check()
-                second = await bulk_update(collection, [(w.query, w.update) for w in again])
-                refused = refused or self._refused(again, second.refused, report, downgrade)
-                retried = second.matched
+                second = await bulk_update(run.collection, [(w.query, w.update) for w in again])
+                refused = refused or self._refused(run, again, second.refused)
+                retried += second.matched
                 unmatched -= len(second.refused)
         report.migrated += result.matched + retried
         report.skipped += unmatched - retried
@@ -727,103 +789,76 @@ class Runner:
             )
 
     def _refused(
-        self, writes: list[_Write], refused: dict[int, str], report: ModelReport, downgrade: bool
+        self, run: _Pass, writes: list[_Write], refused: dict[int, str]
     ) -> StepResultError | None:
         """Fail the documents whose write the server refused; the error to stop on, if any."""
         first: StepResultError | None = None
         for index, reason in sorted(refused.items()):
             write = writes[index]
-            error = _result_error(
-                report.model, write.doc, write.plan, f"the server refused it: {reason}", downgrade
-            )
-            if self.continue_on_error:
-                self._record_failure(report, write.doc.get("_id"), error)
+            error = _result_error(run, write.doc, write.plan, f"the server refused it: {reason}")
+            if self.options.continue_on_error:
+                self._record_failure(run.report, write.doc.get("_id"), error)
             elif first is None:
                 first = error
         return first
 
-    async def _sample(
-        self,
-        cls: type[VersionedModel],
-        collection: Any,
-        query: dict[str, Any],
-        plan_for: Any,
-        report: ModelReport,
-        downgrade: bool,
-    ) -> None:
-        """Dry run: run the chain on the first documents and restore each result."""
-        if not self.sample:
-            return
-        cursor = collection.find(query, sort=[("_id", 1)]).limit(self.sample)
-        for doc in await to_list(cursor):
-            plan = plan_for(doc.get(VERSION_KEY))
-            if plan.kind not in ("migrate", "error"):
+    async def _record_unreached(self, run: _Pass, raws: list[Any]) -> None:
+        """Record, as failed, the documents whose version is an array holding the target.
+
+        The streams find documents with ``{$ne: target}``, which leaves those
+        out; with ``continue_on_error`` the survey did not refuse them either.
+
+        """
+        target = str(run.target)
+        for raw in raws:
+            plan = run.plan_for(raw)
+            if type(raw) is not list or target not in raw or plan.error is None:
                 continue
+            query = {**self._scope(run.cls), VERSION_KEY: {"$eq": raw}}
+            async for doc in run.collection.find(query):
+                if type(doc.get(VERSION_KEY)) is list:
+                    self._record_failure(run.report, doc.get("_id"), plan.error)
+
+    async def _sample(self, run: _Pass) -> None:
+        """Dry run: run the chain on the first documents and restore each result."""
+        if not self.options.sample:
+            return
+        query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+        cursor = run.collection.find(query, sort=[("_id", 1)]).limit(self.options.sample)
+        for doc in await to_list(cursor):
             entry: dict[str, Any] = {
                 "_id": doc.get("_id"),
                 "from": _version_name(doc.get(VERSION_KEY)),
             }
             try:
-                write = await self._transform(doc, plan, report, downgrade)
-                if write is not None and not downgrade:
+                plan, write = await self._transform(run, doc)
+                if plan.kind in ("current", "newer", "beyond"):
+                    continue
+                if write is not None and not run.direction.down:
                     with restore_check() as problems:
-                        await cls.__new__(cls).__restorestate__(write.new)
+                        await run.cls.__new__(run.cls).__restorestate__(write.new)
                     if problems:
                         raise MigrateError(
-                            "; ".join(problems), model=cls.__model__, doc_id=doc.get("_id")
+                            "; ".join(problems), model=run.cls.__model__, doc_id=doc.get("_id")
                         )
                 entry["ok"] = True
             except Exception as exc:
                 entry.update(ok=False, error=self.redact(shorten(str(exc))))
-            report.samples.append(entry)
+            run.report.samples.append(entry)
 
 
-def _result_error(
-    model: str, doc: Document, plan: _Plan, problem: str, downgrade: bool
-) -> StepResultError:
+def _result_error(run: _Pass, doc: Document, plan: Plan, problem: str) -> StepResultError:
     """A document whose chain ran, but whose result cannot be written."""
     last = plan.steps[-1]
-    end = last.from_version if downgrade else last.to_version
+    end = last.from_version if run.direction.down else last.to_version
     return StepResultError(
         f"gave a document that cannot be written: {problem}",
-        model=model,
+        model=run.report.model,
         doc_id=doc.get("_id"),
         from_version=_version_name(doc.get(VERSION_KEY)),
         to_version=end,
         source=last.source,
     )
-
-
-def _stored(raw: Any) -> Version | None:
-    """A stored ``__version__`` value parsed (None, if it is not a version)."""
-    try:
-        return stored_version(raw)
-    except InvalidVersionError:
-        return None
-
-
-def _same_version(raw: Any, version: str) -> bool:
-    return _stored(raw) == parse_version(version)
-
-
-def _before(raw: Any, target: Version, downgrade: bool) -> bool:
-    """Whether a stored version comes before `target` on the way there."""
-    version = _stored(raw)
-    if version is None:
-        return False
-    return version > target if downgrade else version < target
-
-
-def _chain_versions(
-    registry: MigrationRegistry, cls: type[VersionedModel], target: Version, downgrade: bool
-) -> list[str]:
-    """The canonical versions steps arrive at before `target` (server steps store these)."""
-    found: list[Any] = []
-    for s in registry.graph(cls).steps:
-        arrive = s.from_key if downgrade else s.to_key
-        if (arrive > target) if downgrade else (arrive < target):
-            found.append(str(arrive))
-    return found
 
 
 _SAID: set[str] = set()

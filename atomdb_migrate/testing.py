@@ -26,10 +26,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from .config import MEMORY_SCHEME
 from .documents import Document
 from .model import VersionedModel, restore_check
 from .mongo import (
-    MEMORY_SCHEME,
     ManagerState,
     drop_memory_database,
     memory_client,

@@ -15,19 +15,23 @@ the client the workspace opened.
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 from types import TracebackType
 from typing import Any
 
-from .config import Config, invalid_url
-from .exceptions import ConfigError, ConnectionFailedError, UnknownModelError
+from .config import MEMORY_SCHEME, Config
+from .exceptions import ConfigError, UnknownModelError
 from .history import History
 from .loader import load_migrations
 from .lock import LeaseLock
-from .masking import mask, mask_url
 from .model import VersionedModel
-from .mongo import MEMORY_SCHEME, ManagerState, memory_client, sync_database, wire_manager
+from .mongo import (
+    ManagerState,
+    connect,
+    memory_client,
+    sync_database,
+    wire_manager,
+)
 from .registry import MigrationRegistry
 from .versions import Step
 
@@ -128,44 +132,11 @@ class Workspace:
             database = memory_client(url)[name]
             client = None  # kept for the process: later commands see the same data
         else:
-            client, database = await self._open(url, name)
+            client, database = await connect(url, name, self.config.timeout)
         self._client, self._database = client, database
         self._manager = ManagerState()
         wire_manager(database)
         return database
-
-    async def _open(self, url: str, name: str) -> tuple[Any, Any]:
-        from pymongo import AsyncMongoClient
-        from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
-
-        timeout_ms = int(self.config.timeout * 1000)
-        try:
-            client: Any = AsyncMongoClient(
-                url,
-                serverSelectionTimeoutMS=timeout_ms,
-                connectTimeoutMS=timeout_ms,
-                socketTimeoutMS=max(timeout_ms, 60000),
-            )
-        except (ConfigurationError, ValueError, TypeError) as exc:
-            raise invalid_url(url, exc) from None
-        try:
-            await client.admin.command("ping")
-            database = client[name]
-            # Credentials scoped to one database are checked on first use.
-            await database.command("ping")
-        except OperationFailure as exc:
-            await client.close()
-            reason = "authentication failed" if exc.code in (13, 18) else "refused"
-            raise ConnectionFailedError(
-                f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
-            ) from None
-        except PyMongoError as exc:
-            await client.close()
-            raise ConnectionFailedError(
-                f"cannot reach {mask_url(url)} within {self.config.timeout:g}s: "
-                f"{mask(_first_reason(exc), url)}"
-            ) from None
-        return client, database
 
     async def close(self) -> None:
         """Close the clients the workspace opened; put atom-db's manager back as it was."""
@@ -215,9 +186,3 @@ class Workspace:
     def history(self) -> History:
         """The record of runs."""
         return History(self.database[self.config.history_collection])
-
-
-def _first_reason(exc: Exception) -> str:
-    """PyMongo's reason, without its timeouts and topology description."""
-    text = str(exc).splitlines()[0].split(", Timeout:")[0]
-    return re.sub(r" \(configured timeouts:[^)]*\)", "", text)

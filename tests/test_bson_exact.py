@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from atomdb_migrate import MigrateError, MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.mongo import is_mongomock, wire_manager
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 from .conftest import make_client
 
@@ -127,10 +127,10 @@ async def stored_by_every_path(
         await database[Typed.__model__].insert_many([dict(d) for d in docs])
     eager_client, eager_server, written_back = databases
     out: dict[str, dict[Any, bytes]] = {"original": await _raw(eager_client)}
-    await Runner(eager_client, server_side=False, continue_on_error=True).upgrade(Typed)
+    await Runner(eager_client, RunOptions(server_side=False, continue_on_error=True)).upgrade(Typed)
     out["eager-client"] = await _raw(eager_client)
     if server:
-        await Runner(eager_server, continue_on_error=True).upgrade(Typed)
+        await Runner(eager_server, RunOptions(continue_on_error=True)).upgrade(Typed)
         out["eager-server"] = await _raw(eager_server)
     wire_manager(written_back)
     lazy: dict[Any, bytes] = {}

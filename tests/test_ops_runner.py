@@ -19,7 +19,7 @@ from atomdb_migrate import (
     register_step,
 )
 from atomdb_migrate.documents import copy_document
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 
 class Article(VersionedModel):
@@ -86,7 +86,7 @@ async def test_steps_of_operations_run_on_the_server(
     docs = legacy(40)
     await db[Article.__model__].insert_many([copy_document(d) for d in docs])
     with caplog.at_level(logging.INFO, "atomdb_migrate"):
-        report = await Runner(db, batch_size=7).upgrade(Article)
+        report = await Runner(db, RunOptions(batch_size=7)).upgrade(Article)
 
     assert await stored(db) == await expected(docs)
     assert report.migrated == 40 and report.pending == 40
@@ -109,7 +109,7 @@ async def test_the_client_path_gives_the_same_documents(
     await eager.insert_many([copy_document(d) for d in docs])
     await client.insert_many([copy_document(d) for d in docs])
     await Runner(db).upgrade(Article)
-    runner = Runner(db, server_side=False)
+    runner = Runner(db, RunOptions(server_side=False))
     db_client = _Renamed(db, {Article.__model__: "client_path"})
     runner.database = db_client
     report = await runner.upgrade(Article)
@@ -153,7 +153,7 @@ async def test_continue_on_error_records_the_document_and_goes_on(
     docs = legacy(12)
     docs[7]["words"] = "many"
     await db[Article.__model__].insert_many([copy_document(d) for d in docs])
-    report = await Runner(db, continue_on_error=True).upgrade(Article)
+    report = await Runner(db, RunOptions(continue_on_error=True)).upgrade(Article)
     assert report.failed == 1 and report.migrated == 11
     (failure,) = report.failures
     assert failure["_id"] == oid(7) and "'many'" in failure["error"]
@@ -192,7 +192,7 @@ async def test_a_dry_run_says_which_steps_would_run_on_the_server(
     register(registry)
     docs = legacy(8)
     await db[Article.__model__].insert_many([copy_document(d) for d in docs])
-    report = await Runner(db, dry_run=True).upgrade(Article)
+    report = await Runner(db, RunOptions(dry_run=True)).upgrade(Article)
     if backend != "mongomock":
         assert report.server_steps == {"1 -> 2": 4, "3 -> 4": 8}
     assert all(s["ok"] for s in report.samples), report.samples
@@ -237,7 +237,7 @@ async def test_a_failure_between_server_steps_is_counted_once(
     docs = [{"_id": oid(i), "__model__": Article.__model__, "name": f"n{i}"} for i in range(9)]
     docs[4]["name"] = "bad"
     await db[Article.__model__].insert_many([copy_document(d) for d in docs])
-    report = await Runner(db, continue_on_error=True, batch_size=4).upgrade(Article)
+    report = await Runner(db, RunOptions(continue_on_error=True, batch_size=4)).upgrade(Article)
     assert (report.migrated, report.failed) == (8, 1)
     assert [f["_id"] for f in report.failures] == [oid(4)]
     after = await stored(db)

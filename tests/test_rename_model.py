@@ -22,7 +22,7 @@ import pytest
 from pymongo import MongoClient
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 from .project import ROOT
 
@@ -244,7 +244,7 @@ async def test_the_rename_runs_on_any_backend(db: Any, registry: MigrationRegist
             {"_id": 2, "other": {"__model__": "x.Y", "_id": 1}},
         ]
     )
-    dry = await Runner(db, dry_run=True).upgrade(Renamed)
+    dry = await Runner(db, RunOptions(dry_run=True)).upgrade(Renamed)
     assert [r.collection for r in dry.renames] == ["rename"] and dry.pending == 3
     report = await Runner(db).upgrade(Renamed)
     assert [r.counts() for r in report.renames] == [

@@ -21,7 +21,7 @@ from atomdb_migrate import (
     load_migrations,
 )
 from atomdb_migrate.lock import LOCK_ID, LeaseLock
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 from .clidemo import Customer, Order
 
@@ -69,7 +69,7 @@ async def test_upgrade_brings_every_document_to_the_head(sdb: Any) -> None:
     newer = customer(9999, version=None) | {"__version__": "7"}  # newer than the code
     docs.append(newer)
     coll = await seed(sdb, docs)
-    report = await Runner(sdb, batch_size=300).upgrade(Customer)
+    report = await Runner(sdb, RunOptions(batch_size=300)).upgrade(Customer)
     at = {v: sum(1 for d in docs if d.get("__version__") == v) for v in ("1", "2", "3")}
     assert report.by_version == {"1": at["1"], "2": at["2"], "7": 1}
     assert report.steps == {"1 -> 2": at["1"], "2 -> 3": at["1"] + at["2"]}
@@ -113,15 +113,18 @@ async def test_interrupted_run_resumes_without_repeating_a_step(sdb: Any) -> Non
             pass
 
     with pytest.raises(Stop):
-        await Runner(sdb, batch_size=100, progress=StopAfter()).upgrade(Customer)
+        await Runner(sdb, RunOptions(batch_size=100), progress=StopAfter()).upgrade(Customer)
     done = await coll.count_documents({"__version__": "3"})
     assert done == 300
-    report = await Runner(sdb, batch_size=100).upgrade(Customer)
+    report = await Runner(sdb, RunOptions(batch_size=100)).upgrade(Customer)
     assert report.migrated == 700
     assert [d["applied"] for d in await all_docs(coll)] == [1] * 1000
 
 
-async def test_a_document_changed_meanwhile_is_reread_not_overwritten(sdb: Any) -> None:
+@pytest.mark.parametrize("field", ["tier", "seq"])
+async def test_a_document_changed_meanwhile_is_reread_not_overwritten(sdb: Any, field: str) -> None:
+    """The 2 -> 3 step looks at tier, never at seq: a change to tier meanwhile means a
+    re-read; a change to seq is kept, and the document upgraded without one."""
     coll = await seed(sdb, [customer(i, seq=0) for i in range(10)])
     writes = {"n": 0}
 
@@ -130,7 +133,8 @@ async def test_a_document_changed_meanwhile_is_reread_not_overwritten(sdb: Any) 
         # time (so the write is retried) and, for document 5, every time.
         if (doc["_id"] == oid(3) and writes["n"] == 0) or doc["_id"] == oid(5):
             writes["n"] += 1
-            await coll.update_one({"_id": doc["_id"]}, {"$set": {"seq": writes["n"]}})
+            value = writes["n"] if field == "seq" else f"gold-{writes['n']}"
+            await coll.update_one({"_id": doc["_id"]}, {"$set": {field: value}})
 
     graph = MigrationRegistry.instance().graph(Customer)
     original = graph.plan_upgrade("2", "3")[0]
@@ -142,13 +146,18 @@ async def test_a_document_changed_meanwhile_is_reread_not_overwritten(sdb: Any) 
 
     original.upgrade_fn = upgrade_and_meddle
     try:
-        report = await Runner(sdb, batch_size=4).upgrade(Customer)
+        report = await Runner(sdb, RunOptions(batch_size=4)).upgrade(Customer)
     finally:
         original.upgrade_fn = wrapped
-    assert (report.migrated, report.skipped) == (9, 1)
     stored = {d["_id"]: d for d in await all_docs(coll)}
-    assert stored[oid(3)]["__version__"] == "3" and stored[oid(3)]["seq"] == 1, "re-read, kept"
-    assert stored[oid(5)]["__version__"] == "1" and stored[oid(5)]["seq"] == writes["n"], "skipped"
+    if field == "seq":
+        assert (report.migrated, report.skipped) == (10, 0), "no re-read needed"
+        assert stored[oid(3)]["seq"] == 1 and stored[oid(5)]["seq"] == writes["n"] == 2, "kept"
+        assert {d["__version__"] for d in stored.values()} == {"3"}
+        return
+    assert (report.migrated, report.skipped) == (9, 1)
+    assert stored[oid(3)]["__version__"] == "3" and stored[oid(3)]["tier"] == "gold-1"
+    assert stored[oid(5)]["__version__"] == "1" and stored[oid(5)]["tier"] == f"gold-{writes['n']}"
 
 
 async def test_a_field_added_meanwhile_is_kept(sdb: Any) -> None:
@@ -195,9 +204,9 @@ async def test_concurrent_app_writer_loses_nothing(sdb: Any, backend: str) -> No
         return seq
 
     task = asyncio.create_task(writer())
-    report = await Runner(sdb, batch_size=50).upgrade(Customer)
+    report = await Runner(sdb, RunOptions(batch_size=50)).upgrade(Customer)
     while report.skipped:  # documents changed twice in a row: run again
-        report = await Runner(sdb, batch_size=50).upgrade(Customer)
+        report = await Runner(sdb, RunOptions(batch_size=50)).upgrade(Customer)
     stop.set()
     writes = await task
     stored = await all_docs(coll)
@@ -212,7 +221,7 @@ async def test_step_error_stops_the_run_consistently(sdb: Any) -> None:
     docs[23]["name"] = "BOOM"
     coll = await seed(sdb, docs)
     with pytest.raises(StepFailedError) as info:
-        await Runner(sdb, batch_size=10).upgrade(Customer)
+        await Runner(sdb, RunOptions(batch_size=10)).upgrade(Customer)
     err = info.value
     assert (err.model, err.doc_id, err.from_version, err.to_version) == (
         Customer.__model__,
@@ -230,7 +239,7 @@ async def test_continue_on_error_records_failures(sdb: Any) -> None:
     docs = [customer(i) for i in range(30)]
     docs[4]["name"] = docs[17]["name"] = "BOOM"
     coll = await seed(sdb, docs)
-    report = await Runner(sdb, batch_size=7, continue_on_error=True).upgrade(Customer)
+    report = await Runner(sdb, RunOptions(batch_size=7, continue_on_error=True)).upgrade(Customer)
     assert (report.migrated, report.failed) == (28, 2)
     assert [f["_id"] for f in report.failures] == [oid(4), oid(17)]
     assert "cannot split BOOM" in report.failures[0]["error"]
@@ -242,7 +251,7 @@ async def test_dry_run_writes_nothing(sdb: Any, registry: MigrationRegistry) -> 
     docs = [customer(i, version=1 + i % 2) for i in range(40)]
     coll = await seed(sdb, docs)
     before = await all_docs(coll)
-    report = await Runner(sdb, dry_run=True, sample=5).upgrade(Customer)
+    report = await Runner(sdb, RunOptions(dry_run=True, sample=5)).upgrade(Customer)
     assert report.steps == {"1 -> 2": 20, "2 -> 3": 40}
     assert [s["ok"] for s in report.samples] == [True] * 5
     assert await all_docs(coll) == before
@@ -254,7 +263,7 @@ async def test_dry_run_writes_nothing(sdb: Any, registry: MigrationRegistry) -> 
     good = step.upgrade_fn
     step.upgrade_fn = lambda doc: doc.update(applied="many")
     try:
-        report = await Runner(sdb, dry_run=True, sample=2).upgrade(Customer)
+        report = await Runner(sdb, RunOptions(dry_run=True, sample=2)).upgrade(Customer)
     finally:
         step.upgrade_fn = good
     assert not report.samples[0]["ok"]
@@ -282,7 +291,7 @@ async def test_downgrade_and_back(sdb: Any) -> None:
     coll = await seed(sdb, [customer(i) for i in range(20)])
     before = await all_docs(coll)
     await Runner(sdb).upgrade(Customer)
-    report = await Runner(sdb, batch_size=6).downgrade(Customer, "1")
+    report = await Runner(sdb, RunOptions(batch_size=6)).downgrade(Customer, "1")
     assert report.migrated == 20
     after = await all_docs(coll)
     assert [(d["name"], d["__version__"]) for d in after] == [(d["name"], "1") for d in before]

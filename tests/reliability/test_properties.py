@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
 from atomdb_migrate import VersionedModel, register_step
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 from .conftest import record
 
@@ -88,7 +88,7 @@ async def scenario(url: str, docs: list[dict[str, Any]]) -> None:
             await database[Item.__model__].insert_many([dict(d) for d in originals])
 
         # Eager upgrade, twice: the second changes nothing.
-        await Runner(eager_db, batch_size=5).upgrade(Item)
+        await Runner(eager_db, RunOptions(batch_size=5)).upgrade(Item)
         upgraded = await eager_db[Item.__model__].find().sort("_id").to_list()
         again = await Runner(eager_db).upgrade(Item)
         assert again.migrated == 0
@@ -103,7 +103,7 @@ async def scenario(url: str, docs: list[dict[str, Any]]) -> None:
         assert await lazy_db[Item.__model__].find().sort("_id").to_list() == upgraded
 
         # Downgrade to 0 gives back the originals (plus the version key).
-        await Runner(eager_db, batch_size=3).downgrade(Item, "0")
+        await Runner(eager_db, RunOptions(batch_size=3)).downgrade(Item, "0")
         back = await eager_db[Item.__model__].find().sort("_id").to_list()
         assert [{k: v for k, v in d.items() if k != "__version__"} for d in back] == originals
         assert {d["__version__"] for d in back} == {"0"}
