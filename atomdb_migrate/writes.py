@@ -184,6 +184,9 @@ TYPE_NAMES: dict[Any, str] = {
 #: filter holding them whole would not fit in one command.
 LARGE_VALUE = 64 * 1024
 
+#: The stored document's top-level names, as an aggregation expression.
+_NAMES = {"$map": {"input": {"$objectToArray": "$$ROOT"}, "in": "$$this.k"}}
+
 
 def guard(
     old: Mapping[str, Any],
@@ -242,13 +245,16 @@ def guard(
         value = old[key] if present else None
         kind = TYPE_NAMES.get(bson_kind(value)) if present else None
         if needs_expression(key):
-            got = {"$getField": {"field": {"$literal": key}, "input": "$$ROOT"}}
+            # Presence is asked of the document's names: some servers give
+            # a missing $getField a type other than "missing".
+            named = {"$in": [{"$literal": key}, _NAMES]}
             if not present:
-                expressions.append({"$eq": [{"$type": got}, "missing"]})
+                expressions.append({"$not": [named]})
                 continue
-            expressions.append(
-                {"$eq": [{"$type": got}, kind] if kind else {"$ne": [{"$type": got}, "missing"]}}
-            )
+            got = {"$getField": {"field": {"$literal": key}, "input": "$$ROOT"}}
+            expressions.append(named)
+            if kind:
+                expressions.append({"$eq": [{"$type": got}, kind]})
             expressions.append(_same_as(got, value, large))
         elif not present:
             query[key] = {"$exists": False}
