@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_upgrade import command_line, environment  # noqa: E402
 
 from atomdb_migrate import VersionedModel, ops, register_step  # noqa: E402
-from atomdb_migrate.runner import Runner  # noqa: E402
+from atomdb_migrate.runner import Runner, RunOptions  # noqa: E402
 
 
 class Post(VersionedModel):
@@ -85,7 +85,7 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
             for _ in range(rounds):
                 for case in ("server", "client"):
                     await seed(coll, n)
-                    runner = Runner(db, batch_size=BATCH, server_side=case == "server")
+                    runner = Runner(db, RunOptions(batch_size=BATCH, server_side=case == "server"))
                     start = time.perf_counter()
                     report = await runner.upgrade(Post)
                     times[case].append(time.perf_counter() - start)

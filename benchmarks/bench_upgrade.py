@@ -1,14 +1,22 @@
-"""Eager upgrade throughput: the runner against a hand-written PyMongo loop.
+"""Eager upgrade throughput: ``atomdb-migrate upgrade`` against hand-written PyMongo loops.
 
-Both take the same N legacy documents through the same one-line step on the
-same server in one run, alternating, with the collection reseeded before
-each. The loop is what a user would write by hand: find in ``_id`` order,
-and per batch of 1000 one unordered ``bulk_write`` of ``ReplaceOne`` by
-``_id``, waiting for each write before reading on. The runner writes
-conditional updates (matching each document as read) and reads the next
-batch while writing the current one.
+Three cases take the same N legacy documents through the same one-line step
+on the same server in one run, alternating, with the collection reseeded
+before each:
 
-    python benchmarks/bench_upgrade.py              # N = 10000 and 100000
+- the naive loop: find in ``_id`` order, and per batch of 1000 one unordered
+  ``bulk_write`` of ``ReplaceOne`` by ``_id``, waiting for each write before
+  reading on. It overwrites any concurrent change.
+- the guarded loop: the same, with ``UpdateOne`` filtered on the whole
+  document as read and ``$set``/``$unset`` of what changed, so a document
+  changed meanwhile is left alone (what a careful user writes).
+- the whole ``atomdb-migrate upgrade --no-progress`` process, as a deployment
+  runs it: start-up, lock, survey, history and all.
+
+The loops' client CPU is this process's CPU time; the command's is its
+children's (user + system), from ``getrusage``.
+
+    python benchmarks/bench_upgrade.py              # N = 50000 and 100000
     python benchmarks/bench_upgrade.py --quick      # N = 2000, for CI
     MONGO_URL=mongodb://... python benchmarks/bench_upgrade.py   # another server
 
@@ -24,21 +32,23 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from atom.api import Int, Str
-from pymongo import AsyncMongoClient, ReplaceOne
+from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import atomdb_migrate  # noqa: E402
 from atomdb_migrate import VersionedModel, register_step  # noqa: E402
-from atomdb_migrate.runner import Runner  # noqa: E402
 
 
 class Item(VersionedModel):
@@ -58,8 +68,54 @@ register_step(Item, 1, 2, label)
 
 BATCH = 1000
 
+#: The project the command runs in: the same model and step as a module.
+MODELS = """
+from atom.api import Int, Str
+from atomdb_migrate import VersionedModel
 
-def legacy(n: int) -> list[dict[str, Any]]:
+class Item(VersionedModel):
+    __model__ = "bench.Item"
+    __version__ = 2
+    name = Str()
+    qty = Int()
+    label = Str()
+"""
+
+STEP = '''
+"""Label each item with its name in capitals."""
+
+model = "bench.Item"
+from_version = "1"
+to_version = "2"
+
+
+def upgrade(doc):
+    doc["label"] = doc["name"].upper()
+'''
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["benchmodels"]
+migrations = "migrations"
+timeout = 10
+"""
+
+#: Runs a command; prints its exit code, the peak RSS of its process tree's
+#: largest process (kB), the wall time, and its CPU time (user + system): a
+#: fresh parent per measurement, so earlier runs do not count.
+WRAPPER = textwrap.dedent(
+    """
+    import resource, subprocess, sys, time
+    start = time.perf_counter()
+    code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+    elapsed = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(code, usage.ru_maxrss, elapsed, usage.ru_utime + usage.ru_stime)
+    """
+)
+
+
+def legacy(n: int, offset: int = 0) -> list[dict[str, Any]]:
     return [
         {
             "name": f"item {i}",
@@ -68,18 +124,18 @@ def legacy(n: int) -> list[dict[str, Any]]:
             "__model__": Item.__model__,
             "__version__": "1",
         }
-        for i in range(n)
+        for i in range(offset, offset + n)
     ]
 
 
 async def seed(coll: Any, n: int) -> None:
     await coll.drop()
     for start in range(0, n, 20000):
-        await coll.insert_many(legacy(min(20000, n - start)))
+        await coll.insert_many(legacy(min(20000, n - start), start), ordered=False)
 
 
 async def hand_loop(coll: Any) -> int:
-    """The loop a user writes with PyMongo."""
+    """The naive loop a user writes with PyMongo: ``ReplaceOne`` by ``_id``."""
     written = 0
     batch: list[ReplaceOne[Any]] = []
     async for doc in coll.find({"__version__": "1"}).sort("_id", 1).batch_size(BATCH):
@@ -94,36 +150,111 @@ async def hand_loop(coll: Any) -> int:
     return written
 
 
+async def guarded_loop(coll: Any) -> int:
+    """The careful loop: ``UpdateOne`` filtered on the document as read."""
+    written = 0
+    batch: list[UpdateOne[Any]] = []
+    async for doc in coll.find({"__version__": "1"}).sort("_id", 1).batch_size(BATCH):
+        new = dict(doc)
+        label(new)
+        new["__version__"] = "2"
+        changed = {k: v for k, v in new.items() if k not in doc or doc[k] != v}
+        gone = {k: "" for k in doc if k not in new}
+        update: dict[str, Any] = {"$set": changed}
+        if gone:
+            update["$unset"] = gone
+        batch.append(UpdateOne(dict(doc), update))
+        if len(batch) == BATCH:
+            written += (await coll.bulk_write(batch, ordered=False)).modified_count
+            batch = []
+    if batch:
+        written += (await coll.bulk_write(batch, ordered=False)).modified_count
+    return written
+
+
+def project(tmp: Path) -> Path:
+    """A project directory with the model and the step as modules."""
+    (tmp / "benchmodels.py").write_text(MODELS)
+    (tmp / "migrations").mkdir(exist_ok=True)
+    (tmp / "migrations" / "0001_label.py").write_text(STEP)
+    (tmp / "pyproject.toml").write_text(PYPROJECT)
+    return tmp
+
+
+def run_command(where: Path, url: str) -> tuple[float, float, int]:
+    """``atomdb-migrate upgrade --no-progress`` in `where`: (seconds, CPU seconds, peak RSS kB).
+
+    The package is imported from this checkout, whatever is installed.
+
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(ROOT)])}
+    env.pop("ATOMDB_MIGRATE_URL", None)
+    exe = os.path.join(os.path.dirname(sys.executable), "atomdb-migrate")
+    command = [exe, "--url", url, "upgrade", "--no-progress"]
+    out = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *command],
+        cwd=where,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    code, rss_kb, elapsed, cpu = out.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"atomdb-migrate upgrade exited {code}: {out.stderr}")
+    return float(elapsed), float(cpu), int(rss_kb)
+
+
+CASES = ("naive loop", "guarded loop", "atomdb-migrate upgrade")
+
+
 async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(url)
     db = client["atomdb_migrate_bench"]
     coll = db[Item.__model__]
     rows = []
     try:
-        for n in sizes:
-            times: dict[str, list[float]] = {"loop": [], "runner": []}
-            for _ in range(rounds):
-                for case in ("loop", "runner"):
-                    await seed(coll, n)
-                    start = time.perf_counter()
-                    if case == "loop":
-                        done = await hand_loop(coll)
-                    else:
-                        done = (await Runner(db, batch_size=BATCH).upgrade(Item)).migrated
-                    times[case].append(time.perf_counter() - start)
-                    assert done == n, (case, done, n)
-                    assert await coll.count_documents({"__version__": "2"}) == n
-            best = {k: min(v) for k, v in times.items()}
-            rows.append(
-                {
-                    "n": n,
-                    "loop_docs_per_s": round(n / best["loop"]),
-                    "runner_docs_per_s": round(n / best["runner"]),
-                    "ratio": round(best["loop"] / best["runner"], 3),
-                    "loop_s": round(best["loop"], 2),
-                    "runner_s": round(best["runner"], 2),
-                }
-            )
+        with tempfile.TemporaryDirectory(prefix="atomdb-migrate-bench-") as tmp:
+            where = project(Path(tmp))
+            for n in sizes:
+                times: dict[str, list[tuple[float, float]]] = {case: [] for case in CASES}
+                for _ in range(rounds):
+                    for case in CASES:
+                        await seed(coll, n)
+                        start, cpu = time.perf_counter(), time.process_time()
+                        if case == "naive loop":
+                            done = await hand_loop(coll)
+                        elif case == "guarded loop":
+                            done = await guarded_loop(coll)
+                        else:
+                            done = n
+                            elapsed, used, _ = await asyncio.to_thread(
+                                run_command, where, f"{url}/{db.name}"
+                            )
+                        if case != "atomdb-migrate upgrade":
+                            elapsed = time.perf_counter() - start
+                            used = time.process_time() - cpu
+                        assert done == n, (case, done, n)
+                        assert await coll.count_documents({"__version__": "2"}) == n, case
+                        times[case].append((elapsed, used))
+                        print(f"  upgrade: N={n} {case}: {elapsed:.2f} s", file=sys.stderr)
+                best = {case: min(v) for case, v in times.items()}
+                own = best["atomdb-migrate upgrade"][0]
+                rows.append(
+                    {
+                        "n": n,
+                        **{
+                            case: {
+                                "docs_per_s": round(n / seconds),
+                                "seconds": round(seconds, 2),
+                                "client_cpu_us_per_doc": round(cpu / n * 1e6, 1),
+                            }
+                            for case, (seconds, cpu) in best.items()
+                        },
+                        "ratio_to_guarded": round(best["guarded loop"][0] / own, 3),
+                        "ratio_to_naive": round(best["naive loop"][0] / own, 3),
+                    }
+                )
         await client.drop_database("atomdb_migrate_bench")
         info = await client.server_info()
     finally:
@@ -159,12 +290,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"Eager upgrade, one step, batches of {BATCH}, best of {result['rounds']}; "
         f"{result['server']}; {result['machine']}",
         "",
-        "| N | hand-written PyMongo loop (docs/s) | atomdb-migrate runner (docs/s) | ratio |",
-        "|---:|---:|---:|---:|",
+        "| N | case | docs/s | client CPU (µs/doc) |",
+        "|---:|---|---:|---:|",
     ]
     for r in result["rows"]:
+        for case in CASES:
+            c = r[case]
+            lines.append(
+                f"| {r['n']} | {case} | {c['docs_per_s']} | {c['client_cpu_us_per_doc']} |"
+            )
         lines.append(
-            f"| {r['n']} | {r['loop_docs_per_s']} | {r['runner_docs_per_s']} | {r['ratio']} |"
+            f"| {r['n']} | **ratio** | {r['ratio_to_guarded']} to guarded, "
+            f"{r['ratio_to_naive']} to naive | |"
         )
     return "\n".join(lines)
 
@@ -199,7 +336,7 @@ def command_line(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command_line(argv, __doc__, measure, markdown, [10000, 100000])
+    return command_line(argv, __doc__, measure, markdown, [50000, 100000])
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from atomdb.nosql import NoSQLModelManager  # noqa: E402
 from mongomock_motor import AsyncMongoMockClient  # noqa: E402
 
 from atomdb_migrate import MigrationRegistry  # noqa: E402
-from atomdb_migrate.documents import copy_document  # noqa: E402
-from atomdb_migrate.versions import run_chain  # noqa: E402
+from atomdb_migrate.documents import StepDocument  # noqa: E402
+from atomdb_migrate.versions import parse_version, run_chain  # noqa: E402
 
 N = 200_000
 
@@ -60,10 +60,11 @@ def main() -> int:
     state = bench_restore.state(8)
     registry = MigrationRegistry.instance()
     steps = registry.graph(model).plan_upgrade("8", "10")
-    plans = registry.plan_cache(model.__model__, model.__version__)
+    graph = registry.graph(model)
+    head = parse_version(model.__version__)
     rows = {
-        "copy_document": micro(lambda: copy_document(state)),
-        "plan lookup (cached)": micro(lambda: plans.get("8")),
+        "StepDocument (copy on write)": micro(lambda: StepDocument(state)),
+        "plan lookup (cached)": micro(lambda: graph.plan("8", head, head=head)),
         "plan walk (uncached)": micro(lambda: registry.graph(model).plan_upgrade("8", "10")),
         "run_chain, 2 steps, on a shallow copy": asyncio.run(
             per_call(lambda: run_chain(steps, dict(state)))

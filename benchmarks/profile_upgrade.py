@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_upgrade  # noqa: E402
 
-from atomdb_migrate.runner import Runner  # noqa: E402
+from atomdb_migrate.runner import Runner, RunOptions  # noqa: E402
 from tests.servers import secantus_server  # noqa: E402
 
 
@@ -47,7 +47,7 @@ async def tree(url: str, n: int) -> str:
     await bench_upgrade.seed(db[bench_upgrade.Item.__model__], n)
     profiler = Profiler(async_mode="enabled")
     with profiler:
-        await Runner(db, batch_size=bench_upgrade.BATCH).upgrade(bench_upgrade.Item)
+        await Runner(db, RunOptions(batch_size=bench_upgrade.BATCH)).upgrade(bench_upgrade.Item)
     await client.drop_database(db.name)
     await client.close()
     return str(profiler.output_text())
@@ -60,7 +60,7 @@ async def one(url: str, pid: int, case: str, n: int) -> str:
     await bench_upgrade.seed(coll, n)
     server, mine, start = cpu_seconds(pid), time.process_time(), time.perf_counter()
     if case == "runner":
-        await Runner(db, batch_size=bench_upgrade.BATCH).upgrade(bench_upgrade.Item)
+        await Runner(db, RunOptions(batch_size=bench_upgrade.BATCH)).upgrade(bench_upgrade.Item)
     else:
         await bench_upgrade.hand_loop(coll)
     wall = time.perf_counter() - start
