@@ -73,6 +73,21 @@ class History:
         found = list(await cursor.sort("started_at", -1).limit(1).to_list(length=1))
         return found[0] if found else None
 
+    async def retried(self, run: dict[str, Any], models: list[str]) -> dict[str, Any] | None:
+        """The first run after `run` that retried its failures of every model in
+        `models` and succeeded (None if none did)."""
+        started = run.get("started_at")
+        if not isinstance(started, datetime):
+            return None
+        query = {
+            "started_at": {"$gt": started},
+            "arguments.retry_failed": True,
+            "outcome": "succeeded",
+            "arguments.models": {"$all": models},
+        }
+        found = await self.collection.find(query).sort("started_at", 1).limit(1).to_list(length=1)
+        return found[0] if found else None
+
     async def finish(
         self,
         record_id: Any,

@@ -325,12 +325,25 @@ Fast = tuple[list[dict[str, Any]], dict[str, Any], list[str]]
 _PLAIN = (str, int, float, bool, type(None), datetime, ObjectId, bytes)
 
 
+def encodable(text: str) -> bool:
+    """Whether a string can be stored: BSON holds UTF-8, which has no lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_value(value: Any, what: str) -> Any:
     """Refuse a default that MongoDB would not store as it is given."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         raise ValueError(f"{what} {value!r} does not fit in 64 bits")
+    if isinstance(value, str) and not encodable(value):
+        raise ValueError(
+            f"{what} {value!r} is not valid UTF-8 (a lone surrogate): BSON cannot hold it"
+        )
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, list):
@@ -339,7 +352,7 @@ def check_value(value: Any, what: str) -> Any:
         return value
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or key.startswith("$") or "." in key:
+            if not isinstance(key, str) or key.startswith("$") or "." in key or not encodable(key):
                 raise ValueError(f"{what}: key {key!r} cannot be stored")
             check_value(item, what)
         return value

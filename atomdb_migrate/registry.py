@@ -132,6 +132,18 @@ class MigrationRegistry:
         found = [n for n in self.aliases if n != key and self.resolve(n) == key]
         return sorted(found, key=lambda n: self._renamed_at.get(n, BASE), reverse=True)
 
+    def name_at(self, model: ModelRef, version: Version) -> str:
+        """The name a model's documents are stored under at `version`: the former
+        name renamed away at the lowest version above it, or the name it has now."""
+        later = [n for n in self.former_names(model) if self._renamed_at.get(n, BASE) > version]
+        if not later:
+            return self.resolve(model)
+        return min(later, key=lambda n: self._renamed_at.get(n, BASE))
+
+    def renamed_at(self, name: str) -> Version | None:
+        """The version a former name was renamed away at (None for a name never renamed)."""
+        return self._renamed_at.get(name)
+
     def model(self, name: ModelRef) -> type[Any]:
         """Return the versioned model class registered under a name or a former name.
 

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pymongo.errors import BulkWriteError
 
 from .documents import Document, copy_document
+from .exceptions import MigrateError, short_repr
 from .mongo import batches, bulk_update, collection_names, exact_filters
 from .ops import rename_references
+from .versions import VERSION_KEY, stored_version
 from .writes import Write, conditional_update
 
 if TYPE_CHECKING:
@@ -58,6 +60,12 @@ class RenameReport:
     collection: CollectionMove = "none"
     #: Documents moved from the old collection when both existed.
     moved: int = 0
+    #: Of the documents both collections held: copies in the new collection
+    #: replaced by the old one's at a higher version, and copies in the old
+    #: collection dropped because the new one's is at the same or a higher
+    #: version.
+    replaced: int = 0
+    discarded: int = 0
     #: Documents whose references were rewritten, in any collection.
     references: int = 0
 
@@ -66,6 +74,8 @@ class RenameReport:
             "from": self.old,
             "collection": self.collection,
             "moved": self.moved,
+            "replaced": self.replaced,
+            "discarded": self.discarded,
             "references": self.references,
         }
 
@@ -96,11 +106,65 @@ async def rename_collection(
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             report.moved += int(exc.details.get("nInserted", 0))
+            await _keep_newer(target, [batch[e["index"]] for e in errors], report)
     await database.drop_collection(report.old)
     report.collection = "merged"
     log.info(
-        "merged collection %s into %s (%d documents moved)", report.old, report.new, report.moved
+        "merged collection %s into %s (%d documents moved, %d replaced by a newer copy, "
+        "%d older copies dropped)",
+        report.old,
+        report.new,
+        report.moved,
+        report.replaced,
+        report.discarded,
     )
+
+
+def _version_of(doc: Document) -> tuple[Any, ...]:
+    """A stored version's rank: unreadable versions rank below every readable one."""
+    try:
+        return (1, stored_version(doc.get(VERSION_KEY)))
+    except MigrateError:
+        return (0,)
+
+
+async def _keep_newer(target: Any, copies: list[Document], report: RenameReport) -> None:
+    """Of two copies of a document, keep the one at the higher version.
+
+    `copies` are the old collection's documents the new collection also
+    holds. An old copy at a higher version (the model moved away and back,
+    and the later code saved it under the former name) replaces the new
+    one, unless that changed meanwhile; at the same version, the new
+    collection's copy (saved under the model's name now) is kept.
+
+    """
+    if not copies:
+        return
+    stored = {d["_id"]: d async for d in target.find({"_id": {"$in": [c["_id"] for c in copies]}})}
+    for copy in copies:
+        current = stored.get(copy["_id"])
+        if current is None or _version_of(current) >= _version_of(copy):
+            report.discarded += 1
+            log.warning(
+                "%s _id=%s: kept the copy in %s at version %s, dropped the one in %s at %s",
+                report.new,
+                short_repr(copy["_id"]),
+                report.new,
+                short_repr(current.get(VERSION_KEY)) if current else "?",
+                report.old,
+                short_repr(copy.get(VERSION_KEY)),
+            )
+            continue
+        held = (
+            {VERSION_KEY: current[VERSION_KEY]}
+            if VERSION_KEY in current
+            else {VERSION_KEY: {"$exists": False}}
+        )
+        done = await target.replace_one({"_id": copy["_id"], **held}, copy)
+        if done.matched_count:
+            report.replaced += 1
+        else:
+            report.discarded += 1
 
 
 async def referring(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -225,8 +226,43 @@ def _shown(description: Description) -> str:
     return description
 
 
-def compare(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> SchemaDiff:
-    """The difference from a snapshot `old` to the fields `new`."""
+_REF = re.compile(r"Ref\(([^()]+)\)")
+
+
+def resolve_references(desc: Any, resolve: Callable[[str], str]) -> Any:
+    """`desc` with each ``Ref(name)`` naming the model as `resolve` gives it now:
+    a snapshot recorded before a model moved (``ops.rename_model``) names it
+    by its former name, which atom-db stores the same way once upgraded."""
+    if isinstance(desc, str):
+        return _REF.sub(lambda m: f"Ref({resolve(m.group(1))})", desc)
+    if isinstance(desc, dict):
+        return {
+            k: (
+                resolve(v)
+                if k == "__model__" and isinstance(v, str)
+                else resolve_references(v, resolve)
+            )
+            for k, v in desc.items()
+        }
+    return desc
+
+
+def compare(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    prefix: str = "",
+    *,
+    resolve: Callable[[str], str] | None = None,
+) -> SchemaDiff:
+    """The difference from a snapshot `old` to the fields `new`.
+
+    With `resolve`, a model named in `old` by a former name counts as the
+    model it was renamed to.
+
+    """
+    if resolve is not None:
+        old = resolve_references(old, resolve)
+        new = resolve_references(new, resolve)
     diff = SchemaDiff()
     for name, desc in new.items():
         if name == "__model__":
@@ -268,6 +304,9 @@ def same_storage(old: Description, new: Description) -> bool:
         )
     if not isinstance(old, str):
         return False
+    old, new = _plain(old), _plain(new)
+    if old == new or _widens(old, new):
+        return True
     b = _CALL.match(new)
     if b is None:
         return False
@@ -293,6 +332,41 @@ def same_storage(old: Description, new: Description) -> bool:
             high_b is None or (high_a is not None and high_b >= high_a)
         )
     return False
+
+
+#: What a member of each plain kind stores, as the Python type it holds.
+_PLAIN_TYPES = {"Int": "int", "Float": "float", "Str": "str", "Bool": "bool", "Bytes": "bytes"}
+
+
+def _plain(description: str) -> str:
+    """``Coerced(int)`` as ``Int``: it stores what it coerced to, as ``Int`` does."""
+    a = _CALL.match(description)
+    if a is not None and a.group(1) == "Coerced":
+        for kind, python in _PLAIN_TYPES.items():
+            if a.group(2).strip() == python:
+                return kind
+    return description
+
+
+def _widens(old: str, new: str) -> bool:
+    """Whether `new` accepts every value `old` does, storing each the same way:
+    a range dropped (``Range(0, 10)`` to ``Int``), None allowed (``Int`` to
+    ``Instance(int)``), a container's item type dropped (``List(Str)`` to
+    ``List(Value)``)."""
+    a, b = _CALL.match(old), _CALL.match(new)
+    kind_a = a.group(1) if a else old
+    if b is None:
+        return (kind_a, new) in (("Range", "Int"), ("FloatRange", "Float"))
+    kind_b, args_b = b.groups()
+    if kind_b == "Instance" and args_b.strip() == _PLAIN_TYPES.get(old):
+        return True
+    if a is None:
+        return False
+    if kind_a in LISTS and kind_b == "List" and args_b == "Value":
+        return True
+    if kind_a == kind_b == "Tuple" and args_b == "Value":
+        return True
+    return kind_a == kind_b == "Dict" and args_b == "Value, Value"
 
 
 def _literals(args: str, *, ordered: bool = False) -> Any:
@@ -419,6 +493,10 @@ def infer_operations(
         to = CONVERSION_FOR.get(after) if isinstance(after, str) else None
         if to is not None:
             lines.append(f"ops.convert({name!r}, {to!r}),  # was {_shown(before)}")
+            kind = before if isinstance(before, str) else ""
+            lossy = LOSSY.get((kind.partition("(")[0], to))
+            if lossy:
+                lines.append(f"# LOSSY: {name!r} {lossy}; check the stored values first")
         else:
             lines.append(
                 f"# {name!r} changed from {_shown(before)} to {_shown(after)}: no operation "
@@ -435,6 +513,21 @@ def infer_operations(
     # Names and types in comments are the model's own text: keep each line one line.
     out.lines = [" ".join(line.splitlines()) for line in lines]
     return out
+
+
+#: What `convert` loses or refuses, by stored kind and target: said in the
+#: generated step, beside the operation.
+LOSSY = {
+    ("Float", "int"): "loses fractions (2.5 becomes 2), and a value beyond 64 bits fails",
+    ("FloatRange", "int"): "loses fractions (2.5 becomes 2)",
+    ("Int", "bool"): "keeps only zero or not (5 becomes True)",
+    ("Float", "bool"): "keeps only zero or not (0.5 becomes True)",
+    ("Int", "float"): "rounds integers beyond 2**53 (2**60 + 1 becomes 2**60)",
+    ("Str", "int"): "fails on text that is no integer ('', '3.7', 'abc'): those documents fail",
+    ("Str", "float"): "fails on text that is no number (''): those documents fail",
+    ("Str", "bool"): "fails on text other than 'true', 'false', '1', '0': those documents fail",
+    ("Str", "datetime"): "takes only atom-db's JSON form of a datetime: text fails",
+}
 
 
 def computed_upgrade(names: list[str]) -> str:

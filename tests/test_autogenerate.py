@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from atom.api import Instance, Int, List, Str
 
-from atomdb_migrate import MigrationRegistry, load_migrations, ops
+from atomdb_migrate import MigrationRegistry, VersionedModel, load_migrations, ops
 from atomdb_migrate.schema import compare, describe_member, infer_operations, snapshot
 
 from .project import ROOT
@@ -189,3 +189,59 @@ def test_infer_marks_renames_and_unconvertible_changes() -> None:
     assert any(
         "'b' changed from List(Int) to Dict(Str, Int): no operation converts it" in x for x in lines
     )
+
+
+class Surrogate(VersionedModel):
+    __model__ = "autogen.Surrogate"
+    __version__ = 2
+    sur = Str("\ud800")  # a lone surrogate: Python holds it, BSON cannot
+
+
+def test_a_default_bson_cannot_hold_asks_for_one() -> None:
+    """A lone surrogate is a str to Python and no UTF-8 at all: the generated step
+    asks for a value instead of writing one that fails at `upgrade`, and a step
+    written with it by hand is refused when it loads."""
+    lines = infer_operations(Surrogate, compare({}, {"sur": "Str"})).lines
+    code = [line.partition("#")[0] for line in lines]
+    assert "ops.set_default_where_missing('sur', None),  " in code, lines
+    assert any("sur" in line and "set one" in line for line in lines), lines
+    for bad in ("\ud800", {"k": "\udfff"}, ["ok", "\ud800x"]):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            ops.set_default_where_missing("sur", bad)
+    with pytest.raises(ValueError, match="cannot be stored"):
+        ops.add_field("meta", {"\ud800": 1})
+
+
+def test_a_reference_recorded_under_a_former_name_is_no_change() -> None:
+    """A snapshot taken before the referenced model moved names it as it was."""
+    registry = MigrationRegistry()
+    registry.aliases["old.Author"] = "new.Author"
+    old = {"author": "Ref(old.Author)", "all": "List(Ref(old.Author))", "n": "Int"}
+    new = {"author": "Ref(new.Author)", "all": "List(Ref(new.Author))", "n": "Int"}
+    assert compare(old, new, resolve=registry.resolve).describe() == ""
+    assert not compare(old, new, resolve=registry.resolve)
+    assert compare(old, new), "without the registry, a different model"
+    other = {**new, "author": "Ref(other.Author)"}
+    assert compare(old, other, resolve=registry.resolve)
+
+
+def test_a_lossy_conversion_is_said_beside_its_operation() -> None:
+    from .clidemo import Customer
+
+    diff = compare(
+        {"price": "Float", "count": "Int", "flag": "Int", "code": "Str", "n": "Int"},
+        {"price": "Int", "count": "Float", "flag": "Bool", "code": "Int", "n": "Str"},
+    )
+    lines = infer_operations(Customer, diff).lines
+    for name, what in (
+        ("price", "loses fractions"),
+        ("count", "rounds integers beyond 2**53"),
+        ("flag", "keeps only zero or not"),
+        ("code", "fails on text that is no integer"),
+    ):
+        at = lines.index(
+            f"ops.convert({name!r}, {diff.changed[name][1].lower()!r}),  # was "
+            f"{diff.changed[name][0]}"
+        )
+        assert lines[at + 1].startswith(f"# LOSSY: {name!r} {what}"), lines
+    assert not any(line.startswith("# LOSSY: 'n'") for line in lines), "Int to Str loses nothing"

@@ -79,6 +79,22 @@ def test_check_passes_and_reports_broken_modules(project: Project) -> None:
     assert project.versions() == {}
 
 
+def test_a_default_bson_cannot_hold_is_refused_when_the_step_loads(project: Project) -> None:
+    bad = project.path / "migrations" / "0004_surrogate.py"
+    bad.write_text(
+        'from atomdb_migrate import ops\nmodel = "clidemo.Customer"\nfrom_version = "3"\n'
+        'to_version = "4"\noperations = [ops.set_default_where_missing("sur", "\\ud800")]\n'
+    )
+    result = project.invoke("check")
+    assert result.exit_code == EXIT_CHECK, result.output
+    assert str(bad) in result.output and "lone surrogate" in result.output
+    assert "Traceback" not in result.output
+    project.seed(2)
+    result = project.invoke("upgrade")
+    assert result.exit_code == EXIT_CONFIG and "lone surrogate" in result.output
+    assert project.versions() == {"1": 2}, "nothing written"
+
+
 # ---------------------------------------------------------------------------
 # The whole cycle
 # ---------------------------------------------------------------------------

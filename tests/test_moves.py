@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.cli import main
 from atomdb_migrate.renames import count_references
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.runner import Runner, RunOptions
 
 A, B, C = "moves.a.Customer", "moves.b.Customer", "moves.c.Customer"
 
@@ -184,6 +184,105 @@ async def test_references_are_rewritten_when_nothing_is_pending(
     assert [r["__model__"] for r in [order["customer"], *order["cc"]]] == [C, C, C]
 
 
+async def test_an_upgrade_short_of_a_move_leaves_the_move_for_later(
+    db: Any, chain: MigrationRegistry
+) -> None:
+    """``--to`` a version before a ``rename_model`` step reads the collection of the
+    name the model had then, and moves nothing the later steps move."""
+    await seed(db)
+    before = await db.list_collection_names()
+    report = await Runner(db).upgrade(Customer, to="2")
+    assert (report.migrated, report.renames) == (1, [])
+    assert sorted(await db.list_collection_names()) == sorted(before)
+    assert await count_references(db, A, C) == 3, "references to A are left for the move"
+    assert {d["__version__"] for d in await db[A].find({}).to_list(None)} == {"2"}
+    report = await Runner(db).upgrade(Customer, to="3")
+    assert [(r.old, r.new, r.collection) for r in report.renames] == [(A, B, "merged")]
+    assert report.migrated == 3, "0 and 1 from A, and 3, at 2 in B"
+    assert A not in await db.list_collection_names()
+    assert await count_references(db, A, C) == 0 and await count_references(db, B, C) == 3
+    docs = {d["_id"]: d["__version__"] async for d in db[B].find({})}
+    assert docs == {0: "3", 1: "3", 2: "3", 3: "3"}
+    assert {d["_id"] async for d in db[C].find({})} == {4, 5}, "C is the next move's"
+    await Runner(db).upgrade(Customer)
+    docs = {d["_id"]: d async for d in db[C].find({})}
+    assert sorted(docs) == list(range(6))
+    assert all((d["first"], d["last"]) == EXPECTED[i] for i, d in docs.items())
+
+
+async def test_a_dry_run_counts_the_documents_of_every_name(
+    db: Any, chain: MigrationRegistry
+) -> None:
+    await seed(db)
+    report = await Runner(db, RunOptions(dry_run=True)).upgrade(Customer)
+    assert report.by_version == {"1": 1, "2": 2, "3": 2}, "A, B and C: 5 pending"
+    assert {(r.old, r.collection) for r in report.renames} == {(A, "merge"), (B, "merge")}
+    await db.drop_collection(C)
+    report = await Runner(db, RunOptions(dry_run=True)).upgrade(Customer)
+    assert report.by_version == {"1": 1, "2": 2, "3": 1}
+    assert [(r.old, r.collection) for r in report.renames] == [(B, "rename"), (A, "merge")]
+    assert sorted(await db.list_collection_names()) == sorted([A, B, "moves.Order", "audit"])
+
+
+# ----------------------------------------------------------------------
+# Away and back: A -> B -> A
+# ----------------------------------------------------------------------
+HOME, AWAY = "moves.home.Item", "moves.away.Item"
+
+
+class Item(VersionedModel):
+    __model__ = HOME
+    __version__ = 4
+
+    first = Str()
+
+
+@pytest.fixture
+def away_and_back(registry: MigrationRegistry) -> MigrationRegistry:
+    register_step(HOME, 1, 2, lambda doc: doc.update(first=doc.pop("name", "")))
+    register_step(AWAY, 2, 3, operations=[ops.rename_model(HOME, AWAY)])
+    register_step(HOME, 3, 4, operations=[ops.rename_model(AWAY, HOME)])
+    return registry
+
+
+async def test_of_two_copies_the_one_at_the_higher_version_wins(
+    db: Any, away_and_back: MigrationRegistry
+) -> None:
+    """The model moved away and back: the code in between saved newer copies under
+    the other name, while stale ones stayed under the first."""
+    assert away_and_back.former_names(Item) == [AWAY]
+    await db[HOME].insert_many(
+        [
+            {"_id": 1, "__version__": "2", "first": "stale"},
+            {"_id": 2, "__version__": "4", "first": "current"},
+            {"_id": 3, "__version__": "1", "name": "legacy"},
+        ]
+    )
+    await db[AWAY].insert_many(
+        [
+            {"_id": 1, "__version__": "3", "first": "newer"},
+            {"_id": 2, "__version__": "3", "first": "older"},
+            {"_id": 4, "__version__": "3", "first": "only away"},
+        ]
+    )
+    report = await Runner(db).upgrade(Item)
+    (rename,) = report.renames
+    assert (rename.collection, rename.moved, rename.replaced, rename.discarded) == (
+        "merged",
+        1,
+        1,
+        1,
+    )
+    docs = {d["_id"]: (d["__version__"], d["first"]) async for d in db[HOME].find({})}
+    assert docs == {
+        1: ("4", "newer"),
+        2: ("4", "current"),
+        3: ("4", "legacy"),
+        4: ("4", "only away"),
+    }
+    assert AWAY not in await db.list_collection_names()
+
+
 # ----------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------
@@ -271,6 +370,13 @@ def test_the_command_sees_one_model_with_one_chain(
             f"2 still under former name {A}" in status
             and f"2 still under former name {B}" in status
         )
+        for name in (A, B, "Customer"):
+            by_name = cli("status", name)
+            assert by_name.exit_code == 0, by_name.output
+            assert by_name.output.startswith("moves.c.Customer: code at 4"), name
+        dry = cli("upgrade", B, "--dry-run", "--sample", "0")
+        assert dry.exit_code == 0, dry.output
+        assert "moves.c.Customer: 5 documents not at version 4 (dry run)" in dry.output
         history = cli("history").output
         assert "1 -> 2  Split the name." in history and "3 -> 4  Moved to c." in history
         gate = cli("check", "--pending")

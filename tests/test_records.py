@@ -22,7 +22,7 @@ from atomdb_migrate import (
 from atomdb_migrate.cli import EXIT_LOCK, EXIT_STEP
 from atomdb_migrate.command import downgrade
 from atomdb_migrate.config import load_config
-from atomdb_migrate.lock import LOCK_ID
+from atomdb_migrate.lock import LOCK_ID, is_alive
 from atomdb_migrate.workspace import Workspace
 
 from .project import CUSTOMER, Project
@@ -190,3 +190,70 @@ def test_failures_are_shown_and_only_they_are_retried(project: Project) -> None:
 def test_retry_failed_with_nothing_recorded(project: Project) -> None:
     result = project.invoke("upgrade", "--retry-failed")
     assert result.exit_code == 3 and "no recorded run has failed documents" in result.output
+
+
+def test_retry_failed_takes_the_model_by_any_name(project: Project) -> None:
+    """A model named by its class name alone is the model the failures were recorded
+    under; a model with no recorded failure is refused, not taken as 'every model'."""
+    project.seed(6)
+    ids = [d["_id"] for d in project.db[CUSTOMER].find({}, sort=[("_id", 1)])]
+    project.db[CUSTOMER].update_one({"_id": ids[1]}, {"$set": {"name": "BOOM"}})
+    step_module(project, BOOM)
+    assert project.invoke("upgrade", "--continue-on-error").exit_code == EXIT_STEP
+    none = project.invoke("upgrade", "clidemo.Order", "--retry-failed")
+    assert none.exit_code == 3, none.output
+    assert "no recorded failure of clidemo.Order" in none.output
+    assert project.versions() == {"3": 5, "1": 1}, "nothing was retried"
+    step_module(project, BOOM.replace("raise ValueError('cannot split BOOM')", "pass"))
+    retry = project.invoke("upgrade", "Customer", "--retry-failed")
+    assert retry.exit_code == 0, retry.output
+    assert "clidemo.Customer: 1 upgraded to 3" in retry.output
+    assert project.versions() == {"3": 6}
+    shown = project.invoke("history", "--failures")
+    assert "retried by the run started" in shown.output, shown.output
+    assert "retry them with" not in shown.output
+
+
+@pytest.mark.parametrize("second", [None, 0.0, 0.05, 0.2], ids=["once", "at-once", "50ms", "200ms"])
+def test_ctrl_c_once_or_twice_records_what_was_written(
+    project: Project, second: float | None
+) -> None:
+    """Ctrl-C stops the run with exit 130; the record says "interrupted" with the
+    count written, even when a second Ctrl-C comes while it is being written."""
+    project.seed(2000)
+    step_module(
+        project,
+        "import time\n\ndef upgrade(doc):\n    time.sleep(0.002)\n"
+        "    doc['first'], _, doc['last'] = doc.pop('name').partition(' ')\n",
+    )
+    proc = project.spawn("upgrade", "--batch-size", "100", "--no-progress")
+    deadline = time.monotonic() + 60
+    while project.db[CUSTOMER].count_documents({"__version__": "3"}) < 100:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    if second is not None:
+        time.sleep(second)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    (run,) = records(project)
+    written = project.db[CUSTOMER].count_documents({"__version__": "3"})
+    assert run["outcome"] == "interrupted", run
+    assert run["models"][CUSTOMER]["upgraded"] == written >= 100
+    assert project.db["atomdb_migrate_lock"].count_documents({}) == 0, "the lock is released"
+
+
+@pytest.mark.parametrize("pid", [2**62, -(2**70), "123", 0.5])
+def test_a_holder_whose_pid_cannot_be_checked_is_judged_by_its_lease(pid: Any) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    holder = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "expires_at": now + datetime.timedelta(seconds=30),
+        "renewed_at": now,
+        "ttl": 30,
+    }
+    assert is_alive(holder) is True
+    assert is_alive({**holder, "expires_at": now - datetime.timedelta(seconds=1)}) is False

@@ -248,7 +248,14 @@ async def test_the_rename_runs_on_any_backend(db: Any, registry: MigrationRegist
     assert [r.collection for r in dry.renames] == ["rename"] and dry.pending == 3
     report = await Runner(db).upgrade(Renamed)
     assert [r.counts() for r in report.renames] == [
-        {"from": "old.Renamed", "collection": "renamed", "moved": 0, "references": 4}
+        {
+            "from": "old.Renamed",
+            "collection": "renamed",
+            "moved": 0,
+            "replaced": 0,
+            "discarded": 0,
+            "references": 4,
+        }
     ]
     assert "old.Renamed" not in await db.list_collection_names()
     docs = [d async for d in db[Renamed.__model__].find().sort("_id")]
@@ -265,7 +272,14 @@ async def test_the_rename_runs_on_any_backend(db: Any, registry: MigrationRegist
     again = await Runner(db).upgrade(Renamed)
     assert again.pending == 0
     assert [r.counts() for r in again.renames] == [
-        {"from": "old.Renamed", "collection": "none", "moved": 0, "references": 0}
+        {
+            "from": "old.Renamed",
+            "collection": "none",
+            "moved": 0,
+            "replaced": 0,
+            "discarded": 0,
+            "references": 0,
+        }
     ], "the references are looked for again: none are left"
 
 

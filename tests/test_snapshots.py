@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from atom.api import Dict, Enum, Instance, Int, Range, Str, Typed
+from atom.api import Coerced, Dict, Enum, Float, FloatRange, Instance, Int, List, Range, Str, Typed
 from atomdb.base import JSONModel
 from atomdb.nosql import NoSQLModelManager
 
@@ -199,6 +199,30 @@ def test_check_sees_real_changes_and_only_them(before: Any, after: Any, changed:
     diff = compare({"meta": describe_member(before)}, {"meta": describe_member(after)})
     found = sorted([*diff.added, *diff.removed, *diff.changed])
     assert found == sorted(changed), diff.describe()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "same"),
+    [
+        (FloatRange(0.0, 1.0), Float(), True),
+        (Range(0, 10), Int(), True),
+        (List(Str()), List(), True),
+        (Dict(Str(), Int()), Dict(), True),
+        (Int(), Typed(int), True),
+        (Str(), Typed(str), True),
+        (Coerced(int), Int(), True),
+        (Int(), Coerced(int), True),
+        (Coerced(float), Float(), True),
+        (Typed(int), Int(), False),  # None no longer accepted
+        (List(), List(Str()), False),
+        (Float(), FloatRange(0.0, 1.0), False),
+        (Coerced(int), Float(), False),
+    ],
+)
+def test_storage_identical_changes_are_not_changes(before: Any, after: Any, same: bool) -> None:
+    """A member that accepts every value it did, stored the same way, is no change."""
+    diff = compare({"f": describe_member(before)}, {"f": describe_member(after)})
+    assert (not diff) is same, diff.describe()
 
 
 def test_older_snapshots_with_bare_names_are_not_changes() -> None:
