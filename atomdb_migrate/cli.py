@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from datetime import datetime
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
+from pymongo.errors import PyMongoError
 
 from . import command
 from .command import RunResult
@@ -42,6 +45,8 @@ from .exceptions import (
     LockError,
     MigrateError,
     NewerDocumentError,
+    ServerError,
+    ServerUnavailableError,
     StepError,
     UnknownModelError,
     short_repr,
@@ -50,6 +55,7 @@ from .exceptions import (
 from .masking import mask
 from .progress import progress_for
 from .renames import RenameReport
+from .retry import DEFAULT_RETRY_FOR, describe, is_transient
 from .runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
@@ -57,6 +63,7 @@ from .runner import (
     UPGRADE,
     Direction,
     RunOptions,
+    write_concern,
 )
 
 EXIT_CHECK = 1
@@ -65,11 +72,14 @@ EXIT_CONFIG = 3
 EXIT_CONNECTION = 4
 EXIT_LOCK = 5
 EXIT_STEP = 6
+EXIT_UNAVAILABLE = 7
 EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConnectionFailedError, EXIT_CONNECTION),
+    (ServerUnavailableError, EXIT_UNAVAILABLE),
+    (ServerError, EXIT_CONNECTION),
     (LockError, EXIT_LOCK),
     (StepError, EXIT_STEP),
     (NewerDocumentError, EXIT_STEP),
@@ -125,6 +135,52 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def _run_interruptibly(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run `main`; the first Ctrl-C cancels it, and later ones wait for it to finish.
+
+    A cancelled run still writes its history record and releases its lock:
+    asyncio's own handler would raise `KeyboardInterrupt` on a second
+    Ctrl-C in the middle of that, leaving the record "running" and the
+    lock held until its lease runs out. Raises `asyncio.CancelledError`
+    when interrupted.
+
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(main)
+    with asyncio.Runner() as runner:
+        task: asyncio.Task[Any] | None = None
+        interrupted = False
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            nonlocal interrupted
+            if task is None:
+                raise KeyboardInterrupt
+            if interrupted:
+                click.echo(
+                    "still recording the interrupted run and releasing the lock; "
+                    "a moment please (SIGKILL to stop at once)",
+                    err=True,
+                )
+                return
+            interrupted = True
+            runner.get_loop().call_soon_threadsafe(task.cancel)
+
+        async def wrapped() -> Any:
+            nonlocal task
+            task = asyncio.current_task()
+            return await main
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            return runner.run(wrapped())
+        finally:
+            # Interrupted, the process exits: a later Ctrl-C would only break
+            # the driver's shutdown with a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if interrupted else previous)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -143,11 +199,16 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
                     await state._workspace.close()
 
         try:
-            return asyncio.run(main())
+            return _run_interruptibly(main())
         except MigrateError as exc:
             code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
             raise CommandError(shorten(mask(str(exc), state.url), 2000), code) from None
-        except KeyboardInterrupt:
+        except PyMongoError as exc:  # one the commands did not expect: never a traceback
+            code = EXIT_UNAVAILABLE if is_transient(exc) else EXIT_CONNECTION
+            raise CommandError(
+                shorten(mask(f"the server failed: {describe(exc)}", state.url), 2000), code
+            ) from None
+        except (KeyboardInterrupt, asyncio.CancelledError):
             raise CommandError(
                 "interrupted; what was written is recorded in the history, "
                 "and the next run carries on",
@@ -250,6 +311,15 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
 
 
 #: The options of both upgrade and downgrade; each becomes a `RunOptions` field.
+def _check_write_concern(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is not None:
+        try:
+            write_concern(value, None)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 _RUN_OPTIONS = [
     click.option(
         "--dry-run", is_flag=True, help="Write nothing: count per model and step, and try a sample."
@@ -265,6 +335,39 @@ _RUN_OPTIONS = [
         "--continue-on-error", is_flag=True, help="Record documents whose step fails and go on."
     ),
     click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it."),
+    click.option(
+        "--retry-for",
+        type=click.FloatRange(0),
+        default=DEFAULT_RETRY_FOR,
+        show_default=True,
+        metavar="SECONDS",
+        help="Retry server calls that fail transiently (an election, a dropped "
+        "connection) for this long before the run stops (exit 7).",
+    ),
+    click.option(
+        "--write-concern",
+        callback=_check_write_concern,
+        metavar="W",
+        help="The writes' write concern: majority, or a number of members [the URL's].",
+    ),
+    click.option(
+        "--wtimeout",
+        type=click.IntRange(0),
+        metavar="MS",
+        help="How long a write waits for its write concern [the URL's].",
+    ),
+    click.option(
+        "--max-rate",
+        type=click.FloatRange(0, min_open=True),
+        metavar="DOCS_PER_S",
+        help="At most this many documents per second.",
+    ),
+    click.option(
+        "--max-lag",
+        type=click.FloatRange(0),
+        metavar="SECONDS",
+        help="On a replica set, pause while a secondary lags the primary by more than this.",
+    ),
 ]
 
 #: The options of upgrade only.
@@ -375,6 +478,11 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
             f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
             f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
         )
+        if r.redone:
+            click.echo(
+                f"  {r.redone} documents written again: the server lost writes it had "
+                "acknowledged (a restart or a rollback); use --write-concern majority"
+            )
         if r.newer:
             click.echo(
                 f"  warning: {r.newer} documents are newer than this code and were left "
@@ -386,13 +494,27 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
             click.echo(f"  failed _id={f['_id']!r}: {f['error']}")
     if not result.dry_run and any(r.failed for r in result.reports):
         failed = sum(r.failed for r in result.reports)
+        shown = len(result.failures)
+        if result.command == "downgrade":
+            again = "fix the downgrade functions and run the downgrade again"
+        elif shown < failed:
+            again = (
+                f"`upgrade --retry-failed` retries those {shown}; `upgrade "
+                "--continue-on-error` takes all of them again"
+            )
+        else:
+            again = "`upgrade --retry-failed` retries them"
         raise CommandError(
-            f"{failed} documents failed; `atomdb-migrate history --failures` shows the first "
-            f"{len(result.failures)}, and `upgrade --retry-failed` retries them",
+            f"{failed} documents failed; `atomdb-migrate history --failures` shows "
+            f"{'the first ' if shown < failed else ''}{shown}, and {again}",
             EXIT_STEP,
         )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+
+
+def _when(started: Any) -> str:
+    return f"{started:%Y-%m-%d %H:%M:%S}" if isinstance(started, datetime) else "?"
 
 
 def _describe_run(run: dict[str, Any]) -> str:
@@ -408,8 +530,7 @@ def _describe_run(run: dict[str, Any]) -> str:
         for m, c in (models.items() if isinstance(models, dict) else ())
         if isinstance(c, dict)
     )
-    started = run.get("started_at")
-    when = f"{started:%Y-%m-%d %H:%M:%S}" if isinstance(started, datetime) else "?"
+    when = _when(run.get("started_at"))
     line = (
         f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
         f" {run.get('duration_s', '?')}s {counts}"
@@ -426,7 +547,15 @@ def _describe_rename(rename: RenameReport, dry_run: bool) -> str:
     if rename.collection == "renamed":
         done = f"renamed collection {rename.old} to {rename.new}"
     elif rename.collection == "merged":
-        done = f"merged collection {rename.old} into {rename.new} ({rename.moved} documents moved)"
+        done = f"merged collection {rename.old} into {rename.new} ({rename.moved} documents moved"
+        if rename.replaced:
+            done += f", {rename.replaced} replaced by the copy at a higher version"
+        if rename.discarded:
+            done += (
+                f", {rename.discarded} copies under {rename.old} dropped: {rename.new} held "
+                "them at the same or a higher version"
+            )
+        done += ")"
     else:
         done = f"{rename.old} is now {rename.new}"
     return f"{done}; {rename.references} documents' references rewritten"
@@ -512,7 +641,15 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
             step = " ".join(str(f.get("step") or "?").splitlines())
             click.echo(f"  {f.get('model', '?')} _id={short_repr(f.get('_id'))} step {step}")
             click.echo(f"    {' '.join(str(f.get('error', '?')).splitlines())}")
-        click.echo("retry them with: atomdb-migrate upgrade --retry-failed")
+        if found.retried_by is not None:
+            click.echo(
+                "retried by the run started "
+                f"{_when(found.retried_by.get('started_at'))}, which succeeded"
+            )
+        elif found.run.get("command") == "downgrade":
+            click.echo("fix the downgrade functions, then run the downgrade again")
+        else:
+            click.echo("retry them with: atomdb-migrate upgrade --retry-failed")
         return
     chains, runs = await command.history(state.workspace, limit)
     for name, steps in sorted(chains.items()):
@@ -560,8 +697,12 @@ async def unlock(state: State, yes: bool, force: bool) -> None:
         f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; "
         f"last renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
     )
-    if not yes and not click.confirm("clear it?", default=False):
-        raise CommandError("the lock was left as it is", EXIT_LOCK)
+    try:
+        agreed = yes or click.confirm("clear it?", default=False)
+    except click.Abort:  # no answer (no terminal, end of input)
+        agreed = False
+    if not agreed:
+        raise CommandError("the lock was left as it is (give --yes to clear it)", EXIT_LOCK)
     cleared = await command.unlock(state.workspace, force=force)
     click.echo("cleared the migration lock" if cleared else "the migration lock is free")
 

@@ -11,19 +11,21 @@ a test) with a `Workspace`::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import string
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
-from .history import Outcome
+from .history import History, Outcome
 from .literals import Source, docstring, quoted
 from .lock import LOCK_ID, is_alive
 from .lock import unlock as clear_lock
@@ -31,6 +33,7 @@ from .masking import mask
 from .model import VersionedModel
 from .mongo import count_versions
 from .renames import count_references
+from .retry import Retry
 from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
 from .schema import (
     SchemaDiff,
@@ -43,6 +46,9 @@ from .schema import (
 )
 from .versions import BASE_VERSION, Step, parse_version
 from .workspace import Workspace
+
+#: Seconds to keep trying to record how a failed run ended.
+FINISH_RETRY = 5.0
 
 __all__ = [
     "ModelStatus",
@@ -220,7 +226,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             ]
             values["previous"] = "no earlier step (none records one)"
         else:
-            diff = compare(base.schema or {}, fields)
+            diff = compare(base.schema or {}, fields, resolve=ws.registry.resolve)
             inferred = infer_operations(cls, diff, source)
             computed = inferred.computed
             lines += inferred.lines or ["# No change found since the snapshot."]
@@ -304,13 +310,29 @@ async def upgrade(
     """
     options = options or RunOptions()
     only: dict[str, list[Any]] | None = None
+    classes = ws.models(models)
     if options.retry_failed:
         found = await failures(ws)
         if found is None or not found.ids():
             raise ConfigError("no recorded run has failed documents to retry")
-        only = found.ids()
-        models = [m for m in only if not models or m in models]
-    classes = ws.models(models)
+        # Failures recorded under a former name are the model's now.
+        only = {}
+        for name, ids in found.ids().items():
+            only.setdefault(ws.registry.resolve(name), []).extend(ids)
+        if models:
+            missing = [c.__model__ for c in classes if c.__model__ not in only]
+            if missing:
+                raise ConfigError(
+                    f"no recorded failure of {', '.join(missing)} to retry "
+                    f"(the latest run with failures recorded: {', '.join(sorted(only))})"
+                )
+        else:
+            classes = [c for c in classes if c.__model__ in only]
+            if not classes:
+                raise ConfigError(
+                    f"the recorded failures are of models the code does not have: "
+                    f"{', '.join(sorted(only))}"
+                )
     if to is not None and len(classes) != 1:
         raise ConfigError("--to needs exactly one model")
     return await _run(ws, UPGRADE, classes, to, options, progress, result, only)
@@ -365,27 +387,49 @@ async def _run(
         "batch_size": options.batch_size,
         "continue_on_error": options.continue_on_error,
         "retry_failed": only is not None,
+        "write_concern": options.written_with(),
+        "retry_for": options.retry_for,
+        "max_rate": options.max_rate,
+        "max_lag": options.max_lag,
     }
-    async with ws.lock(direction.name, wait=options.wait) as lock:
+    retry = runner.retry
+    async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
-        history = ws.history()
-        record = await history.start(direction.name, arguments, lock.owner)
+        history = History(runner.database[ws.config.history_collection])
+        record = await retry.call(
+            "recording the start of the run",
+            partial(history.start, direction.name, arguments, lock.owner),
+        )
         try:
             for cls in classes:
                 await runner.run(cls, to, direction, surveys[cls])
         except BaseException as exc:
             stopped: Outcome = "failed" if isinstance(exc, Exception) else "interrupted"
-            await history.finish(
-                record,
-                stopped,
-                {r.model: r.counts() for r in result.reports},
-                failures=result.failures,
-                error=shorten(mask(str(exc), ws.config.url)) or type(exc).__name__,
-            )
+            # Briefly: the server may be the reason the run stopped. A record
+            # left "running" is marked abandoned by the next run.
+            with contextlib.suppress(MigrateError):
+                await Retry(min(retry.seconds, FINISH_RETRY)).call(
+                    "recording how the run ended",
+                    partial(
+                        history.finish,
+                        record,
+                        stopped,
+                        {r.model: r.counts() for r in result.reports},
+                        failures=result.failures,
+                        error=shorten(mask(str(exc), ws.config.url)) or type(exc).__name__,
+                    ),
+                )
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
-        await history.finish(
-            record, outcome, {r.model: r.counts() for r in result.reports}, failures=result.failures
+        await retry.call(
+            "recording how the run ended",
+            partial(
+                history.finish,
+                record,
+                outcome,
+                {r.model: r.counts() for r in result.reports},
+                failures=result.failures,
+            ),
         )
     return result
 
@@ -470,6 +514,8 @@ class Failures:
     run: dict[str, Any]
     #: Each failure: ``model``, ``_id``, ``step``, ``error``.
     failures: list[dict[str, Any]]
+    #: The later run that retried them all and succeeded, if one did.
+    retried_by: dict[str, Any] | None = None
 
     def ids(self) -> dict[str, list[Any]]:
         """The failed documents' ``_id``, by model."""
@@ -487,9 +533,13 @@ async def failures(ws: Workspace) -> Failures | None:
     if run is None:
         return None
     found = run.get("failures")
-    return Failures(
+    result = Failures(
         run, [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
     )
+    if run.get("command") == "upgrade":
+        models = sorted({ws.registry.resolve(m) for m in result.ids()})
+        result.retried_by = await ws.history().retried(run, models)
+    return result
 
 
 # ----------------------------------------------------------------------
@@ -626,7 +676,7 @@ def drift(ws: Workspace) -> list[str]:
             continue
         if base is None:
             continue
-        diff = compare(base.schema or {}, snapshot(cls))
+        diff = compare(base.schema or {}, snapshot(cls), resolve=ws.registry.resolve)
         if diff:
             found.append(
                 f"model {cls.__model__!r}: fields differ from the schema of version "

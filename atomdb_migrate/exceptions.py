@@ -26,6 +26,8 @@ MigrateError
  ├── ConfigError               options, the pyproject table, or the models
  │    └── StepModuleError       a step module that does not load
  ├── ConnectionFailedError     the server cannot be reached or refuses us
+ ├── ServerError               the server failed a command (not transiently)
+ │    └── ServerUnavailableError  a transient fault outlasted the retry window
  └── LockError                 the migration lock
       ├── LockHeldError         another runner holds it
       │    └── LockAliveError   `unlock` refused: the holder is still renewing
@@ -390,6 +392,43 @@ class ConnectionFailedError(MigrateError):
     """The MongoDB server could not be reached, or refused the credentials."""
 
 
+class ServerError(MigrateError):
+    """The server failed a command, and retrying it would not help.
+
+    `operation` says what the runner was doing; `code` is the server's
+    error code, where it gave one.
+
+    """
+
+    def __init__(self, operation: str, error: BaseException, **facts: Any) -> None:
+        self.operation = operation
+        #: The driver's error.
+        self.error = error
+        self.code = getattr(error, "code", None)
+        self.cause = f"{type(error).__name__}: {shorten(str(error))}"
+        super().__init__(self._message(), **facts)
+
+    def _message(self) -> str:
+        return f"the server failed while {self.operation}: {self.cause}"
+
+
+class ServerUnavailableError(ServerError):
+    """A transient fault (a dropped connection, an election, a shutdown, a
+    write-concern error) lasted past the retry window: the run stopped with
+    what it wrote written, and a rerun resumes."""
+
+    def __init__(self, operation: str, error: BaseException, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(operation, error)
+
+    def _message(self) -> str:
+        return (
+            f"the server failed while {self.operation}, and kept failing for "
+            f"{self.seconds:.0f} s, past the retry window (--retry-for): {self.cause}. "
+            "What was written is kept; run the command again to resume"
+        )
+
+
 class LockError(MigrateError):
     """The migration lock could not be taken or kept."""
 
@@ -422,12 +461,17 @@ class LockLostError(LockError):
 class LockAliveError(LockHeldError):
     """`unlock` refused: the holder's lease is still being renewed, so it is alive."""
 
-    def __init__(self, holder: dict[str, Any], age: float) -> None:
+    def __init__(self, holder: dict[str, Any], age: float | None) -> None:
+        renewed = (
+            f"its lease was renewed {age:.1f} s ago"
+            if age is not None
+            else f"its lease runs until {holder.get('expires_at', '?')}"
+        )
         LockError.__init__(
             self,
             f"the migration lock is held by {holder.get('command', '?')} on host "
-            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), and its lease was "
-            f"renewed {age:.1f} s ago: that runner is alive. Stop it, or give --force to "
-            "clear the lock anyway (two runners may then write at once)",
+            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), and {renewed}: that "
+            "runner is alive. Stop it, or give --force to clear the lock anyway (two "
+            "runners may then write at once)",
             holder=holder,
         )

@@ -36,11 +36,16 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from .exceptions import LockAliveError, LockHeldError, LockLostError
+from .retry import Retry
 
 log = logging.getLogger("atomdb_migrate")
 
 #: The ``_id`` of the lock document.
 LOCK_ID = "atomdb-migrate"
+
+#: Seconds to keep trying to give the lock up when the server fails: past
+#: that, the lease runs out on its own.
+RELEASE_RETRY = 5.0
 
 
 class LeaseLock:
@@ -58,6 +63,10 @@ class LeaseLock:
         Wait for the lock instead of raising `LockHeldError`.
     poll: float
         Seconds between attempts while waiting.
+    retry: Retry, optional
+        Sends the commands that take and give up the lock again while they
+        fail transiently (taking it again is harmless: it matches our own
+        lease). The renewal retries on its own until the lease runs out.
 
     """
 
@@ -70,8 +79,11 @@ class LeaseLock:
         wait: bool = False,
         poll: float = 1.0,
         renewal: Callable[[], Any] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.collection = collection
+        #: Takes and gives up the lock again while the server fails transiently.
+        self.retry = retry
         #: Makes the synchronous collection the renewal thread writes to.
         self.renewal = renewal
         self.ttl = ttl
@@ -102,7 +114,10 @@ class LeaseLock:
         announced = False
         while True:
             try:
-                await self._try_acquire()
+                if self.retry is None:
+                    await self._try_acquire()
+                else:
+                    await self.retry.call("taking the migration lock", self._try_acquire)
                 return
             except LockHeldError as exc:
                 if not self.wait:
@@ -241,7 +256,12 @@ class LeaseLock:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         with contextlib.suppress(Exception):
-            await self.release()
+            if self.retry is None:
+                await self.release()
+            else:
+                # Briefly: a lock left behind expires with its lease anyway.
+                brief = Retry(min(self.retry.seconds, RELEASE_RETRY))
+                await brief.call("giving up the migration lock", self.release)
 
 
 def utc(value: Any) -> datetime | None:
@@ -275,6 +295,8 @@ def is_alive(holder: dict[str, Any]) -> bool:
             return False
         except PermissionError:
             pass  # someone else's process: alive
+        except (OverflowError, ValueError, OSError):
+            pass  # no process can have that number: as its lease says
     age = renewal_age(holder)
     ttl = holder.get("ttl")
     if age is None or not isinstance(ttl, (int, float)):
@@ -295,6 +317,6 @@ async def unlock(collection: Any, *, force: bool = False) -> dict[str, Any] | No
     if holder is None:
         return None
     if not force and is_alive(holder):
-        raise LockAliveError(holder, renewal_age(holder) or 0.0)
+        raise LockAliveError(holder, renewal_age(holder))
     await collection.delete_one({"_id": LOCK_ID, "owner": holder.get("owner")})
     return holder

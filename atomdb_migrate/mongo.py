@@ -21,11 +21,17 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
+from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+from bson.datetime_ms import DatetimeMS
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -135,6 +141,76 @@ async def batches(cursor: Any, size: int) -> AsyncIterator[list[Document]]:
         yield batch
 
 
+#: BSON's comparison order of types, as ``$type`` names, by bracket: an
+#: ``_id`` sorts after every ``_id`` of an earlier bracket.
+TYPE_BRACKETS: tuple[tuple[str, ...], ...] = (
+    ("minKey",),
+    ("null", "undefined"),
+    ("number",),
+    ("string", "symbol"),
+    ("object",),
+    ("array",),
+    ("binData",),
+    ("objectId",),
+    ("bool",),
+    ("date",),
+    ("timestamp",),
+    ("regex",),
+    ("maxKey",),
+)
+
+
+def _bracket(value: Any) -> int | None:
+    """The bracket of `value` in BSON's order of types (None: not known here)."""
+    if isinstance(value, bool):
+        return 8
+    if value is None:
+        return 1
+    if isinstance(value, (int, float, Int64, Decimal128)):
+        return 2
+    if isinstance(value, str):
+        return 3
+    if isinstance(value, dict):
+        return 4
+    if isinstance(value, (bytes, Binary, uuid.UUID)):
+        return 6
+    if isinstance(value, ObjectId):
+        return 7
+    if isinstance(value, (datetime, DatetimeMS)):
+        return 9
+    if isinstance(value, Timestamp):
+        return 10
+    if isinstance(value, (Regex, re.Pattern)):
+        return 11
+    if isinstance(value, MinKey):
+        return 0
+    if isinstance(value, MaxKey):
+        return 12
+    return None
+
+
+def after(query: dict[str, Any], last: Any) -> list[dict[str, Any]]:
+    """Queries that find, read one after the other in ``_id`` order, what `query`
+    finds after the ``_id`` `last`; ``[query]`` (all of it) for an ``_id`` of a
+    type not known here.
+
+    ``$gt`` compares within one type only, so the documents whose ``_id`` is
+    of a later type in BSON's order are asked for on their own: each query
+    keeps to the ``_id`` index.
+
+    """
+    bracket = _bracket(last)
+    if bracket is None:
+        return [query]
+    later = [name for names in TYPE_BRACKETS[bracket + 1 :] for name in names]
+    # Nothing else sorts in the brackets of MinKey and null; and MinKey is
+    # the one value "$gt" compares with every type.
+    queries = [] if bracket < 2 else [{"$and": [query, {"_id": {"$gt": last}}]}]
+    if later:
+        queries.append({"$and": [query, {"_id": {"$type": later}}]})
+    return queries
+
+
 async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any]:
     """The documents an aggregation gives."""
     cursor = collection.aggregate(pipeline)
@@ -221,14 +297,8 @@ async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
     from pymongo import AsyncMongoClient
     from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-    timeout_ms = int(timeout * 1000)
     try:
-        client: Any = AsyncMongoClient(
-            url,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=max(timeout_ms, 60000),
-        )
+        client: Any = AsyncMongoClient(url, **timeouts(url, timeout))
     except (ConfigurationError, ValueError, TypeError) as exc:
         raise invalid_url(url, exc) from None
     try:
@@ -250,6 +320,21 @@ async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
     return client, database
 
 
+def timeouts(url: str, timeout: float) -> dict[str, Any]:
+    """The client's timeouts: `timeout` to reach the server, and a socket timeout
+    of at least a minute; a timeout the URL sets itself is the URL's."""
+    ms = int(timeout * 1000)
+    wanted = {
+        "serverSelectionTimeoutMS": ms,
+        "connectTimeoutMS": ms,
+        "socketTimeoutMS": max(ms, 60000),
+    }
+    given = {
+        part.split("=", 1)[0].lower() for part in url.partition("?")[2].split("&") if "=" in part
+    }
+    return {k: v for k, v in wanted.items() if k.lower() not in given}
+
+
 def _first_reason(exc: Exception) -> str:
     """PyMongo's reason, without its timeouts and topology description."""
     text = str(exc).splitlines()[0].split(", Timeout:")[0]
@@ -269,10 +354,7 @@ def sync_database(url: str, name: str, timeout: float) -> tuple[Any, Any]:
         return None, inner[name]
     from pymongo import MongoClient
 
-    ms = int(timeout * 1000)
-    client: Any = MongoClient(
-        url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=max(ms, 60000)
-    )
+    client: Any = MongoClient(url, **timeouts(url, timeout))
     return client, client[name]
 
 

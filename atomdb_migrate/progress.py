@@ -23,10 +23,17 @@ class _Base:
         self.total = 0
         self.done = 0
         self.started = time.monotonic()
+        #: What holds the run up, if anything (a retry, a pause for lag).
+        self.status = ""
 
     def start(self, model: str, total: int) -> None:
         self.model, self.total, self.done = model, total, 0
         self.started = time.monotonic()
+        self.status = ""
+
+    def note(self, text: str) -> None:
+        """Say what holds the run up ("" once nothing does)."""
+        self.status = text
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -54,7 +61,12 @@ class BarProgress(_Base):
 
     def advance(self, count: int) -> None:
         super().advance(count)
+        self.status = ""
         self._draw()
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        self._draw(force=True)
 
     def finish(self) -> None:
         self._draw(force=True)
@@ -70,7 +82,8 @@ class BarProgress(_Base):
         bar = "#" * int(share * self.WIDTH)
         click.echo(
             f"\r{self.model} [{bar:<{self.WIDTH}}] {self.done}/{self.total} "
-            f"{share:4.0%} {rate:,.0f} docs/s ETA {eta}  ",
+            f"{share:4.0%} {rate:,.0f} docs/s ETA {eta}"
+            f"{f' ({self.status})' if self.status else ''}  ",
             file=self.stream,
             nl=False,
             err=True,
@@ -98,6 +111,11 @@ class LineProgress(_Base):
 
     def finish(self) -> None:
         self._say()
+
+    def note(self, text: str) -> None:
+        if text and text != self.status:
+            click.echo(f"{self.model}: {text}", file=self.stream, err=True)
+        super().note(text)
 
     def _say(self) -> None:
         rate, eta = self._figures()

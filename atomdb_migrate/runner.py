@@ -30,18 +30,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from packaging.version import Version
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.write_concern import WriteConcern
 
 from .documents import Document
 from .exceptions import (
     ChainError,
     InvalidVersionError,
     MigrateError,
+    ServerError,
+    ServerUnavailableError,
     StepError,
     StepResultError,
     short_repr,
@@ -50,6 +54,7 @@ from .exceptions import (
 from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
 from .mongo import (
+    after,
     batches,
     bulk_update,
     collection_names,
@@ -59,8 +64,10 @@ from .mongo import (
     to_list,
 )
 from .ops import Operations
+from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
+from .retry import DEFAULT_RETRY_FOR, Retry, describe
 from .versions import VERSION_KEY, Plan, Step, apply_chain, parse_version, stored_version
 from .writes import conditional_update
 
@@ -117,12 +124,53 @@ class RunOptions:
     server_side: bool = True
     #: Only the documents the latest run with failures recorded.
     retry_failed: bool = False
+    #: Seconds a server call may keep failing transiently (a dropped
+    #: connection, an election, a write-concern error) before the run stops.
+    retry_for: float = DEFAULT_RETRY_FOR
+    #: The write concern of the run's writes: "majority", or a number of
+    #: members (None: the URL's), and its timeout in milliseconds.
+    write_concern: str | None = None
+    wtimeout: int | None = None
+    #: At most this many documents per second (None: as fast as it goes).
+    max_rate: float | None = None
+    #: Pause while a secondary lags the primary by more than this many
+    #: seconds (None: never).
+    max_lag: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.sample < 0:
             raise ValueError("sample must be at least 0")
+        if self.retry_for < 0:
+            raise ValueError("retry_for must be at least 0")
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise ValueError("max_rate must be above 0")
+        if self.max_lag is not None and self.max_lag < 0:
+            raise ValueError("max_lag must be at least 0")
+        if self.wtimeout is not None and self.wtimeout < 0:
+            raise ValueError("wtimeout must be at least 0")
+        if self.write_concern is not None:
+            write_concern(self.write_concern, self.wtimeout)  # refuses a bad one
+
+    def written_with(self) -> dict[str, Any] | None:
+        """The write concern asked for, as the history records it (None: the URL's)."""
+        if self.write_concern is None and self.wtimeout is None:
+            return None
+        return write_concern(self.write_concern, self.wtimeout).document
+
+
+def write_concern(w: str | None, wtimeout: int | None) -> WriteConcern:
+    """``--write-concern`` (``majority`` or a number) and ``--wtimeout`` as a `WriteConcern`."""
+    value: str | int | None = w
+    if w is not None and w != "majority":
+        try:
+            value = int(w)
+        except ValueError:
+            raise ValueError(f"write concern must be 'majority' or a number, not {w!r}") from None
+        if value < 0:
+            raise ValueError(f"write concern must be 'majority' or a number, not {w!r}")
+    return WriteConcern(w=value, wtimeout=wtimeout)
 
 
 class Progress(Protocol):
@@ -179,6 +227,11 @@ class ModelReport:
     server_steps: dict[str, int] = field(default_factory=dict)
     #: Renames of the model's former names (``ops.rename_model``).
     renames: list[RenameReport] = field(default_factory=list)
+    #: Documents written again after the server failed during the run: a
+    #: server that restarted may lose writes it acknowledged (without a
+    #: journaled or majority write concern), and the run's last sweep takes
+    #: the documents it finds still behind again.
+    redone: int = 0
 
     @property
     def pending(self) -> int:
@@ -198,6 +251,7 @@ class ModelReport:
             "beyond": self.beyond,
             "server_steps": self.server_steps,
             "renames": [r.counts() for r in self.renames],
+            "redone": self.redone,
         }
 
 
@@ -285,6 +339,10 @@ class Runner:
     redact: callable, optional
         Masks the secrets in a failure's message before the report keeps it
         (a step's error may quote a URL).
+    lag: callable, optional
+        Returns, when awaited, the replication lag in seconds (None where
+        there is none to read). With ``options.max_lag``; default: read from
+        ``replSetGetStatus`` (see `atomdb_migrate.pace.replication_lag`).
 
     """
 
@@ -299,9 +357,14 @@ class Runner:
         skip_collections: tuple[str, ...] = (),
         only: Mapping[str, Sequence[Any]] | None = None,
         redact: Callable[[str], str] | None = None,
+        lag: LagSource | None = None,
     ) -> None:
+        self.options = options = options or RunOptions()
+        if options.write_concern is not None or options.wtimeout is not None:
+            database = database.with_options(
+                write_concern=write_concern(options.write_concern, options.wtimeout)
+            )
         self.database = database
-        self.options = options or RunOptions()
         self.progress: Progress = progress or _Quiet()
         self.lock = lock
         self.registry = registry or MigrationRegistry.instance()
@@ -314,6 +377,16 @@ class Runner:
         #: stopped on an error did is there too.
         self.reports: list[ModelReport] = []
         self._expressions = exact_filters(database)
+        #: Server calls that fail transiently are sent again, for up to
+        #: ``options.retry_for`` seconds in a row.
+        self.retry = Retry(options.retry_for, on_retry=self._on_retry)
+        #: The rate limit and the replication-lag pause.
+        self.pace = Pace(
+            options.max_rate,
+            options.max_lag,
+            lag or (lambda: replication_lag(self.database)),
+            self._say,
+        )
 
     # ------------------------------------------------------------------
     # Public API
@@ -325,6 +398,14 @@ class Runner:
     async def downgrade(self, cls: type[VersionedModel], to: Any) -> ModelReport:
         """Take the model's documents back to `to`, through the downgrade functions."""
         return await self.run(cls, to, DOWNGRADE)
+
+    def _say(self, text: str) -> None:
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(text)
+
+    def _on_retry(self, operation: str, error: BaseException, delay: float) -> None:
+        self._say(f"retrying in {delay:.1f} s: {describe(error)}")
 
     def target(self, cls: type[VersionedModel], to: Any, direction: Direction) -> Version:
         """The version a run takes a model's documents to, checked.
@@ -367,10 +448,10 @@ class Runner:
         """
         target = self.target(cls, to, direction)
         report = ModelReport(cls.__model__, str(target), direction.name)
-        collection = self.database[cls.__model__]
+        collection, others = self.database[cls.__model__], ()
         if not direction.down:
-            collection = await self._rename_collections(cls, report, dry=True)
-        return await self._survey(self._pass(cls, collection, target, direction, report))
+            collection, others = await self._rename_collections(cls, report, target, dry=True)
+        return await self._survey(self._pass(cls, collection, target, direction, report), others)
 
     async def run(
         self,
@@ -388,13 +469,16 @@ class Runner:
         target = self.target(cls, to, direction)
         report = ModelReport(cls.__model__, str(target), direction.name)
         self.reports.append(report)
-        collection = self.database[cls.__model__]
+        retries = self.retry.retries
+        collection, others = self.database[cls.__model__], ()
         if not direction.down:
-            collection = await self._rename_collections(cls, report, dry=self.options.dry_run)
+            collection, others = await self._rename_collections(
+                cls, report, target, dry=self.options.dry_run
+            )
         run = self._pass(cls, collection, target, direction, report)
         moved = any(r.collection in ("renamed", "merged") for r in report.renames)
         if surveyed is None or moved:
-            surveyed = await self._survey(run)
+            surveyed = await self._survey(run, others)
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
         server = self._server_steps(collection, surveyed.chain, direction)
@@ -409,7 +493,7 @@ class Runner:
         # documents pending or not, and before any document passes the step
         # renaming it (a run killed in between repeats this).
         if not direction.down:
-            await self._rewrite_references(cls, report)
+            await self._rewrite_references(cls, report, target)
         if not report.pending:
             return report
 
@@ -442,7 +526,33 @@ class Runner:
         if not done:
             await self._stream_rest(run)
         await self._record_unreached(run, raws)
+        if self.retry.retries > retries:
+            await self._sweep(run)
         return report
+
+    async def _sweep(self, run: _Pass) -> None:
+        """After the server failed during the run, take again what is still behind.
+
+        A server that restarted may have lost writes it acknowledged; an
+        election may roll back the old primary's. Their documents are at
+        their old version again: they go through the steps again (from the
+        stored document, so nothing is transformed twice), counted as
+        `ModelReport.redone`. The documents the run left behind on purpose
+        (failed, newer, changed meanwhile) are taken in a report of their
+        own that is dropped: they were counted once.
+
+        """
+        counts = ModelReport(run.report.model, run.report.target, run.report.direction)
+        leg = self._pass(run.cls, run.collection, run.target, run.direction, counts)
+        query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+        await self._pump(leg, query, 0)
+        run.report.redone += counts.migrated
+        if counts.migrated:
+            log.warning(
+                "%s: %d documents written again: the server lost writes it had acknowledged",
+                run.report.model,
+                counts.migrated,
+            )
 
     # ------------------------------------------------------------------
     # Surveying
@@ -469,11 +579,21 @@ class Runner:
             return {}
         return {"_id": {"$in": list(self.only.get(cls.__model__, ()))}}
 
-    async def _survey(self, run: _Pass) -> Survey:
+    async def _survey(self, run: _Pass, merged: tuple[Any, ...] = ()) -> Survey:
         """Survey every document (not only those a stream finds: ``{$ne: target}``
-        leaves out an array holding the target, which is no version)."""
+        leaves out an array holding the target, which is no version).
+
+        `merged` are collections whose documents a dry run counts too: those
+        of former names the run would merge (a document both hold counts twice).
+
+        """
         report = run.report
-        rows = await count_versions(run.collection, self._scope(run.cls) or None)
+        rows: list[tuple[Any, int]] = []
+        for collection in (run.collection, *merged):
+            rows += await self.retry.call(
+                f"counting the versions in {collection.name}",
+                partial(count_versions, collection, self._scope(run.cls) or None),
+            )
         chain: tuple[Step, ...] = ()
         others = 0
         for raw, n in sorted(rows, key=lambda r: short_repr(r[0])):
@@ -492,47 +612,80 @@ class Runner:
                 others += n
         return Survey(report, rows, chain, others)
 
-    async def _rename_collections(
-        self, cls: type[VersionedModel], report: ModelReport, *, dry: bool
-    ) -> Any:
-        """Rename the collections of the model's former names; return the collection to read.
+    def _due(self, cls: type[VersionedModel], target: Version) -> tuple[str, list[str]]:
+        """The name the model has at `target`, and the former names renamed into it
+        by steps at or below `target` (the most recent first)."""
+        name = self.registry.name_at(cls, target)
+        due = [
+            old
+            for old in self.registry.former_names(cls)
+            if old != name and (self.registry.renamed_at(old) or target) <= target
+        ]
+        return name, due
 
-        `dry` renames nothing: it reads the old collection while the new one
-        does not exist yet.
+    async def _rename_collections(
+        self, cls: type[VersionedModel], report: ModelReport, target: Version, *, dry: bool
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """Rename the collections of the model's former names into the name it has at
+        `target`; return the collection to read, and the other collections a dry run
+        counts.
+
+        A run to a version before a ``rename_model`` step reads the collection
+        of the name the model had then, and leaves the later names alone.
+        `dry` renames nothing: it reads the first collection that exists, and
+        counts the others it would merge into it.
 
         """
-        collection = self.database[cls.__model__]
-        former = self.registry.former_names(cls)
-        if not former:
-            return collection
+        name, due = self._due(cls, target)
+        collection = self.database[name]
+        if not due:
+            return collection, ()
         names = await collection_names(self.database)
-        for old in former:
+        exists = name in names
+        others: list[Any] = []
+        for old in due:
             if old not in names:
                 continue
-            rename = RenameReport(old, cls.__model__)
+            rename = RenameReport(old, name)
             report.renames.append(rename)
             if dry:
-                rename.collection = "merge" if cls.__model__ in names else "rename"
-                if cls.__model__ not in names:
-                    collection = self.database[old]
+                rename.collection = "merge" if exists else "rename"
+                if exists:
+                    others.append(self.database[old])
+                else:
+                    collection, exists = self.database[old], True
                 continue
-            await rename_collection(
-                self.database, rename, batch_size=self.options.batch_size, lock=self.lock
+            await self.retry.call(
+                f"moving collection {old} to {name}",
+                partial(
+                    rename_collection,
+                    self.database,
+                    rename,
+                    batch_size=self.options.batch_size,
+                    lock=self.lock,
+                ),
             )
-        return collection
+        return collection, tuple(others)
 
-    async def _rewrite_references(self, cls: type[VersionedModel], report: ModelReport) -> None:
-        for old in self.registry.former_names(cls):
+    async def _rewrite_references(
+        self, cls: type[VersionedModel], report: ModelReport, target: Version
+    ) -> None:
+        name, due = self._due(cls, target)
+        for old in due:
             rename = next((r for r in report.renames if r.old == old), None)
             if rename is None:
-                rename = RenameReport(old, cls.__model__)
+                rename = RenameReport(old, name)
                 report.renames.append(rename)
-            await rewrite_references(
-                self.database,
-                rename,
-                skip=self.skip_collections,
-                batch_size=self.options.batch_size,
-                lock=self.lock,
+            await self.retry.call(
+                f"rewriting the references to {old}",
+                partial(
+                    rewrite_references,
+                    self.database,
+                    rename,
+                    skip=self.skip_collections,
+                    batch_size=self.options.batch_size,
+                    lock=self.lock,
+                ),
             )
 
     # ------------------------------------------------------------------
@@ -583,9 +736,16 @@ class Runner:
             for query, pipeline in operations.server_updates({VERSION_KEY: version}, end):
                 if modified and modified >= expected:
                     break  # the fast form took every document: no need to scan again
-                result = await run.collection.update_many(query, pipeline)
+                await self.pace.before_write()
+                result = await self.retry.call(
+                    f"running step {_label(step)} on the server",
+                    partial(run.collection.update_many, query, pipeline),
+                )
                 modified += int(result.modified_count)
-        except OperationFailure as exc:
+        except ServerError as failed:
+            exc = failed.error
+            if isinstance(failed, ServerUnavailableError) or not isinstance(exc, OperationFailure):
+                raise
             _say_once(
                 f"the server refused a pipeline update ({exc.details or exc}): "
                 "steps of operations run on the client"
@@ -643,8 +803,7 @@ class Runner:
 
         """
         self.progress.start(run.cls.__model__, total)
-        size = self.options.batch_size
-        stream = batches(run.collection.find(query, sort=[("_id", 1)], batch_size=size), size)
+        stream = self._read(run, query)
         reading = asyncio.ensure_future(anext(stream, None))
         writing: asyncio.Future[None] | None = None
         try:
@@ -657,6 +816,7 @@ class Runner:
                     await asyncio.shield(writing)
                 writing = None
                 if writes:
+                    await self.pace.before_write()
                     writing = asyncio.ensure_future(self._write(run, writes))
                 if error is not None:
                     # What was transformed before the failure is written: each
@@ -665,6 +825,7 @@ class Runner:
                         await asyncio.shield(writing)
                     raise error
                 self.progress.advance(len(batch))
+                await self.pace.after_write(len(writes))
             if writing is not None:
                 await asyncio.shield(writing)
         finally:
@@ -675,6 +836,28 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await writing
             self.progress.finish()
+
+    async def _read(self, run: _Pass, query: dict[str, Any]) -> AsyncIterator[list[Document]]:
+        """The documents `query` finds, a batch at a time, in ``_id`` order.
+
+        A read that fails transiently is sent again after the last document
+        handed out: none is handed out twice, and none is missed.
+
+        """
+        size = self.options.batch_size
+        fault = self.retry.fault(f"reading {run.collection.name}")
+        last: list[Any] = []  # the last _id handed out, once there is one
+        while True:
+            try:
+                for found in after(query, last[0]) if last else [query]:
+                    cursor = run.collection.find(found, sort=[("_id", 1)], batch_size=size)
+                    async for batch in batches(cursor, size):
+                        fault.clear()
+                        last[:] = [batch[-1]["_id"]]
+                        yield batch
+                return
+            except PyMongoError as error:
+                await fault.wait(error)
 
     async def _transform(self, run: _Pass, doc: Document) -> tuple[Plan, _Write | None]:
         """Classify a document and, where it migrates, make its conditional write.
@@ -744,7 +927,10 @@ class Runner:
         report = run.report
         if self.lock is not None:
             self.lock.check()
-        result = await bulk_update(run.collection, [(w.query, w.update) for w in writes])
+        what = f"writing to {run.collection.name}"
+        result = await self.retry.call(
+            what, lambda: bulk_update(run.collection, [(w.query, w.update) for w in writes])
+        )
         refused = self._refused(run, writes, result.refused)
         unmatched = len(writes) - result.matched - len(result.refused)
         retried = 0
@@ -754,7 +940,11 @@ class Runner:
             ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
             again: list[_Write] = []
             current = 0
-            for doc in await to_list(run.collection.find({"_id": {"$in": ids}})):
+            found = await self.retry.call(
+                f"reading {run.collection.name} again",
+                lambda: to_list(run.collection.find({"_id": {"$in": ids}})),
+            )
+            for doc in found:
                 plan, write = await self._transform(run, doc)
                 if write is not None:
                     again.append(write)
@@ -766,7 +956,9 @@ class Runner:
             if again:
                 if self.lock is not None:
                     self.lock.check()
-                second = await bulk_update(run.collection, [(w.query, w.update) for w in again])
+                second = await self.retry.call(
+                    what, lambda: bulk_update(run.collection, [(w.query, w.update) for w in again])
+                )
                 refused = refused or self._refused(run, again, second.refused)
                 retried += second.matched
                 unmatched -= len(second.refused)
@@ -815,7 +1007,10 @@ class Runner:
             if type(raw) is not list or target not in raw or plan.error is None:
                 continue
             query = {**self._scope(run.cls), VERSION_KEY: {"$eq": raw}}
-            async for doc in run.collection.find(query):
+            found = await self.retry.call(
+                f"reading {run.collection.name}", partial(_find, run.collection, query)
+            )
+            for doc in found:
                 if type(doc.get(VERSION_KEY)) is list:
                     self._record_failure(run.report, doc.get("_id"), plan.error)
 
@@ -824,8 +1019,13 @@ class Runner:
         if not self.options.sample:
             return
         query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
-        cursor = run.collection.find(query, sort=[("_id", 1)]).limit(self.options.sample)
-        for doc in await to_list(cursor):
+        sample = await self.retry.call(
+            f"reading {run.collection.name}",
+            lambda: to_list(
+                run.collection.find(query, sort=[("_id", 1)]).limit(self.options.sample)
+            ),
+        )
+        for doc in sample:
             entry: dict[str, Any] = {
                 "_id": doc.get("_id"),
                 "from": _version_name(doc.get(VERSION_KEY)),
@@ -859,6 +1059,11 @@ def _result_error(run: _Pass, doc: Document, plan: Plan, problem: str) -> StepRe
         to_version=end,
         source=last.source,
     )
+
+
+async def _find(collection: Any, query: dict[str, Any]) -> list[Document]:
+    """Every document `query` finds: a new cursor each time it is called."""
+    return await to_list(collection.find(query))
 
 
 _SAID: set[str] = set()

@@ -33,6 +33,7 @@ from .mongo import (
     wire_manager,
 )
 from .registry import MigrationRegistry
+from .retry import Retry
 from .versions import Step
 
 
@@ -77,8 +78,10 @@ class Workspace:
         self._loaded = True
 
     def model(self, name: str) -> type[VersionedModel]:
-        """A versioned model by its ``__model__`` name or, if unique, its class name."""
+        """A versioned model by its ``__model__`` name, a former name it was moved
+        from (by ``ops.rename_model``), or, if unique, its class name."""
         self.load()
+        name = self.registry.resolve(name) if name not in self.registry.models else name
         if name in self.registry.models:
             return self._checked(self.registry.models[name])
         matches = [m for n, m in self.registry.models.items() if n.rsplit(".", 1)[-1] == name]
@@ -164,7 +167,7 @@ class Workspace:
         await self.close()
 
     # ------------------------------------------------------------------
-    def lock(self, command: str, wait: bool = False) -> LeaseLock:
+    def lock(self, command: str, wait: bool = False, retry: Retry | None = None) -> LeaseLock:
         """The migration lock, for a command; its lease is renewed from a thread."""
         return LeaseLock(
             self.database[self.config.lock_collection],
@@ -172,6 +175,7 @@ class Workspace:
             command=command,
             wait=wait,
             renewal=lambda: self.sync_database()[self.config.lock_collection],
+            retry=retry,
         )
 
     def sync_database(self) -> Any:

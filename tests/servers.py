@@ -34,12 +34,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def secantus_server(user: tuple[str, str] | None = None) -> Iterator[str]:
+def secantus_server(
+    user: tuple[str, str] | None = None, *, test_commands: bool = False
+) -> Iterator[str]:
     """Run a SecantusDB server for the duration of the block; yield its URL.
 
     With `user` (name, password), the server runs with ``--auth`` and that
     user holds the root role (created on a first start without auth, as
-    SecantusDB asks); the URL yielded carries no credentials.
+    SecantusDB asks); the URL yielded carries no credentials. With
+    `test_commands`, it accepts ``configureFailPoint`` (fault injection).
 
     Raises
     ------
@@ -60,6 +63,8 @@ def secantus_server(user: tuple[str, str] | None = None) -> Iterator[str]:
     log_path = os.path.join(storage, "server.log")
     data = os.path.join(storage, "data")
     args = [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", data, "--standalone"]
+    if test_commands:
+        args.append("--enable-test-commands")
     proc = None
     try:
         if user is not None:
@@ -108,3 +113,44 @@ def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: str) ->
     with open(log_path, errors="replace") as f:
         tail = f.read()[-2000:]
     raise RuntimeError(f"SecantusDB did not start at {url} (exit code {proc.poll()}):\n{tail}")
+
+
+class SecantusProcess:
+    """A SecantusDB server that a test may kill (SIGKILL) and start again on the
+    same storage and port, as a crashed server restarts."""
+
+    def __init__(self) -> None:
+        exe = shutil.which(COMMAND)
+        if exe is None:
+            raise RuntimeError(f"{COMMAND} not found: install the test dependencies")
+        self.storage = tempfile.mkdtemp(prefix="atomdb-migrate-secantus-")
+        self.port = free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.storage, "server.log")
+        self.args = [
+            exe,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            os.path.join(self.storage, "data"),
+            "--standalone",
+            "--enable-test-commands",
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = _start(self.args, self.log_path)
+        _wait_until_ready(self.url, self.proc, self.log_path)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, as a crash or a lost machine."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _stop(self.proc)
+        shutil.rmtree(self.storage, ignore_errors=True)

@@ -23,6 +23,7 @@ def render(f: dict[str, Any]) -> str:
     mixed = f.get("mixed", {})
     props = f.get("properties", {})
     security = f.get("security", {})
+    faults = f.get("faults", {})
     variant = "long variants (`--long`)" if run.get("long") else "default variants"
     out = [
         "# Reliability",
@@ -176,6 +177,20 @@ def render(f: dict[str, Any]) -> str:
         "  `--continue-on-error` the others are upgraded.",
         "- A step's error quoting the URL under `--continue-on-error`: masked on screen and",
         "  in the record.",
+        "",
+        "## Server faults",
+        "",
+        "Each fault is SecantusDB's `failCommand` fail point (as MongoDB's drivers test",
+        "their retryable reads and writes), aimed by `appName` at the run's own",
+        "connections, with the driver's single retry turned off, during an upgrade of",
+        f"{faults.get('documents', '?')} documents in batches of 250",
+        "(`tests/reliability/test_faults.py`). After each, every document is at the",
+        "head, transformed exactly once (the step counts its applications), and the",
+        "report counts each once. A retry is the runner's own, logged as it happens.",
+        "",
+        "| fault | outcome | retries | seconds |",
+        "|---|---|---:|---:|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in faults.get("rows", [])],
         "",
         "## Data safety",
         "",

@@ -1,0 +1,519 @@
+"""Server faults during a run: the run rides through transient ones, and a lasting one
+ends cleanly within its bound.
+
+The faults are SecantusDB's ``failCommand`` fail point, as MongoDB's drivers
+test their retryable reads and writes: a dropped connection, the error codes
+of an election and a shutdown, a write-concern error, a connection held past
+the socket timeout, and the server itself killed and started again. Each is
+aimed (by ``appName``) at the run's own connections only, with the driver's
+own single retry turned off, so that what rides through is the runner.
+
+The step counts its applications in the document: after each run, every
+document is at the head, transformed exactly once.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from atom.api import Int, Str
+from pymongo import MongoClient
+
+from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate.command import upgrade
+from atomdb_migrate.config import load_config
+from atomdb_migrate.exceptions import ServerUnavailableError
+from atomdb_migrate.pace import Pace, lag_of
+from atomdb_migrate.runner import RunOptions
+from atomdb_migrate.workspace import Workspace
+
+from ..project import ROOT
+from ..servers import SecantusProcess, secantus_server
+
+APP = "atomdb-migrate-under-test"
+N = 1000
+
+
+class Part(VersionedModel):
+    __model__ = "faults.Part"
+    __version__ = 2
+
+    name = Str()
+    label = Str()
+    applied = Int()
+
+
+#: Seconds the step takes per document (a test that aims a fault mid-run
+#: slows the run down so that it is still running then).
+SLOW = [0.0]
+
+
+def label(doc: dict[str, Any]) -> None:
+    if SLOW[0]:
+        time.sleep(SLOW[0])
+    doc["label"] = doc["name"].upper()
+    doc["applied"] = doc.get("applied", 0) + 1
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[str]:
+    """A SecantusDB server that accepts ``configureFailPoint``."""
+    with secantus_server(test_commands=True) as url:
+        yield url
+
+
+@pytest.fixture
+def steps(registry: MigrationRegistry) -> MigrationRegistry:
+    register_step(Part, 1, 2, label)
+    return registry
+
+
+class Faults:
+    """A database of legacy parts, and the fail point aimed at the run's client."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.name = f"faults_{uuid.uuid4().hex[:10]}"
+        self.client: MongoClient[dict[str, Any]] = MongoClient(server)
+        self.db = self.client[self.name]
+        #: The run's URL: its own appName, and no retry by the driver. A
+        #: fail point changes no server state, so the driver would otherwise
+        #: wait its whole heartbeat (10 s) before it selects the server again.
+        self.url = (
+            f"{server}/{self.name}?appname={APP}&retryWrites=false&retryReads=false"
+            "&heartbeatFrequencyMS=500"
+        )
+
+    def seed(self, n: int = N) -> None:
+        self.db[Part.__model__].insert_many(
+            [{"name": f"part {i}", "__version__": "1"} for i in range(n)]
+        )
+
+    def upgraded(self) -> int:
+        return self.db[Part.__model__].count_documents({"__version__": "2"})
+
+    def fail(self, mode: Any, **data: Any) -> None:
+        self.client.admin.command(
+            {"configureFailPoint": "failCommand", "mode": mode, "data": {"appName": APP, **data}}
+        )
+
+    def off(self) -> None:
+        self.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+    def check(self, n: int = N) -> dict[str, int]:
+        """Every document at the head, transformed exactly once."""
+        counts: dict[str, int] = {}
+        for doc in self.db[Part.__model__].find({}, {"__version__": 1, "applied": 1}):
+            key = f"{doc.get('__version__')}/{doc.get('applied')}"
+            counts[key] = counts.get(key, 0) + 1
+        assert counts == {"2/1": n}, counts
+        return counts
+
+    def close(self) -> None:
+        self.off()
+        self.client.drop_database(self.name)
+        self.client.close()
+
+
+@pytest.fixture
+def faults(fault_server: str, steps: MigrationRegistry) -> Iterator[Faults]:
+    f = Faults(fault_server)
+    yield f
+    f.close()
+
+
+async def run(url: str, **options: Any) -> Any:
+    ws = Workspace(replace(load_config(url=url, models=[]), lock_ttl=60))
+    async with ws:
+        return await upgrade(ws, [Part.__model__], options=RunOptions(batch_size=250, **options))
+
+
+#: (label, fail point data): what each command fails with.
+ERRORS = [
+    ("connection dropped", {"closeConnection": True}),
+    ("ShutdownInProgress (91)", {"errorCode": 91}),
+    ("PrimarySteppedDown (189)", {"errorCode": 189}),
+    ("NotWritablePrimary (10107)", {"errorCode": 10107}),
+    ("InterruptedAtShutdown (11600)", {"errorCode": 11600}),
+]
+WRITE_CONCERN = (
+    "write-concern error (91)",
+    {"writeConcernError": {"code": 91, "errmsg": "Replication is being shut down"}},
+)
+#: The commands a run sends: the survey's count (aggregate), the reads (find,
+#: getMore), the bulk writes (update), the lock (findAndModify) and the
+#: history (insert).
+COMMANDS = ["aggregate", "find", "getMore", "update", "findAndModify", "insert"]
+WRITES = {"update", "findAndModify", "insert"}
+
+#: Each fault on each command, once and twice in a row (the driver's own
+#: single retry would take one, were it on). The runner sends no ``count``
+#: command: it counts with ``aggregate``.
+SCENARIOS = [
+    (command, label, data, times)
+    for command in COMMANDS
+    for label, data in [*ERRORS, *([WRITE_CONCERN] if command in WRITES else [])]
+    for times in (1, 2)
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "label", "data", "times"),
+    SCENARIOS,
+    ids=[f"{c}-{label.split()[0]}-{t}x" for c, label, _, t in SCENARIOS],
+)
+async def test_a_transient_fault_is_ridden_through(
+    faults: Faults,
+    caplog: pytest.LogCaptureFixture,
+    command: str,
+    label: str,
+    data: dict[str, Any],
+    times: int,
+) -> None:
+    faults.seed()
+    caplog.set_level(logging.WARNING, logger="atomdb_migrate")
+    started = time.monotonic()
+    if command == "update":
+        # The history's first write is an update too: aim at the bulk writes,
+        # once a few batches are written.
+        SLOW[0] = 0.001
+        try:
+            running = asyncio.ensure_future(run(faults.url, retry_for=30))
+            while await asyncio.to_thread(faults.upgraded) < 250:
+                assert not running.done(), "the run ended before the fault"
+                await asyncio.sleep(0.01)
+            faults.fail({"times": times}, failCommands=[command], **data)
+            result = await running
+        finally:
+            SLOW[0] = 0.0
+    else:
+        # The lock (findAndModify), the history (insert), the survey
+        # (aggregate) come first; then the stream's find and its getMores.
+        faults.fail({"times": times}, failCommands=[command], **data)
+        result = await run(faults.url, retry_for=30)
+    seconds = time.monotonic() - started
+    faults.check()
+    (report,) = result.reports
+    assert (report.migrated, report.skipped, report.failed) == (N, 0, 0)
+    retried = sum("retrying in" in r.getMessage() for r in caplog.records)
+    assert retried >= 1, f"the fault never reached the runner: {label} on {command}"
+    record_fault(f"{label} on `{command}`, {times}x", "finished", retried, seconds)
+
+
+def record_fault(scenario: str, outcome: str, retries: int, seconds: float) -> None:
+    from .report import FIGURES
+
+    FIGURES.setdefault("faults", {})["documents"] = N
+    rows = FIGURES["faults"].setdefault("rows", [])
+    rows.append((scenario, outcome, retries, round(seconds, 1)))
+
+
+async def test_a_connection_held_past_the_socket_timeout_is_ridden_through(
+    faults: Faults, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults.seed()
+    faults.fail({"times": 1}, failCommands=["update"], blockConnection=True, blockTimeMS=3000)
+    caplog.set_level(logging.WARNING, logger="atomdb_migrate")
+    started = time.monotonic()
+    result = await run(faults.url + "&socketTimeoutMS=1000", retry_for=30)
+    faults.check()
+    assert result.reports[0].migrated == N
+    retried = sum("retrying in" in r.getMessage() for r in caplog.records)
+    assert retried >= 1
+    record_fault(
+        "connection held 3 s on `update`, socket timeout 1 s",
+        "finished",
+        retried,
+        time.monotonic() - started,
+    )
+
+
+async def test_a_lasting_fault_ends_within_its_bound_and_a_rerun_finishes(
+    faults: Faults,
+) -> None:
+    faults.seed()
+    faults.fail("alwaysOn", failCommands=["update"], errorCode=189)
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match="past the retry window") as info:
+        await run(faults.url, retry_for=3)
+    seconds = time.monotonic() - started
+    assert seconds < 3 + 10, seconds
+    assert "run the command again to resume" in str(info.value)
+    faults.off()
+    await run(faults.url, retry_for=3)
+    faults.check()
+    record_fault(
+        "`PrimarySteppedDown` on every `update`, `--retry-for 3`",
+        f"stopped cleanly after {seconds:.1f} s; a rerun finished",
+        0,
+        seconds,
+    )
+
+
+def test_the_command_exits_cleanly_past_the_window(faults: Faults, tmp_path: Path) -> None:
+    """As a deployment sees it: exit 7, one message, no traceback; then a rerun."""
+    (tmp_path / "faultmodels.py").write_text(MODELS)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_label.py").write_text(STEP)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    faults.seed(300)
+    slow = STEP.replace(
+        "def upgrade(doc):", "import time\n\ndef upgrade(doc):\n    time.sleep(0.005)"
+    )
+    (tmp_path / "migrations" / "0001_label.py").write_text(slow)
+    proc = spawn(tmp_path, faults.url, "--retry-for", "2", "--batch-size", "50")
+    deadline = time.monotonic() + 60
+    while faults.upgraded() < 100:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    # Every write from now on fails, and so does the record of the run.
+    faults.fail("alwaysOn", failCommands=["update"], closeConnection=True)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 7, err
+    assert seconds < 2 + 5 + 10, "--retry-for, the brief retry of the record, and a margin"
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "past the retry window" in err
+    assert "run the command again to resume" in err
+    written = faults.upgraded()
+    assert f"faults.Part: {written} upgraded" in out, out
+    faults.off()
+    (tmp_path / "migrations" / "0001_label.py").write_text(STEP)
+    history = faults.db["atomdb_migrate_history"].find_one({})
+    assert history is not None and history["outcome"] == "running", "its end was not recorded"
+    assert history["arguments"]["retry_for"] == 2.0
+    faults.off()
+    done = cli(
+        tmp_path, faults.url, "--retry-for", "2", "--write-concern", "1", "--wtimeout", "5000"
+    )
+    assert done.returncode == 0, done.stderr
+    faults.check(300)
+    first, last = faults.db["atomdb_migrate_history"].find({}, sort=[("started_at", 1)])
+    assert first["outcome"] == "abandoned", "the next run marks it so"
+    assert last["arguments"]["write_concern"] == {"w": 1, "wtimeout": 5000}
+
+
+def test_a_server_killed_and_restarted_within_the_window(
+    steps: MigrationRegistry, tmp_path: Path
+) -> None:
+    """SIGKILL to the server mid-run, started again on the same storage 2 s later:
+    the run carries on and finishes."""
+    server = SecantusProcess()
+    try:
+        server.start()
+        (tmp_path / "faultmodels.py").write_text(MODELS)
+        (tmp_path / "migrations").mkdir()
+        slow = STEP.replace(
+            "def upgrade(doc):", "import time\n\ndef upgrade(doc):\n    time.sleep(0.001)"
+        )
+        (tmp_path / "migrations" / "0001_label.py").write_text(slow)
+        (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+        url = f"{server.url}/killed?appname={APP}"
+        with MongoClient(server.url) as client:
+            client["killed"][Part.__model__].insert_many(
+                [{"name": f"part {i}", "__version__": "1"} for i in range(N)]
+            )
+        proc = spawn(tmp_path, url, "--retry-for", "60", "--batch-size", "100")
+        deadline = time.monotonic() + 60
+        with MongoClient(server.url, serverSelectionTimeoutMS=2000) as client:
+            while client["killed"][Part.__model__].count_documents({"__version__": "2"}) < 300:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        started = time.monotonic()
+        server.kill()
+        time.sleep(2)
+        server.start()
+        out, err = proc.communicate(timeout=120)
+        seconds = time.monotonic() - started
+        assert proc.returncode == 0, err
+        assert f"faults.Part: {N} upgraded to 2" in out, out
+        assert "Traceback" not in err
+        with MongoClient(server.url) as client:
+            stored = list(
+                client["killed"][Part.__model__].find({}, {"__version__": 1, "applied": 1})
+            )
+        assert len(stored) == N
+        assert {(d["__version__"], d["applied"]) for d in stored} == {("2", 1)}
+        redone = re.search(r"(\d+) documents written again", out)
+        record_fault(
+            "server SIGKILLed mid-run, restarted on the same storage 2 s later",
+            f"finished; {redone.group(1) if redone else 0} acknowledged writes the server "
+            "lost were written again",
+            err.count("retrying in"),
+            seconds,
+        )
+    finally:
+        server.close()
+
+
+def test_the_pace_holds_to_the_rate_and_waits_out_the_lag() -> None:
+    """The throttle, with a clock and a lag source of the test's own."""
+    now = [0.0]
+    lags = [12.0, 8.0, 0.5]
+    said: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    async def lag() -> float | None:
+        return lags.pop(0) if lags else 0.0
+
+    pace = Pace(100.0, 5.0, lag, said.append, clock=lambda: now[0], sleep=sleep, every=1.0)
+
+    async def go() -> None:
+        await pace.before_write()
+        for _ in range(10):
+            await pace.after_write(50)
+
+    asyncio.run(go())
+    assert said[0] == "paused: a secondary is 12.0 s behind the primary (--max-lag 5 s)"
+    assert said[1].startswith("paused: a secondary is 8.0 s") and said[-1] == ""
+    assert pace.waited_lag == 2.0
+    assert now[0] == pytest.approx(2.0 + 500 / 100.0), "500 documents at 100 per second"
+    standalone = Pace(None, 5.0, lambda: _none(), said.append)
+    asyncio.run(standalone.before_write())  # not a replica set: nothing to wait for
+    assert lag_of({"members": [{"stateStr": "PRIMARY"}]}) is None
+
+
+async def _none() -> None:
+    return None
+
+
+def test_lag_is_read_from_the_replica_set_status() -> None:
+    from datetime import datetime, timedelta
+
+    t = datetime(2026, 11, 28, 12, 0, 0)
+    status = {
+        "members": [
+            {"stateStr": "PRIMARY", "optimeDate": t},
+            {"stateStr": "SECONDARY", "optimeDate": t - timedelta(seconds=3)},
+            {"stateStr": "SECONDARY", "optimeDate": t - timedelta(seconds=11)},
+            {"stateStr": "ARBITER"},
+        ]
+    }
+    assert lag_of(status) == 11.0
+
+
+# ----------------------------------------------------------------------
+# The command as a subprocess
+# ----------------------------------------------------------------------
+MODELS = """
+from atom.api import Int, Str
+from atomdb_migrate import VersionedModel
+
+class Part(VersionedModel):
+    __model__ = "faults.Part"
+    __version__ = 2
+    name = Str()
+    label = Str()
+    applied = Int()
+"""
+
+STEP = '''"""Label each part."""
+
+model = "faults.Part"
+from_version = "1"
+to_version = "2"
+
+
+def upgrade(doc):
+    doc["label"] = doc["name"].upper()
+    doc["applied"] = doc.get("applied", 0) + 1
+'''
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["faultmodels"]
+migrations = "migrations"
+timeout = 5
+lock-ttl = 60
+"""
+
+
+def spawn(where: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    exe = str(Path(sys.executable).parent / "atomdb-migrate")
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": f"{where}:{ROOT}"}
+    return subprocess.Popen(
+        [exe, "--url", url, "upgrade", "--no-progress", *args],
+        cwd=where,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def cli(where: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = spawn(where, url, *args)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+class Shelf(VersionedModel):
+    __model__ = "faults.Shelf"
+    __version__ = 2
+    __write_back__ = True
+
+    name = Str()
+    label = Str()
+
+
+@pytest.mark.parametrize("data", [{"closeConnection": True}, {"errorCode": 189}])
+async def test_a_write_back_that_meets_a_fault_never_breaks_the_read(
+    faults: Faults, caplog: pytest.LogCaptureFixture, data: dict[str, Any]
+) -> None:
+    from pymongo import AsyncMongoClient
+
+    from atomdb_migrate.mongo import ManagerState, wire_manager
+
+    register_step(Shelf, 1, 2, lambda doc: doc.update(label=doc["name"].upper()))
+    faults.db[Shelf.__model__].insert_one({"_id": 1, "name": "top", "__version__": "1"})
+    client: AsyncMongoClient[Any] = AsyncMongoClient(faults.url)
+    before = ManagerState()
+    try:
+        wire_manager(client[faults.name])
+        faults.fail({"times": 1}, failCommands=["update"], **data)
+        caplog.set_level(logging.WARNING, logger="atomdb_migrate")
+        shelf = await Shelf.restore(await Shelf.objects.find_one({"_id": 1}))
+        assert (shelf.name, shelf.label) == ("top", "TOP")
+        assert "not written back" in caplog.text
+        assert faults.db[Shelf.__model__].find_one({"_id": 1})["__version__"] == "1"
+        faults.off()
+        Shelf.objects.cache.clear()
+        await Shelf.restore(await Shelf.objects.find_one({"_id": 1}))
+        assert faults.db[Shelf.__model__].find_one({"_id": 1})["__version__"] == "2"
+    finally:
+        before.restore()
+        await client.close()
+
+
+def test_the_pace_options_reach_the_run(faults: Faults, tmp_path: Path) -> None:
+    """On a server that is not a replica set, --max-lag warns once and does not hold
+    the run up; a bad write concern is a usage error."""
+    (tmp_path / "faultmodels.py").write_text(MODELS)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_label.py").write_text(STEP)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    faults.seed(300)
+    done = cli(tmp_path, faults.url, "--max-rate", "100000", "--max-lag", "5")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("--max-lag: the server reports no replica-set status") == 1
+    faults.check(300)
+    last = faults.db["atomdb_migrate_history"].find_one({})
+    assert (last["arguments"]["max_rate"], last["arguments"]["max_lag"]) == (100000.0, 5.0)
+    for bad in ("most", "-1", "1.5"):
+        refused = cli(tmp_path, faults.url, "--write-concern", bad)
+        assert refused.returncode == 2 and "write concern must be" in refused.stderr, bad
