@@ -400,6 +400,12 @@ async def _run(
             "recording the start of the run",
             partial(history.start, direction.name, arguments, lock.owner),
         )
+
+        def finish(policy: Retry, outcome: Outcome, error: str | None = None) -> Any:
+            counts = {r.model: r.counts() for r in result.reports}
+            done = partial(history.finish, record, outcome, counts, failures=result.failures)
+            return policy.call("recording how the run ended", partial(done, error=error))
+
         try:
             for cls in classes:
                 await runner.run(cls, to, direction, surveys[cls])
@@ -408,29 +414,11 @@ async def _run(
             # Briefly: the server may be the reason the run stopped. A record
             # left "running" is marked abandoned by the next run.
             with contextlib.suppress(MigrateError):
-                await Retry(min(retry.seconds, FINISH_RETRY)).call(
-                    "recording how the run ended",
-                    partial(
-                        history.finish,
-                        record,
-                        stopped,
-                        {r.model: r.counts() for r in result.reports},
-                        failures=result.failures,
-                        error=shorten(mask(str(exc), ws.config.url)) or type(exc).__name__,
-                    ),
-                )
+                why = shorten(mask(str(exc), ws.config.url)) or type(exc).__name__
+                await finish(Retry(min(retry.seconds, FINISH_RETRY)), stopped, why)
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
-        await retry.call(
-            "recording how the run ended",
-            partial(
-                history.finish,
-                record,
-                outcome,
-                {r.model: r.counts() for r in result.reports},
-                failures=result.failures,
-            ),
-        )
+        await finish(retry, outcome)
     return result
 
 

@@ -205,10 +205,18 @@ def after(query: dict[str, Any], last: Any) -> list[dict[str, Any]]:
     later = [name for names in TYPE_BRACKETS[bracket + 1 :] for name in names]
     # Nothing else sorts in the brackets of MinKey and null; and MinKey is
     # the one value "$gt" compares with every type.
-    queries = [] if bracket < 2 else [{"$and": [query, {"_id": {"$gt": last}}]}]
+    queries = [] if bracket < 2 else [_with_id(query, {"$gt": last})]
     if later:
-        queries.append({"$and": [query, {"_id": {"$type": later}}]})
+        queries.append(_with_id(query, {"$type": later}))
     return queries
+
+
+def _with_id(query: dict[str, Any], condition: dict[str, Any]) -> dict[str, Any]:
+    """`query` and a condition on ``_id``: beside its other fields where it has no
+    ``_id`` of its own (a plain range on the ``_id`` index), else under ``$and``."""
+    if "_id" in query:
+        return {"$and": [query, {"_id": condition}]}
+    return {**query, "_id": condition}
 
 
 async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any]:
@@ -321,14 +329,18 @@ async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
 
 
 def timeouts(url: str, timeout: float) -> dict[str, Any]:
-    """The client's timeouts: `timeout` to reach the server, and a socket timeout
-    of at least a minute; a timeout the URL sets itself is the URL's."""
+    """The client's timeouts: `timeout` to reach the server; a timeout the URL sets
+    itself is the URL's.
+
+    No socket timeout unless the URL sets one (``socketTimeoutMS``): a run's
+    calls may rightly take minutes (a server step's update of a million
+    documents, a first batch the server must sort), and a timeout would fail
+    them, and their retries, for good. A dead peer is found by the driver's
+    TCP keepalive; a server that answers nothing is a fault retried as any.
+
+    """
     ms = int(timeout * 1000)
-    wanted = {
-        "serverSelectionTimeoutMS": ms,
-        "connectTimeoutMS": ms,
-        "socketTimeoutMS": max(ms, 60000),
-    }
+    wanted = {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms}
     given = {
         part.split("=", 1)[0].lower() for part in url.partition("?")[2].split("&") if "=" in part
     }

@@ -59,11 +59,8 @@ def test_an_id_of_an_unknown_type_reads_all_again() -> None:
     assert after({"v": "1"}, Odd()) == [{"v": "1"}]
     last = uuid.uuid4()
     assert after({"v": "1"}, last) == [
-        {"$and": [{"v": "1"}, {"_id": {"$gt": last}}]},
-        {
-            "$and": [
-                {"v": "1"},
-                {"_id": {"$type": ["objectId", "bool", "date", "timestamp", "regex", "maxKey"]}},
-            ]
-        },
+        {"v": "1", "_id": {"$gt": last}},
+        {"v": "1", "_id": {"$type": ["objectId", "bool", "date", "timestamp", "regex", "maxKey"]}},
     ]
+    scoped = {"_id": {"$in": [1, 2]}}
+    assert after(scoped, 1)[0] == {"$and": [scoped, {"_id": {"$gt": 1}}]}
