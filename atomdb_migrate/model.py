@@ -23,7 +23,7 @@ from atomdb.nosql import NoSQLModel, NoSQLModelManager, NoSQLModelSerializer
 from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
-from .documents import Document, copy_document
+from .documents import Document
 from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
 from .mongo import exact_filters
 from .registry import MigrationRegistry, listen_to_aliases
@@ -305,18 +305,19 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
 
         """
         __tracebackhide__ = True  # a failing step's test shows the step, not the helpers
-        doc, _, _ = await cls._migrate(state)
-        # The lazy path shares what no step reached; a caller may change it.
-        return doc if doc is state else copy_document(doc)
+        doc, _, _ = await cls._migrate(state, track=False)
+        return doc  # untracked, the steps ran on a deep copy: it shares nothing
 
     @classmethod
-    async def _migrate(cls, state: Document) -> tuple[Document, Iterable[str] | None, bool]:
+    async def _migrate(
+        cls, state: Document, *, track: bool = True
+    ) -> tuple[Document, Iterable[str] | None, bool]:
         """Take a stored document to the model's version, as `upgrade_state` does.
 
         Returns the document (`state` itself when no step ran), the top-level
-        fields the steps looked at (None: all of them), and whether the
-        document was upgraded (False when it was taken back to an older
-        version, or left as it is).
+        fields the steps looked at (None: all of them, or not `track`ed: see
+        `apply_chain`), and whether the document was upgraded (False when it
+        was taken back to an older version, or left as it is).
 
         """
         __tracebackhide__ = True
@@ -325,7 +326,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         raw = state.get(VERSION_KEY)
         plan = graph.plan(raw, head, head=head)
         if plan.kind == "migrate":
-            return (*await apply_chain(plan.steps, state), True)
+            return (*await apply_chain(plan.steps, state, track=track), True)
         if plan.kind == "current":
             return state, (), False
         if plan.kind != "newer":
@@ -337,7 +338,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             back = graph.plan(raw, head, head=plan.stored, downgrade=True)
             if back.kind != "migrate":
                 back.raise_for(state.get("_id"))
-            return (*await apply_chain(back.steps, state, downgrade=True), False)
+            return (*await apply_chain(back.steps, state, downgrade=True, track=False), False)
         raise NewerDocumentError(
             cls.__model__, state.get("_id"), str(plan.stored), cls.__version__, action="restore it"
         )
@@ -351,13 +352,12 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         changed in memory only.
 
         """
-        doc, fields, upgraded = await cls._migrate(state)
-        if (
-            upgraded
-            and cls.__write_back__
-            and state.get("_id") is not None
-            and _restore_problems.get() is None
-        ):
+        writes = (
+            cls.__write_back__ and state.get("_id") is not None and _restore_problems.get() is None
+        )
+        # What the steps looked at is needed only to guard a write.
+        doc, fields, upgraded = await cls._migrate(state, track=writes)
+        if upgraded and writes:
             await write_back(cls, state, doc, fields)
         return doc
 
