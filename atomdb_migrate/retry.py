@@ -173,7 +173,3 @@ class Fault:
         if policy.on_retry is not None:
             policy.on_retry(self.operation, error, delay)
         await policy.sleep(delay)
-
-
-#: A policy that retries nothing: for callers that want errors at once.
-NO_RETRY = Retry(seconds=0.0)

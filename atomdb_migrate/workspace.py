@@ -81,7 +81,7 @@ class Workspace:
         """A versioned model by its ``__model__`` name, a former name it was moved
         from (by ``ops.rename_model``), or, if unique, its class name."""
         self.load()
-        name = self.registry.resolve(name) if name not in self.registry.models else name
+        name = self.registry.resolve(name)
         if name in self.registry.models:
             return self._checked(self.registry.models[name])
         matches = [m for n, m in self.registry.models.items() if n.rsplit(".", 1)[-1] == name]

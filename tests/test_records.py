@@ -42,6 +42,22 @@ BOOM = (
 )
 
 
+def slow_upgrade_under_way(project: Project, *args: str) -> Any:
+    """`upgrade` of 2,000 slow documents as a subprocess, once 100 are written."""
+    project.seed(2000)
+    step_module(
+        project,
+        "import time\n\ndef upgrade(doc):\n    time.sleep(0.002)\n"
+        "    doc['first'], _, doc['last'] = doc.pop('name').partition(' ')\n",
+    )
+    proc = project.spawn("upgrade", "--batch-size", "100", *args)
+    deadline = time.monotonic() + 60
+    while project.db[CUSTOMER].count_documents({"__version__": "3"}) < 100:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc
+
+
 def records(project: Project) -> list[dict[str, Any]]:
     return list(project.db["atomdb_migrate_history"].find({}, sort=[("started_at", 1)]))
 
@@ -95,17 +111,7 @@ async def test_a_downgrade_failing_after_its_server_step_records_the_step(
 def test_a_killed_run_is_abandoned_and_its_lock_cleared(project: Project) -> None:
     pyproject = project.path / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("lock-ttl = 2", "lock-ttl = 60"))
-    project.seed(2000)
-    step_module(
-        project,
-        "import time\n\ndef upgrade(doc):\n    time.sleep(0.002)\n"
-        "    doc['first'], _, doc['last'] = doc.pop('name').partition(' ')\n",
-    )
-    proc = project.spawn("upgrade", "--batch-size", "100")
-    deadline = time.monotonic() + 60
-    while project.db[CUSTOMER].count_documents({"__version__": "3"}) < 100:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = slow_upgrade_under_way(project)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run,) = records(project)
@@ -220,17 +226,7 @@ def test_ctrl_c_once_or_twice_records_what_was_written(
 ) -> None:
     """Ctrl-C stops the run with exit 130; the record says "interrupted" with the
     count written, even when a second Ctrl-C comes while it is being written."""
-    project.seed(2000)
-    step_module(
-        project,
-        "import time\n\ndef upgrade(doc):\n    time.sleep(0.002)\n"
-        "    doc['first'], _, doc['last'] = doc.pop('name').partition(' ')\n",
-    )
-    proc = project.spawn("upgrade", "--batch-size", "100", "--no-progress")
-    deadline = time.monotonic() + 60
-    while project.db[CUSTOMER].count_documents({"__version__": "3"}) < 100:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = slow_upgrade_under_way(project, "--no-progress")
     proc.send_signal(signal.SIGINT)
     if second is not None:
         time.sleep(second)
