@@ -17,6 +17,7 @@ from .exceptions import (
     CycleError,
     DuplicateStepError,
     GapError,
+    InvalidQueryError,
     InvalidVersionError,
     IrreversibleOperationError,
     LockAliveError,
@@ -26,15 +27,18 @@ from .exceptions import (
     MigrateError,
     MissingDowngradeError,
     NewerDocumentError,
+    QueryError,
     StepBeyondHeadError,
     StepError,
     StepFailedError,
     StepModuleError,
     StepResultError,
     UnknownModelError,
+    UntranslatableQueryError,
 )
 from .loader import load_migrations
 from .model import VersionedModel, VersionedModelSerializer
+from .queries import version_filter
 from .registry import MigrationRegistry, register_step, step
 from .versions import Step, StepGraph
 
@@ -49,6 +53,7 @@ __all__ = [
     "CycleError",
     "DuplicateStepError",
     "GapError",
+    "InvalidQueryError",
     "InvalidVersionError",
     "IrreversibleOperationError",
     "LockAliveError",
@@ -59,6 +64,7 @@ __all__ = [
     "MigrationRegistry",
     "MissingDowngradeError",
     "NewerDocumentError",
+    "QueryError",
     "Step",
     "StepBeyondHeadError",
     "StepError",
@@ -67,10 +73,12 @@ __all__ = [
     "StepModuleError",
     "StepResultError",
     "UnknownModelError",
+    "UntranslatableQueryError",
     "VersionedModel",
     "VersionedModelSerializer",
     "load_migrations",
     "ops",
     "register_step",
     "step",
+    "version_filter",
 ]

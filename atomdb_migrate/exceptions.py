@@ -22,6 +22,11 @@ MigrateError
  ├── ConversionError           a value ``ops.convert`` cannot convert
  ├── NewerDocumentError        a stored document is newer than the code
  ├── ConflictError             a document kept changing while being written
+ ├── QueryError                a filter `version_filter` cannot take
+ │    ├── InvalidQueryError     not a filter it knows (an unknown operator,
+ │    │                         a malformed value)
+ │    └── UntranslatableQueryError  a field a Python step computes or may
+ │                              change, so legacy documents cannot be matched
  ├── UnknownModelError         no versioned model has that ``__model__`` name
  ├── ConfigError               options, the pyproject table, or the models
  │    └── StepModuleError       a step module that does not load
@@ -34,7 +39,7 @@ MigrateError
       └── LockLostError         this runner's lease ran out during the run
 ```
 
-`InvalidVersionError` also derives from `ValueError`, and
+`InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`, and
 `UnknownModelError` from `LookupError`, so code written against the
 built-in exceptions keeps working.
 
@@ -356,6 +361,67 @@ class ConflictError(MigrateError):
             model=model,
             doc_id=doc_id,
             attempts=attempts,
+        )
+
+
+class QueryError(MigrateError):
+    """A filter that `atomdb_migrate.version_filter` cannot translate."""
+
+
+class InvalidQueryError(QueryError, ValueError):
+    """A filter outside the grammar `version_filter` knows, or a malformed one.
+
+    Attributes
+    ----------
+    field: str
+        The field whose condition is at fault ("" for the filter's top level).
+
+    """
+
+    field: str
+
+    def __init__(self, field: str, problem: str) -> None:
+        where = f"the condition on {field!r}" if field else "the filter"
+        super().__init__(f"{where}: {problem}", field=field)
+
+
+class UntranslatableQueryError(QueryError):
+    """A filter that legacy documents cannot be matched by, as they are stored.
+
+    A Python step computes the field, or may change it, so no filter on the
+    stored document says what the step will make of it. Declare what a
+    Python step changes (``changes = [...]``) to let filters on other fields
+    through it.
+
+    Attributes
+    ----------
+    field: str
+        The field the condition is on.
+    step: str
+        The step that stands in the way (its module or function).
+    version: str
+        The stored version whose documents cannot be matched.
+
+    """
+
+    field: str
+    step: str
+    version: str
+    #: Why the step stands in the way.
+    reason: str
+
+    def __init__(
+        self, model: str, field: str, step: str, reason: str, *, version: str = ""
+    ) -> None:
+        stored = f" (documents stored at version {version})" if version else ""
+        super().__init__(
+            f"a condition on {field!r} cannot be matched against legacy documents{stored}: "
+            f"{reason} in step {step}",
+            model=model,
+            field=field,
+            step=step,
+            version=version,
+            reason=reason,
         )
 
 

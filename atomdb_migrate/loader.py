@@ -16,7 +16,10 @@ A step module is a small Python file::
 
 Instead of ``upgrade`` (or before it) a module may give ``operations``, a
 list of `atomdb_migrate.ops` operations, and ``schema``, the model's stored
-fields after the step (written by ``atomdb-migrate revision``).
+fields after the step (written by ``atomdb-migrate revision``). A module
+with an ``upgrade`` function may list the fields it changes, ``changes =
+["first", "last", "name"]``, so that version-aware filters on the other
+fields pass through it (see `atomdb_migrate.queries`).
 
 Its docstring is the step's message. Modules load only from the given
 directory (``*.py`` directly inside it, not starting with ``_``), in name
@@ -37,7 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from .exceptions import ChainError, ConfigError, StepModuleError
-from .registry import MigrationRegistry, register_step
+from .registry import MigrationRegistry, check_changes, register_step
 from .schema import is_schema
 from .versions import Step
 
@@ -187,6 +190,12 @@ def _load_module(file: Path) -> ModuleType:
     downgrade = getattr(module, "downgrade", None)
     if downgrade is not None and not callable(downgrade):
         raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
+    changes = getattr(module, "changes", None)
+    if changes is not None:
+        try:
+            check_changes(changes)
+        except (TypeError, ValueError) as exc:
+            raise _Problem(_line_of(file, "changes"), f"changes: {exc}") from None
     schema = getattr(module, "schema", None)
     if schema is not None and not is_schema(schema):
         raise _Problem(
@@ -207,6 +216,7 @@ def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> St
         getattr(module, "downgrade", None),
         operations=getattr(module, "operations", None),
         schema=getattr(module, "schema", None),
+        changes=getattr(module, "changes", None),
         message=doc.splitlines()[0] if doc else "",
         source=str(file.resolve()),
         registry=registry,

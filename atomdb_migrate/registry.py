@@ -369,6 +369,7 @@ def register_step(
     *,
     operations: Iterable[Operation] | None = None,
     schema: dict[str, str] | None = None,
+    changes: Iterable[str] | None = None,
     message: str = "",
     source: str = "",
     registry: MigrationRegistry | None = None,
@@ -394,6 +395,11 @@ def register_step(
         A step made only of operations runs on the server in ``upgrade``.
     schema: dict, optional
         The model's stored fields after the step (see `atomdb_migrate.schema`).
+    changes: list of str, optional
+        The fields (dotted paths) the upgrade function may change. A
+        version-aware filter (`atomdb_migrate.version_filter`) lets
+        conditions on every other field through the step; without it, it
+        refuses them all.
     message: str
         A one-line description; defaults to the first line of `upgrade`'s
         docstring.
@@ -410,6 +416,7 @@ def register_step(
 
     """
     name = model_name(model)
+    declared = check_changes(changes)
     if not message and upgrade is not None:
         doc = (getattr(upgrade, "__doc__", None) or "").strip()
         message = doc.splitlines()[0] if doc else ""
@@ -425,6 +432,7 @@ def register_step(
             message=message,
             source=source,
             schema=schema,
+            changes=declared,
         )
     else:
         from .ops import Operations
@@ -443,8 +451,32 @@ def register_step(
             server_side=upgrade is None,
             downgrade_reason=reason,
             schema=schema,
+            changes=declared,
         )
     return (registry or MigrationRegistry.instance()).add_step(step_)
+
+
+def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
+    """A step's declared ``changes``, checked: dotted paths of stored fields.
+
+    Raises
+    ------
+    TypeError
+        If `changes` is a string or not a list of strings.
+    ValueError
+        If a path is empty or names a field the toolkit manages.
+
+    """
+    if changes is None:
+        return None
+    if isinstance(changes, str) or not all(isinstance(c, str) for c in changes):
+        raise TypeError(f"changes must be a list of field paths, not {changes!r}")
+    from .ops import split_path
+
+    found = tuple(changes)
+    for path in found:
+        split_path(path, what="changes:")
+    return found
 
 
 def _operation_functions(
@@ -501,6 +533,7 @@ def step(
     *,
     downgrade: StepFunction | None = None,
     message: str = "",
+    changes: Iterable[str] | None = None,
 ) -> Callable[[StepFunction], Step]:
     """Register the decorated function as the upgrade from one version to the next.
 
@@ -516,9 +549,15 @@ def step(
     ... def join_name(doc):
     ...     doc["name"] = f"{doc.pop('first')} {doc.pop('last')}".strip()
 
+    ``changes=["first", "last", "name"]`` says which fields the function
+    may change, so that a version-aware filter on any other field can be
+    asked of documents stored before the step (`version_filter`).
+
     """
 
     def decorator(fn: StepFunction) -> Step:
-        return register_step(model, from_version, to_version, fn, downgrade, message=message)
+        return register_step(
+            model, from_version, to_version, fn, downgrade, message=message, changes=changes
+        )
 
     return decorator

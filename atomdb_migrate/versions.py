@@ -233,6 +233,11 @@ class Step:
     #: (a step module's ``schema``; see `atomdb_migrate.schema`).
     schema: dict[str, str] | None = None
 
+    #: The fields a Python step may change (a step module's ``changes``), or
+    #: None when it does not say: then a version-aware filter refuses every
+    #: field through it (see `atomdb_migrate.queries`).
+    changes: tuple[str, ...] | None = None
+
     #: What is left to write in a step module made by ``atomdb-migrate
     #: revision`` (a function still raising the template's error).
     unfinished: tuple[str, ...] = ()

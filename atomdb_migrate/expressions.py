@@ -1,0 +1,99 @@
+"""Conditions on computed values, as aggregation expressions for ``$expr``.
+
+A field that ``ops.convert`` changes has, in a legacy document, a value
+the server can compute (the operation's own server expression) but no
+index holds. A condition on it becomes ``$expr``: the same question asked
+of the computed value, with the query language's rules kept (``$gt`` only
+within a kind of value, null matching a missing value, ``$regex`` only on
+strings).
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .filters import Converted, Expr, Field
+from .matching import NUMBER_TYPES, is_regex, regex_of, type_of
+from .ops import _conversion_expr, literal
+
+
+def value_expr(value: Field | Converted) -> Any:
+    """The expression of a value: a field, or a conversion of one."""
+    if isinstance(value, Field):
+        return "$" + ".".join(value.parts)
+    inner = value_expr(value.inner)
+    return {
+        "$let": {
+            "vars": {"v": inner},
+            "in": {
+                "$cond": [
+                    {"$in": [{"$type": "$$v"}, ["missing", "null"]]},
+                    "$$v",
+                    _conversion_expr(value.to, "$$v"),
+                ]
+            },
+        }
+    }
+
+
+def _kinds(value: Any) -> list[str]:
+    """The ``$type`` names a value compares with (``$gt`` and the like)."""
+    kind = type_of(value)
+    if kind in NUMBER_TYPES:
+        return list(NUMBER_TYPES)
+    return [kind]
+
+
+def _is(v: Any, names: list[str]) -> Any:
+    return {"$in": [{"$type": v}, names]}
+
+
+def _equals(v: Any, target: Any) -> Any:
+    if target is None:
+        return _is(v, ["null", "missing"])
+    if is_regex(target):
+        return _regex(v, regex_of(target))
+    if isinstance(target, (dict, list)):  # a computed value is a scalar
+        return False
+    return {"$and": [_is(v, _kinds(target)), {"$eq": [v, literal(target)]}]}
+
+
+def _regex(v: Any, arg: tuple[str, str]) -> Any:
+    pattern, options = arg
+    match = {"$regexMatch": {"input": v, "regex": pattern, "options": options}}
+    return {"$cond": [{"$eq": [{"$type": v}, "string"]}, match, False]}
+
+
+def condition_expr(condition: Expr) -> Any:
+    """A condition on a computed scalar (or null, or missing) as a boolean expression."""
+    return {
+        "$let": {
+            "vars": {"value": value_expr(condition.value)},
+            "in": _condition("$$value", condition),
+        }
+    }
+
+
+def _condition(v: str, condition: Expr) -> Any:
+    op, arg = condition.op, condition.arg
+    if op == "$eq":
+        return _equals(v, arg)
+    if op == "$in":
+        return {"$or": [_equals(v, item) for item in arg]} if arg else False
+    if op == "$exists":
+        return {"$ne": [{"$type": v}, "missing"]}
+    if op in ("$gt", "$gte", "$lt", "$lte"):
+        if arg is None:
+            return _is(v, ["null", "missing"]) if op in ("$gte", "$lte") else False
+        return {"$and": [_is(v, _kinds(arg)), {op: [v, literal(arg)]}]}
+    if op == "$regex":
+        return _regex(v, arg)
+    if op == "$type":
+        return _is(v, sorted(arg))
+    if op == "$elemMatch":  # a computed value is never a list
+        return False
+    raise ValueError(op)  # pragma: no cover - the grammar has no other
+
+
+__all__ = ["condition_expr", "value_expr"]

@@ -1,0 +1,309 @@
+"""MongoDB's query conditions, evaluated in Python on known values.
+
+`atomdb_migrate.queries` maps a filter back through a step's operations.
+Where an operation sets a constant (``ops.add_field("views", 0)``) the
+condition on the field is decided here, once, for every document the
+operation sets it in: ``{"views": {"$gt": 0}}`` is false for all of them.
+
+Only what `queries` needs is here: the operators of its grammar on
+scalars, documents and lists, with MongoDB's rules (numbers compare across
+their types, a bool is not a number, a list matches when the list or one of
+its elements does, null matches a missing value). A path that runs into a
+list inside a constant is not followed: `Unsure` is raised instead, and
+the caller refuses the filter rather than guess.
+
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import Decimal128, Int64, ObjectId, Regex
+
+from .ops import INT32_MAX, INT32_MIN, MISSING
+
+#: The ``$type`` names of BSON's number types.
+NUMBER_TYPES = ("int", "long", "double", "decimal")
+
+#: ``$type`` codes by name, and the alias ``number``.
+TYPE_CODES = {
+    "double": 1,
+    "string": 2,
+    "object": 3,
+    "array": 4,
+    "binData": 5,
+    "objectId": 7,
+    "bool": 8,
+    "date": 9,
+    "null": 10,
+    "regex": 11,
+    "int": 16,
+    "timestamp": 17,
+    "long": 18,
+    "decimal": 19,
+    "minKey": -1,
+    "maxKey": 127,
+}
+_NAMES_BY_CODE = {code: name for name, code in TYPE_CODES.items()}
+
+
+class Unsure(Exception):
+    """The condition cannot be decided in Python exactly as the server would."""
+
+
+def type_names(spec: Any) -> frozenset[str]:
+    """The ``$type`` names a ``$type`` argument stands for.
+
+    Raises
+    ------
+    ValueError
+        For a name or code that is no BSON type.
+
+    """
+    specs = spec if isinstance(spec, (list, tuple)) else [spec]
+    names: set[str] = set()
+    for item in specs:
+        if item == "number":
+            names.update(NUMBER_TYPES)
+        elif isinstance(item, str) and item in TYPE_CODES:
+            names.add(item)
+        elif (
+            isinstance(item, (int, float)) and not isinstance(item, bool) and item in _NAMES_BY_CODE
+        ):
+            names.add(_NAMES_BY_CODE[int(item)])
+        else:
+            raise ValueError(f"{item!r} is not a BSON type name or code")
+    if not names:
+        raise ValueError("$type needs at least one type")
+    return frozenset(names)
+
+
+def type_of(value: Any) -> str:
+    """The ``$type`` name of a value as PyMongo stores it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Int64):
+        return "long"
+    if isinstance(value, int):
+        return "int" if INT32_MIN <= value <= INT32_MAX else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, datetime):
+        return "date"
+    if isinstance(value, ObjectId):
+        return "objectId"
+    if isinstance(value, bytes):
+        return "binData"
+    if isinstance(value, (re.Pattern, Regex)):
+        return "regex"
+    if isinstance(value, Decimal128):
+        return "decimal"
+    raise Unsure(f"a {type(value).__name__} value")
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Decimal128):
+        number = value.to_decimal()
+        return float(number) if number.is_finite() else None
+    return None
+
+
+def _millis(value: datetime) -> datetime:
+    """A datetime as BSON stores it: to the millisecond."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=None)
+
+
+def equal(a: Any, b: Any) -> bool:
+    """Whether two values are equal as MongoDB compares them (``1 == 1.0``, ``1 != True``)."""
+    x, y = _number(a), _number(b)
+    if x is not None or y is not None:
+        if x is None or y is None:
+            return False
+        if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            return True
+        return x == y
+    kind_a, kind_b = type_of(a), type_of(b)
+    if kind_a != kind_b:
+        return False
+    if kind_a == "object":
+        return list(a) == list(b) and all(equal(a[k], b[k]) for k in a)
+    if kind_a == "array":
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
+    if kind_a == "date":
+        return bool(_millis(a) == _millis(b))
+    if kind_a == "regex":
+        return _regex_parts(a) == _regex_parts(b)
+    return bool(a == b)
+
+
+def compare(a: Any, b: Any) -> int | None:
+    """-1, 0 or 1 where `a` and `b` are of one comparable kind, None where they are not."""
+    x, y = _number(a), _number(b)
+    if x is not None and y is not None:
+        if math.isnan(x) or math.isnan(y):
+            return 0 if math.isnan(x) and math.isnan(y) else None
+        return (x > y) - (x < y)
+    if x is not None or y is not None:
+        return None
+    kind = type_of(a)
+    if kind != type_of(b) or kind not in ("string", "date", "objectId", "bool"):
+        return None
+    if kind == "date":
+        a, b = _millis(a), _millis(b)
+    elif kind == "objectId":
+        a, b = a.binary, b.binary
+    return int(a > b) - int(a < b)
+
+
+def _regex_parts(value: Any) -> tuple[str, str]:
+    if isinstance(value, (Regex, re.Pattern)):
+        return str(value.pattern), _flag_letters(int(value.flags))
+    raise TypeError(value)
+
+
+def _flag_letters(flags: int) -> str:
+    letters = ""
+    for letter, flag in (("i", re.I), ("m", re.M), ("s", re.S), ("x", re.X)):
+        if flags & flag:
+            letters += letter
+    return letters
+
+
+def regex_of(pattern: Any, options: str = "") -> tuple[str, str]:
+    """A regex argument (text, compiled or `bson.Regex`) as its pattern and option letters."""
+    if isinstance(pattern, (re.Pattern, Regex)):
+        text, letters = _regex_parts(pattern)
+        return text, "".join(sorted(set(letters + options)))
+    return str(pattern), "".join(sorted(set(options)))
+
+
+def regex_search(pattern: str, options: str, text: str) -> bool:
+    """Whether a regex finds a match in a string (Python's ``re`` standing for PCRE)."""
+    flags = 0
+    for letter in options:
+        flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}.get(letter, 0)
+    try:
+        return re.search(pattern, text, flags) is not None
+    except re.error as exc:
+        raise Unsure(f"regex {pattern!r}: {exc}") from None
+
+
+def is_regex(value: Any) -> bool:
+    return isinstance(value, (re.Pattern, Regex))
+
+
+def _candidates(value: Any) -> list[Any]:
+    """A value and, for a list, its elements: what most operators try."""
+    if isinstance(value, list):
+        return [value, *value]
+    return [value]
+
+
+def _equals(value: Any, target: Any) -> bool:
+    if value is MISSING:
+        return target is None
+    if is_regex(target):
+        pattern, options = regex_of(target)
+        return any(
+            isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
+        )
+    return any(equal(v, target) for v in _candidates(value))
+
+
+def matches(op: str, arg: Any, value: Any) -> bool:
+    """Whether a value (or `MISSING`) satisfies one condition, as the server decides.
+
+    `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type $elemMatch``;
+    the negations (``$ne``, ``$nin``, ``$not``) are the caller's.
+
+    """
+    if op == "$exists":
+        return (value is not MISSING) == bool(arg)
+    if op == "$eq":
+        return _equals(value, arg)
+    if op == "$in":
+        return any(_equals(value, item) for item in arg)
+    if op in ("$gt", "$gte", "$lt", "$lte"):
+        if arg is None:
+            return op in ("$gte", "$lte") and _equals(value, None)
+        if value is MISSING:
+            return False
+        for v in _candidates(value)[1:] if isinstance(value, list) else [value]:
+            order = compare(v, arg)
+            if order is not None and (
+                (op == "$gt" and order > 0)
+                or (op == "$gte" and order >= 0)
+                or (op == "$lt" and order < 0)
+                or (op == "$lte" and order <= 0)
+            ):
+                return True
+        return False
+    if op == "$regex":
+        pattern, options = arg
+        return (
+            any(
+                isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
+            )
+            if value is not MISSING
+            else False
+        )
+    if op == "$type":
+        if value is MISSING:
+            return False
+        kinds = {type_of(value)}
+        if isinstance(value, list):
+            kinds.update(type_of(v) for v in value)
+        return bool(kinds & arg)
+    if op == "$elemMatch":
+        if not isinstance(value, list):
+            return False
+        return any(_element_matches(arg, element) for element in value)
+    raise Unsure(f"operator {op}")
+
+
+def _element_matches(condition: Any, element: Any) -> bool:
+    """One element against an ``$elemMatch`` condition (a `filters` formula)."""
+    from .filters import evaluate
+
+    return evaluate(condition, element)
+
+
+def values_at(doc: Any, parts: Sequence[str]) -> Any:
+    """The value at a path of a known document, or `MISSING`.
+
+    Raises
+    ------
+    Unsure
+        Where the path runs into a list (MongoDB then looks into each
+        element, which this does not follow).
+
+    """
+    current = doc
+    for name in parts:
+        if isinstance(current, list):
+            raise Unsure("a path into a list")
+        if not isinstance(current, dict):
+            return MISSING
+        current = current.get(name, MISSING)
+        if current is MISSING:
+            return MISSING
+    return current
+
+
+__all__ = ["Unsure", "compare", "equal", "matches", "type_names", "type_of", "values_at"]

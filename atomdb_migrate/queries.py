@@ -1,0 +1,542 @@
+"""Version-aware filters: a filter on today's fields that finds legacy documents too.
+
+Until ``atomdb-migrate upgrade`` has run, a collection holds documents at
+older versions. `version_filter` takes a filter written against the
+model's current fields and maps each condition back through the steps of
+every older version: where a field was renamed or moved, the condition is
+asked of the old path; where a step set a constant (``add_field``), it is
+decided in Python, once; where ``convert`` changed a value, it is asked of
+the converted value with ``$expr``. The clause of each version goes under
+``$or`` with the version's ``__version__`` values.
+
+The mapping is exact: on a collection of documents at any version of the
+chain, the result selects what the original filter selects once every
+document is upgraded. Where it cannot be (a field a Python step computes),
+`UntranslatableQueryError` says so; a Python step can declare what it
+changes (``changes = [...]``) to let conditions on other fields through.
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from packaging.version import Version
+
+from .exceptions import UntranslatableQueryError
+from .filters import (
+    SHAPE_OPERATORS,
+    And,
+    Atom,
+    Converted,
+    ElemMatch,
+    Expr,
+    Field,
+    Formula,
+    Not,
+    Or,
+    conj,
+    disj,
+    neg,
+    parse,
+    render,
+)
+from .matching import Unsure, equal, matches, values_at
+from .ops import (
+    MISSING,
+    MODEL_KEY,
+    AddField,
+    ConversionError,
+    Convert,
+    CopyField,
+    MoveField,
+    Operation,
+    RemoveField,
+    RenameModel,
+    SetDefaultWhereMissing,
+    convert_value,
+)
+from .registry import MigrationRegistry
+from .versions import BASE_VERSION, VERSION_KEY, Step, StepGraph, version_key
+
+# ----------------------------------------------------------------------
+# Where a value comes from, in the document as stored before an operation
+# ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Const:
+    """A value an operation set (`value` at the path `rest` inside it; `MISSING` for none)."""
+
+    value: Any
+    rest: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Doc:
+    """Some document whose contents are not known (made by setting a path inside it)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The stored value at `parts`, of the same kind but with other contents."""
+
+    parts: tuple[str, ...]
+
+
+Source = Field | Converted | Const | Doc | Shape
+
+#: Each case: a condition on the stored document, and where the value then comes from.
+Cases = list[tuple[Formula, Source]]
+
+
+class _Refused(Exception):
+    """A condition the operation (or step) stands in the way of: its field, and why."""
+
+    def __init__(self, item: Atom | Expr, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = item.origin or ".".join(_path_of(item))
+
+
+def _prefixes(parts: Sequence[str]) -> list[tuple[str, ...]]:
+    return [tuple(parts[:i]) for i in range(1, len(parts))]
+
+
+def _type(parts: tuple[str, ...], name: str) -> Atom:
+    return Atom(parts, "$type", frozenset({name}))
+
+
+def _is_document(parts: tuple[str, ...]) -> Formula:
+    # $type "object" also matches a list holding a document.
+    return conj([_type(parts, "object"), neg(_type(parts, "array"))])
+
+
+def _through_documents(parts: tuple[str, ...]) -> Formula:
+    """The value at a path is there, reached through documents only (`ops.get_path`)."""
+    return conj([neg(_type(p, "array")) for p in _prefixes(parts)] + [Atom(parts, "$exists", True)])
+
+
+def _settable(parts: tuple[str, ...]) -> Formula:
+    """A value can be set at a path (`ops.settable`)."""
+    return conj([disj([neg(Atom(p, "$exists", True)), _is_document(p)]) for p in _prefixes(parts)])
+
+
+def _within(path: tuple[str, ...], parts: tuple[str, ...]) -> tuple[str, ...] | None:
+    """What follows `parts` in `path`, if `path` is `parts` or inside it."""
+    return path[len(parts) :] if path[: len(parts)] == parts else None
+
+
+def _above(path: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether `path` holds `parts` (a strict prefix of it)."""
+    return len(path) < len(parts) and parts[: len(path)] == path
+
+
+def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
+    """Where the value at `path` after `op` comes from; None where `op` leaves it alone."""
+    if isinstance(op, (AddField, SetDefaultWhereMissing)):
+        target = op.parts
+        settable = _settable(target)
+        rest = _within(path, target)
+        if rest is not None:
+            if type(op) is AddField:
+                return [(settable, Const(op.default, rest)), (neg(settable), Field(path))]
+            there = _through_documents(target)
+            return [
+                (disj([there, neg(settable)]), Field(path)),
+                (conj([neg(there), settable]), Const(op.default, rest)),
+            ]
+        if _above(path, target):
+            return [(settable, Doc()), (neg(settable), Field(path))]
+        return None
+    if isinstance(op, RemoveField):
+        rest = _within(path, op.parts)
+        if rest is not None:
+            chain = conj([_is_document(p) for p in _prefixes(op.parts)])
+            return [(chain, Const(MISSING)), (neg(chain), Field(path))]
+        return [(True, Shape(path))] if _above(path, op.parts) else None
+    if isinstance(op, (MoveField, CopyField)):
+        src, dst = op.src_parts, op.dst_parts
+        moved = conj([_through_documents(src), _settable(dst)])
+        rest = _within(path, dst)
+        if rest is not None:
+            return [(moved, Field(src + rest)), (neg(moved), Field(path))]
+        if isinstance(op, MoveField) and _within(path, src) is not None:
+            return [(moved, Const(MISSING)), (neg(moved), Field(path))]
+        if _above(path, dst):
+            return [(moved, Doc()), (neg(moved), Field(path))]
+        if isinstance(op, MoveField) and _above(path, src):
+            return [(True, Shape(path))]
+        return None
+    if isinstance(op, Convert):
+        rest = _within(path, op.parts)
+        if rest is not None:
+            applies = conj([_through_documents(op.parts), neg(Atom(op.parts, "$eq", None))])
+            after: Source = Converted(op.to, Field(path)) if not rest else Const(MISSING)
+            return [(applies, after), (neg(applies), Field(path))]
+        return [(True, Shape(path))] if _above(path, op.parts) else None
+    raise TypeError(op)  # pragma: no cover - RenameModel is mapped by _rename_model
+
+
+# ----------------------------------------------------------------------
+# Mapping conditions back through an operation
+# ----------------------------------------------------------------------
+def _decide(atom: Atom, value: Any, item: Atom | Expr | None = None) -> bool:
+    arg = atom.arg.formula if isinstance(atom.arg, ElemMatch) else atom.arg
+    try:
+        return matches(atom.op, arg, value)
+    except Unsure as exc:
+        raise _Refused(
+            item or atom, f"the condition cannot be decided on the value the step sets ({exc})"
+        ) from None
+
+
+def _is_shape(atom: Atom) -> bool:
+    return atom.op in SHAPE_OPERATORS or (atom.op == "$eq" and atom.arg is None)
+
+
+def _atom_from(atom: Atom, source: Source, what: str) -> Formula:
+    if isinstance(source, Field):
+        return Atom(source.parts, atom.op, atom.arg, atom.origin)
+    if isinstance(source, Converted):
+        return Expr(atom.op, atom.arg, source, atom.origin)
+    if isinstance(source, Const):
+        try:
+            value = values_at(source.value, source.rest) if source.rest else source.value
+        except Unsure:
+            raise _Refused(
+                atom, f"the path runs into a list inside the value {what} sets"
+            ) from None
+        return _decide(atom, value)
+    if not _is_shape(atom):
+        raise _Refused(atom, f"{what} changes what {atom.dotted!r} holds")
+    if isinstance(source, Doc):
+        return _decide(atom, {})
+    return Atom(source.parts, atom.op, atom.arg, atom.origin)
+
+
+def _converted(value: Any, chain: Converted | Field) -> Any:
+    """A known value taken through the conversions of `chain`, innermost first."""
+    if isinstance(chain, Field):
+        return value
+    inner = _converted(value, chain.inner)
+    if inner is MISSING or inner is None:
+        return inner
+    return convert_value(inner, chain.to)
+
+
+def _replace_field(chain: Converted | Field, source: Field | Converted) -> Converted | Field:
+    if isinstance(chain, Field):
+        return source
+    return Converted(chain.to, _replace_field(chain.inner, source))
+
+
+def _expr_from(expr: Expr, source: Source, what: str) -> Formula:
+    if isinstance(source, (Field, Converted)):
+        value = _replace_field(expr.value, source)
+        assert isinstance(value, Converted)
+        return Expr(expr.op, expr.arg, value, expr.origin)
+    if isinstance(source, Const):
+        try:
+            known = values_at(source.value, source.rest) if source.rest else source.value
+            converted = _converted(known, expr.value)
+        except Unsure:
+            raise _Refused(
+                expr, f"the path runs into a list inside the value {what} sets"
+            ) from None
+        except ConversionError:
+            return False  # the step fails on these documents: they are never upgraded
+        return _decide(Atom((), expr.op, expr.arg), converted, expr)
+    raise _Refused(expr, f"{what} changes what {'.'.join(expr.value.field.parts)!r} holds")
+
+
+def _through_operation(formula: Formula, op: Operation) -> Formula:
+    if isinstance(op, RenameModel):
+        return _map(formula, lambda a: _rename_model(a, op), lambda e: _rename_model_expr(e, op))
+
+    def atom(a: Atom) -> Formula:
+        cases = sources(op, a.path)
+        if cases is None:
+            return a
+        return disj(conj([guard, _atom_from(a, source, repr(op))]) for guard, source in cases)
+
+    def expr(e: Expr) -> Formula:
+        cases = sources(op, e.value.field.parts)
+        if cases is None:
+            return e
+        return disj(conj([guard, _expr_from(e, source, repr(op))]) for guard, source in cases)
+
+    return _map(formula, atom, expr)
+
+
+def _mentions_model(value: Any) -> bool:
+    if isinstance(value, ElemMatch):
+        value = value.raw
+    if isinstance(value, dict):
+        return MODEL_KEY in value or any(_mentions_model(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions_model(v) for v in value)
+    return False
+
+
+def _rename_model(atom: Atom, op: RenameModel) -> Formula:
+    """References (and the document's own name) rewrite ``old`` to ``new``."""
+    old, new = op.old_name, op.new_name
+    if atom.path[-1:] == (MODEL_KEY,):
+        if atom.op in SHAPE_OPERATORS or _decide(atom, old) == _decide(atom, new):
+            return atom
+        if atom.op in ("$eq", "$in"):
+            wanted = [atom.arg] if atom.op == "$eq" else list(atom.arg)
+            kept = [v for v in wanted if not equal(v, old)]
+            if any(equal(v, new) for v in wanted):
+                kept.append(old)
+            return Atom(atom.path, "$in", kept, atom.origin) if kept else False
+        raise _Refused(atom, f"{op!r} changes the model names stored there")
+    if _mentions_model(atom.arg):
+        raise _Refused(atom, f"{op!r} changes the model names inside the references it compares")
+    return atom
+
+
+def _rename_model_expr(expr: Expr, op: RenameModel) -> Formula:
+    if expr.value.field.parts[-1:] == (MODEL_KEY,):
+        raise _Refused(expr, f"{op!r} changes the model names stored there")
+    return expr
+
+
+def _map(
+    formula: Formula, atom: Callable[[Atom], Formula], expr: Callable[[Expr], Formula]
+) -> Formula:
+    """A formula with each condition replaced by what `atom` or `expr` makes of it."""
+    if isinstance(formula, bool):
+        return formula
+    if isinstance(formula, Atom):
+        return atom(formula)
+    if isinstance(formula, Expr):
+        return expr(formula)
+    if isinstance(formula, Not):
+        return neg(_map(formula.item, atom, expr))
+    if isinstance(formula, And):
+        return conj(_map(i, atom, expr) for i in formula.items)
+    assert isinstance(formula, Or)
+    return disj(_map(i, atom, expr) for i in formula.items)
+
+
+# ----------------------------------------------------------------------
+# Mapping through a step
+# ----------------------------------------------------------------------
+def _related(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    shortest = min(len(a), len(b))
+    return a[:shortest] == b[:shortest]
+
+
+def _through_function(formula: Formula, step: Step) -> Formula:
+    """Conditions pass a Python step only on fields it declares it leaves alone."""
+    changes = step.changes
+
+    def check(item: Atom | Expr) -> None:
+        path = _path_of(item)
+        if path[:1] == ("_id",):
+            return  # a step may not change a document's _id
+        if changes is None:
+            raise _Refused(
+                item,
+                "a Python step computes the document (declare the fields it changes "
+                "with changes = [...] to let conditions on the others through)",
+            )
+        for change in changes:
+            if _related(path, tuple(change.split("."))):
+                raise _Refused(item, f"a Python step declares it changes {change!r}")
+
+    def atom(a: Atom) -> Formula:
+        check(a)
+        return a
+
+    def expr(e: Expr) -> Formula:
+        check(e)
+        return e
+
+    return _map(formula, atom, expr)
+
+
+def _function_part(step: Step) -> bool:
+    """Whether the step runs a Python function (alone or after its operations)."""
+    return step.operations is None or not step.server_side
+
+
+def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
+    """A condition on documents after `step`, as a condition on them before it.
+
+    Raises
+    ------
+    UntranslatableQueryError
+        Where the step stands in the way, naming the field and the step.
+
+    """
+    current: Formula = formula
+    try:
+        if _function_part(step):
+            current = _through_function(current, step)
+        if step.operations is not None:
+            for op in reversed(step.operations.operations):
+                current = _through_operation(current, op)
+    except _Refused as exc:
+        raise UntranslatableQueryError(
+            step.model, exc.field, step.source, exc.reason, version=version
+        ) from None
+    return current
+
+
+def _path_of(item: Atom | Expr) -> tuple[str, ...]:
+    return item.path if isinstance(item, Atom) else item.value.field.parts
+
+
+def _conditions(formula: Formula) -> list[Atom | Expr]:
+    if isinstance(formula, (Atom, Expr)):
+        return [formula]
+    if isinstance(formula, Not):
+        return _conditions(formula.item)
+    if isinstance(formula, (And, Or)):
+        return [c for i in formula.items for c in _conditions(i)]
+    return []
+
+
+# ----------------------------------------------------------------------
+# version_filter
+# ----------------------------------------------------------------------
+def _forms(version: Version) -> list[Any]:
+    """The ``__version__`` values a version is stored as by this package and by hand."""
+    text = str(version)
+    forms: list[Any] = [text]
+    if text.isdigit() and len(text) < 19:
+        forms.append(int(text))  # matches 2, Int64(2), 2.0 and Decimal128("2") alike
+    if text == BASE_VERSION:
+        forms.append(None)  # no __version__, or null
+    return forms
+
+
+def _model_of(model: Any) -> tuple[str, Version, StepGraph]:
+    registry = MigrationRegistry.instance()
+    name = registry.resolve(model if isinstance(model, str) else model.__model__)
+    cls = registry.models.get(name)
+    if cls is None:
+        from .exceptions import UnknownModelError
+
+        raise UnknownModelError(name, list(registry.models))
+    return name, cls.__parsed_version__, registry.graph(name)
+
+
+def _legacy_versions(graph: StepGraph, head: Version) -> dict[Version, tuple[Step, ...]]:
+    """Every version the chain upgrades to `head` from, with its steps."""
+    found: dict[Version, tuple[Step, ...]] = {}
+    for s in graph.steps:
+        if s.from_key < head:
+            plan = graph.plan(str(s.from_key), head, head=head)
+            if plan.kind == "migrate":
+                found[s.from_key] = plan.steps
+    return found
+
+
+def _encoded(query: dict[str, Any]) -> bytes | str:
+    try:
+        return bson.encode({"q": query})
+    except Exception:  # a value BSON cannot hold: the server refuses it anyway
+        return repr(query)
+
+
+def version_filter(
+    model: Any, query: dict[str, Any] | None = None, *, versions: Iterable[Any] | None = None
+) -> dict[str, Any]:
+    """A filter on the model's current fields that selects legacy documents too.
+
+    Parameters
+    ----------
+    model: type or str
+        The versioned model, or its ``__model__`` name.
+    query: dict
+        A filter written against the model's current fields (see
+        docs/queries.md for the operators).
+    versions: iterable, optional
+        The older ``__version__`` values still stored (as read, or as
+        versions; None for documents without one). Clauses are made for
+        these only; by default, for every version the model's steps
+        upgrade from. The current version is always matched.
+
+    Returns
+    -------
+    filter: dict
+        The filter itself where no stored version needs another clause;
+        otherwise an ``$or`` of one clause per group of versions.
+
+    Raises
+    ------
+    InvalidQueryError
+        For a filter outside the grammar.
+    UntranslatableQueryError
+        Where a Python step computes (or may change) a field the filter
+        names, for a version still stored.
+
+    """
+    original = dict(query or {})
+    formula = parse(original)
+    name, head, graph = _model_of(model)
+    groups = _groups(name, graph, head, versions)
+    if not groups:
+        return original
+    plain = _encoded(render(formula))
+    clauses: dict[bytes | str, tuple[list[Any], dict[str, Any]]] = {}
+    excluded: list[Any] = []  # versions none of whose documents can match
+    for version, (steps, forms) in groups.items():
+        translated: Formula = formula
+        for s in reversed(steps):
+            translated = through_step(translated, s, version=str(version))
+        if translated is False:
+            excluded.extend(forms)
+            continue
+        clause = render(translated)
+        key = _encoded(clause)
+        if key == plain:
+            continue  # the filter as it is selects the right ones
+        entry = clauses.setdefault(key, ([], clause))
+        entry[0].extend(f for f in forms if not any(_same(f, g) for g in entry[0]))
+    if not clauses and not excluded:
+        return original
+    translated_forms = excluded + [f for forms, _ in clauses.values() for f in forms]
+    rest = _with_version({"$nin": translated_forms}, original)
+    if not clauses:
+        return rest
+    joined = [rest] + [_with_version({"$in": forms}, clause) for forms, clause in clauses.values()]
+    return {"$or": joined}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return version_key(a) == version_key(b)
+
+
+def _with_version(condition: Any, clause: dict[str, Any]) -> dict[str, Any]:
+    if VERSION_KEY in clause:  # pragma: no cover - the parser refuses it
+        return {"$and": [{VERSION_KEY: condition}, clause]}
+    return {VERSION_KEY: condition, **clause}
+
+
+def _groups(
+    name: str, graph: StepGraph, head: Version, versions: Iterable[Any] | None
+) -> dict[Version, tuple[tuple[Step, ...], list[Any]]]:
+    """The legacy versions to make clauses for: their steps and ``__version__`` values."""
+    legacy = _legacy_versions(graph, head)
+    if versions is None:
+        return {v: (steps, _forms(v)) for v, steps in legacy.items()}
+    groups: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
+    for raw in versions:
+        plan = graph.plan(raw if not isinstance(raw, Version) else str(raw), head, head=head)
+        if plan.kind != "migrate" or plan.stored is None:
+            continue
+        _, forms = groups.setdefault(plan.stored, (plan.steps, _forms(plan.stored)))
+        if not isinstance(raw, Version) and not any(_same(raw, f) for f in forms):
+            forms.append(raw)
+    return groups
+
+
+__all__ = ["sources", "through_step", "version_filter"]
