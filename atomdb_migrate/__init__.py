@@ -20,6 +20,8 @@ from .exceptions import (
     InvalidQueryError,
     InvalidVersionError,
     IrreversibleOperationError,
+    LegacyQueryError,
+    LegacyQueryWarning,
     LockAliveError,
     LockError,
     LockHeldError,
@@ -36,6 +38,8 @@ from .exceptions import (
     UnknownModelError,
     UntranslatableQueryError,
 )
+from .finders import count, find, find_one
+from .guard import guard_queries
 from .loader import load_migrations
 from .model import VersionedModel, VersionedModelSerializer
 from .queries import version_filter
@@ -56,6 +60,8 @@ __all__ = [
     "InvalidQueryError",
     "InvalidVersionError",
     "IrreversibleOperationError",
+    "LegacyQueryError",
+    "LegacyQueryWarning",
     "LockAliveError",
     "LockError",
     "LockHeldError",
@@ -76,6 +82,10 @@ __all__ = [
     "UntranslatableQueryError",
     "VersionedModel",
     "VersionedModelSerializer",
+    "count",
+    "find",
+    "find_one",
+    "guard_queries",
     "load_migrations",
     "ops",
     "register_step",

@@ -25,8 +25,10 @@ MigrateError
  ├── QueryError                a filter `version_filter` cannot take
  │    ├── InvalidQueryError     not a filter it knows (an unknown operator,
  │    │                         a malformed value)
- │    └── UntranslatableQueryError  a field a Python step computes or may
- │                              change, so legacy documents cannot be matched
+ │    ├── UntranslatableQueryError  a field a Python step computes or may
+ │    │                         change, so legacy documents cannot be matched
+ │    └── LegacyQueryError      the query guard: a query through a model's
+ │                              manager misses legacy documents
  ├── UnknownModelError         no versioned model has that ``__model__`` name
  ├── ConfigError               options, the pyproject table, or the models
  │    └── StepModuleError       a step module that does not load
@@ -423,6 +425,30 @@ class UntranslatableQueryError(QueryError):
             version=version,
             reason=reason,
         )
+
+
+class LegacyQueryError(QueryError):
+    """A query through a model's manager would miss documents stored at older versions.
+
+    Raised by the query guard set to "error" (`atomdb_migrate.guard_queries`);
+    "warn" issues `LegacyQueryWarning` with the same message.
+
+    Attributes
+    ----------
+    missed: int
+        How many stored documents the query misses (or, where the filter
+        cannot be translated, how many are stored at the versions concerned).
+    versions: list of str
+        The stored versions concerned.
+
+    """
+
+    missed: int
+    versions: list[str]
+
+
+class LegacyQueryWarning(UserWarning):
+    """The query guard's warning: see `LegacyQueryError`."""
 
 
 class UnknownModelError(MigrateError, LookupError):

@@ -11,11 +11,53 @@ strings).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from .filters import Converted, Expr, Field
-from .matching import NUMBER_TYPES, is_regex, regex_of, type_of
+from .matching import NUMBER_TYPES, freeze, is_regex, regex_of, type_of
 from .ops import _conversion_expr, literal
+
+
+@dataclass(frozen=True)
+class Field:
+    """The stored value at a path."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def key(self) -> Any:
+        return ("field", self.parts)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A value as ``ops.convert`` makes it (null and missing left as they are)."""
+
+    to: str
+    inner: Field | Converted
+
+    @property
+    def key(self) -> Any:
+        return ("convert", self.to, self.inner.key)
+
+    @property
+    def field(self) -> Field:
+        inner = self.inner
+        return inner if isinstance(inner, Field) else inner.field
+
+
+@dataclass(frozen=True)
+class Expr:
+    """One condition on a value the server computes (`Converted`): written as ``$expr``."""
+
+    op: str
+    arg: Any
+    value: Converted
+    origin: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> Any:
+        return ("expr", self.op, freeze(self.arg), self.value.key)
 
 
 def value_expr(value: Field | Converted) -> Any:
@@ -96,4 +138,4 @@ def _condition(v: str, condition: Expr) -> Any:
     raise ValueError(op)  # pragma: no cover - the grammar has no other
 
 
-__all__ = ["condition_expr", "value_expr"]
+__all__ = ["Converted", "Expr", "Field", "condition_expr", "value_expr"]

@@ -28,7 +28,8 @@ from typing import Any, Union
 from bson import Decimal128, Int64, ObjectId, Regex
 
 from .exceptions import InvalidQueryError, short_repr
-from .matching import NUMBER_TYPES, Unsure, matches, regex_of, type_names, values_at
+from .expressions import Converted, Expr, Field, condition_expr
+from .matching import NUMBER_TYPES, Unsure, freeze, matches, regex_of, type_names, values_at
 from .ops import MISSING
 from .versions import VERSION_KEY
 
@@ -63,19 +64,6 @@ NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 _COMPARABLE = (str, int, float, datetime, ObjectId, Int64, Decimal128, type(None))
 
 
-def freeze(value: Any) -> Any:
-    """A hashable key for a value that keeps BSON's distinctions (``1``, ``1.0``, ``True``)."""
-    if isinstance(value, dict):
-        return ("dict", tuple((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return ("list", tuple(freeze(v) for v in value))
-    if isinstance(value, (set, frozenset)):
-        return ("set", tuple(sorted(repr(v) for v in value)))
-    if isinstance(value, ElemMatch):
-        return ("elemMatch", freeze(value.raw))
-    return (type(value).__name__, repr(value))
-
-
 # ----------------------------------------------------------------------
 # Formulas
 # ----------------------------------------------------------------------
@@ -85,6 +73,10 @@ class ElemMatch:
 
     formula: Formula = field(compare=False)
     raw: Any = field(compare=False)
+
+    @property
+    def frozen_key(self) -> Any:
+        return ("elemMatch", freeze(self.raw))
 
 
 @dataclass(frozen=True)
@@ -110,48 +102,6 @@ class Atom:
     @property
     def dotted(self) -> str:
         return ".".join(self.path)
-
-
-@dataclass(frozen=True)
-class Field:
-    """The stored value at a path."""
-
-    parts: tuple[str, ...]
-
-    @property
-    def key(self) -> Any:
-        return ("field", self.parts)
-
-
-@dataclass(frozen=True)
-class Converted:
-    """A value as ``ops.convert`` makes it (null and missing left as they are)."""
-
-    to: str
-    inner: Field | Converted
-
-    @property
-    def key(self) -> Any:
-        return ("convert", self.to, self.inner.key)
-
-    @property
-    def field(self) -> Field:
-        inner = self.inner
-        return inner if isinstance(inner, Field) else inner.field
-
-
-@dataclass(frozen=True)
-class Expr:
-    """One condition on a value the server computes (`Converted`): written as ``$expr``."""
-
-    op: str
-    arg: Any
-    value: Converted
-    origin: str = field(default="", compare=False)
-
-    @property
-    def key(self) -> Any:
-        return ("expr", self.op, freeze(self.arg), self.value.key)
 
 
 @dataclass(frozen=True)
@@ -190,7 +140,7 @@ def key_of(formula: Formula) -> Any:
 
 def _missing_satisfies(atom: Atom) -> bool | None:
     try:
-        return matches(atom.op, atom.arg, MISSING)
+        return evaluate(atom, MISSING)
     except Unsure:
         return None
 
@@ -418,8 +368,10 @@ def evaluate(formula: Formula, doc: Any) -> bool:
         return formula
     if isinstance(formula, Atom):
         value = values_at(doc, formula.path) if formula.path else doc
-        arg = formula.arg.formula if isinstance(formula.arg, ElemMatch) else formula.arg
-        return matches(formula.op, arg, value)
+        if isinstance(formula.arg, ElemMatch):
+            inner = formula.arg.formula
+            return isinstance(value, list) and any(evaluate(inner, e) for e in value)
+        return matches(formula.op, formula.arg, value)
     if isinstance(formula, Not):
         return not evaluate(formula.item, doc)
     if isinstance(formula, And):
@@ -461,8 +413,6 @@ def _render(formula: Formula) -> dict[str, Any]:
     if isinstance(formula, Atom):
         return {formula.dotted: _argument(formula)}
     if isinstance(formula, Expr):
-        from .expressions import condition_expr
-
         return {"$expr": condition_expr(formula)}
     if isinstance(formula, Not):
         inner = formula.item
@@ -475,8 +425,6 @@ def _render(formula: Formula) -> dict[str, Any]:
                 return {inner.dotted: {"$exists": False}}
             return {inner.dotted: {"$not": _argument(inner)}}
         if isinstance(inner, Expr):
-            from .expressions import condition_expr
-
             return {"$expr": {"$not": [condition_expr(inner)]}}
         return {"$nor": [_render(inner)]}
     if isinstance(formula, Or):

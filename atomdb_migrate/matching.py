@@ -229,7 +229,7 @@ def _equals(value: Any, target: Any) -> bool:
 def matches(op: str, arg: Any, value: Any) -> bool:
     """Whether a value (or `MISSING`) satisfies one condition, as the server decides.
 
-    `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type $elemMatch``;
+    `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type``;
     the negations (``$ne``, ``$nin``, ``$not``) are the caller's.
 
     """
@@ -270,18 +270,21 @@ def matches(op: str, arg: Any, value: Any) -> bool:
         if isinstance(value, list):
             kinds.update(type_of(v) for v in value)
         return bool(kinds & arg)
-    if op == "$elemMatch":
-        if not isinstance(value, list):
-            return False
-        return any(_element_matches(arg, element) for element in value)
-    raise Unsure(f"operator {op}")
+    raise Unsure(f"operator {op}")  # $elemMatch is `filters.evaluate`'s
 
 
-def _element_matches(condition: Any, element: Any) -> bool:
-    """One element against an ``$elemMatch`` condition (a `filters` formula)."""
-    from .filters import evaluate
-
-    return evaluate(condition, element)
+def freeze(value: Any) -> Any:
+    """A hashable key for a value that keeps BSON's distinctions (``1``, ``1.0``, ``True``)."""
+    if isinstance(value, dict):
+        return ("dict", tuple((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(freeze(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return ("set", tuple(sorted(repr(v) for v in value)))
+    frozen = getattr(value, "frozen_key", None)
+    if frozen is not None:
+        return frozen
+    return (type(value).__name__, repr(value))
 
 
 def values_at(doc: Any, parts: Sequence[str]) -> Any:
@@ -306,4 +309,13 @@ def values_at(doc: Any, parts: Sequence[str]) -> Any:
     return current
 
 
-__all__ = ["Unsure", "compare", "equal", "matches", "type_names", "type_of", "values_at"]
+__all__ = [
+    "Unsure",
+    "compare",
+    "equal",
+    "freeze",
+    "matches",
+    "type_names",
+    "type_of",
+    "values_at",
+]

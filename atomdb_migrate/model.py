@@ -308,6 +308,39 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         doc, _, _ = await cls._migrate(state, track=False)
         return doc  # untracked, the steps ran on a deep copy: it shares nothing
 
+    # --------------------------------------------------------------------------
+    # Queries across versions
+    # --------------------------------------------------------------------------
+    @classmethod
+    async def find(
+        cls, query: dict[str, Any] | None = None, *, stored: bool = False, limit: int = 0
+    ) -> list[Any]:
+        """The objects whose documents match `query` once upgraded, legacy ones included.
+
+        `query` is written against the model's current fields; see
+        `atomdb_migrate.finders.find` (also for a model with a member
+        named ``find``) and docs/queries.md. ``stored=True`` asks only the
+        versions a cached survey finds stored.
+
+        """
+        from .finders import find
+
+        return await find(cls, query, stored=stored, limit=limit)
+
+    @classmethod
+    async def find_one(cls, query: dict[str, Any] | None = None, *, stored: bool = False) -> Any:
+        """One object whose document matches `query` once upgraded, or None."""
+        from .finders import find_one
+
+        return await find_one(cls, query, stored=stored)
+
+    @classmethod
+    async def count(cls, query: dict[str, Any] | None = None, *, stored: bool = False) -> int:
+        """How many documents match `query` once upgraded, legacy ones included."""
+        from .finders import count
+
+        return await count(cls, query, stored=stored)
+
     @classmethod
     async def _migrate(
         cls, state: Document, *, track: bool = True
@@ -481,7 +514,7 @@ def _known_versions(cls: type[VersionedModel]) -> list[str]:
     return sorted(known)
 
 
-def version_filter(state: Document) -> dict[str, Any]:
+def stored_filter(state: Document) -> dict[str, Any]:
     """A filter matching a document's ``_id`` and its version as stored."""
     if VERSION_KEY in state:
         return {"_id": state["_id"], VERSION_KEY: state[VERSION_KEY]}
@@ -526,7 +559,7 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
             raise NewerDocumentError(
                 cls.__model__, doc_id, str(version), cls.__version__, action="save over it"
             )
-        result = await db.replace_one(version_filter(stored), state)
+        result = await db.replace_one(stored_filter(stored), state)
         if result.matched_count:
             return result
     raise ConflictError(cls.__model__, doc_id, SAVE_ATTEMPTS)

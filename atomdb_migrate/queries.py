@@ -27,24 +27,23 @@ import bson
 from packaging.version import Version
 
 from .exceptions import UntranslatableQueryError
+from .expressions import Converted, Expr, Field
 from .filters import (
     SHAPE_OPERATORS,
     And,
     Atom,
-    Converted,
     ElemMatch,
-    Expr,
-    Field,
     Formula,
     Not,
     Or,
     conj,
     disj,
+    evaluate,
     neg,
     parse,
     render,
 )
-from .matching import Unsure, equal, matches, values_at
+from .matching import Unsure, equal, values_at
 from .ops import (
     MISSING,
     MODEL_KEY,
@@ -185,9 +184,8 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
 # Mapping conditions back through an operation
 # ----------------------------------------------------------------------
 def _decide(atom: Atom, value: Any, item: Atom | Expr | None = None) -> bool:
-    arg = atom.arg.formula if isinstance(atom.arg, ElemMatch) else atom.arg
     try:
-        return matches(atom.op, arg, value)
+        return evaluate(Atom((), atom.op, atom.arg), value)
     except Unsure as exc:
         raise _Refused(
             item or atom, f"the condition cannot be decided on the value the step sets ({exc})"
@@ -417,7 +415,7 @@ def _forms(version: Version) -> list[Any]:
     return forms
 
 
-def _model_of(model: Any) -> tuple[str, Version, StepGraph]:
+def model_of(model: Any) -> tuple[str, Version, StepGraph]:
     registry = MigrationRegistry.instance()
     name = registry.resolve(model if isinstance(model, str) else model.__model__)
     cls = registry.models.get(name)
@@ -481,7 +479,7 @@ def version_filter(
     """
     original = dict(query or {})
     formula = parse(original)
-    name, head, graph = _model_of(model)
+    name, head, graph = model_of(model)
     groups = _groups(name, graph, head, versions)
     if not groups:
         return original

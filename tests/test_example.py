@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -24,7 +25,7 @@ def run_story(*args: str) -> str:
 
 
 def check(out: str) -> None:
-    before, after = out.split("4. The eager upgrade")
+    before, after = out.split("5. The eager upgrade")
     assert "$ atomdb-migrate status" in before
     assert "blog.Page: code at 3; stored 1: " in before and "pending" in before
     assert "stored: version 1, heading='Page 300', meta={'status': 'preview'" in before
@@ -38,6 +39,16 @@ def check(out: str) -> None:
     ):
         assert line in after
     assert " upgraded to 3, 0 skipped (changed meanwhile), 0 failed" in after
+    # Queries during the rollout find what the same query finds after it.
+    counts = re.findall(r"count_documents\(\{'status': 'live'\}\): (\d+)", out)
+    translated = re.findall(r"Page.count\(\{'status': 'live'\}.*?\): (\d+)", out)
+    assert len(counts) == 2 and len(translated) == 2, out
+    assert int(counts[0]) < int(counts[1]), "before the upgrade, the plain query misses pages"
+    assert translated == [counts[1], counts[1]], out
+    assert "Page.find_one({'title': 'Page 300'}), stored with heading: 'Page 300'" in before
+    assert "Comment.count({'likes': {'$gte': 20}}) refused: model 'blog.Comment': " in before
+    assert "0005_comment_likes_int.py" in before
+    assert "with guard_queries('warn'): blog.Page: the query {'status': 'live'} misses " in before
 
 
 def test_story_in_memory() -> None:

@@ -7,8 +7,10 @@
    them (the blog.* collections of the database are replaced);
 2. ``atomdb-migrate status``;
 3. restores a legacy page lazily, with its legacy author;
-4. ``atomdb-migrate upgrade``, with its progress bar on a terminal;
-5. ``atomdb-migrate status`` again.
+4. queries across versions: ``Page.count``, ``Page.find_one``, the query
+   guard, and a query a Python step stands in the way of;
+5. ``atomdb-migrate upgrade``, with its progress bar on a terminal;
+6. ``atomdb-migrate status`` again, and the same query, now as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import random
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ sys.path.insert(0, str(HERE))
 
 from blog_models import Comment, Image, Page, User  # noqa: E402
 
+from atomdb_migrate import UntranslatableQueryError, guard_queries  # noqa: E402
 from atomdb_migrate.cli import main as cli  # noqa: E402
 from atomdb_migrate.config import load_config  # noqa: E402
 from atomdb_migrate.workspace import Workspace  # noqa: E402
@@ -141,6 +145,42 @@ async def read_page(url: str, page_id: Any) -> None:
         )
 
 
+async def query_across_versions(url: str) -> None:
+    """What a query finds while legacy documents are stored, and what it misses."""
+    async with Workspace(load_config(url=url, migrations=MIGRATIONS)) as ws:
+        ws.load()
+        live = {"status": "live"}
+        plain = await Page.objects.count_documents(live)
+        print(f"  Page.objects.count_documents({live}): {plain} (version 3 only)")
+        print(f"  Page.count({live}): {await Page.count(live)} (every version)")
+        page = await Page.find_one({"title": "Page 300"})
+        print(f"  Page.find_one({{'title': 'Page 300'}}), stored with heading: {page.title!r}")
+        active = await User.count({"active": True, "email": {"$regex": "^writer1"}})
+        print(f"  User.count(active, email ^writer1): {active} (through a Python step)")
+        try:
+            await Comment.count({"likes": {"$gte": 20}})
+        except UntranslatableQueryError as exc:
+            print(f"  Comment.count({{'likes': {{'$gte': 20}}}}) refused: {exc}")
+        guard_queries("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                await Page.objects.count_documents(live)
+            print(f"  with guard_queries('warn'): {caught[0].message}")
+        finally:
+            guard_queries("off")
+
+
+async def query_after_upgrade(url: str) -> None:
+    async with Workspace(load_config(url=url, migrations=MIGRATIONS)) as ws:
+        ws.load()
+        live = {"status": "live"}
+        plain = await Page.objects.count_documents(live)
+        print(f"  Page.objects.count_documents({live}): {plain}")
+        translated = await Page.count(live, stored=True)
+        print(f"  Page.count({live}, stored=True): {translated} (the same query, as it is)")
+
+
 def run_cli(url: str, *args: str) -> None:
     print(f"\n$ atomdb-migrate {' '.join(args)}")
     options = ["--url", url, "--models", "blog_models", "--migrations", str(MIGRATIONS)]
@@ -167,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     run_cli(args.url, "status")
     print("\n3. The app reads a version-1 page by an author saved before versioning:")
     asyncio.run(read_page(args.url, page_id))
-    print("\n4. The eager upgrade")
+    print("\n4. Queries during the rollout, on today's fields:")
+    asyncio.run(query_across_versions(args.url))
+    print("\n5. The eager upgrade")
     run_cli(args.url, "upgrade")
-    print("\n5. Every document is current")
+    print("\n6. Every document is current")
     run_cli(args.url, "status")
+    asyncio.run(query_after_upgrade(args.url))
     return 0
 
 

@@ -1,12 +1,12 @@
 """Users saved before versioning were all active."""
 
+from atomdb_migrate import ops
+
 model = "blog.User"
 from_version = "0"
 to_version = "1"
 
-
-def upgrade(doc):
-    doc.setdefault("active", True)
+operations = [ops.set_default_where_missing("active", True)]
 
 
 def downgrade(doc):

@@ -1,13 +1,9 @@
 """Rename a page's heading to title."""
 
+from atomdb_migrate import ops
+
 model = "blog.Page"
 from_version = "1"
 to_version = "2"
 
-
-def upgrade(doc):
-    doc["title"] = doc.pop("heading")
-
-
-def downgrade(doc):
-    doc["heading"] = doc.pop("title")
+operations = [ops.rename_field("heading", "title")]

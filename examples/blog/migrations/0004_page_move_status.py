@@ -1,15 +1,15 @@
 """Move a page's status out of meta, up to the document."""
 
+from atomdb_migrate import ops
+
 model = "blog.Page"
 from_version = "2"
 to_version = "3"
 
-
-def upgrade(doc):
-    meta = doc.pop("meta", None) or {}
-    doc["status"] = meta.pop("status", "preview")
-    if meta:
-        doc["meta"] = meta  # keep what else was there
+operations = [
+    ops.move_field("meta.status", "status"),
+    ops.set_default_where_missing("status", "preview"),
+]
 
 
 def downgrade(doc):
