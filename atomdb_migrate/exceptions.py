@@ -375,15 +375,15 @@ class InvalidQueryError(QueryError, ValueError):
 
     Attributes
     ----------
-    field: str
-        The field whose condition is at fault ("" for the filter's top level).
+    field: str or None
+        The field whose condition is at fault (None for the filter's top level).
 
     """
 
-    field: str
+    field: str | None
 
-    def __init__(self, field: str, problem: str) -> None:
-        where = f"the condition on {field!r}" if field else "the filter"
+    def __init__(self, field: str | None, problem: str) -> None:
+        where = f"the condition on {field!r}" if field is not None else "the filter"
         super().__init__(f"{where}: {problem}", field=field)
 
 

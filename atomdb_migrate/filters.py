@@ -203,7 +203,7 @@ def neg(item: Formula) -> Formula:
 # ----------------------------------------------------------------------
 # Parsing
 # ----------------------------------------------------------------------
-def parse(query: Any, *, where: str = "") -> Formula:
+def parse(query: Any, *, where: str | None = None) -> Formula:
     """A filter as a formula.
 
     Raises
@@ -225,7 +225,7 @@ def parse(query: Any, *, where: str = "") -> Formula:
     return conj(parts)
 
 
-def _logical(op: str, value: Any, where: str) -> Formula:
+def _logical(op: str, value: Any, where: str | None) -> Formula:
     if op not in LOGICAL_OPERATORS:
         raise InvalidQueryError(
             where,

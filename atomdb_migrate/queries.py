@@ -19,7 +19,7 @@ changes (``changes = [...]``) to let conditions on other fields through.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -477,7 +477,7 @@ def version_filter(
         names, for a version still stored.
 
     """
-    original = dict(query or {})
+    original = dict(query) if isinstance(query, Mapping) else ({} if query is None else query)
     formula = parse(original)
     name, head, graph = model_of(model)
     groups = _groups(name, graph, head, versions)
