@@ -10,7 +10,8 @@ import pymongo
 import pytest
 from atomdb.nosql import NoSQLModelManager
 
-from atomdb_migrate import MigrationRegistry, load_migrations
+from atomdb_migrate import LegacyQueryWarning, MigrationRegistry, guard_queries, load_migrations
+from atomdb_migrate.mongo import wire_manager
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -20,7 +21,7 @@ def python_blocks(path: Path) -> list[str]:
 
 
 async def test_readme_example(secantus_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    example, _ = python_blocks(README)
+    example, _, _ = python_blocks(README)
     assert len(example.strip().splitlines()) <= 25
     real_client = pymongo.AsyncMongoClient
     clients: list[Any] = []
@@ -49,7 +50,24 @@ async def test_readme_example(secantus_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 def test_readme_step_module_loads(tmp_path: Path, registry: MigrationRegistry) -> None:
-    _, module = python_blocks(README)
+    _, module, _ = python_blocks(README)
     (tmp_path / "0001_page.py").write_text(module)
     (step,) = load_migrations(tmp_path, registry=registry)
     assert step.server_side and len(step.operations.operations) == 3
+
+
+async def test_readme_queries(secantus_url: str, registry: MigrationRegistry) -> None:
+    _, _, example = python_blocks(README)
+    client = pymongo.AsyncMongoClient(secantus_url)
+    wire_manager(client["readme_queries"])
+    namespace: dict[str, Any] = {"__name__": "readme_queries"}
+    try:
+        exec(compile(example, str(README), "exec"), namespace)
+        await namespace["queries"]()
+        with pytest.warns(LegacyQueryWarning, match="misses 1 document"):
+            assert await namespace["Page"].objects.count_documents({"title": "Intro"}) == 0
+    finally:
+        guard_queries("off")
+        await client.drop_database("readme_queries")
+        await client.close()
+        NoSQLModelManager.instance().proxies = {}
