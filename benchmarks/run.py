@@ -12,7 +12,8 @@ measured against its baseline in the same run, on the same server:
    (a naive one and one with the same guard);
 3. a step of operations on the server against the same step on the client;
 4. memory: peak RSS of ``atomdb-migrate upgrade`` as a subprocess, by N;
-5. scaling: documents per second of those runs, by N.
+5. scaling: documents per second of those runs, by N;
+6. version-aware queries against the original filter (``bench_queries.py``).
 
 The figures of the full run are in ``docs/benchmarks.md``; hand-written
 notes on the goals not met (with their profiles) come from
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import bench_ops  # noqa: E402
+import bench_queries  # noqa: E402
 import bench_restore  # noqa: E402
 import bench_upgrade  # noqa: E402
 
@@ -285,6 +287,28 @@ def markdown(result: dict[str, Any], notes: str) -> str:
                 f"| {x['n']} | {x['peak_rss_mb']} | {grew:+.1f} | {x['seconds']} "
                 f"| {x['docs_per_s']} | {speed:.2f} | {x.get('client_cpu_us_per_doc', '?')} |"
             )
+    q = result.get("queries")
+    if q:
+        lines += [
+            "",
+            "## 6. Version-aware queries",
+            "",
+            f"`{{'title': 'page k'}}` for {q['queries']} values of k (one document each, "
+            f"fetched whole), N = {q['n']}, median of {q['rounds']} rounds; the chain renames "
+            "`heading` to `title` and adds `views`. *Upgraded*: every document at the head. "
+            "*Mixed*: half stored at version 1 (with `heading`); there the original finds "
+            "only the other half, so it is the baseline of cost, not of the answer. Indexes, "
+            "where there are: on `title` and `heading`"
+            + (f"; from `{q['command']}`." if "command" in q else "."),
+            "",
+            "| collection | index | filter | ms/query | ratio to the original | documents found |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {x['collection']} | {'yes' if x['index'] else 'no'} | {x['case']} "
+            f"| {x['ms_per_query']} | {x['ratio']} | {x['found']} |"
+            for x in q["rows"]
+        ]
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -337,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         print("memory ...", file=sys.stderr)
         result["memory"] = memory_case(
             url, [2000, 10000] if args.quick else [10000, 100000, 300000]
+        )
+        print("queries ...", file=sys.stderr)
+        result["queries"] = asyncio.run(
+            bench_queries.measure(
+                url,
+                2000 if args.quick else bench_queries.N,
+                1 if args.quick else bench_queries.ROUNDS,
+            )
         )
         result["versions"] = versions(result["upgrade"]["server"])
     result["goals"] = goals(result)
