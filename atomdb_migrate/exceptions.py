@@ -428,7 +428,7 @@ class UntranslatableQueryError(QueryError):
 
 
 class LegacyQueryError(QueryError):
-    """A query through a model's manager would miss documents stored at older versions.
+    """A query through a model's manager answers otherwise than once documents are upgraded.
 
     Raised by the query guard set to "error" (`atomdb_migrate.guard_queries`);
     "warn" issues `LegacyQueryWarning` with the same message.
@@ -438,12 +438,15 @@ class LegacyQueryError(QueryError):
     missed: int
         How many stored documents the query misses (or, where the filter
         cannot be translated, how many are stored at the versions concerned).
+    extra: int
+        How many it selects that it would not select once upgraded.
     versions: list of str
         The stored versions concerned.
 
     """
 
     missed: int
+    extra: int
     versions: list[str]
 
 

@@ -11,10 +11,13 @@ strings).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .matching import NUMBER_TYPES, freeze, is_regex, regex_of, type_of
+from bson import Decimal128
+
+from .matching import NUMBER_TYPES, Unsure, freeze, is_regex, regex_of, type_of
 from .ops import _conversion_expr, literal
 
 
@@ -65,26 +68,38 @@ def value_expr(value: Field | Converted) -> Any:
     if isinstance(value, Field):
         return "$" + ".".join(value.parts)
     inner = value_expr(value.inner)
+    # Where the conversion fails (its result is then a document), the value
+    # stays as stored: the step leaves such a document as it is.
+    kept = {
+        "$let": {
+            "vars": {"made": _conversion_expr(value.to, "$$v")},
+            "in": {"$cond": [{"$eq": [{"$type": "$$made"}, "object"]}, "$$v", "$$made"]},
+        }
+    }
     return {
         "$let": {
             "vars": {"v": inner},
-            "in": {
-                "$cond": [
-                    {"$in": [{"$type": "$$v"}, ["missing", "null"]]},
-                    "$$v",
-                    _conversion_expr(value.to, "$$v"),
-                ]
-            },
+            "in": {"$cond": [{"$in": [{"$type": "$$v"}, ["missing", "null"]]}, "$$v", kept]},
         }
     }
 
 
 def _kinds(value: Any) -> list[str]:
-    """The ``$type`` names a value compares with (``$gt`` and the like)."""
-    kind = type_of(value)
+    """The ``$type`` names a value compares with (``$gt`` and the like); none for a kind
+    a conversion never makes."""
+    try:
+        kind = type_of(value)
+    except Unsure:
+        return []
     if kind in NUMBER_TYPES:
         return list(NUMBER_TYPES)
-    return [kind]
+    return [kind] if kind in ("string", "bool", "date") else []
+
+
+def _is_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, Decimal128) and value.to_decimal().is_nan()
 
 
 def _is(v: Any, names: list[str]) -> Any:
@@ -96,9 +111,10 @@ def _equals(v: Any, target: Any) -> Any:
         return _is(v, ["null", "missing"])
     if is_regex(target):
         return _regex(v, regex_of(target))
-    if isinstance(target, (dict, list)):  # a computed value is a scalar
+    kinds = _kinds(target)
+    if not kinds:  # a computed value is a number, a string, a bool or a date
         return False
-    return {"$and": [_is(v, _kinds(target)), {"$eq": [v, literal(target)]}]}
+    return {"$and": [_is(v, kinds), {"$eq": [v, literal(target)]}]}
 
 
 def _regex(v: Any, arg: tuple[str, str]) -> Any:
@@ -128,7 +144,15 @@ def _condition(v: str, condition: Expr) -> Any:
     if op in ("$gt", "$gte", "$lt", "$lte"):
         if arg is None:
             return _is(v, ["null", "missing"]) if op in ("$gte", "$lte") else False
-        return {"$and": [_is(v, _kinds(arg)), {op: [v, literal(arg)]}]}
+        kinds = _kinds(arg)
+        if not kinds:
+            return False
+        if _is_nan(arg):  # NaN is only equal to NaN, and neither above nor below
+            return _equals(v, arg) if op in ("$gte", "$lte") else False
+        compared = {"$and": [_is(v, kinds), {op: [v, literal(arg)]}]}
+        if kinds == list(NUMBER_TYPES):  # aggregation orders NaN below every number
+            compared["$and"].append({"$ne": [v, literal(float("nan"))]})
+        return compared
     if op == "$regex":
         return _regex(v, arg)
     if op == "$type":

@@ -11,9 +11,10 @@ raised before the query runs::
 
     atomdb_migrate.guard_queries("error")   # in tests and staging
 
-It guards ``find`` (on the first read of the cursor), ``find_one``,
-``count_documents``, ``distinct``, ``update_one``/``update_many``,
-``delete_one``/``delete_many`` and the ``find_one_and_*`` methods. Filters
+It guards ``find`` (on the first read of the cursor, and its clones),
+``find_one``, ``count_documents``, ``distinct``, ``replace_one``,
+``update_one``/``update_many``, ``delete_one``/``delete_many`` and the
+``find_one_and_*`` methods; not ``aggregate``, nor Motor's ``fetch_next``. Filters
 on ``_id`` alone, and the toolkit's own (which name ``__version__``), pass
 unchecked; so does a filter outside `version_filter`'s grammar.
 
@@ -30,10 +31,10 @@ from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
 
 from .exceptions import (
     ConfigError,
-    InvalidQueryError,
     InvalidVersionError,
     LegacyQueryError,
     LegacyQueryWarning,
+    QueryError,
     UntranslatableQueryError,
     short_repr,
 )
@@ -51,14 +52,29 @@ def _unchecked(query: Any) -> bool:
 
 
 async def check_query(
-    model: Any, collection: Any, query: Any, *, action: str, max_age: float = SURVEY_MAX_AGE
+    model: Any,
+    collection: Any,
+    query: Any,
+    *,
+    action: str,
+    max_age: float = SURVEY_MAX_AGE,
+    stacklevel: int = 2,
 ) -> None:
-    """Report `query` if it misses documents of `model` stored at older versions.
+    """Report `query` if it gives another answer than once every document is upgraded.
+
+    It misses a legacy document the translated filter selects, or selects
+    one the translated filter does not (a stray field an operation will
+    overwrite); both are counted on the server.
+
+    Parameters
+    ----------
+    stacklevel: int
+        Where the warning points, counted from the caller of `check_query`.
 
     Raises
     ------
     LegacyQueryError
-        With ``action="error"``, where it misses some.
+        With ``action="error"``, where it gives another answer.
 
     """
     if action == "off" or _unchecked(query):
@@ -72,29 +88,37 @@ async def check_query(
         return
     try:
         translated = version_filter(model, query, versions=[raw for raw, _ in legacy])
-    except InvalidQueryError:
-        return  # outside the grammar: not for the guard to judge
     except UntranslatableQueryError as exc:
-        missed = sum(n for _, n in legacy)
-        why = f"may miss or mismatch the {missed} document(s) stored at"
-        _report(model, query, action, missed, legacy, why, f" ({exc})")
+        stored = sum(n for _, n in legacy)
+        what = f"may miss or mismatch the {stored} document(s) stored at"
+        _report(model, query, action, (stored, 0), legacy, what, f" ({exc})", stacklevel + 1)
         return
+    except (QueryError, TypeError):
+        return  # outside the grammar: not for the guard to judge
     if translated == query:
         return
     missed = int(await collection.count_documents({"$and": [translated, {"$nor": [query]}]}))
-    if not missed:
-        return  # the legacy documents it would select it selects, stored as they are
-    _report(model, query, action, missed, legacy, f"misses {missed} document(s) stored at", "")
+    extra = int(await collection.count_documents({"$and": [query, {"$nor": [translated]}]}))
+    if not missed and not extra:
+        return  # it selects what it would select once they are upgraded
+    if not extra:
+        what = f"misses {missed} document(s) stored at"
+    else:
+        parts = [f"misses {missed} document(s)"] if missed else []
+        parts.append(f"selects {extra} document(s) it would not select once upgraded")
+        what = f"{' and '.join(parts)}, of those stored at"
+    _report(model, query, action, (missed, extra), legacy, what, "", stacklevel + 1)
 
 
 def _report(
     model: Any,
     query: Any,
     action: str,
-    missed: int,
+    counts: tuple[int, int],
     legacy: list[tuple[Any, int]],
     what: str,
     more: str,
+    stacklevel: int,
 ) -> None:
     versions: list[str] = []
     for raw, _ in legacy:
@@ -110,9 +134,10 @@ def _report(
         f"`atomdb-migrate upgrade` has run{more}; query with {model.__name__}.find() or "
         "atomdb_migrate.version_filter() to find them"
     )
+    missed, extra = counts
     if action == "error":
-        raise LegacyQueryError(message, model=None, missed=missed, versions=versions)
-    warnings.warn(LegacyQueryWarning(message), stacklevel=4)
+        raise LegacyQueryError(message, missed=missed, extra=extra, versions=versions)
+    warnings.warn(LegacyQueryWarning(message), stacklevel=stacklevel + 1)
 
 
 class GuardedCursor:
@@ -127,7 +152,8 @@ class GuardedCursor:
     async def _check(self) -> None:
         if not self._checked:
             self._checked = True
-            await self._proxy.check(self._query)
+            # The warning points at the caller of to_list(), next() or async for.
+            await self._proxy.check(self._query, stacklevel=4)
 
     def __aiter__(self) -> GuardedCursor:
         return self
@@ -151,7 +177,11 @@ class GuardedCursor:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             result = attribute(*args, **kwargs)
-            return self if result is self._cursor else result  # sort(), limit()...
+            if result is self._cursor:  # sort(), limit()...
+                return self
+            if type(result) is type(self._cursor):  # clone(): a new cursor, checked too
+                return GuardedCursor(self._proxy, result, self._query)
+            return result
 
         return call
 
@@ -168,8 +198,16 @@ class GuardedProxy(NoSQLDatabaseProxy):
     #: How long a survey of the stored versions is trusted, in seconds.
     max_age = Float(SURVEY_MAX_AGE)
 
-    async def check(self, query: Any) -> None:
-        await check_query(self.model, self.table, query, action=self.action, max_age=self.max_age)
+    async def check(self, query: Any, *, stacklevel: int = 3) -> None:
+        """Report `query` (see `check_query`); the warning points at the caller's caller."""
+        await check_query(
+            self.model,
+            self.table,
+            query,
+            action=self.action,
+            max_age=self.max_age,
+            stacklevel=stacklevel,
+        )
 
     def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> GuardedCursor:
         return GuardedCursor(self, self.table.find(filter, *args, **kwargs), filter)
@@ -185,6 +223,10 @@ class GuardedProxy(NoSQLDatabaseProxy):
     async def distinct(self, key: str, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         await self.check(filter)
         return await self.table.distinct(key, filter, *args, **kwargs)
+
+    async def replace_one(self, filter: Any, *args: Any, **kwargs: Any) -> Any:
+        await self.check(filter)
+        return await self.table.replace_one(filter, *args, **kwargs)
 
     async def update_one(self, filter: Any, *args: Any, **kwargs: Any) -> Any:
         await self.check(filter)

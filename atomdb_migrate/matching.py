@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
-from bson import Decimal128, Int64, ObjectId, Regex
+from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from .ops import INT32_MAX, INT32_MIN, MISSING
 
@@ -36,11 +38,16 @@ TYPE_CODES = {
     "object": 3,
     "array": 4,
     "binData": 5,
+    "undefined": 6,
     "objectId": 7,
     "bool": 8,
     "date": 9,
     "null": 10,
     "regex": 11,
+    "dbPointer": 12,
+    "javascript": 13,
+    "symbol": 14,
+    "javascriptWithScope": 15,
     "int": 16,
     "timestamp": 17,
     "long": 18,
@@ -94,6 +101,8 @@ def type_of(value: Any) -> str:
         return "int" if INT32_MIN <= value <= INT32_MAX else "long"
     if isinstance(value, float):
         return "double"
+    if isinstance(value, Code):  # a str
+        return "javascript"
     if isinstance(value, str):
         return "string"
     if isinstance(value, dict):
@@ -104,8 +113,16 @@ def type_of(value: Any) -> str:
         return "date"
     if isinstance(value, ObjectId):
         return "objectId"
-    if isinstance(value, bytes):
+    if isinstance(value, (bytes, Binary, UUID)):
         return "binData"
+    if isinstance(value, Timestamp):
+        return "timestamp"
+    if isinstance(value, MinKey):
+        return "minKey"
+    if isinstance(value, MaxKey):
+        return "maxKey"
+    if isinstance(value, DBRef):
+        return "object"
     if isinstance(value, (re.Pattern, Regex)):
         return "regex"
     if isinstance(value, Decimal128):
@@ -113,19 +130,26 @@ def type_of(value: Any) -> str:
     raise Unsure(f"a {type(value).__name__} value")
 
 
-def _number(value: Any) -> float | int | None:
+def _number(value: Any) -> float | int | Decimal | None:
+    """A number as Python compares numbers exactly (a Decimal128 as a Decimal), or None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return value
     if isinstance(value, Decimal128):
         number = value.to_decimal()
-        return float(number) if number.is_finite() else None
+        return float("nan") if number.is_nan() else number
     return None
 
 
+def _nan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
 def _millis(value: datetime) -> datetime:
-    """A datetime as BSON stores it: to the millisecond."""
+    """A datetime as BSON stores it: in UTC, to the millisecond."""
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        value = value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=None)
 
 
@@ -135,9 +159,9 @@ def equal(a: Any, b: Any) -> bool:
     if x is not None or y is not None:
         if x is None or y is None:
             return False
-        if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
-            return True
-        return x == y
+        if _nan(x) or _nan(y):
+            return _nan(x) and _nan(y)
+        return bool(x == y)
     kind_a, kind_b = type_of(a), type_of(b)
     if kind_a != kind_b:
         return False
@@ -156,9 +180,9 @@ def compare(a: Any, b: Any) -> int | None:
     """-1, 0 or 1 where `a` and `b` are of one comparable kind, None where they are not."""
     x, y = _number(a), _number(b)
     if x is not None and y is not None:
-        if math.isnan(x) or math.isnan(y):
-            return 0 if math.isnan(x) and math.isnan(y) else None
-        return (x > y) - (x < y)
+        if _nan(x) or _nan(y):
+            return 0 if _nan(x) and _nan(y) else None
+        return int(x > y) - int(x < y)
     if x is not None or y is not None:
         return None
     kind = type_of(a)
@@ -193,8 +217,26 @@ def regex_of(pattern: Any, options: str = "") -> tuple[str, str]:
     return str(pattern), "".join(sorted(set(options)))
 
 
+#: What Python's ``re`` and the server's PCRE read differently: escapes of
+#: letters and digits (``\\Z``, ``\\d`` on non-ASCII text, ``\\b``), groups and
+#: flags written ``(?...)``, and possessive or atomic forms.
+_PCRE_ONLY = re.compile(r"\\[A-Za-z0-9]|\(\?|[*+?}]\+")
+
+
 def regex_search(pattern: str, options: str, text: str) -> bool:
-    """Whether a regex finds a match in a string (Python's ``re`` standing for PCRE)."""
+    """Whether a regex finds a match in a string, as the server's PCRE would.
+
+    Python's ``re`` decides only patterns that it reads as PCRE does, on
+    ASCII text where the match ignores case.
+
+    Raises
+    ------
+    Unsure
+        For anything else.
+
+    """
+    if _PCRE_ONLY.search(pattern) or ("i" in options and not text.isascii()):
+        raise Unsure(f"regex {pattern!r} on {text!r}: decided by the server's PCRE only")
     flags = 0
     for letter in options:
         flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}.get(letter, 0)

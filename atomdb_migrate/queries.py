@@ -19,14 +19,16 @@ changes (``changes = [...]``) to let conditions on other fields through.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson import Decimal128
 from packaging.version import Version
 
-from .exceptions import UntranslatableQueryError
+from .exceptions import InvalidQueryError, UntranslatableQueryError
 from .expressions import Converted, Expr, Field
 from .filters import (
     SHAPE_OPERATORS,
@@ -43,7 +45,7 @@ from .filters import (
     parse,
     render,
 )
-from .matching import Unsure, equal, values_at
+from .matching import Unsure, equal, is_regex, values_at
 from .ops import (
     MISSING,
     MODEL_KEY,
@@ -223,7 +225,10 @@ def _converted(value: Any, chain: Converted | Field) -> Any:
     inner = _converted(value, chain.inner)
     if inner is MISSING or inner is None:
         return inner
-    return convert_value(inner, chain.to)
+    try:
+        return convert_value(inner, chain.to)
+    except ConversionError:
+        return inner  # the step leaves such a document as it is
 
 
 def _replace_field(chain: Converted | Field, source: Field | Converted) -> Converted | Field:
@@ -242,11 +247,7 @@ def _expr_from(expr: Expr, source: Source, what: str) -> Formula:
             known = values_at(source.value, source.rest) if source.rest else source.value
             converted = _converted(known, expr.value)
         except Unsure:
-            raise _Refused(
-                expr, f"the path runs into a list inside the value {what} sets"
-            ) from None
-        except ConversionError:
-            return False  # the step fails on these documents: they are never upgraded
+            raise _Refused(expr, f"the path runs into a list in the value {what} sets") from None
         return _decide(Atom((), expr.op, expr.arg), converted, expr)
     raise _Refused(expr, f"{what} changes what {'.'.join(expr.value.field.parts)!r} holds")
 
@@ -284,14 +285,19 @@ def _rename_model(atom: Atom, op: RenameModel) -> Formula:
     """References (and the document's own name) rewrite ``old`` to ``new``."""
     old, new = op.old_name, op.new_name
     if atom.path[-1:] == (MODEL_KEY,):
-        if atom.op in SHAPE_OPERATORS or _decide(atom, old) == _decide(atom, new):
+        if atom.op in SHAPE_OPERATORS:
             return atom
-        if atom.op in ("$eq", "$in"):
-            wanted = [atom.arg] if atom.op == "$eq" else list(atom.arg)
-            kept = [v for v in wanted if not equal(v, old)]
-            if any(equal(v, new) for v in wanted):
-                kept.append(old)
+        for_old, for_new = _decide(atom, old), _decide(atom, new)
+        if for_old == for_new:
+            return atom
+        values = [atom.arg] if atom.op == "$eq" else atom.arg if atom.op == "$in" else None
+        if values is not None and not any(is_regex(v) for v in values):
+            # No reference holds the old name afterwards; the new one, where it was old.
+            kept = [v for v in values if not equal(v, old)] + ([old] if for_new else [])
             return Atom(atom.path, "$in", kept, atom.origin) if kept else False
+        if for_new:
+            # Satisfied where it was, or where the old name becomes the new one.
+            return disj([atom, Atom(atom.path, "$eq", old, atom.origin)])
         raise _Refused(atom, f"{op!r} changes the model names stored there")
     if _mentions_model(atom.arg):
         raise _Refused(atom, f"{op!r} changes the model names inside the references it compares")
@@ -405,11 +411,19 @@ def _conditions(formula: Formula) -> list[Atom | Expr]:
 # version_filter
 # ----------------------------------------------------------------------
 def _forms(version: Version) -> list[Any]:
-    """The ``__version__`` values a version is stored as by this package and by hand."""
+    """The ``__version__`` values a version is stored as, by this package and by a shell.
+
+    Other spellings of a version written by hand (``"1.0"`` or ``"v1"`` for
+    ``"1"``) are not among them: a survey finds them (``versions=`` the
+    surveyed values, or ``stored=True``).
+
+    """
     text = str(version)
     forms: list[Any] = [text]
     if text.isdigit() and len(text) < 19:
         forms.append(int(text))  # matches 2, Int64(2), 2.0 and Decimal128("2") alike
+    elif re.fullmatch(r"[0-9]{1,15}\.[0-9]{1,15}", text):
+        forms += [float(text), Decimal128(text)]  # 1.5 as a shell stores it, and as a decimal
     if text == BASE_VERSION:
         forms.append(None)  # no __version__, or null
     return forms
@@ -478,6 +492,17 @@ def version_filter(
 
     """
     original = dict(query) if isinstance(query, Mapping) else ({} if query is None else query)
+    if isinstance(versions, (str, bytes)):
+        raise TypeError(f"versions must be a list of stored versions, not {versions!r}")
+    try:
+        return _version_filter(model, original, versions)
+    except Unsure as exc:
+        raise InvalidQueryError(None, f"a value version_filter cannot compare: {exc}") from None
+
+
+def _version_filter(
+    model: Any, original: dict[str, Any], versions: Iterable[Any] | None
+) -> dict[str, Any]:
     formula = parse(original)
     name, head, graph = model_of(model)
     groups = _groups(name, graph, head, versions)

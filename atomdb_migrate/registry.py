@@ -469,11 +469,11 @@ def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
     """
     if changes is None:
         return None
-    if isinstance(changes, str) or not all(isinstance(c, str) for c in changes):
+    found = tuple(changes) if not isinstance(changes, str) else None
+    if found is None or not all(isinstance(c, str) for c in found):
         raise TypeError(f"changes must be a list of field paths, not {changes!r}")
     from .ops import split_path
 
-    found = tuple(changes)
     for path in found:
         split_path(path, what="changes:")
     return found

@@ -68,7 +68,15 @@ from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
 from .retry import DEFAULT_RETRY_FOR, Retry, describe
-from .versions import VERSION_KEY, Plan, Step, apply_chain, parse_version, stored_version
+from .versions import (
+    VERSION_KEY,
+    Plan,
+    Step,
+    apply_chain,
+    parse_version,
+    stored_version,
+    version_key,
+)
 from .writes import conditional_update
 
 if TYPE_CHECKING:
@@ -725,7 +733,8 @@ class Runner:
         if run.direction.down:
             start, end = end, start
         at_start = parse_version(start)
-        values = list(dict.fromkeys([r for r in raws if _stored(r) == at_start] + [start]))
+        forms = {version_key(r): r for r in [r for r in raws if _stored(r) == at_start] + [start]}
+        values = list(forms.values())
         version: Any = {"$in": values} if len(values) > 1 else values[0]
         expected = report.steps.get(_label(step), 0)
         self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
