@@ -73,6 +73,7 @@ EXIT_CONNECTION = 4
 EXIT_LOCK = 5
 EXIT_STEP = 6
 EXIT_UNAVAILABLE = 7
+EXIT_CHECKSUM = 8
 EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
@@ -667,13 +668,27 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
 
 @main.command()
 @click.option("--pending", is_flag=True, help="Also fail while stored documents are behind.")
+@click.option(
+    "--checksums",
+    is_flag=True,
+    help="Also fail when a step applied to the database changed since (implied by --pending).",
+)
 @pass_state
 @run_async
-async def check(state: State, pending: bool) -> None:
+async def check(state: State, pending: bool, checksums: bool) -> None:
     """Exit 0 when every chain is complete and every step module loads."""
     problems = await command.check(state.workspace, pending=pending)
-    for p in problems:
+    changed: list[str] = []
+    if (pending or checksums) and not any("does not load" in p for p in problems):
+        changed = await command.changed_steps(state.workspace)
+    for p in problems + changed:
         click.echo(mask(p, state.url), err=True)
+    if changed:
+        raise CommandError(
+            f"{len(problems) + len(changed)} problem(s) found, "
+            f"{len(changed)} of them an applied step that changed",
+            EXIT_CHECKSUM,
+        )
     if problems:
         raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
     click.echo("ok")
@@ -708,13 +723,39 @@ async def unlock(state: State, yes: bool, force: bool) -> None:
 
 
 @main.command()
-@click.argument("model")
-@click.argument("version")
+@click.argument("model", required=False)
+@click.argument("version", required=False)
 @click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it.")
 @click.option("--force", is_flag=True, help="Stamp a version the model's chain does not know.")
+@click.option(
+    "--accept-checksums",
+    is_flag=True,
+    help="Record the checksums of the steps as they are now (of MODEL, or of every model).",
+)
 @pass_state
 @run_async
-async def stamp(state: State, model: str, version: str, wait: bool, force: bool) -> None:
-    """Set the stored version of a model's documents without transforming them."""
+async def stamp(
+    state: State,
+    model: str | None,
+    version: str | None,
+    wait: bool,
+    force: bool,
+    accept_checksums: bool,
+) -> None:
+    """Set the stored version of a model's documents without transforming them.
+
+    With --accept-checksums, record the steps' checksums instead, after
+    reviewing a step that changed since it was applied.
+
+    """
+    if accept_checksums:
+        if version is not None:
+            raise click.UsageError("--accept-checksums takes at most a MODEL, no VERSION")
+        models = (model,) if model else ()
+        n, changed = await command.accept_checksums(state.workspace, models, wait=wait)
+        click.echo(f"recorded the checksums of {n} steps ({changed} changed)")
+        return
+    if model is None or version is None:
+        raise click.UsageError("stamp needs a MODEL and a VERSION (or --accept-checksums)")
     n = await command.stamp(state.workspace, model, version, wait=wait, force=force)
     click.echo(f"stamped {n} documents at version {version}")

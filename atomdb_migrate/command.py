@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from . import checksums as step_checksums
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
 from .history import History, Outcome
@@ -393,12 +394,13 @@ async def _run(
         "max_lag": options.max_lag,
     }
     retry = runner.retry
+    sums = applied_checksums(ws, classes, to) if direction is UPGRADE else None
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
         history = History(runner.database[ws.config.history_collection])
         record = await retry.call(
             "recording the start of the run",
-            partial(history.start, direction.name, arguments, lock.owner),
+            partial(history.start, direction.name, arguments, lock.owner, checksums=sums),
         )
 
         def finish(policy: Retry, outcome: Outcome, error: str | None = None) -> Any:
@@ -420,6 +422,71 @@ async def _run(
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
         await finish(retry, outcome)
     return result
+
+
+def applied_checksums(
+    ws: Workspace, classes: list[type[VersionedModel]], to: str | None
+) -> list[dict[str, Any]]:
+    """The checksums of the steps an upgrade takes the models' documents through.
+
+    Every step of each chain up to the target: documents at any version
+    below it are taken through the steps above theirs.
+
+    """
+    found = []
+    for cls in classes:
+        target = parse_version(to) if to is not None else cls.__parsed_version__
+        found += [
+            step_checksums.describe(s) for s in ws.registry.graph(cls).steps if s.to_key <= target
+        ]
+    return found
+
+
+async def changed_steps(ws: Workspace) -> list[str]:
+    """Each step applied to this database that changed since, a line each.
+
+    Compares the steps as they are now with the checksums the history
+    recorded (the latest of each step).
+
+    """
+    ws.load()
+    await ws.connect()
+    steps = [s for cls in ws.models() for s in ws.registry.graph(cls).steps]
+    lines = []
+    for s, entry in step_checksums.changed(steps, await ws.history().with_checksums()):
+        when = entry.get("recorded_at")
+        since = f" on {when:%Y-%m-%d %H:%M}" if isinstance(when, datetime) else ""
+        lines.append(
+            f"model {s.model!r}: step {s.from_version} -> {s.to_version} ({s.source}) changed "
+            f"since it was applied to this database (its checksum was recorded{since}): a "
+            "database upgraded before the change holds other documents than one upgraded "
+            "after it. Undo the change, or review it and record the new checksum with "
+            "`atomdb-migrate stamp --accept-checksums`"
+        )
+    return lines
+
+
+async def accept_checksums(
+    ws: Workspace, models: tuple[str, ...] = (), *, wait: bool = False
+) -> tuple[int, int]:
+    """Record the checksums of the models' steps as they are now, after review.
+
+    Returns how many steps were recorded, and how many of them had another
+    checksum recorded before.
+
+    """
+    ws.load()
+    classes = ws.models(models)
+    await ws.connect()
+    steps = [s for cls in classes for s in ws.registry.graph(cls).steps]
+    async with ws.lock("stamp", wait=wait) as lock:
+        history = ws.history()
+        changed = step_checksums.changed(steps, await history.with_checksums())
+        sums = [step_checksums.describe(s) for s in steps]
+        arguments = {"models": [c.__model__ for c in classes], "accept_checksums": True}
+        record = await history.start("stamp", arguments, lock.owner, checksums=sums)
+        await history.finish(record, "succeeded", {})
+    return len(sums), len(changed)
 
 
 def known_versions(ws: Workspace, cls: type[VersionedModel]) -> list[str]:

@@ -11,7 +11,10 @@ By default ``atomdb_migrate_history``. Each record holds:
 - ``models``: per model, the target version, the steps applied with their
   counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
 - ``failures``: the first failures (model, ``_id``, step, error), when the
-  run went on past them; ``error``: why a failed run stopped.
+  run went on past them; ``error``: why a failed run stopped;
+- ``checksums``: for an upgrade, each step of the models' chains up to the
+  target (model, versions, module, checksum), as `atomdb_migrate.checksums`
+  takes it; ``stamp --accept-checksums`` records a run of these alone.
 
 A dry run writes no record.
 
@@ -40,7 +43,14 @@ class History:
     def __init__(self, collection: Any) -> None:
         self.collection = collection
 
-    async def start(self, command: str, arguments: dict[str, Any], owner: str = "") -> Any:
+    async def start(
+        self,
+        command: str,
+        arguments: dict[str, Any],
+        owner: str = "",
+        *,
+        checksums: list[dict[str, Any]] | None = None,
+    ) -> Any:
         """Record the start of a run, by the holder of the lock `owner`; return its ``_id``.
 
         The lock is exclusive, so any other run still recorded as running
@@ -57,6 +67,8 @@ class History:
             "started_at": datetime.now(UTC),
             "outcome": "running",
         }
+        if checksums:
+            record["checksums"] = checksums
         return (await self.collection.insert_one(record)).inserted_id
 
     async def abandon(self, query: dict[str, Any]) -> int:
@@ -138,6 +150,13 @@ class History:
                 when = run.get("finished_at")
                 return when if isinstance(when, datetime) else None
         return None
+
+    async def with_checksums(self) -> list[dict[str, Any]]:
+        """The runs that recorded checksums of steps, newest first (their checksums only)."""
+        cursor = self.collection.find(
+            {"checksums.0": {"$exists": True}}, {"checksums": 1, "started_at": 1}
+        )
+        return list(await cursor.sort("started_at", -1).to_list(length=None))
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

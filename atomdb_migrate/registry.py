@@ -503,6 +503,7 @@ def _operation_functions(
             ops(doc)
             return await _call(after, doc)
 
+        run_both.__wrapped__ = after  # type: ignore[attr-defined]  # for its checksum
         up = run_both
     if downgrade is not None:
         return up, downgrade, ""
