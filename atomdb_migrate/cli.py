@@ -53,6 +53,7 @@ from .exceptions import (
     shorten,
 )
 from .masking import mask
+from .mongo import VERSION_INDEX
 from .progress import progress_for
 from .renames import RenameReport
 from .retry import DEFAULT_RETRY_FOR, describe, is_transient
@@ -466,6 +467,13 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     for r in result.reports:
         for rename in r.renames:
             click.echo(_describe_rename(rename, result.dry_run))
+        if r.version_index:
+            click.echo(
+                f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "
+                f"the index {VERSION_INDEX} on {{__version__: 1, _id: 1}}, which status, check "
+                "and upgrade read through (version-index = false in [tool.atomdb-migrate] to "
+                "go without)"
+            )
         if result.dry_run:
             click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
             for label, n in r.steps.items():
@@ -679,7 +687,7 @@ async def check(state: State, pending: bool, checksums: bool) -> None:
     """Exit 0 when every chain is complete and every step module loads."""
     problems = await command.check(state.workspace, pending=pending)
     changed: list[str] = []
-    if (pending or checksums) and not any("does not load" in p for p in problems):
+    if pending or checksums:
         changed = await command.changed_steps(state.workspace)
     for p in problems + changed:
         click.echo(mask(p, state.url), err=True)

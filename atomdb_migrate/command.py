@@ -77,6 +77,7 @@ migrations = {migrations}
 # models = ["app.models"]       # modules to import so the versioned models register
 # database = "app"              # or put the database in the URL
 # url: better given in ATOMDB_MIGRATE_URL or MONGO_URL than written here
+version-index = true            # upgrade keeps an index on {{__version__: 1, _id: 1}}
 """
 
 
@@ -364,6 +365,7 @@ async def _run(
     only: dict[str, list[Any]] | None,
 ) -> RunResult:
     result = result or RunResult(direction.name, options.dry_run)
+    options = replace(options, version_index=options.version_index and ws.config.version_index)
     await ws.connect()
     runner = Runner(
         ws.database,
@@ -449,9 +451,13 @@ async def changed_steps(ws: Workspace) -> list[str]:
     recorded (the latest of each step).
 
     """
-    ws.load()
+    try:
+        ws.load()
+        classes = ws.models()
+    except MigrateError:
+        return []  # check reports why the steps do not load
     await ws.connect()
-    steps = [s for cls in ws.models() for s in ws.registry.graph(cls).steps]
+    steps = [s for cls in classes for s in ws.registry.graph(cls).steps]
     lines = []
     for s, entry in step_checksums.changed(steps, await ws.history().with_checksums()):
         when = entry.get("recorded_at")
@@ -638,7 +644,8 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
     out: list[ModelStatus] = []
     names = set(await ws.database.list_collection_names())
     for cls in classes:
-        rows = list(await count_versions(ws.database[cls.__model__]))
+        forms = ws.registry.graph(cls).stored_forms(cls.__parsed_version__)
+        rows = list(await count_versions(ws.database[cls.__model__], forms=forms))
         former: dict[str, int] = {}
         for old in ws.registry.former_names(cls):
             if old in names:

@@ -58,6 +58,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "history-collection": str,
     "lock-ttl": (int, float),
     "timeout": (int, float),
+    "version-index": bool,
 }
 
 
@@ -88,6 +89,10 @@ class Config:
 
     #: Seconds to wait for the server before giving up.
     timeout: float = 10.0
+
+    #: Whether ``upgrade`` creates the toolkit's index on ``{__version__: 1,
+    #: _id: 1}`` in each model's collection (see `atomdb_migrate.mongo`).
+    version_index: bool = True
 
     #: The pyproject.toml the settings were read from, if any.
     pyproject: Path | None = None
@@ -151,7 +156,7 @@ def read_table(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}: unknown key {key!r} in [tool.{TABLE}]; known keys: {', '.join(KEYS)}"
             )
-        if not isinstance(value, KEYS[key]) or isinstance(value, bool):
+        if not isinstance(value, KEYS[key]) or (isinstance(value, bool) and KEYS[key] is not bool):
             raise ConfigError(
                 f"{path}: [tool.{TABLE}] {key} has the wrong type ({type(value).__name__})"
             )
@@ -212,6 +217,7 @@ def load_config(
         history_collection=table.get("history-collection", DEFAULT_HISTORY_COLLECTION),
         lock_ttl=seconds(table.get("lock-ttl", 30.0), "lock-ttl"),
         timeout=seconds(table.get("timeout", 10.0) if timeout is None else timeout, "--timeout"),
+        version_index=table.get("version-index", True),
         pyproject=pyproject,
     )
 

@@ -22,7 +22,7 @@ import inspect
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -33,7 +33,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from .config import MEMORY_SCHEME, invalid_url
 from .documents import Document
@@ -227,8 +227,37 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any
     return await to_list(cursor)
 
 
+#: The name of the toolkit's index on ``{__version__: 1, _id: 1}``.
+VERSION_INDEX = "atomdb_migrate_version"
+
+#: Its keys: the documents at a version, in ``_id`` order.
+VERSION_INDEX_KEYS = [(VERSION_KEY, 1), ("_id", 1)]
+
+
+async def has_version_index(collection: Any) -> bool:
+    """Whether a collection has an index on ``{__version__: 1, _id: 1}`` (by any name)."""
+    if is_mongomock(collection):
+        return False
+    try:
+        cursor = collection.list_indexes()  # a coroutine for PyMongo's, a cursor for Motor's
+        if inspect.isawaitable(cursor):
+            cursor = await cursor
+        specs = await to_list(cursor)
+    except PyMongoError:
+        return False  # no such collection, or no right to list its indexes
+    return any(list(spec.get("key", {}).items()) == VERSION_INDEX_KEYS for spec in specs)
+
+
+async def ensure_version_index(collection: Any) -> bool:
+    """Create the toolkit's index where there is none; return whether it was created."""
+    if is_mongomock(collection) or await has_version_index(collection):
+        return False
+    await collection.create_index(VERSION_INDEX_KEYS, name=VERSION_INDEX)
+    return True
+
+
 async def count_versions(
-    collection: Any, query: dict[str, Any] | None = None
+    collection: Any, query: dict[str, Any] | None = None, *, forms: Sequence[Any] = ()
 ) -> list[tuple[Any, int]]:
     """Documents per stored ``__version__`` value: ``[(value, count)]``.
 
@@ -237,7 +266,18 @@ async def count_versions(
     as it is stored. Documents without a version, or with an explicit null,
     count under None.
 
+    With `forms` (the values the model's chain stores, `version_forms`) and
+    the toolkit's index, each form is counted on the index, and the
+    collection is not read: unless the counts do not add up to the
+    collection's size (a value in another form, written by hand), then it
+    is read as without the index. A number form counts its BSON number
+    types together (``2`` for ``2``, ``Int64(2)`` and ``2.0``).
+
     """
+    if forms and not query and await has_version_index(collection):
+        counted = await _count_forms(collection, forms)
+        if counted is not None:
+            return counted
     counts: dict[Any, list[Any]] = {}
     if is_mongomock(collection):  # no $type in $group: count in Python
         cursor = collection.find(query or {}, {VERSION_KEY: 1, "_id": 0})
@@ -259,6 +299,19 @@ async def count_versions(
         raw = row["_id"].get("v")
         counts.setdefault(version_key(raw), [raw, 0])[1] += row["n"]
     return [(raw, n) for raw, n in counts.values()]
+
+
+async def _count_forms(collection: Any, forms: Sequence[Any]) -> list[tuple[Any, int]] | None:
+    """Each form's documents, counted on the index; None where they miss some."""
+    total = int(await collection.estimated_document_count())
+    rows: list[tuple[Any, int]] = []
+    seen = 0
+    for form in forms:
+        n = int(await collection.count_documents({VERSION_KEY: form}))
+        if n:
+            rows.append((form, n))
+            seen += n
+    return rows if seen == total else None
 
 
 async def collection_names(database: Any) -> set[str]:

@@ -19,7 +19,6 @@ changes (``changes = [...]``) to let conditions on other fields through.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +60,7 @@ from .ops import (
     convert_value,
 )
 from .registry import MigrationRegistry
-from .versions import BASE_VERSION, VERSION_KEY, Step, StepGraph, version_key
+from .versions import VERSION_KEY, Step, StepGraph, version_forms, version_key
 
 # ----------------------------------------------------------------------
 # Where a value comes from, in the document as stored before an operation
@@ -411,21 +410,11 @@ def _conditions(formula: Formula) -> list[Atom | Expr]:
 # version_filter
 # ----------------------------------------------------------------------
 def _forms(version: Version) -> list[Any]:
-    """The ``__version__`` values a version is stored as, by this package and by a shell.
-
-    Other spellings of a version written by hand (``"1.0"`` or ``"v1"`` for
-    ``"1"``) are not among them: a survey finds them (``versions=`` the
-    surveyed values, or ``stored=True``).
-
-    """
-    text = str(version)
-    forms: list[Any] = [text]
-    if text.isdigit() and len(text) < 19:
-        forms.append(int(text))  # matches 2, Int64(2), 2.0 and Decimal128("2") alike
-    elif re.fullmatch(r"[0-9]{1,15}\.[0-9]{1,15}", text):
-        forms += [float(text), Decimal128(text)]  # 1.5 as a shell stores it, and as a decimal
-    if text == BASE_VERSION:
-        forms.append(None)  # no __version__, or null
+    """The ``__version__`` values a version is stored as (`version_forms`), and as a
+    Decimal128 for a decimal version (``Decimal128("1.5")`` is not the double 1.5)."""
+    forms = version_forms(version)
+    if isinstance(forms[-1], float):
+        forms.append(Decimal128(str(version)))
     return forms
 
 

@@ -59,7 +59,9 @@ from .mongo import (
     bulk_update,
     collection_names,
     count_versions,
+    ensure_version_index,
     exact_filters,
+    has_version_index,
     runs_pipelines,
     to_list,
 )
@@ -144,6 +146,9 @@ class RunOptions:
     #: Pause while a secondary lags the primary by more than this many
     #: seconds (None: never).
     max_lag: float | None = None
+    #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
+    #: collection an upgrade runs on (the ``version-index`` setting).
+    version_index: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -240,6 +245,9 @@ class ModelReport:
     #: journaled or majority write concern), and the run's last sweep takes
     #: the documents it finds still behind again.
     redone: int = 0
+    #: The toolkit's version index: "created" by this run, "missing" (a dry
+    #: run, which creates nothing), or "" (there, or not wanted).
+    version_index: str = ""
 
     @property
     def pending(self) -> int:
@@ -484,6 +492,15 @@ class Runner:
                 cls, report, target, dry=self.options.dry_run
             )
         run = self._pass(cls, collection, target, direction, report)
+        if self.options.version_index and not direction.down:
+            if self.options.dry_run:
+                if not await has_version_index(collection):
+                    report.version_index = "missing"
+            elif await self.retry.call(
+                f"creating the version index of {collection.name}",
+                partial(ensure_version_index, collection),
+            ):
+                report.version_index = "created"
         moved = any(r.collection in ("renamed", "merged") for r in report.renames)
         if surveyed is None or moved:
             surveyed = await self._survey(run, others)
@@ -532,7 +549,7 @@ class Runner:
             )
         )
         if not done:
-            await self._stream_rest(run)
+            await self._stream_rest(run, raws)
         await self._record_unreached(run, raws)
         if self.retry.retries > retries:
             await self._sweep(run)
@@ -600,7 +617,12 @@ class Runner:
         for collection in (run.collection, *merged):
             rows += await self.retry.call(
                 f"counting the versions in {collection.name}",
-                partial(count_versions, collection, self._scope(run.cls) or None),
+                partial(
+                    count_versions,
+                    collection,
+                    self._scope(run.cls) or None,
+                    forms=self.registry.graph(run.cls).stored_forms(run.target),
+                ),
             )
         chain: tuple[Step, ...] = ()
         others = 0
@@ -799,9 +821,26 @@ class Runner:
         query = {**self._scope(run.cls), VERSION_KEY: {"$in": behind}}
         await self._pump(leg, query, total)
 
-    async def _stream_rest(self, run: _Pass) -> None:
-        """Take every document still not at the target there, and count it."""
-        query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+    async def _stream_rest(self, run: _Pass, raws: list[Any]) -> None:
+        """Take every document still not at the target there, and count it.
+
+        With the toolkit's index, the documents at the stored values the
+        survey found off the target, and at the versions steps store on the
+        way, are read through it; without, every document not at the target.
+
+        """
+        wanted: Any = {"$ne": str(run.target)}
+        if await has_version_index(run.collection):
+            off = [raw for raw in raws if run.plan_for(raw).kind != "current"]
+            between = [
+                str(v)
+                for s in self.registry.graph(run.cls).steps
+                for v in (s.from_key, s.to_key)
+                if v != run.target
+            ]
+            forms = {version_key(v): v for v in off + between}
+            wanted = {"$in": list(forms.values())}
+        query = {**self._scope(run.cls), VERSION_KEY: wanted}
         await self._pump(run, query, max(run.report.pending - run.report.migrated, 0))
 
     async def _pump(self, run: _Pass, query: dict[str, Any], total: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -155,6 +156,27 @@ def stored_version(raw: Any, *, model: str | None = None, doc_id: Any = None) ->
         except InvalidVersionError:
             pass
     raise InvalidVersionError(raw, model=model, doc_id=doc_id, what="stored __version__")
+
+
+def version_forms(version: Version) -> list[Any]:
+    """The ``__version__`` values a version is stored as: no two match the same document.
+
+    Its canonical string (as this package writes it), the number (an int for
+    ``"2"``, matching ``2``, ``Int64(2)``, ``2.0`` and ``Decimal128("2")``
+    alike; a double for ``"1.5"``), and, for version ``"0"``, None (no
+    ``__version__``, or null). Other spellings written by hand (``"2.0"``)
+    are not among them.
+
+    """
+    text = str(version)
+    forms: list[Any] = [text]
+    if text.isdigit() and len(text) < 19:
+        forms.append(int(text))
+    elif re.fullmatch(r"[0-9]{1,15}\.[0-9]{1,15}", text):
+        forms.append(float(text))
+    if text == BASE_VERSION:
+        forms.append(None)
+    return forms
 
 
 def version_key(raw: Any) -> tuple[type, Any]:
@@ -375,6 +397,15 @@ class StepGraph:
 
     def __len__(self) -> int:
         return len(self._by_from)
+
+    def stored_forms(self, *versions: Version) -> list[Any]:
+        """The ``__version__`` values documents of this chain are stored as
+        (`version_forms`): of every version a step leaves or reaches, of
+        `versions`, and of ``"0"``."""
+        found = {_BASE, *versions}
+        for s in self._by_from.values():
+            found.update((s.from_key, s.to_key))
+        return [form for v in sorted(found) for form in version_forms(v)]
 
     @property
     def latest(self) -> Version | None:
