@@ -644,8 +644,7 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
     out: list[ModelStatus] = []
     names = set(await ws.database.list_collection_names())
     for cls in classes:
-        forms = ws.registry.graph(cls).stored_forms(cls.__parsed_version__)
-        rows = list(await count_versions(ws.database[cls.__model__], forms=forms))
+        rows = list(await count_versions(ws.database[cls.__model__]))
         former: dict[str, int] = {}
         for old in ws.registry.former_names(cls):
             if old in names:

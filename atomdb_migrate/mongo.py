@@ -22,7 +22,7 @@ import inspect
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -257,7 +257,7 @@ async def ensure_version_index(collection: Any) -> bool:
 
 
 async def count_versions(
-    collection: Any, query: dict[str, Any] | None = None, *, forms: Sequence[Any] = ()
+    collection: Any, query: dict[str, Any] | None = None
 ) -> list[tuple[Any, int]]:
     """Documents per stored ``__version__`` value: ``[(value, count)]``.
 
@@ -266,18 +266,7 @@ async def count_versions(
     as it is stored. Documents without a version, or with an explicit null,
     count under None.
 
-    With `forms` (the values the model's chain stores, `version_forms`) and
-    the toolkit's index, each form is counted on the index, and the
-    collection is not read: unless the counts do not add up to the
-    collection's size (a value in another form, written by hand), then it
-    is read as without the index. A number form counts its BSON number
-    types together (``2`` for ``2``, ``Int64(2)`` and ``2.0``).
-
     """
-    if forms and not query and await has_version_index(collection):
-        counted = await _count_forms(collection, forms)
-        if counted is not None:
-            return counted
     counts: dict[Any, list[Any]] = {}
     if is_mongomock(collection):  # no $type in $group: count in Python
         cursor = collection.find(query or {}, {VERSION_KEY: 1, "_id": 0})
@@ -299,19 +288,6 @@ async def count_versions(
         raw = row["_id"].get("v")
         counts.setdefault(version_key(raw), [raw, 0])[1] += row["n"]
     return [(raw, n) for raw, n in counts.values()]
-
-
-async def _count_forms(collection: Any, forms: Sequence[Any]) -> list[tuple[Any, int]] | None:
-    """Each form's documents, counted on the index; None where they miss some."""
-    total = int(await collection.estimated_document_count())
-    rows: list[tuple[Any, int]] = []
-    seen = 0
-    for form in forms:
-        n = int(await collection.count_documents({VERSION_KEY: form}))
-        if n:
-            rows.append((form, n))
-            seen += n
-    return rows if seen == total else None
 
 
 async def collection_names(database: Any) -> set[str]:

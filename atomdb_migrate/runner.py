@@ -617,12 +617,7 @@ class Runner:
         for collection in (run.collection, *merged):
             rows += await self.retry.call(
                 f"counting the versions in {collection.name}",
-                partial(
-                    count_versions,
-                    collection,
-                    self._scope(run.cls) or None,
-                    forms=self.registry.graph(run.cls).stored_forms(run.target),
-                ),
+                partial(count_versions, collection, self._scope(run.cls) or None),
             )
         chain: tuple[Step, ...] = ()
         others = 0

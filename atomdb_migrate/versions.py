@@ -398,15 +398,6 @@ class StepGraph:
     def __len__(self) -> int:
         return len(self._by_from)
 
-    def stored_forms(self, *versions: Version) -> list[Any]:
-        """The ``__version__`` values documents of this chain are stored as
-        (`version_forms`): of every version a step leaves or reaches, of
-        `versions`, and of ``"0"``."""
-        found = {_BASE, *versions}
-        for s in self._by_from.values():
-            found.update((s.from_key, s.to_key))
-        return [form for v in sorted(found) for form in version_forms(v)]
-
     @property
     def latest(self) -> Version | None:
         """The greatest version any step arrives at, or None without steps."""

@@ -309,6 +309,28 @@ def markdown(result: dict[str, Any], notes: str) -> str:
             f"| {x['ms_per_query']} | {x['ratio']} | {x['found']} |"
             for x in q["rows"]
         ]
+    vi = result.get("version_index")
+    if vi:
+        lines += [
+            "",
+            "## 7. The version index",
+            "",
+            "Every document at the code's version: `atomdb-migrate upgrade` with nothing to "
+            "do and `atomdb-migrate check --pending`, as subprocesses (start-up included), best "
+            f"of {vi['rounds']}; then 1% of the documents put back a version and `upgrade` "
+            "taking them. Without the toolkit's index (`version-index = false`) and with it"
+            + (f"; from `{vi['command']}`." if "command" in vi else "."),
+            "",
+            "| N | no-op upgrade (s): without / with | check --pending (s): without / with "
+            "| upgrade of 1% (s): without / with |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {x['n']} | {x['noop_upgrade_without']} / {x['noop_upgrade_with']} "
+            f"| {x['check_pending_without']} / {x['check_pending_with']} "
+            f"| {x['upgrade_1pct_without']} / {x['upgrade_1pct_with']} |"
+            for x in vi["rows"]
+        ]
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
