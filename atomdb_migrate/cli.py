@@ -467,6 +467,8 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     for r in result.reports:
         for rename in r.renames:
             click.echo(_describe_rename(rename, result.dry_run))
+        for line in r.indexes:
+            click.echo(f"{r.model}: {line}")
         if r.version_index:
             click.echo(
                 f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "

@@ -11,7 +11,8 @@ raised before the query runs::
 
     atomdb_migrate.guard_queries("error")   # in tests and staging
 
-It guards ``find`` (on the first read of the cursor, and its clones),
+It guards ``find`` and ``find_raw_batches`` (every read of the cursor waits
+for the check, until one passes; its clones and ``distinct`` too),
 ``find_one``, ``count_documents``, ``distinct``, ``replace_one``,
 ``update_one``/``update_many``, ``delete_one``/``delete_many`` and the
 ``find_one_and_*`` methods; not ``aggregate``, nor Motor's ``fetch_next``. Filters
@@ -22,6 +23,7 @@ unchecked; so does a filter outside `version_filter`'s grammar.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -147,13 +149,30 @@ class GuardedCursor:
         self._proxy = proxy
         self._cursor = cursor
         self._query = query
-        self._checked = False
+        self._passed = False
+        self._checking = asyncio.Lock()
 
     async def _check(self) -> None:
-        if not self._checked:
-            self._checked = True
-            # The warning points at the caller of to_list(), next() or async for.
-            await self._proxy.check(self._query, stacklevel=4)
+        # Every read waits for the check; one refused is refused again.
+        async with self._checking:
+            if not self._passed:
+                # The warning points at the caller of to_list(), next() or async for.
+                await self._proxy.check(self._query, stacklevel=4)
+                self._passed = True
+
+    async def __aenter__(self) -> GuardedCursor:
+        enter = getattr(self._cursor, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        leave = getattr(self._cursor, "__aexit__", None)
+        return None if leave is None else await leave(*exc)
+
+    async def distinct(self, key: str) -> Any:
+        await self._check()
+        return await self._cursor.distinct(key)
 
     def __aiter__(self) -> GuardedCursor:
         return self
@@ -211,6 +230,9 @@ class GuardedProxy(NoSQLDatabaseProxy):
 
     def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> GuardedCursor:
         return GuardedCursor(self, self.table.find(filter, *args, **kwargs), filter)
+
+    def find_raw_batches(self, filter: Any = None, *args: Any, **kwargs: Any) -> GuardedCursor:
+        return GuardedCursor(self, self.table.find_raw_batches(filter, *args, **kwargs), filter)
 
     async def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         await self.check(filter)

@@ -30,8 +30,13 @@ the way are created when a value is set.
 
 Only exact inverses are derived for downgrades (`Operation.inverse`):
 ``add_field`` and ``remove_field(path, default)`` undo each other,
-``rename_field``/``move_field`` move back, ``copy_field`` removes the copy.
+``rename_field``/``move_field`` move back, ``copy_field`` removes the copy,
+``create_index`` is dropped and ``drop_index(keys)`` created again.
 The others refuse with `IrreversibleOperationError`.
+
+``create_index`` and ``drop_index`` change the collection, not documents:
+nothing happens on read, and ``upgrade`` runs a model's creates before its
+steps' document changes and its drops after them (expand, then contract).
 
 """
 
@@ -1008,6 +1013,158 @@ def _refuse_overlap(op: str, a: Sequence[str], b: Sequence[str]) -> None:
 
 
 # ----------------------------------------------------------------------
+# Index operations: nothing happens on read
+# ----------------------------------------------------------------------
+#: The options `create_index` passes on to the server.
+INDEX_OPTIONS = (
+    "name",
+    "unique",
+    "partialFilterExpression",
+    "sparse",
+    "expireAfterSeconds",
+    "collation",
+)
+
+#: The directions and kinds an index key may have.
+INDEX_KINDS = (1, -1, "text", "hashed", "2d", "2dsphere")
+
+#: Index keys as PyMongo takes them: ``[(field, direction), ...]``.
+IndexKeys = list[tuple[str, Any]]
+
+
+def index_keys(keys: Any, what: str) -> IndexKeys:
+    """Keys as PyMongo takes them: a field name, a list of ``(field, direction)``, or a dict.
+
+    Raises
+    ------
+    ValueError
+        For anything else: an empty list, a direction that is no index kind,
+        a field path that names a reserved field.
+
+    """
+    if isinstance(keys, str):
+        pairs: list[Any] = [(keys, 1)]
+    elif isinstance(keys, dict):
+        pairs = list(keys.items())
+    elif isinstance(keys, (list, tuple)) and keys:
+        pairs = [(k, 1) if isinstance(k, str) else k for k in keys]
+    else:
+        raise ValueError(
+            f"{what}: keys must be a field name, a list of (field, direction) or a dict"
+        )
+    found: IndexKeys = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(f"{what}: {pair!r} is not a (field, direction) pair")
+        name, kind = pair
+        if isinstance(kind, bool) or kind not in INDEX_KINDS:
+            raise ValueError(f"{what}: direction {kind!r} of {name!r}; one of {INDEX_KINDS}")
+        if name != "_id" and name.split(".")[0] != VERSION_KEY:
+            split_path(name, what=f"{what} key")
+        found.append((name, kind))
+    return found
+
+
+def index_name(keys: IndexKeys) -> str:
+    """The name MongoDB gives an index of these keys (``title_1_views_-1``)."""
+    return "_".join(f"{name}_{kind}" for name, kind in keys)
+
+
+class IndexOperation(Operation):
+    """An operation on the collection's indexes: no Python form, nothing on read.
+
+    ``upgrade`` runs the creates of a model's steps before their document
+    changes, and the drops after them (expand, then contract).
+
+    """
+
+    #: The index's name.
+    name: str
+
+    def apply(self, doc: Document) -> None:
+        return None  # nothing happens on read
+
+    def stages(self) -> list[dict[str, Any]]:
+        return []
+
+    def fast(self) -> Fast | None:
+        return [], {}, []
+
+    def touches(self) -> set[str]:
+        return set()
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class CreateIndex(IndexOperation):
+    __op_name__ = "create_index"
+
+    def __init__(self, keys: Any, **options: Any) -> None:
+        self.keys = index_keys(keys, "create_index")
+        unknown = sorted(set(options) - set(INDEX_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"create_index: unknown option {unknown[0]!r}; one of {', '.join(INDEX_OPTIONS)}"
+            )
+        name = options.get("name", index_name(self.keys))
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"create_index: name must be a non-empty string, not {name!r}")
+        self.options = {**options, "name": name}
+        self.name = name
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.keys, self.options)
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {k}={v!r}"
+            for k, v in self.options.items()
+            if k != "name" or v != index_name(self.keys)
+        )
+        return f"ops.create_index({self.keys!r}{extra})"
+
+    def describe(self) -> str:
+        keys = ", ".join(f"{k}: {d!r}" for k, d in self.keys)
+        extra = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "name")
+        return f"index {self.name} {{{keys}}}" + (f" ({extra})" if extra else "")
+
+    def inverse(self) -> Operation:
+        return DropIndex(self.name)
+
+
+class DropIndex(IndexOperation):
+    __op_name__ = "drop_index"
+
+    def __init__(self, name_or_keys: Any) -> None:
+        self.keys: IndexKeys | None = None
+        if isinstance(name_or_keys, str):
+            if not name_or_keys:
+                raise ValueError("drop_index: an index name must not be empty")
+            self.name = name_or_keys
+        else:
+            self.keys = index_keys(name_or_keys, "drop_index")
+            self.name = index_name(self.keys)
+        if self.name == "_id_":
+            raise ValueError("drop_index: the _id index cannot be dropped")
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.keys if self.keys is not None else self.name,)
+
+    def describe(self) -> str:
+        return f"index {self.name}"
+
+    def inverse(self) -> Operation:
+        if self.keys is None:
+            raise IrreversibleOperationError(
+                self,
+                "the index is named, not described: give drop_index its keys to recreate it "
+                "on downgrade (its options are not kept), or write a downgrade step",
+            )
+        return CreateIndex(self.keys)
+
+
+# ----------------------------------------------------------------------
 # The functions step modules call
 # ----------------------------------------------------------------------
 def add_field(path: str, default: Any = None) -> AddField:
@@ -1058,6 +1215,28 @@ def rename_model(old_name: str, new_name: str) -> RenameModel:
     return RenameModel(old_name, new_name)
 
 
+def create_index(keys: Any, **options: Any) -> CreateIndex:
+    """Create an index (keys as PyMongo takes them) before the step's document changes.
+
+    Options passed on: ``name``, ``unique``, ``partialFilterExpression``,
+    ``sparse``, ``expireAfterSeconds``, ``collation``. An identical index
+    that exists is accepted; one with the same name and other keys or
+    options is an error.
+
+    """
+    return CreateIndex(keys, **options)
+
+
+def drop_index(name_or_keys: Any) -> DropIndex:
+    """Drop an index (by name, or by keys) after the step's document changes.
+
+    An index that is not there is fine. Only a drop given by keys can be
+    undone (recreated, with default options).
+
+    """
+    return DropIndex(name_or_keys)
+
+
 # ----------------------------------------------------------------------
 # Running a list of operations
 # ----------------------------------------------------------------------
@@ -1085,6 +1264,10 @@ class Operations:
 
     def renames(self) -> list[RenameModel]:
         return [op for op in self.operations if isinstance(op, RenameModel)]
+
+    def indexes(self) -> list[IndexOperation]:
+        """The operations on the collection's indexes, in order."""
+        return [op for op in self.operations if isinstance(op, IndexOperation)]
 
     def server_updates(
         self, query: dict[str, Any], to_version: str
@@ -1165,6 +1348,9 @@ __all__ = [
     "ConversionError",
     "Convert",
     "CopyField",
+    "CreateIndex",
+    "DropIndex",
+    "IndexOperation",
     "MoveField",
     "Operation",
     "Operations",
@@ -1175,6 +1361,8 @@ __all__ = [
     "add_field",
     "convert",
     "copy_field",
+    "create_index",
+    "drop_index",
     "move_field",
     "remove_field",
     "rename_field",

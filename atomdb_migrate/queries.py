@@ -19,6 +19,7 @@ changes (``changes = [...]``) to let conditions on other fields through.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ from .filters import (
     parse,
     render,
 )
-from .matching import Unsure, equal, is_regex, values_at
+from .matching import Unsure, equal, freeze, is_regex, values_at
 from .ops import (
     MISSING,
     MODEL_KEY,
@@ -52,6 +53,7 @@ from .ops import (
     ConversionError,
     Convert,
     CopyField,
+    IndexOperation,
     MoveField,
     Operation,
     RemoveField,
@@ -174,9 +176,22 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     if isinstance(op, Convert):
         rest = _within(path, op.parts)
         if rest is not None:
-            applies = conj([_through_documents(op.parts), neg(Atom(op.parts, "$eq", None))])
+            there = conj([_through_documents(op.parts), neg(Atom(op.parts, "$eq", None))])
+            # A list, or a document (but atom-db's JSON date for "datetime"), never
+            # converts: the step fails, and the document stays as it is stored.
+            kinds = {"array"} if op.to == "datetime" else {"array", "object"}
+            whole = Atom(op.parts, "$type", frozenset(kinds))
+            if rest and op.to == "datetime":
+                raise _Refused(
+                    Atom(path, "$exists", True),
+                    f"{op!r} leaves a document it fails on as it is, so what is inside "
+                    "the field depends on whether it converts",
+                )
             after: Source = Converted(op.to, Field(path)) if not rest else Const(MISSING)
-            return [(applies, after), (neg(applies), Field(path))]
+            return [
+                (conj([there, neg(whole)]), after),
+                (disj([neg(there), whole]), Field(path)),
+            ]
         return [(True, Shape(path))] if _above(path, op.parts) else None
     raise TypeError(op)  # pragma: no cover - RenameModel is mapped by _rename_model
 
@@ -201,6 +216,12 @@ def _atom_from(atom: Atom, source: Source, what: str) -> Formula:
     if isinstance(source, Field):
         return Atom(source.parts, atom.op, atom.arg, atom.origin)
     if isinstance(source, Converted):
+        if _to_datetime(source) and _holds_documents(atom.arg):
+            raise _Refused(
+                atom,
+                f"{what} leaves a document it fails on as it is: compare the converted "
+                "value with a date",
+            )
         return Expr(atom.op, atom.arg, source, atom.origin)
     if isinstance(source, Const):
         try:
@@ -215,6 +236,21 @@ def _atom_from(atom: Atom, source: Source, what: str) -> Formula:
     if isinstance(source, Doc):
         return _decide(atom, {})
     return Atom(source.parts, atom.op, atom.arg, atom.origin)
+
+
+def _to_datetime(value: Converted | Field) -> bool:
+    """Whether a conversion on the way is to a datetime (which takes a document)."""
+    if isinstance(value, Field):
+        return False
+    return value.to == "datetime" or _to_datetime(value.inner)
+
+
+def _holds_documents(arg: Any) -> bool:
+    if isinstance(arg, ElemMatch):
+        return True
+    if isinstance(arg, (dict, list, tuple)):
+        return isinstance(arg, dict) or any(isinstance(v, (dict, list)) for v in arg)
+    return False
 
 
 def _converted(value: Any, chain: Converted | Field) -> Any:
@@ -252,6 +288,8 @@ def _expr_from(expr: Expr, source: Source, what: str) -> Formula:
 
 
 def _through_operation(formula: Formula, op: Operation) -> Formula:
+    if isinstance(op, IndexOperation):
+        return formula  # indexes change no document
     if isinstance(op, RenameModel):
         return _map(formula, lambda a: _rename_model(a, op), lambda e: _rename_model_expr(e, op))
 
@@ -369,6 +407,23 @@ def _function_part(step: Step) -> bool:
     return step.operations is None or not step.server_side
 
 
+#: The most conditions a version's clause may hold: past it the translation
+#: is refused rather than sent (a chain moving one field back and forth
+#: multiplies the cases at each step).
+MAX_CONDITIONS = 400
+
+
+def size(formula: Formula) -> int:
+    """How many conditions a formula holds."""
+    if isinstance(formula, (Atom, Expr)):
+        return 1
+    if isinstance(formula, Not):
+        return size(formula.item)
+    if isinstance(formula, (And, Or)):
+        return sum(size(i) for i in formula.items)
+    return 0
+
+
 def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
     """A condition on documents after `step`, as a condition on them before it.
 
@@ -385,6 +440,15 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
         if step.operations is not None:
             for op in reversed(step.operations.operations):
                 current = _through_operation(current, op)
+                if size(current) > MAX_CONDITIONS:
+                    first = next(iter(_conditions(formula)), None)
+                    raise _Refused(
+                        first if first is not None else Atom(("_id",), "$exists", True),
+                        f"the filter would grow past {MAX_CONDITIONS} conditions for the "
+                        "documents stored at this version (the chain moves, copies or "
+                        "converts the fields it names many times); upgrade them first, or "
+                        "query a version at a time (versions=)",
+                    )
     except _Refused as exc:
         raise UntranslatableQueryError(
             step.model, exc.field, step.source, exc.reason, version=version
@@ -483,10 +547,36 @@ def version_filter(
     original = dict(query) if isinstance(query, Mapping) else ({} if query is None else query)
     if isinstance(versions, (str, bytes)):
         raise TypeError(f"versions must be a list of stored versions, not {versions!r}")
+    if versions is not None:
+        versions = list(versions)
     try:
-        return _version_filter(model, original, versions)
-    except Unsure as exc:
-        raise InvalidQueryError(None, f"a value version_filter cannot compare: {exc}") from None
+        key = _cache_key(model, original, versions)
+    except Exception:  # a value that has no key: translate it each time
+        key = None
+    found = _cache.get(key) if key is not None else None
+    if found is None:
+        try:
+            found = _version_filter(model, original, versions)
+        except Unsure as exc:
+            raise InvalidQueryError(None, f"a value version_filter cannot compare: {exc}") from None
+        if key is not None:
+            if len(_cache) >= CACHE_SIZE:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = found
+    return copy.deepcopy(found)
+
+
+#: How many translated filters are kept (the query guard translates each query).
+CACHE_SIZE = 512
+
+_cache: dict[Any, dict[str, Any]] = {}
+
+
+def _cache_key(model: Any, query: dict[str, Any], versions: list[Any] | None) -> Any:
+    name = model if isinstance(model, str) else getattr(model, "__model__", None)
+    registry = MigrationRegistry.instance()
+    stored = None if versions is None else tuple(freeze(v) for v in versions)
+    return (name, registry.generation, id(registry), freeze(query), stored)
 
 
 def _version_filter(

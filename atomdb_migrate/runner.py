@@ -42,6 +42,7 @@ from pymongo.write_concern import WriteConcern
 from .documents import Document
 from .exceptions import (
     ChainError,
+    ConfigError,
     InvalidVersionError,
     MigrateError,
     ServerError,
@@ -65,7 +66,7 @@ from .mongo import (
     runs_pipelines,
     to_list,
 )
-from .ops import Operations
+from .ops import CreateIndex, DropIndex, IndexOperation, Operations
 from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
@@ -248,6 +249,9 @@ class ModelReport:
     #: The toolkit's version index: "created" by this run, "missing" (a dry
     #: run, which creates nothing), or "" (there, or not wanted).
     version_index: str = ""
+    #: What the steps' index operations did ("created index title_1 {title: 1}"),
+    #: or would do in a dry run.
+    indexes: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -283,6 +287,23 @@ class Survey:
     chain: tuple[Step, ...]
     #: Documents newer, beyond the target, or whose chain is broken.
     others: int
+
+
+def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
+    """Whether an existing index (as ``index_information`` gives it) is the one asked for."""
+    keys = [(k, int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in found["key"]]
+    if keys != op.keys:
+        return False
+    for option, value in op.options.items():
+        if option == "name":
+            continue
+        there = found.get(option)
+        if option == "collation" and isinstance(there, dict) and isinstance(value, dict):
+            if any(there.get(k) != v for k, v in value.items()):
+                return False
+        elif there != value and not (option in ("unique", "sparse") and not value and not there):
+            return False
+    return True
 
 
 def _label(step: Step) -> str:
@@ -507,10 +528,13 @@ class Runner:
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
         server = self._server_steps(collection, surveyed.chain, direction)
+        indexes = self._index_operations(cls, target, direction)
+        await self._index(run, [op for op in indexes if isinstance(op, CreateIndex)])
 
         if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
+            await self._index(run, [op for op in indexes if isinstance(op, DropIndex)])
             await self._sample(run)
             return report
         # References to every former name, in every collection, rewritten to
@@ -519,7 +543,9 @@ class Runner:
         # renaming it (a run killed in between repeats this).
         if not direction.down:
             await self._rewrite_references(cls, report, target)
+        drops = [op for op in indexes if isinstance(op, DropIndex)]
         if not report.pending:
+            await self._index(run, drops)
             return report
 
         # Steps made of operations on the server; the steps between them on
@@ -553,7 +579,64 @@ class Runner:
         await self._record_unreached(run, raws)
         if self.retry.retries > retries:
             await self._sweep(run)
+        if not report.failed and not report.skipped:
+            await self._index(run, drops)  # contract: every document passed the steps
         return report
+
+    def _index_operations(
+        self, cls: type[VersionedModel], target: Version, direction: Direction
+    ) -> list[IndexOperation]:
+        """The index operations of the steps up to `target` (for a downgrade: of the
+        inverses of the steps above it, the latest first), in order."""
+        steps = self.registry.graph(cls).steps
+        if direction.down:
+            taken = [s.downgrade_fn for s in reversed(steps) if s.from_key >= target]
+        else:
+            taken = [s.operations for s in steps if s.to_key <= target]
+        return [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
+
+    async def _index(self, run: _Pass, operations: Sequence[IndexOperation]) -> None:
+        """Run index operations: an index that is already as asked is left alone."""
+        collection, report = run.collection, run.report
+        for op in operations:
+            existing = await self.retry.call(
+                f"listing the indexes of {collection.name}", collection.index_information
+            )
+            found = existing.get(op.name)
+            if isinstance(op, CreateIndex):
+                if found is not None:
+                    if not same_index(found, op):
+                        raise ConfigError(
+                            f"model {run.cls.__model__!r}: {op.describe()} conflicts with the "
+                            f"index {op.name} of {collection.name}, which is "
+                            f"{short_repr({k: v for k, v in found.items() if k != 'v'})}: drop "
+                            "that index, or give create_index another name"
+                        )
+                    continue
+                if not self.options.dry_run:
+                    try:
+                        await self.retry.call(
+                            f"creating {op.describe()} on {collection.name}",
+                            partial(collection.create_index, op.keys, **op.options),
+                        )
+                    except ServerError as exc:
+                        if exc.code not in (85, 86):  # IndexOptions/KeySpecsConflict
+                            raise
+                        raise ConfigError(
+                            f"model {run.cls.__model__!r}: {op.describe()} conflicts with an "
+                            f"index of {collection.name}: {exc.error}"
+                        ) from None
+            elif found is None:
+                continue  # dropped already
+            elif not self.options.dry_run:
+                await self.retry.call(
+                    f"dropping {op.describe()} on {collection.name}",
+                    partial(collection.drop_index, op.name),
+                )
+            verb = "create" if isinstance(op, CreateIndex) else "drop"
+            done = {"create": "created", "drop": "dropped"}[verb]
+            done = f"would {verb}" if self.options.dry_run else done
+            report.indexes.append(f"{done} {op.describe()}")
 
     async def _sweep(self, run: _Pass) -> None:
         """After the server failed during the run, take again what is still behind.

@@ -8,8 +8,10 @@ older version), the errors, and the conveniences and guard on real servers.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import textwrap
+import time
 import uuid
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -650,3 +652,77 @@ async def test_the_guard_reports_what_a_query_selects_too(
     finally:
         guard_queries("off")
     assert await Page.count({"views": 7}) == 1
+
+
+# ----------------------------------------------------------------------
+# What a second hostile pass found
+# ----------------------------------------------------------------------
+def test_a_filter_that_would_grow_without_end_is_refused_quickly(
+    registry: MigrationRegistry,
+) -> None:
+    # Each step moves the field back: every step multiplies the cases.
+    for i in range(1, 11):
+        there, back = ("a", "x.a") if i % 2 else ("x.a", "a")
+        register_step(Item, f"0.{i}", f"0.{i + 1}", operations=[ops.move_field(there, back)])
+    register_step(Item, "0.11", 1, operations=[])
+    register_step(Item, 1, 2, operations=[])
+    began = time.perf_counter()
+    with pytest.raises(UntranslatableQueryError, match="would grow past 400 conditions"):
+        version_filter(Item, {"a": 5})
+    assert time.perf_counter() - began < 10
+    # The versions near the head are still translated.
+    assert version_filter(Item, {"a": 5}, versions=["0.10"])
+
+
+@pytest.mark.parametrize(
+    ("doc", "query"),
+    [
+        ({"a": [5]}, {"a": 5}),
+        ({"a": [5]}, {"a": {"$gt": 1}}),
+        ({"a": [5]}, {"a": {"$elemMatch": {"$eq": 5}}}),
+        ({"a": [5]}, {"a.0": 5}),
+        ({"a": {"k": 1}}, {"a.k": 1}),
+        ({"a": {"k": 1}}, {"a": {"k": 1}}),
+        ({"a": [5]}, {"a": {"$ne": 5}}),
+        ({"a": {"k": 1}}, {"$nor": [{"a.k": 1}]}),
+    ],
+)
+async def test_a_list_or_a_document_a_conversion_fails_on_is_asked_as_stored(
+    db: Any, doc: dict[str, Any], query: dict[str, Any]
+) -> None:
+    if is_mongomock(db):
+        pytest.skip("conversions in $expr run on the real servers")
+    want, got = await same_answer(db, Item, [ops.convert("a", "int")], doc, query)
+    assert got == want, query
+
+
+def test_inside_a_datetime_conversion_is_refused(registry: MigrationRegistry) -> None:
+    register_step(Item, 1, 2, operations=[ops.convert("d", "datetime")])
+    for query in ({"d.year": 2020}, {"d": {"year": 2020}}, {"d": {"$in": [{"year": 1}]}}):
+        with pytest.raises(UntranslatableQueryError, match="leaves a document it fails on"):
+            version_filter(Item, query)
+    assert version_filter(Item, {"d": {"$gte": datetime(2020, 1, 1)}})
+
+
+async def test_the_guard_refuses_every_read_of_a_refused_cursor(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    page_steps()
+    await legacy_pages(db)
+    forget_surveys()
+    guard_queries("error")
+    try:
+        cursor = Page.objects.find({"title": "Intro"})
+        for _ in range(2):
+            with pytest.raises(LegacyQueryError):
+                await cursor.to_list(None)
+        together = await asyncio.gather(
+            cursor.to_list(None), cursor.to_list(None), return_exceptions=True
+        )
+        assert all(isinstance(r, LegacyQueryError) for r in together), together
+        with pytest.raises(LegacyQueryError):
+            await Page.objects.find({"title": "Intro"}).distinct("_id")
+        async with Page.objects.find({"slug": "x"}) as fine:  # an async context manager
+            assert await fine.to_list(None) == []
+    finally:
+        guard_queries("off")
