@@ -289,6 +289,18 @@ class Survey:
     others: int
 
 
+def _once(batch: list[Document], last: list[Any]) -> list[Document]:
+    """A batch (in ``_id`` order) without a document repeated right after itself."""
+    kept: list[Document] = []
+    before = [version_key(last[0])] if last else []
+    for doc in batch:
+        key = version_key(doc["_id"])  # by type and value: 1, 1.0 and True are three
+        if not before or key != before[0]:
+            kept.append(doc)
+            before = [key]
+    return kept
+
+
 def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
     """Whether an existing index (as ``index_information`` gives it) is the one asked for."""
     keys = [(k, int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in found["key"]]
@@ -574,9 +586,10 @@ class Runner:
                 for s in surveyed.chain
             )
         )
-        if not done:
-            await self._stream_rest(run, raws)
-        await self._record_unreached(run, raws)
+        # Read through the index, the stream took every stored value off the
+        # target, arrays holding it too; without, those arrays are left to this.
+        if not (not done and await self._stream_rest(run, raws)):
+            await self._record_unreached(run, raws)
         if self.retry.retries > retries:
             await self._sweep(run)
         if not report.failed and not report.skipped:
@@ -899,12 +912,13 @@ class Runner:
         query = {**self._scope(run.cls), VERSION_KEY: {"$in": behind}}
         await self._pump(leg, query, total)
 
-    async def _stream_rest(self, run: _Pass, raws: list[Any]) -> None:
+    async def _stream_rest(self, run: _Pass, raws: list[Any]) -> bool:
         """Take every document still not at the target there, and count it.
 
         With the toolkit's index, the documents at the stored values the
-        survey found off the target, and at the versions steps store on the
-        way, are read through it; without, every document not at the target.
+        survey found off the target (an array holding the target too), and
+        at the versions steps store on the way, are read through it; without,
+        every document not at the target. Returns whether the index served.
 
         """
         wanted: Any = {"$ne": str(run.target)}
@@ -920,6 +934,7 @@ class Runner:
             wanted = {"$in": list(forms.values())}
         query = {**self._scope(run.cls), VERSION_KEY: wanted}
         await self._pump(run, query, max(run.report.pending - run.report.migrated, 0))
+        return "$in" in wanted
 
     async def _pump(self, run: _Pass, query: dict[str, Any], total: int) -> None:
         """Read, transform and write the documents `query` finds, in ``_id`` order.
@@ -979,6 +994,12 @@ class Runner:
                     cursor = run.collection.find(found, sort=[("_id", 1)], batch_size=size)
                     async for batch in batches(cursor, size):
                         fault.clear()
+                        # A document an index holds under several keys (a list as its
+                        # version) may come twice, one after the other, from a server
+                        # that does not remove the repeat: hand it out once.
+                        batch = _once(batch, last)
+                        if not batch:
+                            continue
                         last[:] = [batch[-1]["_id"]]
                         yield batch
                 return
