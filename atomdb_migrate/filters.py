@@ -148,18 +148,28 @@ def _missing_satisfies(atom: Atom) -> bool | None:
         return None
 
 
-def conj(items: Any) -> Formula:
-    """The conjunction of formulas, simplified."""
+def _flatten(items: Any, kind: type[And] | type[Or], absorbing: bool) -> dict[Any, Formula] | bool:
+    """The parts of a conjunction (`kind` And, `absorbing` False) or a disjunction (Or,
+    True), flattened and without repeats; `absorbing` where one part, or a part and its
+    negation, decide it."""
     flat: dict[Any, Formula] = {}
     for item in items:
-        for part in item.items if isinstance(item, And) else (item,):
-            if part is False:
-                return False
-            if part is not True:
+        for part in item.items if isinstance(item, kind) else (item,):
+            if part is absorbing:
+                return absorbing
+            if part is not (not absorbing):
                 flat.setdefault(key_of(part), part)
     for part in flat.values():
         if isinstance(part, Not) and key_of(part.item) in flat:
-            return False
+            return absorbing
+    return flat
+
+
+def conj(items: Any) -> Formula:
+    """The conjunction of formulas, simplified."""
+    flat = _flatten(items, And, False)
+    if isinstance(flat, bool):
+        return flat
     # A condition that a missing value fails says the field is there.
     present = {
         p.path
@@ -178,16 +188,9 @@ def conj(items: Any) -> Formula:
 
 def disj(items: Any) -> Formula:
     """The disjunction of formulas, simplified."""
-    flat: dict[Any, Formula] = {}
-    for item in items:
-        for part in item.items if isinstance(item, Or) else (item,):
-            if part is True:
-                return True
-            if part is not False:
-                flat.setdefault(key_of(part), part)
-    for part in flat.values():
-        if isinstance(part, Not) and key_of(part.item) in flat:
-            return True
+    flat = _flatten(items, Or, True)
+    if isinstance(flat, bool):
+        return flat
     kept = list(flat.values())
     if not kept:
         return False

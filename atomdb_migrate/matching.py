@@ -24,9 +24,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson import Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from .ops import INT32_MAX, INT32_MIN, MISSING
+from .ops import MISSING
+from .writes import bson_kind
 
 #: The ``$type`` names of BSON's number types.
 NUMBER_TYPES = ("int", "long", "double", "decimal")
@@ -91,43 +92,31 @@ def type_names(spec: Any) -> frozenset[str]:
 
 def type_of(value: Any) -> str:
     """The ``$type`` name of a value as PyMongo stores it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, Int64):
-        return "long"
-    if isinstance(value, int):
-        return "int" if INT32_MIN <= value <= INT32_MAX else "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, Code):  # a str
-        return "javascript"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, datetime):
-        return "date"
-    if isinstance(value, ObjectId):
-        return "objectId"
-    if isinstance(value, (bytes, Binary, UUID)):
+    kind = bson_kind(value)
+    if isinstance(kind, str):  # string, bool, int, long, double, object, array, date
+        return kind
+    if isinstance(kind, tuple) or isinstance(value, UUID):  # ("binary", subtype)
         return "binData"
-    if isinstance(value, Timestamp):
-        return "timestamp"
-    if isinstance(value, MinKey):
-        return "minKey"
-    if isinstance(value, MaxKey):
-        return "maxKey"
-    if isinstance(value, DBRef):
-        return "object"
-    if isinstance(value, (re.Pattern, Regex)):
-        return "regex"
-    if isinstance(value, Decimal128):
-        return "decimal"
+    for types, name in _OTHER_TYPES:
+        if isinstance(value, types):
+            return name
     raise Unsure(f"a {type(value).__name__} value")
+
+
+#: The types `bson_kind` does not name, by ``$type`` name (Code before str, its base).
+_OTHER_TYPES: tuple[tuple[Any, str], ...] = (
+    (type(None), "null"),
+    (Code, "javascript"),
+    (str, "string"),
+    (float, "double"),
+    (ObjectId, "objectId"),
+    (Timestamp, "timestamp"),
+    (MinKey, "minKey"),
+    (MaxKey, "maxKey"),
+    (DBRef, "object"),
+    ((re.Pattern, Regex), "regex"),
+    (Decimal128, "decimal"),
+)
 
 
 def _number(value: Any) -> float | int | Decimal | None:
