@@ -610,11 +610,14 @@ class Runner:
 
     async def _index(self, run: _Pass, operations: Sequence[IndexOperation]) -> None:
         """Run index operations: an index that is already as asked is left alone."""
-        collection, report = run.collection, run.report
+        if not operations:
+            return
+        collection, report, dry = run.collection, run.report, self.options.dry_run
+        # Listed once, then kept as the operations (or, dry, would) leave it.
+        existing = await self.retry.call(
+            f"listing the indexes of {collection.name}", collection.index_information
+        )
         for op in operations:
-            existing = await self.retry.call(
-                f"listing the indexes of {collection.name}", collection.index_information
-            )
             found = existing.get(op.name)
             if isinstance(op, CreateIndex):
                 if found is not None:
@@ -626,7 +629,8 @@ class Runner:
                             "that index, or give create_index another name"
                         )
                     continue
-                if not self.options.dry_run:
+                existing[op.name] = {"key": op.keys, **op.options}
+                if not dry:
                     try:
                         await self.retry.call(
                             f"creating {op.describe()} on {collection.name}",
@@ -641,15 +645,17 @@ class Runner:
                         ) from None
             elif found is None:
                 continue  # dropped already
-            elif not self.options.dry_run:
-                await self.retry.call(
-                    f"dropping {op.describe()} on {collection.name}",
-                    partial(collection.drop_index, op.name),
-                )
-            verb = "create" if isinstance(op, CreateIndex) else "drop"
-            done = {"create": "created", "drop": "dropped"}[verb]
-            done = f"would {verb}" if self.options.dry_run else done
-            report.indexes.append(f"{done} {op.describe()}")
+            else:
+                del existing[op.name]
+                if not dry:
+                    await self.retry.call(
+                        f"dropping {op.describe()} on {collection.name}",
+                        partial(collection.drop_index, op.name),
+                    )
+            verb, done = (
+                ("create", "created") if isinstance(op, CreateIndex) else ("drop", "dropped")
+            )
+            report.indexes.append(f"{'would ' + verb if dry else done} {op.describe()}")
 
     async def _sweep(self, run: _Pass) -> None:
         """After the server failed during the run, take again what is still behind.
