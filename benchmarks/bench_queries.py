@@ -160,13 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(measure(url, 2000 if args.quick else N, 1 if args.quick else ROUNDS))
     result["command"] = COMMAND + (" --quick" if args.quick else "")
     if not args.quick:
-        path = ROOT / "docs" / "benchmarks.json"
-        published = json.loads(path.read_text())
-        published["queries"] = result
-        path.write_text(json.dumps(published, indent=2) + "\n")
         import run
 
-        run.main(["--render"])
+        run.publish("queries", result)
     print(json.dumps(result, indent=2))
     return 0
 

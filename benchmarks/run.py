@@ -336,6 +336,15 @@ def markdown(result: dict[str, Any], notes: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def publish(key: str, result: dict[str, Any]) -> None:
+    """Put one benchmark's figures into docs/benchmarks.json, and write benchmarks.md again."""
+    path = ROOT / "docs" / "benchmarks.json"
+    published = json.loads(path.read_text())
+    published[key] = result
+    path.write_text(json.dumps(published, indent=2) + "\n")
+    main(["--render"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N, for CI")
