@@ -23,7 +23,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
 from datetime import datetime
 from functools import partial, update_wrapper, wraps
@@ -186,6 +186,76 @@ def _run_interruptibly(main: Coroutine[Any, Any, Any]) -> Any:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _command_error(exc: Exception, url: str | None) -> click.ClickException:
+    """The error a command ends with, and its exit code, for what it raised."""
+    if isinstance(exc, click.ClickException):
+        return exc
+    if isinstance(exc, MigrateError):
+        code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
+        return CommandError(shorten(mask(str(exc), url), 2000), code)
+    # A server error the commands did not expect: never a traceback.
+    code = EXIT_UNAVAILABLE if is_transient(exc) else EXIT_CONNECTION
+    return CommandError(shorten(mask(f"the server failed: {describe(exc)}", url), 2000), code)
+
+
+async def _each_database(
+    state: State,
+    each: Callable[[command.Workspace], Awaitable[str]],
+    *,
+    canary: str | None = None,
+    headers: bool = True,
+) -> None:
+    """Run `each` on every database the settings name, one after the other.
+
+    With one database, `each` runs on the workspace as it is. With several,
+    each gets its own workspace (one connection, a lock per database); a
+    failure is reported and the next database goes on, except for the
+    canary, which stops the run. A summary line per database ends it (what
+    `each` returned, or the error), and the command fails with the first
+    failure's exit code.
+
+    """
+    ws = state.workspace
+    if not ws.config.several_databases and canary is None:
+        await each(ws)
+        return
+    names = await command.databases(ws, canary=canary)
+    outcomes: dict[str, str] = {}
+    failures: list[tuple[str, click.ClickException]] = []
+    for name in names:
+        if headers:
+            click.echo(f"database {name}:")
+        sub = ws.for_database(name)
+        try:
+            outcomes[name] = await each(sub)
+        except (MigrateError, PyMongoError, click.ClickException) as exc:
+            error = _command_error(exc, state.url)
+            click.echo(f"Error: {error.format_message()}", err=True)
+            outcomes[name] = f"failed (exit {error.exit_code})"
+            failures.append((name, error))
+            if name == canary:
+                break
+        finally:
+            await sub.close()
+    if headers:
+        click.echo(f"{len(names)} databases:")
+        for name in names:
+            click.echo(f"  {name}: {outcomes.get(name, 'not reached: the canary failed')}")
+    if not failures:
+        return
+    first, error = failures[0]
+    if first == canary:
+        message = (
+            f"the canary database {first} failed; the other {len(names) - 1} databases "
+            "were left as they were"
+        )
+    else:
+        message = f"{len(failures)} of {len(names)} databases failed: " + ", ".join(
+            name for name, _ in failures
+        )
+    raise CommandError(message, error.exit_code)
+
+
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """Run an async command, close its connection, and turn errors into exit codes."""
 
@@ -202,14 +272,8 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
 
         try:
             return _run_interruptibly(main())
-        except MigrateError as exc:
-            code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
-            raise CommandError(shorten(mask(str(exc), state.url), 2000), code) from None
-        except PyMongoError as exc:  # one the commands did not expect: never a traceback
-            code = EXIT_UNAVAILABLE if is_transient(exc) else EXIT_CONNECTION
-            raise CommandError(
-                shorten(mask(f"the server failed: {describe(exc)}", state.url), 2000), code
-            ) from None
+        except (MigrateError, PyMongoError) as exc:
+            raise _command_error(exc, state.url) from None
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise CommandError(
                 "interrupted; what was written is recorded in the history, "
@@ -222,7 +286,18 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", help="MongoDB URL. Env: ATOMDB_MIGRATE_URL, then MONGO_URL.")
-@click.option("--database", help="Database name (default: the one in the URL).")
+@click.option(
+    "--database",
+    "database",
+    multiple=True,
+    help="Database name (default: the one in the URL); repeat it for several databases.",
+)
+@click.option(
+    "--databases",
+    "databases",
+    metavar="REGEX",
+    help="Every database on the server whose name matches (re.search; not admin, config, local).",
+)
 @click.option(
     "--models",
     "models",
@@ -237,7 +312,8 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
 def main(
     ctx: click.Context,
     url: str | None,
-    database: str | None,
+    database: tuple[str, ...],
+    databases: str | None,
     models: tuple[str, ...],
     migrations: Path | None,
     timeout: float | None,
@@ -247,7 +323,12 @@ def main(
     Every option can also be set in [tool.atomdb-migrate] in pyproject.toml.
     """
     ctx.obj = State(
-        url=url, database=database, models=models, migrations=migrations, timeout=timeout
+        url=url,
+        database=database or None,
+        databases=databases,
+        models=models,
+        migrations=migrations,
+        timeout=timeout,
     )
     handler = logging.StreamHandler()
     handler.addFilter(_Masking(ctx.obj))
@@ -413,7 +494,7 @@ def _run_options(*extra: Any) -> Callable[[F], F]:
 
 async def _run_and_summarize(
     direction: Direction, options: RunOptions, progress: bool, call: Callable[..., Any]
-) -> None:
+) -> RunResult:
     result = RunResult(direction.name, options.dry_run)
     try:
         await call(
@@ -425,21 +506,42 @@ async def _run_and_summarize(
         _summarize(result, stopped=True)
         raise
     _summarize(result)
+    return result
 
 
 @main.command()
 @click.argument("models", nargs=-1)
 @click.option("--to", "to", help="Target version (one model only; default: the code's).")
+@click.option(
+    "--canary",
+    metavar="DB",
+    help="With several databases: upgrade this one first, and stop if it fails.",
+)
 @_run_options(*_UPGRADE_OPTIONS)
 @pass_state
 @run_async
 async def upgrade(
-    state: State, models: tuple[str, ...], to: str | None, options: RunOptions, progress: bool
+    state: State,
+    models: tuple[str, ...],
+    to: str | None,
+    canary: str | None,
+    options: RunOptions,
+    progress: bool,
 ) -> None:
-    """Bring stored documents to the code's versions (all models by default)."""
-    await _run_and_summarize(
-        UPGRADE, options, progress, partial(command.upgrade, state.workspace, models, to=to)
-    )
+    """Bring stored documents to the code's versions (all models by default).
+
+    With several databases (--database repeated, --databases), each in turn,
+    under its own lock, and a summary at the end.
+    """
+
+    async def each(ws: command.Workspace) -> str:
+        call = partial(command.upgrade, ws, models, to=to)
+        result = await _run_and_summarize(UPGRADE, options, progress, call)
+        if options.dry_run:
+            return f"{sum(r.pending for r in result.reports)} documents to upgrade (dry run)"
+        return f"{sum(r.migrated for r in result.reports)} documents upgraded"
+
+    await _each_database(state, each, canary=canary)
 
 
 @main.command()
@@ -578,31 +680,47 @@ def _describe_rename(rename: RenameReport, dry_run: bool) -> str:
 @pass_state
 @run_async
 async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
-    """Per model: the code's version and the stored documents at each version."""
-    rows = await command.status(state.workspace, models)
-    if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "model": s.model,
-                        "version": s.version,
-                        "stored": s.stored,
-                        "total": s.total,
-                        "pending": s.pending,
-                        "newer": s.newer,
-                        "invalid": s.invalid,
-                        "former": s.former,
-                        "unversioned_since": (
-                            s.unversioned_since.isoformat() if s.unversioned_since else None
-                        ),
-                    }
-                    for s in rows
-                ],
-                indent=2,
-            )
-        )
-        return
+    """Per model: the code's version and the stored documents at each version.
+
+    With several databases, each in turn, and a summary at the end.
+    """
+    found: list[dict[str, Any]] = []
+    answered = False
+
+    async def each(ws: command.Workspace) -> str:
+        nonlocal answered
+        rows = await command.status(ws, models)
+        answered = True
+        if as_json:
+            found.extend(_status_json(ws.config.database_name(), s) for s in rows)
+        else:
+            _print_status(rows)
+        pending = sum(s.pending for s in rows)
+        return f"{pending} documents pending" if pending else "up to date"
+
+    try:
+        await _each_database(state, each, headers=not as_json)
+    finally:
+        if as_json and answered:
+            click.echo(json.dumps(found, indent=2))
+
+
+def _status_json(database: str, s: command.ModelStatus) -> dict[str, Any]:
+    return {
+        "database": database,
+        "model": s.model,
+        "version": s.version,
+        "stored": s.stored,
+        "total": s.total,
+        "pending": s.pending,
+        "newer": s.newer,
+        "invalid": s.invalid,
+        "former": s.former,
+        "unversioned_since": (s.unversioned_since.isoformat() if s.unversioned_since else None),
+    }
+
+
+def _print_status(rows: list[command.ModelStatus]) -> None:
     if not rows:
         click.echo("no versioned models: give --models or set `models` in pyproject.toml")
     for s in rows:
@@ -686,22 +804,34 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
 @pass_state
 @run_async
 async def check(state: State, pending: bool, checksums: bool) -> None:
-    """Exit 0 when every chain is complete and every step module loads."""
-    problems = await command.check(state.workspace, pending=pending)
-    changed: list[str] = []
+    """Exit 0 when every chain is complete and every step module loads.
+
+    What it asks of a database (--pending, --checksums) it asks of each
+    database given, with a summary at the end.
+    """
+
+    async def each(ws: command.Workspace) -> str:
+        problems = await command.check(ws, pending=pending)
+        changed: list[str] = []
+        if pending or checksums:
+            changed = await command.changed_steps(ws)
+        for p in problems + changed:
+            click.echo(mask(p, state.url), err=True)
+        if changed:
+            raise CommandError(
+                f"{len(problems) + len(changed)} problem(s) found, "
+                f"{len(changed)} of them an applied step that changed",
+                EXIT_CHECKSUM,
+            )
+        if problems:
+            raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
+        click.echo("ok")
+        return "ok"
+
     if pending or checksums:
-        changed = await command.changed_steps(state.workspace)
-    for p in problems + changed:
-        click.echo(mask(p, state.url), err=True)
-    if changed:
-        raise CommandError(
-            f"{len(problems) + len(changed)} problem(s) found, "
-            f"{len(changed)} of them an applied step that changed",
-            EXIT_CHECKSUM,
-        )
-    if problems:
-        raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
-    click.echo("ok")
+        await _each_database(state, each)
+    else:
+        await each(state.workspace)
 
 
 @main.command()

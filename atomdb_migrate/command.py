@@ -57,6 +57,7 @@ __all__ = [
     "RunResult",
     "Workspace",
     "check",
+    "databases",
     "downgrade",
     "drift",
     "history",
@@ -629,6 +630,56 @@ class ModelStatus:
     @property
     def total(self) -> int:
         return sum(self.stored.values())
+
+
+# ----------------------------------------------------------------------
+# Several databases
+# ----------------------------------------------------------------------
+#: The server's own databases, which a pattern never matches.
+SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
+
+
+async def databases(ws: Workspace, *, canary: str | None = None) -> list[str]:
+    """The databases the settings name, in the order to visit them.
+
+    The names given (``--database`` more than once) in their order, then
+    those on the server matching the pattern (``--databases``, searched
+    with `re.search`: anchor it with ``^`` and ``$``), sorted; each once.
+    The server's own databases (admin, config, local) match no pattern.
+    With `canary`, that database comes first.
+
+    Raises
+    ------
+    ConfigError
+        If the settings name no database, or the canary is not among them.
+
+    """
+    config = ws.config
+    if not config.several_databases:
+        names = [config.database_name()]
+    else:
+        names = list(config.databases)
+        if config.database_pattern is not None:
+            client = await ws.client()
+            found = sorted(await client.list_database_names())
+            names += [
+                n
+                for n in found
+                if n not in SYSTEM_DATABASES and re.search(config.database_pattern, n)
+            ]
+        names = list(dict.fromkeys(names))
+        if not names:
+            given = short_repr(config.database_pattern)
+            raise ConfigError(f"no database on the server matches --databases {given}")
+    if canary is not None:
+        if canary not in names:
+            raise ConfigError(
+                f"the canary database {short_repr(canary)} is not among the databases "
+                f"given ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
+            )
+        names.remove(canary)
+        names.insert(0, canary)
+    return names
 
 
 async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> list[ModelStatus]:

@@ -9,6 +9,7 @@ from the working directory upwards); the default.
 [tool.atomdb-migrate]
 url = "mongodb://localhost:27017"     # better given in the environment
 database = "app"                      # or the database in the URL's path
+# databases = "^tenant_"              # or every database whose name matches
 models = ["app.models"]               # modules to import so models register
 migrations = "migrations"             # relative to pyproject.toml
 lock-collection = "atomdb_migrate_lock"
@@ -52,6 +53,7 @@ DEFAULT_HISTORY_COLLECTION = "atomdb_migrate_history"
 KEYS: dict[str, type | tuple[type, ...]] = {
     "url": str,
     "database": str,
+    "databases": str,
     "models": list,
     "migrations": str,
     "lock-collection": str,
@@ -71,6 +73,13 @@ class Config:
 
     #: The database name; defaults to the database in the URL.
     database: str | None = None
+
+    #: Several databases by name (``--database`` given more than once).
+    databases: list[str] = field(default_factory=list)
+
+    #: A regular expression: every database on the server whose whole name
+    #: matches it (``--databases``), besides `databases`.
+    database_pattern: str | None = None
 
     #: Modules to import so their versioned models register.
     models: list[str] = field(default_factory=list)
@@ -102,15 +111,26 @@ class Config:
         """The project directory: where pyproject.toml is, else the working directory."""
         return self.pyproject.parent if self.pyproject else Path.cwd()
 
+    @property
+    def several_databases(self) -> bool:
+        """Whether the settings name databases by list or pattern (see `command.databases`)."""
+        return bool(self.databases) or self.database_pattern is not None
+
     def database_name(self) -> str:
         """The database to use: the setting, else the one in the URL.
 
         Raises
         ------
         ConfigError
-            If neither names a database.
+            If neither names a database, or if the settings name several.
 
         """
+        if self.several_databases:
+            raise ConfigError(
+                "this command works on one database at a time, and several were given "
+                "(--database more than once, --databases, or `databases` in pyproject.toml): "
+                "give one --database"
+            )
         if self.database:
             return self.database
         if self.url and self.url.startswith(MEMORY_SCHEME):
@@ -192,14 +212,21 @@ def seconds(value: float, what: str) -> float:
 def load_config(
     *,
     url: str | None = None,
-    database: str | None = None,
+    database: str | Sequence[str] | None = None,
+    databases: str | None = None,
     models: Sequence[str] = (),
     migrations: str | Path | None = None,
     timeout: float | None = None,
     start: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Resolve the settings from options, the environment and pyproject.toml."""
+    """Resolve the settings from options, the environment and pyproject.toml.
+
+    `database` names one database or several; `databases` is a regular
+    expression for database names. Either, given, replaces both settings of
+    pyproject.toml (``database``, ``databases``), which cannot be set together.
+
+    """
     env = os.environ if environ is None else environ
     pyproject = find_pyproject(start)
     table = read_table(pyproject) if pyproject else {}
@@ -208,9 +235,21 @@ def load_config(
         url = next((env[v] for v in URL_VARIABLES if env.get(v)), None) or table.get("url")
     if migrations is None and "migrations" in table:
         migrations = root / table["migrations"]
+    names = [database] if isinstance(database, str) else list(database or ())
+    if not names and databases is None:
+        if "database" in table and "databases" in table:
+            raise ConfigError(
+                f"{pyproject}: [tool.{TABLE}] sets both database and databases; keep one"
+            )
+        names = [table["database"]] if "database" in table else []
+        databases = table.get("databases")
+    if any(not name for name in names):
+        raise ConfigError("a database name cannot be empty")
     return Config(
         url=url,
-        database=database or table.get("database"),
+        database=names[0] if len(names) == 1 else None,
+        databases=names if len(names) > 1 else [],
+        database_pattern=pattern(databases),
         models=list(models) or list(table.get("models", [])),
         migrations=Path(migrations) if migrations is not None else None,
         lock_collection=table.get("lock-collection", DEFAULT_LOCK_COLLECTION),
@@ -220,6 +259,27 @@ def load_config(
         version_index=table.get("version-index", True),
         pyproject=pyproject,
     )
+
+
+def pattern(text: str | None) -> str | None:
+    """A regular expression for database names, checked.
+
+    Raises
+    ------
+    ConfigError
+        If it does not compile, or is empty.
+
+    """
+    if text is None:
+        return None
+    if not text:
+        raise ConfigError("--databases needs a regular expression, not an empty one")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        message = f"--databases {short_repr(text)} is not a regular expression: {exc}"
+        raise ConfigError(message) from None
+    return text
 
 
 def invalid_url(url: str, exc: BaseException) -> ConfigError:

@@ -319,8 +319,8 @@ def memory_client(url: str) -> Any:
     return client
 
 
-async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
-    """Open PyMongo's async client on a URL, check the server answers; the client and database.
+async def open_client(url: str, timeout: float) -> Any:
+    """Open PyMongo's async client on a URL and check the server answers.
 
     Raises
     ------
@@ -332,29 +332,42 @@ async def connect(url: str, name: str, timeout: float) -> tuple[Any, Any]:
 
     """
     from pymongo import AsyncMongoClient
-    from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+    from pymongo.errors import ConfigurationError
 
     try:
         client: Any = AsyncMongoClient(url, **timeouts(url, timeout))
     except (ConfigurationError, ValueError, TypeError) as exc:
         raise invalid_url(url, exc) from None
     try:
-        await client.admin.command("ping")
-        database = client[name]
-        # Credentials scoped to one database are checked on first use.
+        await _ping(client.admin, url, timeout)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def check_database(client: Any, url: str, name: str, timeout: float) -> Any:
+    """A database of an open client, pinged: credentials scoped to one database
+    are checked on first use (raises as `open_client` does)."""
+    database = client[name]
+    await _ping(database, url, timeout)
+    return database
+
+
+async def _ping(database: Any, url: str, timeout: float) -> None:
+    from pymongo.errors import OperationFailure, PyMongoError
+
+    try:
         await database.command("ping")
     except OperationFailure as exc:
-        await client.close()
         reason = "authentication failed" if exc.code in (13, 18) else "refused"
         raise ConnectionFailedError(
             f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
         ) from None
     except PyMongoError as exc:
-        await client.close()
         raise ConnectionFailedError(
             f"cannot reach {mask_url(url)} within {timeout:g}s: {mask(_first_reason(exc), url)}"
         ) from None
-    return client, database
 
 
 def timeouts(url: str, timeout: float) -> dict[str, Any]:

@@ -5,6 +5,14 @@ Every command runs in one::
     async with Workspace(load_config(url="mongodb://db/app", models=["app.models"])) as ws:
         result = await command.upgrade(ws)
 
+Settings naming several databases give a workspace per database, sharing
+one client::
+
+    async with Workspace(load_config(url=URL, databases="^tenant_")) as ws:
+        for name in await command.databases(ws):
+            async with ws.for_database(name) as tenant:
+                result = await command.upgrade(tenant)
+
 Connecting points atom-db's model manager at the workspace's database, so
 that steps and restores see it; closing puts the manager back as it was
 found (the app's own database, proxies and object cache), and closes only
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -27,8 +36,9 @@ from .lock import LeaseLock
 from .model import VersionedModel
 from .mongo import (
     ManagerState,
-    connect,
+    check_database,
     memory_client,
+    open_client,
     sync_database,
     wire_manager,
 )
@@ -46,11 +56,20 @@ class Workspace:
 
     """
 
-    def __init__(self, config: Config, registry: MigrationRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: MigrationRegistry | None = None,
+        *,
+        parent: Workspace | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry or MigrationRegistry.instance()
         self.steps: list[Step] = []
         self._loaded = False
+        #: The workspace whose client and loaded steps this one shares (see
+        #: `for_database`); it closes the client.
+        self._parent = parent
         self._client: Any = None
         self._database: Any = None
         self._manager: ManagerState | None = None
@@ -61,6 +80,9 @@ class Workspace:
     # ------------------------------------------------------------------
     def load(self) -> None:
         """Import the configured model modules and load the step modules (once)."""
+        if self._parent is not None:
+            self._parent.load()
+            self.steps, self._loaded = self._parent.steps, True
         if self._loaded:
             return
         root = str(self.config.root)
@@ -124,22 +146,51 @@ class Workspace:
         """Connect, check the server answers, and wire atom-db's manager to it."""
         if self._database is not None:
             return self._database
-        url = self.config.url
-        if not url:
+        self._url()
+        name = self.config.database_name()
+        # An in-memory client is kept for the process: later commands see the
+        # same data. A workspace for another database uses its parent's client.
+        owner = self._parent or self
+        self._database = database = await owner.open_database(name)
+        self._manager = ManagerState()
+        wire_manager(database)
+        return database
+
+    def _url(self) -> str:
+        if not self.config.url:
             raise ConfigError(
                 "no MongoDB URL: give --url, set ATOMDB_MIGRATE_URL or MONGO_URL, "
                 "or set `url` in pyproject.toml"
             )
-        name = self.config.database_name()
+        return self.config.url
+
+    async def client(self) -> Any:
+        """The workspace's client, opened (and the server checked) on first use."""
+        url = self._url()
+        if self._parent is not None:
+            return await self._parent.client()
         if url.startswith(MEMORY_SCHEME):
-            database = memory_client(url)[name]
-            client = None  # kept for the process: later commands see the same data
-        else:
-            client, database = await connect(url, name, self.config.timeout)
-        self._client, self._database = client, database
-        self._manager = ManagerState()
-        wire_manager(database)
-        return database
+            return memory_client(url)
+        if self._client is None:
+            self._client = await open_client(url, self.config.timeout)
+        return self._client
+
+    async def open_database(self, name: str) -> Any:
+        """A database of the workspace's client, checked (credentials scoped to it)."""
+        url = self._url()
+        if url.startswith(MEMORY_SCHEME):
+            return memory_client(url)[name]
+        return await check_database(await self.client(), url, name, self.config.timeout)
+
+    def for_database(self, name: str) -> Workspace:
+        """A workspace on another database of the same server, sharing this one's
+        client, models and steps; close it before opening the next.
+
+        This workspace closes the shared client.
+
+        """
+        config = replace(self.config, database=name, databases=[], database_pattern=None)
+        return Workspace(config, self.registry, parent=self)
 
     async def close(self) -> None:
         """Close the clients the workspace opened; put atom-db's manager back as it was."""
@@ -155,7 +206,10 @@ class Workspace:
             await client.close()
 
     async def __aenter__(self) -> Workspace:
-        await self.connect()
+        if self.config.several_databases:
+            await self.client()  # each database through `for_database`
+        else:
+            await self.connect()
         return self
 
     async def __aexit__(
