@@ -11,8 +11,12 @@ Exit codes:
 5   lock: another runner holds it, or the lease was lost
 6   step failed: a step raised or returned something wrong, or
     documents failed with --continue-on-error
+7   the server kept failing transiently for longer than --retry-for
+8   ``check``: a step applied to the database changed since
 130 interrupted (Ctrl-C): what was written is recorded in the history
 ==  ==========================================================
+
+With several databases, the code of the first database that failed.
 
 """
 

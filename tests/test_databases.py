@@ -102,9 +102,7 @@ async def test_the_servers_own_databases_match_no_pattern(
 ) -> None:
     for name in tenants:
         seed(project, name, 1)
-    config = load_config(
-        url=project.url, databases=f"^(admin|config|local)$|^{project.dbname}_t"
-    )
+    config = load_config(url=project.url, databases=f"^(admin|config|local)$|^{project.dbname}_t")
     async with command.Workspace(config) as ws:
         assert await command.databases(ws) == sorted(tenants)
         # Named ones come first, in their order, each once.
