@@ -210,3 +210,30 @@ def test_pyproject_names_databases_by_pattern(project: Project, tenants: list[st
     result = project.invoke("status")
     assert result.exit_code == EXIT_CONFIG, result.output
     assert "sets both database and databases" in result.output
+
+
+def test_many_databases(project: Project) -> None:
+    names = [f"{project.dbname}_m{i:02d}-ü" for i in range(25)]
+    try:
+        for i, name in enumerate(names):
+            if i % 3:
+                seed(project, name, i % 3)
+            project.client[name][CUSTOMER].insert_one(
+                {"first": "Up", "last": "ToDate", "__model__": CUSTOMER, "__version__": "3"}
+            )
+        pattern = f"^{project.dbname}_m"
+        result = project.invoke("--databases", pattern, "check", "--pending")
+        assert result.exit_code == EXIT_CHECK, result.output
+        behind = [name for i, name in enumerate(names) if i % 3]
+        assert f"{len(behind)} of 25 databases failed: {', '.join(behind)}" in result.output
+        result = project.invoke("--databases", pattern, "upgrade", "--no-progress")
+        assert result.exit_code == 0, result.output
+        assert "25 databases:" in result.output
+        for i, name in enumerate(names):
+            assert f"  {name}: {i % 3} documents upgraded" in result.output
+            assert versions(project, name) == {"3": i % 3 + 1}
+        result = project.invoke("--databases", pattern, "check", "--pending")
+        assert result.exit_code == 0, result.output
+    finally:
+        for name in names:
+            project.client.drop_database(name)
