@@ -34,9 +34,12 @@ Only exact inverses are derived for downgrades (`Operation.inverse`):
 ``create_index`` is dropped and ``drop_index(keys)`` created again.
 The others refuse with `IrreversibleOperationError`.
 
-``create_index`` and ``drop_index`` change the collection, not documents:
-nothing happens on read, and ``upgrade`` runs a model's creates before its
-steps' document changes and its drops after them (expand, then contract).
+``create_index``, ``drop_index`` and ``set_validator`` change the
+collection, not documents (`CollectionOperation`): nothing happens on read,
+and ``upgrade`` runs a model's creates before its steps' document changes
+and its drops after them (expand, then contract); it sets a validator after
+them too, and removes one before them. A validator's downgrade removes it:
+the one the collection had before is not known.
 
 """
 
@@ -1070,16 +1073,13 @@ def index_name(keys: IndexKeys) -> str:
     return "_".join(f"{name}_{kind}" for name, kind in keys)
 
 
-class IndexOperation(Operation):
-    """An operation on the collection's indexes: no Python form, nothing on read.
+class CollectionOperation(Operation):
+    """An operation on the collection (its indexes, its validator), not on documents.
 
-    ``upgrade`` runs the creates of a model's steps before their document
-    changes, and the drops after them (expand, then contract).
+    It has no Python form: nothing happens on read, and a step made of such
+    operations alone changes only the version.
 
     """
-
-    #: The index's name.
-    name: str
 
     def apply(self, doc: Document) -> None:
         return None  # nothing happens on read
@@ -1094,7 +1094,20 @@ class IndexOperation(Operation):
         return set()
 
     def describe(self) -> str:
+        """What the operation changes, for reports ("index title_1 {title: 1}")."""
         raise NotImplementedError
+
+
+class IndexOperation(CollectionOperation):
+    """An operation on the collection's indexes.
+
+    ``upgrade`` runs the creates of a model's steps before their document
+    changes, and the drops after them (expand, then contract).
+
+    """
+
+    #: The index's name.
+    name: str
 
 
 class CreateIndex(IndexOperation):
@@ -1162,6 +1175,66 @@ class DropIndex(IndexOperation):
                 "on downgrade (its options are not kept), or write a downgrade step",
             )
         return CreateIndex(self.keys)
+
+
+# ----------------------------------------------------------------------
+# The validator: nothing happens on read
+# ----------------------------------------------------------------------
+#: The levels `set_validator` takes: "moderate" while documents stored
+#: before may not match (they stay updatable), "strict" once all do.
+VALIDATION_LEVELS = ("moderate", "strict")
+
+#: What the server does with a write that does not match: refuse it, or log it.
+VALIDATION_ACTIONS = ("error", "warn")
+
+
+class SetValidator(CollectionOperation):
+    """Set the collection's validator to the model's ``$jsonSchema``, or remove it.
+
+    The schema is not part of the operation: ``upgrade`` derives it from the
+    model class in the code (`atomdb_migrate.validators.json_schema`), the
+    step's model at the model's version, and sets it after the documents
+    changed (see `atomdb_migrate.runner`). With `level` None the operation
+    removes the validator.
+
+    """
+
+    __op_name__ = "set_validator"
+
+    def __init__(self, level: str | None = "moderate", action: str | None = None) -> None:
+        if level is None:
+            if action is not None:
+                raise ValueError(
+                    f"set_validator(None) removes the validator: it takes no action ({action!r})"
+                )
+        else:
+            if not isinstance(level, str) or level not in VALIDATION_LEVELS:
+                raise ValueError(
+                    f"set_validator: level {level!r}; one of {', '.join(VALIDATION_LEVELS)}, "
+                    "or None to remove the validator"
+                )
+            action = "error" if action is None else action
+            if not isinstance(action, str) or action not in VALIDATION_ACTIONS:
+                raise ValueError(
+                    f"set_validator: action {action!r}; one of {', '.join(VALIDATION_ACTIONS)}"
+                )
+        #: ``validationLevel``, or None: no validator.
+        self.level = level
+        #: ``validationAction`` (None with no validator).
+        self.action = action
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (None,) if self.level is None else (self.level, self.action)
+
+    def describe(self) -> str:
+        if self.level is None:
+            return "no validator"
+        return f"the validator ({self.level}, action {self.action})"
+
+    def inverse(self) -> Operation:
+        # What the collection had before is not known (and the code describes
+        # only the model's version): a downgrade leaves no validator.
+        return SetValidator(None)
 
 
 # ----------------------------------------------------------------------
@@ -1237,6 +1310,21 @@ def drop_index(name_or_keys: Any) -> DropIndex:
     return DropIndex(name_or_keys)
 
 
+def set_validator(level: str | None = "moderate", action: str | None = None) -> SetValidator:
+    """Validate the collection's documents with the model's ``$jsonSchema``.
+
+    `level` is "moderate" (documents that do not match already stay
+    updatable: for a rollout) or "strict" (every write is checked: once
+    ``atomdb-migrate check --pending`` passes); `action` "error" (the
+    default: refuse the write) or "warn" (log it). None removes the
+    validator. ``upgrade`` derives the schema from the model class in the
+    code and sets it after the step's document changes; ``downgrade``
+    removes it.
+
+    """
+    return SetValidator(level, action)
+
+
 # ----------------------------------------------------------------------
 # Running a list of operations
 # ----------------------------------------------------------------------
@@ -1268,6 +1356,10 @@ class Operations:
     def indexes(self) -> list[IndexOperation]:
         """The operations on the collection's indexes, in order."""
         return [op for op in self.operations if isinstance(op, IndexOperation)]
+
+    def validators(self) -> list[SetValidator]:
+        """The operations on the collection's validator, in order."""
+        return [op for op in self.operations if isinstance(op, SetValidator)]
 
     def server_updates(
         self, query: dict[str, Any], to_version: str
@@ -1344,7 +1436,10 @@ class Operations:
 
 __all__ = [
     "MISSING",
+    "VALIDATION_ACTIONS",
+    "VALIDATION_LEVELS",
     "AddField",
+    "CollectionOperation",
     "ConversionError",
     "Convert",
     "CopyField",
@@ -1358,6 +1453,7 @@ __all__ = [
     "RenameField",
     "RenameModel",
     "SetDefaultWhereMissing",
+    "SetValidator",
     "add_field",
     "convert",
     "copy_field",
@@ -1368,4 +1464,5 @@ __all__ = [
     "rename_field",
     "rename_model",
     "set_default_where_missing",
+    "set_validator",
 ]
