@@ -50,10 +50,10 @@ from .ops import (
     MISSING,
     MODEL_KEY,
     AddField,
+    CollectionOperation,
     ConversionError,
     Convert,
     CopyField,
-    IndexOperation,
     MoveField,
     Operation,
     RemoveField,
@@ -288,8 +288,8 @@ def _expr_from(expr: Expr, source: Source, what: str) -> Formula:
 
 
 def _through_operation(formula: Formula, op: Operation) -> Formula:
-    if isinstance(op, IndexOperation):
-        return formula  # indexes change no document
+    if isinstance(op, CollectionOperation):
+        return formula  # indexes and validators change no document
     if isinstance(op, RenameModel):
         return _map(formula, lambda a: _rename_model(a, op), lambda e: _rename_model_expr(e, op))
 
