@@ -44,6 +44,7 @@ from .loader import load_migrations
 from .model import VersionedModel, VersionedModelSerializer
 from .queries import version_filter
 from .registry import MigrationRegistry, register_step, step
+from .validators import json_schema
 from .versions import Step, StepGraph
 
 __version__ = "0.1.0"
@@ -86,6 +87,7 @@ __all__ = [
     "find",
     "find_one",
     "guard_queries",
+    "json_schema",
     "load_migrations",
     "ops",
     "register_step",
