@@ -63,14 +63,16 @@ from .mongo import (
     ensure_version_index,
     exact_filters,
     has_version_index,
+    is_mongomock,
     runs_pipelines,
     to_list,
 )
-from .ops import CreateIndex, DropIndex, IndexOperation, Operations
+from .ops import CreateIndex, DropIndex, IndexOperation, Operations, SetValidator
 from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
 from .retry import DEFAULT_RETRY_FOR, Retry, describe
+from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, write_validator
 from .versions import (
     VERSION_KEY,
     Plan,
@@ -249,8 +251,9 @@ class ModelReport:
     #: The toolkit's version index: "created" by this run, "missing" (a dry
     #: run, which creates nothing), or "" (there, or not wanted).
     version_index: str = ""
-    #: What the steps' index operations did ("created index title_1 {title: 1}"),
-    #: or would do in a dry run.
+    #: What the steps' operations on the collection did ("created index
+    #: title_1 {title: 1}", "set the validator (moderate, action error) ..."),
+    #: or would do in a dry run: its indexes and its validator.
     indexes: list[str] = field(default_factory=list)
 
     @property
@@ -359,6 +362,16 @@ class _Pass:
     direction: Direction
     plan_for: Callable[[Any], Plan]
     report: ModelReport
+
+
+@dataclass
+class _ValidatorPlan:
+    """What a run does with the collection's validator (see `Runner._validator_plan`)."""
+
+    #: The validator the collection is to have after the run.
+    wanted: Validator
+    #: The collection's validator: as read at the start, then as the run left it.
+    current: Validator
 
 
 # ----------------------------------------------------------------------
@@ -541,12 +554,15 @@ class Runner:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
         server = self._server_steps(collection, surveyed.chain, direction)
         indexes = self._index_operations(cls, target, direction)
+        validator = await self._validator_plan(run)
         await self._index(run, [op for op in indexes if isinstance(op, CreateIndex)])
+        await self._relax_validator(run, validator)
 
         if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
             await self._index(run, [op for op in indexes if isinstance(op, DropIndex)])
+            await self._set_validator(run, validator)
             await self._sample(run)
             return report
         # References to every former name, in every collection, rewritten to
@@ -558,6 +574,7 @@ class Runner:
         drops = [op for op in indexes if isinstance(op, DropIndex)]
         if not report.pending:
             await self._index(run, drops)
+            await self._set_validator(run, validator)
             return report
 
         # Steps made of operations on the server; the steps between them on
@@ -593,7 +610,9 @@ class Runner:
         if self.retry.retries > retries:
             await self._sweep(run)
         if not report.failed and not report.skipped:
-            await self._index(run, drops)  # contract: every document passed the steps
+            # Contract: every document passed the steps.
+            await self._index(run, drops)
+            await self._set_validator(run, validator)
         return report
 
     def _index_operations(
@@ -656,6 +675,108 @@ class Runner:
                 ("create", "created") if isinstance(op, CreateIndex) else ("drop", "dropped")
             )
             report.indexes.append(f"{'would ' + verb if dry else done} {op.describe()}")
+
+    # ------------------------------------------------------------------
+    # The collection's validator
+    # ------------------------------------------------------------------
+    def _validator_operations(
+        self, cls: type[VersionedModel], target: Version, direction: Direction
+    ) -> list[SetValidator]:
+        """The validator operations of the steps up to `target` (for a downgrade: of
+        every step up to the model's version, since the validator those set
+        describes the model's version), in order."""
+        limit = cls.__parsed_version__ if direction.down else target
+        return [
+            op
+            for s in self.registry.graph(cls).steps
+            if s.to_key <= limit and isinstance(s.operations, Operations)
+            for op in s.operations.validators()
+        ]
+
+    async def _validator_plan(self, run: _Pass) -> _ValidatorPlan | None:
+        """What the run does with the collection's validator; None: leaves it alone.
+
+        Once a model's steps set a validator, the runner keeps it in step with
+        the model class in the code: the last validator operation up to the
+        target decides its level and action (or, None, that there is none),
+        and the schema is derived from the class, which describes the
+        model's version only. So:
+
+        - an upgrade to the model's version sets that validator (a rerun
+          finds it set, and does nothing);
+        - an upgrade to an older version (``--to``) leaves the validator
+          alone, and says so;
+        - a downgrade removes it: the one the older version had is not
+          known here (``upgrade`` run with the older code sets its own).
+
+        """
+        cls, report = run.cls, run.report
+        found = self._validator_operations(cls, run.target, run.direction)
+        head = cls.__parsed_version__
+        if not found or (run.direction.down and run.target == head):
+            return None
+        if is_mongomock(run.collection):
+            report.indexes.append("validator left alone: the in-memory backend keeps none")
+            return None
+        last = found[-1]
+        if run.direction.down or last.level is None:
+            wanted = NO_VALIDATOR
+        elif run.target != head:
+            report.indexes.append(
+                f"validator left alone: it describes the model at version {head}, not {run.target}"
+            )
+            return None
+        else:
+            assert last.action is not None
+            wanted = validator_of(cls, last.level, last.action)
+        current = await self.retry.call(
+            f"reading the validator of {run.collection.name}",
+            partial(read_validator, run.collection),
+        )
+        return _ValidatorPlan(wanted, current)
+
+    async def _relax_validator(self, run: _Pass, plan: _ValidatorPlan | None) -> None:
+        """Before the documents change: remove a validator the run has to replace or remove.
+
+        A validator derived from an older model (or, downgrading, from the
+        model's version) may refuse the documents the steps write. It is
+        removed first where the run has documents to write, and the new one
+        set once every document passed; a run that stops before leaves the
+        collection without one, and the next run sets it.
+
+        """
+        if plan is None or not plan.current or plan.current.same(plan.wanted):
+            return
+        if plan.wanted and not run.report.pending:
+            return  # nothing to write: the new validator replaces it at the end
+        what = f"{plan.current.describe()} before the documents change"
+        if plan.wanted:
+            what += "; the new one is set once every document passed"
+        await self._write_validator(run, NO_VALIDATOR, what)
+        plan.current = NO_VALIDATOR
+
+    async def _set_validator(self, run: _Pass, plan: _ValidatorPlan | None) -> None:
+        """After the documents changed: set the validator, unless it is already as wanted."""
+        if plan is None or plan.current.same(plan.wanted):
+            return
+        what = plan.current.describe()
+        if plan.wanted:
+            model = f"{run.cls.__model__} at version {run.target}"
+            what = f"{plan.wanted.describe()}: the $jsonSchema of {model}"
+        await self._write_validator(run, plan.wanted, what)
+        plan.current = plan.wanted
+
+    async def _write_validator(self, run: _Pass, validator: Validator, what: str) -> None:
+        """Set (or remove) the validator, not in a dry run, and report it."""
+        verb, done = ("set", "set") if validator else ("remove", "removed")
+        if self.options.dry_run:
+            run.report.indexes.append(f"would {verb} {what}")
+            return
+        await self.retry.call(
+            f"{'setting' if validator else 'removing'} the validator of {run.collection.name}",
+            partial(write_validator, run.collection, validator),
+        )
+        run.report.indexes.append(f"{done} {what}")
 
     async def _sweep(self, run: _Pass) -> None:
         """After the server failed during the run, take again what is still behind.
