@@ -805,17 +805,23 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
     is_flag=True,
     help="Also fail when a step applied to the database changed since (implied by --pending).",
 )
+@click.option(
+    "--indexes",
+    is_flag=True,
+    help="Also fail when a collection's indexes are not its model's __indexes__ "
+    "(implied by --pending).",
+)
 @pass_state
 @run_async
-async def check(state: State, pending: bool, checksums: bool) -> None:
+async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> None:
     """Exit 0 when every chain is complete and every step module loads.
 
-    What it asks of a database (--pending, --checksums) it asks of each
-    database given, with a summary at the end.
+    What it asks of a database (--pending, --checksums, --indexes) it asks of
+    each database given, with a summary at the end.
     """
 
     async def each(ws: command.Workspace) -> str:
-        problems = await command.check(ws, pending=pending)
+        problems = await command.check(ws, pending=pending, indexes=indexes)
         changed: list[str] = []
         if pending or checksums:
             changed = await command.changed_steps(ws)
@@ -832,7 +838,7 @@ async def check(state: State, pending: bool, checksums: bool) -> None:
         click.echo("ok")
         return "ok"
 
-    if pending or checksums:
+    if pending or checksums or indexes:
         await _each_database(state, each)
     else:
         await each(state.workspace)

@@ -23,7 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import Version
+
 from . import checksums as step_checksums
+from . import indexes as declared_indexes
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
 from .history import History, Outcome
@@ -45,7 +48,7 @@ from .schema import (
     snapshot,
     step_to,
 )
-from .versions import BASE_VERSION, Step, parse_version
+from .versions import BASE_VERSION, Step, StepGraph, parse_version
 from .workspace import Workspace
 
 #: Seconds to keep trying to record how a failed run ended.
@@ -232,11 +235,14 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             diff = compare(base.schema or {}, fields, resolve=ws.registry.resolve)
             inferred = infer_operations(cls, diff, source)
             computed = inferred.computed
-            lines += inferred.lines or ["# No change found since the snapshot."]
+            lines += inferred.lines
             where = " ".join(Path(base.source).name.splitlines())
             values["previous"] = f"{where} (version {base.to_version})"
             if computed:
                 values["upgrade"] = computed_upgrade(computed)
+        lines += _index_lines(cls, graph, parse_version(start), source)
+        if base is not None and not lines:
+            lines.append("# No change found since the snapshot.")
         values["operations"] = "".join(f"    {line}\n" for line in lines)
         values["imports"] = "".join(f"{line}\n" for line in source.imports)
         name = "templates/operations.py.tmpl"
@@ -260,6 +266,25 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         moved_from=moved_from,
         computed=computed,
     )
+
+
+def _index_lines(
+    cls: type[VersionedModel], graph: StepGraph, start: Version, source: Source
+) -> list[str]:
+    """The index operations from the indexes the steps up to `start` leave to the
+    model's ``__indexes__`` (none when it declares none)."""
+    wanted = declared_indexes.declared(cls)
+    if wanted is None:
+        return []
+    created = declared_indexes.created_by_steps([s for s in graph.steps if s.to_key <= start])
+    planned = declared_indexes.planned(wanted, created)
+    if not planned:
+        return []
+    return [
+        "# __indexes__: upgrade creates indexes before the documents change, and drops",
+        "# them after every document passed (expand, then contract).",
+        *(declared_indexes.written(op, source) for op in planned),
+    ]
 
 
 def _format_schema(fields: dict[str, Any], indent: str = "") -> str:
@@ -800,12 +825,44 @@ def drift(ws: Workspace) -> list[str]:
     return found
 
 
-async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
+def index_drift(ws: Workspace) -> list[str]:
+    """Models whose ``__indexes__`` differ from the indexes their steps create.
+
+    Checked like the fields (see `drift`): not while the model's version is
+    past its steps or behind them.
+
+    """
+    found = []
+    for cls in ws.models():
+        graph = ws.registry.graph(cls)
+        latest, version = graph.latest, cls.__parsed_version__
+        if latest is not None and latest != version:
+            continue
+        found += declared_indexes.step_drift(cls, graph.steps)
+    return found
+
+
+async def collection_indexes(ws: Workspace) -> list[str]:
+    """How each collection's indexes differ from its model's ``__indexes__``."""
+    await ws.connect()
+    found = []
+    for cls in ws.models():
+        if cls.__indexes__ is None:
+            continue
+        collection = ws.database[cls.__model__]
+        existing = await collection.index_information()
+        found += declared_indexes.collection_drift(cls, existing, collection.name)
+    return found
+
+
+async def check(ws: Workspace, *, pending: bool = False, indexes: bool = False) -> list[str]:
     """Every problem found, a line each; empty when all is well.
 
     Chains must be complete, every step module must load and be written (not
     the template's), and every model's fields must match its newest schema
-    snapshot at the same version. With `pending`, the gate of a deploy:
+    snapshot at the same version, and its ``__indexes__`` the indexes its
+    steps create. With `indexes`, each collection's indexes must be the
+    declared ones. With `pending`, the gate of a deploy (indexes included):
     documents behind their model's version, newer than it, or with an
     invalid version are problems too, and so are references still stored
     under a model's former name (every collection is read for them while a
@@ -819,6 +876,9 @@ async def check(ws: Workspace, *, pending: bool = False) -> list[str]:
         return [str(exc)]
     problems = [str(p) for p in ws.registry.problems()]
     problems += drift(ws)
+    problems += index_drift(ws)
+    if indexes or pending:
+        problems += await collection_indexes(ws)
     if pending:
         for s in await status(ws, [c.__model__ for c in classes]):
             if s.pending:

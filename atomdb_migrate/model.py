@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import Document
 from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
+from .indexes import declared as declared_indexes
 from .mongo import exact_filters
 from .registry import MigrationRegistry, listen_to_aliases
 from .versions import (
@@ -105,6 +106,7 @@ class VersionedModelMeta(ModelMeta):
                 f"model {model!r}: __on_newer__ must be one of {NEWER_POLICIES}, "
                 f"not {cls.__on_newer__!r}"
             )
+        declared_indexes(cls)  # refuses a wrong entry at import
         if any(isinstance(base, VersionedModelMeta) for base in bases):
             MigrationRegistry.instance().register_model(cls)
             add_to_serializer_registries(cls)
@@ -230,6 +232,13 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     #: Persist a document upgraded on restore, with a write that matches its
     #: ``_id`` and its old version, so a newer write is never overwritten.
     __write_back__: ClassVar[bool] = False
+
+    #: The indexes the collection should have, in the shapes
+    #: `ops.create_index` takes (keys, or ``ops.create_index(keys, **options)``).
+    #: ``revision --autogenerate`` writes the operations that create and drop
+    #: them, and ``check`` reports drift (see `atomdb_migrate.indexes`). None:
+    #: the model's indexes are not managed.
+    __indexes__: ClassVar[list[Any] | None] = None
 
     #: Handles encoding and decoding, upgrading fetched references
     serializer = VersionedModelSerializer.instance()

@@ -39,6 +39,7 @@ from packaging.version import Version
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
+from . import indexes
 from .documents import Document
 from .exceptions import (
     ChainError,
@@ -67,7 +68,7 @@ from .mongo import (
     runs_pipelines,
     to_list,
 )
-from .ops import CreateIndex, DropIndex, IndexOperation, Operations, SetValidator
+from .ops import CreateIndex, IndexOperation, Operations, SetValidator
 from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
@@ -304,23 +305,6 @@ def _once(batch: list[Document], last: list[Any]) -> list[Document]:
     return kept
 
 
-def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
-    """Whether an existing index (as ``index_information`` gives it) is the one asked for."""
-    keys = [(k, int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in found["key"]]
-    if keys != op.keys:
-        return False
-    for option, value in op.options.items():
-        if option == "name":
-            continue
-        there = found.get(option)
-        if option == "collation" and isinstance(there, dict) and isinstance(value, dict):
-            if any(there.get(k) != v for k, v in value.items()):
-                return False
-        elif there != value and not (option in ("unique", "sparse") and not value and not there):
-            return False
-    return True
-
-
 def _label(step: Step) -> str:
     return f"{step.from_version} -> {step.to_version}"
 
@@ -553,15 +537,15 @@ class Runner:
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
         server = self._server_steps(collection, surveyed.chain, direction)
-        indexes = self._index_operations(cls, target, direction)
+        expand, drops = indexes.phases(self._index_operations(cls, target, direction))
         validator = await self._validator_plan(run)
-        await self._index(run, [op for op in indexes if isinstance(op, CreateIndex)])
+        await self._index(run, expand)
         await self._relax_validator(run, validator)
 
         if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
-            await self._index(run, [op for op in indexes if isinstance(op, DropIndex)])
+            await self._index(run, drops)
             await self._set_validator(run, validator)
             await self._sample(run)
             return report
@@ -571,7 +555,6 @@ class Runner:
         # renaming it (a run killed in between repeats this).
         if not direction.down:
             await self._rewrite_references(cls, report, target)
-        drops = [op for op in indexes if isinstance(op, DropIndex)]
         if not report.pending:
             await self._index(run, drops)
             await self._set_validator(run, validator)
@@ -628,7 +611,8 @@ class Runner:
         return [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
 
     async def _index(self, run: _Pass, operations: Sequence[IndexOperation]) -> None:
-        """Run index operations: an index that is already as asked is left alone."""
+        """Run index operations: an index that is already as asked is left alone,
+        and so is one dropped to be created again as it already is."""
         if not operations:
             return
         collection, report, dry = run.collection, run.report, self.options.dry_run
@@ -636,11 +620,11 @@ class Runner:
         existing = await self.retry.call(
             f"listing the indexes of {collection.name}", collection.index_information
         )
-        for op in operations:
+        for i, op in enumerate(operations):
             found = existing.get(op.name)
             if isinstance(op, CreateIndex):
                 if found is not None:
-                    if not same_index(found, op):
+                    if not indexes.same_index(found, op):
                         raise ConfigError(
                             f"model {run.cls.__model__!r}: {op.describe()} conflicts with the "
                             f"index {op.name} of {collection.name}, which is "
@@ -662,8 +646,13 @@ class Runner:
                             f"model {run.cls.__model__!r}: {op.describe()} conflicts with an "
                             f"index of {collection.name}: {exc.error}"
                         ) from None
-            elif found is None:
-                continue  # dropped already
+            elif found is None or any(
+                isinstance(later, CreateIndex)
+                and later.name == op.name
+                and indexes.same_index(found, later)
+                for later in operations[i + 1 :]
+            ):
+                continue  # dropped already, or already as it is to be created again
             else:
                 del existing[op.name]
                 if not dry:

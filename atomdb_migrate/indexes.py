@@ -1,0 +1,295 @@
+"""Declared indexes: a model's ``__indexes__``, what its steps create, what a collection has.
+
+A model declares the indexes its collection should have, in the shapes
+`ops.create_index` takes::
+
+    class Page(VersionedModel):
+        __version__ = 3
+        __indexes__ = [
+            "title",                                   # {title: 1}
+            [("author", 1), ("created", -1)],          # a compound index
+            ops.create_index("slug", unique=True),     # with options
+        ]
+
+Three comparisons use it, all by index name (MongoDB's own, ``title_1``,
+unless an option names it):
+
+- `planned`: against the indexes the model's steps create and drop, replayed
+  in order (`created_by_steps`); ``revision --autogenerate`` writes the
+  difference as ``ops.create_index`` and ``ops.drop_index``;
+- `step_drift`: the same, for ``check``: a declared index no step creates is
+  a change without a migration;
+- `collection_drift`: against a collection's indexes (``check --indexes``):
+  missing, extra, or with other keys or options.
+
+The ``_id`` index and the toolkit's own (`mongo.VERSION_INDEX`) are never
+declared and never extra. A model without ``__indexes__`` (None) has its
+indexes left alone: nothing is compared.
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .exceptions import ConfigError, short_repr
+from .literals import Source
+from .mongo import VERSION_INDEX, VERSION_INDEX_KEYS
+from .ops import INDEX_OPTIONS, CreateIndex, DropIndex, IndexKeys, IndexOperation, Operations
+from .versions import Step
+
+#: A versioned model class (`atomdb_migrate.VersionedModel`, which imports
+#: this module to check its ``__indexes__``).
+ModelClass = type[Any]
+
+#: Indexes that are never declared nor extra.
+UNDECLARED = frozenset({"_id_", VERSION_INDEX})
+_UNDECLARED_KEYS = ([("_id", 1)], VERSION_INDEX_KEYS)
+
+
+def declared(cls: ModelClass) -> dict[str, CreateIndex] | None:
+    """A model's ``__indexes__`` by name, or None when it declares none.
+
+    Raises
+    ------
+    ConfigError
+        For an entry that is no index (as `ops.create_index` says), two with
+        one name, or the ``_id`` or the toolkit's index.
+
+    """
+    given = cls.__indexes__
+    if given is None:
+        return None
+    what = f"model {cls.__model__!r}: __indexes__"
+    if isinstance(given, (str, dict)) or not isinstance(given, (list, tuple)):
+        raise ConfigError(f"{what} must be a list of indexes, not {short_repr(given)}")
+    found: dict[str, CreateIndex] = {}
+    for entry in given:
+        try:
+            index = entry if isinstance(entry, CreateIndex) else CreateIndex(entry)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+        if index.name in UNDECLARED or index.keys in _UNDECLARED_KEYS:
+            raise ConfigError(
+                f"{what}: {index.describe()} is not one to declare: the server keeps the _id "
+                "index, and the toolkit its own"
+            )
+        if index.name in found:
+            raise ConfigError(f"{what}: two indexes are named {index.name}")
+        found[index.name] = index
+    return found
+
+
+def created_by_steps(steps: list[Step]) -> dict[str, CreateIndex]:
+    """The indexes a chain of steps leaves: their creates and drops replayed in order."""
+    found: dict[str, CreateIndex] = {}
+    for step in steps:
+        if isinstance(step.operations, Operations):
+            for op in step.operations.indexes():
+                if isinstance(op, CreateIndex):
+                    found[op.name] = op
+                else:
+                    found.pop(op.name, None)
+    return found
+
+
+def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
+    """Whether an existing index (as ``index_information`` gives it) is the one asked for."""
+    if _canonical(stored_keys(found)) != _canonical(op.keys):
+        return False
+    for option in INDEX_OPTIONS:
+        if option == "name":
+            continue
+        value, there = op.options.get(option), found.get(option)
+        if option == "collation" and isinstance(there, dict) and isinstance(value, dict):
+            # The server fills in the collation's other settings.
+            if any(there.get(k) != v for k, v in value.items()):
+                return False
+        elif there != value and (value or there):  # unique=False is no option
+            return False
+    return True
+
+
+def stored_keys(found: dict[str, Any]) -> IndexKeys:
+    """An existing index's keys as they were asked for: whole numbers as ints, and a
+    text index's fields, which MongoDB keeps as ``_fts``/``_ftsx`` and ``weights``,
+    as ``(field, "text")``."""
+    keys = [(k, int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in found["key"]]
+    if ("_fts", "text") not in keys:
+        return keys
+    out: IndexKeys = []
+    for name, kind in keys:
+        if name == "_fts":
+            out += [(field, "text") for field in found.get("weights", {})]
+        elif name != "_ftsx":
+            out.append((name, kind))
+    return out
+
+
+def _canonical(keys: IndexKeys) -> IndexKeys:
+    """Keys with each run of text fields in one order: MongoDB keeps them by weight."""
+    out: IndexKeys = []
+    run: list[tuple[str, Any]] = []
+    for pair in [*keys, ("", None)]:
+        if pair[1] == "text":
+            run.append(pair)
+            continue
+        out += sorted(run)
+        run = []
+        if pair[1] is not None:
+            out.append(pair)
+    return out
+
+
+def phases(
+    operations: list[IndexOperation],
+) -> tuple[list[IndexOperation], list[IndexOperation]]:
+    """What a run's index operations come to, split into what goes before the
+    documents change (creates) and what goes after (drops).
+
+    The operations of every step up to the target are replayed, so only the
+    last operation on each index name counts: an index a step creates and a
+    later step drops is only dropped, and a run that repeats the chain does
+    not meet the indexes its earlier steps asked for. An index dropped and
+    created again (the same name with other keys or options: a changed
+    index) is dropped before, right ahead of its create, since the new one
+    cannot be created beside it; the runner keeps it when it is already as
+    the create asks.
+
+    """
+    last: dict[str, IndexOperation] = {}
+    replaced: set[str] = set()
+    for op in operations:
+        if isinstance(op, CreateIndex) and isinstance(last.get(op.name), DropIndex):
+            replaced.add(op.name)
+        last[op.name] = op
+    before: list[IndexOperation] = []
+    after: list[IndexOperation] = []
+    for name, op in last.items():
+        if isinstance(op, DropIndex):
+            after.append(op)
+            continue
+        if name in replaced:
+            before.append(DropIndex(name))
+        before.append(op)
+    return before, after
+
+
+def same(a: CreateIndex, b: CreateIndex) -> bool:
+    """Whether two declared indexes are one: same keys, same options (an option
+    at its default counts as absent)."""
+    return a.keys == b.keys and _options(a) == _options(b)
+
+
+def _options(index: CreateIndex) -> dict[str, Any]:
+    return {k: v for k, v in index.options.items() if v not in (False, None)}
+
+
+def planned(
+    wanted: dict[str, CreateIndex], created: dict[str, CreateIndex]
+) -> list[IndexOperation]:
+    """The operations that take the `created` indexes to the `wanted` ones: drops of
+    those no longer wanted or changed, then creates."""
+    drops: list[IndexOperation] = [
+        DropIndex(old.keys if old.name == _default_name(old) else name)
+        for name, old in created.items()
+        if name not in wanted or not same(old, wanted[name])
+    ]
+    creates: list[IndexOperation] = [
+        new for name, new in wanted.items() if name not in created or not same(created[name], new)
+    ]
+    return drops + creates
+
+
+def _default_name(index: CreateIndex) -> str:
+    return CreateIndex(index.keys).name
+
+
+def step_drift(cls: ModelClass, steps: list[Step]) -> list[str]:
+    """How the model's ``__indexes__`` differ from what its steps create, a line each."""
+    wanted = declared(cls)
+    if wanted is None:
+        return []
+    found = []
+    for op in planned(wanted, created_by_steps(steps)):
+        if isinstance(op, CreateIndex):
+            found.append(f"__indexes__ declares {op.describe()}, which its steps do not create")
+        elif op.name not in wanted:
+            found.append(
+                f"its steps create the index {op.name}, which __indexes__ does not declare"
+            )
+    return [
+        f"model {cls.__model__!r}: {line}. A change without a migration? Run "
+        f"`atomdb-migrate revision --autogenerate --model {cls.__model__} -m ...`"
+        for line in found
+    ]
+
+
+def collection_drift(
+    cls: ModelClass, existing: dict[str, dict[str, Any]], collection: str
+) -> list[str]:
+    """How a collection's indexes (as ``index_information`` gives them) differ from
+    the model's ``__indexes__``, a line each: missing, extra, or different."""
+    wanted = declared(cls)
+    if wanted is None:
+        return []
+    found = []
+    where = f"model {cls.__model__!r}: collection {collection}"
+    for name, index in wanted.items():
+        there = existing.get(name)
+        if there is None:
+            found.append(f"{where} lacks the declared {index.describe()}")
+        elif not same_index(there, index):
+            found.append(
+                f"{where} has the index {name} as {_shown(there)}, but the model declares "
+                f"{index.describe()}"
+            )
+    for name, there in existing.items():
+        if name not in wanted and name not in UNDECLARED:
+            found.append(f"{where} has the index {name} {_shown(there)}, which is not declared")
+    return found
+
+
+def _shown(info: dict[str, Any]) -> str:
+    keys = ", ".join(f"{k}: {v!r}" for k, v in stored_keys(info))
+    extra = ", ".join(f"{k}={v!r}" for k, v in info.items() if k not in _INTERNAL)
+    return f"{{{keys}}}" + (f" ({extra})" if extra else "")
+
+
+#: What ``index_information`` tells that no declaration says.
+_INTERNAL = frozenset(
+    {
+        "key",
+        "v",
+        "ns",
+        "weights",
+        "default_language",
+        "language_override",
+        "textIndexVersion",
+        "2dsphereIndexVersion",
+    }
+)
+
+
+def written(op: IndexOperation, source: Source) -> str:
+    """An index operation as a line of a step module's ``operations``."""
+    if isinstance(op, DropIndex):
+        if op.keys is None:
+            return f"ops.drop_index({source.literal(op.name)}),"
+        return f"ops.drop_index({_keys(op.keys, source, name_ok=False)}),"
+    assert isinstance(op, CreateIndex)
+    options = "".join(
+        f", {k}={source.literal(v)}"
+        for k, v in op.options.items()
+        if k != "name" or v != _default_name(op)
+    )
+    return f"ops.create_index({_keys(op.keys, source)}{options}),"
+
+
+def _keys(keys: list[tuple[str, Any]], source: Source, name_ok: bool = True) -> str:
+    """Keys as written: a field name alone where it cannot be taken for an index's
+    name (`ops.drop_index` takes a name)."""
+    if name_ok and len(keys) == 1 and keys[0][1] == 1:
+        return source.literal(keys[0][0])
+    pairs = ", ".join(f"({source.literal(k)}, {source.literal(d)})" for k, d in keys)
+    return f"[{pairs}]"
