@@ -827,6 +827,9 @@ async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> 
             changed = await command.changed_steps(ws)
         for p in problems + changed:
             click.echo(mask(p, state.url), err=True)
+        if pending:
+            for note in await command.advice(ws):
+                click.echo(f"note: {mask(note, state.url)}", err=True)
         if changed:
             raise CommandError(
                 f"{len(problems) + len(changed)} problem(s) found, "

@@ -35,7 +35,7 @@ from .lock import LOCK_ID, is_alive
 from .lock import unlock as clear_lock
 from .masking import mask
 from .model import VersionedModel
-from .mongo import count_versions
+from .mongo import VERSION_INDEX, count_versions, has_version_index, is_mongomock
 from .renames import count_references
 from .retry import Retry
 from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
@@ -853,6 +853,30 @@ async def collection_indexes(ws: Workspace) -> list[str]:
         existing = await collection.index_information()
         found += declared_indexes.collection_drift(cls, existing, collection.name)
     return found
+
+
+async def advice(ws: Workspace) -> list[str]:
+    """What the gate notes without failing: collections without the toolkit's index,
+    whose pending documents ``upgrade`` finds only by reading every document."""
+    await ws.connect()
+    names = set(await ws.database.list_collection_names())
+    how = (
+        "`atomdb-migrate upgrade` creates it"
+        if ws.config.version_index
+        else "set version-index = true in [tool.atomdb-migrate], and `upgrade` creates it"
+    )
+    notes = []
+    for cls in ws.models():
+        collection = ws.database[cls.__model__]
+        if cls.__model__ not in names or is_mongomock(collection):
+            continue  # nothing stored; or mongomock, which has no index to use
+        if not await has_version_index(collection):
+            notes.append(
+                f"model {cls.__model__!r}: collection {cls.__model__} has no index "
+                f"{VERSION_INDEX} on {{__version__: 1, _id: 1}}, so `upgrade` reads every "
+                f"document to find the pending ones; {how}"
+            )
+    return notes
 
 
 async def check(ws: Workspace, *, pending: bool = False, indexes: bool = False) -> list[str]:

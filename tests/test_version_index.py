@@ -100,3 +100,25 @@ def test_version_index_false_goes_without(project: Project) -> None:
     pyproject.write_text(pyproject.read_text().replace("false", '"no"'))
     bad = project.invoke("status")
     assert bad.exit_code == 3 and "version-index has the wrong type (str)" in bad.output
+
+
+def test_the_gate_advises_the_index_without_failing(project: Project) -> None:
+    project.seed(2, version="3")
+    result = project.invoke("check", "--pending")
+    assert result.exit_code == 0, result.output
+    assert "note: model 'clidemo.Customer': collection clidemo.Customer has no index " in (
+        result.output
+    )
+    assert "`atomdb-migrate upgrade` creates it" in result.output
+    # No note for a model with nothing stored (clidemo.Order).
+    assert "clidemo.Order" not in result.output
+    assert project.invoke("upgrade", "--no-progress").exit_code == 0
+    result = project.invoke("check", "--pending")
+    assert result.exit_code == 0 and "note:" not in result.output, result.output
+    # Opted out: the note says how to opt in.
+    project.db[CUSTOMER].drop_index(VERSION_INDEX)
+    pyproject = project.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "version-index = false\n")
+    result = project.invoke("check", "--pending")
+    assert result.exit_code == 0, result.output
+    assert "set version-index = true in [tool.atomdb-migrate]" in result.output
