@@ -39,11 +39,10 @@ from packaging.version import Version
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from . import indexes
+from .collection_state import CollectionState
 from .documents import Document
 from .exceptions import (
     ChainError,
-    ConfigError,
     InvalidVersionError,
     MigrateError,
     ServerError,
@@ -64,16 +63,14 @@ from .mongo import (
     ensure_version_index,
     exact_filters,
     has_version_index,
-    is_mongomock,
     runs_pipelines,
     to_list,
 )
-from .ops import CreateIndex, IndexOperation, Operations, SetValidator
+from .ops import Operations
 from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
 from .retry import DEFAULT_RETRY_FOR, Retry, describe
-from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, write_validator
 from .versions import (
     VERSION_KEY,
     Plan,
@@ -348,16 +345,6 @@ class _Pass:
     report: ModelReport
 
 
-@dataclass
-class _ValidatorPlan:
-    """What a run does with the collection's validator (see `Runner._validator_plan`)."""
-
-    #: The validator the collection is to have after the run.
-    wanted: Validator
-    #: The collection's validator: as read at the start, then as the run left it.
-    current: Validator
-
-
 # ----------------------------------------------------------------------
 # The runner
 # ----------------------------------------------------------------------
@@ -537,16 +524,26 @@ class Runner:
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
         server = self._server_steps(collection, surveyed.chain, direction)
-        expand, drops = indexes.phases(self._index_operations(cls, target, direction))
-        validator = await self._validator_plan(run)
-        await self._index(run, expand)
-        await self._relax_validator(run, validator)
+        state = CollectionState(
+            cls,
+            collection,
+            self.registry.graph(cls).steps,
+            target,
+            down=direction.down,
+            retry=self.retry,
+            dry_run=self.options.dry_run,
+            lines=report.indexes,
+        )
+        expand, drops = state.index_phases()
+        await state.plan_validator()
+        await state.run_indexes(expand)
+        await state.relax_validator(report.pending)
 
         if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
-            await self._index(run, drops)
-            await self._set_validator(run, validator)
+            await state.run_indexes(drops)
+            await state.set_validator()
             await self._sample(run)
             return report
         # References to every former name, in every collection, rewritten to
@@ -556,8 +553,8 @@ class Runner:
         if not direction.down:
             await self._rewrite_references(cls, report, target)
         if not report.pending:
-            await self._index(run, drops)
-            await self._set_validator(run, validator)
+            await state.run_indexes(drops)
+            await state.set_validator()
             return report
 
         # Steps made of operations on the server; the steps between them on
@@ -594,178 +591,9 @@ class Runner:
             await self._sweep(run)
         if not report.failed and not report.skipped:
             # Contract: every document passed the steps.
-            await self._index(run, drops)
-            await self._set_validator(run, validator)
+            await state.run_indexes(drops)
+            await state.set_validator()
         return report
-
-    def _index_operations(
-        self, cls: type[VersionedModel], target: Version, direction: Direction
-    ) -> list[IndexOperation]:
-        """The index operations of the steps up to `target` (for a downgrade: of the
-        inverses of the steps above it, the latest first), in order."""
-        steps = self.registry.graph(cls).steps
-        if direction.down:
-            taken = [s.downgrade_fn for s in reversed(steps) if s.from_key >= target]
-        else:
-            taken = [s.operations for s in steps if s.to_key <= target]
-        return [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
-
-    async def _index(self, run: _Pass, operations: Sequence[IndexOperation]) -> None:
-        """Run index operations: an index that is already as asked is left alone,
-        and so is one dropped to be created again as it already is."""
-        if not operations:
-            return
-        collection, report, dry = run.collection, run.report, self.options.dry_run
-        # Listed once, then kept as the operations (or, dry, would) leave it.
-        existing = await self.retry.call(
-            f"listing the indexes of {collection.name}", collection.index_information
-        )
-        for i, op in enumerate(operations):
-            found = existing.get(op.name)
-            if isinstance(op, CreateIndex):
-                if found is not None:
-                    if not indexes.same_index(found, op):
-                        raise ConfigError(
-                            f"model {run.cls.__model__!r}: {op.describe()} conflicts with the "
-                            f"index {op.name} of {collection.name}, which is "
-                            f"{short_repr({k: v for k, v in found.items() if k != 'v'})}: drop "
-                            "that index, or give create_index another name"
-                        )
-                    continue
-                existing[op.name] = {"key": op.keys, **op.options}
-                if not dry:
-                    try:
-                        await self.retry.call(
-                            f"creating {op.describe()} on {collection.name}",
-                            partial(collection.create_index, op.keys, **op.options),
-                        )
-                    except ServerError as exc:
-                        if exc.code not in (85, 86):  # IndexOptions/KeySpecsConflict
-                            raise
-                        raise ConfigError(
-                            f"model {run.cls.__model__!r}: {op.describe()} conflicts with an "
-                            f"index of {collection.name}: {exc.error}"
-                        ) from None
-            elif found is None or any(
-                isinstance(later, CreateIndex)
-                and later.name == op.name
-                and indexes.same_index(found, later)
-                for later in operations[i + 1 :]
-            ):
-                continue  # dropped already, or already as it is to be created again
-            else:
-                del existing[op.name]
-                if not dry:
-                    await self.retry.call(
-                        f"dropping {op.describe()} on {collection.name}",
-                        partial(collection.drop_index, op.name),
-                    )
-            verb, done = (
-                ("create", "created") if isinstance(op, CreateIndex) else ("drop", "dropped")
-            )
-            report.indexes.append(f"{'would ' + verb if dry else done} {op.describe()}")
-
-    # ------------------------------------------------------------------
-    # The collection's validator
-    # ------------------------------------------------------------------
-    def _validator_operations(
-        self, cls: type[VersionedModel], target: Version, direction: Direction
-    ) -> list[SetValidator]:
-        """The validator operations of the steps up to `target` (for a downgrade: of
-        every step up to the model's version, since the validator those set
-        describes the model's version), in order."""
-        limit = cls.__parsed_version__ if direction.down else target
-        return [
-            op
-            for s in self.registry.graph(cls).steps
-            if s.to_key <= limit and isinstance(s.operations, Operations)
-            for op in s.operations.validators()
-        ]
-
-    async def _validator_plan(self, run: _Pass) -> _ValidatorPlan | None:
-        """What the run does with the collection's validator; None: leaves it alone.
-
-        Once a model's steps set a validator, the runner keeps it in step with
-        the model class in the code: the last validator operation up to the
-        target decides its level and action (or, None, that there is none),
-        and the schema is derived from the class, which describes the
-        model's version only. So:
-
-        - an upgrade to the model's version sets that validator (a rerun
-          finds it set, and does nothing);
-        - an upgrade to an older version (``--to``) leaves the validator
-          alone, and says so;
-        - a downgrade removes it: the one the older version had is not
-          known here (``upgrade`` run with the older code sets its own).
-
-        """
-        cls, report = run.cls, run.report
-        found = self._validator_operations(cls, run.target, run.direction)
-        head = cls.__parsed_version__
-        if not found or (run.direction.down and run.target == head):
-            return None
-        if is_mongomock(run.collection):
-            report.indexes.append("validator left alone: the in-memory backend keeps none")
-            return None
-        last = found[-1]
-        if run.direction.down or last.level is None:
-            wanted = NO_VALIDATOR
-        elif run.target != head:
-            report.indexes.append(
-                f"validator left alone: it describes the model at version {head}, not {run.target}"
-            )
-            return None
-        else:
-            assert last.action is not None
-            wanted = validator_of(cls, last.level, last.action)
-        current = await self.retry.call(
-            f"reading the validator of {run.collection.name}",
-            partial(read_validator, run.collection),
-        )
-        return _ValidatorPlan(wanted, current)
-
-    async def _relax_validator(self, run: _Pass, plan: _ValidatorPlan | None) -> None:
-        """Before the documents change: remove a validator the run has to replace or remove.
-
-        A validator derived from an older model (or, downgrading, from the
-        model's version) may refuse the documents the steps write. It is
-        removed first where the run has documents to write, and the new one
-        set once every document passed; a run that stops before leaves the
-        collection without one, and the next run sets it.
-
-        """
-        if plan is None or not plan.current or plan.current.same(plan.wanted):
-            return
-        if plan.wanted and not run.report.pending:
-            return  # nothing to write: the new validator replaces it at the end
-        what = f"{plan.current.describe()} before the documents change"
-        if plan.wanted:
-            what += "; the new one is set once every document passed"
-        await self._write_validator(run, NO_VALIDATOR, what)
-        plan.current = NO_VALIDATOR
-
-    async def _set_validator(self, run: _Pass, plan: _ValidatorPlan | None) -> None:
-        """After the documents changed: set the validator, unless it is already as wanted."""
-        if plan is None or plan.current.same(plan.wanted):
-            return
-        what = plan.current.describe()
-        if plan.wanted:
-            model = f"{run.cls.__model__} at version {run.target}"
-            what = f"{plan.wanted.describe()}: the $jsonSchema of {model}"
-        await self._write_validator(run, plan.wanted, what)
-        plan.current = plan.wanted
-
-    async def _write_validator(self, run: _Pass, validator: Validator, what: str) -> None:
-        """Set (or remove) the validator, not in a dry run, and report it."""
-        verb, done = ("set", "set") if validator else ("remove", "removed")
-        if self.options.dry_run:
-            run.report.indexes.append(f"would {verb} {what}")
-            return
-        await self.retry.call(
-            f"{'setting' if validator else 'removing'} the validator of {run.collection.name}",
-            partial(write_validator, run.collection, validator),
-        )
-        run.report.indexes.append(f"{done} {what}")
 
     async def _sweep(self, run: _Pass) -> None:
         """After the server failed during the run, take again what is still behind.

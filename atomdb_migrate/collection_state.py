@@ -1,0 +1,257 @@
+"""What a run does to a collection besides its documents: its indexes and its validator.
+
+The runner makes a `CollectionState` for each model it runs and calls it
+around the documents' pass:
+
+1. before the documents change (expand): `run_indexes` with the first half
+   of `index_phases` (creates, and drops of indexes created again), then
+   `relax_validator`, which removes a validator the documents about to be
+   written might not pass;
+2. after every document passed (contract): `run_indexes` with the drops,
+   then `set_validator`.
+
+A dry run says what it would do in `lines` and changes nothing. Every call
+to the server goes through the run's `Retry`.
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from packaging.version import Version
+
+from . import indexes
+from .exceptions import ConfigError, ServerError, short_repr
+from .mongo import is_mongomock
+from .ops import CreateIndex, IndexOperation, Operations, SetValidator
+from .retry import Retry
+from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, write_validator
+from .versions import Step
+
+
+@dataclass
+class _ValidatorPlan:
+    """What a run does with the collection's validator (see `CollectionState.plan_validator`)."""
+
+    #: The validator the collection is to have after the run.
+    wanted: Validator
+    #: The collection's validator: as read at the start, then as the run left it.
+    current: Validator
+
+
+class CollectionState:
+    """One model's run, as far as its collection's indexes and validator go.
+
+    Parameters
+    ----------
+    cls
+        The versioned model.
+    collection
+        Its collection.
+    steps
+        The model's chain of steps.
+    target
+        The version the run takes the documents to.
+    down
+        Whether the run is a downgrade.
+    retry
+        The run's `Retry`, for every call to the server.
+    dry_run
+        Say what would be done, and do nothing.
+    lines
+        Where to say what was done (the model's `ModelReport.indexes`).
+
+    """
+
+    def __init__(
+        self,
+        cls: Any,
+        collection: Any,
+        steps: list[Step],
+        target: Version,
+        *,
+        down: bool,
+        retry: Retry,
+        dry_run: bool,
+        lines: list[str],
+    ) -> None:
+        self.cls, self.collection, self.steps, self.target = cls, collection, steps, target
+        self.down, self.retry, self.dry_run, self.lines = down, retry, dry_run, lines
+        #: What the run does with the validator, once planned; None: nothing.
+        self.validator: _ValidatorPlan | None = None
+
+    # ------------------------------------------------------------------
+    # Indexes
+    # ------------------------------------------------------------------
+    def index_phases(self) -> tuple[list[IndexOperation], list[IndexOperation]]:
+        """The index operations of the steps up to the target (for a downgrade: of
+        the inverses of the steps above it, the latest first), as they come to:
+        those before the documents change, and those after (`indexes.phases`)."""
+        target, steps = self.target, self.steps
+        if self.down:
+            taken = [s.downgrade_fn for s in reversed(steps) if s.from_key >= target]
+        else:
+            taken = [s.operations for s in steps if s.to_key <= target]
+        found = [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
+        return indexes.phases(found)
+
+    async def run_indexes(self, operations: Sequence[IndexOperation]) -> None:
+        """Run index operations: an index that is already as asked is left alone,
+        and so is one dropped to be created again as it already is."""
+        if not operations:
+            return
+        collection, dry = self.collection, self.dry_run
+        # Listed once, then kept as the operations (or, dry, would) leave it.
+        existing = await self.retry.call(
+            f"listing the indexes of {collection.name}", collection.index_information
+        )
+        for i, op in enumerate(operations):
+            found = existing.get(op.name)
+            if isinstance(op, CreateIndex):
+                if found is not None:
+                    if not indexes.same_index(found, op):
+                        raise ConfigError(
+                            f"model {self.cls.__model__!r}: {op.describe()} conflicts with the "
+                            f"index {op.name} of {collection.name}, which is "
+                            f"{short_repr({k: v for k, v in found.items() if k != 'v'})}: drop "
+                            "that index, or give create_index another name"
+                        )
+                    continue
+                existing[op.name] = {"key": op.keys, **op.options}
+                if not dry:
+                    try:
+                        await self.retry.call(
+                            f"creating {op.describe()} on {collection.name}",
+                            partial(collection.create_index, op.keys, **op.options),
+                        )
+                    except ServerError as exc:
+                        if exc.code not in (85, 86):  # IndexOptions/KeySpecsConflict
+                            raise
+                        raise ConfigError(
+                            f"model {self.cls.__model__!r}: {op.describe()} conflicts with an "
+                            f"index of {collection.name}: {exc.error}"
+                        ) from None
+            elif found is None or any(
+                isinstance(later, CreateIndex)
+                and later.name == op.name
+                and indexes.same_index(found, later)
+                for later in operations[i + 1 :]
+            ):
+                continue  # dropped already, or already as it is to be created again
+            else:
+                del existing[op.name]
+                if not dry:
+                    await self.retry.call(
+                        f"dropping {op.describe()} on {collection.name}",
+                        partial(collection.drop_index, op.name),
+                    )
+            verb, done = (
+                ("create", "created") if isinstance(op, CreateIndex) else ("drop", "dropped")
+            )
+            self.lines.append(f"{'would ' + verb if dry else done} {op.describe()}")
+
+    # ------------------------------------------------------------------
+    # The validator
+    # ------------------------------------------------------------------
+    def _validator_operations(self) -> list[SetValidator]:
+        """The validator operations of the steps up to `target` (for a downgrade: of
+        every step up to the model's version, since the validator those set
+        describes the model's version), in order."""
+        limit = self.cls.__parsed_version__ if self.down else self.target
+        return [
+            op
+            for s in self.steps
+            if s.to_key <= limit and isinstance(s.operations, Operations)
+            for op in s.operations.validators()
+        ]
+
+    async def plan_validator(self) -> None:
+        """What the run does with the collection's validator; None: leaves it alone.
+
+        Once a model's steps set a validator, the runner keeps it in step with
+        the model class in the code: the last validator operation up to the
+        target decides its level and action (or, None, that there is none),
+        and the schema is derived from the class, which describes the
+        model's version only. So:
+
+        - an upgrade to the model's version sets that validator (a rerun
+          finds it set, and does nothing);
+        - an upgrade to an older version (``--to``) leaves the validator
+          alone, and says so;
+        - a downgrade removes it: the one the older version had is not
+          known here (``upgrade`` run with the older code sets its own).
+
+        """
+        cls, target = self.cls, self.target
+        found = self._validator_operations()
+        head = cls.__parsed_version__
+        if not found or (self.down and target == head):
+            return
+        if is_mongomock(self.collection):
+            self.lines.append("validator left alone: the in-memory backend keeps none")
+            return
+        last = found[-1]
+        if self.down or last.level is None:
+            wanted = NO_VALIDATOR
+        elif target != head:
+            self.lines.append(
+                f"validator left alone: it describes the model at version {head}, not {target}"
+            )
+            return
+        else:
+            assert last.action is not None
+            wanted = validator_of(cls, last.level, last.action)
+        current = await self.retry.call(
+            f"reading the validator of {self.collection.name}",
+            partial(read_validator, self.collection),
+        )
+        self.validator = _ValidatorPlan(wanted, current)
+
+    async def relax_validator(self, pending: int) -> None:
+        """Before the documents change: remove a validator the run has to replace or remove.
+
+        A validator derived from an older model (or, downgrading, from the
+        model's version) may refuse the documents the steps write. It is
+        removed first where the run has documents to write, and the new one
+        set once every document passed; a run that stops before leaves the
+        collection without one, and the next run sets it.
+
+        """
+        plan = self.validator
+        if plan is None or not plan.current or plan.current.same(plan.wanted):
+            return
+        if plan.wanted and not pending:
+            return  # nothing to write: the new validator replaces it at the end
+        what = f"{plan.current.describe()} before the documents change"
+        if plan.wanted:
+            what += "; the new one is set once every document passed"
+        await self._write_validator(NO_VALIDATOR, what)
+        plan.current = NO_VALIDATOR
+
+    async def set_validator(self) -> None:
+        """After the documents changed: set the validator, unless it is already as wanted."""
+        plan = self.validator
+        if plan is None or plan.current.same(plan.wanted):
+            return
+        what = plan.current.describe()
+        if plan.wanted:
+            model = f"{self.cls.__model__} at version {self.target}"
+            what = f"{plan.wanted.describe()}: the $jsonSchema of {model}"
+        await self._write_validator(plan.wanted, what)
+        plan.current = plan.wanted
+
+    async def _write_validator(self, validator: Validator, what: str) -> None:
+        """Set (or remove) the validator, not in a dry run, and report it."""
+        verb, done = ("set", "set") if validator else ("remove", "removed")
+        if self.dry_run:
+            self.lines.append(f"would {verb} {what}")
+            return
+        await self.retry.call(
+            f"{'setting' if validator else 'removing'} the validator of {self.collection.name}",
+            partial(write_validator, self.collection, validator),
+        )
+        self.lines.append(f"{done} {what}")
