@@ -223,41 +223,53 @@ async def _each_database(
     if not ws.config.several_databases and canary is None:
         await each(ws)
         return
+    ws.load()  # a models module or step module that does not load fails once
     names = await command.databases(ws, canary=canary)
     outcomes: dict[str, str] = {}
     failures: list[tuple[str, click.ClickException]] = []
-    for name in names:
-        if headers:
-            click.echo(f"database {name}:")
-        sub = ws.for_database(name)
-        try:
-            outcomes[name] = await each(sub)
-        except (MigrateError, PyMongoError, click.ClickException) as exc:
-            error = _command_error(exc, state.url)
-            click.echo(f"Error: {error.format_message()}", err=True)
-            outcomes[name] = f"failed (exit {error.exit_code})"
-            failures.append((name, error))
-            if name == canary:
-                break
-        finally:
-            await sub.close()
-    if headers:
-        click.echo(f"{len(names)} databases:")
+    left = "not reached: the canary failed"
+    try:
         for name in names:
-            click.echo(f"  {name}: {outcomes.get(name, 'not reached: the canary failed')}")
+            if headers:
+                click.echo(f"database {name}:")
+            if not await command.database_exists(ws, name):
+                outcomes[name] = "left alone: no longer on the server"
+                continue
+            sub = ws.for_database(name)
+            try:
+                outcomes[name] = await each(sub)
+            except (MigrateError, PyMongoError, click.ClickException) as exc:
+                error = _command_error(exc, state.url)
+                click.echo(f"Error: {error.format_message()}", err=True)
+                outcomes[name] = f"failed (exit {error.exit_code})"
+                failures.append((name, error))
+                if name == canary:
+                    break
+            finally:
+                await sub.close()
+    except BaseException:
+        left = "not reached: interrupted"
+        raise
+    finally:
+        if headers:
+            click.echo(f"{_count(len(names), 'database')}:")
+            for name in names:
+                click.echo(f"  {name}: {outcomes.get(name, left)}")
     if not failures:
         return
     first, error = failures[0]
     if first == canary:
-        message = (
-            f"the canary database {first} failed; the other {len(names) - 1} databases "
-            "were left as they were"
-        )
+        others = _count(len(names) - 1, "other database")
+        message = f"the canary database {first} failed; {others} left as they were"
     else:
-        message = f"{len(failures)} of {len(names)} databases failed: " + ", ".join(
+        message = f"{len(failures)} of {_count(len(names), 'database')} failed: " + ", ".join(
             name for name, _ in failures
         )
     raise CommandError(message, error.exit_code)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -820,8 +832,8 @@ async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> 
     each database given, with a summary at the end.
     """
 
-    async def each(ws: command.Workspace) -> str:
-        problems = await command.check(ws, pending=pending, indexes=indexes)
+    async def each(ws: command.Workspace, static: bool = True) -> str:
+        problems = await command.check(ws, pending=pending, indexes=indexes, static=static)
         changed: list[str] = []
         if pending or checksums:
             changed = await command.changed_steps(ws)
@@ -841,10 +853,20 @@ async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> 
         click.echo("ok")
         return "ok"
 
-    if pending or checksums or indexes:
-        await _each_database(state, each)
-    else:
+    if not (pending or checksums or indexes):
         await each(state.workspace)
+        return
+    if state.workspace.config.several_databases:
+        # What does not depend on the database is said once, and stops the
+        # check: a broken chain or step module says nothing of the databases.
+        problems = await command.check(state.workspace)
+        for p in problems:
+            click.echo(mask(p, state.url), err=True)
+        if problems:
+            raise CommandError(f"{len(problems)} problem(s) found", EXIT_CHECK)
+        await _each_database(state, partial(each, static=False))
+        return
+    await _each_database(state, each)
 
 
 @main.command()

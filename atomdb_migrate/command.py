@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from packaging.version import Version
+from pymongo.errors import OperationFailure
 
 from . import checksums as step_checksums
 from . import indexes as declared_indexes
@@ -683,10 +684,24 @@ async def databases(ws: Workspace, *, canary: str | None = None) -> list[str]:
     if not config.several_databases:
         names = [config.database_name()]
     else:
+        client = await ws.client()
+        try:
+            found = sorted(await client.list_database_names())
+        except OperationFailure as exc:
+            if config.database_pattern is not None:
+                raise ConfigError(
+                    f"--databases needs the server's database names, and it refused them: "
+                    f"{exc.details.get('errmsg') if exc.details else exc}"
+                ) from None
+            found = list(config.databases)  # scoped credentials: take the names given
+        missing = [n for n in config.databases if n not in found]
+        if missing:
+            raise ConfigError(
+                f"no database {', '.join(short_repr(n) for n in missing)} on the server: "
+                "a database given by name must exist (a typo would pass as nothing to do)"
+            )
         names = list(config.databases)
         if config.database_pattern is not None:
-            client = await ws.client()
-            found = sorted(await client.list_database_names())
             names += [
                 n
                 for n in found
@@ -705,6 +720,15 @@ async def databases(ws: Workspace, *, canary: str | None = None) -> list[str]:
         names.remove(canary)
         names.insert(0, canary)
     return names
+
+
+async def database_exists(ws: Workspace, name: str) -> bool:
+    """Whether the server has the database (True when it does not let us list them)."""
+    client = await ws.client()
+    try:
+        return name in await client.list_database_names()
+    except OperationFailure:
+        return True  # credentials scoped to the databases: the run will tell
 
 
 async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> list[ModelStatus]:
@@ -879,7 +903,9 @@ async def advice(ws: Workspace) -> list[str]:
     return notes
 
 
-async def check(ws: Workspace, *, pending: bool = False, indexes: bool = False) -> list[str]:
+async def check(
+    ws: Workspace, *, pending: bool = False, indexes: bool = False, static: bool = True
+) -> list[str]:
     """Every problem found, a line each; empty when all is well.
 
     Chains must be complete, every step module must load and be written (not
@@ -890,7 +916,8 @@ async def check(ws: Workspace, *, pending: bool = False, indexes: bool = False) 
     documents behind their model's version, newer than it, or with an
     invalid version are problems too, and so are references still stored
     under a model's former name (every collection is read for them while a
-    model has former names).
+    model has former names). Without `static`, only what is asked of the
+    database (for the second database on, say).
 
     """
     try:
@@ -898,9 +925,11 @@ async def check(ws: Workspace, *, pending: bool = False, indexes: bool = False) 
         classes = ws.models()
     except MigrateError as exc:
         return [str(exc)]
-    problems = [str(p) for p in ws.registry.problems()]
-    problems += drift(ws)
-    problems += index_drift(ws)
+    problems: list[str] = []
+    if static:
+        problems += [str(p) for p in ws.registry.problems()]
+        problems += drift(ws)
+        problems += index_drift(ws)
     if indexes or pending:
         problems += await collection_indexes(ws)
     if pending:

@@ -243,12 +243,12 @@ def load_config(
             )
         names = [table["database"]] if "database" in table else []
         databases = table.get("databases")
-    if any(not name for name in names):
-        raise ConfigError("a database name cannot be empty")
+    names = [database_name(name) for name in dict.fromkeys(names)]
+    several = len(names) > 1 or databases is not None
     return Config(
         url=url,
-        database=names[0] if len(names) == 1 else None,
-        databases=names if len(names) > 1 else [],
+        database=None if several else next(iter(names), None),
+        databases=names if several else [],
         database_pattern=pattern(databases),
         models=list(models) or list(table.get("models", [])),
         migrations=Path(migrations) if migrations is not None else None,
@@ -259,6 +259,36 @@ def load_config(
         version_index=table.get("version-index", True),
         pyproject=pyproject,
     )
+
+
+#: What MongoDB refuses in a database name (and the longest it takes, in bytes).
+_NOT_IN_DATABASE_NAMES = '/\\. "$*<>:|?\x00'
+_DATABASE_NAME_BYTES = 63
+
+
+def database_name(name: str) -> str:
+    """A database name, checked as MongoDB checks it.
+
+    Raises
+    ------
+    ConfigError
+        If it is empty, too long, or holds a character MongoDB refuses.
+
+    """
+    if not name:
+        raise ConfigError("a database name cannot be empty")
+    bad = sorted({c for c in name if c in _NOT_IN_DATABASE_NAMES})
+    if bad:
+        raise ConfigError(
+            f"database name {short_repr(name)} holds {' '.join(repr(c) for c in bad)}, "
+            "which MongoDB refuses in a database name"
+        )
+    if len(name.encode()) > _DATABASE_NAME_BYTES:
+        raise ConfigError(
+            f"database name {short_repr(name)} is longer than MongoDB takes "
+            f"({_DATABASE_NAME_BYTES} bytes)"
+        )
+    return name
 
 
 def pattern(text: str | None) -> str | None:

@@ -146,7 +146,7 @@ def test_a_failing_canary_stops_the_run(project: Project, tenants: list[str]) ->
     assert out.index(f"database {tenants[1]}:") < out.index("3 databases:")
     assert f"database {tenants[0]}:" not in out
     assert f"  {tenants[0]}: not reached: the canary failed" in out
-    assert f"the canary database {tenants[1]} failed; the other 2 databases were left" in out
+    assert f"the canary database {tenants[1]} failed; 2 other databases left as they were" in out
     assert versions(project, tenants[0]) == {"1": 3}
     assert versions(project, tenants[2]) == {"1": 3}
 
@@ -179,6 +179,12 @@ def test_one_lock_per_database(project: Project, tenants: list[str]) -> None:
     ("args", "message"),
     [
         (["--databases", "^nothing-is-named-so$", "status"], "no database on the server matches"),
+        (["--database", "no-such-db", "--databases", "^x", "status"], "no database 'no-such-db'"),
+        (["--database", "my db", "status"], "which MongoDB refuses in a database name"),
+        (["--database", "a.b", "upgrade"], "'.'"),
+        (["--database", "a$b", "upgrade"], "'$'"),
+        (["--database", "a/b", "--database", "c", "status"], "'/'"),
+        (["--database", "x" * 64, "status"], "longer than MongoDB takes"),
         (["--databases", "(", "status"], "is not a regular expression"),
         (["--databases", "", "status"], "not an empty one"),
         (["--database", "", "status"], "cannot be empty"),
@@ -237,3 +243,73 @@ def test_many_databases(project: Project) -> None:
     finally:
         for name in names:
             project.client.drop_database(name)
+
+
+def test_a_name_and_a_pattern_together(project: Project, tenants: list[str]) -> None:
+    for name in tenants:
+        seed(project, name, 1)
+    args = ["--database", tenants[2], "--databases", f"^{project.dbname}_t[01]$"]
+    result = project.invoke(*args, "check", "--pending")
+    assert result.exit_code == EXIT_CHECK, result.output
+    assert f"3 of 3 databases failed: {tenants[2]}, {tenants[0]}, {tenants[1]}" in result.output
+    result = project.invoke(*args, "upgrade", "--canary", tenants[1])
+    assert result.exit_code == 0, result.output
+    order = [result.output.index(f"database {n}:") for n in (tenants[1], tenants[2], tenants[0])]
+    assert order == sorted(order)
+
+
+def test_the_same_name_twice_is_one_database(project: Project, tenants: list[str]) -> None:
+    seed(project, tenants[0], 2)
+    result = project.invoke("--database", tenants[0], "--database", tenants[0], "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "database " not in result.output  # one database: no headers, no summary
+    result = project.invoke(
+        "--database", tenants[0], "--database", tenants[0], "downgrade", "Customer", "--to", "2"
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_what_does_not_depend_on_the_database_is_said_once(
+    project: Project, tenants: list[str]
+) -> None:
+    for name in tenants:
+        seed(project, name, 1)
+    (project.path / "migrations" / "0009_broken.py").write_text("this is not python\n")
+    pattern = f"^{project.dbname}_t"
+    for args in (["check", "--pending"], ["upgrade"], ["status"]):
+        result = project.invoke("--databases", pattern, *args)
+        assert result.exit_code in (EXIT_CHECK, EXIT_CONFIG), result.output
+        assert result.output.count("0009_broken.py") == 1, result.output
+        assert "database " not in result.output.replace("database names", "")
+    for name in tenants:
+        assert versions(project, name) == {"1": 1}
+
+
+def test_a_database_dropped_meanwhile_is_not_made_again(
+    project: Project, tenants: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in tenants[:2]:
+        seed(project, name, 1)
+    real = command.database_exists
+
+    async def dropped_meanwhile(ws: Any, name: str) -> bool:
+        if name == tenants[1]:
+            project.client.drop_database(name)
+        return await real(ws, name)
+
+    monkeypatch.setattr(command, "database_exists", dropped_meanwhile)
+    result = project.invoke("--databases", f"^{project.dbname}_t", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert f"  {tenants[1]}: left alone: no longer on the server" in result.output
+    assert tenants[1] not in project.client.list_database_names()
+    assert versions(project, tenants[0]) == {"3": 1}
+
+
+def test_one_database_said_in_the_singular(project: Project, tenants: list[str]) -> None:
+    seed(project, tenants[0], 0, names=["BOOM"])
+    result = project.invoke(
+        "--databases", f"^{project.dbname}_t0$", "upgrade", "--canary", tenants[0]
+    )
+    assert result.exit_code == EXIT_STEP, result.output
+    assert "1 database:" in result.output
+    assert f"the canary database {tenants[0]} failed; 0 other databases left" in result.output
