@@ -388,9 +388,11 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
     done = command.revision(state.workspace, message, model, autogenerate=autogenerate)
     click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
     if autogenerate and done.diff is None:
-        click.echo("  no earlier step records a schema: write the operations by hand")
+        click.echo("  no earlier step records a schema: write the fields' operations by hand")
     elif done.diff is not None:
-        click.echo(f"  {done.diff.describe() or 'no change found since the snapshot'}")
+        click.echo(f"  {done.diff.describe() or 'no change to the fields since the snapshot'}")
+    for line in done.indexes:
+        click.echo(f"  {line} (__indexes__)")
     if done.moved_from:
         click.echo(
             f"  the model's steps were written under {done.moved_from}: "

@@ -37,6 +37,7 @@ from .lock import unlock as clear_lock
 from .masking import mask
 from .model import VersionedModel
 from .mongo import VERSION_INDEX, count_versions, has_version_index, is_mongomock
+from .ops import CreateIndex, IndexOperation
 from .renames import count_references
 from .retry import Retry
 from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
@@ -163,6 +164,9 @@ class Revision:
     #: Added fields whose defaults are computed: the step's upgrade must give
     #: each document its own value.
     computed: list[str] = field(default_factory=list)
+    #: With ``autogenerate``, the index operations written (from ``__indexes__``),
+    #: described.
+    indexes: list[str] = field(default_factory=list)
 
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
@@ -221,6 +225,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     )
     diff: SchemaDiff | None = None
     computed: list[str] = []
+    index_ops: list[IndexOperation] = []
     if autogenerate:
         lines = []
         if moved_from is not None:
@@ -241,7 +246,13 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             values["previous"] = f"{where} (version {base.to_version})"
             if computed:
                 values["upgrade"] = computed_upgrade(computed)
-        lines += _index_lines(cls, graph, parse_version(start), source)
+        index_ops = _index_operations(cls, graph, parse_version(start))
+        if index_ops:
+            lines += [
+                "# __indexes__: upgrade creates indexes before the documents change, and",
+                "# drops them after every document passed (expand, then contract).",
+                *(declared_indexes.written(op, source) for op in index_ops),
+            ]
         if base is not None and not lines:
             lines.append("# No change found since the snapshot.")
         values["operations"] = "".join(f"    {line}\n" for line in lines)
@@ -266,26 +277,23 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         bump=parse_version(end) != cls.__parsed_version__,
         moved_from=moved_from,
         computed=computed,
+        indexes=[
+            f"{'create' if isinstance(op, CreateIndex) else 'drop'} {op.describe()}"
+            for op in index_ops
+        ],
     )
 
 
-def _index_lines(
-    cls: type[VersionedModel], graph: StepGraph, start: Version, source: Source
-) -> list[str]:
+def _index_operations(
+    cls: type[VersionedModel], graph: StepGraph, start: Version
+) -> list[IndexOperation]:
     """The index operations from the indexes the steps up to `start` leave to the
     model's ``__indexes__`` (none when it declares none)."""
     wanted = declared_indexes.declared(cls)
     if wanted is None:
         return []
     created = declared_indexes.created_by_steps([s for s in graph.steps if s.to_key <= start])
-    planned = declared_indexes.planned(wanted, created)
-    if not planned:
-        return []
-    return [
-        "# __indexes__: upgrade creates indexes before the documents change, and drops",
-        "# them after every document passed (expand, then contract).",
-        *(declared_indexes.written(op, source) for op in planned),
-    ]
+    return declared_indexes.planned(wanted, created)
 
 
 def _format_schema(fields: dict[str, Any], indent: str = "") -> str:

@@ -34,6 +34,7 @@ from typing import Any
 
 from .exceptions import ConfigError, short_repr
 from .literals import Source
+from .matching import equal
 from .mongo import VERSION_INDEX, VERSION_INDEX_KEYS
 from .ops import INDEX_OPTIONS, CreateIndex, DropIndex, IndexKeys, IndexOperation, Operations
 from .versions import Step
@@ -76,8 +77,26 @@ def declared(cls: ModelClass) -> dict[str, CreateIndex] | None:
             )
         if index.name in found:
             raise ConfigError(f"{what}: two indexes are named {index.name}")
+        for other in found.values():
+            if other.keys == index.keys and all(
+                equal(index.options.get(o), other.options.get(o))
+                for o in ("partialFilterExpression", "collation")
+            ):
+                raise ConfigError(
+                    f"{what}: {other.name} and {index.name} index the same keys; the "
+                    "server keeps one index of the same keys, filter and collation"
+                )
+            if _text(other) and _text(index):
+                raise ConfigError(
+                    f"{what}: {other.name} and {index.name} are both text indexes; a "
+                    "collection has one (give it every field)"
+                )
         found[index.name] = index
     return found
+
+
+def _text(index: CreateIndex) -> bool:
+    return any(kind == "text" for _, kind in index.keys)
 
 
 def created_by_steps(steps: list[Step]) -> dict[str, CreateIndex]:
@@ -100,14 +119,23 @@ def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
     for option in INDEX_OPTIONS:
         if option == "name":
             continue
-        value, there = op.options.get(option), found.get(option)
+        value, there = _option(op.options, option), _option(found, option)
         if option == "collation" and isinstance(there, dict) and isinstance(value, dict):
             # The server fills in the collation's other settings.
-            if any(there.get(k) != v for k, v in value.items()):
+            if any(not equal(there.get(k), v) for k, v in value.items()):
                 return False
-        elif there != value and (value or there):  # unique=False is no option
+        elif not equal(there, value):
             return False
     return True
+
+
+#: Options whose absence means a value: an index is not unique unless it says so.
+_OPTION_DEFAULTS = {"unique": False, "sparse": False}
+
+
+def _option(options: dict[str, Any], name: str) -> Any:
+    value = options.get(name)
+    return _OPTION_DEFAULTS.get(name) if value is None else value
 
 
 def stored_keys(found: dict[str, Any]) -> IndexKeys:
@@ -151,47 +179,57 @@ def phases(
     last operation on each index name counts: an index a step creates and a
     later step drops is only dropped, and a run that repeats the chain does
     not meet the indexes its earlier steps asked for. An index dropped and
-    created again (the same name with other keys or options: a changed
-    index) is dropped before, right ahead of its create, since the new one
-    cannot be created beside it; the runner keeps it when it is already as
-    the create asks.
+    created again under its name with other keys or options, or created
+    under another name with the same keys (renamed), is dropped before,
+    ahead of the creates: the server refuses the new one beside it. The
+    runner keeps an index already as its create asks.
 
     """
     last: dict[str, IndexOperation] = {}
     replaced: set[str] = set()
+    keys: dict[str, IndexKeys] = {}  # what the operations say each name indexes
     for op in operations:
         if isinstance(op, CreateIndex) and isinstance(last.get(op.name), DropIndex):
             replaced.add(op.name)
         last[op.name] = op
+        if isinstance(op, (CreateIndex, DropIndex)) and op.keys is not None:
+            keys[op.name] = op.keys
+    creates = [op for op in last.values() if isinstance(op, CreateIndex)]
     before: list[IndexOperation] = []
     after: list[IndexOperation] = []
     for name, op in last.items():
         if isinstance(op, DropIndex):
-            after.append(op)
-            continue
-        if name in replaced:
-            before.append(DropIndex(name))
+            renamed = name in keys and any(c.keys == keys[name] for c in creates)
+            (before if renamed else after).append(op)
+    for op in creates:
+        if op.name in replaced:
+            before.append(DropIndex(op.name))
         before.append(op)
     return before, after
 
 
 def same(a: CreateIndex, b: CreateIndex) -> bool:
-    """Whether two declared indexes are one: same keys, same options (an option
-    at its default counts as absent)."""
-    return a.keys == b.keys and _options(a) == _options(b)
-
-
-def _options(index: CreateIndex) -> dict[str, Any]:
-    return {k: v for k, v in index.options.items() if v not in (False, None)}
+    """Whether two declared indexes are one: same keys, same options (see `same_value`;
+    ``unique=False`` is no option)."""
+    return (
+        a.keys == b.keys
+        and a.name == b.name
+        and all(
+            equal(_option(a.options, o), _option(b.options, o))
+            for o in INDEX_OPTIONS
+            if o != "name"
+        )
+    )
 
 
 def planned(
     wanted: dict[str, CreateIndex], created: dict[str, CreateIndex]
 ) -> list[IndexOperation]:
     """The operations that take the `created` indexes to the `wanted` ones: drops of
-    those no longer wanted or changed, then creates."""
+    those no longer wanted or changed, each described so that a downgrade can
+    create it again as it was, then creates."""
     drops: list[IndexOperation] = [
-        DropIndex(old.keys if old.name == _default_name(old) else name)
+        DropIndex.of(old)
         for name, old in created.items()
         if name not in wanted or not same(old, wanted[name])
     ]
@@ -274,16 +312,21 @@ _INTERNAL = frozenset(
 def written(op: IndexOperation, source: Source) -> str:
     """An index operation as a line of a step module's ``operations``."""
     if isinstance(op, DropIndex):
-        if op.keys is None:
+        if op.recreate is None:
             return f"ops.drop_index({source.literal(op.name)}),"
-        return f"ops.drop_index({_keys(op.keys, source, name_ok=False)}),"
+        index = op.recreate
+        if index.name == _default_name(index):
+            first = _keys(index.keys, source, name_ok=False)
+        else:
+            first = f"{source.literal(index.name)}, keys={_keys(index.keys, source)}"
+        return f"ops.drop_index({first}{_written_options(index, source)}),"
     assert isinstance(op, CreateIndex)
-    options = "".join(
-        f", {k}={source.literal(v)}"
-        for k, v in op.options.items()
-        if k != "name" or v != _default_name(op)
-    )
-    return f"ops.create_index({_keys(op.keys, source)}{options}),"
+    named = "" if op.name == _default_name(op) else f", name={source.literal(op.name)}"
+    return f"ops.create_index({_keys(op.keys, source)}{named}{_written_options(op, source)}),"
+
+
+def _written_options(index: CreateIndex, source: Source) -> str:
+    return "".join(f", {k}={source.literal(v)}" for k, v in index.options.items() if k != "name")
 
 
 def _keys(keys: list[tuple[str, Any]], source: Source, name_ok: bool = True) -> str:

@@ -133,6 +133,8 @@ def split_path(path: str, *, what: str = "path") -> tuple[str, ...]:
     for name in parts:
         if not name:
             raise ValueError(f"{what} {path!r} has an empty name")
+        if "\x00" in name:
+            raise ValueError(f"{what} {path!r}: BSON names cannot hold a NUL character")
         if name.startswith("$"):
             raise ValueError(f"{what} {path!r}: names may not start with '$'")
         if name.startswith(RESERVED_PREFIX):
@@ -1068,6 +1070,38 @@ def index_keys(keys: Any, what: str) -> IndexKeys:
     return found
 
 
+def check_index_name(name: Any, what: str) -> None:
+    """Refuse an index name the server (or a one-line report) cannot take."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what}: name must be a non-empty string, not {name!r}")
+    if name == "*" or any(ord(c) < 32 for c in name):
+        raise ValueError(f"{what}: {name!r} cannot name an index")
+
+
+def _check_index_options(keys: IndexKeys, options: dict[str, Any]) -> None:
+    """Refuse option values the server would refuse (or take otherwise) at upgrade."""
+    for option in ("unique", "sparse"):
+        if option in options and not isinstance(options[option], bool):
+            raise ValueError(f"create_index: {option} must be True or False")
+    if "expireAfterSeconds" in options:
+        ttl = options["expireAfterSeconds"]
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2**31 - 1:
+            raise ValueError(
+                f"create_index: expireAfterSeconds must be a whole number of seconds from 0 "
+                f"to 2147483647, not {ttl!r}"
+            )
+        if len(keys) != 1:
+            raise ValueError("create_index: expireAfterSeconds needs an index of one field")
+    partial = options.get("partialFilterExpression")
+    if "partialFilterExpression" in options and not isinstance(partial, dict):
+        raise ValueError("create_index: partialFilterExpression must be a filter (a dict)")
+    collation = options.get("collation")
+    if "collation" in options and not (
+        isinstance(collation, dict) and isinstance(collation.get("locale"), str)
+    ):
+        raise ValueError('create_index: collation must be a dict with a locale ({"locale": "fr"})')
+
+
 def index_name(keys: IndexKeys) -> str:
     """The name MongoDB gives an index of these keys (``title_1_views_-1``)."""
     return "_".join(f"{name}_{kind}" for name, kind in keys)
@@ -1121,8 +1155,8 @@ class CreateIndex(IndexOperation):
                 f"create_index: unknown option {unknown[0]!r}; one of {', '.join(INDEX_OPTIONS)}"
             )
         name = options.get("name", index_name(self.keys))
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"create_index: name must be a non-empty string, not {name!r}")
+        check_index_name(name, "create_index")
+        _check_index_options(self.keys, options)
         self.options = {**options, "name": name}
         self.name = name
 
@@ -1143,38 +1177,66 @@ class CreateIndex(IndexOperation):
         return f"index {self.name} {{{keys}}}" + (f" ({extra})" if extra else "")
 
     def inverse(self) -> Operation:
-        return DropIndex(self.name)
+        return DropIndex.of(self)
 
 
 class DropIndex(IndexOperation):
     __op_name__ = "drop_index"
 
-    def __init__(self, name_or_keys: Any) -> None:
-        self.keys: IndexKeys | None = None
+    def __init__(self, name_or_keys: Any, *, keys: Any = None, **options: Any) -> None:
+        #: The index as it was, for a downgrade to create again (None: not described).
+        self.recreate: CreateIndex | None = None
         if isinstance(name_or_keys, str):
-            if not name_or_keys:
-                raise ValueError("drop_index: an index name must not be empty")
+            check_index_name(name_or_keys, "drop_index")
             self.name = name_or_keys
+            if keys is not None:
+                if "name" in options:
+                    raise ValueError("drop_index: the index is named twice")
+                self.recreate = CreateIndex(keys, name=name_or_keys, **options)
+            elif options:
+                raise ValueError(
+                    "drop_index: options describe the index to create again on downgrade; "
+                    "give its keys too (keys=...)"
+                )
         else:
-            self.keys = index_keys(name_or_keys, "drop_index")
-            self.name = index_name(self.keys)
+            if keys is not None:
+                raise ValueError("drop_index: keys given twice")
+            self.recreate = CreateIndex(name_or_keys, **options)
+            self.name = self.recreate.name
         if self.name == "_id_":
             raise ValueError("drop_index: the _id index cannot be dropped")
+        #: The index's keys, when described.
+        self.keys: IndexKeys | None = self.recreate.keys if self.recreate else None
+
+    @classmethod
+    def of(cls, index: CreateIndex) -> DropIndex:
+        """The drop of an index, described so that its inverse creates it again."""
+        options = {k: v for k, v in index.options.items() if k != "name"}
+        if index.name == index_name(index.keys):
+            return cls(index.keys, **options)
+        return cls(index.name, keys=index.keys, **options)
 
     def arguments(self) -> tuple[Any, ...]:
-        return (self.keys if self.keys is not None else self.name,)
+        if self.recreate is None:
+            return (self.name,)
+        return (self.recreate.keys, self.recreate.options)
+
+    def __repr__(self) -> str:
+        if self.recreate is None:
+            return f"ops.drop_index({self.name!r})"
+        return repr(self.recreate).replace("ops.create_index(", "ops.drop_index(", 1)
 
     def describe(self) -> str:
         return f"index {self.name}"
 
     def inverse(self) -> Operation:
-        if self.keys is None:
+        if self.recreate is None:
             raise IrreversibleOperationError(
                 self,
-                "the index is named, not described: give drop_index its keys to recreate it "
-                "on downgrade (its options are not kept), or write a downgrade step",
+                "the index is named, not described: give drop_index its keys (and options) "
+                "to create it again on downgrade, or write a downgrade step",
             )
-        return CreateIndex(self.keys)
+        return self.recreate
 
 
 # ----------------------------------------------------------------------
@@ -1300,14 +1362,16 @@ def create_index(keys: Any, **options: Any) -> CreateIndex:
     return CreateIndex(keys, **options)
 
 
-def drop_index(name_or_keys: Any) -> DropIndex:
+def drop_index(name_or_keys: Any, *, keys: Any = None, **options: Any) -> DropIndex:
     """Drop an index (by name, or by keys) after the step's document changes.
 
-    An index that is not there is fine. Only a drop given by keys can be
-    undone (recreated, with default options).
+    An index that is not there is fine. A downgrade creates it again when it
+    is described: by its keys (``drop_index([("slug", 1)], unique=True)``),
+    or by its name with ``keys=`` (``drop_index("by_slug", keys="slug",
+    unique=True)``), with the options of `create_index` it had.
 
     """
-    return DropIndex(name_or_keys)
+    return DropIndex(name_or_keys, keys=keys, **options)
 
 
 def set_validator(level: str | None = "moderate", action: str | None = None) -> SetValidator:

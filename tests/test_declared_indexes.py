@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bson import Int64
 from pymongo import MongoClient
 
 from atomdb_migrate import VersionedModel, ops
@@ -25,10 +26,12 @@ from atomdb_migrate.indexes import (
     declared,
     phases,
     planned,
+    same,
     same_index,
     written,
 )
 from atomdb_migrate.literals import Source
+from atomdb_migrate.ops import DropIndex
 from atomdb_migrate.versions import Step
 
 from .project import ROOT
@@ -149,7 +152,8 @@ def test_declare_autogenerate_upgrade_and_check_drift(app: App) -> None:
     assert code == 0, out
     step = (app.path / "migrations" / "0002_reindex.py").read_text()
     assert "ops.drop_index([('title', 1)])," in step
-    assert "ops.drop_index([('slug', 1)])," in step
+    # Described, so that a downgrade creates it again as it was.
+    assert "ops.drop_index([('slug', 1)], unique=True, sparse=True)," in step
     assert "ops.create_index('slug', unique=True)," in step
     assert "ops.create_index([('author', 1), ('title', -1)])," in step
     app.model(2, SECOND)
@@ -177,8 +181,16 @@ def test_declare_autogenerate_upgrade_and_check_drift(app: App) -> None:
     # And back: the downgrade recreates title's index and slug's as it was.
     code, out = app.cli("downgrade", "Page", "--to", "1")
     assert code == 0, out
+    assert app.indexes()["slug_1"] == {"key": [("slug", 1)], "unique": True, "sparse": True}
     assert {"title_1", "slug_1"} <= set(app.indexes())
     assert "author_1_title_-1" not in app.indexes()
+    # The older code's upgrade finds its indexes as it asks.
+    app.model(1, FIRST)
+    (app.path / "migrations" / "0002_reindex.py").unlink()
+    code, out = app.cli("upgrade")
+    assert code == 0, out
+    code, out = app.cli("check", "--indexes")
+    assert code == 0, out
 
 
 class Declared(VersionedModel):
@@ -215,6 +227,9 @@ def test_the_shapes_of_declared_indexes() -> None:
         ([ops.create_index("x", name="atomdb_migrate_version")], "is not one to declare"),
         (["$where"], "$where"),
         (["a..b"], "a..b"),
+        (["a\x00b"], "NUL"),
+        (["a", ops.create_index("a", name="again")], "index the same keys"),
+        ([[("a", "text")], [("b", "text")]], "both text indexes"),
     ],
 )
 def test_a_wrong_declaration_fails_at_import(indexes: object, message: str) -> None:
@@ -244,7 +259,7 @@ def test_planned_from_the_steps_replayed() -> None:
     source = Source()
     lines = [written(op, source) for op in planned(wanted, created)]
     assert lines == [
-        "ops.drop_index('by_d'),",  # its options change: dropped, then created
+        "ops.drop_index('by_d', keys='d'),",  # its options change: dropped, then created
         "ops.create_index([('a', 1), ('b', -1)]),",
         "ops.create_index([('c', 'text')]),",
         "ops.create_index('d', name='by_d', unique=True),",
@@ -307,3 +322,126 @@ def test_a_run_takes_the_net_effect_of_its_index_operations() -> None:
         "ops.create_index([('c', 1)])",
     ]
     assert [repr(op) for op in after] == ["ops.drop_index([('a', 1)])"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"unique": "yes"}, "unique must be True or False"),
+        ({"sparse": 1}, "sparse must be True or False"),
+        ({"expireAfterSeconds": "10"}, "expireAfterSeconds must be a whole number"),
+        ({"expireAfterSeconds": -5}, "expireAfterSeconds must be a whole number"),
+        ({"expireAfterSeconds": True}, "expireAfterSeconds must be a whole number"),
+        ({"expireAfterSeconds": 2**31}, "expireAfterSeconds must be a whole number"),
+        ({"partialFilterExpression": [1]}, "partialFilterExpression must be a filter"),
+        ({"collation": "fr"}, "collation must be a dict with a locale"),
+        ({"collation": {"strength": 1}}, "collation must be a dict with a locale"),
+        ({"name": "*"}, "cannot name an index"),
+        ({"name": "two\nlines"}, "cannot name an index"),
+    ],
+)
+def test_option_values_are_checked_where_the_index_is_written(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ops.create_index("a", **options)
+    with pytest.raises(ValueError, match="expireAfterSeconds needs an index of one field"):
+        ops.create_index([("a", 1), ("b", 1)], expireAfterSeconds=60)
+
+
+def test_values_python_thinks_equal_are_not_one_option() -> None:
+    plain = ops.create_index("t")
+    # expireAfterSeconds=0 is a TTL index (documents expire at the date), not no option.
+    assert not same(ops.create_index("t", expireAfterSeconds=0), plain)
+    assert not same_index({"key": [("t", 1)]}, ops.create_index("t", expireAfterSeconds=0))
+    assert not same_index({"key": [("t", 1)], "expireAfterSeconds": 0}, plain)
+    # A partial filter on 0 matches no stored false.
+    zero = ops.create_index("s", partialFilterExpression={"deleted": 0})
+    false = ops.create_index("s", partialFilterExpression={"deleted": False})
+    assert not same(zero, false)
+    assert not same_index({"key": [("s", 1)], "partialFilterExpression": {"deleted": 0}}, false)
+    # Numbers are numbers, whatever their BSON type.
+    assert same_index(
+        {"key": [("t", 1.0)], "expireAfterSeconds": Int64(60)},
+        ops.create_index("t", expireAfterSeconds=60),
+    )
+    assert same_index(
+        {"key": [("s", 1)], "partialFilterExpression": {"n": 1.0}},
+        ops.create_index("s", partialFilterExpression={"n": 1}),
+    )
+    # unique=False is no option.
+    assert same_index({"key": [("t", 1)], "unique": False}, plain)
+    assert same(ops.create_index("t", unique=False), plain)
+
+
+def test_a_renamed_index_is_dropped_ahead_of_its_new_name() -> None:
+    before, after = phases(
+        [
+            ops.create_index("title"),
+            ops.drop_index([("title", 1)]),
+            ops.create_index("title", name="by_title"),
+        ]
+    )
+    assert [repr(op) for op in before] == [
+        "ops.drop_index([('title', 1)])",
+        "ops.create_index([('title', 1)], name='by_title')",
+    ]
+    assert after == []
+
+
+def test_drops_are_written_so_that_a_downgrade_creates_them_again() -> None:
+    source = Source()
+    for index in (
+        ops.create_index("slug", unique=True, sparse=True),
+        ops.create_index(
+            [("a", 1), ("b", -1)], name="by_ab", partialFilterExpression={"x": {"$gt": 1}}
+        ),
+        ops.create_index("t", expireAfterSeconds=0, collation={"locale": "fr"}),
+    ):
+        line = written(DropIndex.of(index), source)
+        again = eval(line.rstrip(","), {"ops": ops})
+        assert again.inverse() == index, line
+        assert same(again.inverse(), index)
+    with pytest.raises(ValueError, match="give its keys too"):
+        ops.drop_index("by_ab", unique=True)
+    with pytest.raises(ValueError, match="keys given twice"):
+        ops.drop_index([("a", 1)], keys="a")
+
+
+def test_rename_and_ttl_changes_reach_the_server(app: App) -> None:
+    app.model(0, '["title", ops.create_index("made", name="by_made")]')
+    code, out = app.cli("revision", "--autogenerate", "--model", "Page", "-m", "first")
+    assert code == 0, out
+    assert "create index title_1 {title: 1} (__indexes__)" in out
+    app.model(1, '["title", ops.create_index("made", name="by_made")]')
+    assert app.cli("upgrade")[0] == 0
+    # Renamed (same keys, another name), and a TTL of 0, which is no "no option".
+    second = (
+        '[ops.create_index("title", name="by_title"), '
+        'ops.create_index("made", name="by_made", expireAfterSeconds=0)]'
+    )
+    app.model(1, second)
+    code, out = app.cli("check")
+    assert code == 1 and "expireAfterSeconds=0" in out, out
+    code, out = app.cli("revision", "--autogenerate", "--model", "Page", "-m", "second")
+    assert code == 0, out
+    step = (app.path / "migrations" / "0002_second.py").read_text()
+    assert "ops.drop_index('by_made', keys='made')," in step
+    assert "ops.create_index('made', name='by_made', expireAfterSeconds=0)," in step
+    app.model(2, second)
+    code, out = app.cli("upgrade")
+    assert code == 0, out
+    found = app.indexes()
+    assert set(found) == {"_id_", "atomdb_migrate_version", "by_title", "by_made"}
+    assert found["by_made"]["expireAfterSeconds"] == 0
+    code, out = app.cli("check", "--pending")
+    assert code == 0, out
+    # A rerun keeps both as they are.
+    code, out = app.cli("upgrade")
+    assert code == 0 and "index" not in out.replace("atomdb_migrate_version", ""), out
+    # Back: title's index under its old name, by_made without its TTL.
+    code, out = app.cli("downgrade", "Page", "--to", "1")
+    assert code == 0, out
+    found = app.indexes()
+    assert {"title_1", "by_made"} <= set(found) and "by_title" not in found
+    assert "expireAfterSeconds" not in found["by_made"]

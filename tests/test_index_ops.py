@@ -76,7 +76,12 @@ def test_keys_are_taken_as_pymongo_takes_them() -> None:
 
 def test_index_operations_invert_and_change_no_document() -> None:
     create = ops.create_index("title", unique=True)
-    assert create.inverse() == ops.drop_index("title_1")
+    # The drop is described, so that the inverse of the inverse is the create.
+    assert create.inverse() == ops.drop_index([("title", 1)], unique=True)
+    assert create.inverse().inverse() == create
+    named = ops.create_index("title", name="by_title", sparse=True)
+    assert named.inverse() == ops.drop_index("by_title", keys="title", sparse=True)
+    assert named.inverse().inverse() == named
     assert ops.drop_index([("a", 1)]).inverse() == ops.create_index("a")
     with pytest.raises(IrreversibleOperationError, match="give drop_index its keys"):
         ops.drop_index("a_1").inverse()
