@@ -241,8 +241,47 @@ class CollectionState:
         if plan.wanted:
             model = f"{self.cls.__model__} at version {self.target}"
             what = f"{plan.wanted.describe()}: the $jsonSchema of {model}"
+            if not self.dry_run:  # dry, the documents are not written yet
+                await self._check_documents(plan.wanted)
         await self._write_validator(plan.wanted, what)
         plan.current = plan.wanted
+
+    async def _check_documents(self, validator: Validator) -> None:
+        """Refuse a strict validator the stored documents do not pass.
+
+        The server would refuse every later write to such a document, the
+        next run's steps included: the steps wrote what the model does not
+        declare (an int where the model has a Float, say). A moderate
+        validator, or one that only warns, leaves them writable: it is set,
+        and the report says how many do not pass.
+
+        """
+        collection = self.collection
+        query = {"$nor": [validator.rules]}
+        first = await self.retry.call(
+            f"checking the documents of {collection.name} against the validator",
+            partial(collection.find_one, query, {"_id": 1}),
+        )
+        if first is None:
+            return
+        n = await self.retry.call(
+            f"counting the documents of {collection.name} the validator refuses",
+            partial(collection.count_documents, query),
+        )
+        if validator.level == "strict" and validator.action == "error":
+            raise ConfigError(
+                f"model {self.cls.__model__!r}: {n} stored documents do not pass the "
+                f"model's $jsonSchema (the first: _id={short_repr(first.get('_id'))}), so "
+                "the strict validator was not set: the server would refuse every later write "
+                "to them. The steps wrote what the model does not declare (an int where it "
+                "has a Float, say); `atomdb_migrate.json_schema(Model)` shows what it "
+                "declares. Fix the documents with a step, then run upgrade again"
+            )
+        self.lines.append(
+            f"{n} stored documents do not pass the model's $jsonSchema (the first: "
+            f"_id={short_repr(first.get('_id'))}); {validator.level} with action "
+            f"{validator.action}, the validator leaves them writable"
+        )
 
     async def _write_validator(self, validator: Validator, what: str) -> None:
         """Set (or remove) the validator, not in a dry run, and report it."""

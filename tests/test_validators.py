@@ -54,6 +54,7 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
+from atomdb_migrate.exceptions import ConfigError
 from atomdb_migrate.mongo import is_mongomock
 from atomdb_migrate.runner import DOWNGRADE, Runner, RunOptions
 from atomdb_migrate.validators import (
@@ -732,3 +733,43 @@ def test_the_command_line_lists_sets_and_removes_it(project: Project) -> None:
     assert "removed the validator (moderate, action error)" in result.output
     assert not collection.options().get("validator")
     assert project.versions() == {"2": 4}
+
+
+class Ratio(VersionedModel):
+    __model__ = "validators.Ratio"
+    __version__ = 2
+
+    title = Str()
+    ratio = Float()
+
+
+@pytest.mark.parametrize("level", ["strict", "moderate"])
+async def test_a_validator_the_steps_own_writes_do_not_pass(
+    db: Any, registry: MigrationRegistry, level: str
+) -> None:
+    # add_field writes the int 0 where the model declares a Float: the server
+    # stores an int, which the model's schema (doubles only) refuses.
+    needs_validators(db)
+    register_step(Ratio, 1, 2, operations=[ops.add_field("ratio", 0), ops.set_validator(level)])
+    collection = db[Ratio.__model__]
+    await collection.insert_many(
+        [{"title": f"t{i}", "__model__": Ratio.__model__, "__version__": "1"} for i in range(3)]
+    )
+    if level == "strict":
+        # Set, it would refuse every later write to them, the next run's too.
+        with pytest.raises(ConfigError, match="3 stored documents do not pass") as info:
+            await Runner(db, RunOptions()).upgrade(Ratio)
+        assert "the strict validator was not set" in str(info.value)
+        assert not await read_validator(collection)
+        assert await collection.count_documents({"__version__": "2"}) == 3
+    else:
+        report = await Runner(db, RunOptions()).upgrade(Ratio)
+        assert report.indexes[0].startswith("3 stored documents do not pass")
+        assert await read_validator(collection) == validator_of(Ratio, "moderate", "error")
+        # Moderate: the documents that do not pass stay writable.
+        await collection.update_one({"title": "t0"}, {"$set": {"title": "changed"}})
+        assert await collection.count_documents({"title": "changed"}) == 1
+    # Once the documents are fixed, the validator is set.
+    await collection.update_many({}, {"$set": {"ratio": 0.0}})
+    await Runner(db, RunOptions()).upgrade(Ratio)
+    assert await read_validator(collection) == validator_of(Ratio, level, "error")
