@@ -109,8 +109,13 @@ def secrets(url: str | None) -> list[str]:
         text = url[begin:stop]
         password = text.partition(":")[2]
         found += [text, password]
-        # A password may hold "@" or what looks like options: each part too.
-        found += [_OPTION_SPLIT.split(piece)[0] for piece in password.split("@")]
+        # A password may hold "@" or what looks like options, and an option
+        # value may hold "@", which then ends the span: where the password
+        # ends cannot be told, so each "@" may end it, and options may begin
+        # after it. Every such candidate, whole and cut where options begin.
+        pieces = password.split("@")
+        ends = ["@".join(pieces[:k]) for k in range(1, len(pieces) + 1)]
+        found += ends + [_OPTION_SPLIT.split(end)[0] for end in ends]
         for part in _OPTION_SPLIT.split(text):
             value = part.partition("=")[2]
             found.append(value)
