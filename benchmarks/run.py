@@ -13,7 +13,10 @@ measured against its baseline in the same run, on the same server:
 3. a step of operations on the server against the same step on the client;
 4. memory: peak RSS of ``atomdb-migrate upgrade`` as a subprocess, by N;
 5. scaling: documents per second of those runs, by N;
-6. version-aware queries against the original filter (``bench_queries.py``).
+6. version-aware queries against the original filter (``bench_queries.py``);
+7. the version index (``bench_version_index.py``, run on its own);
+8. several databases: one command against a loop of commands
+   (``bench_tenants.py``, run on its own; a small case in ``--quick``).
 
 The figures of the full run are in ``docs/benchmarks.md``; hand-written
 notes on the goals not met (with their profiles) come from
@@ -46,6 +49,7 @@ sys.path.insert(0, str(HERE))
 import bench_ops  # noqa: E402
 import bench_queries  # noqa: E402
 import bench_restore  # noqa: E402
+import bench_tenants  # noqa: E402
 import bench_upgrade  # noqa: E402
 
 #: The command that reproduces the published figures.
@@ -331,9 +335,34 @@ def markdown(result: dict[str, Any], notes: str) -> str:
             f"| {x['upgrade_1pct_without']} / {x['upgrade_1pct_with']} |"
             for x in vi["rows"]
         ]
+    tenants = result.get("tenants")
+    if tenants:
+        lines += [
+            "",
+            "## 8. Several databases",
+            "",
+            "T tenant databases of D legacy documents each, taken through one step: one "
+            "command over all of them (`--databases REGEX`), against a shell loop of one "
+            "command per tenant (`--database NAME`); then the gate (`check --pending`) both "
+            "ways, with nothing left to do. Wall seconds, start-up included"
+            + (f"; from `{tenants['command']}`." if "command" in tenants else "."),
+            "",
+            "| tenants | documents each | upgrade: one command | upgrade: a loop "
+            "| gate: one command | gate: a loop |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {x['tenants']} | {x['documents']} | {x['upgrade_one_command']} "
+            f"| {x['upgrade_loop']} | {x['gate_one_command']} | {x['gate_loop']} |"
+            for x in tenants["rows"]
+        ]
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+#: The benchmarks run on their own, which publish their figures themselves.
+SEPARATE = ("version_index", "tenants")
 
 
 def publish(key: str, result: dict[str, Any]) -> None:
@@ -401,7 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                 1 if args.quick else bench_queries.ROUNDS,
             )
         )
+        if args.quick:  # the full one runs on its own (bench_tenants.py)
+            print("tenants ...", file=sys.stderr)
+            result["tenants"] = bench_tenants.measure(url, [3], 200)
         result["versions"] = versions(result["upgrade"]["server"])
+    if not args.quick:
+        # The benchmarks run on their own keep the figures they published.
+        published = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+        result.update({k: published[k] for k in SEPARATE if k in published})
     result["goals"] = goals(result)
     result["duration_s"] = round(time.perf_counter() - began, 1)
     notes_file = HERE / "notes.md"
