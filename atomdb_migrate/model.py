@@ -12,7 +12,7 @@ dictionary lookup and one string comparison more than atom-db's own restore.
 """
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar
@@ -238,7 +238,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     #: ``revision --autogenerate`` writes the operations that create and drop
     #: them, and ``check`` reports drift (see `atomdb_migrate.indexes`). None:
     #: the model's indexes are not managed.
-    __indexes__: ClassVar[list[Any] | None] = None
+    __indexes__: ClassVar[Sequence[Any] | None] = None
 
     #: Handles encoding and decoding, upgrading fetched references
     serializer = VersionedModelSerializer.instance()

@@ -350,11 +350,11 @@ async def check_database(client: Any, url: str, name: str, timeout: float) -> An
     """A database of an open client, pinged: credentials scoped to one database
     are checked on first use (raises as `open_client` does)."""
     database = client[name]
-    await _ping(database, url, timeout)
+    await _ping(database, url, timeout, where=f" (database {name})")
     return database
 
 
-async def _ping(database: Any, url: str, timeout: float) -> None:
+async def _ping(database: Any, url: str, timeout: float, where: str = "") -> None:
     from pymongo.errors import OperationFailure, PyMongoError
 
     try:
@@ -362,7 +362,7 @@ async def _ping(database: Any, url: str, timeout: float) -> None:
     except OperationFailure as exc:
         reason = "authentication failed" if exc.code in (13, 18) else "refused"
         raise ConnectionFailedError(
-            f"{mask_url(url)}: {reason}: {mask(str(exc.details or exc), url)}"
+            f"{mask_url(url)}{where}: {reason}: {mask(str(exc.details or exc), url)}"
         ) from None
     except PyMongoError as exc:
         raise ConnectionFailedError(

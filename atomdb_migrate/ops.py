@@ -1256,7 +1256,7 @@ class SetValidator(CollectionOperation):
     The schema is not part of the operation: ``upgrade`` derives it from the
     model class in the code (`atomdb_migrate.validators.json_schema`), the
     step's model at the model's version, and sets it after the documents
-    changed (see `atomdb_migrate.runner`). With `level` None the operation
+    changed (see `atomdb_migrate.collection_state`). With `level` None the operation
     removes the validator.
 
     """

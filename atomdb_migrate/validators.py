@@ -27,7 +27,7 @@ The server half: `Validator` (a validator, its level and action, as the
 server holds them), `read_validator` and `write_validator`, which creates
 a collection that does not exist yet with the validator (``collMod`` fails
 on a missing collection). When ``upgrade`` sets or removes a validator is
-decided in `atomdb_migrate.runner`.
+decided in `atomdb_migrate.collection_state`.
 
 """
 
