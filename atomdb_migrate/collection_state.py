@@ -273,9 +273,11 @@ class CollectionState:
                 f"model {self.cls.__model__!r}: {n} stored documents do not pass the "
                 f"model's $jsonSchema (the first: _id={short_repr(first.get('_id'))}), so "
                 "the strict validator was not set: the server would refuse every later write "
-                "to them. The steps wrote what the model does not declare (an int where it "
-                "has a Float, say); `atomdb_migrate.json_schema(Model)` shows what it "
-                "declares. Fix the documents with a step, then run upgrade again"
+                "to them. They hold what the model does not declare (a field it requires "
+                "missing, or of another type: an int where it has a Float, say); "
+                "`atomdb_migrate.json_schema(Model)` shows what it declares. Fix the "
+                "documents with a step, then run upgrade again; `check --pending` fails "
+                "until the validator is set"
             )
         self.lines.append(
             f"{n} stored documents do not pass the model's $jsonSchema (the first: "

@@ -37,7 +37,7 @@ from .lock import unlock as clear_lock
 from .masking import mask
 from .model import VersionedModel
 from .mongo import VERSION_INDEX, count_versions, has_version_index, is_mongomock
-from .ops import CreateIndex, IndexOperation
+from .ops import CreateIndex, IndexOperation, Operations
 from .renames import count_references
 from .retry import Retry
 from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
@@ -50,6 +50,7 @@ from .schema import (
     snapshot,
     step_to,
 )
+from .validators import NO_VALIDATOR, read_validator, validator_of
 from .versions import BASE_VERSION, Step, StepGraph, parse_version
 from .workspace import Workspace
 
@@ -710,15 +711,16 @@ async def databases(ws: Workspace, *, canary: str | None = None) -> list[str]:
             )
         names = list(config.databases)
         if config.database_pattern is not None:
-            names += [
+            matched = [
                 n
                 for n in found
                 if n not in SYSTEM_DATABASES and re.search(config.database_pattern, n)
             ]
+            if not matched:  # a typo, even beside names that are there
+                given = short_repr(config.database_pattern)
+                raise ConfigError(f"no database on the server matches --databases {given}")
+            names += matched
         names = list(dict.fromkeys(names))
-        if not names:
-            given = short_repr(config.database_pattern)
-            raise ConfigError(f"no database on the server matches --databases {given}")
     if canary is not None:
         if canary not in names:
             raise ConfigError(
@@ -887,6 +889,43 @@ async def collection_indexes(ws: Workspace) -> list[str]:
     return found
 
 
+async def collection_validators(ws: Workspace) -> list[str]:
+    """Collections whose validator is not the one their model's steps set.
+
+    The last ``set_validator`` of the steps up to the model's version decides
+    it, with the schema of the model class (see `atomdb_migrate.validators`).
+    ``upgrade`` leaves it unset while stored documents do not pass it.
+
+    """
+    await ws.connect()
+    found = []
+    for cls in ws.models():
+        asked = [
+            op
+            for s in ws.registry.graph(cls).steps
+            if s.to_key <= cls.__parsed_version__ and isinstance(s.operations, Operations)
+            for op in s.operations.validators()
+        ]
+        collection = ws.database[cls.__model__]
+        if not asked or is_mongomock(collection):
+            continue  # no validator asked for; or mongomock, which keeps none
+        last = asked[-1]
+        wanted = (
+            NO_VALIDATOR
+            if last.level is None or last.action is None
+            else validator_of(cls, last.level, last.action)
+        )
+        current = await read_validator(collection)
+        if not current.same(wanted):
+            found.append(
+                f"model {cls.__model__!r}: collection {cls.__model__} has "
+                f"{current.describe()}, but its steps ask for {wanted.describe()}"
+                + (" (the $jsonSchema of the model)" if wanted else "")
+                + ": `atomdb-migrate upgrade` sets it once every stored document passes it"
+            )
+    return found
+
+
 async def advice(ws: Workspace) -> list[str]:
     """What the gate notes without failing: collections without the toolkit's index,
     whose pending documents ``upgrade`` finds only by reading every document."""
@@ -940,6 +979,7 @@ async def check(
         problems += index_drift(ws)
     if indexes or pending:
         problems += await collection_indexes(ws)
+        problems += await collection_validators(ws)
     if pending:
         for s in await status(ws, [c.__model__ for c in classes]):
             if s.pending:

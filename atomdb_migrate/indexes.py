@@ -116,17 +116,56 @@ def same_index(found: dict[str, Any], op: CreateIndex) -> bool:
     """Whether an existing index (as ``index_information`` gives it) is the one asked for."""
     if _canonical(stored_keys(found)) != _canonical(op.keys):
         return False
-    for option in INDEX_OPTIONS:
-        if option == "name":
-            continue
-        value, there = _option(op.options, option), _option(found, option)
-        if option == "collation" and isinstance(there, dict) and isinstance(value, dict):
-            # The server fills in the collation's other settings.
-            if any(not equal(there.get(k), v) for k, v in value.items()):
-                return False
-        elif not equal(there, value):
-            return False
-    return True
+    return all(
+        same_option(o, _option(found, o), _option(op.options, o), filled=True)
+        for o in INDEX_OPTIONS
+        if o != "name"
+    )
+
+
+#: A collation's settings when not given, as the server fills them in.
+COLLATION_DEFAULTS = {
+    "strength": 3,
+    "caseLevel": False,
+    "caseFirst": "off",
+    "numericOrdering": False,
+    "alternate": "non-ignorable",
+    "maxVariable": "punct",
+    "normalization": False,
+    "backwards": False,
+}
+
+
+def same_option(option: str, there: Any, value: Any, *, filled: bool = False) -> bool:
+    """Whether two values of an index option are one to the server.
+
+    Values compare as the server compares them (`matching.equal`: ``0`` is not
+    ``False``). A partial filter's fields are a conjunction: their order does
+    not count. A collation's settings compare one by one, a setting not given
+    as its default; with `filled`, `there` is as the server keeps it (every
+    setting filled in, and ``{"locale": "simple"}`` kept as no collation).
+
+    """
+    if option == "collation":
+        # What the server keeps may hold settings the declaration leaves out.
+        return _same_collation(there, value) and (filled or _same_collation(value, there))
+    if option == "partialFilterExpression" and isinstance(there, dict) and isinstance(value, dict):
+        return there.keys() == value.keys() and all(equal(there[k], value[k]) for k in there)
+    return equal(there, value)
+
+
+def _collation(value: Any) -> Any:
+    """A collation as its settings, defaults filled in (None: the simple one)."""
+    if not isinstance(value, dict) or value.get("locale") == "simple":
+        return None
+    return {**COLLATION_DEFAULTS, **{k: v for k, v in value.items() if k != "version"}}
+
+
+def _same_collation(there: Any, value: Any) -> bool:
+    asked, kept = _collation(value), _collation(there)
+    if asked is None or kept is None:
+        return asked is None and kept is None
+    return all(equal(kept.get(k), v) for k, v in asked.items())
 
 
 #: Options whose absence means a value: an index is not unique unless it says so.
@@ -215,7 +254,7 @@ def same(a: CreateIndex, b: CreateIndex) -> bool:
         a.keys == b.keys
         and a.name == b.name
         and all(
-            equal(_option(a.options, o), _option(b.options, o))
+            same_option(o, _option(a.options, o), _option(b.options, o))
             for o in INDEX_OPTIONS
             if o != "name"
         )

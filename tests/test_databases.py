@@ -180,6 +180,7 @@ def test_one_lock_per_database(project: Project, tenants: list[str]) -> None:
     [
         (["--databases", "^nothing-is-named-so$", "status"], "no database on the server matches"),
         (["--database", "no-such-db", "--databases", "^x", "status"], "no database 'no-such-db'"),
+        (["--databases", "^nothing-is-named-so$", "upgrade"], "no database on the server matches"),
         (["--database", "my db", "status"], "which MongoDB refuses in a database name"),
         (["--database", "a.b", "upgrade"], "'.'"),
         (["--database", "a$b", "upgrade"], "'$'"),
@@ -313,3 +314,11 @@ def test_one_database_said_in_the_singular(project: Project, tenants: list[str])
     assert result.exit_code == EXIT_STEP, result.output
     assert "1 database:" in result.output
     assert f"the canary database {tenants[0]} failed; 0 other databases left" in result.output
+
+
+def test_a_pattern_matching_nothing_beside_a_name(project: Project, tenants: list[str]) -> None:
+    seed(project, tenants[0], 1)
+    result = project.invoke("--database", tenants[0], "--databases", "^nomatch", "upgrade")
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert "no database on the server matches --databases '^nomatch'" in result.output
+    assert versions(project, tenants[0]) == {"1": 1}

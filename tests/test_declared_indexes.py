@@ -445,3 +445,37 @@ def test_rename_and_ttl_changes_reach_the_server(app: App) -> None:
     found = app.indexes()
     assert {"title_1", "by_made"} <= set(found) and "by_title" not in found
     assert "expireAfterSeconds" not in found["by_made"]
+
+
+def test_collations_compare_setting_by_setting() -> None:
+    asked = ops.create_index("t", collation={"locale": "en"})
+    # As MongoDB keeps it: every setting filled in.
+    filled = {
+        "locale": "en",
+        "caseLevel": False,
+        "caseFirst": "off",
+        "strength": 3,
+        "numericOrdering": False,
+        "alternate": "non-ignorable",
+        "maxVariable": "punct",
+        "normalization": False,
+        "backwards": False,
+        "version": "57.1",
+    }
+    assert same_index({"key": [("t", 1)], "collation": filled}, asked)
+    # A case-insensitive index is not the case-sensitive one declared.
+    insensitive = {**filled, "strength": 1}
+    assert not same_index({"key": [("t", 1)], "collation": insensitive}, asked)
+    assert not same_index({"key": [("t", 1)], "collation": {"locale": "en", "strength": 1}}, asked)
+    # The order of the settings does not count, nor a setting given as its default.
+    a = ops.create_index("t", collation={"strength": 2, "locale": "en"})
+    b = ops.create_index("t", collation={"locale": "en", "strength": 2, "caseLevel": False})
+    assert same(a, b) and same(b, a)
+    assert not same(a, asked)
+    # The simple collation is kept as none.
+    assert same_index({"key": [("t", 1)]}, ops.create_index("t", collation={"locale": "simple"}))
+    # A partial filter's fields are a conjunction: their order does not count.
+    x = ops.create_index("t", partialFilterExpression={"n": {"$gt": 1}, "s": "a"})
+    y = ops.create_index("t", partialFilterExpression={"s": "a", "n": {"$gt": 1}})
+    assert same(x, y)
+    assert not same(x, ops.create_index("t", partialFilterExpression={"n": {"$gt": 1}}))

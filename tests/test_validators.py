@@ -65,7 +65,7 @@ from atomdb_migrate.validators import (
     write_validator,
 )
 
-from .project import CUSTOMER, Project
+from .project import CUSTOMER, ROOT, Project
 
 
 # ---------------------------------------------------------------------------
@@ -773,3 +773,34 @@ async def test_a_validator_the_steps_own_writes_do_not_pass(
     await collection.update_many({}, {"$set": {"ratio": 0.0}})
     await Runner(db, RunOptions()).upgrade(Ratio)
     assert await read_validator(collection) == validator_of(Ratio, level, "error")
+
+
+def test_the_gate_fails_while_the_validator_the_steps_ask_for_is_not_set(
+    project: Project,
+) -> None:
+    # The customers the demo steps write have no seq: the strict schema of the
+    # model requires it, so upgrade refuses to set the validator, and the gate
+    # says so until it is set.
+    models = (ROOT / "tests" / "clidemo.py").read_text()
+    assert "__version__ = 3" in models
+    (project.path / "clidemo4.py").write_text(models.replace("__version__ = 3", "__version__ = 4"))
+    pyproject = project.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"tests.clidemo"', '"clidemo4"'))
+    (project.path / "migrations" / "0004_validate.py").write_text(
+        '"""Validate customers."""\n\nfrom atomdb_migrate import ops\n\n'
+        'model = "clidemo.Customer"\nfrom_version = "3"\nto_version = "4"\n\n'
+        'operations = [ops.set_validator("strict")]\n'
+    )
+    project.seed(2)
+    code, out = project.run("upgrade")
+    assert code == 3, out
+    assert "2 stored documents do not pass the model's $jsonSchema" in out
+    assert "a field it requires missing" in out
+    code, out = project.run("check", "--pending")
+    assert code == 1, out
+    assert "collection clidemo.Customer has no validator, but its steps ask for" in out
+    project.db[CUSTOMER].update_many({}, {"$set": {"seq": 0}})
+    code, out = project.run("upgrade")
+    assert code == 0, out
+    code, out = project.run("check", "--pending")
+    assert code == 0, out
