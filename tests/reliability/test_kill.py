@@ -21,7 +21,7 @@ from .conftest import record
 
 @pytest.mark.timeout(7200)
 def test_sigkill_at_random_points(project: Project, long: bool) -> None:
-    trials, n = (50, 50000) if long else (6, 4000)
+    trials, n = (50, 50000) if long else (5, 3000)
     (project.path / "pyproject.toml").write_text(PYPROJECT)
     rng = random.Random(20261127)
     coll = project.db[CUSTOMER]
@@ -86,7 +86,7 @@ def test_sigkill_during_a_model_move(tmp_path: Path, secantus_url: str, long: bo
 
     from ..test_rename_model import NEW, NEW_CODE, OLD, write_tree
 
-    trials, n = (10, 10000) if long else (5, 4000)
+    trials, n = (10, 10000) if long else (4, 3000)
     project = write_tree(tmp_path, NEW_CODE)
     (project / "pyproject.toml").write_text(
         (project / "pyproject.toml").read_text().replace("timeout = 5", "timeout = 5\nlock-ttl = 2")
