@@ -33,6 +33,26 @@ from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, w
 from .versions import Step
 
 
+def last_validator_operation(steps: list[Step], limit: Version) -> SetValidator | None:
+    """The last ``set_validator`` of the steps up to `limit`, which decides the
+    validator (None: the steps ask for none)."""
+    found = [
+        op
+        for s in steps
+        if s.to_key <= limit and isinstance(s.operations, Operations)
+        for op in s.operations.validators()
+    ]
+    return found[-1] if found else None
+
+
+def asked_validator(cls: Any, op: SetValidator) -> Validator:
+    """The validator a ``set_validator`` asks for: the model class's ``$jsonSchema``
+    at its level and action, or none."""
+    if op.level is None or op.action is None:
+        return NO_VALIDATOR
+    return validator_of(cls, op.level, op.action)
+
+
 @dataclass
 class _ValidatorPlan:
     """What a run does with the collection's validator (see `CollectionState.plan_validator`)."""
@@ -157,18 +177,6 @@ class CollectionState:
     # ------------------------------------------------------------------
     # The validator
     # ------------------------------------------------------------------
-    def _validator_operations(self) -> list[SetValidator]:
-        """The validator operations of the steps up to `target` (for a downgrade: of
-        every step up to the model's version, since the validator those set
-        describes the model's version), in order."""
-        limit = self.cls.__parsed_version__ if self.down else self.target
-        return [
-            op
-            for s in self.steps
-            if s.to_key <= limit and isinstance(s.operations, Operations)
-            for op in s.operations.validators()
-        ]
-
     async def plan_validator(self) -> None:
         """What the run does with the collection's validator; None: leaves it alone.
 
@@ -187,24 +195,23 @@ class CollectionState:
 
         """
         cls, target = self.cls, self.target
-        found = self._validator_operations()
         head = cls.__parsed_version__
-        if not found or (self.down and target == head):
+        # Downgrading, the validator the steps up to the model's version set.
+        last = last_validator_operation(self.steps, head if self.down else target)
+        if last is None or (self.down and target == head):
             return
         if is_mongomock(self.collection):
             self.lines.append("validator left alone: the in-memory backend keeps none")
             return
-        last = found[-1]
-        if self.down or last.level is None:
+        if self.down:
             wanted = NO_VALIDATOR
-        elif target != head:
+        elif last.level is not None and target != head:
             self.lines.append(
                 f"validator left alone: it describes the model at version {head}, not {target}"
             )
             return
         else:
-            assert last.action is not None
-            wanted = validator_of(cls, last.level, last.action)
+            wanted = asked_validator(cls, last)
         current = await self.retry.call(
             f"reading the validator of {self.collection.name}",
             partial(read_validator, self.collection),

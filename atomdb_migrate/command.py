@@ -28,6 +28,7 @@ from pymongo.errors import OperationFailure
 
 from . import checksums as step_checksums
 from . import indexes as declared_indexes
+from .collection_state import asked_validator, last_validator_operation
 from .config import TABLE, find_pyproject
 from .exceptions import ConfigError, MigrateError, short_repr, shorten
 from .history import History, Outcome
@@ -37,7 +38,7 @@ from .lock import unlock as clear_lock
 from .masking import mask
 from .model import VersionedModel
 from .mongo import VERSION_INDEX, count_versions, has_version_index, is_mongomock
-from .ops import CreateIndex, IndexOperation, Operations
+from .ops import CreateIndex, IndexOperation
 from .renames import count_references
 from .retry import Retry
 from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner, RunOptions
@@ -50,7 +51,7 @@ from .schema import (
     snapshot,
     step_to,
 )
-from .validators import NO_VALIDATOR, read_validator, validator_of
+from .validators import read_validator
 from .versions import BASE_VERSION, Step, StepGraph, parse_version
 from .workspace import Workspace
 
@@ -900,21 +901,11 @@ async def collection_validators(ws: Workspace) -> list[str]:
     await ws.connect()
     found = []
     for cls in ws.models():
-        asked = [
-            op
-            for s in ws.registry.graph(cls).steps
-            if s.to_key <= cls.__parsed_version__ and isinstance(s.operations, Operations)
-            for op in s.operations.validators()
-        ]
+        last = last_validator_operation(ws.registry.graph(cls).steps, cls.__parsed_version__)
         collection = ws.database[cls.__model__]
-        if not asked or is_mongomock(collection):
+        if last is None or is_mongomock(collection):
             continue  # no validator asked for; or mongomock, which keeps none
-        last = asked[-1]
-        wanted = (
-            NO_VALIDATOR
-            if last.level is None or last.action is None
-            else validator_of(cls, last.level, last.action)
-        )
+        wanted = asked_validator(cls, last)
         current = await read_validator(collection)
         if not current.same(wanted):
             found.append(
