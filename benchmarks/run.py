@@ -293,69 +293,60 @@ def markdown(result: dict[str, Any], notes: str) -> str:
             )
     q = result.get("queries")
     if q:
-        lines += [
-            "",
-            "## 6. Version-aware queries",
-            "",
+        lines += _section(
+            "6. Version-aware queries",
             f"`{{'title': 'page k'}}` for {q['queries']} values of k (one document each, "
             f"fetched whole), N = {q['n']}, median of {q['rounds']} rounds; the chain renames "
             "`heading` to `title` and adds `views`. *Upgraded*: every document at the head. "
             "*Mixed*: half stored at version 1 (with `heading`); there the original finds "
             "only the other half, so it is the baseline of cost, not of the answer. Indexes, "
-            "where there are: on `title` and `heading`"
-            + (f"; from `{q['command']}`." if "command" in q else "."),
-            "",
+            "where there are: on `title` and `heading`",
+            q,
             "| collection | index | filter | ms/query | ratio to the original | documents found |",
             "|---|---|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {x['collection']} | {'yes' if x['index'] else 'no'} | {x['case']} "
-            f"| {x['ms_per_query']} | {x['ratio']} | {x['found']} |"
-            for x in q["rows"]
-        ]
+            [
+                f"| {x['collection']} | {'yes' if x['index'] else 'no'} | {x['case']} "
+                f"| {x['ms_per_query']} | {x['ratio']} | {x['found']} |"
+                for x in q["rows"]
+            ],
+        )
     vi = result.get("version_index")
     if vi:
-        lines += [
-            "",
-            "## 7. The version index",
-            "",
+        lines += _section(
+            "7. The version index",
             "Every document at the code's version: `atomdb-migrate upgrade` with nothing to "
             "do and `atomdb-migrate check --pending`, as subprocesses (start-up included), best "
             f"of {vi['rounds']}; then 1% of the documents put back a version and `upgrade` "
-            "taking them. Without the toolkit's index (`version-index = false`) and with it"
-            + (f"; from `{vi['command']}`." if "command" in vi else "."),
-            "",
+            "taking them. Without the toolkit's index (`version-index = false`) and with it",
+            vi,
             "| N | no-op upgrade (s): without / with | check --pending (s): without / with "
             "| upgrade of 1% (s): without / with |",
             "|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {x['n']} | {x['noop_upgrade_without']} / {x['noop_upgrade_with']} "
-            f"| {x['check_pending_without']} / {x['check_pending_with']} "
-            f"| {x['upgrade_1pct_without']} / {x['upgrade_1pct_with']} |"
-            for x in vi["rows"]
-        ]
+            [
+                f"| {x['n']} | {x['noop_upgrade_without']} / {x['noop_upgrade_with']} "
+                f"| {x['check_pending_without']} / {x['check_pending_with']} "
+                f"| {x['upgrade_1pct_without']} / {x['upgrade_1pct_with']} |"
+                for x in vi["rows"]
+            ],
+        )
     tenants = result.get("tenants")
     if tenants:
-        lines += [
-            "",
-            "## 8. Several databases",
-            "",
+        lines += _section(
+            "8. Several databases",
             "T tenant databases of D legacy documents each, taken through one step: one "
             "command over all of them (`--databases REGEX`), against a shell loop of one "
             "command per tenant (`--database NAME`); then the gate (`check --pending`) both "
-            "ways, with nothing left to do. Wall seconds, start-up included"
-            + (f"; from `{tenants['command']}`." if "command" in tenants else "."),
-            "",
+            "ways, with nothing left to do. Wall seconds, start-up included",
+            tenants,
             "| tenants | documents each | upgrade: one command | upgrade: a loop "
             "| gate: one command | gate: a loop |",
             "|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {x['tenants']} | {x['documents']} | {x['upgrade_one_command']} "
-            f"| {x['upgrade_loop']} | {x['gate_one_command']} | {x['gate_loop']} |"
-            for x in tenants["rows"]
-        ]
+            [
+                f"| {x['tenants']} | {x['documents']} | {x['upgrade_one_command']} "
+                f"| {x['upgrade_loop']} | {x['gate_one_command']} | {x['gate_loop']} |"
+                for x in tenants["rows"]
+            ],
+        )
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -363,6 +354,15 @@ def markdown(result: dict[str, Any], notes: str) -> str:
 
 #: The benchmarks run on their own, which publish their figures themselves.
 SEPARATE = ("version_index", "tenants")
+
+
+def _section(
+    title: str, text: str, figures: dict[str, Any], header: str, align: str, rows: list[str]
+) -> list[str]:
+    """A section of a benchmark run on its own: its title, what it measures (and the
+    command that measured it), and its table."""
+    source = f"; from `{figures['command']}`." if "command" in figures else "."
+    return ["", f"## {title}", "", text + source, "", header, align, *rows]
 
 
 def publish(key: str, result: dict[str, Any]) -> None:
