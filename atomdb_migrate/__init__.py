@@ -35,6 +35,7 @@ from .exceptions import (
     StepFailedError,
     StepModuleError,
     StepResultError,
+    UniqueIndexError,
     UnknownModelError,
     UntranslatableQueryError,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "StepGraph",
     "StepModuleError",
     "StepResultError",
+    "UniqueIndexError",
     "UnknownModelError",
     "UntranslatableQueryError",
     "VersionedModel",

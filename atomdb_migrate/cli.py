@@ -13,6 +13,7 @@ Exit codes:
     documents failed with --continue-on-error
 7   the server kept failing transiently for longer than --retry-for
 8   ``check``: a step applied to the database changed since
+9   a unique index cannot be built: stored documents share a key
 130 interrupted (Ctrl-C): what was written is recorded in the history
 ==  ==========================================================
 
@@ -52,6 +53,7 @@ from .exceptions import (
     ServerError,
     ServerUnavailableError,
     StepError,
+    UniqueIndexError,
     UnknownModelError,
     short_repr,
     shorten,
@@ -67,6 +69,7 @@ from .runner import (
     DOWNGRADE,
     UPGRADE,
     Direction,
+    ModelReport,
     RunOptions,
     write_concern,
 )
@@ -79,10 +82,12 @@ EXIT_LOCK = 5
 EXIT_STEP = 6
 EXIT_UNAVAILABLE = 7
 EXIT_CHECKSUM = 8
+EXIT_DUPLICATE = 9
 EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (UniqueIndexError, EXIT_DUPLICATE),
     (ConnectionFailedError, EXIT_CONNECTION),
     (ServerUnavailableError, EXIT_UNAVAILABLE),
     (ServerError, EXIT_CONNECTION),
@@ -577,25 +582,17 @@ async def downgrade(state: State, model: str, to: str, options: RunOptions, prog
 
 def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     """A line per model (and its steps, renames, failures); with `stopped`, what a run
-    that stopped on an error wrote before it stopped."""
+    that stopped on an error did before it stopped: its collections' changes too."""
     verb = (DOWNGRADE if result.command == "downgrade" else UPGRADE).verb
     if stopped:
+        for r in result.reports:
+            _say_collection_changes(r, result.dry_run)
         if not result.dry_run and any(r.migrated for r in result.reports):
             for r in result.reports:
                 click.echo(f"{r.model}: {r.migrated} {verb} to {r.target} before the run stopped")
         return
     for r in result.reports:
-        for rename in r.renames:
-            click.echo(_describe_rename(rename, result.dry_run))
-        for line in r.indexes:
-            click.echo(f"{r.model}: {line}")
-        if r.version_index:
-            click.echo(
-                f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "
-                f"the index {VERSION_INDEX} on {{__version__: 1, _id: 1}}, which status, check "
-                "and upgrade read through (version-index = false in [tool.atomdb-migrate] to "
-                "go without)"
-            )
+        _say_collection_changes(r, result.dry_run)
         if result.dry_run:
             click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
             for label, n in r.steps.items():
@@ -640,8 +637,31 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
             f"{'the first ' if shown < failed else ''}{shown}, and {again}",
             EXIT_STEP,
         )
+    refused = [e for r in result.reports for e in r.refused]
+    if refused:
+        raise CommandError(
+            f"{len(refused)} unique {'index' if len(refused) == 1 else 'indexes'} cannot be "
+            "built: " + "; ".join(f"{e.model}: {e.index}: {e.shared}" for e in refused),
+            EXIT_DUPLICATE,
+        )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+
+
+def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:
+    """What a run did (dry, would do) to a model's collections: renames, indexes,
+    the validator, the toolkit's version index."""
+    for rename in r.renames:
+        click.echo(_describe_rename(rename, dry_run))
+    for line in r.indexes:
+        click.echo(f"{r.model}: {line}")
+    if r.version_index:
+        click.echo(
+            f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "
+            f"the index {VERSION_INDEX} on {{__version__: 1, _id: 1}}, which status, check "
+            "and upgrade read through (version-index = false in [tool.atomdb-migrate] to "
+            "go without)"
+        )
 
 
 def _when(started: Any) -> str:

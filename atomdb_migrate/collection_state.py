@@ -17,6 +17,7 @@ to the server goes through the run's `Retry`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -25,12 +26,14 @@ from typing import Any
 from packaging.version import Version
 
 from . import indexes
-from .exceptions import ConfigError, ServerError, short_repr
-from .mongo import is_mongomock
+from .exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
+from .mongo import aggregate, is_mongomock
 from .ops import CreateIndex, IndexOperation, Operations, SetValidator
-from .retry import Retry
+from .retry import Retry, describe
 from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, write_validator
 from .versions import Step
+
+log = logging.getLogger("atomdb_migrate")
 
 
 def last_validator_operation(steps: list[Step], limit: Version) -> SetValidator | None:
@@ -83,7 +86,11 @@ class CollectionState:
     dry_run
         Say what would be done, and do nothing.
     lines
-        Where to say what was done (the model's `ModelReport.indexes`).
+        Where to say what was done (the model's `ModelReport.indexes`), each
+        change as soon as the server made it.
+    refused
+        Dry run: where to put the unique indexes that documents sharing a key
+        keep from being built (the model's `ModelReport.refused`).
 
     """
 
@@ -98,9 +105,12 @@ class CollectionState:
         retry: Retry,
         dry_run: bool,
         lines: list[str],
+        refused: list[UniqueIndexError] | None = None,
     ) -> None:
         self.cls, self.collection, self.steps, self.target = cls, collection, steps, target
         self.down, self.retry, self.dry_run, self.lines = down, retry, dry_run, lines
+        #: Dry run: the unique indexes documents sharing a key keep from being built.
+        self.refused: list[UniqueIndexError] = [] if refused is None else refused
         #: What the run does with the validator, once planned; None: nothing.
         self.validator: _ValidatorPlan | None = None
 
@@ -121,14 +131,58 @@ class CollectionState:
 
     async def run_indexes(self, operations: Sequence[IndexOperation]) -> None:
         """Run index operations: an index that is already as asked is left alone,
-        and so is one dropped to be created again as it already is."""
+        and so is one dropped to be created again as it already is.
+
+        An index dropped to make room for another (replaced under its name, or
+        renamed) is dropped only once the collection can take the new one: a
+        unique one is first checked for documents sharing a key, and refused
+        (`UniqueIndexError`) with the old one left as it is. If the new one
+        still fails, the old one is created again as it was before the error
+        is raised. A dry run checks every unique index it would create, and
+        reports those it could not build in `refused`.
+
+        """
         if not operations:
             return
-        collection, dry = self.collection, self.dry_run
-        # Listed once, then kept as the operations (or, dry, would) leave it.
+        collection = self.collection
         existing = await self.retry.call(
             f"listing the indexes of {collection.name}", collection.index_information
         )
+        changes = self._index_changes(operations, existing)
+        await self._check_unique(changes)
+        if self.dry_run:
+            return
+        dropped: dict[str, dict[str, Any]] = {}  # dropped to make room, not yet replaced
+        for op, found in changes:
+            if isinstance(op, CreateIndex):
+                try:
+                    await self._create_index(op)
+                except BaseException as exc:
+                    kept = await self._restore_indexes(dropped, op)
+                    raise await self._index_error(op, exc, kept) from None
+                self.lines.append(f"created {op.describe()}")
+                for name in [n for n, info in dropped.items() if indexes.replaces(op, n, info)]:
+                    del dropped[name]
+            else:
+                await self._drop_index(op)
+                assert found is not None
+                dropped[op.name] = found
+                self.lines.append(f"dropped {op.describe()}")
+
+    def _index_changes(
+        self, operations: Sequence[IndexOperation], existing: dict[str, Any]
+    ) -> list[tuple[IndexOperation, dict[str, Any] | None]]:
+        """The creates and drops the operations make of the collection's indexes, in
+        order, each with the index as the collection has it (for a drop); a dry run
+        says each here. Nothing is sent to the server.
+
+        Raises
+        ------
+        ConfigError
+            If a create conflicts with an index of its name: before any change.
+
+        """
+        changes: list[tuple[IndexOperation, dict[str, Any] | None]] = []
         for i, op in enumerate(operations):
             found = existing.get(op.name)
             if isinstance(op, CreateIndex):
@@ -136,25 +190,13 @@ class CollectionState:
                     if not indexes.same_index(found, op):
                         raise ConfigError(
                             f"model {self.cls.__model__!r}: {op.describe()} conflicts with the "
-                            f"index {op.name} of {collection.name}, which is "
+                            f"index {op.name} of {self.collection.name}, which is "
                             f"{short_repr({k: v for k, v in found.items() if k != 'v'})}: drop "
                             "that index, or give create_index another name"
                         )
                     continue
                 existing[op.name] = {"key": op.keys, **op.options}
-                if not dry:
-                    try:
-                        await self.retry.call(
-                            f"creating {op.describe()} on {collection.name}",
-                            partial(collection.create_index, op.keys, **op.options),
-                        )
-                    except ServerError as exc:
-                        if exc.code not in (85, 86):  # IndexOptions/KeySpecsConflict
-                            raise
-                        raise ConfigError(
-                            f"model {self.cls.__model__!r}: {op.describe()} conflicts with an "
-                            f"index of {collection.name}: {exc.error}"
-                        ) from None
+                changes.append((op, None))
             elif found is None or any(
                 isinstance(later, CreateIndex)
                 and later.name == op.name
@@ -164,15 +206,137 @@ class CollectionState:
                 continue  # dropped already, or already as it is to be created again
             else:
                 del existing[op.name]
-                if not dry:
-                    await self.retry.call(
-                        f"dropping {op.describe()} on {collection.name}",
-                        partial(collection.drop_index, op.name),
+                changes.append((op, found))
+        return changes
+
+    async def _check_unique(
+        self, changes: list[tuple[IndexOperation, dict[str, Any] | None]]
+    ) -> None:
+        """Look for documents sharing a key of each unique index to build where a
+        failed build would cost an index (one dropped ahead of it), and, dry, of
+        every one. A dry run reports each change, and records what it found."""
+        dropped: list[tuple[str, dict[str, Any]]] = []
+        for op, found in changes:
+            if found is not None:
+                dropped.append((op.name, found))
+            elif isinstance(op, CreateIndex) and op.options.get("unique"):
+                replaced = [(n, info) for n, info in dropped if indexes.replaces(op, n, info)]
+                if self.dry_run or replaced:
+                    kept = "; ".join(
+                        f"the {indexes.found_described(n, info)} it replaces was left as it is"
+                        for n, info in replaced
                     )
-            verb, done = (
-                ("create", "created") if isinstance(op, CreateIndex) else ("drop", "dropped")
+                    error = await self._duplicates(op, kept)
+                    if error is not None and not self.dry_run:
+                        raise error
+                    if error is not None:
+                        self.refused.append(error)
+                        self.lines.append(
+                            f"would create {op.describe()}, but it cannot be built: {error.shared}"
+                        )
+                        continue
+            if self.dry_run:
+                verb = "create" if isinstance(op, CreateIndex) else "drop"
+                self.lines.append(f"would {verb} {op.describe()}")
+
+    async def _duplicates(self, op: CreateIndex, kept: str = "") -> UniqueIndexError | None:
+        """The error of a unique index that documents sharing a key keep from being
+        built (None: none found)."""
+        pipeline = indexes.duplicates_pipeline(op)
+        if pipeline is None:
+            return None
+        collection = self.collection
+        rows = await self.retry.call(
+            f"looking for documents of {collection.name} that share a key of {op.describe()}",
+            partial(aggregate, collection, pipeline, allowDiskUse=True),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return UniqueIndexError(
+            self.cls.__model__,
+            collection.name,
+            op.describe(),
+            indexes.shared_key(op, row),
+            [row.get("first"), row.get("last")],
+            kept=kept,
+        )
+
+    async def _create_index(self, op: CreateIndex) -> None:
+        await self.retry.call(
+            f"creating {op.describe()} on {self.collection.name}",
+            partial(self.collection.create_index, op.keys, **op.options),
+        )
+
+    async def _drop_index(self, op: IndexOperation) -> None:
+        try:
+            await self.retry.call(
+                f"dropping {op.describe()} on {self.collection.name}",
+                partial(self.collection.drop_index, op.name),
             )
-            self.lines.append(f"{'would ' + verb if dry else done} {op.describe()}")
+        except ServerError as exc:
+            if exc.code != 27:  # IndexNotFound: gone already (a retried drop that had passed)
+                raise
+
+    async def _restore_indexes(
+        self, dropped: dict[str, dict[str, Any]], failed: CreateIndex
+    ) -> str:
+        """Create again, as they were, the indexes dropped to make room for ones not
+        built (`failed` the first); say what became of each."""
+        said = []
+        for name, info in dropped.items():
+            what = indexes.found_described(name, info)
+            keys, options = indexes.as_created(info)
+            try:
+                await self.retry.call(
+                    f"creating {what} again on {self.collection.name}",
+                    partial(self.collection.create_index, keys, name=name, **options),
+                )
+            except BaseException as exc:
+                line = (
+                    f"could not create {what} again ({describe(exc)}): the collection lacks "
+                    f"it; create it by hand, or run upgrade again once {failed.describe()} "
+                    "can be built"
+                )
+                log.error("%s: %s", self.collection.name, line)
+                self.lines.append(line)
+                said.append(f"the {what} it replaces was dropped, and {line}")
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.lines.append(f"created {what} again, as it was: {failed.describe()} failed")
+            said.append(f"the {what} it replaces was created again as it was")
+        dropped.clear()
+        return "; ".join(said)
+
+    async def _index_error(self, op: CreateIndex, exc: BaseException, kept: str) -> BaseException:
+        """The error a failed build raises: `UniqueIndexError` where documents share a
+        key, `ConfigError` where the server refuses the index beside another."""
+        code = getattr(exc, "code", None)
+        if code in (11000, 11001):  # DuplicateKey
+            try:
+                found = await self._duplicates(op, kept)
+            except ServerError:
+                found = None  # the server's own words then
+            if found is not None:
+                return found
+            details = getattr(getattr(exc, "error", None), "details", None) or {}
+            key = details.get("keyValue")
+            return UniqueIndexError(
+                self.cls.__model__,
+                self.collection.name,
+                op.describe(),
+                dict(key) if isinstance(key, dict) else {},
+                [],
+                kept=kept,
+            )
+        if code in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+            assert isinstance(exc, ServerError)
+            return ConfigError(
+                f"model {self.cls.__model__!r}: {op.describe()} conflicts with an "
+                f"index of {self.collection.name}: {exc.error}" + (f"; {kept}" if kept else "")
+            )
+        return exc
 
     # ------------------------------------------------------------------
     # The validator

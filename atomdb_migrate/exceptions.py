@@ -22,6 +22,7 @@ MigrateError
  ├── ConversionError           a value ``ops.convert`` cannot convert
  ├── NewerDocumentError        a stored document is newer than the code
  ├── ConflictError             a document kept changing while being written
+ ├── UniqueIndexError          a unique index cannot be built: documents share a key
  ├── QueryError                a filter `version_filter` cannot take
  │    ├── InvalidQueryError     not a filter it knows (an unknown operator,
  │    │                         a malformed value)
@@ -364,6 +365,70 @@ class ConflictError(MigrateError):
             doc_id=doc_id,
             attempts=attempts,
         )
+
+
+class UniqueIndexError(MigrateError):
+    """A unique index cannot be built: stored documents share a key.
+
+    A problem of the data, not of the server: the documents have to change
+    (or the index not be unique) before a run can build it. The index it
+    replaces, if any, is left as it was (or created again as it was).
+
+    Attributes
+    ----------
+    collection: str
+        The collection.
+    index: str
+        The index asked for, described (``index email_1 {email: 1} (unique=True)``).
+    key: dict
+        The key two documents share, by field (``{"email": "ada@example.org"}``).
+    ids: list
+        The ``_id`` of two documents that share it (fewer if they changed meanwhile).
+    kept: str
+        What became of the index it replaces ("" when it replaces none).
+
+    """
+
+    collection: str
+    index: str
+    key: dict[str, Any]
+    ids: list[Any]
+    kept: str
+    #: Which documents share which key, in words.
+    shared: str
+
+    def __init__(
+        self,
+        model: str,
+        collection: str,
+        index: str,
+        key: dict[str, Any],
+        ids: list[Any],
+        *,
+        kept: str = "",
+    ) -> None:
+        shared = shared_key(key, ids)
+        super().__init__(
+            f"collection {collection}: {index} cannot be built: {shared}. Make the values "
+            "unique (or the index not unique), then run upgrade again"
+            + (f"; {kept}" if kept else ""),
+            model=model,
+            collection=collection,
+            index=index,
+            key=key,
+            ids=ids,
+            kept=kept,
+            shared=shared,
+        )
+
+
+def shared_key(key: dict[str, Any], ids: list[Any]) -> str:
+    """Which documents share which key, as `UniqueIndexError` says it."""
+    values = ", ".join(f"{k}={short_repr(v, 120)}" for k, v in key.items()) or "a key"
+    if len(ids) >= 2:
+        first, second = short_repr(ids[0], 80), short_repr(ids[1], 80)
+        return f"documents _id={first} and _id={second} share {values}"
+    return f"two documents share {values}"
 
 
 class QueryError(MigrateError):

@@ -247,6 +247,79 @@ def phases(
     return before, after
 
 
+def replaces(create: CreateIndex, name: str, info: dict[str, Any]) -> bool:
+    """Whether a create takes the place of an existing index (as ``index_information``
+    gives it) that a run drops: under its name, or on its keys (renamed)."""
+    return create.name == name or _canonical(create.keys) == _canonical(stored_keys(info))
+
+
+def found_described(name: str, info: dict[str, Any]) -> str:
+    """An existing index as the run's lines describe one (``index email_1 {email: 1}``)."""
+    return f"index {name} {_shown(info)}"
+
+
+def as_created(info: dict[str, Any]) -> tuple[IndexKeys, dict[str, Any]]:
+    """The keys and options that create an existing index again as it is."""
+    options = {k: v for k, v in info.items() if k not in ("key", "v", "ns")}
+    collation = options.get("collation")
+    if isinstance(collation, dict):  # the server's ICU version is its own to fill in
+        options["collation"] = {k: v for k, v in collation.items() if k != "version"}
+    return stored_keys(info), options
+
+
+def duplicates_pipeline(index: CreateIndex) -> list[dict[str, Any]] | None:
+    """An aggregation that finds a key two documents share, in the unique `index`.
+
+    It gives at most one row, ``{"_id": {"k0": value, ...}, "n": documents,
+    "first": _id, "last": _id}``, the key's values by position in the index's
+    keys. Documents are taken as the index takes them: those its partial
+    filter selects, those holding one of its fields when sparse, a missing
+    field as null, and each item of an array as a key of its own (a document
+    repeating an item shares nothing with itself). What it cannot see (a
+    collation's equal strings) the build still refuses. None where the index
+    is of a kind no check is written for (a text or hashed key).
+
+    """
+    fields = [field for field, kind in index.keys]
+    if any(kind not in (1, -1) for _, kind in index.keys):
+        return None
+    conditions: list[dict[str, Any]] = []
+    partial = index.options.get("partialFilterExpression")
+    if partial:
+        conditions.append(partial)
+    if index.options.get("sparse"):
+        conditions.append({"$or": [{f: {"$exists": True}} for f in fields]})
+    stages: list[dict[str, Any]] = []
+    if conditions:
+        stages.append({"$match": conditions[0] if len(conditions) == 1 else {"$and": conditions}})
+    names = [f"k{i}" for i in range(len(fields))]
+    stages.append(
+        {"$project": {n: {"$ifNull": [f"${f}", None]} for n, f in zip(names, fields, strict=True)}}
+    )
+    stages += [{"$unwind": {"path": f"${n}", "preserveNullAndEmptyArrays": True}} for n in names]
+    key = {n: f"${n}" for n in names}
+    return [
+        *stages,
+        {"$group": {"_id": {"k": key, "id": "$_id"}}},  # each document once per key
+        {
+            "$group": {
+                "_id": "$_id.k",
+                "n": {"$sum": 1},
+                "first": {"$min": "$_id.id"},
+                "last": {"$max": "$_id.id"},
+            }
+        },
+        {"$match": {"n": {"$gt": 1}}},
+        {"$limit": 1},
+    ]
+
+
+def shared_key(index: CreateIndex, row: dict[str, Any]) -> dict[str, Any]:
+    """The key a `duplicates_pipeline` row found, by field (a missing field as None)."""
+    found = row.get("_id") or {}
+    return {field: found.get(f"k{i}") for i, (field, _) in enumerate(index.keys)}
+
+
 def same(a: CreateIndex, b: CreateIndex) -> bool:
     """Whether two declared indexes are one: same keys, same options (see `same_value`;
     ``unique=False`` is no option)."""

@@ -219,9 +219,9 @@ def _with_id(query: dict[str, Any], condition: dict[str, Any]) -> dict[str, Any]
     return {**query, "_id": condition}
 
 
-async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any]:
-    """The documents an aggregation gives."""
-    cursor = collection.aggregate(pipeline)
+async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **options: Any) -> list[Any]:
+    """The documents an aggregation gives (`options`: the driver's, ``allowDiskUse=True``)."""
+    cursor = collection.aggregate(pipeline, **options)
     if inspect.isawaitable(cursor):  # PyMongo's async client; Motor returns the cursor
         cursor = await cursor
     return await to_list(cursor)

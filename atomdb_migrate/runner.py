@@ -49,6 +49,7 @@ from .exceptions import (
     ServerUnavailableError,
     StepError,
     StepResultError,
+    UniqueIndexError,
     short_repr,
     shorten,
 )
@@ -251,8 +252,11 @@ class ModelReport:
     version_index: str = ""
     #: What the steps' operations on the collection did ("created index
     #: title_1 {title: 1}", "set the validator (moderate, action error) ..."),
-    #: or would do in a dry run: its indexes and its validator.
+    #: or would do in a dry run: its indexes and its validator. Each change is
+    #: said as soon as the server made it, so a run that stops keeps them.
     indexes: list[str] = field(default_factory=list)
+    #: Dry run: the unique indexes the run could not build, documents sharing a key.
+    refused: list[UniqueIndexError] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -273,6 +277,7 @@ class ModelReport:
             "server_steps": self.server_steps,
             "renames": [r.counts() for r in self.renames],
             "redone": self.redone,
+            "collection": list(self.indexes),
         }
 
 
@@ -533,6 +538,7 @@ class Runner:
             retry=self.retry,
             dry_run=self.options.dry_run,
             lines=report.indexes,
+            refused=report.refused,
         )
         expand, drops = state.index_phases()
         await state.plan_validator()

@@ -19,6 +19,7 @@ from bson import Int64
 from pymongo import MongoClient
 
 from atomdb_migrate import VersionedModel, ops
+from atomdb_migrate.cli import EXIT_DUPLICATE
 from atomdb_migrate.exceptions import ConfigError
 from atomdb_migrate.indexes import (
     collection_drift,
@@ -479,3 +480,48 @@ def test_collations_compare_setting_by_setting() -> None:
     y = ops.create_index("t", partialFilterExpression={"s": "a", "n": {"$gt": 1}})
     assert same(x, y)
     assert not same(x, ops.create_index("t", partialFilterExpression={"n": {"$gt": 1}}))
+
+
+def test_an_index_made_unique_over_shared_values_keeps_the_old_one(app: App) -> None:
+    """Exit 9 (dry run too), naming the value and two documents; the old index stays."""
+    app.model(0, '["slug"]')
+    app.collection.insert_many(
+        [
+            {"_id": 1, "title": "a", "slug": "same", "author": "x"},
+            {"_id": 2, "title": "b", "slug": "same", "author": "x"},
+            {"_id": 3, "title": "c", "slug": "other", "author": "x"},
+        ]
+    )
+    assert app.cli("revision", "--autogenerate", "--model", "Page", "-m", "slug")[0] == 0
+    app.model(1, '["slug"]')
+    code, out = app.cli("upgrade")
+    assert code == 0 and "created index slug_1 {slug: 1}" in out, out
+    unique = '[ops.create_index("slug", unique=True)]'
+    app.model(1, unique)
+    code, out = app.cli("revision", "--autogenerate", "--model", "Page", "-m", "unique")
+    assert code == 0, out
+    step = (app.path / "migrations" / "0002_unique.py").read_text()
+    assert "ops.drop_index([('slug', 1)])," in step
+    assert "ops.create_index('slug', unique=True)," in step
+    app.model(2, unique)
+
+    code, out = app.cli("upgrade", "--dry-run")
+    assert code == EXIT_DUPLICATE, out
+    assert (
+        "would create index slug_1 {slug: 1} (unique=True), but it cannot be built: "
+        "documents _id=1 and _id=2 share slug='same'"
+    ) in out
+    code, out = app.cli("upgrade")
+    assert code == EXIT_DUPLICATE, out
+    assert "documents _id=1 and _id=2 share slug='same'" in out
+    assert "the index slug_1 {slug: 1} it replaces was left as it is" in out
+    assert app.indexes()["slug_1"] == {"key": [("slug", 1)]}
+    code, out = app.cli("check", "--pending")
+    assert code == 1 and "but the model declares index slug_1 {slug: 1} (unique=True)" in out
+
+    app.collection.update_one({"_id": 2}, {"$set": {"slug": "third"}})
+    code, out = app.cli("upgrade")
+    assert code == 0, out
+    assert "dropped index slug_1" in out and "created index slug_1 {slug: 1} (unique=True)" in out
+    assert app.indexes()["slug_1"] == {"key": [("slug", 1)], "unique": True}
+    assert app.cli("check", "--pending")[0] == 0

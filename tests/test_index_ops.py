@@ -11,6 +11,7 @@ from atomdb_migrate import (
     ConfigError,
     IrreversibleOperationError,
     MigrationRegistry,
+    UniqueIndexError,
     VersionedModel,
     ops,
     register_step,
@@ -161,3 +162,93 @@ async def test_downgrade_inverts_them(db: Any, registry: MigrationRegistry) -> N
     assert "title_unique" not in found and "heading_1" in found, found
     assert report.indexes == ["created index heading_1 {heading: 1}", "dropped index title_unique"]
     assert await collection.count_documents({"__version__": "1", "heading": {"$exists": True}}) == 4
+
+
+# ----------------------------------------------------------------------
+# Making an index unique, while documents share a key
+# ----------------------------------------------------------------------
+class Account(VersionedModel):
+    __model__ = "indexes.Account"
+    __version__ = 3
+
+    email = Str()
+
+
+def unique_steps() -> None:
+    """1 -> 2: an index on email; 2 -> 3: made unique, as autogenerate writes it."""
+    register_step(Account, 1, 2, operations=[ops.create_index("email")])
+    register_step(
+        Account,
+        2,
+        3,
+        operations=[ops.drop_index([("email", 1)]), ops.create_index("email", unique=True)],
+    )
+
+
+async def accounts(db: Any, emails: list[str]) -> Any:
+    collection = db[Account.__model__]
+    await collection.insert_many(
+        [{"_id": i + 1, "email": e, "__version__": "1"} for i, e in enumerate(emails)]
+    )
+    return collection
+
+
+async def test_an_index_made_unique_is_kept_while_documents_share_a_key(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    unique_steps()
+    collection = await accounts(db, ["ada@example.org", "bob@example.org", "ada@example.org"])
+    await Runner(db, RunOptions()).upgrade(Account, "2")
+    assert "email_1" in await names(collection)
+
+    # The dry run finds the duplicates, and says the build would fail.
+    dry = await Runner(db, RunOptions(dry_run=True)).upgrade(Account)
+    (refused,) = dry.refused
+    assert isinstance(refused, UniqueIndexError)
+    assert refused.key == {"email": "ada@example.org"} and sorted(refused.ids) == [1, 3]
+    assert dry.indexes == [
+        "would drop index email_1",
+        "would create index email_1 {email: 1} (unique=True), but it cannot be built: "
+        "documents _id=1 and _id=3 share email='ada@example.org'",
+    ]
+
+    # The run refuses before it drops anything: the old index stays.
+    with pytest.raises(UniqueIndexError) as info:
+        await Runner(db, RunOptions()).upgrade(Account)
+    error = info.value
+    assert (error.model, error.collection, error.index) == (
+        Account.__model__,
+        Account.__model__,
+        "index email_1 {email: 1} (unique=True)",
+    )
+    assert error.key == {"email": "ada@example.org"} and sorted(error.ids) == [1, 3]
+    assert "_id=1 and _id=3 share email='ada@example.org'" in str(error)
+    assert "index email_1 {email: 1} it replaces was left as it is" in str(error)
+    found = await names(collection)
+    assert "email_1" in found and not found["email_1"].get("unique"), found
+    assert await collection.count_documents({"__version__": "2"}) == 3
+
+    # Once the values are unique, the index is replaced.
+    await collection.update_one({"_id": 3}, {"$set": {"email": "cy@example.org"}})
+    done = await Runner(db, RunOptions()).upgrade(Account)
+    assert done.indexes == [
+        "dropped index email_1",
+        "created index email_1 {email: 1} (unique=True)",
+    ]
+    found = await names(collection)
+    assert found["email_1"].get("unique"), found
+    assert await collection.count_documents({"__version__": "3"}) == 3
+
+
+async def test_a_new_unique_index_names_the_duplicates(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register_step(Account, 1, 3, operations=[ops.create_index("email", unique=True)])
+    collection = await accounts(db, ["a@x", "b@x", "b@x"])
+    dry = await Runner(db, RunOptions(dry_run=True)).upgrade(Account)
+    assert [e.ids for e in dry.refused] == [[2, 3]]
+    with pytest.raises(UniqueIndexError, match=r"_id=2 and _id=3 share email='b@x'") as info:
+        await Runner(db, RunOptions()).upgrade(Account)
+    assert info.value.kept == ""
+    assert set(await names(collection)) <= {"_id_", "atomdb_migrate_version"}
+    assert await collection.count_documents({"__version__": "1"}) == 3
