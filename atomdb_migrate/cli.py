@@ -676,8 +676,9 @@ def _describe_run(run: dict[str, Any]) -> str:
         + ", ".join(
             f"{k} {v}"
             for k, v in c.items()
-            if k not in ("steps", "target", "server_steps", "renames") and v
+            if k not in ("steps", "target", "server_steps", "renames", "collection") and v
         )
+        + "".join(f", {line}" for line in _collection_lines(c))
         for m, c in (models.items() if isinstance(models, dict) else ())
         if isinstance(c, dict)
     )
@@ -687,6 +688,12 @@ def _describe_run(run: dict[str, Any]) -> str:
         f" {run.get('duration_s', '?')}s {counts}"
     )
     return "  " + shorten(" ".join(line.split()), 500)
+
+
+def _collection_lines(counts: dict[str, Any]) -> list[str]:
+    """What a recorded run did to a model's collection (a line each, as printed)."""
+    found = counts.get("collection")
+    return [str(line) for line in found] if isinstance(found, list) else []
 
 
 def _describe_rename(rename: RenameReport, dry_run: bool) -> str:

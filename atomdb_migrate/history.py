@@ -10,6 +10,10 @@ By default ``atomdb_migrate_history``. Each record holds:
   ``atomdb-migrate unlock``, marks it so);
 - ``models``: per model, the target version, the steps applied with their
   counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
+  ``collection``, what the run did to the collection besides its documents
+  (a line each: an index created, dropped or created again, the validator
+  removed or set), and ``version_index`` ("created" when the run created
+  the toolkit's index), in a run that failed too;
 - ``failures``: the first failures (model, ``_id``, step, error), when the
   run went on past them; ``error``: why a failed run stopped;
 - ``checksums``: for an upgrade, each step of the models' chains up to the

@@ -277,6 +277,7 @@ class ModelReport:
             "server_steps": self.server_steps,
             "renames": [r.counts() for r in self.renames],
             "redone": self.redone,
+            "version_index": self.version_index,
             "collection": list(self.indexes),
         }
 

@@ -804,3 +804,38 @@ def test_the_gate_fails_while_the_validator_the_steps_ask_for_is_not_set(
     assert code == 0, out
     code, out = project.run("check", "--pending")
     assert code == 0, out
+
+
+def test_a_run_that_fails_says_and_records_what_it_did_to_the_collection(
+    project: Project,
+) -> None:
+    step = project.path / "migrations" / "0002_add_tier.py"
+    step.write_text(
+        step.read_text() + "\nfrom atomdb_migrate import ops\n\n"
+        "operations = [ops.create_index('tier'), ops.set_validator()]\n"
+    )
+    collection = project.db[CUSTOMER]
+    project.seed(3)
+    collection.insert_one({"name": "BOOM", "__model__": CUSTOMER, "__version__": "1"})
+    # An older model's validator, which the documents about to be written do not pass.
+    project.db.command("collMod", CUSTOMER, validator={"$jsonSchema": {"required": ["name"]}})
+    result = project.invoke("upgrade")
+    assert result.exit_code == 6, result.output
+    created = "clidemo.Customer: created index tier_1 {tier: 1}"
+    removed = (
+        "clidemo.Customer: removed the validator (strict, action error) before the "
+        "documents change; the new one is set once every document passed"
+    )
+    assert created in result.output and removed in result.output
+    assert "clidemo.Customer: created the index atomdb_migrate_version" in result.output
+    assert "tier_1" in collection.index_information()
+    assert not collection.options().get("validator")
+    (run,) = project.db["atomdb_migrate_history"].find({})
+    assert run["outcome"] == "failed"
+    assert run["models"][CUSTOMER]["version_index"] == "created"
+    assert run["models"][CUSTOMER]["collection"] == [
+        created.split(": ", 1)[1],
+        removed.split(": ", 1)[1],
+    ]
+    shown = project.invoke("history")
+    assert "failed" in shown.output and f"{created.split(': ', 1)[1]}, " in shown.output, shown
