@@ -655,6 +655,12 @@ def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:
         click.echo(_describe_rename(rename, dry_run))
     for line in r.indexes:
         click.echo(f"{r.model}: {line}")
+    if r.respelled:
+        click.echo(
+            f"{r.model}: {r.respelled} documents at version {r.target} stored it in another "
+            f"form (a number, or another spelling): {'to be ' if dry_run else ''}rewritten "
+            f"as {r.target!r}, the form a validator and the queries take"
+        )
     if r.version_index:
         click.echo(
             f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "

@@ -257,6 +257,10 @@ class ModelReport:
     indexes: list[str] = field(default_factory=list)
     #: Dry run: the unique indexes the run could not build, documents sharing a key.
     refused: list[UniqueIndexError] = field(default_factory=list)
+    #: Documents at the target whose ``__version__`` was stored in another
+    #: form (the double ``1.0``, ``Int64(1)``, the string ``"1.0"``), rewritten
+    #: as the canonical string (dry run: to rewrite).
+    respelled: int = 0
 
     @property
     def pending(self) -> int:
@@ -277,6 +281,7 @@ class ModelReport:
             "server_steps": self.server_steps,
             "renames": [r.counts() for r in self.renames],
             "redone": self.redone,
+            "respelled": self.respelled,
             "version_index": self.version_index,
             "collection": list(self.indexes),
         }
@@ -545,6 +550,8 @@ class Runner:
         await state.plan_validator()
         await state.run_indexes(expand)
         await state.relax_validator(report.pending)
+        if not direction.down:
+            await self._respell_versions(run, surveyed.rows)
 
         if self.options.dry_run:
             for s in server:
@@ -738,6 +745,38 @@ class Runner:
                 ),
             )
         return collection, tuple(others)
+
+    async def _respell_versions(self, run: _Pass, rows: list[tuple[Any, int]]) -> None:
+        """Rewrite the ``__version__`` of documents at the target stored in another
+        form (``1.0``, ``Int64(1)``, ``"1.0"``) as the canonical string.
+
+        No step touches them, as they are current; but a validator takes only
+        the string (`atomdb_migrate.validators.json_schema`), and a query's
+        default clauses only the forms `versions.version_forms` lists. A
+        storage-only change: the filter names the form as surveyed (an array
+        holding it is no version, and is left alone), so a document written
+        meanwhile is left as its writer left it.
+
+        """
+        canonical = str(run.target)
+        for raw, n in rows:
+            if raw is None or (type(raw) is str and raw == canonical):
+                continue
+            if run.plan_for(raw).kind != "current":
+                continue
+            if self.options.dry_run:
+                run.report.respelled += n
+                continue
+            query = {
+                **self._scope(run.cls),
+                "$and": [{VERSION_KEY: raw}, {VERSION_KEY: {"$not": {"$type": "array"}}}],
+            }
+            done = await self.retry.call(
+                f"rewriting the __version__ {short_repr(raw)} of {run.collection.name} as "
+                f"{canonical!r}",
+                partial(run.collection.update_many, query, {"$set": {VERSION_KEY: canonical}}),
+            )
+            run.report.respelled += done.modified_count
 
     async def _rewrite_references(
         self, cls: type[VersionedModel], report: ModelReport, target: Version

@@ -839,3 +839,76 @@ def test_a_run_that_fails_says_and_records_what_it_did_to_the_collection(
     ]
     shown = project.invoke("history")
     assert "failed" in shown.output and f"{created.split(': ', 1)[1]}, " in shown.output, shown
+
+
+class Note(VersionedModel):
+    __model__ = "validators.Note"
+    __version__ = 1
+
+    title = Str()
+
+
+async def test_a_version_stored_in_another_form_at_the_head_is_rewritten(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """1.0, Int64(1), 1 and "1.0" are version 1: no step touches them, so upgrade
+    rewrites them as "1", the form the strict validator (and every query) takes."""
+    register_step(Note, 0, 1, operations=[ops.set_validator("strict")])
+    collection = db[Note.__model__]
+    forms: list[Any] = ["1", 1.0, Int64(1), 1, "1.0", Decimal128("1")]
+    await collection.insert_many(
+        [
+            {"title": f"t{i}", "__model__": Note.__model__, "__version__": v}
+            for i, v in enumerate(forms)
+        ]
+    )
+    # An array holding 1 is no version: left as it is.
+    invalid = {"title": "a", "__model__": Note.__model__, "__version__": [1]}
+    await collection.insert_one(invalid)
+    dry = await Runner(db, RunOptions(dry_run=True, continue_on_error=True)).upgrade(Note)
+    assert dry.respelled == 5 and dry.pending == 1, dry
+    assert await collection.count_documents({"__version__": "1"}) == 1
+    report = await Runner(db, RunOptions(continue_on_error=True)).upgrade(Note)
+    assert (report.respelled, report.migrated, report.failed) == (5, 0, 1)
+    assert (await collection.find_one({"_id": invalid["_id"]}))["__version__"] == [1]
+    await collection.delete_one({"_id": invalid["_id"]})
+    report = await Runner(db, RunOptions()).upgrade(Note)
+    assert (report.respelled, report.migrated, report.failed) == (0, 0, 0)
+    stored = [d["__version__"] async for d in collection.find({})]
+    assert stored == ["1"] * len(forms) and all(type(v) is str for v in stored)
+    if not is_mongomock(db):
+        assert await read_validator(collection) == validator_of(Note, "strict", "error")
+    # A rerun has nothing to rewrite.
+    assert (await Runner(db, RunOptions()).upgrade(Note)).respelled == 0
+
+
+def test_a_number_stored_as_the_head_version_no_longer_blocks_a_strict_validator(
+    project: Project,
+) -> None:
+    """status, upgrade, the validator and check --pending agree on ``3.0``."""
+    models = (ROOT / "tests" / "clidemo.py").read_text()
+    (project.path / "clidemo4.py").write_text(models.replace("__version__ = 3", "__version__ = 4"))
+    pyproject = project.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"tests.clidemo"', '"clidemo4"'))
+    (project.path / "migrations" / "0004_validate.py").write_text(
+        '"""Validate customers."""\n\nfrom atomdb_migrate import ops\n\n'
+        'model = "clidemo.Customer"\nfrom_version = "3"\nto_version = "4"\n\n'
+        'operations = [ops.set_validator("strict")]\n'
+    )
+    fields = {"first": "Ada", "last": "L", "tier": "basic", "applied": 1, "seq": 0}
+    project.seed(2, version="4", **fields)
+    project.seed(1, version=None, **fields)
+    project.db[CUSTOMER].update_one({"__version__": None}, {"$set": {"__version__": 4.0}})
+    result = project.invoke("status")
+    assert "stored 4: 3; 0 pending" in result.output, result.output
+    result = project.invoke("upgrade", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "1 documents at version 4 stored it in another form" in result.output
+    result = project.invoke("upgrade")
+    assert result.exit_code == 0, result.output
+    assert "rewritten as '4'" in result.output
+    assert project.versions() == {"4": 3}
+    assert project.db[CUSTOMER].options()["validationLevel"] == "strict"
+    assert project.invoke("check", "--pending").exit_code == 0
+    (run,) = project.db["atomdb_migrate_history"].find({})
+    assert run["models"][CUSTOMER]["respelled"] == 1
