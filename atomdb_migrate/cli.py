@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -47,7 +48,9 @@ from .exceptions import (
     ConflictError,
     ConnectionFailedError,
     InvalidVersionError,
+    LockAliveError,
     LockError,
+    LockHeldError,
     MigrateError,
     NewerDocumentError,
     ServerError,
@@ -213,6 +216,7 @@ async def _each_database(
     *,
     canary: str | None = None,
     headers: bool = True,
+    load: bool = True,
 ) -> None:
     """Run `each` on every database the settings name, one after the other.
 
@@ -221,14 +225,16 @@ async def _each_database(
     failure is reported and the next database goes on, except for the
     canary, which stops the run. A summary line per database ends it (what
     `each` returned, or the error), and the command fails with the first
-    failure's exit code.
+    failure's exit code. Without `load`, the models and step modules are not
+    loaded first (`unlock` needs none of them).
 
     """
     ws = state.workspace
     if not ws.config.several_databases and canary is None:
         await each(ws)
         return
-    ws.load()  # a models module or step module that does not load fails once
+    if load:
+        ws.load()  # a models module or step module that does not load fails once
     names = await command.databases(ws, canary=canary)
     outcomes: dict[str, str] = {}
     failures: list[tuple[str, click.ClickException]] = []
@@ -246,6 +252,9 @@ async def _each_database(
             except (MigrateError, PyMongoError, click.ClickException) as exc:
                 error = _command_error(exc, state.url)
                 click.echo(f"Error: {error.format_message()}", err=True)
+                hint = _database_hint(exc, error, name)
+                if hint:
+                    click.echo(hint, err=True)
                 outcomes[name] = f"failed (exit {error.exit_code})"
                 failures.append((name, error))
                 if name == canary:
@@ -271,6 +280,18 @@ async def _each_database(
             name for name, _ in failures
         )
     raise CommandError(message, error.exit_code)
+
+
+def _database_hint(exc: BaseException, error: click.ClickException, name: str) -> str:
+    """The command that clears a stale lock, or accepts changed checksums, in this
+    database alone (the error names the command without a database)."""
+    if isinstance(exc, LockHeldError) and not isinstance(exc, LockAliveError):
+        what, args = "if that runner is dead, clear this database's lock with", "unlock"
+    elif error.exit_code == EXIT_CHECKSUM:
+        what, args = "after review, record them in this database with", "stamp --accept-checksums"
+    else:
+        return ""
+    return f"  {what} `atomdb-migrate --database {shlex.quote(name)} {args}`"
 
 
 def _count(n: int, what: str) -> str:
@@ -912,24 +933,33 @@ async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> 
 @pass_state
 @run_async
 async def unlock(state: State, yes: bool, force: bool) -> None:
-    """Clear the migration lock that a killed runner left behind."""
-    found = await command.holder(state.workspace)
-    if found is None:
-        click.echo("the migration lock is free")
-        return
-    click.echo(
-        f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
-        f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; "
-        f"last renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
-    )
-    try:
-        agreed = yes or click.confirm("clear it?", default=False)
-    except click.Abort:  # no answer (no terminal, end of input)
-        agreed = False
-    if not agreed:
-        raise CommandError("the lock was left as it is (give --yes to clear it)", EXIT_LOCK)
-    cleared = await command.unlock(state.workspace, force=force)
-    click.echo("cleared the migration lock" if cleared else "the migration lock is free")
+    """Clear the migration lock that a killed runner left behind.
+
+    With several databases, each database's lock in turn, and a summary at the end.
+    """
+
+    async def each(ws: command.Workspace) -> str:
+        found = await command.holder(ws)
+        if found is None:
+            click.echo("the migration lock is free")
+            return "the migration lock is free"
+        click.echo(
+            f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
+            f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; last "
+            f"renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
+        )
+        try:
+            agreed = yes or click.confirm("clear it?", default=False)
+        except click.Abort:  # no answer (no terminal, end of input)
+            agreed = False
+        if not agreed:
+            raise CommandError("the lock was left as it is (give --yes to clear it)", EXIT_LOCK)
+        cleared = await command.unlock(ws, force=force)
+        said = "cleared the migration lock" if cleared else "the migration lock is free"
+        click.echo(said)
+        return said
+
+    await _each_database(state, each, load=False)
 
 
 @main.command()
@@ -962,8 +992,14 @@ async def stamp(
         if version is not None:
             raise click.UsageError("--accept-checksums takes at most a MODEL, no VERSION")
         models = (model,) if model else ()
-        n, changed = await command.accept_checksums(state.workspace, models, wait=wait)
-        click.echo(f"recorded the checksums of {n} steps ({changed} changed)")
+
+        async def each(ws: command.Workspace) -> str:
+            n, changed = await command.accept_checksums(ws, models, wait=wait)
+            said = f"recorded the checksums of {n} steps ({changed} changed)"
+            click.echo(said)
+            return said
+
+        await _each_database(state, each)
         return
     if model is None or version is None:
         raise click.UsageError("stamp needs a MODEL and a VERSION (or --accept-checksums)")

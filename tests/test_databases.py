@@ -16,7 +16,7 @@ import pytest
 from bson import ObjectId
 
 from atomdb_migrate import command
-from atomdb_migrate.cli import EXIT_CHECK, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.cli import EXIT_CHECK, EXIT_CHECKSUM, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
 from atomdb_migrate.config import load_config
 from atomdb_migrate.lock import LOCK_ID
 
@@ -171,6 +171,9 @@ def test_one_lock_per_database(project: Project, tenants: list[str]) -> None:
     result = project.invoke(*args, "upgrade")
     assert result.exit_code == EXIT_LOCK, result.output
     assert f"  {tenants[0]}: failed (exit {EXIT_LOCK})" in result.output
+    # The command that clears that database's lock alone, were its runner dead.
+    assert f"`atomdb-migrate --database {tenants[0]} unlock`" in result.output
+    assert f"--database {tenants[1]} unlock" not in result.output
     assert versions(project, tenants[0]) == {"1": 2}
     assert versions(project, tenants[1]) == {"3": 2}
 
@@ -322,3 +325,47 @@ def test_a_pattern_matching_nothing_beside_a_name(project: Project, tenants: lis
     assert result.exit_code == EXIT_CONFIG, result.output
     assert "no database on the server matches --databases '^nomatch'" in result.output
     assert versions(project, tenants[0]) == {"1": 1}
+
+
+def test_unlock_clears_each_databases_lock(project: Project, tenants: list[str]) -> None:
+    """As the lock error says to: `unlock` with the databases of pyproject."""
+    for name in tenants:
+        seed(project, name, 1)
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    for name in tenants[:2]:  # two runners killed; the third database is free
+        project.client[name]["atomdb_migrate_lock"].insert_one(
+            {"_id": LOCK_ID, "owner": f"dead-{name}", "command": "upgrade", "expires_at": past}
+        )
+    pyproject = project.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f'databases = "^{project.dbname}_t"\n')
+    refused = project.invoke("unlock", input="n\n" * 3)
+    assert refused.exit_code == EXIT_LOCK, refused.output
+    assert f"  {tenants[2]}: the migration lock is free" in refused.output
+    assert project.client[tenants[0]]["atomdb_migrate_lock"].count_documents({}) == 1
+    result = project.invoke("unlock", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "3 databases:" in result.output
+    for name in tenants[:2]:
+        assert f"  {name}: cleared the migration lock" in result.output
+        assert project.client[name]["atomdb_migrate_lock"].count_documents({}) == 0
+    assert f"  {tenants[2]}: the migration lock is free" in result.output
+
+
+def test_accept_checksums_in_each_database(project: Project, tenants: list[str]) -> None:
+    for name in tenants[:2]:
+        seed(project, name, 1)
+    args = ["--database", tenants[0], "--database", tenants[1]]
+    assert project.invoke(*args, "upgrade", "--no-progress").exit_code == 0
+    step = project.path / "migrations" / "0001_split_name.py"
+    step.write_text(step.read_text().replace('partition(" ")', 'partition(",")'))
+    result = project.invoke(*args, "check", "--checksums")
+    assert result.exit_code == EXIT_CHECKSUM, result.output
+    for name in tenants[:2]:
+        assert f"`atomdb-migrate --database {name} stamp --accept-checksums`" in result.output
+    result = project.invoke(*args, "stamp", "--accept-checksums")
+    assert result.exit_code == 0, result.output
+    for name in tenants[:2]:
+        assert f"  {name}: recorded the checksums of 3 steps (1 changed)" in result.output
+        history = project.client[name]["atomdb_migrate_history"]
+        assert history.count_documents({"arguments.accept_checksums": True}) == 1
+    assert project.invoke(*args, "check", "--checksums").exit_code == 0
