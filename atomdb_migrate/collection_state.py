@@ -27,7 +27,7 @@ from packaging.version import Version
 
 from . import indexes
 from .exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
-from .mongo import aggregate, is_mongomock
+from .mongo import aggregate, is_mongomock, to_list
 from .ops import CreateIndex, IndexOperation, Operations, SetValidator
 from .retry import Retry, describe
 from .validators import NO_VALIDATOR, Validator, read_validator, validator_of, write_validator
@@ -262,6 +262,23 @@ class CollectionState:
             kept=kept,
         )
 
+    async def _sharing(self, op: CreateIndex, key: dict[str, Any]) -> list[Any]:
+        """The ``_id`` of two documents holding the key the server named (under the
+        index's collation, which the duplicates' aggregation does not apply)."""
+        options = {"collation": op.options["collation"]} if "collation" in op.options else {}
+
+        async def two() -> list[Any]:
+            cursor = self.collection.find(key, {"_id": 1}, **options)
+            return await to_list(cursor.sort("_id", 1).limit(2))
+
+        try:
+            found = await self.retry.call(
+                f"finding the documents of {self.collection.name} that share a key", two
+            )
+        except ServerError:
+            return []
+        return [doc["_id"] for doc in found]
+
     async def _create_index(self, op: CreateIndex) -> None:
         await self.retry.call(
             f"creating {op.describe()} on {self.collection.name}",
@@ -321,13 +338,14 @@ class CollectionState:
             if found is not None:
                 return found
             details = getattr(getattr(exc, "error", None), "details", None) or {}
-            key = details.get("keyValue")
+            found_key = details.get("keyValue")
+            key = dict(found_key) if isinstance(found_key, dict) else {}
             return UniqueIndexError(
                 self.cls.__model__,
                 self.collection.name,
                 op.describe(),
-                dict(key) if isinstance(key, dict) else {},
-                [],
+                key,
+                await self._sharing(op, key) if key else [],
                 kept=kept,
             )
         if code in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict

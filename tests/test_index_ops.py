@@ -252,3 +252,40 @@ async def test_a_new_unique_index_names_the_duplicates(
     assert info.value.kept == ""
     assert set(await names(collection)) <= {"_id_", "atomdb_migrate_version"}
     assert await collection.count_documents({"__version__": "1"}) == 3
+
+
+async def test_duplicates_the_check_cannot_see_bring_the_old_index_back(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """Under a case-insensitive collation "Ada" and "ada" are one key: the
+    server refuses the build after the old index was dropped, and the run
+    creates the old one again before it stops."""
+    if is_mongomock(db):
+        pytest.skip("mongomock builds no index with a collation")
+    insensitive = {"locale": "en", "strength": 2}
+    register_step(Account, 1, 2, operations=[ops.create_index("email")])
+    register_step(
+        Account,
+        2,
+        3,
+        operations=[
+            ops.drop_index([("email", 1)]),
+            ops.create_index("email", unique=True, collation=insensitive),
+        ],
+    )
+    collection = await accounts(db, ["Ada@example.org", "ada@example.org"])
+    await Runner(db, RunOptions()).upgrade(Account, "2")
+    runner = Runner(db, RunOptions())
+    with pytest.raises(UniqueIndexError) as info:
+        await runner.upgrade(Account)
+    error = info.value
+    assert error.key == {"email": "ada@example.org"} and sorted(error.ids) == [1, 2], error
+    assert "it replaces was created again as it was" in str(error)
+    (report,) = runner.reports
+    assert report.indexes == [
+        "dropped index email_1",
+        "created index email_1 {email: 1} again, as it was: index email_1 {email: 1} "
+        "(unique=True, collation={'locale': 'en', 'strength': 2}) failed",
+    ]
+    found = await names(collection)
+    assert found["email_1"]["key"] == [("email", 1)] and not found["email_1"].get("unique")

@@ -24,6 +24,7 @@ def render(f: dict[str, Any]) -> str:
     props = f.get("properties", {})
     security = f.get("security", {})
     faults = f.get("faults", {})
+    collection = f.get("collection_faults", {})
     variant = "long variants (`--long`)" if run.get("long") else "default variants"
     out = [
         "# Reliability",
@@ -191,6 +192,25 @@ def render(f: dict[str, Any]) -> str:
         "| fault | outcome | retries | seconds |",
         "|---|---|---:|---:|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in faults.get("rows", [])],
+        "",
+        "### Collection state",
+        "",
+        "For each collection operation a step asks for, each command of the model's run",
+        "fails in turn, on a fresh collection: once with a code the runner does not retry",
+        "(the run stops there), once with a dropped connection (ridden through); a step",
+        "raising on one document is one more run (`tests/reliability/test_collection_faults.py`).",
+        "After each run the collection has every index it had before (the old one or its",
+        "replacement), replaying the lines the run printed over the collection as it was",
+        "gives the collection as it is (indexes and validator), and the history record",
+        "holds the same lines. A non-retried code that did not stop the run hit a read",
+        "the runner does without (the indexes listed to choose how to read).",
+        "",
+        "| operation | commands failed in turn | runs | stopped by the fault |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {label} | {row.get('commands')} | {row.get('runs')} | {row.get('stopped')} |"
+            for label, row in collection.items()
+        ],
         "",
         "## Data safety",
         "",
