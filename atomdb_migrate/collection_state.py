@@ -10,8 +10,17 @@ around the documents' pass:
 2. after every document passed (contract): `run_indexes` with the drops,
    then `set_validator`.
 
-A dry run says what it would do in `lines` and changes nothing. Every call
-to the server goes through the run's `Retry`.
+An index dropped to make room for another (the same name with other keys
+or options, or the same keys under another name) is never left dropped
+when it can be created again: a unique replacement is first checked for
+documents sharing a key (`UniqueIndexError`, nothing dropped), and a build
+that still fails brings the old index back, as it was, before the error is
+raised.
+
+Each change is said in `lines` as soon as the server made it, so a run that
+stops says (and records) what it did. A dry run says what it would do in
+`lines`, checks every unique index it would build, and changes nothing.
+Every call to the server goes through the run's `Retry`.
 
 """
 
