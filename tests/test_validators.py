@@ -912,3 +912,16 @@ def test_a_number_stored_as_the_head_version_no_longer_blocks_a_strict_validator
     assert project.invoke("check", "--pending").exit_code == 0
     (run,) = project.db["atomdb_migrate_history"].find({})
     assert run["models"][CUSTOMER]["respelled"] == 1
+
+
+def test_the_docs_never_advise_a_rollout_validator_that_refuses() -> None:
+    """``set_validator("moderate")`` refuses (action error) an old pod's write of a
+    new object during a rollout: the docs give the action wherever they advise one."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = [
+        f"{page.name}:{n}"
+        for page in pages
+        for n, line in enumerate(page.read_text().splitlines(), 1)
+        if 'set_validator("moderate")' in line or "set_validator('moderate')" in line
+    ]
+    assert found == []
