@@ -424,7 +424,13 @@ class UniqueIndexError(MigrateError):
 
 def shared_key(key: dict[str, Any], ids: list[Any]) -> str:
     """Which documents share which key, as `UniqueIndexError` says it."""
-    values = ", ".join(f"{k}={short_repr(v, 120)}" for k, v in key.items()) or "a key"
+    values = (
+        ", ".join(
+            f"{k}={short_repr(v, 120)}" + (" (missing or null)" if v is None else "")
+            for k, v in key.items()
+        )
+        or "a key"
+    )
     if len(ids) >= 2:
         first, second = short_repr(ids[0], 80), short_repr(ids[1], 80)
         return f"documents _id={first} and _id={second} share {values}"

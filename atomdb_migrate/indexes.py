@@ -276,8 +276,10 @@ def duplicates_pipeline(index: CreateIndex) -> list[dict[str, Any]] | None:
     filter selects, those holding one of its fields when sparse, a missing
     field as null, and each item of an array as a key of its own (a document
     repeating an item shares nothing with itself). What it cannot see (a
-    collation's equal strings) the build still refuses. None where the index
-    is of a kind no check is written for (a text or hashed key).
+    collation's equal strings, a path through an array of documents) the
+    build still refuses; it never says two documents share a key the index
+    would not give them. None where the index is of a kind no check is
+    written for (a text or hashed key).
 
     """
     fields = [field for field, kind in index.keys]
@@ -289,6 +291,15 @@ def duplicates_pipeline(index: CreateIndex) -> list[dict[str, Any]] | None:
         conditions.append(partial)
     if index.options.get("sparse"):
         conditions.append({"$or": [{f: {"$exists": True}} for f in fields]})
+    # A path through an array of documents is read otherwise by servers'
+    # aggregations ("$m.x" is [1, 2] on MongoDB, missing on others): such
+    # documents are left to the build, never taken for a null key.
+    conditions += [
+        {prefix: {"$not": {"$type": "array"}}}
+        for prefix in dict.fromkeys(
+            ".".join(f.split(".")[:i]) for f in fields for i in range(1, f.count(".") + 1)
+        )
+    ]
     stages: list[dict[str, Any]] = []
     if conditions:
         stages.append({"$match": conditions[0] if len(conditions) == 1 else {"$and": conditions}})

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from typing import Any
 
 import pytest
 from atom.api import Str
+from bson import Int64
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from pymongo.errors import OperationFailure
 
 from atomdb_migrate import (
     ConfigError,
@@ -17,7 +23,8 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.mongo import is_mongomock
+from atomdb_migrate.indexes import duplicates_pipeline, shared_key
+from atomdb_migrate.mongo import is_mongomock, to_list
 from atomdb_migrate.runner import DOWNGRADE, Runner, RunOptions
 
 
@@ -289,3 +296,115 @@ async def test_duplicates_the_check_cannot_see_bring_the_old_index_back(
     ]
     found = await names(collection)
     assert found["email_1"]["key"] == [("email", 1)] and not found["email_1"].get("unique")
+
+
+# ----------------------------------------------------------------------
+# The duplicate check against the server's own unique build
+# ----------------------------------------------------------------------
+#: Values Python thinks equal (1, 1.0, True, Int64(1)), null, arrays, documents.
+VALUES = [0, 1, 1.0, Int64(1), True, False, "1", "a", "A", "", None, [], [1], [1, 1.0]]
+VALUES += [["a", "b"], [None], {"x": 1}, {"x": 1.0}, [{"x": 1}, {"x": 2}], [{"x": 1}]]
+FIELDS = ("a", "b", "m.x")
+MISSING = object()
+
+
+def _document(draw: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for field in ("a", "b", "m"):
+        value = draw(st.sampled_from([MISSING, *VALUES]))
+        if value is not MISSING:
+            doc[field] = value
+    return doc
+
+
+unique_indexes = st.builds(
+    lambda keys, sparse, partial: ops.create_index(
+        keys,
+        unique=True,
+        **({"sparse": True} if sparse else {}),
+        **({"partialFilterExpression": partial} if partial else {}),
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(FIELDS), st.sampled_from([1, -1])),
+        min_size=1,
+        max_size=2,
+        unique_by=lambda k: k[0],
+    ),
+    st.booleans(),
+    st.sampled_from([None, {"a": {"$exists": True}}, {"b": {"$gt": 0}}, {"a": "a"}]),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("DUPLICATE_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(docs=st.lists(st.composite(_document)(), min_size=1, max_size=6), index=unique_indexes)
+async def test_the_duplicate_check_refuses_only_what_the_server_refuses(
+    db: Any, docs: list[dict[str, Any]], index: Any
+) -> None:
+    """Differential: a key the check says two documents share makes the server
+    refuse the build of those two alone; what it misses, the build refuses (and
+    the run brings the old index back)."""
+    if is_mongomock(db):
+        pytest.skip("mongomock compares 1 and True as Python does: the servers only")
+    collection = db["indexes.duplicates"]
+    await collection.drop()
+    await collection.insert_many([{"_id": i, **d} for i, d in enumerate(docs)])
+    pipeline = duplicates_pipeline(index)
+    assert pipeline is not None
+    rows = await to_list(await _aggregate(collection, pipeline))
+    try:
+        await collection.create_index(index.keys, **index.options)
+        built = True
+    except OperationFailure as exc:
+        if exc.code != 11000:
+            event(f"refused otherwise ({exc.code})")  # parallel arrays, say
+            return
+        built = False
+    if not rows:
+        event("built" if built else "missed: the build refuses it")
+        return
+    assert not built, f"the check found {rows} in {docs} for {index!r}; the server built it"
+    (row,) = rows
+    first, last = row["first"], row["last"]
+    assert first != last
+    pair = db["indexes.pair"]
+    await pair.drop()
+    await pair.insert_many([{"_id": i, **docs[i]} for i in (first, last)])
+    with pytest.raises(OperationFailure) as info:
+        await pair.create_index(index.keys, **index.options)
+    assert info.value.code == 11000, (docs[first], docs[last], index, shared_key(index, row))
+    event("found, and the two alone are refused")
+
+
+async def _aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> Any:
+    cursor = collection.aggregate(pipeline)
+    return await cursor if inspect.isawaitable(cursor) else cursor
+
+
+async def test_a_unique_index_renamed_over_shared_values_keeps_the_old_one(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """The same keys under another name: dropped ahead of the create, so checked too;
+    documents without the field share null, which the message says."""
+    register_step(Account, 1, 2, operations=[ops.create_index("email")])
+    register_step(
+        Account,
+        2,
+        3,
+        operations=[
+            ops.drop_index([("email", 1)]),
+            ops.create_index("email", name="by_email", unique=True),
+        ],
+    )
+    collection = await accounts(db, ["a@x", "b@x"])
+    await collection.insert_many([{"_id": 10, "__version__": "1"}, {"_id": 11, "__version__": "1"}])
+    await Runner(db, RunOptions()).upgrade(Account, "2")
+    with pytest.raises(UniqueIndexError) as info:
+        await Runner(db, RunOptions()).upgrade(Account)
+    assert info.value.ids == [10, 11] and info.value.key == {"email": None}
+    assert "share email=None (missing or null)" in str(info.value)
+    assert "the index email_1 {email: 1} it replaces was left as it is" in str(info.value)
+    assert {"email_1"} <= set(await names(collection)) and "by_email" not in await names(collection)
