@@ -337,7 +337,8 @@ class CollectionState:
 
     async def _index_error(self, op: CreateIndex, exc: BaseException, kept: str) -> BaseException:
         """The error a failed build raises: `UniqueIndexError` where documents share a
-        key, `ConfigError` where the server refuses the index beside another."""
+        key, `ConfigError` where the server refuses the index (beside another, or
+        as it is asked for), the server's own otherwise."""
         code = getattr(exc, "code", None)
         if code in (11000, 11001):  # DuplicateKey
             try:
@@ -362,6 +363,13 @@ class CollectionState:
             return ConfigError(
                 f"model {self.cls.__model__!r}: {op.describe()} conflicts with an "
                 f"index of {self.collection.name}: {exc.error}" + (f"; {kept}" if kept else "")
+            )
+        if code in (67, 197):  # CannotCreateIndex, InvalidIndexSpecificationOption
+            assert isinstance(exc, ServerError)
+            return ConfigError(
+                f"model {self.cls.__model__!r}: the server refuses {op.describe()} on "
+                f"{self.collection.name}: {describe(exc.error)}. Change the step's "
+                "create_index" + (f"; {kept}" if kept else "")
             )
         return exc
 

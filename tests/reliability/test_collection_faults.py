@@ -40,7 +40,7 @@ import pytest
 from atom.api import Str
 from pymongo import MongoClient, monitoring
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate import ConfigError, MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.cli import _summarize
 from atomdb_migrate.command import RunResult, upgrade
 from atomdb_migrate.config import load_config
@@ -389,3 +389,21 @@ async def test_an_answer_lost_after_the_server_acted(
     outcome = await lab.run(db, capsys, "&socketTimeoutMS=500")
     assert outcome.error is None, outcome.error
     check(scenario, lab, db, before, outcome)
+
+
+async def test_an_index_the_server_refuses_is_a_configuration_error(
+    lab: Lab, registry: MigrationRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CannotCreateIndex (67), as MongoDB answers a partial filter it does not take:
+    the step asks for what the server does not build (exit 3), not a connection
+    problem; the index it replaces is back."""
+    register_step(Member, 1, 2, fill_name, operations=REPLACED.operations)
+    db = lab.seed(REPLACED)
+    before = lab.state(db)
+    lab.fail({"skip": 1, "times": 1}, "createIndexes", errorCode=67)
+    outcome = await lab.run(db, capsys)
+    assert isinstance(outcome.error, ConfigError), outcome.error
+    assert "the server refuses index email_1 {email: 1} (unique=True)" in str(outcome.error)
+    assert "the index email_1 {email: 1} it replaces was created again" in str(outcome.error)
+    check(REPLACED, lab, db, before, outcome)
+    assert lab.state(db)[0]["email_1"] == before[0]["email_1"]
