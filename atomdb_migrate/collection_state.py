@@ -225,26 +225,40 @@ class CollectionState:
         failed build would cost an index (one dropped ahead of it), and, dry, of
         every one. A dry run reports each change, and records what it found."""
         dropped: list[tuple[str, dict[str, Any]]] = []
-        for op, found in changes:
+        refused: dict[int, UniqueIndexError] = {}  # by position in `changes`
+        kept: set[str] = set()  # dropped ahead of a replacement that cannot be built
+        for i, (op, found) in enumerate(changes):
             if found is not None:
                 dropped.append((op.name, found))
             elif isinstance(op, CreateIndex) and op.options.get("unique"):
                 replaced = [(n, info) for n, info in dropped if indexes.replaces(op, n, info)]
-                if self.dry_run or replaced:
-                    kept = "; ".join(
+                if not (self.dry_run or replaced):
+                    continue  # nothing dropped for it: the build itself says
+                error = await self._duplicates(
+                    op,
+                    "; ".join(
                         f"the {indexes.found_described(n, info)} it replaces was left as it is"
                         for n, info in replaced
-                    )
-                    error = await self._duplicates(op, kept)
-                    if error is not None and not self.dry_run:
-                        raise error
-                    if error is not None:
-                        self.refused.append(error)
-                        self.lines.append(
-                            f"would create {op.describe()}, but it cannot be built: {error.shared}"
-                        )
-                        continue
-            if self.dry_run:
+                    ),
+                )
+                if error is not None and not self.dry_run:
+                    raise error
+                if error is not None:
+                    refused[i] = error
+                    kept.update(n for n, _ in replaced)
+        if not self.dry_run:
+            return
+        for i, (op, found) in enumerate(changes):
+            if i in refused:
+                self.refused.append(refused[i])
+                self.lines.append(
+                    f"would create {op.describe()}, but it cannot be built: {refused[i].shared}"
+                )
+            elif found is not None and op.name in kept:
+                self.lines.append(
+                    f"would leave {op.describe()} as it is: its replacement cannot be built"
+                )
+            else:
                 verb = "create" if isinstance(op, CreateIndex) else "drop"
                 self.lines.append(f"would {verb} {op.describe()}")
 
