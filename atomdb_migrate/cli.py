@@ -106,6 +106,80 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
 
+# ----------------------------------------------------------------------
+# --json: errors as JSON too
+# ----------------------------------------------------------------------
+#: The key of click's context meta set when the command was given ``--json``:
+#: its errors and log lines come out as JSON objects, one a line, on stderr.
+JSON_ERRORS = "atomdb_migrate.json_errors"
+
+
+def _json_asked() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(JSON_ERRORS))
+
+
+def _error_json(error: click.ClickException, **facts: Any) -> str:
+    return json.dumps({"error": error.format_message(), "exit": error.exit_code, **facts})
+
+
+def echo_error(error: click.ClickException, **facts: Any) -> None:
+    """An error that does not end the command, on stderr: ``Error: ...``, or with
+    ``--json`` a JSON object with `facts` (a database, say)."""
+    if _json_asked():
+        click.echo(_error_json(error, **facts), err=True)
+    else:
+        click.echo(f"Error: {error.format_message()}", err=True)
+
+
+class JsonError(click.ClickException):
+    """The error a command given ``--json`` ends with: ``{"error": ..., "exit": N}``
+    on stderr, with the error's own exit code."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.error = error
+        self.exit_code = error.exit_code  # type: ignore[misc]
+
+    def show(self, file: Any = None) -> None:
+        click.echo(_error_json(self.error), err=True)
+
+
+class Group(click.Group):
+    """The command group: a command given ``--json`` (any command that takes it)
+    reports its errors as JSON too, usage errors included."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        given = rest[: rest.index("--")] if "--" in rest else rest
+        if cmd is not None and "--json" in given and _takes_json(cmd):
+            ctx.meta[JSON_ERRORS] = True
+        return name, cmd, rest
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if ctx.meta.get(JSON_ERRORS) and not isinstance(exc, JsonError):
+                raise JsonError(exc) from None
+            raise
+
+
+def _takes_json(cmd: click.Command) -> bool:
+    return any("--json" in getattr(p, "opts", ()) for p in cmd.params)
+
+
+class _LogFormat(logging.Formatter):
+    """``LEVEL: message``; with ``--json``, a JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if _json_asked():
+            return json.dumps({"log": record.levelname.lower(), "message": record.getMessage()})
+        return f"{record.levelname}: {record.getMessage()}"
+
+
 class _Masking(logging.Filter):
     """Removes the URL's password (wherever the URL came from) from every log record."""
 
@@ -240,7 +314,7 @@ async def _each_database(
                 outcomes[name] = await each(sub)
             except (MigrateError, PyMongoError, click.ClickException) as exc:
                 error = _command_error(exc, state.url)
-                click.echo(f"Error: {error.format_message()}", err=True)
+                echo_error(error, database=name)
                 outcomes[name] = f"failed (exit {error.exit_code})"
                 failures.append((name, error))
                 if name == canary:
@@ -300,7 +374,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
     return update_wrapper(wrapper, fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", help="MongoDB URL. Env: ATOMDB_MIGRATE_URL, then MONGO_URL.")
 @click.option(
     "--database",
@@ -348,7 +422,7 @@ def main(
     )
     handler = logging.StreamHandler()
     handler.addFilter(_Masking(ctx.obj))
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_LogFormat())
     logger = logging.getLogger("atomdb_migrate")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING)
