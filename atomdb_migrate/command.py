@@ -484,8 +484,10 @@ def applied_checksums(
 async def changed_steps(ws: Workspace) -> list[str]:
     """Each step applied to this database that changed since, a line each.
 
-    Compares the steps as they are now with the checksums the history
-    recorded (the latest of each step).
+    Compares the steps as they are now, and the project's modules they
+    import, with the checksums the history recorded (the latest of each
+    step). Each line says what changed, and how many documents of the model
+    this database holds.
 
     """
     try:
@@ -499,14 +501,34 @@ async def changed_steps(ws: Workspace) -> list[str]:
     for s, entry in step_checksums.changed(steps, await ws.history().with_checksums()):
         when = entry.get("recorded_at")
         since = f" on {when:%Y-%m-%d %H:%M}" if isinstance(when, datetime) else ""
+        stored = await _stored_documents(ws, s.model)
+        model = ws.registry.resolve(s.model)
+        if stored:
+            held = (
+                f"this database holds {stored} documents of model {model!r}: those upgraded "
+                "through the step before the change may differ from what it gives now"
+            )
+        else:
+            held = (
+                f"this database holds no document of model {model!r}, so none here differs; "
+                "in a database that does, those upgraded through the step before the change "
+                "may differ from what it gives now"
+            )
         lines.append(
             f"model {s.model!r}: step {s.from_version} -> {s.to_version} ({s.source}) changed "
-            f"since it was applied to this database (its checksum was recorded{since}): a "
-            "database upgraded before the change holds other documents than one upgraded "
-            "after it. Undo the change, or review it and record the new checksum with "
+            f"since it was applied to this database (its checksum was recorded{since}): "
+            f"{'; '.join(entry['changes'])}. {held[0].upper()}{held[1:]}. Undo the change, "
+            "or review it and record the new checksum with "
             "`atomdb-migrate stamp --accept-checksums`"
         )
     return lines
+
+
+async def _stored_documents(ws: Workspace, model: str) -> int:
+    """About how many documents of a model the database holds (the server's
+    estimate, from its metadata), under its name and the name a step gives it."""
+    names = dict.fromkeys((ws.registry.resolve(model), model))
+    return sum([await ws.database[n].estimated_document_count() for n in names])
 
 
 async def accept_checksums(
