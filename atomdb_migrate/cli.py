@@ -476,11 +476,8 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
                 else f"add ops.rename_model({done.moved_from!r}, {done.model!r}) to it"
             )
         )
-    if done.computed:
-        click.echo(
-            f"  {', '.join(done.computed)}: computed defaults; write upgrade() to give "
-            "each document its own value"
-        )
+    for hint in done.hints:
+        click.echo(f"  {hint}")
     if done.bump:
         click.echo(f'  then set __version__ = "{done.to_version}" on the model')
 

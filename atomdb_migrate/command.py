@@ -45,11 +45,11 @@ from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner
 from .schema import (
     SchemaDiff,
     compare,
-    computed_upgrade,
     infer_operations,
     previous_snapshot,
     snapshot,
     step_to,
+    upgrade_to_write,
 )
 from .validators import read_validator
 from .versions import BASE_VERSION, Step, StepGraph, parse_version
@@ -169,6 +169,11 @@ class Revision:
     #: With ``autogenerate``, the index operations written (from ``__indexes__``),
     #: described.
     indexes: list[str] = field(default_factory=list)
+    #: With ``autogenerate``, what the author must read, a line each: renames
+    #: and moves to consider, what to write in ``upgrade()``, the data a
+    #: step deletes or converts with loss (which `check` refuses until the
+    #: comment saying so is deleted), defaults to set.
+    hints: list[str] = field(default_factory=list)
 
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
@@ -227,6 +232,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     )
     diff: SchemaDiff | None = None
     computed: list[str] = []
+    hints: list[str] = []
     index_ops: list[IndexOperation] = []
     if autogenerate:
         lines = []
@@ -242,12 +248,12 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         else:
             diff = compare(base.schema or {}, fields, resolve=ws.registry.resolve)
             inferred = infer_operations(cls, diff, source)
-            computed = inferred.computed
+            computed, hints = inferred.computed, inferred.hints
             lines += inferred.lines
             where = " ".join(Path(base.source).name.splitlines())
             values["previous"] = f"{where} (version {base.to_version})"
-            if computed:
-                values["upgrade"] = computed_upgrade(computed)
+            if computed or inferred.by_hand:
+                values["upgrade"] = upgrade_to_write(computed, inferred.by_hand)
         index_ops = _index_operations(cls, graph, parse_version(start))
         if index_ops:
             lines += [
@@ -279,6 +285,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         bump=parse_version(end) != cls.__parsed_version__,
         moved_from=moved_from,
         computed=computed,
+        hints=hints,
         indexes=[
             f"{'create' if isinstance(op, CreateIndex) else 'drop'} {op.describe()}"
             for op in index_ops
