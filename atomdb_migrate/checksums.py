@@ -12,7 +12,8 @@ The checksum is of the module's code, not its text: it is taken from the
 syntax tree, without the docstrings, so a comment, a docstring or a
 reformat does not change it, and any change to what runs does. The
 module's ``schema = {...}``, the snapshot of the model's fields that
-``check`` and autogenerate read, is metadata, not code: it is left out. A
+``check`` and autogenerate read, is metadata, not code: it is left out
+(unless the module's own code reads it). A
 step registered in code (not from a module) is checksummed from its
 operations and its function's source, where Python has it.
 
@@ -42,7 +43,7 @@ import sys
 import sysconfig
 import textwrap
 from collections.abc import Iterable, Iterator
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,13 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def _without_metadata(tree: ast.Module) -> ast.Module:
-    """The module without its top-level assignments of `METADATA` names."""
+    """The module without its top-level assignments of `METADATA` names that its
+    code never reads (a name the code reads is code)."""
+    read = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store)
+    }
 
     def is_metadata(node: ast.stmt) -> bool:
         if isinstance(node, ast.Assign):
@@ -86,7 +93,7 @@ def _without_metadata(tree: ast.Module) -> ast.Module:
             targets = [node.target]
         else:
             return False
-        return all(isinstance(t, ast.Name) and t.id in METADATA for t in targets)
+        return all(isinstance(t, ast.Name) and t.id in METADATA - read for t in targets)
 
     tree.body = [node for node in tree.body if not is_metadata(node)] or [ast.Pass()]
     return tree
@@ -189,10 +196,9 @@ def import_checksums(step: Step) -> dict[str, str]:
     root = project_root(path)
     found: dict[str, str] = {}
     for name, file in imported_modules(path, root):
-        try:
-            found[name] = code_checksum(file.read_text())
-        except (OSError, SyntaxError, ValueError):
-            continue  # it would not import either: the step does not load
+        facts = _read(file, "")
+        if facts is not None:  # else it would not import either: the step does not load
+            found[name] = facts[1]
     return found
 
 
@@ -213,11 +219,8 @@ def imported_modules(path: Path, root: Path) -> Iterator[tuple[str, Path]]:
     queue: list[tuple[Path, str]] = [(path, "")]
     while queue:
         file, package = queue.pop(0)
-        try:
-            tree = ast.parse(file.read_text())
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for name in _imported_names(tree, package):
+        facts = _read(file, package)
+        for name in facts[0] if facts is not None else ():
             if name in seen:
                 continue
             seen.add(name)
@@ -226,6 +229,27 @@ def imported_modules(path: Path, root: Path) -> Iterator[tuple[str, Path]]:
                 yield name, found
                 is_package = found.name == "__init__.py"
                 queue.append((found, name if is_package else name.rpartition(".")[0]))
+
+
+def _read(file: Path, package: str) -> tuple[tuple[str, ...], str] | None:
+    """The module names a file imports (see `_imported_names`) and its code's
+    checksum; None if it cannot be read or parsed."""
+    try:
+        text = file.read_text()
+    except (OSError, ValueError):
+        return None
+    return _parsed(text, package)
+
+
+@lru_cache(maxsize=1024)
+def _parsed(text: str, package: str) -> tuple[tuple[str, ...], str] | None:
+    """`_read` of a text, cached by the text: every step of an app may import the
+    same modules, and parsing them is what costs."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    return tuple(_imported_names(tree, package)), _digest(_without_docstrings(tree))
 
 
 def _imported_names(tree: ast.AST, package: str) -> list[str]:

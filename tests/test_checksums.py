@@ -315,3 +315,16 @@ def test_imports_are_followed_through_packages_relative_imports_and_cycles(
                 del sys.modules[name]
     names = [f"app_{tag}{suffix}" for suffix in ("", ".sub", ".sub.rates", ".consts")]
     assert sorted(found) == sorted(names), found
+
+
+def test_a_schema_the_code_reads_is_code() -> None:
+    """A module that reads its own `schema` (to drive the upgrade, say) runs it:
+    then it counts."""
+    from atomdb_migrate.checksums import module_checksum
+
+    base = STEP + '\nschema = {"first": "Str"}\n'
+    assert module_checksum(base) == module_checksum(base.replace('"Str"', '"Int"'))
+    reads = STEP + "    doc.update(schema)\n" + '\nschema = {"first": "Str"}\n'
+    assert "doc.update(schema)" in reads
+    reads_other = reads.replace('"Str"}', '"Int"}')
+    assert module_checksum(reads) != module_checksum(reads_other)
