@@ -27,7 +27,8 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from functools import partial, update_wrapper, wraps
@@ -147,28 +148,40 @@ class JsonError(click.ClickException):
 
 class Group(click.Group):
     """The command group: a command given ``--json`` (any command that takes it)
-    reports its errors as JSON too, usage errors included."""
+    reports its errors as JSON too, usage errors included, even those of the
+    group's own options."""
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        name, cmd, rest = super().resolve_command(ctx, args)
-        given = rest[: rest.index("--")] if "--" in rest else rest
-        if cmd is not None and "--json" in given and _takes_json(cmd):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if self._asks_json(args):
             ctx.meta[JSON_ERRORS] = True
-        return name, cmd, rest
+        with _as_json(ctx):
+            return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _as_json(ctx):
             return super().invoke(ctx)
-        except click.ClickException as exc:
-            if ctx.meta.get(JSON_ERRORS) and not isinstance(exc, JsonError):
-                raise JsonError(exc) from None
-            raise
+
+    def _asks_json(self, args: list[str]) -> bool:
+        """Whether the arguments name a command that takes ``--json``, and give it
+        (before a ``--``)."""
+        given = args[: args.index("--")] if "--" in args else args
+        for i, arg in enumerate(given):
+            cmd = self.commands.get(arg)
+            takes = cmd is not None and any("--json" in getattr(p, "opts", ()) for p in cmd.params)
+            if takes and "--json" in given[i + 1 :]:
+                return True  # (an option's value may spell a command's name: look on)
+        return False
 
 
-def _takes_json(cmd: click.Command) -> bool:
-    return any("--json" in getattr(p, "opts", ()) for p in cmd.params)
+@contextmanager
+def _as_json(ctx: click.Context) -> Iterator[None]:
+    """Errors raised in the block come out as JSON when ``--json`` was given."""
+    try:
+        yield
+    except click.ClickException as exc:
+        if ctx.meta.get(JSON_ERRORS) and not isinstance(exc, JsonError):
+            raise JsonError(exc) from None
+        raise
 
 
 class _LogFormat(logging.Formatter):

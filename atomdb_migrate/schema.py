@@ -513,8 +513,7 @@ def infer_operations(
         out.hints.append(deletes[2:])
     for name, (before, after) in diff.changed.items():
         _infer_changed(out, name, before, after)
-    for old, new, description in moves(diff):
-        hint = _move_hint(diff, old, new, description)
+    for hint in _move_hints(diff):
         out.lines.append(f"# {hint}")
         out.hints.append(hint)
     if out.computed:
@@ -593,6 +592,32 @@ def _flattened(fields: dict[str, Description]) -> list[tuple[str, Description]]:
 
 def _inside(path: str, parent: str) -> bool:
     return path.startswith(parent + ".")
+
+
+#: The most renames or moves offered for one removed field, a line each; more
+#: are offered in one line.
+MOST_MOVES = 3
+
+
+def _move_hints(diff: SchemaDiff) -> list[str]:
+    """The ``RENAME?`` and ``MOVE?`` comments for the pairs `moves` finds: a line a
+    pair, or, for a field removed beside many added of its kind, one line."""
+    by_old: dict[str, list[tuple[str, Description]]] = {}
+    for old, new, description in moves(diff):
+        by_old.setdefault(old, []).append((new, description))
+    hints = []
+    for old, found in by_old.items():
+        if len(found) <= MOST_MOVES:
+            hints += [_move_hint(diff, old, new, description) for new, description in found]
+            continue
+        names = ", ".join(repr(new) for new, _ in found)
+        hints.append(
+            f"RENAME? or MOVE? {old!r} was removed and {len(found)} fields of its kind "
+            f"({_shown(found[0][1])}) added: {names}. If one of them is {old!r} renamed or "
+            f"moved, write ops.rename_field({old!r}, ...) or ops.move_field({old!r}, ...) in "
+            f"place of its line and of ops.remove_field({old!r})"
+        )
+    return hints
 
 
 def _move_hint(diff: SchemaDiff, old: str, new: str, description: Description) -> str:

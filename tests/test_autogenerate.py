@@ -476,3 +476,47 @@ def test_revision_prints_every_hint(app: Path) -> None:
         "  uid: computed defaults; write upgrade()",
     ):
         assert hint in out, (hint, out)
+
+
+async def test_a_field_moved_out_of_an_embedded_model_removed_whole(ws: Workspace) -> None:
+    """`meta` (holding `status`) removed, `status` added at the top: the MOVE? hint
+    says where the move goes, and the step written as it says keeps the status."""
+
+    class Meta(JSONModel):
+        __model__ = "autogen.MetaOut"
+        status = Str()
+
+    first_step(ws, versioned("autogen.Flat", 1, meta=Typed(Meta)))
+    flat = versioned("autogen.Flat", 2, status=Str())
+    done = revision(ws, "flatten", "autogen.Flat", autogenerate=True)
+    text = done.path.read_text()
+    hint = (
+        "# MOVE? 'meta.status' was removed and 'status' added, both Str: if 'status' is "
+        "'meta.status' moved, write ops.move_field('meta.status', 'status') in place of the "
+        "line that adds 'status', before ops.remove_field('meta')"
+    )
+    assert hint in text, text
+    lines = [
+        line
+        for line in text.splitlines()
+        if "set_default_where_missing('status'" not in line and "# DELETES DATA:" not in line
+    ]
+    at = next(i for i, line in enumerate(lines) if "ops.remove_field('meta')" in line)
+    lines.insert(at, "    ops.move_field('meta.status', 'status'),")
+    done.path.write_text("\n".join(lines) + "\n")
+    assert reload(ws) == []
+    stored = {"_id": 1, "__version__": "1", "meta": {"__model__": Meta.__model__, "status": "live"}}
+    upgraded = await flat.upgrade_state(stored)
+    assert upgraded["status"] == "live" and "meta" not in upgraded
+
+
+def test_many_fields_of_one_kind_give_a_line_per_removed_field() -> None:
+    """Forty Str fields renamed at once: a line per removed field, not 1,600."""
+    from .clidemo import Customer
+
+    diff = compare({f"old{i}": "Str" for i in range(40)}, {f"new{i}": "Str" for i in range(40)})
+    inferred = infer_operations(Customer, diff)
+    offers = [h for h in inferred.hints if h.startswith("RENAME?")]
+    assert len(offers) == 40, len(offers)
+    assert offers[0].startswith("RENAME? or MOVE? 'old0' was removed and 40 fields of its kind")
+    assert sum(h.startswith("DELETES DATA:") for h in inferred.hints) == 40

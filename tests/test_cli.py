@@ -261,6 +261,11 @@ def test_status_json_reports_an_error_as_json(project: Project) -> None:
     usage = project.invoke("status", "--json", "--no-such-option")
     assert usage.exit_code == EXIT_USAGE
     assert json.loads(usage.stderr) == {"error": "No such option '--no-such-option'.", "exit": 2}
+    # An option of the group itself that is wrong: JSON too, since the command asked.
+    group = project.invoke("--timeout", "0", "status", "--json")
+    assert group.exit_code == EXIT_USAGE
+    assert json.loads(group.stderr)["exit"] == EXIT_USAGE
+    assert "--timeout" in json.loads(group.stderr)["error"]
     # Without --json, the usual line.
     plain = project.invoke("status", url=url)
     assert plain.stderr.startswith("Error: invalid MongoDB URL 'mongodb:/***@db.example")
