@@ -44,6 +44,7 @@ import sysconfig
 import textwrap
 from collections.abc import Iterable, Iterator
 from functools import cache, lru_cache
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -288,10 +289,7 @@ def _own_module_file(name: str, root: Path) -> Path | None:
     module = sys.modules.get(name)
     origin = getattr(module, "__file__", None) if module is not None else None
     if origin is None and module is None:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError, AttributeError):
-            return None  # not a module (an attribute of one), or not found
+        spec = _find_spec(name)
         origin = spec.origin if spec is not None and spec.has_location else None
     if not origin or not str(origin).endswith(".py"):
         return None  # built in, compiled, or a namespace package
@@ -301,6 +299,22 @@ def _own_module_file(name: str, root: Path) -> Path | None:
     if any(file.is_relative_to(p) for p in _installed_paths()):
         return None
     return file
+
+
+def _find_spec(name: str) -> ModuleSpec | None:
+    """Where a module would be loaded from, without running any of its packages
+    (`importlib.util.find_spec` imports the parents of a dotted name); None if
+    it is no module (an attribute of one, say) or is not found."""
+    parent, _, _ = name.rpartition(".")
+    try:
+        if not parent:
+            return importlib.util.find_spec(name)
+        loaded = sys.modules.get(parent)
+        outer = loaded.__spec__ if loaded is not None else _find_spec(parent)
+        search = outer.submodule_search_locations if outer is not None else None
+        return PathFinder.find_spec(name, list(search)) if search is not None else None
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 @cache

@@ -328,3 +328,24 @@ def test_a_schema_the_code_reads_is_code() -> None:
     assert "doc.update(schema)" in reads
     reads_other = reads.replace('"Str"}', '"Int"}')
     assert module_checksum(reads) != module_checksum(reads_other)
+
+
+def test_finding_what_a_step_imports_runs_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import only `upgrade` makes is found without running the package it is in."""
+    from atomdb_migrate.checksums import imported_modules
+
+    tag = tmp_path.name.replace("-", "_")
+    (tmp_path / "pyproject.toml").write_text("")
+    pkg = tmp_path / f"noisy_{tag}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (pkg / "rates.py").write_text("X = 1\n")
+    step = tmp_path / "migrations" / "0001_step.py"
+    step.parent.mkdir()
+    step.write_text(f"def upgrade(doc):\n    from noisy_{tag}.rates import X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [name for name, _ in imported_modules(step, tmp_path)]
+    assert found == [f"noisy_{tag}", f"noisy_{tag}.rates"]
+    assert f"noisy_{tag}" not in sys.modules
