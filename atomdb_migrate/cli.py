@@ -29,7 +29,8 @@ import logging
 import shlex
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from functools import partial, update_wrapper, wraps
@@ -112,6 +113,92 @@ class CommandError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------
+# --json: errors as JSON too
+# ----------------------------------------------------------------------
+#: The key of click's context meta set when the command was given ``--json``:
+#: its errors and log lines come out as JSON objects, one a line, on stderr.
+JSON_ERRORS = "atomdb_migrate.json_errors"
+
+
+def _json_asked() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(JSON_ERRORS))
+
+
+def _error_json(error: click.ClickException, **facts: Any) -> str:
+    return json.dumps({"error": error.format_message(), "exit": error.exit_code, **facts})
+
+
+def echo_error(error: click.ClickException, **facts: Any) -> None:
+    """An error that does not end the command, on stderr: ``Error: ...``, or with
+    ``--json`` a JSON object with `facts` (a database, say)."""
+    if _json_asked():
+        click.echo(_error_json(error, **facts), err=True)
+    else:
+        click.echo(f"Error: {error.format_message()}", err=True)
+
+
+class JsonError(click.ClickException):
+    """The error a command given ``--json`` ends with: ``{"error": ..., "exit": N}``
+    on stderr, with the error's own exit code."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.error = error
+        self.exit_code = error.exit_code  # type: ignore[misc]
+
+    def show(self, file: Any = None) -> None:
+        click.echo(_error_json(self.error), err=True)
+
+
+class Group(click.Group):
+    """The command group: a command given ``--json`` (any command that takes it)
+    reports its errors as JSON too, usage errors included, even those of the
+    group's own options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if self._asks_json(args):
+            ctx.meta[JSON_ERRORS] = True
+        with _as_json(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _as_json(ctx):
+            return super().invoke(ctx)
+
+    def _asks_json(self, args: list[str]) -> bool:
+        """Whether the arguments name a command that takes ``--json``, and give it
+        (before a ``--``)."""
+        given = args[: args.index("--")] if "--" in args else args
+        for i, arg in enumerate(given):
+            cmd = self.commands.get(arg)
+            takes = cmd is not None and any("--json" in getattr(p, "opts", ()) for p in cmd.params)
+            if takes and "--json" in given[i + 1 :]:
+                return True  # (an option's value may spell a command's name: look on)
+        return False
+
+
+@contextmanager
+def _as_json(ctx: click.Context) -> Iterator[None]:
+    """Errors raised in the block come out as JSON when ``--json`` was given."""
+    try:
+        yield
+    except click.ClickException as exc:
+        if ctx.meta.get(JSON_ERRORS) and not isinstance(exc, JsonError):
+            raise JsonError(exc) from None
+        raise
+
+
+class _LogFormat(logging.Formatter):
+    """``LEVEL: message``; with ``--json``, a JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if _json_asked():
+            return json.dumps({"log": record.levelname.lower(), "message": record.getMessage()})
+        return f"{record.levelname}: {record.getMessage()}"
 
 
 class _Masking(logging.Filter):
@@ -251,9 +338,9 @@ async def _each_database(
                 outcomes[name] = await each(sub)
             except (MigrateError, PyMongoError, click.ClickException) as exc:
                 error = _command_error(exc, state.url)
-                click.echo(f"Error: {error.format_message()}", err=True)
                 hint = _database_hint(exc, error, name)
-                if hint:
+                echo_error(error, database=name, **({"hint": hint.strip()} if hint else {}))
+                if hint and not _json_asked():
                     click.echo(hint, err=True)
                 outcomes[name] = f"failed (exit {error.exit_code})"
                 failures.append((name, error))
@@ -326,7 +413,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
     return update_wrapper(wrapper, fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", help="MongoDB URL. Env: ATOMDB_MIGRATE_URL, then MONGO_URL.")
 @click.option(
     "--database",
@@ -374,7 +461,7 @@ def main(
     )
     handler = logging.StreamHandler()
     handler.addFilter(_Masking(ctx.obj))
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_LogFormat())
     logger = logging.getLogger("atomdb_migrate")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING)
@@ -428,11 +515,8 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
                 else f"add ops.rename_model({done.moved_from!r}, {done.model!r}) to it"
             )
         )
-    if done.computed:
-        click.echo(
-            f"  {', '.join(done.computed)}: computed defaults; write upgrade() to give "
-            "each document its own value"
-        )
+    for hint in done.hints:
+        click.echo(f"  {hint}")
     if done.bump:
         click.echo(f'  then set __version__ = "{done.to_version}" on the model')
 

@@ -45,11 +45,11 @@ from .runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress, Runner
 from .schema import (
     SchemaDiff,
     compare,
-    computed_upgrade,
     infer_operations,
     previous_snapshot,
     snapshot,
     step_to,
+    upgrade_to_write,
 )
 from .validators import read_validator
 from .versions import BASE_VERSION, Step, StepGraph, parse_version
@@ -169,6 +169,11 @@ class Revision:
     #: With ``autogenerate``, the index operations written (from ``__indexes__``),
     #: described.
     indexes: list[str] = field(default_factory=list)
+    #: With ``autogenerate``, what the author must read, a line each: renames
+    #: and moves to consider, what to write in ``upgrade()``, the data a
+    #: step deletes or converts with loss (which `check` refuses until the
+    #: comment saying so is deleted), defaults to set.
+    hints: list[str] = field(default_factory=list)
 
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
@@ -227,6 +232,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     )
     diff: SchemaDiff | None = None
     computed: list[str] = []
+    hints: list[str] = []
     index_ops: list[IndexOperation] = []
     if autogenerate:
         lines = []
@@ -242,12 +248,12 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         else:
             diff = compare(base.schema or {}, fields, resolve=ws.registry.resolve)
             inferred = infer_operations(cls, diff, source)
-            computed = inferred.computed
+            computed, hints = inferred.computed, inferred.hints
             lines += inferred.lines
             where = " ".join(Path(base.source).name.splitlines())
             values["previous"] = f"{where} (version {base.to_version})"
-            if computed:
-                values["upgrade"] = computed_upgrade(computed)
+            if computed or inferred.by_hand:
+                values["upgrade"] = upgrade_to_write(computed, inferred.by_hand)
         index_ops = _index_operations(cls, graph, parse_version(start))
         if index_ops:
             lines += [
@@ -279,6 +285,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         bump=parse_version(end) != cls.__parsed_version__,
         moved_from=moved_from,
         computed=computed,
+        hints=hints,
         indexes=[
             f"{'create' if isinstance(op, CreateIndex) else 'drop'} {op.describe()}"
             for op in index_ops
@@ -484,8 +491,10 @@ def applied_checksums(
 async def changed_steps(ws: Workspace) -> list[str]:
     """Each step applied to this database that changed since, a line each.
 
-    Compares the steps as they are now with the checksums the history
-    recorded (the latest of each step).
+    Compares the steps as they are now, and the project's modules they
+    import, with the checksums the history recorded (the latest of each
+    step). Each line says what changed, and how many documents of the model
+    this database holds.
 
     """
     try:
@@ -499,14 +508,34 @@ async def changed_steps(ws: Workspace) -> list[str]:
     for s, entry in step_checksums.changed(steps, await ws.history().with_checksums()):
         when = entry.get("recorded_at")
         since = f" on {when:%Y-%m-%d %H:%M}" if isinstance(when, datetime) else ""
+        stored = await _stored_documents(ws, s.model)
+        model = ws.registry.resolve(s.model)
+        if stored:
+            held = (
+                f"this database holds {stored} documents of model {model!r}: those upgraded "
+                "through the step before the change may differ from what it gives now"
+            )
+        else:
+            held = (
+                f"this database holds no document of model {model!r}, so none here differs; "
+                "in a database that does, those upgraded through the step before the change "
+                "may differ from what it gives now"
+            )
         lines.append(
             f"model {s.model!r}: step {s.from_version} -> {s.to_version} ({s.source}) changed "
-            f"since it was applied to this database (its checksum was recorded{since}): a "
-            "database upgraded before the change holds other documents than one upgraded "
-            "after it. Undo the change, or review it and record the new checksum with "
+            f"since it was applied to this database (its checksum was recorded{since}): "
+            f"{'; '.join(entry['changes'])}. {held[0].upper()}{held[1:]}. Undo the change, "
+            "or review it and record the new checksum with "
             "`atomdb-migrate stamp --accept-checksums`"
         )
     return lines
+
+
+async def _stored_documents(ws: Workspace, model: str) -> int:
+    """About how many documents of a model the database holds (the server's
+    estimate, from its metadata), under its name and the name a step gives it."""
+    names = dict.fromkeys((ws.registry.resolve(model), model))
+    return sum([await ws.database[n].estimated_document_count() for n in names])
 
 
 async def accept_checksums(

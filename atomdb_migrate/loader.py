@@ -21,6 +21,12 @@ with an ``upgrade`` function may list the fields it changes, ``changes =
 ["first", "last", "name"]``, so that version-aware filters on the other
 fields pass through it (see `atomdb_migrate.queries`).
 
+A module whose ``upgrade`` or ``downgrade`` still only raises
+``NotImplementedError`` (the template's, or the one autogenerate writes
+for a change no operation makes), or that holds a comment autogenerate
+wrote for the author to confirm (``# DELETES DATA:``, ``# LOSSY:``), loads,
+but is unfinished: ``atomdb-migrate check`` fails on it.
+
 Its docstring is the step's message. Modules load only from the given
 directory (``*.py`` directly inside it, not starting with ``_``), in name
 order. Every module is checked before any step is registered: if one fails
@@ -33,15 +39,17 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import io
 import sys
+import tokenize
 import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .exceptions import ChainError, ConfigError, StepModuleError
+from .exceptions import ChainError, ConfigError, StepModuleError, shorten
 from .registry import MigrationRegistry, check_changes, register_step
-from .schema import is_schema
+from .schema import CONFIRM_TAGS, is_schema
 from .versions import Step
 
 #: The names a step module must define, and the types they must have.
@@ -236,11 +244,37 @@ UNFINISHED = {
 
 
 def _unfinished(file: Path) -> tuple[str, ...]:
-    """What is left to write: functions whose whole body raises NotImplementedError."""
+    """What is left to write: functions whose whole body raises NotImplementedError,
+    and comments that ask the author to confirm what the step does to stored
+    data (`atomdb_migrate.schema.CONFIRM_TAGS`), as autogenerate writes them."""
     try:
-        tree = ast.parse(file.read_text())
+        text = file.read_text()
+        tree = ast.parse(text)
     except (OSError, SyntaxError, ValueError):
         return ()
+    found = _functions_to_write(tree)
+    found += [f"line {line}: # {comment}" for line, comment in _comments_to_confirm(text)]
+    return tuple(found)
+
+
+def _comments_to_confirm(text: str) -> list[tuple[int, str]]:
+    """The comments of a module that start with a tag of `CONFIRM_TAGS`, with their
+    lines (cut short)."""
+    found = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type != tokenize.COMMENT:
+                continue
+            comment = token.string.lstrip("#").strip()
+            if any(comment.startswith(f"{tag}:") for tag in CONFIRM_TAGS):
+                found.append((token.start[0], shorten(comment, 400)))
+    except (tokenize.TokenError, SyntaxError):
+        return found
+    return found
+
+
+def _functions_to_write(tree: ast.Module) -> list[str]:
+    """The functions of `UNFINISHED` whose whole body raises NotImplementedError."""
     found = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in UNFINISHED:
@@ -249,7 +283,7 @@ def _unfinished(file: Path) -> tuple[str, ...]:
                 body = body[1:]  # the docstring
             if len(body) == 1 and _raises_not_implemented(body[0]):
                 found.append(UNFINISHED[node.name])
-    return tuple(found)
+    return found
 
 
 def _raises_not_implemented(node: ast.stmt) -> bool:

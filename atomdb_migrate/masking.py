@@ -2,22 +2,33 @@
 
 A URL carries secrets in two places:
 
-- its user information, ``user:password@``: everything between ``://`` and
-  the last ``@`` before the host (a password may itself hold an ``@``);
+- its user information, ``user:password@``: everything between the scheme
+  and the last ``@`` before the host (a password may itself hold an ``@``);
 - options in its query string such as ``authMechanismProperties``
   (``AWS_SESSION_TOKEN:...``) and ``tlsCertificateKeyFilePassword``.
 
-Both are masked *by position*, in the URL itself and in every URL found in
-a text: never by searching the text for the password, which would garble
-ordinary words for a short password (and so reveal it). A secret at least
-`MIN_FREE_SECRET` characters long is also masked where a driver's message
-quotes it outside a URL: text that long does not occur by chance.
+Both are found by what a URL may hold, not by how a valid one is spelled:
+the user information starts after whatever looks like a scheme, however
+mistyped (``mongodb:/``, ``mongodb//``, ``mongodb:\\``, ``mongodb:``), or at
+the start when there is none (``admin:pw@host/db``); an option's value may
+follow ``=`` or a mistyped ``:``, and options may start with a mistyped
+``&``. A URL with no ``@`` at all whose host has a "port" that is no
+number (``mongodb://admin:pw/host``: the ``@`` typed as ``/``) has that
+"port" masked.
+
+Secrets are masked *by position*, in the URL itself and in every URL found
+in a text: never by searching the text for the password, which would
+garble ordinary words for a short password (and so reveal it). A secret at
+least `MIN_FREE_SECRET` characters long is also masked where a driver's
+message quotes it outside a URL: text that long does not occur by chance.
 
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from urllib.parse import unquote
 
 #: What a masked secret is replaced with.
@@ -40,12 +51,37 @@ SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "passphrase", "c
 #: The shortest secret masked where it appears outside a URL.
 MIN_FREE_SECRET = 8
 
-#: Splits what follows ``://`` into the text before the first option, and then
-#: each separator (``?``, ``&``, ``;``) and option, in turn.
+#: Splits what follows the scheme into the text before the first option, and
+#: then each separator (``?``, ``&``, ``;``) and option, in turn.
 _OPTION_SPLIT = re.compile(r"([?&;])")
 
 #: A URL in a text: a scheme, ``://``, and everything up to a space or a quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*")
+
+#: A word of a text, as far as a URL in it may run: up to a space or a quote.
+_WORD = re.compile(r"[^\s'\"<>`]+")
+
+#: Where the user information may start: after blanks or a quote, and after
+#: anything shaped like a scheme, however mistyped: a word and ``:/``,
+#: ``//`` or ``:\\`` (``mongodb:/``, ``mongodb//``, ``mongodb:\\``), or
+#: MongoDB's scheme and a bare ``:`` (``mongodb:``). Another word and a bare
+#: ``:`` is taken for a user name (``admin:pw@host``): the password follows.
+_START = re.compile(
+    r"""[\s'"]*(?:[A-Za-z][A-Za-z0-9+.\-]*(?::[/\\]+|[/\\]{2,})|mongo[A-Za-z0-9+.\-]*:)?""",
+    re.IGNORECASE,
+)
+
+#: How a text may quote a URL: as given, stripped of blanks, inside a Python
+#: repr, inside a JSON string.
+_QUOTINGS: tuple[Callable[[str], str], ...] = (
+    lambda url: url,
+    str.strip,
+    lambda url: repr(url)[1:-1],
+    lambda url: json.dumps(url)[1:-1],
+)
+
+#: A port, as a host list gives it after a host's ``:``.
+_PORT = re.compile(r"\d*")
 
 
 def is_secret_option(name: str) -> bool:
@@ -57,32 +93,54 @@ def is_secret_option(name: str) -> bool:
 def _spans(url: str) -> list[tuple[int, int]]:
     """Where a URL may hold secrets, found on the URL as given, merged.
 
-    The user information runs up to the last ``@`` (which a secret option's
-    value may hold too); secret options' values may seem to hold a password
-    part, and a password may seem to hold options. All of them count.
+    The user information runs from the end of the scheme (however mistyped,
+    or the start) up to the last ``@`` (which a secret option's value may
+    hold too); secret options' values may seem to hold a password part, and
+    a password may seem to hold options. All of them count.
 
     """
-    scheme = url.find("://")
-    if scheme < 0:
-        return []
-    start = scheme + 3
-    spans: list[tuple[int, int]] = []
-    at = url.rfind("@", start)
-    if at >= 0:
-        spans.append((start, at))
-    offset = start
-    for part in _OPTION_SPLIT.split(url[start:]):
-        name, equals, _ = part.partition("=")
-        if equals and part not in "?&;" and is_secret_option(unquote(name)):
-            spans.append((offset + len(name) + 1, offset + len(part)))
-        offset += len(part)
+    start = _START.match(url)
+    begin = start.end() if start else 0
+    at = url.rfind("@", begin)
+    spans = [(begin, at)] if at >= 0 else _ports(url, begin)
+    spans += _option_spans(url, begin)
     merged: list[tuple[int, int]] = []
-    for begin, stop in sorted(spans):
-        if merged and begin <= merged[-1][1]:
+    for first, stop in sorted(spans):
+        if merged and first <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
-        elif stop > begin:
-            merged.append((begin, stop))
+        elif stop > first:
+            merged.append((first, stop))
     return merged
+
+
+def _ports(url: str, begin: int) -> list[tuple[int, int]]:
+    """In a URL with no ``@``, each "port" that is no number, before the options:
+    a password whose ``@`` was typed as ``/`` or left out (``admin:pw/host``).
+    No host, port or database name of a valid URL holds such a thing."""
+    spans: list[tuple[int, int]] = []
+    offset = begin
+    for part in re.split(r"([/\\,])", url[begin:].partition("?")[0]):
+        bracket = part.find("]") + 1 if part.startswith("[") else 0  # an IPv6 address
+        colon = part.find(":", bracket)
+        if colon >= 0 and not _PORT.fullmatch(part[colon + 1 :]):
+            spans.append((offset + colon + 1, offset + len(part)))
+        offset += len(part)
+    return spans
+
+
+def _option_spans(url: str, begin: int) -> list[tuple[int, int]]:
+    """The values of secret options: after ``=``, or a mistyped ``:``."""
+    spans = []
+    offset = begin
+    for index, part in enumerate(_OPTION_SPLIT.split(url[begin:])):
+        if index and part not in "?&;":
+            name, equals, _ = part.partition("=")
+            if not equals:
+                name, equals, _ = part.partition(":")
+            if equals and is_secret_option(unquote(name)):
+                spans.append((offset + len(name) + 1, offset + len(part)))
+        offset += len(part)
+    return spans
 
 
 def mask_url(url: str) -> str:
@@ -128,20 +186,37 @@ def secrets(url: str | None) -> list[str]:
     return out
 
 
+def _mask_word(word: str) -> str:
+    """A word of a text, masked where it is shaped like a URL's user information:
+    an ``@`` with a ``:``, ``/`` or ``\\`` before it."""
+    at = word.rfind("@")
+    if at < 0 or not re.search(r"[:/\\]", word[:at]):
+        return word
+    return mask_url(word)
+
+
 def mask(text: str, url: str | None = None) -> str:
     """Text with every URL in it masked (see `mask_url`), and the secrets of `url`.
 
-    The configured `url` is masked wherever it appears whole, even where it
-    holds characters that end a URL in text (a space in a password). Its
-    secrets of `MIN_FREE_SECRET` characters or more are masked wherever they
-    appear; shorter ones only inside URLs.
+    The configured `url` is masked wherever it appears whole (as given, or
+    quoted as a repr or JSON quotes it), even where it holds characters that
+    end a URL in text (a space in a password). Every word of the text
+    shaped like a URL, or like user information (``admin:pw@host``, however
+    its scheme is mistyped), is masked. The secrets of `url` of
+    `MIN_FREE_SECRET` characters or more are masked wherever they appear;
+    shorter ones only inside URLs.
 
     """
     if not text:
         return text
-    if url and url in text:
-        text = text.replace(url, mask_url(url))
+    if url:
+        masked = mask_url(url)
+        for quote in _QUOTINGS:
+            form = quote(url)
+            if form and form in text:
+                text = text.replace(form, quote(masked))
     text = _URL.sub(lambda m: mask_url(m.group(0)), text)
+    text = _WORD.sub(lambda m: _mask_word(m.group(0)), text)
     for secret in sorted(secrets(url), key=len, reverse=True):
         if len(secret) >= MIN_FREE_SECRET and secret != MASK:
             text = text.replace(secret, MASK)

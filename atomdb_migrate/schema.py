@@ -22,8 +22,12 @@ From the snapshot of the model's previous version and the live class:
 
 - ``atomdb-migrate revision --autogenerate`` infers the operations of the
   next step (fields added, removed or converted, inside embedded models
-  too), marks likely renames for the author to confirm instead of guessing,
-  and asks for a hand-written value where a default is computed;
+  too), marks likely renames and moves (across embedded models) for the
+  author to confirm instead of guessing, and writes an ``upgrade()`` that
+  raises until written where a default is computed or a change is one no
+  operation makes whole (a type changed inside a container, say). A
+  removed field and a conversion that loses values get a comment that
+  ``check`` refuses until the author deletes it (`CONFIRM_TAGS`);
 - ``atomdb-migrate check`` fails when the fields differ from the snapshot of
   the model's version: a change made without a migration. Changes that store
   and validate the same (``Typed`` to ``Instance``, an enum gaining an item,
@@ -48,7 +52,7 @@ from packaging.version import Version
 
 from .exceptions import ConfigError, short_repr
 from .literals import Source
-from .ops import check_value
+from .ops import CONVERSIONS, check_value
 from .versions import Step, StepGraph
 
 if TYPE_CHECKING:
@@ -384,6 +388,15 @@ def _literals(args: str, *, ordered: bool = False) -> Any:
 # ----------------------------------------------------------------------
 # Inferring operations
 # ----------------------------------------------------------------------
+#: The tags of comments that ask the author to confirm what a generated step
+#: does to stored data. `atomdb-migrate check` refuses a step module holding
+#: one until the comment is deleted (see `atomdb_migrate.loader`).
+CONFIRM_TAGS = ("DELETES DATA", "LOSSY")
+
+#: What the author does with a comment of `CONFIRM_TAGS`.
+CONFIRM = "delete this comment once that is what you want (`check` fails while it is here)"
+
+
 @dataclass
 class Inferred:
     """What autogenerate writes for a difference."""
@@ -393,6 +406,13 @@ class Inferred:
     #: Fields whose default is computed for each object: a hand-written
     #: ``upgrade`` must give each existing document its own value.
     computed: list[str] = field(default_factory=list)
+    #: Changes no operation makes (a type changed inside a container, say),
+    #: described: a hand-written ``upgrade`` must make them.
+    by_hand: list[str] = field(default_factory=list)
+    #: What the author must read, a line each: the renames and moves to
+    #: consider, the steps to write by hand, the values to confirm or set.
+    #: ``revision`` prints them too.
+    hints: list[str] = field(default_factory=list)
 
 
 def _member_at(cls: type, path: str) -> tuple[type, str] | None:
@@ -469,60 +489,241 @@ def infer_operations(
     Added fields keep a value already there (`set_default_where_missing`):
     a field can be new to the model and still be stored in some documents.
     A field whose default is computed for each object gets no operation: the
-    step's ``upgrade`` must compute it per document. Values are written as
-    Python expressions; `source` collects the imports they need.
+    step's ``upgrade`` must compute it per document; so must a type change
+    no conversion makes whole (inside a container, an embedded model's
+    class, bytes, a range or an enum narrowed). A removed field, and a
+    conversion that loses or refuses values, get a comment the author must
+    delete to confirm (`CONFIRM_TAGS`). A field removed while another of the
+    same kind is added anywhere in the model is offered as a rename or a
+    move. Values are written as Python expressions; `source` collects the
+    imports they need.
 
     """
     source = source or Source()
     out = Inferred()
-    lines = out.lines
     for name in diff.added:
-        value, note, computed = _default(cls, name)
-        if computed:
-            out.computed.append(name)
-            lines.append(f"# {name!r}: its default is computed for each object: see upgrade()")
-            continue
-        try:
-            text = source.literal(value)
-        except ValueError:
-            text, note = "None", f"  # its default {_shown_value(value)} cannot be written: set one"
-        lines.append(f"ops.set_default_where_missing({name!r}, {text}),{note}")
-    for name in diff.removed:
-        lines.append(f"ops.remove_field({name!r}),")
+        _infer_added(out, cls, name, source)
+    for name, before in diff.removed.items():
+        out.lines.append(f"ops.remove_field({name!r}),")
+        deletes = (
+            f"# DELETES DATA: remove_field({name!r}) deletes every stored {name!r} "
+            f"({_shown(before)}); {CONFIRM}"
+        )
+        out.lines.append(deletes)
+        out.hints.append(deletes[2:])
     for name, (before, after) in diff.changed.items():
-        to = CONVERSION_FOR.get(after) if isinstance(after, str) else None
-        if to is not None:
-            lines.append(f"ops.convert({name!r}, {to!r}),  # was {_shown(before)}")
-            kind = before if isinstance(before, str) else ""
-            lossy = LOSSY.get((kind.partition("(")[0], to))
-            if lossy:
-                lines.append(f"# LOSSY: {name!r} {lossy}; check the stored values first")
-        else:
-            lines.append(
-                f"# {name!r} changed from {_shown(before)} to {_shown(after)}: no operation "
-                "converts it; write the change in upgrade()"
-            )
-    for old, before in diff.removed.items():
-        for new, after in diff.added.items():
-            if before == after and old.rpartition(".")[0] == new.rpartition(".")[0]:
-                lines.append(
-                    f"# RENAME? {old!r} was removed and {new!r} added, both {_shown(after)}: "
-                    f"if {new!r} is {old!r} renamed, replace their two lines with "
-                    f"ops.rename_field({old!r}, {new.rpartition('.')[2]!r}),"
-                )
+        _infer_changed(out, name, before, after)
+    for hint in _move_hints(diff):
+        out.lines.append(f"# {hint}")
+        out.hints.append(hint)
+    if out.computed:
+        out.hints.append(
+            f"{', '.join(out.computed)}: computed defaults; write upgrade() to give each "
+            "document its own value"
+        )
+    if out.by_hand:
+        out.hints.append(
+            f"no operation makes these; write them in upgrade(): {'; '.join(out.by_hand)}"
+        )
     # Names and types in comments are the model's own text: keep each line one line.
-    out.lines = [" ".join(line.splitlines()) for line in lines]
+    out.lines = [" ".join(line.splitlines()) for line in out.lines]
+    out.hints = [" ".join(line.splitlines()) for line in out.hints]
     return out
 
 
-#: What `convert` loses or refuses, by stored kind and target: said in the
-#: generated step, beside the operation.
-LOSSY = {
+def _infer_added(out: Inferred, cls: type, name: str, source: Source) -> None:
+    value, note, computed = _default(cls, name)
+    if computed:
+        out.computed.append(name)
+        out.lines.append(f"# {name!r}: its default is computed for each object: see upgrade()")
+        return
+    try:
+        text = source.literal(value)
+    except ValueError:
+        text, note = "None", f"  # its default {_shown_value(value)} cannot be written: set one"
+    out.lines.append(f"ops.set_default_where_missing({name!r}, {text}),{note}")
+    if note:
+        out.hints.append(f"{name!r}:{note.partition('#')[2]}")
+
+
+def _infer_changed(out: Inferred, name: str, before: Description, after: Description) -> None:
+    found = conversion(before, after)
+    if found is None:
+        what = f"{name!r} changed from {_shown(before)} to {_shown(after)}"
+        out.by_hand.append(what)
+        out.lines.append(f"# {what}: no operation converts it; write the change in upgrade()")
+        return
+    to, lossy = found
+    out.lines.append(f"ops.convert({name!r}, {to!r}),  # was {_shown(before)}")
+    if lossy:
+        line = f"# LOSSY: {name!r} {lossy}; check the stored values first, then {CONFIRM}"
+        out.lines.append(line)
+        out.hints.append(line[2:])
+
+
+def moves(diff: SchemaDiff) -> list[tuple[str, str, Description]]:
+    """Fields removed while another of the same kind is added, anywhere in the model:
+    (removed, added, description), each pair once; inside an embedded model
+    added or removed whole too. A pair inside a pair already found is left out."""
+    removed, added = dict(_flattened(diff.removed)), dict(_flattened(diff.added))
+    found: list[tuple[str, str, Description]] = []
+    for old, before in removed.items():
+        for new, after in added.items():
+            if old == new or not (before == after or same_storage(before, after)):
+                continue
+            if any(_inside(old, a) and _inside(new, b) for a, b, _ in found):
+                continue
+            found.append((old, new, after))
+    return found
+
+
+def _flattened(fields: dict[str, Description]) -> list[tuple[str, Description]]:
+    """Fields, and the fields inside each embedded model among them, by dotted path,
+    outer ones first."""
+    out: list[tuple[str, Description]] = []
+    inner: list[tuple[str, Description]] = []
+    for path, description in fields.items():
+        out.append((path, description))
+        if isinstance(description, dict):
+            nested = {f"{path}.{k}": v for k, v in description.items() if k != "__model__"}
+            inner += _flattened(nested)
+    return out + inner
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path.startswith(parent + ".")
+
+
+#: The most renames or moves offered for one removed field, a line each; more
+#: are offered in one line.
+MOST_MOVES = 3
+
+
+def _move_hints(diff: SchemaDiff) -> list[str]:
+    """The ``RENAME?`` and ``MOVE?`` comments for the pairs `moves` finds: a line a
+    pair, or, for a field removed beside many added of its kind, one line."""
+    by_old: dict[str, list[tuple[str, Description]]] = {}
+    for old, new, description in moves(diff):
+        by_old.setdefault(old, []).append((new, description))
+    hints = []
+    for old, found in by_old.items():
+        if len(found) <= MOST_MOVES:
+            hints += [_move_hint(diff, old, new, description) for new, description in found]
+            continue
+        names = ", ".join(repr(new) for new, _ in found)
+        hints.append(
+            f"RENAME? or MOVE? {old!r} was removed and {len(found)} fields of its kind "
+            f"({_shown(found[0][1])}) added: {names}. If one of them is {old!r} renamed or "
+            f"moved, write ops.rename_field({old!r}, ...) or ops.move_field({old!r}, ...) in "
+            f"place of its line and of ops.remove_field({old!r})"
+        )
+    return hints
+
+
+def _move_hint(diff: SchemaDiff, old: str, new: str, description: Description) -> str:
+    """The ``RENAME?`` or ``MOVE?`` comment for a pair `moves` found."""
+    same_parent = old.rpartition(".")[0] == new.rpartition(".")[0]
+    if same_parent:
+        tag, done, op = (
+            "RENAME?",
+            "renamed",
+            f"ops.rename_field({old!r}, {new.rpartition('.')[2]!r})",
+        )
+    else:
+        tag, done, op = "MOVE?", "moved", f"ops.move_field({old!r}, {new!r})"
+    if old in diff.removed and new in diff.added:
+        how = f"replace their two lines with {op},"
+    else:
+        lines = [f"the line that adds {new!r}"] if new in diff.added else []
+        lines += [f"ops.remove_field({old!r})"] if old in diff.removed else []
+        how = f"write {op} in place of {' and '.join(lines)}" if lines else f"write {op}"
+        outer = [p for p in diff.removed if _inside(old, p)]
+        if outer:
+            how += f", before ops.remove_field({outer[0]!r})"
+        parent = [p for p in diff.added if _inside(new, p)]
+        if parent:
+            how += f", after the line that adds {parent[0]!r}"
+    return (
+        f"{tag} {old!r} was removed and {new!r} added, both {_shown(description)}: "
+        f"if {new!r} is {old!r} {done}, {how}"
+    )
+
+
+def conversion(before: Description, after: Description) -> tuple[str, str] | None:
+    """How `convert` takes a stored value of `before` to `after`: the target, and
+    what it loses or refuses ("" when nothing); None when no conversion does
+    it whole (the step's ``upgrade`` must)."""
+    target = _target(after)
+    stored = _scalar(before)
+    if target is None or stored is None:
+        return None
+    kind, nullable = stored
+    to, accepts_none = target
+    if (kind, to) not in CONVERTS:
+        return None
+    lossy = [CONVERTS[(kind, to)]] if CONVERTS[(kind, to)] else []
+    if nullable and not accepts_none:
+        lossy.append(f"a stored None stays None, which {_shown(after)} refuses")
+    return to, "; ".join(lossy)
+
+
+def _target(description: Description) -> tuple[str, bool] | None:
+    """The conversion to a description's values, and whether it accepts None."""
+    if not isinstance(description, str):
+        return None
+    plain = _plain(description)
+    if plain in CONVERSION_FOR:
+        return CONVERSION_FOR[plain], plain.startswith("Instance(")
+    a = _CALL.match(plain)
+    if a is not None and a.group(1) == "Instance" and a.group(2).strip() in CONVERSIONS:
+        return a.group(2).strip(), True
+    return None
+
+
+def _scalar(description: Description) -> tuple[str, bool] | None:
+    """The plain kind a description stores its values as (``Int``, ``Float``, ``Str``,
+    ``Bool``, ``datetime``), and whether it holds None; None for any other."""
+    if not isinstance(description, str):
+        return None
+    plain = _plain(description)
+    if plain in ("Int", "Float", "Str", "Bool"):
+        return plain, False
+    a = _CALL.match(plain)
+    if a is None:
+        return None
+    kind, args = a.group(1), a.group(2).strip()
+    if kind in ("Range", "FloatRange"):
+        return ("Int" if kind == "Range" else "Float"), False
+    if kind == "Instance":
+        found = {"int": "Int", "float": "Float", "str": "Str", "bool": "Bool"}.get(args)
+        found = found or ("datetime" if args == "datetime" else None)
+        return (found, True) if found else None
+    if kind == "Enum":
+        items = _literals(args)
+        kinds = {type(ast.literal_eval(i)) for i in items} if items else set()
+        names = {int: "Int", float: "Float", str: "Str", bool: "Bool"}
+        return (names[kinds.pop()], False) if len(kinds) == 1 and kinds <= names.keys() else None
+    return None
+
+
+#: The conversions `ops.convert` makes whole, by stored kind and target, and
+#: what each loses or refuses ("" for nothing). A pair not here is not made
+#: by an operation: the step's ``upgrade`` must.
+CONVERTS = {
+    ("Int", "int"): "",
+    ("Float", "float"): "",
+    ("Str", "str"): "",
+    ("Bool", "bool"): "",
+    ("datetime", "datetime"): "",
+    ("Bool", "int"): "",
+    ("Bool", "float"): "",
+    ("Bool", "str"): "",
+    ("Int", "str"): "",
+    ("Float", "str"): "",
+    ("Int", "float"): "rounds integers beyond 2**53 (2**60 + 1 becomes 2**60)",
     ("Float", "int"): "loses fractions (2.5 becomes 2), and a value beyond 64 bits fails",
-    ("FloatRange", "int"): "loses fractions (2.5 becomes 2)",
     ("Int", "bool"): "keeps only zero or not (5 becomes True)",
     ("Float", "bool"): "keeps only zero or not (0.5 becomes True)",
-    ("Int", "float"): "rounds integers beyond 2**53 (2**60 + 1 becomes 2**60)",
     ("Str", "int"): "fails on text that is no integer ('', '3.7', 'abc'): those documents fail",
     ("Str", "float"): "fails on text that is no number (''): those documents fail",
     ("Str", "bool"): "fails on text other than 'true', 'false', '1', '0': those documents fail",
@@ -530,13 +731,34 @@ LOSSY = {
 }
 
 
+#: What `convert` loses or refuses, by stored kind and target (see `CONVERTS`).
+LOSSY = {pair: what for pair, what in CONVERTS.items() if what}
+
+
 def computed_upgrade(names: list[str]) -> str:
     """The ``upgrade`` function a step needs when added fields have computed defaults."""
-    listed = ", ".join(names)
-    message = f"compute {listed} for each existing document"
+    return upgrade_to_write(names, [])
+
+
+def upgrade_to_write(computed: list[str], by_hand: list[str]) -> str:
+    """The ``upgrade`` function a step needs for what no operation does: added
+    fields with computed defaults, and changes described in `by_hand`. It
+    raises until written, and `check` fails until then."""
+    todo = [f"{name}: give each document its own value" for name in computed]
+    todo += [f"{what}: convert each stored value" for what in by_hand]
+    listed = "".join(f"    # - {' '.join(item.splitlines())}\n" for item in todo)
+    why = (
+        "    # A computed default (a factory, a _default_ method) makes a new value per\n"
+        "    # object, so no one value suits all.\n"
+        if computed
+        else ""
+    )
+    names = [*computed, *(what.partition(" changed ")[0].strip("'") for what in by_hand)]
+    message = f"write upgrade() for {', '.join(names)}"
     return (
         "\n\ndef upgrade(doc):\n"
-        f"    # Give each document its own {listed}: computed defaults (a factory, a\n"
-        "    # _default_ method) make a new value per object, so no one value suits all.\n"
+        "    # Runs after the operations above, on each document. Write here what no\n"
+        "    # operation does:\n"
+        f"{listed}{why}"
         f"    raise NotImplementedError({message!r})\n"
     )

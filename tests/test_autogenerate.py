@@ -11,13 +11,32 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from atom.api import Instance, Int, List, Str
+from atom.api import (
+    Bytes,
+    Coerced,
+    Dict,
+    Enum,
+    Instance,
+    Int,
+    List,
+    Range,
+    Str,
+    Tuple,
+    Typed,
+)
+from atomdb.base import JSONModel
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, load_migrations, ops
+from atomdb_migrate.command import drift, revision
+from atomdb_migrate.config import Config
 from atomdb_migrate.schema import compare, describe_member, infer_operations, snapshot
+from atomdb_migrate.workspace import Workspace
 
 from .project import ROOT
 
@@ -131,6 +150,17 @@ def test_autogenerate_then_check(app: Path, registry: MigrationRegistry) -> None
     code, out = cli(app, "check")
     assert code == 1 and "fields differ" not in out, out
     (app / "pages.py").write_text(V1_EDITED.replace("__version__ = 1", "__version__ = 2"))
+    # The delete of status and the conversion of views wait for the author.
+    code, out = cli(app, "check")
+    assert code == 1, out
+    assert ": # DELETES DATA: remove_field('status') deletes every stored 'status'" in out
+    assert ": # LOSSY: 'views' fails on text that is no integer" in out
+    confirmed = [
+        line
+        for line in source.splitlines()
+        if not line.lstrip().startswith(("# DELETES DATA:", "# LOSSY:"))
+    ]
+    written.write_text("\n".join(confirmed) + "\n")
     assert cli(app, "check") == (0, "ok\n")
 
 
@@ -245,3 +275,248 @@ def test_a_lossy_conversion_is_said_beside_its_operation() -> None:
         )
         assert lines[at + 1].startswith(f"# LOSSY: {name!r} {what}"), lines
     assert not any(line.startswith("# LOSSY: 'n'") for line in lines), "Int to Str loses nothing"
+
+
+# ----------------------------------------------------------------------
+# Issue 22, items 3 and 4: a type change no operation makes, a field moved
+# ----------------------------------------------------------------------
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """A workspace on a fresh registry and an empty migrations directory."""
+    registry = MigrationRegistry()
+    monkeypatch.setattr(MigrationRegistry, "_instance", registry)
+    (tmp_path / "migrations").mkdir()
+    workspace = Workspace(Config(migrations=tmp_path / "migrations"), registry=registry)
+    workspace._loaded = True
+    return workspace
+
+
+def versioned(name: str, version: int, **members: Any) -> type[VersionedModel]:
+    attrs = {"__model__": name, "__version__": version, **members}
+    return type(name.rpartition(".")[2], (VersionedModel,), attrs)  # type: ignore[return-value]
+
+
+def first_step(ws: Workspace, cls: type[VersionedModel]) -> None:
+    """The step to version 1, recording the model's fields as they are."""
+    folder = ws.config.migrations
+    assert folder is not None
+    (folder / "0001_first.py").write_text(
+        f'"First."\nmodel = {cls.__model__!r}\nfrom_version = "0"\nto_version = "1"\n'
+        f"operations = []\nschema = {snapshot(cls)!r}\n"
+    )
+    reload(ws)
+
+
+def reload(ws: Workspace) -> list[str]:
+    """Load the steps again; what `check` finds without a database."""
+    ws.registry.graphs.clear()
+    load_migrations(ws.config.migrations, registry=ws.registry)
+    return [str(p) for p in ws.registry.problems()] + drift(ws)
+
+
+class Scores(JSONModel):
+    __model__ = "autogen.Scores"
+    level = Int()
+
+
+class Grades(JSONModel):
+    __model__ = "autogen.Grades"
+    level = Int()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (List(Int()), List(Str())),
+        (Dict(Str(), Int()), Dict(Str(), Str())),
+        (Dict(Str(), Int()), Dict(Int(), Int())),
+        (Tuple(Int()), Tuple(Str())),
+        (Instance(date), Instance(bytes)),
+        (Typed(Decimal), Typed(str)),
+        (Coerced(list), Coerced(tuple)),
+        (Typed(Scores), Typed(Grades)),
+        (List(Typed(Scores)), List(Typed(Grades))),
+        (Bytes(), Str()),
+        (Enum("a", "b"), Enum("a")),
+        (Range(0, 100), Range(0, 10)),
+    ],
+)
+def test_a_change_no_operation_makes_asks_for_upgrade_and_check_fails(
+    ws: Workspace, before: Any, after: Any
+) -> None:
+    """`scores = List(Int())` becoming `List(Str())` was a comment, and `check`
+    passed: now the step's upgrade() raises until written, and check fails."""
+    first_step(ws, versioned("autogen.Box", 1, scores=before))
+    versioned("autogen.Box", 2, scores=after)
+    done = revision(ws, "retype", "autogen.Box", autogenerate=True)
+    text = done.path.read_text()
+    assert "def upgrade(doc):" in text and "raise NotImplementedError" in text, text
+    assert "ops.convert" not in text
+    assert any("write them in upgrade()" in hint and "'scores'" in hint for hint in done.hints)
+    problems = reload(ws)
+    assert any("upgrade still raises NotImplementedError" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("meta_is_new", [False, True])
+def test_a_field_moved_into_an_embedded_model_is_offered_as_a_move(
+    ws: Workspace, meta_is_new: bool
+) -> None:
+    """`status = Str()` moved to `meta.status` was a blank default and a delete,
+    silently: now a MOVE? comment offers the move, the delete says so in a
+    comment that check refuses, and revision returns both as hints."""
+
+    class Meta(JSONModel):
+        __model__ = "autogen.Meta"
+        lang = Str()
+
+    class MetaWithStatus(JSONModel):
+        __model__ = "autogen.Meta"
+        lang = Str()
+        status = Str()
+
+    old = {"status": Str()} | ({} if meta_is_new else {"meta": Typed(Meta)})
+    first_step(ws, versioned("autogen.Doc", 1, **old))
+    versioned("autogen.Doc", 2, meta=Typed(MetaWithStatus))
+    done = revision(ws, "move status", "autogen.Doc", autogenerate=True)
+    text = done.path.read_text()
+    move = "ops.move_field('status', 'meta.status')"
+    assert "# MOVE? 'status' was removed and 'meta.status' added, both Str" in text, text
+    assert move in text
+    assert "ops.remove_field('status'),\n    # DELETES DATA: remove_field('status')" in text
+    assert any(h.startswith("MOVE? 'status'") for h in done.hints), done.hints
+    assert any(h.startswith("DELETES DATA: remove_field('status')") for h in done.hints)
+    problems = reload(ws)
+    assert any("DELETES DATA: remove_field('status')" in p for p in problems), problems
+
+    # The author takes the move: the delete and its comment go, and check passes.
+    lines = [
+        line
+        for line in text.splitlines()
+        if "remove_field('status')" not in line and "'meta.status', ''" not in line
+    ]
+    written = "\n".join(lines).replace("operations = [", f"operations = [\n    {move},")
+    done.path.write_text(written)
+    versioned("autogen.Doc", 2, meta=Typed(MetaWithStatus))
+    assert reload(ws) == []
+
+
+def test_a_field_renamed_in_an_embedded_model_and_one_moved_out(ws: Workspace) -> None:
+    class Meta(JSONModel):
+        __model__ = "autogen.Meta2"
+        lang = Str()
+        note = Str()
+
+    class Meta2(JSONModel):
+        __model__ = "autogen.Meta2"
+        language = Str()
+
+    first_step(ws, versioned("autogen.Out", 1, meta=Typed(Meta)))
+    versioned("autogen.Out", 2, meta=Typed(Meta2), note=Str())
+    text = revision(ws, "out", "autogen.Out", autogenerate=True).path.read_text()
+    assert "ops.rename_field('meta.lang', 'language')" in text, text
+    assert "ops.move_field('meta.note', 'note')" in text, text
+
+
+def test_a_removed_field_never_goes_silently(ws: Workspace) -> None:
+    """Every remove_field autogenerate writes is followed by a comment check refuses,
+    whether or not a field of the same kind was added."""
+    first_step(ws, versioned("autogen.Rm", 1, a=Str(), b=Int(), c=List(Str())))
+    versioned("autogen.Rm", 2, b=Int(), d=List(Str()))
+    text = revision(ws, "rm", "autogen.Rm", autogenerate=True).path.read_text()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "ops.remove_field(" in line:
+            assert lines[i + 1].strip().startswith("# DELETES DATA:"), lines[i : i + 2]
+    assert "RENAME? 'c' was removed and 'd' added" in text
+    problems = reload(ws)
+    assert sum("DELETES DATA" in p for p in problems) == 2, problems
+
+
+def test_revision_prints_every_hint(app: Path) -> None:
+    """The command prints each hint: a move, a rename, a delete, a lossy conversion,
+    a change to write in upgrade(), a computed default."""
+    (app / "migrations" / "0001_first.py").write_text(
+        '"First."\nmodel = "pages.Page"\nfrom_version = "0"\nto_version = "1"\n'
+        'operations = []\nschema = {"title": "Str", "views": "Str", "status": "Str", '
+        '"scores": "List(Int)", "meta": {"__model__": "pages.Meta", "lang": "Str"}}\n'
+    )
+    (app / "pages.py").write_text(
+        textwrap.dedent(
+            """
+            import uuid
+            from atom.api import Int, List, Str, Typed
+            from atomdb.base import JSONModel
+            from atomdb_migrate import VersionedModel
+
+            class Meta(JSONModel):
+                __model__ = "pages.Meta"
+                lang = Str()
+                status = Str()
+
+            class Page(VersionedModel):
+                __version__ = 1
+                heading = Str()
+                views = Int()
+                scores = List(Str())
+                meta = Typed(Meta)
+                uid = Str(factory=lambda: uuid.uuid4().hex)
+            """
+        )
+    )
+    code, out = cli(app, "revision", "--autogenerate", "--model", "Page", "-m", "all")
+    assert code == 0, out
+    for hint in (
+        "  MOVE? 'status' was removed and 'meta.status' added, both Str",
+        "  RENAME? 'title' was removed and 'heading' added, both Str",
+        "  DELETES DATA: remove_field('status')",
+        "  DELETES DATA: remove_field('title')",
+        "  LOSSY: 'views' fails on text that is no integer",
+        "  no operation makes these; write them in upgrade(): 'scores' changed from "
+        "List(Int) to List(Str)",
+        "  uid: computed defaults; write upgrade()",
+    ):
+        assert hint in out, (hint, out)
+
+
+async def test_a_field_moved_out_of_an_embedded_model_removed_whole(ws: Workspace) -> None:
+    """`meta` (holding `status`) removed, `status` added at the top: the MOVE? hint
+    says where the move goes, and the step written as it says keeps the status."""
+
+    class Meta(JSONModel):
+        __model__ = "autogen.MetaOut"
+        status = Str()
+
+    first_step(ws, versioned("autogen.Flat", 1, meta=Typed(Meta)))
+    flat = versioned("autogen.Flat", 2, status=Str())
+    done = revision(ws, "flatten", "autogen.Flat", autogenerate=True)
+    text = done.path.read_text()
+    hint = (
+        "# MOVE? 'meta.status' was removed and 'status' added, both Str: if 'status' is "
+        "'meta.status' moved, write ops.move_field('meta.status', 'status') in place of the "
+        "line that adds 'status', before ops.remove_field('meta')"
+    )
+    assert hint in text, text
+    lines = [
+        line
+        for line in text.splitlines()
+        if "set_default_where_missing('status'" not in line and "# DELETES DATA:" not in line
+    ]
+    at = next(i for i, line in enumerate(lines) if "ops.remove_field('meta')" in line)
+    lines.insert(at, "    ops.move_field('meta.status', 'status'),")
+    done.path.write_text("\n".join(lines) + "\n")
+    assert reload(ws) == []
+    stored = {"_id": 1, "__version__": "1", "meta": {"__model__": Meta.__model__, "status": "live"}}
+    upgraded = await flat.upgrade_state(stored)
+    assert upgraded["status"] == "live" and "meta" not in upgraded
+
+
+def test_many_fields_of_one_kind_give_a_line_per_removed_field() -> None:
+    """Forty Str fields renamed at once: a line per removed field, not 1,600."""
+    from .clidemo import Customer
+
+    diff = compare({f"old{i}": "Str" for i in range(40)}, {f"new{i}": "Str" for i in range(40)})
+    inferred = infer_operations(Customer, diff)
+    offers = [h for h in inferred.hints if h.startswith("RENAME?")]
+    assert len(offers) == 40, len(offers)
+    assert offers[0].startswith("RENAME? or MOVE? 'old0' was removed and 40 fields of its kind")
+    assert sum(h.startswith("DELETES DATA:") for h in inferred.hints) == 40

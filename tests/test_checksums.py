@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,208 @@ def test_steps_in_code_are_checksummed_from_their_source() -> None:
         c = register_step(Noted, 1, 2, operations=[ops.add_field("b", 2)])
         sums.add(step_checksum(c))
     assert None not in sums and len(sums) == 3
+
+
+# ----------------------------------------------------------------------
+# What a step imports; its schema; what the message claims (issue 22, item 17)
+# ----------------------------------------------------------------------
+TIER_STEP = '''
+"""Give every customer a tier."""
+
+from {module} import TIER
+
+model = "clidemo.Customer"
+from_version = "2"
+to_version = "3"
+
+
+def upgrade(doc):
+    doc.setdefault("tier", TIER)
+'''
+
+
+@pytest.fixture
+def helper(project: Project) -> Iterator[str]:
+    """A module of the project's own, named for the test, that a step imports."""
+    name = f"helpers_{project.dbname}"
+    (project.path / "pkg").mkdir()
+    (project.path / "pkg" / "__init__.py").write_text("")
+    (project.path / "pkg" / "tiers.py").write_text('TIER = "basic"\n')
+    (project.path / f"{name}.py").write_text("from pkg.tiers import TIER\n")
+    step = project.path / "migrations" / "0002_add_tier.py"
+    step.write_text(TIER_STEP.format(module=name))
+    yield name
+    for module in (name, "pkg", "pkg.tiers"):
+        sys.modules.pop(module, None)
+
+
+def test_a_step_covers_the_project_modules_it_imports(project: Project, helper: str) -> None:
+    """A step does `from helpers import TIER`; helpers takes it from pkg.tiers. A change
+    in either, after the step was applied, fails check --checksums, naming the module."""
+    project.seed(2)
+    assert project.invoke("upgrade", "--no-progress").exit_code == 0
+    run = project.db["atomdb_migrate_history"].find_one({"command": "upgrade"})
+    (entry,) = [c for c in run["checksums"] if c["to"] == "3"]
+    assert sorted(entry["imports"]) == sorted([helper, "pkg", "pkg.tiers"])
+    assert project.invoke("check", "--checksums").exit_code == 0
+
+    tiers = project.path / "pkg" / "tiers.py"
+    tiers.write_text('# a comment counts for nothing\nTIER = "basic"\n')
+    assert project.invoke("check", "--checksums").exit_code == 0
+    tiers.write_text('TIER = "gold"\n')
+    result = project.invoke("check", "--checksums")
+    assert result.exit_code == EXIT_CHECKSUM, result.output
+    assert "0002_add_tier.py" in result.output and "pkg.tiers" in result.output
+    code, out = project.run("check", "--checksums")  # a fresh process, as a deploy runs it
+    assert code == EXIT_CHECKSUM and "pkg.tiers" in out, out
+    assert project.invoke("stamp", "--accept-checksums").exit_code == 0
+    assert project.invoke("check", "--checksums").exit_code == 0
+
+
+def test_installed_packages_and_the_standard_library_do_not_count(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package installed in the project's own virtual environment is not the
+    project's code: upgrading it does not change the steps' checksums."""
+    site = project.path / ".venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    name = f"installed_{project.dbname}"
+    (site / f"{name}.py").write_text('TIER = "basic"\n')
+    monkeypatch.syspath_prepend(str(site))
+    step = project.path / "migrations" / "0002_add_tier.py"
+    step.write_text("import json\nimport bson\n" + TIER_STEP.format(module=name))
+    try:
+        project.seed(1)
+        assert project.invoke("upgrade", "--no-progress").exit_code == 0
+        run = project.db["atomdb_migrate_history"].find_one({"command": "upgrade"})
+        (entry,) = [c for c in run["checksums"] if c["to"] == "3"]
+        assert entry["imports"] == {}
+        (site / f"{name}.py").write_text('TIER = "gold"\n')
+        assert project.invoke("check", "--checksums").exit_code == 0
+    finally:
+        sys.modules.pop(name, None)
+
+
+#: Customer's fields at version 3, as a schema snapshot.
+SCHEMA = """
+schema = {"applied": "Int", "first": "Str", "last": "Str", "seq": "Int", "tier": "Str"}
+"""
+
+
+def test_a_schema_added_to_an_applied_step_is_no_change(project: Project) -> None:
+    """`check` and autogenerate tell the author to add `schema = {...}`: metadata,
+    not code, so the applied step's checksum stays."""
+    project.seed(1)
+    assert project.invoke("upgrade", "--no-progress").exit_code == 0
+    path = project.path / "migrations" / "0002_add_tier.py"
+    text = path.read_text()
+    path.write_text(text + SCHEMA)
+    result = project.invoke("check", "--pending")
+    assert result.exit_code == 0, result.output
+    path.write_text(text + SCHEMA.replace('"Str"}', '"Str"}; schema["x"] = "Int"'))
+    result = project.invoke("check", "--checksums")
+    assert result.exit_code == EXIT_CHECKSUM, "another statement is code"
+
+
+def test_a_checksum_recorded_before_imports_were_counted_still_matches(project: Project) -> None:
+    """A record without `imports` (written by an earlier release) holds the checksum
+    of the whole module, schema included: the step as it was is no change."""
+    from atomdb_migrate.checksums import code_checksum
+
+    path = project.path / "migrations" / "0002_add_tier.py"
+    path.write_text(path.read_text() + SCHEMA)
+    checksum = code_checksum(path.read_text())
+    legacy = {"model": CUSTOMER, "from": "2", "to": "3", "checksum": checksum}
+    project.db["atomdb_migrate_history"].insert_one(
+        {
+            "command": "upgrade",
+            "outcome": "succeeded",
+            "started_at": datetime.datetime.now(datetime.UTC),
+            "checksums": [legacy],
+        }
+    )
+    result = project.invoke("check", "--checksums")
+    assert result.exit_code == 0, result.output
+    path.write_text(path.read_text().replace('"basic"', '"gold"'))
+    assert project.invoke("check", "--checksums").exit_code == EXIT_CHECKSUM
+
+
+@pytest.mark.parametrize("stored", [0, 3])
+def test_the_message_says_what_the_database_holds(project: Project, stored: int) -> None:
+    project.seed(stored)
+    assert project.invoke("upgrade", "--no-progress").exit_code == 0
+    path = step_file(project)
+    path.write_text(path.read_text().replace('partition(" ")', 'partition(",")'))
+    result = project.invoke("check", "--checksums")
+    assert result.exit_code == EXIT_CHECKSUM
+    if stored:
+        assert f"This database holds {stored} documents of model {CUSTOMER!r}" in result.output
+    else:
+        assert "holds other documents" not in result.output
+        assert f"This database holds no document of model {CUSTOMER!r}" in result.output
+
+
+def test_imports_are_followed_through_packages_relative_imports_and_cycles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Imports anywhere in a module (inside a function too), `import a.b` (which runs
+    a), relative imports inside the project's packages, and a cycle, each once."""
+    from atomdb_migrate.checksums import imported_modules, project_root
+
+    tag = tmp_path.name.replace("-", "_")
+    (tmp_path / "pyproject.toml").write_text("")
+    pkg = tmp_path / f"app_{tag}"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from . import rates\n")
+    (pkg / "sub" / "rates.py").write_text(f"from ..consts import X\nimport app_{tag}.sub\n")
+    (pkg / "consts.py").write_text(f"from app_{tag}.sub import rates\nX = 1\n")
+    (pkg / "unused.py").write_text("")
+    step = tmp_path / "migrations" / "0001_step.py"
+    step.parent.mkdir()
+    step.write_text(
+        f"import json\ndef upgrade(doc):\n    from app_{tag}.sub.rates import X\n    doc['x'] = X\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        found = [name for name, _ in imported_modules(step, project_root(step))]
+    finally:
+        for name in list(sys.modules):
+            if name.startswith(f"app_{tag}"):
+                del sys.modules[name]
+    names = [f"app_{tag}{suffix}" for suffix in ("", ".sub", ".sub.rates", ".consts")]
+    assert sorted(found) == sorted(names), found
+
+
+def test_a_schema_the_code_reads_is_code() -> None:
+    """A module that reads its own `schema` (to drive the upgrade, say) runs it:
+    then it counts."""
+    from atomdb_migrate.checksums import module_checksum
+
+    base = STEP + '\nschema = {"first": "Str"}\n'
+    assert module_checksum(base) == module_checksum(base.replace('"Str"', '"Int"'))
+    reads = STEP + "    doc.update(schema)\n" + '\nschema = {"first": "Str"}\n'
+    assert "doc.update(schema)" in reads
+    reads_other = reads.replace('"Str"}', '"Int"}')
+    assert module_checksum(reads) != module_checksum(reads_other)
+
+
+def test_finding_what_a_step_imports_runs_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import only `upgrade` makes is found without running the package it is in."""
+    from atomdb_migrate.checksums import imported_modules
+
+    tag = tmp_path.name.replace("-", "_")
+    (tmp_path / "pyproject.toml").write_text("")
+    pkg = tmp_path / f"noisy_{tag}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (pkg / "rates.py").write_text("X = 1\n")
+    step = tmp_path / "migrations" / "0001_step.py"
+    step.parent.mkdir()
+    step.write_text(f"def upgrade(doc):\n    from noisy_{tag}.rates import X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [name for name, _ in imported_modules(step, tmp_path)]
+    assert found == [f"noisy_{tag}", f"noisy_{tag}.rates"]
+    assert f"noisy_{tag}" not in sys.modules

@@ -221,6 +221,56 @@ def test_invalid_url(project: Project) -> None:
     assert PASSWORD not in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb:/admin:LongS3cretPassw0rd@db.example:27017/p1",
+        "mongodb//admin:LongS3cretPassw0rd@db.example:27017/p1",
+        "admin:LongS3cretPassw0rd@db.example:27017/p1",
+    ],
+)
+@pytest.mark.parametrize("where", ["--url", "ATOMDB_MIGRATE_URL", "MONGO_URL", "pyproject"])
+def test_a_mistyped_url_is_masked_from_every_entry_point(
+    project: Project, url: str, where: str
+) -> None:
+    args, env = ["status"], {"MONGO_URL": "", "ATOMDB_MIGRATE_URL": ""}
+    if where == "--url":
+        args = ["--url", url, *args]
+    elif where == "pyproject":
+        (project.path / "pyproject.toml").write_text(PYPROJECT + f"url = {json.dumps(url)}\n")
+    else:
+        env[where] = url
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(main, args + extra, env=env)
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert "LongS3cret" not in result.output and "***@db.example" in result.output
+
+
+def test_status_json_reports_an_error_as_json(project: Project) -> None:
+    """With --json, the error is one JSON object on stderr, and the exit code is kept."""
+    url = "mongodb:/admin:pw@db.example:27017/p1"
+    result = project.invoke("status", "--json", url=url)
+    assert result.exit_code == EXIT_CONFIG
+    assert result.stdout == ""
+    error = json.loads(result.stderr)
+    assert error == {
+        "error": "invalid MongoDB URL 'mongodb:/***@db.example:27017/p1': Invalid URI scheme: "
+        "URI must begin with 'mongodb://' or 'mongodb+srv://'",
+        "exit": EXIT_CONFIG,
+    }
+    usage = project.invoke("status", "--json", "--no-such-option")
+    assert usage.exit_code == EXIT_USAGE
+    assert json.loads(usage.stderr) == {"error": "No such option '--no-such-option'.", "exit": 2}
+    # An option of the group itself that is wrong: JSON too, since the command asked.
+    group = project.invoke("--timeout", "0", "status", "--json")
+    assert group.exit_code == EXIT_USAGE
+    assert json.loads(group.stderr)["exit"] == EXIT_USAGE
+    assert "--timeout" in json.loads(group.stderr)["error"]
+    # Without --json, the usual line.
+    plain = project.invoke("status", url=url)
+    assert plain.stderr.startswith("Error: invalid MongoDB URL 'mongodb:/***@db.example")
+
+
 def test_unreachable_server_fails_in_bounded_time(project: Project) -> None:
     started = time.monotonic()
     result = project.invoke("--timeout", "1", "status", url=secret_url(project, free_port()))

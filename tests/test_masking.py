@@ -9,13 +9,21 @@ out, and no ordinary word may be garbled.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import string
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from atomdb_migrate import MigrationRegistry
+from atomdb_migrate.cli import main
 from atomdb_migrate.config import invalid_url
 from atomdb_migrate.masking import MASK, MIN_FREE_SECRET, mask, mask_url, secrets
 
@@ -194,3 +202,212 @@ def test_invalid_urls_quote_no_secret(url: str) -> None:
             secret,
             message,
         )
+
+
+# ----------------------------------------------------------------------
+# A URL whose "://" is mistyped (issue 22, item 6)
+# ----------------------------------------------------------------------
+MISTYPED = [
+    "mongodb:/admin:{s}@db.example:27017/p1",
+    "mongodb//admin:{s}@db.example:27017/p1",
+    "admin:{s}@db.example:27017/p1",
+    "mongodb:admin:{s}@db.example:27017/p1",
+    "mongodb:\\\\admin:{s}@db.example:27017/p1",
+    "mongodb:///admin:{s}@db.example:27017/p1",
+    "mongodb+srv:/admin:{s}@db.example/p1",
+    " mongodb://admin:{s}@db.example:27017/p1",
+    "'mongodb://admin:{s}@db.example:27017/p1'",
+    "{s}@db.example:27017/p1",
+    "mongodb:/{s}@db.example/p1",
+    "mongodb://admin:{s}/db.example:27017/p1",
+    "mongodb://admin:{s}db.example:27017/p1",
+    "mongodb:/db.example/p1?authMechanismProperties=AWS_SESSION_TOKEN:{s}",
+    "mongodb://db.example/p1&tlsCertificateKeyFilePassword={s}",
+    "mongodb://db.example/p1?tlsCertificateKeyFilePassword:{s}",
+]
+
+
+@pytest.mark.parametrize("template", MISTYPED)
+@pytest.mark.parametrize("secret", ["LongS3cretPassw0rd", "pw", "e"])
+def test_a_mistyped_url_is_masked_by_what_it_may_hold(template: str, secret: str) -> None:
+    url = template.format(s=secret)
+    masked = mask_url(url)
+    # Whatever the secret, the masked URL is the same: nothing of it is shown.
+    assert masked == mask_url(template.format(s="x" * len(secret))) != url, masked
+    assert masked == mask_url(template.format(s="Other-Secret-99")), masked
+    assert any(secret in found for found in secrets(url)), secrets(url)
+    other = template.format(s="Other-Secret-99")
+    message = "invalid MongoDB URL {!r}: bad; driver said {}"
+    assert mask(message.format(url, url), url) == mask(message.format(other, other), other)
+    refused = ValueError("Invalid URI scheme")
+    assert str(invalid_url(url, refused)) == str(invalid_url(other, refused))
+
+
+# ----------------------------------------------------------------------
+# The class: mistyped URLs through every entry point, --json included
+# ----------------------------------------------------------------------
+#: Examples of the property test through the command; raise it with the
+#: environment variable MASKING_EXAMPLES.
+MASKING_EXAMPLES = int(os.environ.get("MASKING_EXAMPLES", "60"))
+
+#: How a user may spell the start of the URL: right, or mistyped.
+SCHEMES = [
+    "mongodb://",
+    "mongodb:/",
+    "mongodb//",
+    "mongodb:",
+    "mongodb:\\",
+    "mongodb:\\\\",
+    "mongodb:///",
+    "mongodb+srv:/",
+    "mongodb+srv//",
+    "MONGODB:/",
+    "mongdb://",
+    "mongodb/",
+    "",
+]
+
+#: Where the secret ({s}) goes, and what surrounds it. "{h}" is the host.
+PLACES = [
+    "admin:{s}@{h}/p1",
+    "{s}@{h}/p1",
+    "admin:{s}@@{h}/p1",
+    "admin@{s}@{h}/p1",
+    "admin:p@{s}@{h}/p1",
+    "admin:{s}/{h}/p1",
+    "admin:{s}\\{h}/p1",
+    "{h}/p1?authMechanismProperties=AWS_SESSION_TOKEN:{s}",
+    "{h}/p1?authSource=admin&tlsCertificateKeyFilePassword={s}",
+    "{h}/p1&password={s}",
+    "{h}/p1?proxyPassword:{s}",
+    "admin:{s}@{h}/p1?authSource=admin&token={s}",
+]
+
+#: Places where the secret stands with no "@" after it: there, a secret made
+#: of digits alone is a port, as far as anyone can tell.
+NO_AT = {"admin:{s}/{h}/p1", "admin:{s}\\{h}/p1"}
+
+#: The characters of a secret, in classes: letters and digits, which the second
+#: secret changes, and punctuation, which it keeps (the driver reads a "+" or
+#: a "%" otherwise than a letter, and may refuse the URL for another reason).
+SECRET_CLASSES = [string.ascii_lowercase, string.ascii_uppercase, string.digits]
+PUNCTUATION = "-_.~!$*+%"
+
+COMMANDS = [["status"], ["status", "--json"], ["upgrade", "--dry-run"], ["check", "--pending"]]
+
+
+def _other(secret: str) -> str:
+    """A secret of the same shape as `secret`, with every letter and digit changed."""
+    out = []
+    for c in secret:
+        chars = next((k for k in SECRET_CLASSES if c in k), c)
+        out.append(chars[(chars.index(c) + 1) % len(chars)])
+    return "".join(out)
+
+
+@st.composite
+def mistyped_urls(draw: st.DrawFn) -> tuple[str, str]:
+    """A URL template holding "{s}" where the secret goes, and the secret."""
+    place = draw(st.sampled_from(PLACES))
+    secret = draw(
+        st.text(st.sampled_from("".join(SECRET_CLASSES) + PUNCTUATION), min_size=1, max_size=20)
+    )
+    if not any(c.isalnum() for c in secret):
+        secret += "a"
+    if place in NO_AT and secret.isdigit():
+        secret += "x"
+    wrap = draw(st.sampled_from(["{}", " {}", "{} ", "'{}'", '"{}"']))
+    template = wrap.format(draw(st.sampled_from(SCHEMES)) + place.replace("{h}", "127.0.0.1:1"))
+    return template, secret
+
+
+def _run(folder: Path, url: str, where: str, args: list[str]) -> tuple[int, str, str]:
+    env = {"MONGO_URL": "", "ATOMDB_MIGRATE_URL": ""}
+    table = "[tool.atomdb-migrate]\ntimeout = 0.2\n"
+    if where == "--url":
+        args = ["--url", url, *args]
+    elif where == "pyproject":
+        table += f"url = {json.dumps(url)}\n"
+    else:
+        env[where] = url
+    (folder / "pyproject.toml").write_text(table)
+    saved, MigrationRegistry._instance = MigrationRegistry._instance, MigrationRegistry()
+    try:
+        with contextlib.chdir(folder):
+            result = CliRunner().invoke(main, args, env=env)
+    finally:
+        MigrationRegistry._instance = saved
+    return result.exit_code, result.stdout, result.stderr
+
+
+#: What `config.invalid_url` says instead of a driver's message that holds a
+#: secret of the URL as a word: a short secret ("in") may be a word of the
+#: message by chance, so the message says less for it than for another.
+WITHHELD = "the driver's message quotes a secret of the URL, so it is not shown"
+
+
+def _same_but_withheld(first: tuple[int, str, str], second: tuple[int, str, str]) -> bool:
+    """Whether two runs printed the same, but for a driver's message withheld in one."""
+    if first == second:
+        return True
+    (code, out, err), (code2, out2, err2) = first, second
+    if code != code2 or out != out2:
+        return False
+    if WITHHELD in err2:
+        err, err2 = err2, err
+    return WITHHELD in err and err2.startswith(err[: err.index(WITHHELD)])
+
+
+@settings(max_examples=MASKING_EXAMPLES, deadline=None)
+@given(
+    mistyped_urls(),
+    st.sampled_from(["--url", "ATOMDB_MIGRATE_URL", "MONGO_URL", "pyproject"]),
+    st.sampled_from(COMMANDS),
+)
+@example(("mongodb:/admin:{s}@db.example:27017/p1", "LongS3cretPassw0rd"), "--url", ["status"])
+@example(("mongodb//admin:{s}@db.example:27017/p1", "pw"), "MONGO_URL", ["status", "--json"])
+@example(("admin:{s}@db.example/db", "e"), "ATOMDB_MIGRATE_URL", ["status", "--json"])
+@example(("admin:{s}@db.example/db", "LongS3cretPassw0rd"), "pyproject", ["status"])
+@example(("mongodb:///admin:{s}@127.0.0.1:1/p1", "in"), "--url", ["status"])
+def test_no_mistyped_url_shows_its_secret(
+    tmp_path_factory: pytest.TempPathFactory,
+    case: tuple[str, str],
+    where: str,
+    args: list[str],
+) -> None:
+    """Whatever the secret, the command prints the same (so prints nothing of it),
+    on stdout and stderr, log lines included, as plain text or as JSON."""
+    template, secret = case
+    folder = tmp_path_factory.mktemp("masking", numbered=True)
+    first = _run(folder, template.format(s=secret), where, args)
+    second = _run(folder, template.format(s=_other(secret)), where, args)
+    assert _same_but_withheld(first, second), (first, second)
+    code, out, err = first
+    assert code != 0
+    if len(secret) >= 4:
+        assert secret not in out + err
+    if "--json" in args:
+        assert out == "" or isinstance(json.loads(out), list)
+        for line in err.splitlines():
+            assert set(json.loads(line)) in ({"error", "exit"}, {"log", "message"}), line
+        assert json.loads(err.splitlines()[-1])["exit"] == code
+
+
+@settings(max_examples=MASKING_EXAMPLES * 5, deadline=None)
+@given(mistyped_urls(), st.sampled_from(["{}", "{!r}", "driver said: {} (url={!r})", '"{}"']))
+def test_no_log_line_shows_a_mistyped_urls_secret(case: tuple[str, str], shape: str) -> None:
+    """The command's log filter masks a log line quoting the URL, plainly or as a repr."""
+    import logging
+
+    from atomdb_migrate.cli import State, _Masking
+
+    template, secret = case
+
+    def logged(url: str) -> str:
+        state = State(url=url, database=None, models=(), migrations=None, timeout=None)
+        line = shape.format(url, url)
+        record = logging.LogRecord("atomdb_migrate", logging.WARNING, __file__, 1, line, (), None)
+        assert _Masking(state).filter(record)
+        return record.getMessage()
+
+    assert logged(template.format(s=secret)) == logged(template.format(s=_other(secret)))
