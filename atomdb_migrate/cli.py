@@ -702,6 +702,12 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
             click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
             for label, n in r.steps.items():
                 where = " (on the server)" if label in r.server_steps else ""
+                failing = r.would_refuse.get(label)
+                if failing:
+                    where += (
+                        f"; it would refuse {failing} of those stored at its version "
+                        "(they would stay there, failed)"
+                    )
                 click.echo(f"  step {label}: {n} documents{where}")
             for s in r.samples:
                 verdict = "restores" if s.get("ok") else f"FAILS: {s.get('error')}"
@@ -751,6 +757,9 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
         )
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         raise CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+    if result.dry_run and any(r.would_refuse for r in result.reports):
+        failing = sum(n for r in result.reports for n in r.would_refuse.values())
+        raise CommandError(f"{failing} documents would fail a step on the server", EXIT_STEP)
 
 
 def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:

@@ -19,7 +19,11 @@ MigrateError
  │    ├── StepFailedError       the step function raised
  │    └── StepResultError       the step returned something that is not a
  │                              dict, or changed the document's ``_id``
- ├── ConversionError           a value ``ops.convert`` cannot convert
+ ├── OperationError            an operation refuses one document (it is left as read)
+ │    ├── ConversionError       a value ``ops.convert`` cannot convert
+ │    └── UnsettablePathError   a value moved or copied where it cannot be set
+ ├── GuardTooLargeError        a conditional write and its filter do not fit
+ │                              in one command
  ├── NewerDocumentError        a stored document is newer than the code
  ├── ConflictError             a document kept changing while being written
  ├── UniqueIndexError          a unique index cannot be built: documents share a key
@@ -280,8 +284,95 @@ class IrreversibleOperationError(ChainError):
         super().__init__(f"{operation!r} cannot be undone: {reason}", operation=operation)
 
 
-class ConversionError(MigrateError, ValueError):
+class OperationError(MigrateError, ValueError):
+    """A declarative operation cannot change one document as it is written.
+
+    The document fails its step: on the server it is left as read, at its
+    old version, and the client path reports it (with ``--continue-on-error``
+    it is recorded and the run goes on).
+
+    """
+
+
+class ConversionError(OperationError):
     """``ops.convert`` met a value it cannot convert (``"abc"`` to int)."""
+
+
+class UnsettablePathError(OperationError):
+    """A value ``move_field``, ``copy_field`` or ``rename_field`` carries cannot be set
+    where it goes: a value on the way is not a document (a string, a list, a
+    null that is not an embedded model the step knows).
+
+    Left where it was, the value would sit where the model no longer reads
+    it, and the next save would drop it: the document is refused instead.
+
+    Attributes
+    ----------
+    path: str
+        The destination.
+    blocked: str
+        The path on the way whose value is in the way.
+    found: str
+        What is there, shortened.
+
+    """
+
+    path: str
+    blocked: str
+    found: str
+
+    def __init__(self, operation: str, path: str, blocked: str, found: Any) -> None:
+        shown = short_repr(found, 80)
+        super().__init__(
+            f"{operation}: cannot set {path!r}: {blocked!r} holds {shown}, not a document "
+            "(nor an embedded model the step knows, to create): the value is left where it "
+            "was and the document fails the step",
+            path=path,
+            blocked=blocked,
+            found=shown,
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB" if size >= 100 * 1024 else f"{size / 1024:.1f} KB"
+
+
+class GuardTooLargeError(MigrateError, ValueError):
+    """A conditional write cannot be sent: its update and the filter that matches
+    the document as read do not fit in one command under MongoDB's 16 MB limit.
+
+    The document is not the cause (it fits); what the filter must repeat of
+    it beside the update is.
+
+    Attributes
+    ----------
+    read: dict
+        The encoded size of each value the filter matches as read, by name.
+    update_size: int
+        The encoded size of the update.
+    loose: bool
+        Whether matching the large values by type and size alone was tried.
+
+    """
+
+    read: dict[str, int]
+    update_size: int
+    loose: bool
+
+    def __init__(self, read: dict[str, int], update_size: int, *, loose: bool) -> None:
+        shown = ", ".join(
+            f"{short_repr(k, 60)}: {_megabytes(n)}" for k, n in list(read.items())[:3]
+        )
+        more = f" and {len(read) - 3} more" if len(read) > 3 else ""
+        how = "even matching its large values by size, " if loose else ""
+        super().__init__(
+            f"the update ({_megabytes(update_size)}) and the filter that matches what was "
+            f"read ({shown}{more}) do not fit in one command: {how}they are over MongoDB's "
+            "16 MB limit for a command",
+            read=read,
+            update_size=update_size,
+            loose=loose,
+        )
 
 
 class StepError(MigrateError):

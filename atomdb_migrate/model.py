@@ -26,7 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from .documents import Document
 from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
 from .indexes import declared as declared_indexes
-from .mongo import exact_filters
+from .mongo import changed_since_read, exact_filters
 from .registry import MigrationRegistry, listen_to_aliases
 from .versions import (
     BASE_VERSION,
@@ -35,7 +35,7 @@ from .versions import (
     parse_version,
     stored_version,
 )
-from .writes import conditional_update
+from .writes import guarded_write
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -182,14 +182,21 @@ async def find_document(cls: type[NoSQLModel], doc_id: Any) -> Document | None:
     """
     doc: Document | None = await cls.objects.find_one({"_id": doc_id})
     if doc is None:
-        names = MigrationRegistry.instance().former_names(cls.__model__)
-        if names:
-            database = NoSQLModelManager.instance().database
-            for name in names:
-                doc = await database[name].find_one({"_id": doc_id})
-                if doc is not None:
-                    break
+        for collection in former_collections(cls):
+            doc = await collection.find_one({"_id": doc_id})
+            if doc is not None:
+                break
     return doc
+
+
+def former_collections(cls: type[NoSQLModel]) -> list[Any]:
+    """The collections of a renamed model's former names, the most recent first
+    (none for a model never renamed)."""
+    names = MigrationRegistry.instance().former_names(cls.__model__)
+    if not names:
+        return []
+    database = NoSQLModelManager.instance().database
+    return [database[name] for name in names]
 
 
 class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
@@ -415,6 +422,41 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         if state is not None:
             await self.__restorestate__(state)
 
+    async def delete(self) -> Any:
+        """Delete the object's document, under every name it may be stored under.
+
+        Until ``upgrade`` renames the collection, the document of a model
+        moved to another module (``ops.rename_model``) may still be stored
+        under a former name, and read from there (`find_document`), and a
+        `save` puts a copy under the model's name beside it. atom-db's
+        delete looks at the model's name only: the copy under the former
+        name would stay, and ``upgrade`` would merge it back. The copies
+        under the former names are deleted first, then the one under the
+        model's name: a delete stopped half-way leaves the document still
+        found, never an old copy alone (see also
+        `atomdb_migrate.renames.rename_collection`).
+
+        Returns
+        -------
+        result: DeleteResult or None
+            The delete that removed the document (that of the model's
+            collection when none did); None for an object never saved.
+
+        """
+        pk = self._id
+        if not pk:
+            return None
+        done = None
+        for collection in former_collections(type(self)):
+            result = await collection.delete_one({"_id": pk})
+            if result.deleted_count:
+                done = result
+        db = self.objects
+        result = await db.delete_one({"_id": pk})
+        db.cache.pop(pk, None)
+        del self._id
+        return result if result.deleted_count or done is None else done
+
     async def save(self) -> Any:
         """Save the object, refusing to replace a document newer than the code.
 
@@ -486,12 +528,15 @@ async def write_back(
         )
         return False
     try:
-        query, update = conditional_update(
+        write = guarded_write(
             old, new, fields, complete=True, expressions=exact_filters(cls.objects)
         )
-        if not update:
+        if not write.update:
             return True
-        result = await cls.objects.update_one(query, update)
+        if await changed_since_read(cls.objects, [write]):
+            result = None  # its large values changed since the read
+        else:
+            result = await cls.objects.update_one(write.query, write.update)
     except Exception as exc:  # the read goes on; the document stays for later
         log.warning(
             "%s: document _id=%s upgraded on read but not written back: %s: %s",
@@ -501,7 +546,7 @@ async def write_back(
             shorten(str(exc)),
         )
         return False
-    if not result.matched_count:
+    if result is None or not result.matched_count:
         log.info(
             "%s: document _id=%s changed since it was read (or was read through a "
             "projection the steps reached past); upgraded copy not written back",

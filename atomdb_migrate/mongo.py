@@ -22,7 +22,7 @@ import inspect
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -40,6 +40,7 @@ from .documents import Document
 from .exceptions import ConfigError, ConnectionFailedError, shorten
 from .masking import mask, mask_url
 from .versions import VERSION_KEY, version_key
+from .writes import Write, needs_expression, same_value
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -84,12 +85,17 @@ class BulkResult:
     refused: dict[int, str] = field(default_factory=dict)
 
 
-async def bulk_update(collection: Any, writes: list[tuple[dict[str, Any], Any]]) -> BulkResult:
+async def bulk_update(collection: Any, writes: Sequence[Write | tuple[Any, Any]]) -> BulkResult:
     """Send conditional updates in one unordered bulk write.
 
     An update the server refuses (a result over 16 MB, a field name it does
     not store) does not stop the others: it is reported by index, with the
     server's message (never the document, which may be 16 MB).
+
+    A write whose filter matches large values by type and size only
+    (`Write.loose`) is sent only if the stored document still holds them
+    whole, read again just before: one that no longer does is not sent, and
+    counts as not matched (changed since it was read).
 
     mongomock (the in-memory backend) cannot run PyMongo >= 4.11's bulk
     writes, so there each update is sent on its own, with the same filters.
@@ -97,8 +103,12 @@ async def bulk_update(collection: Any, writes: list[tuple[dict[str, Any], Any]])
     """
     if not writes:
         return BulkResult()
+    changed = await changed_since_read(collection, writes)
+    sent = [i for i in range(len(writes)) if i not in changed]
+    if not sent:
+        return BulkResult()
     if not is_mongomock(collection):
-        requests = [UpdateOne(query, update) for query, update in writes]
+        requests = [UpdateOne(writes[i][0], writes[i][1]) for i in sent]
         try:
             result = await collection.bulk_write(requests, ordered=False)
         except BulkWriteError as exc:
@@ -106,19 +116,48 @@ async def bulk_update(collection: Any, writes: list[tuple[dict[str, Any], Any]])
             if details.get("writeConcernErrors"):
                 raise
             refused = {
-                int(e["index"]): f"{shorten(str(e.get('errmsg', '')))} (code {e.get('code')})"
+                sent[int(e["index"])]: f"{shorten(str(e.get('errmsg', '')))} (code {e.get('code')})"
                 for e in details.get("writeErrors", [])
             }
             return BulkResult(int(details.get("nMatched", 0)), refused)
         return BulkResult(int(result.matched_count))
     _say_once("mongomock: writing updates one at a time (no bulk writes)")
     out = BulkResult()
-    for index, (query, update) in enumerate(writes):
+    for index in sent:
+        query, update = writes[index][0], writes[index][1]
         try:
             out.matched += (await collection.update_one(query, update)).matched_count
         except Exception as exc:
             out.refused[index] = shorten(f"{type(exc).__name__}: {exc}")
     return out
+
+
+async def changed_since_read(
+    collection: Any, writes: Sequence[Write | tuple[Any, Any]]
+) -> set[int]:
+    """The writes whose large values, matched loosely (`Write.loose`), the stored
+    document no longer holds as read (or which it no longer is at all), by index.
+
+    The values are read again and compared as BSON stores them: one more
+    read for the writes that have such values, none for the others.
+
+    """
+    loose = {i: w.loose for i, w in enumerate(writes) if isinstance(w, Write) and w.loose}
+    if not loose:
+        return set()
+    ids = [writes[i][0]["_id"] for i in loose]
+    names = sorted({k for values in loose.values() for k in values})
+    projection = None if any(needs_expression(k) for k in names) else dict.fromkeys(names, 1)
+    found = {
+        version_key(d["_id"]): d
+        for d in await to_list(collection.find({"_id": {"$in": ids}}, projection))
+    }
+    changed: set[int] = set()
+    for i, values in loose.items():
+        doc = found.get(version_key(writes[i][0]["_id"]))
+        if doc is None or any(k not in doc or not same_value(doc[k], v) for k, v in values.items()):
+            changed.add(i)
+    return changed
 
 
 # ----------------------------------------------------------------------

@@ -24,9 +24,19 @@ suite checks document by document against a real server:
   as one ``update_many`` per collection and no document leaves the server.
 
 Paths are dotted (``"meta.status"``) and go through embedded documents
-only. Where a path runs into a value that is not a document (a string, a
-list) the operation leaves that document unchanged; missing documents on
-the way are created when a value is set.
+only. Missing documents on the way are created when a value is set: as
+``{}``, or, where the step knows the path's value is an embedded model
+(atom-db's ``JSONModel``, from its ``schema`` or its model class; see
+`Operations`), as atom-db stores one, with its ``__model__``. Where a path
+runs into a value that is not a document (a string, a list, a null):
+
+- a value carried from another path (``move_field``, ``copy_field``,
+  ``rename_field`` across documents) refuses the document
+  (`UnsettablePathError`): left where it was, it would sit where the model
+  no longer reads it. A null embedded model is created, as a missing one;
+- a default (``add_field``, ``set_default_where_missing``) is not set, and
+  nor is it inside an embedded model that is null or missing: the object
+  has no such model, and gets none.
 
 Only exact inverses are derived for downgrades (`Operation.inverse`):
 ``add_field`` and ``remove_field(path, default)`` undo each other,
@@ -45,16 +55,24 @@ the one the collection had before is not known.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bson import Int64, ObjectId
 
 from .documents import Document, copy_value
-from .exceptions import ConversionError, IrreversibleOperationError, short_repr
+from .exceptions import (
+    ConversionError,
+    IrreversibleOperationError,
+    OperationError,
+    UnsettablePathError,
+    short_repr,
+)
 from .versions import VERSION_KEY
 
 #: The key atom-db stores a model's name under, in documents and references.
@@ -111,6 +129,41 @@ class _Missing:
 
 #: A value that is not there.
 MISSING: Any = _Missing()
+
+#: The embedded models on a model's paths at one version: each path (its
+#: names) whose value is an embedded model, and that model's ``__model__``.
+Embedded = Mapping[tuple[str, ...], str]
+
+#: No path known to hold an embedded model.
+NO_EMBEDDED: Embedded = MappingProxyType({})
+
+#: Where a step's operations learn their embedded models: the mapping, or a
+#: function giving it when first needed (the registry's; see `Operations`).
+EmbeddedSource = Embedded | Callable[[], Embedded] | None
+
+
+def embedded_models(
+    fields: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], str]:
+    """The embedded models of a schema snapshot (see `atomdb_migrate.schema`), by path.
+
+    An embedded model is described as a dict of its fields with its
+    ``__model__``; one met again inside itself as ``"Embedded(name)"``.
+
+    """
+    found: dict[tuple[str, ...], str] = {}
+    for name, description in fields.items():
+        if name == MODEL_KEY:
+            continue
+        path = (*prefix, name)
+        if isinstance(description, Mapping):
+            model = description.get(MODEL_KEY)
+            if isinstance(model, str):
+                found[path] = model
+            found.update(embedded_models(description, path))
+        elif isinstance(description, str) and description.startswith("Embedded("):
+            found[path] = description[len("Embedded(") : -1]
+    return found
 
 
 # ----------------------------------------------------------------------
@@ -171,23 +224,71 @@ def _parent(doc: Document, parts: Sequence[str], create: bool) -> dict[str, Any]
     return current
 
 
-def settable(doc: Document, parts: Sequence[str]) -> bool:
-    """Whether a value can be set at a path: every value on the way is a document or missing."""
+def blocked(
+    doc: Document, parts: Sequence[str], embedded: Embedded = NO_EMBEDDED, *, carry: bool = False
+) -> tuple[tuple[str, ...], Any] | None:
+    """Where a value cannot be set at a path, and what is there; None where it can.
+
+    On the way, a document is gone into; a missing one is created (see
+    `set_path`). An embedded model (a path of `embedded`) that is null is
+    created too when the value is carried from another path (`carry`): a
+    default (not `carry`) is set only where every embedded model on the way
+    is there, so a missing one blocks it as well (what is there: `MISSING`).
+    Anything else blocks the path.
+
+    """
     current: Any = doc
-    for name in parts[:-1]:
-        current = current.get(name, MISSING)
-        if current is MISSING:
-            return True
-        if not isinstance(current, dict):
-            return False
+    for i in range(1, len(parts)):
+        prefix = tuple(parts[:i])
+        model = embedded.get(prefix)
+        child = current.get(parts[i - 1], MISSING) if current is not MISSING else MISSING
+        if isinstance(child, dict):
+            current = child
+            continue
+        if model is not None and not carry:
+            return prefix, child  # an embedded model that is not there gets no default
+        if child is MISSING or (child is None and model is not None):
+            current = MISSING  # created, and everything below it
+            continue
+        return prefix, child
+    return None
+
+
+def settable(
+    doc: Document, parts: Sequence[str], embedded: Embedded = NO_EMBEDDED, *, carry: bool = False
+) -> bool:
+    """Whether a value can be set at a path (see `blocked`)."""
+    return blocked(doc, parts, embedded, carry=carry) is None
+
+
+def set_path(
+    doc: Document,
+    parts: Sequence[str],
+    value: Any,
+    embedded: Embedded = NO_EMBEDDED,
+    *,
+    carry: bool = False,
+) -> bool:
+    """Set a value at a path, if it can be set (`blocked`); return whether it was.
+
+    A document missing on the way (or, for a carried value, an embedded
+    model that is null) is created: ``{}``, or an embedded model as atom-db
+    stores one, ``{"__model__": name}``. atom-db also writes the model's
+    other fields, and a ``__ref__``: the fields restore at their defaults
+    without, and a ``__ref__`` made up here could name another object.
+
+    """
+    if blocked(doc, parts, embedded, carry=carry) is not None:
+        return False
+    current = doc
+    for i, name in enumerate(parts[:-1], start=1):
+        child = current.get(name)
+        if not isinstance(child, dict):
+            model = embedded.get(tuple(parts[:i]))
+            child = current[name] = {} if model is None else {MODEL_KEY: model}
+        current = child
+    current[parts[-1]] = value
     return True
-
-
-def set_path(doc: Document, parts: Sequence[str], value: Any) -> None:
-    """Set a value at a path, creating missing documents on the way (if it can be set)."""
-    parent = _parent(doc, parts, create=True) if settable(doc, parts) else None
-    if parent is not None:
-        parent[parts[-1]] = value
 
 
 def unset_path(doc: Document, parts: Sequence[str]) -> None:
@@ -223,10 +324,24 @@ def _all(checks: list[Any]) -> Any:
     return checks[0] if len(checks) == 1 else {"$and": checks}
 
 
-def settable_expr(parts: Sequence[str]) -> Any:
-    """True where a value can be set at a path (see `settable`)."""
+def _kinds(model: str | None, carry: bool) -> list[str]:
+    """The BSON types a value on the way may have for a value to be set below it."""
+    if model is None:
+        return ["object", "missing"]
+    return ["object", "missing", "null"] if carry else ["object"]
+
+
+def settable_expr(
+    parts: Sequence[str], embedded: Embedded = NO_EMBEDDED, carry: bool = False
+) -> Any:
+    """True where a value can be set at a path (see `blocked`).
+
+    Below a value that is missing or null, every path is missing.
+
+    """
     checks: list[Any] = [
-        {"$in": [{"$type": _field(parts[:i])}, ["object", "missing"]]} for i in range(1, len(parts))
+        {"$in": [{"$type": _field(parts[:i])}, _kinds(embedded.get(tuple(parts[:i])), carry)]}
+        for i in range(1, len(parts))
     ]
     return _all(checks)
 
@@ -235,39 +350,69 @@ def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
     return {"$setField": {"field": name, "input": base, "value": value}}
 
 
-def _fresh(parts: Sequence[str], value: Any) -> Any:
-    for name in reversed(parts):
-        value = {name: value}
-    return value
+def _fresh(at: tuple[str, ...], parts: Sequence[str], value: Any, embedded: Embedded) -> Any:
+    """A new document for the path `at`, holding `value` at `parts` inside it (an
+    embedded model's with its ``__model__``, as `set_path` makes it)."""
+    model = embedded.get(at)
+    made: dict[str, Any] = {} if model is None else {MODEL_KEY: literal(model)}
+    name = parts[0]
+    made[name] = value if len(parts) == 1 else _fresh((*at, name), parts[1:], value, embedded)
+    return made
 
 
-def setting_expr(base: Any, parts: Sequence[str], value: Any, done: tuple[str, ...] = ()) -> Any:
+def setting_expr(
+    base: Any,
+    parts: Sequence[str],
+    value: Any,
+    done: tuple[str, ...] = (),
+    embedded: Embedded = NO_EMBEDDED,
+) -> Any:
     """`base` (a document) with `value` set at a path, as `set_path` does.
 
-    `value` must evaluate to a value (never to missing).
+    `value` must evaluate to a value (never to missing). Where a value on
+    the way is missing or null a document is created: the caller checks
+    first, with `settable_expr`, that the path can be set.
 
     """
     name = parts[0]
     if len(parts) == 1:
         return _set_field(name, base, value)
-    child = _field((*done, name))
+    at = (*done, name)
+    child = _field(at)
     return {
         "$switch": {
             "branches": [
                 {
                     "case": _type_is(child, "object"),
                     "then": _set_field(
-                        name, base, setting_expr(child, parts[1:], value, (*done, name))
+                        name, base, setting_expr(child, parts[1:], value, at, embedded)
                     ),
                 },
                 {
-                    "case": _type_is(child, "missing"),
-                    "then": _set_field(name, base, _fresh(parts[1:], value)),
+                    "case": {"$in": [{"$type": child}, ["missing", "null"]]},
+                    "then": _set_field(name, base, _fresh(at, parts[1:], value, embedded)),
                 },
             ],
             "default": base,
         }
     }
+
+
+def setting_if_settable(
+    parts: Sequence[str], value: Any, embedded: Embedded, *, carry: bool, otherwise: Any
+) -> Any:
+    """The document with `value` set at a path where it can be set, else `otherwise`."""
+    return {
+        "$cond": [
+            settable_expr(parts, embedded, carry),
+            setting_expr("$$ROOT", parts, value, (), embedded),
+            otherwise,
+        ]
+    }
+
+
+#: The document marked as refused by the step: left as read (see `Operations.pipeline`).
+_REFUSED = {"$setField": {"field": FAILED_FIELD, "input": "$$ROOT", "value": True}}
 
 
 def unsetting_expr(base: Any, parts: Sequence[str], done: tuple[str, ...] = ()) -> Any:
@@ -316,12 +461,19 @@ def exists_query(parts: Sequence[str]) -> list[dict[str, Any]]:
     return found
 
 
-def settable_query(parts: Sequence[str]) -> list[dict[str, Any]]:
-    """Conditions true where `settable_expr` is."""
-    return [
-        {"$or": [{".".join(parts[:i]): {"$exists": False}}, _is_document(".".join(parts[:i]))]}
-        for i in range(1, len(parts))
-    ]
+def settable_query(parts: Sequence[str], embedded: Embedded = NO_EMBEDDED) -> list[dict[str, Any]]:
+    """Conditions true where a value can be set with a plain ``$set``: every
+    value on the way is a document, or missing where it is no embedded model
+    (``$set`` creates ``{}``). An embedded model to create is left to the
+    general form."""
+    found: list[dict[str, Any]] = []
+    for i in range(1, len(parts)):
+        name = ".".join(parts[:i])
+        if tuple(parts[:i]) in embedded:
+            found.append(_is_document(name))
+        else:
+            found.append({"$or": [{name: {"$exists": False}}, _is_document(name)]})
+    return found
 
 
 #: The fast form of an operation: query conditions, and the fields to set
@@ -609,12 +761,24 @@ class Operation:
     #: The name of the function that makes the operation, for `repr`.
     __op_name__: ClassVar[str] = ""
 
-    #: Whether the operation can fail on a document (then, on the server,
-    #: the document is left as read and the client path reports the error).
-    fallible: ClassVar[bool] = False
+    #: Whether the operation can refuse a document (then, on the server, the
+    #: document is left as read and the client path reports the error).
+    fallible: bool = False
+
+    #: Where the operation learns the embedded models on its paths (set by
+    #: `Operations`, for the step's version; see `bound`).
+    _embedded: Callable[[], Embedded] = staticmethod(lambda: NO_EMBEDDED)
 
     def apply(self, doc: Document) -> None:
-        """Change the document in place."""
+        """Change the document in place.
+
+        Raises
+        ------
+        OperationError
+            If the document cannot be changed as the operation says (it is
+            then left as it was read: the caller drops the copy).
+
+        """
         raise NotImplementedError
 
     def stages(self) -> list[dict[str, Any]]:
@@ -635,6 +799,18 @@ class Operation:
     def touches(self) -> set[str]:
         """The top-level fields the operation reads or writes."""
         raise NotImplementedError
+
+    def embedded(self) -> Embedded:
+        """The embedded models on the operation's paths, at the version it leaves
+        documents at (none known: empty)."""
+        return self._embedded()
+
+    def bound(self, source: Callable[[], Embedded]) -> Operation:
+        """The operation, learning its embedded models from `source` (a copy:
+        one operation may serve several steps)."""
+        made = copy.copy(self)
+        made._embedded = source
+        return made
 
     def inverse(self) -> Operation:
         """The operation that undoes this one.
@@ -677,15 +853,18 @@ class AddField(Operation):
         return (self.path, self.default)
 
     def apply(self, doc: Document) -> None:
-        set_path(doc, self.parts, copy_value(self.default))
+        set_path(doc, self.parts, copy_value(self.default), self.embedded())
 
     def stages(self) -> list[dict[str, Any]]:
         if len(self.parts) == 1:  # the common case, cheaper on the server
             return [{"$set": {self.path: literal(self.default)}}]
-        return [_replace(setting_expr("$$ROOT", self.parts, literal(self.default)))]
+        setting = setting_if_settable(
+            self.parts, literal(self.default), self.embedded(), carry=False, otherwise="$$ROOT"
+        )
+        return [_replace(setting)]
 
     def fast(self) -> Fast | None:
-        return settable_query(self.parts), {self.path: literal(self.default)}, []
+        return settable_query(self.parts, self.embedded()), {self.path: literal(self.default)}, []
 
     def touches(self) -> set[str]:
         return {self.parts[0]}
@@ -699,24 +878,18 @@ class SetDefaultWhereMissing(AddField):
 
     def apply(self, doc: Document) -> None:
         if get_path(doc, self.parts) is MISSING:
-            set_path(doc, self.parts, copy_value(self.default))
+            set_path(doc, self.parts, copy_value(self.default), self.embedded())
 
     def stages(self) -> list[dict[str, Any]]:
-        return [
-            _replace(
-                {
-                    "$cond": [
-                        exists_expr(self.parts),
-                        "$$ROOT",
-                        setting_expr("$$ROOT", self.parts, literal(self.default)),
-                    ]
-                }
-            )
-        ]
+        setting = setting_if_settable(
+            self.parts, literal(self.default), self.embedded(), carry=False, otherwise="$$ROOT"
+        )
+        return [_replace({"$cond": [exists_expr(self.parts), "$$ROOT", setting]})]
 
     def fast(self) -> Fast | None:
         missing = [{self.path: {"$exists": False}}]
-        return settable_query(self.parts) + missing, {self.path: literal(self.default)}, []
+        conditions = settable_query(self.parts, self.embedded()) + missing
+        return conditions, {self.path: literal(self.default)}, []
 
     def inverse(self) -> Operation:
         raise IrreversibleOperationError(
@@ -760,45 +933,75 @@ class RemoveField(Operation):
 
 
 class _FromTo(Operation):
-    """An operation taking a value from one path to another that does not overlap it."""
+    """An operation carrying a value from one path to another that does not overlap it.
+
+    Where the source is there but the destination cannot be set (see
+    `blocked`), the document is refused (`UnsettablePathError`): the value
+    would otherwise stay where the model may no longer read it.
+
+    """
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
         self.src_parts = split_path(src, what="source")
         self.dst_parts = split_path(dst, what="destination")
         _refuse_overlap(self.__op_name__, self.src_parts, self.dst_parts)
+        # Into the source's own document, or to the top, a value can always be set.
+        self.fallible = len(self.dst_parts) > 1 and self.dst_parts[:-1] != self.src_parts[:-1]
 
     def arguments(self) -> tuple[Any, ...]:
         return (self.src, self.dst)
 
     def conditions(self) -> list[dict[str, Any]]:
         """The fast form's conditions: the source is there and the destination can be set."""
-        return exists_query(self.src_parts) + settable_query(self.dst_parts)
+        return exists_query(self.src_parts) + settable_query(self.dst_parts, self.embedded())
 
     def touches(self) -> set[str]:
         return {self.src_parts[0], self.dst_parts[0]}
+
+    def carried(self, doc: Document) -> Any:
+        """The value to carry (`MISSING`: none), once the destination is checked.
+
+        Raises
+        ------
+        UnsettablePathError
+            If the value is there and cannot be set at the destination.
+
+        """
+        value = get_path(doc, self.src_parts)
+        if value is MISSING:
+            return MISSING
+        found = blocked(doc, self.dst_parts, self.embedded(), carry=True)
+        if found is not None:
+            where, what = found
+            raise UnsettablePathError(repr(self), self.dst, ".".join(where), what)
+        return value
+
+    def guarded(self, changed: Any, unchanged: Any = "$$ROOT") -> Any:
+        """`changed` where the source is there and the destination can be set; the
+        document refused where only the source is there; else `unchanged`."""
+        can = settable_expr(self.dst_parts, self.embedded(), carry=True)
+        return {
+            "$cond": [
+                exists_expr(self.src_parts),
+                {"$cond": [can, changed, _REFUSED]} if can is not True else changed,
+                unchanged,
+            ]
+        }
 
 
 class CopyField(_FromTo):
     __op_name__ = "copy_field"
 
     def apply(self, doc: Document) -> None:
-        value = get_path(doc, self.src_parts)
+        value = self.carried(doc)
         if value is not MISSING:
-            set_path(doc, self.dst_parts, copy_value(value))
+            set_path(doc, self.dst_parts, copy_value(value), self.embedded(), carry=True)
 
     def stages(self) -> list[dict[str, Any]]:
-        return [
-            _replace(
-                {
-                    "$cond": [
-                        exists_expr(self.src_parts),
-                        setting_expr("$$ROOT", self.dst_parts, _field(self.src_parts)),
-                        "$$ROOT",
-                    ]
-                }
-            )
-        ]
+        value = _field(self.src_parts)
+        setting = setting_expr("$$ROOT", self.dst_parts, value, (), self.embedded())
+        return [_replace(self.guarded(setting))]
 
     def fast(self) -> Fast | None:
         return self.conditions(), {self.dst: _field(self.src_parts)}, []
@@ -811,33 +1014,29 @@ class MoveField(_FromTo):
     __op_name__ = "move_field"
 
     def apply(self, doc: Document) -> None:
-        value = get_path(doc, self.src_parts)
-        if value is MISSING or not settable(doc, self.dst_parts):
+        value = self.carried(doc)
+        if value is MISSING:
             return
         unset_path(doc, self.src_parts)
-        set_path(doc, self.dst_parts, value)
+        set_path(doc, self.dst_parts, value, self.embedded(), carry=True)
 
     def stages(self) -> list[dict[str, Any]]:
-        # The condition holds the same before and after the first stage: the
-        # paths do not overlap, and setting `dst` keeps it settable.
-        moving = _all([exists_expr(self.src_parts), settable_expr(self.dst_parts)])
+        embedded = self.embedded()
+        value = _field(self.src_parts)
         if self.src_parts[0] != self.dst_parts[0]:
             # Apart from the top: one stage removes the source and sets the
             # destination (each expression reads the document as it was).
             moved = setting_expr(
-                unsetting_expr("$$ROOT", self.src_parts), self.dst_parts, _field(self.src_parts)
+                unsetting_expr("$$ROOT", self.src_parts), self.dst_parts, value, (), embedded
             )
-            return [_replace({"$cond": [moving, moved, "$$ROOT"]})]
+            return [_replace(self.guarded(moved))]
+        # The condition holds the same before and after the first stage: the
+        # paths do not overlap, and setting `dst` keeps it settable.
+        moving = _all(
+            [exists_expr(self.src_parts), settable_expr(self.dst_parts, embedded, carry=True)]
+        )
         return [
-            _replace(
-                {
-                    "$cond": [
-                        moving,
-                        setting_expr("$$ROOT", self.dst_parts, _field(self.src_parts)),
-                        "$$ROOT",
-                    ]
-                }
-            ),
+            _replace(self.guarded(setting_expr("$$ROOT", self.dst_parts, value, (), embedded))),
             _replace({"$cond": [moving, unsetting_expr("$$ROOT", self.src_parts), "$$ROOT"]}),
         ]
 
@@ -1393,15 +1592,37 @@ def set_validator(level: str | None = "moderate", action: str | None = None) -> 
 # Running a list of operations
 # ----------------------------------------------------------------------
 class Operations:
-    """A step's operations as a step function (the Python form)."""
+    """A step's operations as a step function (the Python form).
 
-    def __init__(self, operations: Iterable[Operation]) -> None:
-        self.operations = tuple(operations)
-        for op in self.operations:
+    Parameters
+    ----------
+    operations: iterable of Operation
+        The operations, in order.
+    embedded: mapping or callable, optional
+        The embedded models on the model's paths at the version the
+        operations leave documents at (`Embedded`), or a function giving
+        them when first needed: `atomdb_migrate.registry.register_step`
+        passes the registry's, which reads the step's ``schema``, or the
+        model class for a step arriving at the model's version. Without it,
+        no path is known to hold an embedded model.
+
+    """
+
+    def __init__(self, operations: Iterable[Operation], embedded: EmbeddedSource = None) -> None:
+        given = tuple(operations)
+        for op in given:
             if not isinstance(op, Operation):
                 raise TypeError(
                     f"not an operation: {op!r} (use the functions of atomdb_migrate.ops)"
                 )
+        if embedded is None:
+            source: Callable[[], Embedded] = Operation._embedded
+        elif callable(embedded):
+            source = embedded
+        else:
+            known = MappingProxyType(dict(embedded))
+            source = lambda: known  # noqa: E731
+        self.operations = tuple(op.bound(source) for op in given)
 
     def __call__(self, doc: Document) -> None:
         for op in self.operations:
@@ -1410,9 +1631,14 @@ class Operations:
     def __repr__(self) -> str:
         return f"[{', '.join(repr(op) for op in self.operations)}]"
 
-    def inverse(self) -> Operations:
-        """The operations that undo these, last first; see `Operation.inverse`."""
-        return Operations(op.inverse() for op in reversed(self.operations))
+    def inverse(self, embedded: EmbeddedSource = None) -> Operations:
+        """The operations that undo these, last first; see `Operation.inverse`.
+
+        `embedded`: the embedded models at the version they take documents
+        back to (see `Operations`).
+
+        """
+        return Operations((op.inverse() for op in reversed(self.operations)), embedded)
 
     def renames(self) -> list[RenameModel]:
         return [op for op in self.operations if isinstance(op, RenameModel)]
@@ -1473,6 +1699,17 @@ class Operations:
             stages.append({"$unset": unsets})
         return conditions, stages
 
+    def refusing(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """An aggregation counting the documents `query` matches that the operations
+        would refuse (``[{"refused": n}]``; nothing when none); no stages when
+        none of them can refuse one."""
+        if not any(op.fallible for op in self.operations):
+            return []
+        stages: list[dict[str, Any]] = [{"$match": query}]
+        for op in self.operations:
+            stages.extend(op.stages())
+        return [*stages, {"$match": {FAILED_FIELD: True}}, {"$count": "refused"}]
+
     def pipeline(self, to_version: str) -> list[dict[str, Any]]:
         """The update pipeline that runs the operations and sets the version.
 
@@ -1500,6 +1737,7 @@ class Operations:
 
 __all__ = [
     "MISSING",
+    "NO_EMBEDDED",
     "VALIDATION_ACTIONS",
     "VALIDATION_LEVELS",
     "AddField",
@@ -1512,17 +1750,20 @@ __all__ = [
     "IndexOperation",
     "MoveField",
     "Operation",
+    "OperationError",
     "Operations",
     "RemoveField",
     "RenameField",
     "RenameModel",
     "SetDefaultWhereMissing",
     "SetValidator",
+    "UnsettablePathError",
     "add_field",
     "convert",
     "copy_field",
     "create_index",
     "drop_index",
+    "embedded_models",
     "move_field",
     "remove_field",
     "rename_field",

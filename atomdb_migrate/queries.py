@@ -54,6 +54,7 @@ from .ops import (
     ConversionError,
     Convert,
     CopyField,
+    Embedded,
     MoveField,
     Operation,
     RemoveField,
@@ -122,9 +123,22 @@ def _through_documents(parts: tuple[str, ...]) -> Formula:
     return conj([neg(_type(p, "array")) for p in _prefixes(parts)] + [Atom(parts, "$exists", True)])
 
 
-def _settable(parts: tuple[str, ...]) -> Formula:
-    """A value can be set at a path (`ops.settable`)."""
-    return conj([disj([neg(Atom(p, "$exists", True)), _is_document(p)]) for p in _prefixes(parts)])
+def _settable(parts: tuple[str, ...], embedded: Embedded, carry: bool = False) -> Formula:
+    """A value can be set at a path, knowing its embedded models (`ops.blocked`)."""
+    checks: list[Formula] = []
+    for p in _prefixes(parts):
+        kinds = [_is_document(p)]
+        if p not in embedded:
+            kinds.append(neg(Atom(p, "$exists", True)))
+        elif carry:
+            kinds += [neg(Atom(p, "$exists", True)), _is_null(p)]
+        checks.append(disj(kinds))
+    return conj(checks)
+
+
+def _is_null(parts: tuple[str, ...]) -> Formula:
+    # $type "null" also matches a list holding a null.
+    return conj([_type(parts, "null"), neg(_type(parts, "array"))])
 
 
 def _within(path: tuple[str, ...], parts: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -138,10 +152,17 @@ def _above(path: tuple[str, ...], parts: tuple[str, ...]) -> bool:
 
 
 def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
-    """Where the value at `path` after `op` comes from; None where `op` leaves it alone."""
+    """Where the value at `path` after `op` comes from; None where `op` leaves it alone.
+
+    An embedded model a carried value creates (null or missing before) holds
+    its ``__model__`` after; a default is set only inside embedded models
+    that are there (see `ops.blocked`).
+
+    """
+    embedded = op.embedded()
     if isinstance(op, (AddField, SetDefaultWhereMissing)):
         target = op.parts
-        settable = _settable(target)
+        settable = _settable(target, embedded)
         rest = _within(path, target)
         if rest is not None:
             if type(op) is AddField:
@@ -162,10 +183,14 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
         return [(True, Shape(path))] if _above(path, op.parts) else None
     if isinstance(op, (MoveField, CopyField)):
         src, dst = op.src_parts, op.dst_parts
-        moved = conj([_through_documents(src), _settable(dst)])
+        moved = conj([_through_documents(src), _settable(dst, embedded, carry=True)])
         rest = _within(path, dst)
         if rest is not None:
             return [(moved, Field(src + rest)), (neg(moved), Field(path))]
+        made = path[:-1]
+        if path[-1:] == (MODEL_KEY,) and _above(made, dst) and made in embedded:
+            created = conj([moved, disj([neg(Atom(made, "$exists", True)), _is_null(made)])])
+            return [(created, Const(embedded[made])), (neg(created), Field(path))]
         if isinstance(op, MoveField) and _within(path, src) is not None:
             return [(moved, Const(MISSING)), (neg(moved), Field(path))]
         if _above(path, dst):

@@ -22,7 +22,7 @@ from .exceptions import ChainError, IrreversibleOperationError, UnknownModelErro
 from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
 
 if TYPE_CHECKING:
-    from .ops import Operation, Operations
+    from .ops import Embedded, Operation, Operations
 
 BASE = parse_version(BASE_VERSION)
 
@@ -55,6 +55,19 @@ def listen_to_aliases(listener: AliasListener) -> None:
     """Call `listener(name, cls)` whenever a former name comes to restore as `cls`,
     and `listener(name, None)` when it no longer does."""
     _ALIAS_LISTENERS.append(listener)
+
+
+#: Describes a model class's stored fields as a step's ``schema`` records
+#: them. `atomdb_migrate.schema` gives its `snapshot` when it is imported
+#: (the package imports it): the registry knows nothing of atom-db members.
+FieldsOf = Callable[[type], dict[str, Any]]
+
+_FIELDS_OF: list[FieldsOf] = []
+
+
+def describe_fields_with(describe: FieldsOf) -> None:
+    """Use `describe` to read a model class's stored fields (see `MigrationRegistry.fields_at`)."""
+    _FIELDS_OF.append(describe)
 
 
 class MigrationRegistry:
@@ -92,6 +105,8 @@ class MigrationRegistry:
         self._merged: dict[str, StepGraph] = {}
         self._merged_generation = -1
         self._announced: dict[str, Any] = {}
+        self._embedded: dict[tuple[str, Version], Embedded] = {}
+        self._embedded_generation = -1
 
     @classmethod
     def instance(cls) -> MigrationRegistry:
@@ -237,6 +252,39 @@ class MigrationRegistry:
                         graph.add(s)
             self._merged[key] = graph
         return graph
+
+    def fields_at(self, model: ModelRef, version: Version) -> dict[str, Any] | None:
+        """A model's stored fields at `version`, as a step's ``schema`` records them.
+
+        The ``schema`` of the step arriving at `version`; failing that, for
+        the model's own version, its class's fields. None when neither is
+        known (a step below the last one, recording no schema).
+
+        """
+        arriving = next((s for s in self.graph(model).steps if s.to_key == version), None)
+        if arriving is not None and arriving.schema is not None:
+            return arriving.schema
+        cls = self.models.get(self.resolve(model))
+        if cls is None or cls.__parsed_version__ != version or not _FIELDS_OF:
+            return None
+        return _FIELDS_OF[-1](cls)
+
+    def embedded_at(self, model: ModelRef, version: Version) -> Embedded:
+        """The embedded models on a model's paths at `version` (see `fields_at`):
+        what a step's operations create as atom-db stores them. Empty when not known."""
+        from .ops import NO_EMBEDDED, embedded_models
+
+        if self._embedded_generation != self.generation:
+            self._embedded = {}
+            self._embedded_generation = self.generation
+        key = (self.resolve(model), version)
+        found = self._embedded.get(key)
+        if found is None:
+            fields = self.fields_at(model, version)
+            found = self._embedded[key] = (
+                embedded_models(fields) if fields is not None else NO_EMBEDDED
+            )
+        return found
 
     def add_step(self, step: Step) -> Step:
         """Register a step; see `StepGraph.add` for the errors it raises.
@@ -417,6 +465,7 @@ def register_step(
     """
     name = model_name(model)
     declared = check_changes(changes)
+    owner = registry or MigrationRegistry.instance()
     if not message and upgrade is not None:
         doc = (getattr(upgrade, "__doc__", None) or "").strip()
         message = doc.splitlines()[0] if doc else ""
@@ -437,8 +486,14 @@ def register_step(
     else:
         from .ops import Operations
 
-        ops = Operations(operations)
-        up, down, reason = _operation_functions(ops, upgrade, downgrade)
+        # What a path goes through is read when the step first runs: the
+        # model class may be defined after its steps are registered.
+        start = parse_version(str(from_version), model=name, what="step version")
+        end = parse_version(str(to_version), model=name, what="step version")
+        ops = Operations(operations, lambda: owner.embedded_at(name, end))
+        up, down, reason = _operation_functions(
+            ops, upgrade, downgrade, lambda: owner.embedded_at(name, start)
+        )
         step_ = Step(
             model=name,
             from_version=str(from_version),
@@ -453,7 +508,7 @@ def register_step(
             schema=schema,
             changes=declared,
         )
-    return (registry or MigrationRegistry.instance()).add_step(step_)
+    return owner.add_step(step_)
 
 
 def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -480,7 +535,10 @@ def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
 
 
 def _operation_functions(
-    ops: Operations, upgrade: StepFunction | None, downgrade: StepFunction | None
+    ops: Operations,
+    upgrade: StepFunction | None,
+    downgrade: StepFunction | None,
+    before: Callable[[], Embedded],
 ) -> tuple[StepFunction, StepFunction | None, str]:
     """A step's upgrade and downgrade functions from its operations and functions.
 
@@ -489,7 +547,8 @@ def _operation_functions(
     a document from the step's ``to_version`` back to its ``from_version``,
     undoing the upgrade function and the operations alike. Without one, a
     step made only of operations derives its downgrade from their exact
-    inverses, where they all have one.
+    inverses, where they all have one, which learn the embedded models at
+    the step's ``from_version`` from `before`.
 
     Returns the upgrade function, the downgrade function (None when there is
     none) and, then, why.
@@ -510,7 +569,7 @@ def _operation_functions(
     if upgrade is not None:
         return up, None, "has no downgrade function"
     try:
-        return up, ops.inverse(), ""
+        return up, ops.inverse(before), ""
     except IrreversibleOperationError as exc:
         return up, None, f"cannot be downgraded: {exc} (or give the step a downgrade function)"
 

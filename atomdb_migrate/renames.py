@@ -8,7 +8,9 @@ a class moved to another module strands its data. For a step with
 1. renames the collection ``old`` to ``new``; if both exist (the new code
    already saved documents under the new name) it moves the documents the
    new collection lacks, by ``_id``, and drops the old one: a document saved
-   by the new code wins;
+   by the new code wins, and one it deleted (from both names, see
+   `atomdb_migrate.model.VersionedModel.delete`) is not brought back, even
+   when deleted while the merge moves it;
 2. rewrites ``__model__: old`` to ``new`` in the references stored in every
    collection of the database, at any depth and inside lists, with updates
    guarded on the fields they change, so a concurrent write is never lost.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo.errors import BulkWriteError
@@ -32,8 +34,8 @@ from .documents import Document, copy_document
 from .exceptions import MigrateError, short_repr
 from .mongo import batches, bulk_update, collection_names, exact_filters
 from .ops import rename_references
-from .versions import VERSION_KEY, stored_version
-from .writes import Write, conditional_update
+from .versions import VERSION_KEY, stored_version, version_key
+from .writes import Write, guard, guarded_write
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -68,6 +70,10 @@ class RenameReport:
     discarded: int = 0
     #: Documents whose references were rewritten, in any collection.
     references: int = 0
+    #: Documents the merge inserted and has not yet checked the old collection
+    #: still holds (see `rename_collection`): kept across a call sent again
+    #: after a transient fault, which would no longer find them there.
+    unchecked: list[Document] = field(default_factory=list, repr=False)
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -95,18 +101,26 @@ async def rename_collection(
         log.info("renamed collection %s to %s", report.old, report.new)
         return
     source, target = database[report.old], database[report.new]
+    if report.unchecked:  # a call sent again: check what the last one may have inserted
+        await _undo_deleted(source, target, report.unchecked)
+        report.unchecked = []
     async for batch in batches(source.find({}, sort=[("_id", 1)]), batch_size):
         if lock is not None:
             lock.check()
+        report.unchecked = batch  # an insert that fails may have inserted some
         try:
-            result = await target.insert_many(batch, ordered=False)
-            report.moved += len(result.inserted_ids)
+            await target.insert_many(batch, ordered=False)
+            inserted = batch
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-            report.moved += int(exc.details.get("nInserted", 0))
-            await _keep_newer(target, [batch[e["index"]] for e in errors], report)
+            taken = {e["index"] for e in errors}
+            inserted = [d for i, d in enumerate(batch) if i not in taken]
+            await _keep_newer(target, [batch[i] for i in sorted(taken)], report)
+        report.moved += len(inserted)
+        report.moved -= await _undo_deleted(source, target, inserted)
+        report.unchecked = []
     await database.drop_collection(report.old)
     report.collection = "merged"
     log.info(
@@ -118,6 +132,37 @@ async def rename_collection(
         report.replaced,
         report.discarded,
     )
+
+
+async def _undo_deleted(source: Any, target: Any, inserted: list[Document]) -> int:
+    """Take out of `target` the copies just inserted from `source` that the new code
+    deleted meanwhile (`VersionedModel.delete` removes the old copy first); return
+    how many.
+
+    Between the merge's read of a batch and its insert, the new code may have
+    read a document under the former name and deleted it: the insert would
+    bring it back. A copy is taken out only as it was inserted, so a save by
+    the new code since then is kept. (A run killed between the insert and
+    this check leaves such a document: the next run no longer finds it under
+    the former name.)
+
+    """
+    if not inserted:
+        return 0
+    ids = [d["_id"] for d in inserted]
+    still = {version_key(d["_id"]) async for d in source.find({"_id": {"$in": ids}}, {"_id": 1})}
+    gone = [d for d in inserted if version_key(d["_id"]) not in still]
+    undone = 0
+    for doc in gone:
+        exact = guard(doc, complete=True, exact=exact_filters(target))
+        undone += int((await target.delete_one(exact)).deleted_count)
+        log.info(
+            "%s _id=%s: deleted under %s while the merge moved it: not brought back",
+            target.name,
+            short_repr(doc["_id"]),
+            source.name,
+        )
+    return undone
 
 
 def _version_of(doc: Document) -> tuple[Any, ...]:
@@ -216,7 +261,7 @@ async def rewrite_references(
         pending = writes.setdefault(name, [])
         try:
             expressions = exact_filters(database)
-            pending.append(conditional_update(doc, changed, (), expressions=expressions))
+            pending.append(guarded_write(doc, changed, (), expressions=expressions))
         except ValueError as exc:
             log.warning("%s: references of _id=%r not rewritten: %s", name, doc.get("_id"), exc)
             continue

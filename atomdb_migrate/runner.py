@@ -43,6 +43,7 @@ from .collection_state import CollectionState
 from .documents import Document
 from .exceptions import (
     ChainError,
+    GuardTooLargeError,
     InvalidVersionError,
     MigrateError,
     ServerError,
@@ -57,6 +58,7 @@ from .history import MAX_FAILURES
 from .model import VersionedModel, restore_check
 from .mongo import (
     after,
+    aggregate,
     batches,
     bulk_update,
     collection_names,
@@ -81,7 +83,7 @@ from .versions import (
     stored_version,
     version_key,
 )
-from .writes import conditional_update
+from .writes import Write, guarded_write
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -240,6 +242,10 @@ class ModelReport:
     #: Steps run on the server, by "from -> to": the documents each changed
     #: (dry run: the documents each would change).
     server_steps: dict[str, int] = field(default_factory=dict)
+    #: Dry run: of the documents stored at a server step's version, those it
+    #: would refuse (a value that does not convert, or cannot be put where it
+    #: is moved), by "from -> to". A run fails them (``failed``).
+    would_refuse: dict[str, int] = field(default_factory=dict)
     #: Renames of the model's former names (``ops.rename_model``).
     renames: list[RenameReport] = field(default_factory=list)
     #: Documents written again after the server failed during the run: a
@@ -336,12 +342,10 @@ def _stored(raw: Any) -> Version | None:
 class _Write:
     """One conditional update, and the document and chain it comes from."""
 
-    __slots__ = ("doc", "new", "plan", "query", "update")
+    __slots__ = ("doc", "new", "plan", "write")
 
-    def __init__(
-        self, doc: Document, plan: Plan, query: dict[str, Any], update: Any, new: Document
-    ) -> None:
-        self.doc, self.plan, self.query, self.update, self.new = doc, plan, query, update, new
+    def __init__(self, doc: Document, plan: Plan, write: Write, new: Document) -> None:
+        self.doc, self.plan, self.write, self.new = doc, plan, write, new
 
 
 @dataclass
@@ -556,6 +560,9 @@ class Runner:
         if self.options.dry_run:
             for s in server:
                 report.server_steps[_label(s)] = report.steps.get(_label(s), 0)
+                refused = await self._count_refused(run, s, [raw for raw, _ in surveyed.rows])
+                if refused:
+                    report.would_refuse[_label(s)] = refused
             await state.run_indexes(drops)
             await state.set_validator()
             await self._sample(run)
@@ -817,6 +824,32 @@ class Runner:
             return set()
         return steps if self.server_side and self.only is None else set()
 
+    def _at_start(self, run: _Pass, step: Step, raws: list[Any]) -> Any:
+        """The ``__version__`` condition of the documents a server step starts from:
+        each stored form of its version found, and its canonical string."""
+        start = step.to_version if run.direction.down else step.from_version
+        at_start = parse_version(start)
+        forms = {version_key(r): r for r in [r for r in raws if _stored(r) == at_start] + [start]}
+        values = list(forms.values())
+        return {"$in": values} if len(values) > 1 else values[0]
+
+    async def _count_refused(self, run: _Pass, step: Step, raws: list[Any]) -> int:
+        """Dry run: how many documents stored at a server step's version it would refuse.
+
+        The step's stages run in an aggregation, which writes nothing.
+
+        """
+        operations = step.downgrade_fn if run.direction.down else step.upgrade_fn
+        assert isinstance(operations, Operations)
+        stages = operations.refusing({VERSION_KEY: self._at_start(run, step, raws)})
+        if not stages:
+            return 0
+        found = await self.retry.call(
+            f"counting what step {_label(step)} would refuse",
+            partial(aggregate, run.collection, stages),
+        )
+        return int(found[0]["refused"]) if found else 0
+
     async def _server_step(self, run: _Pass, step: Step, raws: list[Any]) -> bool:
         """Run one step of operations as ``update_many`` calls; False if the server refused it.
 
@@ -835,10 +868,7 @@ class Runner:
         start, end = step.from_version, step.to_version
         if run.direction.down:
             start, end = end, start
-        at_start = parse_version(start)
-        forms = {version_key(r): r for r in [r for r in raws if _stored(r) == at_start] + [start]}
-        values = list(forms.values())
-        version: Any = {"$in": values} if len(values) > 1 else values[0]
+        version = self._at_start(run, step, raws)
         expected = report.steps.get(_label(step), 0)
         self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
         if self.lock is not None:
@@ -1015,10 +1045,13 @@ class Runner:
                 plan.raise_for(doc.get("_id"))
             new, fields = await apply_chain(plan.steps, doc, downgrade=run.direction.down)
             try:
-                query, update = conditional_update(doc, new, fields, expressions=self._expressions)
+                write = guarded_write(doc, new, fields, expressions=self._expressions)
+            except GuardTooLargeError as exc:
+                raise _result_error(run, doc, plan, f"cannot be written safely: {exc}") from None
             except ValueError as exc:
-                raise _result_error(run, doc, plan, str(exc)) from None
-            return plan, _Write(doc, plan, query, update, new)
+                problem = f"gave a document that cannot be written: {exc}"
+                raise _result_error(run, doc, plan, problem) from None
+            return plan, _Write(doc, plan, write, new)
         except (StepError, ChainError, InvalidVersionError) as exc:
             if not self.options.continue_on_error:
                 raise
@@ -1066,7 +1099,7 @@ class Runner:
             self.lock.check()
         what = f"writing to {run.collection.name}"
         result = await self.retry.call(
-            what, lambda: bulk_update(run.collection, [(w.query, w.update) for w in writes])
+            what, lambda: bulk_update(run.collection, [w.write for w in writes])
         )
         refused = self._refused(run, writes, result.refused)
         unmatched = len(writes) - result.matched - len(result.refused)
@@ -1094,7 +1127,7 @@ class Runner:
                 if self.lock is not None:
                     self.lock.check()
                 second = await self.retry.call(
-                    what, lambda: bulk_update(run.collection, [(w.query, w.update) for w in again])
+                    what, lambda: bulk_update(run.collection, [w.write for w in again])
                 )
                 refused = refused or self._refused(run, again, second.refused)
                 retried += second.matched
@@ -1124,7 +1157,8 @@ class Runner:
         first: StepResultError | None = None
         for index, reason in sorted(refused.items()):
             write = writes[index]
-            error = _result_error(run, write.doc, write.plan, f"the server refused it: {reason}")
+            problem = f"gave a document that cannot be written: the server refused it: {reason}"
+            error = _result_error(run, write.doc, write.plan, problem)
             if self.options.continue_on_error:
                 self._record_failure(run.report, write.doc.get("_id"), error)
             elif first is None:
@@ -1185,11 +1219,12 @@ class Runner:
 
 
 def _result_error(run: _Pass, doc: Document, plan: Plan, problem: str) -> StepResultError:
-    """A document whose chain ran, but whose result cannot be written."""
+    """A document whose chain ran, but whose result cannot be written (`problem`
+    says why, after the step's name)."""
     last = plan.steps[-1]
     end = last.from_version if run.direction.down else last.to_version
     return StepResultError(
-        f"gave a document that cannot be written: {problem}",
+        problem,
         model=run.report.model,
         doc_id=doc.get("_id"),
         from_version=_version_name(doc.get(VERSION_KEY)),

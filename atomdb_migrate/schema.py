@@ -53,6 +53,7 @@ from packaging.version import Version
 from .exceptions import ConfigError, short_repr
 from .literals import Source
 from .ops import CONVERSIONS, check_value
+from .registry import describe_fields_with
 from .versions import Step, StepGraph
 
 if TYPE_CHECKING:
@@ -762,3 +763,7 @@ def upgrade_to_write(computed: list[str], by_hand: list[str]) -> str:
         f"{listed}{why}"
         f"    raise NotImplementedError({message!r})\n"
     )
+
+
+# The registry reads a model's embedded models at its version from its class.
+describe_fields_with(snapshot)

@@ -638,3 +638,35 @@ def test_workspaces_closed_in_any_order_leave_the_manager_as_found() -> None:
     assert manager.database == "db-two", "the later one is still open"
     second.restore()
     assert manager.get_member("database").get_slot(manager) is before
+
+
+# ---------------------------------------------------------------------------
+# Issue 22, item 5: a large document whose list a step reads
+# ---------------------------------------------------------------------------
+#: 5,700 tags of about 1 KB: a 5.5 MB list, as the issue found it.
+TAGS = [f"tag-{i:05d}-" + "t" * 990 for i in range(5700)]
+
+
+def rename_tags(doc: dict[str, Any]) -> None:
+    doc["labels"] = doc.pop("tags")
+
+
+async def test_a_large_list_a_step_moves_is_upgraded(db: Any, registry: MigrationRegistry) -> None:
+    register_step(Watched, 1, 2, rename_tags)
+    _id = (await Watched.objects.insert_one({"tags": TAGS, "__version__": "1"})).inserted_id
+    report = await Runner(db, RunOptions(continue_on_error=True)).upgrade(Watched)
+    assert (report.migrated, report.failed) == (1, 0), report.failures
+    doc = await stored(Watched, _id)
+    assert doc["labels"] == TAGS and "tags" not in doc and doc["__version__"] == "2"
+
+
+async def test_a_large_list_a_step_moves_is_written_back(
+    db: Any, registry: MigrationRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_step(Watched, 1, 2, rename_tags)
+    _id = (await Watched.objects.insert_one({"tags": TAGS, "__version__": "1"})).inserted_id
+    with caplog.at_level(logging.INFO, logger="atomdb_migrate"):
+        await Watched.restore(await stored(Watched, _id))
+    assert "not written back" not in caplog.text
+    doc = await stored(Watched, _id)
+    assert doc["labels"] == TAGS and "tags" not in doc and doc["__version__"] == "2"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from atom.api import Instance, Int, List, Str
 from atomdb.nosql import NoSQLModel
+from bson import ObjectId
 from click.testing import CliRunner
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
@@ -133,6 +134,43 @@ async def test_reads_before_the_upgrade(db: Any, chain: MigrationRegistry) -> No
         for c, i in zip(customers, ids, strict=True):
             await c.load()
             assert (c.first, c.last) == EXPECTED[i], i
+
+
+async def test_a_customer_deleted_before_the_upgrade_stays_deleted(
+    db: Any, chain: MigrationRegistry
+) -> None:
+    """Read through references under A and B (the first saved by the new code first,
+    under C); deleted: under every name, and the upgrade's merges bring neither back."""
+    ada, grace, kept = ObjectId(), ObjectId(), ObjectId()
+    await db[A].insert_one({"_id": ada, "__model__": A, "__version__": "2", "first": "Ada"})
+    await db[B].insert_many(
+        [
+            {"_id": grace, "__model__": B, "__version__": "3", "first": "Grace"},
+            {"_id": kept, "__model__": B, "__version__": "3", "first": "Kept"},
+        ]
+    )
+    await db["moves.Order"].insert_one(
+        {
+            "_id": 10,
+            "number": 10,
+            "customer": ref(A, 0) | {"_id": ada},
+            "cc": [ref(B, 1) | {"_id": grace}],
+        }
+    )
+    Customer.objects.cache.clear()
+    order = await Order.restore(await db["moves.Order"].find_one({"number": 10}))
+    first, second = order.customer, order.cc[0]
+    for c in (first, second):
+        await c.load()
+    assert [first.first, second.first] == ["Ada", "Grace"]
+    first.first = "Ada2"
+    await first.save()
+    assert await db[C].find_one({"_id": ada}) is not None, "saved under C beside A's copy"
+    await first.delete()
+    await second.delete()
+    await Runner(db).upgrade(Customer)
+    assert [d["_id"] async for d in db[C].find({})] == [kept]
+    assert sorted(await db.list_collection_names()) == sorted([C, "moves.Order"])
 
 
 async def test_the_upgrade_moves_everything_to_the_last_name(

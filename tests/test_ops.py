@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import textwrap
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +62,6 @@ def applied(op: ops.Operation, doc: dict[str, Any]) -> dict[str, Any]:
         (ops.move_field("meta.status", "status"), {"meta": {"status": "x", "k": 1}},
          {"meta": {"k": 1}, "status": "x"}),
         (ops.move_field("a", "x.y"), {"a": 1, "x": {"y": 0}}, {"x": {"y": 1}}),
-        # ...nothing moves where the destination cannot be set
-        (ops.move_field("a", "x.y"), {"a": 1, "x": 5}, {"a": 1, "x": 5}),
         # copy_field
         (ops.copy_field("a.b", "c"), {"a": {"b": [1]}}, {"a": {"b": [1]}, "c": [1]}),
         (ops.copy_field("a", "c"), {"c": 1}, {"c": 1}),
@@ -342,3 +342,91 @@ def test_bad_step_modules_of_operations(
         load_migrations(tmp_path, registry=registry)
     ((path, at, text),) = info.value.problems
     assert path.endswith("0001_bad.py") and at == line and message in text
+
+
+# ----------------------------------------------------------------------
+# Paths through embedded models (issue 22, item 1)
+# ----------------------------------------------------------------------
+ADDRESS = "shop.Address"
+GEO = "shop.Geo"
+#: ``address`` is an embedded model, and so is ``address.geo`` inside it.
+EMBEDDED = {("address",): ADDRESS, ("address", "geo"): GEO}
+
+
+def run(operations: list[ops.Operation], doc: dict[str, Any]) -> dict[str, Any]:
+    ops.Operations(operations, embedded=EMBEDDED)(doc)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "op, before, after",
+    [
+        # a value carried into an embedded model that is null or missing creates
+        # it as atom-db stores one: with its __model__
+        (ops.move_field("zip", "address.zip"), {"zip": "55555", "address": None},
+         {"address": {"__model__": ADDRESS, "zip": "55555"}}),
+        (ops.move_field("zip", "address.zip"), {"zip": "55555"},
+         {"address": {"__model__": ADDRESS, "zip": "55555"}}),
+        (ops.move_field("zip", "address.zip"),
+         {"zip": "1", "address": {"__model__": ADDRESS, "city": "X"}},
+         {"address": {"__model__": ADDRESS, "city": "X", "zip": "1"}}),
+        (ops.copy_field("lat", "address.geo.lat"), {"lat": 1.5, "address": None},
+         {"lat": 1.5, "address": {"__model__": ADDRESS, "geo": {"__model__": GEO, "lat": 1.5}}}),
+        (ops.copy_field("lat", "address.geo.lat"),
+         {"lat": 1.5, "address": {"__model__": ADDRESS, "geo": None}},
+         {"lat": 1.5, "address": {"__model__": ADDRESS, "geo": {"__model__": GEO, "lat": 1.5}}}),
+        (ops.rename_field("zip", "address.zip"), {"zip": "2"},
+         {"address": {"__model__": ADDRESS, "zip": "2"}}),
+        # a plain document on the way is created as {}, as before
+        (ops.move_field("zip", "extra.zip"), {"zip": "3"}, {"extra": {"zip": "3"}}),
+        # nothing to carry: nothing is created
+        (ops.move_field("zip", "address.zip"), {"address": None}, {"address": None}),
+        # a default is not set inside an embedded model that is not there: the
+        # object has none, and gets none
+        (ops.add_field("address.zip", ""), {"address": None}, {"address": None}),
+        (ops.add_field("address.zip", ""), {}, {}),
+        (ops.set_default_where_missing("address.zip", ""), {"address": None}, {"address": None}),
+        (ops.set_default_where_missing("address.zip", ""), {}, {}),
+        (ops.set_default_where_missing("address.geo.lat", 0), {"address": {"__model__": ADDRESS}},
+         {"address": {"__model__": ADDRESS}}),
+        (ops.set_default_where_missing("address.zip", ""), {"address": {"__model__": ADDRESS}},
+         {"address": {"__model__": ADDRESS, "zip": ""}}),
+        (ops.add_field("extra.n", 0), {}, {"extra": {"n": 0}}),
+    ],
+)  # fmt: skip
+def test_paths_through_embedded_models(
+    op: ops.Operation, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    assert run([op], before) == after
+
+
+@pytest.mark.parametrize(
+    "op, doc",
+    [
+        (ops.move_field("zip", "address.zip"), {"zip": "1", "address": "Main St"}),
+        (ops.move_field("zip", "address.zip"), {"zip": "1", "address": [{"zip": "0"}]}),
+        (ops.move_field("zip", "extra.zip"), {"zip": "1", "extra": None}),
+        (ops.copy_field("zip", "extra.zip"), {"zip": "1", "extra": 5}),
+        (ops.rename_field("zip", "extra.zip"), {"zip": "1", "extra": None}),
+        (ops.move_field("a", "x.y"), {"a": 1, "x": 5}),
+    ],
+)
+def test_a_value_that_cannot_be_put_where_it_goes_refuses_the_document(
+    op: ops.Operation, doc: dict[str, Any]
+) -> None:
+    """Never left where the model no longer reads it: the document fails the step."""
+    before = copy.deepcopy(doc)
+    with pytest.raises(ops.UnsettablePathError) as info:
+        run([op], doc)
+    assert info.value.path == op.dst and doc == before
+    assert repr(op) in str(info.value) or op.dst in str(info.value)
+
+
+def test_a_refused_document_is_not_bumped(registry: MigrationRegistry) -> None:
+    class Plain(VersionedModel):
+        __model__ = "test_ops.Plain"
+        __version__ = 1
+
+    register_step(Plain, 0, 1, operations=[ops.move_field("zip", "extra.zip")])
+    with pytest.raises(StepFailedError, match="extra"):
+        asyncio.run(Plain.upgrade_state({"_id": 1, "zip": "1", "extra": None}))

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, MongoClient
 
 from atomdb_migrate import (
-    ConversionError,
     MigrationRegistry,
     VersionedModel,
     ops,
@@ -76,13 +75,40 @@ json_date = st.fixed_dictionaries(
     },
 )
 
+#: The ``__model__`` names of the embedded models in generated documents.
+MODELS = ("m.A", "m.B")
+
+
+def as_embedded(fields: dict[str, Any], name: str) -> dict[str, Any]:
+    """An embedded model as atom-db stores one: its fields, and its ``__model__``."""
+    return {**fields, "__model__": name}
+
+
 value = st.recursive(
     st.one_of(scalar, json_date),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(key, inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(key, inner, max_size=3),
+        # embedded models, alone or in lists, as atom-db stores them
+        st.builds(as_embedded, st.dictionaries(key, inner, max_size=3), st.sampled_from(MODELS)),
+        st.lists(
+            st.builds(
+                as_embedded, st.dictionaries(key, inner, max_size=2), st.sampled_from(MODELS)
+            ),
+            max_size=2,
+        ),
+    ),
     max_leaves=8,
 )
-document = st.dictionaries(key, value, max_size=3)
+# Null and missing parents: the keys a path goes through are often null or left out.
+document = st.dictionaries(key, st.one_of(st.none(), value), max_size=3)
 documents = st.lists(document, min_size=1, max_size=8)
+
+#: Which paths the step knows to hold an embedded model (as a step's schema
+#: or its model class says): none, or some of the paths the documents use.
+embedded = st.dictionaries(
+    st.lists(key, min_size=1, max_size=2).map(tuple), st.sampled_from(MODELS), max_size=3
+)
 default = st.one_of(scalar, st.lists(scalar, max_size=2), st.dictionaries(key, scalar, max_size=2))
 
 
@@ -150,27 +176,33 @@ def normal(value: Any) -> Any:
     return value
 
 
-def both_ways(database: Any, operations: list[ops.Operation], docs: list[dict[str, Any]]) -> int:
-    """Run the operations both ways; return how many documents failed in Python."""
+def both_ways(
+    database: Any,
+    operations: list[ops.Operation],
+    docs: list[dict[str, Any]],
+    models: dict[tuple[str, ...], str] | None = None,
+) -> int:
+    """Run the operations both ways, knowing the embedded models `models`; return
+    how many documents failed (were refused) in Python."""
     collection = database["docs"]
     collection.delete_many({})
     collection.insert_many([{**d, "_id": i, "__version__": "1"} for i, d in enumerate(docs)])
     stored = {d["_id"]: d for d in collection.find()}
+    steps = ops.Operations(operations, embedded=models)
 
     expected: dict[int, Any] = {}
     failed = 0
     for _id, doc in stored.items():
         mine = copy_document(doc)
         try:
-            for op in operations:
-                op.apply(mine)
+            steps(mine)
             mine["__version__"] = "2"
-        except ConversionError:
+        except ops.OperationError:
             mine = doc  # the server leaves it as it was, for the client to report
             failed += 1
         expected[_id] = mine
 
-    for query, pipeline in ops.Operations(operations).server_updates({"__version__": "1"}, "2"):
+    for query, pipeline in steps.server_updates({"__version__": "1"}, "2"):
         collection.update_many(query, pipeline)
     result = {d["_id"]: d for d in collection.find()}
     for _id, mine in expected.items():
@@ -178,6 +210,8 @@ def both_ways(database: Any, operations: list[ops.Operation], docs: list[dict[st
             f"operations {operations!r}\nstored   {stored[_id]!r}\n"
             f"python   {mine!r}\nserver   {result[_id]!r}"
         )
+    refused = collection.count_documents({"__version__": "1"})
+    assert refused == failed, f"{operations!r}: the server left {refused}, Python refused {failed}"
     return failed
 
 
@@ -194,9 +228,11 @@ def test_python_and_server_agree(name: str, server: Any, long: bool) -> None:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
-    @given(st.lists(OPERATIONS[name], min_size=1, max_size=2), documents)
-    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
-        counts[1] += both_ways(server, operations, docs)
+    @given(st.lists(OPERATIONS[name], min_size=1, max_size=2), documents, embedded)
+    def check(
+        operations: list[ops.Operation], docs: list[dict[str, Any]], models: dict[Any, str]
+    ) -> None:
+        counts[1] += both_ways(server, operations, docs, models)
         counts[0] += 1
 
     check()
@@ -210,9 +246,11 @@ def test_mixed_steps_agree(server: Any, long: bool) -> None:
     @settings(
         max_examples=600 if long else 60, deadline=None, suppress_health_check=list(HealthCheck)
     )
-    @given(st.lists(any_operation, min_size=2, max_size=5), documents)
-    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
-        both_ways(server, operations, docs)
+    @given(st.lists(any_operation, min_size=2, max_size=5), documents, embedded)
+    def check(
+        operations: list[ops.Operation], docs: list[dict[str, Any]], models: dict[Any, str]
+    ) -> None:
+        both_ways(server, operations, docs, models)
 
     check()
 
@@ -244,9 +282,11 @@ def test_the_fast_form_agrees_alone(server: Any, long: bool) -> None:
     @settings(
         max_examples=600 if long else 60, deadline=None, suppress_health_check=list(HealthCheck)
     )
-    @given(st.lists(fast_ones, min_size=1, max_size=3), documents)
-    def check(operations: list[ops.Operation], docs: list[dict[str, Any]]) -> None:
-        steps = ops.Operations(operations)
+    @given(st.lists(fast_ones, min_size=1, max_size=3), documents, embedded)
+    def check(
+        operations: list[ops.Operation], docs: list[dict[str, Any]], models: dict[Any, str]
+    ) -> None:
+        steps = ops.Operations(operations, embedded=models)
         fast = steps.fast_update("2")
         if fast is None:
             return
@@ -318,6 +358,42 @@ def test_every_shape_on_the_way(op: ops.Operation, server: Any) -> None:
     """Scalars, nulls, lists and documents on a path: the fast form's conditions hold exactly."""
     assert ops.Operations([op]).fast_update("2") is not None
     both_ways(server, [op], AWKWARD)
+
+
+EMBEDDED_SHAPES: list[dict[str, Any]] = [
+    {},
+    {"a": None, "c": 1},
+    {"a": {"__model__": "m.A"}, "c": "x"},
+    {"a": {"__model__": "m.A", "b": None}, "c": [1]},
+    {"a": {"__model__": "m.A", "b": {"__model__": "m.B", "c": 2}}, "c": {"a": 1}},
+    {"a": [{"__model__": "m.A", "b": 1}], "c": 3},
+    {"a": "text", "c": 4},
+    {"b": None, "c": 5},
+    {"b": {"a": None}, "c": 6},
+]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ops.move_field("c", "a.b.c"),
+        ops.copy_field("c", "a.b"),
+        ops.rename_field("c", "a.c"),
+        ops.move_field("c", "b.a.c"),
+        ops.add_field("a.b.c", 0),
+        ops.set_default_where_missing("a.b", 0),
+        ops.set_default_where_missing("b.a.b", 0),
+    ],
+    ids=repr,
+)
+def test_every_shape_through_embedded_models(op: ops.Operation, server: Any) -> None:
+    """``a`` and ``a.b`` are embedded models, ``b.a`` one inside a plain document:
+    null, missing, there, in a list, or in the way."""
+    models = {("a",): "m.A", ("a", "b"): "m.B", ("b", "a"): "m.C"}
+    failed = both_ways(server, [op], EMBEDDED_SHAPES, models)
+    # Refused: where "a" is text or a list, or (for "b.a") "b" is a plain null.
+    refusing = {"b": 1, "a": 2} if isinstance(op, (ops.MoveField, ops.CopyField)) else {}
+    assert failed == refusing.get(op.dst_parts[0] if refusing else "", 0)
 
 
 def test_conversions_do_convert(server: Any) -> None:

@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from atom.api import Instance, Str
+from atomdb.nosql import NoSQLModel
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pymongo import MongoClient
+from pymongo.errors import AutoReconnect
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step, renames
+from atomdb_migrate.model import find_document
+from atomdb_migrate.mongo import batches
 from atomdb_migrate.runner import Runner, RunOptions
 
 from .project import ROOT
@@ -305,3 +313,253 @@ async def test_a_rename_counts_only_references_and_skips_views(
     assert rename.references == 50, "the 50 orders; not the 50 moved customers"
     assert report.migrated == 50
     assert await db["orders"].count_documents({"customer.__model__": Renamed.__model__}) == 50
+
+
+# ----------------------------------------------------------------------
+# A delete before upgrade: never brought back (issue 22, item 2)
+# ----------------------------------------------------------------------
+OLD_PERSON = "old.Person"
+
+
+class Person(VersionedModel):
+    """Moved from ``old.Person``; its documents are still stored there until upgrade."""
+
+    __model__ = "test_rename_model.Person"
+    __version__ = 2
+
+    first = Str()
+
+
+class Team(NoSQLModel):
+    """Unversioned, holding a reference stored under the former name."""
+
+    __model__ = "test_rename_model.Team"
+
+    lead = Instance(Person)
+
+
+def move_person() -> None:
+    register_step(Person, 1, 2, operations=[ops.rename_model(OLD_PERSON, Person.__model__)])
+
+
+async def seed_people(db: Any, n: int) -> list[ObjectId]:
+    ids = [ObjectId() for _ in range(n)]
+    await db[OLD_PERSON].insert_many(
+        [
+            {"_id": i, "first": f"P{k}", "__model__": OLD_PERSON, "__version__": "1"}
+            for k, i in enumerate(ids)
+        ]
+    )
+    return ids
+
+
+async def read_person(how: str, _id: ObjectId) -> Person | None:
+    """The new code reads a person still stored under the former name."""
+    Person.objects.cache.pop(_id, None)
+    if how == "find_document":
+        doc = await find_document(Person, _id)
+        return None if doc is None else await Person.restore(doc)
+    if how == "reference":
+        lead = {"_id": _id, "__ref__": 1, "__model__": OLD_PERSON}
+        team = await Team.restore({"_id": ObjectId(), "lead": lead})
+        return team.lead
+    stub = Person.__new__(Person)
+    stub._id = _id
+    await stub.load()
+    return stub if stub.__restored__ else None
+
+
+async def stored_anywhere(db: Any, _id: ObjectId) -> list[str]:
+    return [
+        name for name in (OLD_PERSON, Person.__model__) if await db[name].find_one({"_id": _id})
+    ]
+
+
+@pytest.mark.parametrize("how", ["find_document", "reference", "load"])
+@pytest.mark.parametrize("save_first", [False, True])
+async def test_a_person_deleted_before_upgrade_stays_deleted(
+    db: Any, registry: MigrationRegistry, how: str, save_first: bool
+) -> None:
+    move_person()
+    ada, other = await seed_people(db, 2)
+    person = await read_person(how, ada)
+    assert person is not None and person.first == "P0"
+    if save_first:
+        person.first = "Ada2"
+        await person.save()
+        assert await stored_anywhere(db, ada) == [OLD_PERSON, Person.__model__]
+    await person.delete()
+    assert await stored_anywhere(db, ada) == [], "deleted under every name"
+    assert await find_document(Person, ada) is None
+    await Runner(db).upgrade(Person)
+    assert await stored_anywhere(db, ada) == [], "the merge brought nothing back"
+    assert await stored_anywhere(db, other) == [Person.__model__]
+
+
+@pytest.mark.parametrize("saved", [False, True])
+async def test_a_delete_while_the_merge_moves_the_document_is_not_undone(
+    db: Any, registry: MigrationRegistry, monkeypatch: pytest.MonkeyPatch, saved: bool
+) -> None:
+    """The merge read the old copy; the new code deletes it; the merge inserts what it read."""
+    move_person()
+    ada, other = await seed_people(db, 2)
+    if saved:  # another saved copy, so that the collections merge (not a rename)
+        person = await read_person("find_document", other)
+        assert person is not None
+        await person.save()
+    else:
+        await db[Person.__model__].insert_one({"first": "new", "__version__": "2"})
+    real_batches = renames.batches
+
+    deleted: list[ObjectId] = []
+
+    async def delete_after_reading(cursor: Any, size: int) -> Any:
+        async for batch in real_batches(cursor, size):
+            if not deleted and any(d["_id"] == ada for d in batch):
+                person = await read_person("find_document", ada)
+                assert person is not None
+                await person.delete()
+                deleted.append(ada)
+            yield batch
+
+    monkeypatch.setattr(renames, "batches", delete_after_reading)
+    report = await Runner(db).upgrade(Person)
+    monkeypatch.undo()
+    assert deleted == [ada]
+    assert [r.collection for r in report.renames] == ["merged"], report.renames
+    assert await stored_anywhere(db, ada) == [], (report.renames, "the merge did not bring it back")
+    assert await stored_anywhere(db, other) == [Person.__model__]
+
+
+#: How many interleavings the property runs (raise it for a long run).
+INTERLEAVINGS = int(os.environ.get("INTERLEAVING_EXAMPLES", "40"))
+
+person_id = st.integers(0, 3)
+action = st.one_of(
+    st.tuples(st.just("read"), st.sampled_from(["find_document", "reference", "load"]), person_id),
+    st.tuples(st.just("save"), person_id, st.sampled_from(["x", "y", "z"])),
+    st.tuples(st.just("delete"), person_id),
+    st.tuples(st.just("upgrade"), st.one_of(st.none(), person_id)),
+)
+
+
+@pytest.mark.timeout(900)
+@settings(
+    max_examples=INTERLEAVINGS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(actions=st.lists(action, max_size=8))
+async def test_nothing_deleted_comes_back_and_nothing_saved_is_lost(
+    db: Any, monkeypatch: pytest.MonkeyPatch, actions: list[tuple[Any, ...]]
+) -> None:
+    """Four people under the former name; the new code reads, saves and deletes them,
+    and ``upgrade`` runs in between (a delete may land while it merges)."""
+    for name in (OLD_PERSON, Person.__model__):
+        await db.drop_collection(name)
+    with MigrationRegistry.instance().isolated():
+        move_person()
+        ids = await seed_people(db, 4)
+        want: dict[int, str | None] = {k: f"P{k}" for k in range(4)}  # None: deleted
+        for kind, *args in actions:
+            if kind == "read":
+                how, k = args
+                person = await read_person(how, ids[k])
+                assert (person.first if person else None) == want[k], (kind, args)
+            elif kind == "save" and want[args[0]] is not None:
+                k, text = args
+                person = await read_person("find_document", ids[k])
+                assert person is not None
+                person.first = want[k] = text
+                await person.save()
+            elif kind == "delete" and want[args[0]] is not None:
+                person = await read_person("find_document", ids[args[0]])
+                assert person is not None
+                await person.delete()
+                want[args[0]] = None
+            elif kind == "upgrade":
+                during = args[0]
+                if during is not None and want[during] is not None:
+                    monkeypatch.setattr(renames, "batches", deleting_first(ids[during]))
+                    want[during] = None
+                await Runner(db).upgrade(Person)
+                monkeypatch.undo()
+        await Runner(db).upgrade(Person)
+        assert OLD_PERSON not in await db.list_collection_names()
+        for k, first in want.items():
+            doc = await db[Person.__model__].find_one({"_id": ids[k]})
+            assert (doc["first"] if doc else None) == first, (k, actions)
+            assert doc is None or doc["__version__"] == "2"
+
+
+def deleting_first(_id: ObjectId) -> Any:
+    """`renames.batches`, deleting `_id` (as the new code does) once, after the first
+    batch the upgrade reads: the merge's, or else the reference scan's."""
+    real_batches = batches
+    done: list[bool] = []
+
+    async def delete_after_reading(cursor: Any, size: int) -> Any:
+        async for batch in real_batches(cursor, size):
+            if not done:
+                done.append(True)
+                person = await read_person("find_document", _id)
+                assert person is not None
+                await person.delete()
+            yield batch
+
+    return delete_after_reading
+
+
+async def test_a_fault_before_the_merge_checks_what_it_moved_still_undoes_a_delete(
+    db: Any, registry: MigrationRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a hostile pass: the new code deletes a document between the merge's read
+    and its insert, and the server fails as the merge checks: the run sends the merge
+    again, which no longer finds the document under the former name."""
+    move_person()
+    ada, other = await seed_people(db, 2)
+    await db[Person.__model__].insert_one({"first": "new", "__version__": "2"})
+    monkeypatch.setattr(renames, "batches", deleting_first(ada))
+    real_undo = renames._undo_deleted
+    faults: list[str] = []
+
+    async def fail_once(source: Any, target: Any, inserted: list[Any]) -> int:
+        if not faults:
+            faults.append("raised")
+            raise AutoReconnect("connection reset while the merge checks")
+        return await real_undo(source, target, inserted)
+
+    monkeypatch.setattr(renames, "_undo_deleted", fail_once)
+    report = await Runner(db, RunOptions(retry_for=30)).upgrade(Person)
+    monkeypatch.undo()
+    assert faults == ["raised"] and [r.collection for r in report.renames] == ["merged"]
+    assert await stored_anywhere(db, ada) == [], "the merge sent again brought nothing back"
+    assert await stored_anywhere(db, other) == [Person.__model__]
+
+
+async def test_a_fault_as_the_merge_inserts_still_undoes_a_delete(
+    db: Any, registry: MigrationRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert reaches the server, then the connection drops: sent again, the merge
+    no longer finds under the former name the document deleted meanwhile."""
+    move_person()
+    ada, other = await seed_people(db, 2)
+    await db[Person.__model__].insert_one({"first": "new", "__version__": "2"})
+    monkeypatch.setattr(renames, "batches", deleting_first(ada))
+    collection_type = type(db[Person.__model__])
+    real_insert_many = collection_type.insert_many
+    faults: list[str] = []
+
+    async def insert_then_fail(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await real_insert_many(self, *args, **kwargs)
+        if not faults and self.name == Person.__model__:
+            faults.append("raised")
+            raise AutoReconnect("connection reset after the insert")
+        return result
+
+    monkeypatch.setattr(collection_type, "insert_many", insert_then_fail)
+    report = await Runner(db, RunOptions(retry_for=30)).upgrade(Person)
+    monkeypatch.undo()
+    assert faults == ["raised"] and [r.collection for r in report.renames] == ["merged"]
+    assert await stored_anywhere(db, ada) == [], "the merge sent again brought nothing back"
+    assert await stored_anywhere(db, other) == [Person.__model__]
