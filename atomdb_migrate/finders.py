@@ -17,16 +17,42 @@ aggregation ``status`` runs) kept for `SURVEY_MAX_AGE` seconds. Once
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from .exceptions import MigrateError
 from .mongo import count_versions, to_list
 from .queries import model_of, version_filter
 
+log = logging.getLogger("atomdb_migrate")
+
 #: How long a survey of the stored versions is trusted, in seconds.
 SURVEY_MAX_AGE = 60.0
+
+#: What `find` does with a matched document that cannot be restored.
+OnError = Literal["raise", "skip"]
+
+
+class Found(list[Any]):
+    """The objects `find` restored: a list, with the documents it had to leave out.
+
+    With ``on_error="skip"``, a matched document whose restore raises an
+    atomdb-migrate error (a step that fails on it, a version it cannot be
+    taken from) is left out of the list; its error, which names its
+    ``_id`` (``doc_id``), the step and the versions, is in `skipped`, and
+    is logged as a warning on the ``atomdb_migrate`` logger.
+
+    """
+
+    #: The errors of the documents left out, in the order they were read.
+    skipped: list[MigrateError]
+
+    def __init__(self, objects: Iterable[Any] = (), skipped: Iterable[MigrateError] = ()) -> None:
+        super().__init__(objects)
+        self.skipped = list(skipped)
 
 
 @dataclass(frozen=True)
@@ -108,7 +134,8 @@ async def find(
     stored: bool = False,
     versions: Iterable[Any] | None = None,
     limit: int = 0,
-) -> list[Any]:
+    on_error: OnError = "raise",
+) -> Found:
     """The objects whose documents match `query` once upgraded, restored.
 
     Parameters
@@ -123,14 +150,35 @@ async def find(
         The older versions still stored, as the caller knows them (see
         `version_filter`).
     limit: int
-        At most this many objects (0: no limit).
+        At most this many documents read (0: no limit).
+    on_error: str
+        What a matched document that cannot be restored does: ``"raise"``
+        (the default) raises its error, which names its ``_id``;
+        ``"skip"`` leaves it out and keeps its error in the result's
+        `Found.skipped` (and logs it as a warning).
+
+    Returns
+    -------
+    objects: Found
+        A list of the restored objects, with `Found.skipped`.
 
     """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     collection = collection_of(model)
     cursor = collection.find(await translate(model, query, stored=stored, versions=versions))
     if limit:
         cursor = cursor.limit(limit)
-    return [await model.restore(doc) for doc in await to_list(cursor)]
+    found = Found()
+    for doc in await to_list(cursor):
+        try:
+            found.append(await model.restore(doc))
+        except MigrateError as exc:
+            if on_error == "raise":
+                raise
+            log.warning("find(%s): left out: %s", model.__model__, exc)
+            found.skipped.append(exc)
+    return found
 
 
 async def find_one(
@@ -158,4 +206,14 @@ async def count(
     return int(await collection_of(model).count_documents(translated))
 
 
-__all__ = ["SURVEY_MAX_AGE", "Survey", "count", "find", "find_one", "forget_surveys", "survey"]
+__all__ = [
+    "SURVEY_MAX_AGE",
+    "Found",
+    "OnError",
+    "Survey",
+    "count",
+    "find",
+    "find_one",
+    "forget_surveys",
+    "survey",
+]

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from atom.api import Member
 from atomdb.base import ModelMeta, ModelSerializer, ScopeType, StateType
@@ -36,6 +36,9 @@ from .versions import (
     stored_version,
 )
 from .writes import guarded_write
+
+if TYPE_CHECKING:
+    from .finders import Found
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -269,8 +272,30 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
-            state = await self._upgrade_for_restore(state)
+            try:
+                state = await self._upgrade_for_restore(state)
+            except BaseException:
+                self._uncache(state.get("_id"))
+                raise
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
+
+    def _uncache(self, pk: Any) -> None:
+        """Take this object out of atom-db's object cache, where `restore` put it.
+
+        atom-db's `restore` caches a new object under its ``_id`` before
+        restoring it: when the upgrade fails, the empty object would stay
+        there, and every later read of the document would return it
+        silently, with no field set, instead of failing again.
+
+        """
+        if pk is None:
+            return
+        try:
+            cache = type(self).objects.cache
+        except Exception:  # no database set: nothing was cached
+            return
+        if cache.get(pk) is self:
+            del cache[pk]
 
     @classmethod
     def _renamed_stub(cls, state: StateType) -> StateType:
@@ -329,19 +354,27 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     # --------------------------------------------------------------------------
     @classmethod
     async def find(
-        cls, query: dict[str, Any] | None = None, *, stored: bool = False, limit: int = 0
-    ) -> list[Any]:
+        cls,
+        query: dict[str, Any] | None = None,
+        *,
+        stored: bool = False,
+        limit: int = 0,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> "Found":
         """The objects whose documents match `query` once upgraded, legacy ones included.
 
         `query` is written against the model's current fields; see
         `atomdb_migrate.finders.find` (also for a model with a member
         named ``find``) and docs/queries.md. ``stored=True`` asks only the
-        versions a cached survey finds stored.
+        versions a cached survey finds stored. ``on_error="skip"`` leaves
+        out a matched document that cannot be restored (a step fails on
+        it) instead of raising: the result, a list, holds their errors in
+        ``skipped``.
 
         """
         from .finders import find
 
-        return await find(cls, query, stored=stored, limit=limit)
+        return await find(cls, query, stored=stored, limit=limit, on_error=on_error)
 
     @classmethod
     async def find_one(cls, query: dict[str, Any] | None = None, *, stored: bool = False) -> Any:

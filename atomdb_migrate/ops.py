@@ -765,6 +765,11 @@ class Operation:
     #: document is left as read and the client path reports the error).
     fallible: bool = False
 
+    #: Whether a step's ``downgrade`` function can stand in for the missing
+    #: inverse: it changes documents only, so not for an operation on the
+    #: collection, its name or the references to it.
+    __undone_by_function__: ClassVar[bool] = True
+
     #: Where the operation learns the embedded models on its paths (set by
     #: `Operations`, for the step's version; see `bound`).
     _embedded: Callable[[], Embedded] = staticmethod(lambda: NO_EMBEDDED)
@@ -1132,6 +1137,8 @@ class RenameModel(Operation):
 
     """
 
+    __undone_by_function__ = False
+
     __op_name__ = "rename_model"
 
     def __init__(self, old_name: str, new_name: str) -> None:
@@ -1313,6 +1320,8 @@ class CollectionOperation(Operation):
     operations alone changes only the version.
 
     """
+
+    __undone_by_function__ = False
 
     def apply(self, doc: Document) -> None:
         return None  # nothing happens on read

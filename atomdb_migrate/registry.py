@@ -571,7 +571,12 @@ def _operation_functions(
     try:
         return up, ops.inverse(before), ""
     except IrreversibleOperationError as exc:
-        return up, None, f"cannot be downgraded: {exc} (or give the step a downgrade function)"
+        # A downgrade function changes documents only: it is a remedy only
+        # where what is missing is a change to documents.
+        hint = " (or give the step a downgrade function)"
+        if not getattr(exc.operation, "__undone_by_function__", True):
+            hint = ""
+        return up, None, f"cannot be downgraded: {exc}{hint}"
 
 
 async def _call(fn: StepFunction, doc: Document) -> Document:

@@ -22,9 +22,12 @@ fixtures:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
+
+from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from .config import MEMORY_SCHEME
 from .documents import Document
@@ -37,12 +40,12 @@ from .mongo import (
 )
 from .registry import MigrationRegistry
 from .versions import VERSION_KEY, apply_chain, parse_version
-from .writes import same_value
+from .writes import bson_kind, same_value
 
 #: Keys of a stored document that are bookkeeping, not fields.
 BOOKKEEPING = ("_id", "__model__", "__ref__", VERSION_KEY)
 
-__all__ = ["assert_downgrades", "assert_upgrades", "memory_database"]
+__all__ = ["assert_downgrades", "assert_upgrades", "first_difference", "memory_database"]
 
 
 async def assert_upgrades(
@@ -117,11 +120,90 @@ async def assert_restores(model: type[VersionedModel], document: Document) -> Ve
 def _compare(actual: Document, expected: Document) -> None:
     __tracebackhide__ = True
     shown = {k: v for k, v in actual.items() if k not in BOOKKEEPING or k in expected}
-    # Key order is not compared, BSON types are: sort both the same way.
-    same = shown.keys() == expected.keys() and all(
-        same_value(shown[k], expected[k]) for k in expected
+    # Key order is not compared at the top level, BSON types are: sort both the same way.
+    shown = {k: shown[k] for k in sorted(shown)}
+    wanted = {k: expected[k] for k in sorted(expected)}
+    found = first_difference(shown, wanted)
+    assert found is None, (
+        f"upgraded document {shown!r} != expected {expected!r} (as BSON stores them): {found}"
     )
-    assert same, f"upgraded document {shown!r} != expected {expected!r} (as BSON stores them)"
+
+
+#: MongoDB's names (as ``$type`` spells them) for the BSON types values are stored as.
+_TYPE_NAMES = {
+    ObjectId: "objectId",
+    Decimal128: "decimal",
+    Timestamp: "timestamp",
+    Regex: "regex",
+    re.Pattern: "regex",
+    Code: "javascript",
+    MinKey: "minKey",
+    MaxKey: "maxKey",
+    type(None): "null",
+}
+
+
+def bson_type_name(value: Any) -> str:
+    """The BSON type a value is stored as, in ``$type``'s spelling (``int``, ``long``, ...)."""
+    kind = bson_kind(value)
+    if isinstance(kind, str):
+        return kind
+    if isinstance(kind, tuple):
+        return f"binData (subtype {kind[1]})"
+    for python_type, name in _TYPE_NAMES.items():
+        if isinstance(value, python_type):
+            return name
+    return type(value).__name__
+
+
+def first_difference(actual: Any, expected: Any, path: str = "") -> str | None:
+    """Where two values first differ as BSON stores them, said in words; None if they do not.
+
+    The words name the path (``a.b.0``; the whole value when it is empty)
+    and, where the values differ in type alone (``7`` and ``Int64(7)``), the
+    two BSON types.
+
+    """
+    where = f"at {path!r}" if path else "at the top level"
+    kind_a, kind_b = bson_type_name(actual), bson_type_name(expected)
+    if kind_a != kind_b:
+        return (
+            f"{where}: the upgraded document holds {actual!r} (BSON {kind_a}), "
+            f"the expected one {expected!r} (BSON {kind_b})"
+        )
+    if kind_a == "object":
+        keys_a, keys_b = list(actual), list(expected)
+        missing = [k for k in keys_b if k not in actual]
+        extra = [k for k in keys_a if k not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"not expected {', '.join(map(repr, extra))}")
+            return f"{where}: fields {'; '.join(parts)}"
+        for key in keys_b:
+            found = first_difference(actual[key], expected[key], _join(path, str(key)))
+            if found is not None:
+                return found
+        if keys_a != keys_b:
+            return f"{where}: the same fields in another order ({keys_a!r} against {keys_b!r})"
+        return None
+    if kind_a == "array":
+        for index, (a, b) in enumerate(zip(actual, expected, strict=False)):
+            found = first_difference(a, b, _join(path, str(index)))
+            if found is not None:
+                return found
+        if len(actual) != len(expected):
+            return f"{where}: {len(actual)} items, {len(expected)} expected"
+        return None
+    if same_value(actual, expected):
+        return None
+    return f"{where}: the upgraded document holds {actual!r}, the expected one {expected!r}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def memory_database(name: str | None = None) -> Any:

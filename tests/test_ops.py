@@ -268,6 +268,26 @@ async def test_an_irreversible_operation_refuses_the_downgrade(registry: Migrati
     assert "cannot be taken back to 2" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("operation", "hinted"),
+    [
+        (ops.convert("views", int), True),
+        (ops.remove_field("views"), True),
+        (ops.rename_model("app.OldPage", "test_ops.Page"), False),
+        (ops.drop_index("by_views"), False),
+    ],
+)
+async def test_the_downgrade_refusal_suggests_a_function_only_where_one_is_a_remedy(
+    registry: MigrationRegistry, operation: Any, hinted: bool
+) -> None:
+    # A downgrade function changes documents only: it cannot rename the
+    # collection back, nor the references, nor create an index again.
+    register_step(Page, 2, 3, operations=[operation])
+    with pytest.raises(MissingDowngradeError) as info:
+        registry.plan_downgrade(Page, "3", "2")
+    assert ("give the step a downgrade function" in str(info.value)) is hinted
+
+
 async def test_a_failed_conversion_names_the_document_and_the_value(
     registry: MigrationRegistry,
 ) -> None:

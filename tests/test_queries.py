@@ -24,11 +24,13 @@ from bson import Binary, Decimal128, Int64, ObjectId
 
 from atomdb_migrate import (
     InvalidQueryError,
+    InvalidVersionError,
     LegacyQueryError,
     LegacyQueryWarning,
     MigrateError,
     MigrationRegistry,
     QueryError,
+    StepFailedError,
     StepModuleError,
     UntranslatableQueryError,
     VersionedModel,
@@ -352,6 +354,44 @@ async def test_find_count_and_find_one_see_every_version(
     assert page is not None and page._id == IDS[5] and page.views == 0
     assert await Page.find_one({"title": "Nowhere"}) is None
     assert len(await find(Page, {}, limit=2)) == 2
+
+
+async def test_find_can_skip_and_report_documents_a_step_fails_on(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register_step(Page, 1, 2, operations=[ops.rename_field("heading", "title")])
+
+    def lift(doc: dict[str, Any]) -> None:
+        if doc.get("meta", {}).get("status") == "draft":
+            raise ValueError("drafts are not lifted")
+        doc["status"] = doc.pop("meta", {}).get("status", "")
+        doc.setdefault("views", 0)
+
+    register_step(Page, 2, 3, lift, changes=["meta", "status", "views"])
+    await legacy_pages(db)
+    await db[Page.__model__].insert_one(
+        {"_id": ObjectId(f"{9:024x}"), "title": "Intro", "__version__": "not a version"}
+    )
+    # count counts every match (the malformed version is asked as stored);
+    # find, by default, raises naming the document.
+    assert await Page.count({"title": "Intro"}) == 4
+    with pytest.raises(StepFailedError) as raised:
+        await Page.find({"title": "Intro"})
+    assert raised.value.doc_id == IDS[2] and f"_id={IDS[2]!r}" in str(raised.value)
+    # on_error="skip": the others, and the errors of those left out.
+    found = await Page.find({"title": "Intro"}, on_error="skip")
+    assert sorted(p._id for p in found) == [IDS[1], IDS[3]]
+    assert {e.doc_id for e in found.skipped} == {IDS[2], ObjectId(f"{9:024x}")}
+    assert {type(e) for e in found.skipped} == {StepFailedError, InvalidVersionError}
+    # A failed restore leaves no empty object in atom-db's cache for the next read.
+    with pytest.raises(StepFailedError):
+        await Page.find({"title": "Intro"})
+    assert IDS[2] not in Page.objects.cache
+    everything = await find(Page, {}, on_error="skip")
+    assert len(everything) + len(everything.skipped) == await Page.objects.count_documents({})
+    assert {e.doc_id for e in everything.skipped} == {IDS[2], ObjectId(f"{9:024x}")}
+    with pytest.raises(ValueError, match="on_error"):
+        await find(Page, {}, on_error="ignore")  # type: ignore[arg-type]
 
 
 async def test_stored_asks_only_the_versions_a_survey_finds(

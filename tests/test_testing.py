@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import pytest
 from atom.api import Int, Str, Value
-from bson import Int64
+from bson import Decimal128, Int64, ObjectId
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atomdb_migrate import (
     MigrationRegistry,
@@ -15,7 +19,7 @@ from atomdb_migrate import (
     register_step,
     step,
 )
-from atomdb_migrate.testing import assert_downgrades, assert_upgrades
+from atomdb_migrate.testing import assert_downgrades, assert_upgrades, first_difference
 
 
 class Member(VersionedModel):
@@ -126,3 +130,97 @@ def test_the_registry_fixture_forgets_the_renames_of_its_test() -> None:
         assert all(s.registry["testing.OldMoved"] is Moved for s in serializers)
     assert all("testing.OldMoved" not in s.registry for s in serializers)
     assert MigrationRegistry.instance().former_names(Moved) == []
+
+
+# ----------------------------------------------------------------------
+# A failure on type alone names the path and the two BSON types
+# ----------------------------------------------------------------------
+#: Pairs of values Python calls equal that BSON stores as different types.
+_TWINS = [
+    (7, Int64(7)),
+    (1, 1.0),
+    (1, True),
+    (0, False),
+    (Int64(1), 1.0),
+    (Int64(0), False),
+    (2**40, float(2**40)),
+    (Decimal128("1"), 1),
+    (ObjectId("0" * 24), "0" * 24),
+]
+
+_KEYS = st.text(alphabet="abcxyz_", min_size=1, max_size=4)
+
+
+@st.composite
+def _nested(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Two documents alike but for one value of another BSON type, and the path to it."""
+    a, b = draw(st.sampled_from(_TWINS))
+    if draw(st.booleans()):
+        a, b = b, a
+    path: list[str] = []
+    for _ in range(draw(st.integers(0, 3))):
+        if draw(st.booleans()):
+            index = draw(st.integers(0, 2))
+            filler = draw(st.lists(st.integers(-5, 5), min_size=index, max_size=index))
+            a, b = [*filler, a], [*filler, b]
+            path.append(str(index))
+        else:
+            key = draw(_KEYS)
+            a, b = {key: a}, {key: b}
+            path.append(key)
+    top = draw(_KEYS)
+    path.append(top)
+    return {top: a}, {top: b}, ".".join(reversed(path))
+
+
+@settings(max_examples=int(os.environ.get("TYPE_MESSAGE_EXAMPLES", "200")), deadline=None)
+@given(_nested())
+def test_a_difference_in_type_alone_names_the_path_and_both_bson_types(
+    case: tuple[dict[str, Any], dict[str, Any], str],
+) -> None:
+    actual, expected, path = case
+    found = first_difference(actual, expected)
+    assert found is not None
+    assert f"at {path!r}" in found
+    # The innermost values that differ: both type names are said, and differ.
+    names = re.findall(r"\(BSON ([^)]+)\)", found)
+    assert len(names) == 2 and names[0] != names[1], found
+
+
+async def test_assert_upgrades_names_the_path_and_types(registry: MigrationRegistry) -> None:
+    class Count(VersionedModel):
+        __model__ = "testing.Count"
+        __version__ = 1
+
+        n = Value()
+
+    register_step(Count, 0, 1, lambda d: d.update(n={"inner": [7]}))
+    with pytest.raises(AssertionError) as raised:
+        await assert_upgrades(Count, {}, {"n": {"inner": [Int64(7)]}})
+    assert "at 'n.inner.0'" in str(raised.value)
+    assert "(BSON int)" in str(raised.value) and "(BSON long)" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "words"),
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, "missing 'b'"),
+        ({"a": 1, "b": 2}, {"a": 1}, "not expected 'b'"),
+        ({"a": {"x": 1, "y": 2}}, {"a": {"y": 2, "x": 1}}, "another order"),
+        ({"a": [1, 2]}, {"a": [1]}, "2 items, 1 expected"),
+        ({"a": "x"}, {"a": "y"}, "holds 'x', the expected one 'y'"),
+        ({"a": 0.0}, {"a": -0.0}, "at 'a'"),
+    ],
+)
+def test_other_differences_are_said(actual: Any, expected: Any, words: str) -> None:
+    found = first_difference(actual, expected)
+    assert found is not None and words in found
+
+
+@given(
+    st.recursive(
+        st.integers() | st.text() | st.none(), lambda c: st.lists(c) | st.dictionaries(_KEYS, c)
+    )
+)
+def test_a_value_is_never_different_from_itself(value: Any) -> None:
+    assert first_difference({"v": value}, {"v": value}) is None
