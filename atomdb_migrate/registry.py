@@ -564,6 +564,9 @@ def _operation_functions(
 
         run_both.__wrapped__ = after  # type: ignore[attr-defined]  # for its checksum
         up = run_both
+    moved = ops.renames()
+    if moved:
+        return up, None, _move_refusal(moved[0], downgrade is not None)
     if downgrade is not None:
         return up, downgrade, ""
     if upgrade is not None:
@@ -571,12 +574,46 @@ def _operation_functions(
     try:
         return up, ops.inverse(before), ""
     except IrreversibleOperationError as exc:
-        # A downgrade function changes documents only: it is a remedy only
-        # where what is missing is a change to documents.
-        hint = " (or give the step a downgrade function)"
-        if not getattr(exc.operation, "__undone_by_function__", True):
-            hint = ""
-        return up, None, f"cannot be downgraded: {exc}{hint}"
+        return up, None, f"cannot be downgraded: {exc}{_function_hint(ops, exc)}"
+
+
+def _move_refusal(move: Operation, function: bool) -> str:
+    """Why a step with a ``rename_model`` has no downgrade, with or without a function.
+
+    A downgrade function changes documents only: given one, the documents
+    would go back to the older version under the new name, in a collection
+    the older code does not read, and so would every reference to them.
+
+    """
+    try:
+        move.inverse()
+    except IrreversibleOperationError as exc:
+        why = str(exc)
+    else:  # pragma: no cover - rename_model has no inverse
+        why = f"{move!r} cannot be undone"
+    if function:
+        why += (
+            "; the step's downgrade function is not used: it changes documents only, "
+            "and would leave them and the references to them under the new name"
+        )
+    return f"cannot be downgraded: {why}"
+
+
+def _function_hint(ops: Operations, exc: IrreversibleOperationError) -> str:
+    """The remedy a refusal suggests: a downgrade function, where it is one.
+
+    A downgrade function changes documents only, and replaces the step's
+    derived downgrade: the step's index operations are then left as they are.
+
+    """
+    if not getattr(exc.operation, "__undone_by_function__", True):
+        return ""  # an index operation: describe it, or undo it with a new step
+    if ops.indexes():
+        return (
+            " (or give the step a downgrade function: it takes the documents back, "
+            "and leaves the step's indexes as they are)"
+        )
+    return " (or give the step a downgrade function)"
 
 
 async def _call(fn: StepFunction, doc: Document) -> Document:

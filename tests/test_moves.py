@@ -23,7 +23,13 @@ from atomdb.nosql import NoSQLModel
 from bson import ObjectId
 from click.testing import CliRunner
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate import (
+    MigrationRegistry,
+    MissingDowngradeError,
+    VersionedModel,
+    ops,
+    register_step,
+)
 from atomdb_migrate.cli import main
 from atomdb_migrate.renames import count_references
 from atomdb_migrate.runner import Runner, RunOptions
@@ -426,3 +432,45 @@ def test_the_command_sees_one_model_with_one_chain(
     finally:
         with MongoClient(secantus_url) as client:
             client.drop_database("moves_cli")
+
+
+# ----------------------------------------------------------------------
+# A downgrade past a move
+# ----------------------------------------------------------------------
+async def everything(db: Any) -> dict[str, list[Any]]:
+    return {name: await db[name].find().to_list(None) for name in await db.list_collection_names()}
+
+
+def without_visits(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "visits"}
+
+
+@pytest.mark.parametrize("with_function", [False, True])
+async def test_a_downgrade_past_the_second_move_refuses_before_writing(
+    db: Any, registry: MigrationRegistry, with_function: bool
+) -> None:
+    # A downgrade function changes documents only: it would leave them, and
+    # every reference to them, under the new name with an older version, in
+    # a collection the older code does not read. The refusal neither
+    # suggests one nor accepts one.
+    STEPS["a"]()
+    STEPS["b"]()
+    register_step(
+        C,
+        3,
+        4,
+        operations=[ops.rename_model(B, C), ops.set_default_where_missing("visits", 0)],
+        downgrade=without_visits if with_function else None,
+    )
+    await seed(db)
+    await Runner(db).upgrade(Customer)
+    before = await everything(db)
+    with pytest.raises(MissingDowngradeError) as raised:
+        await Runner(db).downgrade(Customer, "3")
+    message = str(raised.value)
+    assert "rename_model" in message and "with a new step" in message, message
+    assert "give the step a downgrade function" not in message, message
+    assert "write a downgrade function" not in message, message
+    if with_function:
+        assert "changes documents only" in message, message
+    assert await everything(db) == before

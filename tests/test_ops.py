@@ -288,6 +288,33 @@ async def test_the_downgrade_refusal_suggests_a_function_only_where_one_is_a_rem
     assert ("give the step a downgrade function" in str(info.value)) is hinted
 
 
+async def test_the_downgrade_function_hint_says_it_leaves_the_steps_indexes(
+    registry: MigrationRegistry,
+) -> None:
+    # With a downgrade function, the step's derived downgrade (which would
+    # drop the index it created) is not used: the hint says so.
+    register_step(Page, 2, 3, operations=[ops.convert("views", int), ops.create_index("views")])
+    with pytest.raises(MissingDowngradeError) as info:
+        registry.plan_downgrade(Page, "3", "2")
+    assert "leaves the step's indexes as they are" in str(info.value)
+
+
+async def test_a_step_that_moves_the_model_refuses_its_downgrade_function(
+    registry: MigrationRegistry,
+) -> None:
+    register_step(
+        Page,
+        2,
+        3,
+        operations=[ops.rename_model("app.OldPage", "test_ops.Page")],
+        downgrade=lambda doc: None,
+    )
+    with pytest.raises(MissingDowngradeError) as info:
+        registry.plan_downgrade(Page, "3", "2")
+    assert "changes documents only" in str(info.value)
+    assert "rename the model back with a new step" in str(info.value)
+
+
 async def test_a_failed_conversion_names_the_document_and_the_value(
     registry: MigrationRegistry,
 ) -> None:
