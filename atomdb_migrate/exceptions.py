@@ -56,6 +56,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from atomdb.base import RestoreError
+
 #: The longest a value or a quoted error is shown in a message: a step may
 #: fail on a 16 MB document, and its message must still be one line.
 MAX_SHOWN = 300
@@ -456,6 +458,40 @@ class ConflictError(MigrateError):
             doc_id=doc_id,
             attempts=attempts,
         )
+
+
+class RestoreFailedError(MigrateError, RestoreError):
+    """A stored document does not restore into its model: a member refused a value.
+
+    atom-db raises its `RestoreError` for that when the model's
+    ``__on_error__`` is ``"raise"``, naming the field only; this is that
+    error with the model and the document's ``_id``, and it is still a
+    `RestoreError`. The original exception is the ``__cause__``.
+
+    Attributes
+    ----------
+    field: str
+        The member that refused its value.
+    exc: Exception
+        Why (atom-db's own ``exc``: the member's validation error, or the
+        error of a referenced or embedded object that did not restore).
+
+    """
+
+    field: str
+    exc: Exception
+
+    def __init__(self, model: str, doc_id: Any, error: RestoreError) -> None:
+        # Not through MigrateError.__init__: its super() is RestoreError's,
+        # which takes other arguments (and sets field, cls and exc).
+        RestoreError.__init__(self, error.field, error.cls, error.exc)
+        self.model = model
+        self.doc_id = doc_id
+        message = f"field {error.field!r} does not restore: {error.exc}"
+        Exception.__init__(self, f"{_describe(model, doc_id)}: {message}")
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # not RestoreError's, which names the field only
 
 
 class UniqueIndexError(MigrateError):

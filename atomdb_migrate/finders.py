@@ -41,7 +41,8 @@ class Found(list[Any]):
 
     With ``on_error="skip"``, a matched document whose restore raises an
     atomdb-migrate error (a step that fails on it, a version it cannot be
-    taken from) is left out of the list; its error, which names its
+    taken from, a value a member refuses: `RestoreFailedError`) is left
+    out of the list; its error, which names its
     ``_id`` (``doc_id``), the step and the versions, is in `skipped`, and
     is logged as a warning on the ``atomdb_migrate`` logger.
 

@@ -18,13 +18,20 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from atom.api import Member
-from atomdb.base import ModelMeta, ModelSerializer, ScopeType, StateType
+from atomdb.base import ModelMeta, ModelSerializer, RestoreError, ScopeType, StateType
 from atomdb.nosql import NoSQLModel, NoSQLModelManager, NoSQLModelSerializer
 from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
 from .documents import Document
-from .exceptions import ConflictError, MigrateError, NewerDocumentError, short_repr, shorten
+from .exceptions import (
+    ConflictError,
+    MigrateError,
+    NewerDocumentError,
+    RestoreFailedError,
+    short_repr,
+    shorten,
+)
 from .indexes import declared as declared_indexes
 from .mongo import changed_since_read, exact_filters
 from .registry import MigrationRegistry, listen_to_aliases
@@ -263,7 +270,28 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         return state
 
     async def __restorestate__(self, state: StateType, scope: ScopeType | None = None) -> None:
-        """Restore from a document, upgrading it first when it is older."""
+        """Restore from a document, upgrading it first when it is older.
+
+        Raises
+        ------
+        RestoreFailedError
+            Where atom-db raises its ``RestoreError`` (a member refuses a
+            value, with ``__on_error__ = "raise"``): the same, naming the
+            model and the document's ``_id``.
+
+        Whatever it raises, the object is no longer in atom-db's cache.
+
+        """
+        try:
+            await self._restore_upgraded(state, scope)
+        except BaseException as exc:
+            self._uncache(state.get("_id"))
+            if isinstance(exc, RestoreError) and not isinstance(exc, RestoreFailedError):
+                raise RestoreFailedError(self.__model__, state.get("_id"), exc) from exc
+            raise
+
+    async def _restore_upgraded(self, state: StateType, scope: ScopeType | None) -> None:
+        """`__restorestate__`, upgrading the document first when it is older."""
         if state.get(VERSION_KEY) != self.__version__:
             if is_reference_stub(state):
                 # Only the _id is known: leave the object to be loaded.
@@ -272,18 +300,14 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
-            try:
-                state = await self._upgrade_for_restore(state)
-            except BaseException:
-                self._uncache(state.get("_id"))
-                raise
+            state = await self._upgrade_for_restore(state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
 
     def _uncache(self, pk: Any) -> None:
         """Take this object out of atom-db's object cache, where `restore` put it.
 
         atom-db's `restore` caches a new object under its ``_id`` before
-        restoring it: when the upgrade fails, the empty object would stay
+        restoring it: when the restore fails, the empty object would stay
         there, and every later read of the document would return it
         silently, with no field set, instead of failing again.
 

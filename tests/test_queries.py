@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from atom.api import Int, Str
+from atomdb.base import RestoreError
 from bson import Binary, Decimal128, Int64, ObjectId
 
 from atomdb_migrate import (
@@ -30,6 +31,7 @@ from atomdb_migrate import (
     MigrateError,
     MigrationRegistry,
     QueryError,
+    RestoreFailedError,
     StepFailedError,
     StepModuleError,
     UntranslatableQueryError,
@@ -392,6 +394,50 @@ async def test_find_can_skip_and_report_documents_a_step_fails_on(
     assert {e.doc_id for e in everything.skipped} == {IDS[2], ObjectId(f"{9:024x}")}
     with pytest.raises(ValueError, match="on_error"):
         await find(Page, {}, on_error="ignore")  # type: ignore[arg-type]
+
+
+class StrictPage(VersionedModel):
+    """A page whose fields raise on restore (atom-db's ``__on_error__ = "raise"``)."""
+
+    __model__ = "queries.StrictPage"
+    __version__ = 2
+    __on_error__ = "raise"
+
+    title = Str()
+    views = Int()
+
+
+async def test_a_document_that_does_not_restore_is_named_and_can_be_skipped(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    # The step runs, but what it leaves does not fit the model: atom-db's
+    # RestoreError named neither the document nor the model, skip did not
+    # take it, and the half-restored object answered the next read.
+    register_step(
+        StrictPage, 1, 2, lambda doc: doc.update(views=doc.pop("hits", "many")), changes=["views"]
+    )
+    await db[StrictPage.__model__].insert_many(
+        [
+            {"_id": IDS[1], "title": "Intro", "hits": 3, "__version__": "1"},
+            {"_id": IDS[2], "title": "Intro", "__version__": "1"},
+            {"_id": IDS[3], "title": "Intro", "views": "x", "__version__": "2"},
+            {"_id": IDS[4], "title": "Intro", "views": 1, "__version__": "2"},
+        ]
+    )
+    with pytest.raises(RestoreError) as raised:  # still atom-db's error
+        await StrictPage.find({"title": "Intro"})
+    assert isinstance(raised.value, RestoreFailedError)
+    assert raised.value.doc_id == IDS[2] and raised.value.field == "views"
+    assert f"_id={IDS[2]!r}" in str(raised.value) and "'views'" in str(raised.value)
+    found = await StrictPage.find({"title": "Intro"}, on_error="skip")
+    assert sorted(p._id for p in found) == [IDS[1], IDS[4]]
+    assert [e.doc_id for e in found.skipped] == [IDS[2], IDS[3]]
+    # The errors kept (and their tracebacks) hold no object the next read returns.
+    again = await StrictPage.find({"title": "Intro"}, on_error="skip")
+    assert sorted(p._id for p in again) == [IDS[1], IDS[4]]
+    assert [e.doc_id for e in again.skipped] == [IDS[2], IDS[3]]
+    with pytest.raises(RestoreFailedError):
+        await StrictPage.find_one({"_id": IDS[3]})
 
 
 async def test_stored_asks_only_the_versions_a_survey_finds(
