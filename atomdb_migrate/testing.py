@@ -23,6 +23,8 @@ fixtures:
 from __future__ import annotations
 
 import re
+import struct
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -103,7 +105,7 @@ async def assert_downgrades(
     result, _ = await apply_chain(steps, document, downgrade=True)
     assert parse_version(result[VERSION_KEY]) == parse_version(to)
     if expected is not None:
-        _compare(result, expected)
+        _compare(result, expected, "downgraded")
     return result
 
 
@@ -117,15 +119,15 @@ async def assert_restores(model: type[VersionedModel], document: Document) -> Ve
     return obj
 
 
-def _compare(actual: Document, expected: Document) -> None:
+def _compare(actual: Document, expected: Document, what: str = "upgraded") -> None:
     __tracebackhide__ = True
     shown = {k: v for k, v in actual.items() if k not in BOOKKEEPING or k in expected}
     # Key order is not compared at the top level, BSON types are: sort both the same way.
     shown = {k: shown[k] for k in sorted(shown)}
     wanted = {k: expected[k] for k in sorted(expected)}
-    found = first_difference(shown, wanted)
+    found = first_difference(shown, wanted, what=what)
     assert found is None, (
-        f"upgraded document {shown!r} != expected {expected!r} (as BSON stores them): {found}"
+        f"{what} document {shown!r} != expected {expected!r} (as BSON stores them): {found}"
     )
 
 
@@ -156,19 +158,24 @@ def bson_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def first_difference(actual: Any, expected: Any, path: str = "") -> str | None:
+def first_difference(
+    actual: Any, expected: Any, path: str = "", *, what: str = "upgraded"
+) -> str | None:
     """Where two values first differ as BSON stores them, said in words; None if they do not.
 
     The words name the path (``a.b.0``; the whole value when it is empty)
     and, where the values differ in type alone (``7`` and ``Int64(7)``), the
-    two BSON types.
+    two BSON types. Two values of one type that print alike (NaNs of
+    another sign or payload, strings of other code points that look the
+    same) are shown in a form that tells them apart. `what` names the
+    document `actual` is ("upgraded", "downgraded").
 
     """
     where = f"at {path!r}" if path else "at the top level"
     kind_a, kind_b = bson_type_name(actual), bson_type_name(expected)
     if kind_a != kind_b:
         return (
-            f"{where}: the upgraded document holds {actual!r} (BSON {kind_a}), "
+            f"{where}: the {what} document holds {actual!r} (BSON {kind_a}), "
             f"the expected one {expected!r} (BSON {kind_b})"
         )
     if kind_a == "object":
@@ -183,7 +190,7 @@ def first_difference(actual: Any, expected: Any, path: str = "") -> str | None:
                 parts.append(f"not expected {', '.join(map(repr, extra))}")
             return f"{where}: fields {'; '.join(parts)}"
         for key in keys_b:
-            found = first_difference(actual[key], expected[key], _join(path, str(key)))
+            found = first_difference(actual[key], expected[key], _join(path, str(key)), what=what)
             if found is not None:
                 return found
         if keys_a != keys_b:
@@ -191,19 +198,54 @@ def first_difference(actual: Any, expected: Any, path: str = "") -> str | None:
         return None
     if kind_a == "array":
         for index, (a, b) in enumerate(zip(actual, expected, strict=False)):
-            found = first_difference(a, b, _join(path, str(index)))
+            found = first_difference(a, b, _join(path, str(index)), what=what)
             if found is not None:
                 return found
         if len(actual) != len(expected):
             return f"{where}: {len(actual)} items, {len(expected)} expected"
         return None
-    if same_value(actual, expected):
+    if same_value(actual, expected) or _same_binary(actual, expected):
         return None
-    return f"{where}: the upgraded document holds {actual!r}, the expected one {expected!r}"
+    shown_a, shown_b = _told_apart(actual, expected)
+    return f"{where}: the {what} document holds {shown_a}, the expected one {shown_b}"
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _same_binary(a: Any, b: Any) -> bool:
+    """Whether two binary values of one subtype hold the same bytes.
+
+    ``b"x"`` and ``Binary(b"x", 0)`` are one BSON value (pymongo reads
+    subtype 0 back as bytes), though Python says they differ.
+
+    """
+    kind = bson_kind(a)
+    return isinstance(kind, tuple) and kind == bson_kind(b) and bytes(a) == bytes(b)
+
+
+def _told_apart(a: Any, b: Any) -> tuple[str, str]:
+    """Texts for two values of one BSON type that differ: their reprs, unless they look alike."""
+    shown_a, shown_b = repr(a), repr(b)
+    if unicodedata.normalize("NFKC", shown_a) != unicodedata.normalize("NFKC", shown_b):
+        return shown_a, shown_b
+    if isinstance(a, float) and isinstance(b, float):
+        # NaNs of another sign or payload: the bits BSON stores.
+        return (f"{shown_a} (bits {_bits(a)})", f"{shown_b} (bits {_bits(b)})")
+    if isinstance(a, str) and isinstance(b, str):
+        # Strings of other code points that print alike: escape all but ASCII.
+        return ascii(a), ascii(b)
+    return f"{shown_a} ({_qualname(a)})", f"{shown_b} ({_qualname(b)})"
+
+
+def _qualname(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _bits(value: float) -> str:
+    return "0x" + struct.pack(">d", value).hex()
 
 
 def memory_database(name: str | None = None) -> Any:

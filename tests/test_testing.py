@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import unicodedata
 from typing import Any
 
 import pytest
 from atom.api import Int, Str, Value
-from bson import Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,3 +226,51 @@ def test_other_differences_are_said(actual: Any, expected: Any, words: str) -> N
 )
 def test_a_value_is_never_different_from_itself(value: Any) -> None:
     assert first_difference({"v": value}, {"v": value}) is None
+
+
+# ----------------------------------------------------------------------
+# After a hostile pass
+# ----------------------------------------------------------------------
+_NAN = struct.unpack("<d", bytes.fromhex("000000000000f87f"))[0]
+_OTHER_NAN = struct.unpack("<d", bytes.fromhex("010000000000f87f"))[0]
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected"),
+    [
+        (_NAN, -_NAN),  # both print as nan
+        (_NAN, _OTHER_NAN),  # another payload
+        ("\u00e9", "e\u0301"),  # é, composed and not: printed alike
+        ("a\u200bb", "ab"),  # a zero-width space
+    ],
+)
+def test_values_of_one_type_that_print_alike_are_told_apart(actual: Any, expected: Any) -> None:
+    found = first_difference({"v": [actual]}, {"v": [expected]})
+    assert found is not None and "at 'v.0'" in found
+    holds, wanted = found.split("holds ", 1)[1].split(", the expected one ", 1)
+    assert holds != wanted, found
+    assert unicodedata.normalize("NFC", holds) != unicodedata.normalize("NFC", wanted), found
+
+
+def test_binary_of_subtype_0_is_bytes_as_bson_stores_it() -> None:
+    # pymongo reads subtype 0 back as bytes: the same BSON either way.
+    assert first_difference({"b": Binary(b"x", 0)}, {"b": b"x"}) is None
+    found = first_difference({"b": Binary(b"x", 4)}, {"b": b"x"})
+    assert found is not None and "binData (subtype 4)" in found and "binData (subtype 0)" in found
+
+
+async def test_assert_downgrades_speaks_of_the_downgraded_document(
+    registry: MigrationRegistry,
+) -> None:
+    class Back(VersionedModel):
+        __model__ = "testing.Back"
+        __version__ = 2
+
+        n = Value()
+
+    register_step(Back, 1, 2, lambda d: None, downgrade=lambda d: d.update(n=1))
+    with pytest.raises(AssertionError) as raised:
+        await assert_downgrades(Back, {"n": 2, "__version__": "2"}, "1", {"n": True})
+    message = str(raised.value)
+    assert "downgraded document" in message and "upgraded" not in message, message
+    assert "(BSON int)" in message and "(BSON bool)" in message, message
