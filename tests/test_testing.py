@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from atom.api import Int, Str, Value
 from bson import Binary, Decimal128, Int64, ObjectId
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import (
@@ -21,7 +21,13 @@ from atomdb_migrate import (
     register_step,
     step,
 )
-from atomdb_migrate.testing import assert_downgrades, assert_upgrades, first_difference
+from atomdb_migrate.testing import (
+    _compare,
+    assert_downgrades,
+    assert_upgrades,
+    bson_type_name,
+    first_difference,
+)
 
 
 class Member(VersionedModel):
@@ -151,12 +157,15 @@ _TWINS = [
 ]
 
 _KEYS = st.text(alphabet="abcxyz_", min_size=1, max_size=4)
+_TWIN_PAIRS = st.sampled_from(_TWINS)
 
 
 @st.composite
-def _nested(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Two documents alike but for one value of another BSON type, and the path to it."""
-    a, b = draw(st.sampled_from(_TWINS))
+def _nested(
+    draw: st.DrawFn, pairs: st.SearchStrategy[tuple[Any, Any]] = _TWIN_PAIRS
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Two documents alike but for one value (a pair from `pairs`), and the path to it."""
+    a, b = draw(pairs)
     if draw(st.booleans()):
         a, b = b, a
     path: list[str] = []
@@ -274,3 +283,66 @@ async def test_assert_downgrades_speaks_of_the_downgraded_document(
     message = str(raised.value)
     assert "downgraded document" in message and "upgraded" not in message, message
     assert "(BSON int)" in message and "(BSON bool)" in message, message
+
+
+@st.composite
+def _python_equal(draw: st.DrawFn) -> tuple[Any, Any]:
+    """Two values Python calls equal, drawn from one number written as int, Int64, float, bool."""
+    n = draw(st.integers(-(2**63), 2**63 - 1) | st.integers(-(2**31) - 2, 2**31 + 1) | st.just(1))
+    forms: list[Any] = [n, Int64(n)]
+    if float(n) == n:
+        forms.append(float(n))
+    if n in (0, 1):
+        forms.append(bool(n))
+    return draw(st.sampled_from(forms)), draw(st.sampled_from(forms))
+
+
+#: Values of one BSON type that differ, and print alike or compare equal in Python.
+_LOOK_ALIKES = [(0.0, -0.0), (_NAN, -_NAN), (_NAN, _OTHER_NAN), ("\u00e9", "e\u0301")]
+
+#: Generated pairs; those BSON stores as one type (2**40 and Int64(2**40)) are the same value.
+_EXAMPLES = int(os.environ.get("TYPE_MESSAGE_EXAMPLES", "200"))
+
+
+@settings(max_examples=_EXAMPLES, deadline=None)
+@given(_nested(_python_equal()))
+def test_generated_python_equal_values_are_told_apart_by_path_and_bson_types(
+    case: tuple[dict[str, Any], dict[str, Any], str],
+) -> None:
+    actual, expected, path = case
+    assert actual == expected  # as Python sees them
+    a, b = _leaf(actual, path), _leaf(expected, path)
+    found = first_difference(actual, expected)
+    if bson_type_name(a) == bson_type_name(b):
+        event("one BSON type: the same value")
+        assert found is None, found
+        return
+    event(f"{bson_type_name(a)} against {bson_type_name(b)}")
+    assert found is not None and f"at {path!r}" in found, found
+    assert re.findall(r"\(BSON ([^)]+)\)", found) == [bson_type_name(a), bson_type_name(b)], found
+    # assert_upgrades says the same, after its own words.
+    with pytest.raises(AssertionError) as raised:
+        _compare(actual, expected)
+    assert found in str(raised.value)
+
+
+@settings(max_examples=_EXAMPLES, deadline=None)
+@given(
+    _nested(
+        st.sampled_from([(0.0, -0.0), (_NAN, -_NAN), (_NAN, _OTHER_NAN), ("\u00e9", "e\u0301")])
+    )
+)
+def test_generated_values_of_one_type_that_differ_are_shown_apart(
+    case: tuple[dict[str, Any], dict[str, Any], str],
+) -> None:
+    actual, expected, path = case
+    found = first_difference(actual, expected)
+    assert found is not None and f"at {path!r}" in found, found
+    holds, wanted = found.split("holds ", 1)[1].split(", the expected one ", 1)
+    assert unicodedata.normalize("NFKC", holds) != unicodedata.normalize("NFKC", wanted), found
+
+
+def _leaf(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
