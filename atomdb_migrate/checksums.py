@@ -42,6 +42,7 @@ import site
 import sys
 import sysconfig
 import textwrap
+import tokenize
 from collections.abc import Iterable, Iterator
 from functools import cache, lru_cache
 from importlib.machinery import ModuleSpec, PathFinder
@@ -104,6 +105,24 @@ def _digest(tree: ast.AST) -> str:
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
+def source_text(path: Path) -> str:
+    """A module's text, as Python reads it: in UTF-8, or in the encoding its coding
+    line declares where it is not UTF-8 (a text UTF-8 reads is read as before,
+    so the checksums recorded from it still match).
+
+    Raises
+    ------
+    OSError, ValueError
+        If the file cannot be read, or decoded in any of them.
+
+    """
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        with tokenize.open(path) as source:
+            return source.read()
+
+
 def code_checksum(source: str) -> str:
     """The checksum of Python code: of its syntax tree without docstrings.
 
@@ -147,7 +166,7 @@ def step_checksum(step: Step) -> str | None:
     path = _module_file(step)
     if path is not None:
         try:
-            return module_checksum(path.read_text())
+            return module_checksum(source_text(path))
         except (OSError, SyntaxError, ValueError):
             return None
     return _code_step_checksum(step)
@@ -159,7 +178,7 @@ def legacy_checksum(step: Step) -> str | None:
     path = _module_file(step)
     if path is not None:
         try:
-            return code_checksum(path.read_text())
+            return code_checksum(source_text(path))
         except (OSError, SyntaxError, ValueError):
             return None
     return _code_step_checksum(step)
@@ -236,7 +255,7 @@ def _read(file: Path, package: str) -> tuple[tuple[str, ...], str] | None:
     """The module names a file imports (see `_imported_names`) and its code's
     checksum; None if it cannot be read or parsed."""
     try:
-        text = file.read_text()
+        text = source_text(file)
     except (OSError, ValueError):
         return None
     return _parsed(text, package)

@@ -303,7 +303,9 @@ class ConversionError(OperationError):
 class UnsettablePathError(OperationError):
     """A value ``move_field``, ``copy_field`` or ``rename_field`` carries cannot be set
     where it goes: a value on the way is not a document (a string, a list, a
-    null that is not an embedded model the step knows).
+    null that is not an embedded model the step knows), or is a reference to
+    another document (atom-db reads the referenced document, never a value
+    set inside the reference).
 
     Left where it was, the value would sit where the model no longer reads
     it, and the next save would drop it: the document is refused instead.
@@ -316,22 +318,34 @@ class UnsettablePathError(OperationError):
         The path on the way whose value is in the way.
     found: str
         What is there, shortened.
+    reference: bool
+        Whether `blocked` holds a reference (or is where one goes).
 
     """
 
     path: str
     blocked: str
     found: str
+    reference: bool
 
-    def __init__(self, operation: str, path: str, blocked: str, found: Any) -> None:
+    def __init__(
+        self, operation: str, path: str, blocked: str, found: Any, *, reference: bool = False
+    ) -> None:
         shown = short_repr(found, 80)
+        what = (
+            f"{blocked!r} holds a reference ({shown}): atom-db reads the referenced "
+            "document, never a value set inside it"
+            if reference
+            else f"{blocked!r} holds {shown}, not a document (nor an embedded model the step "
+            "knows, to create)"
+        )
         super().__init__(
-            f"{operation}: cannot set {path!r}: {blocked!r} holds {shown}, not a document "
-            "(nor an embedded model the step knows, to create): the value is left where it "
-            "was and the document fails the step",
+            f"{operation}: cannot set {path!r}: {what}: the value is left where it was and the "
+            "document fails the step",
             path=path,
             blocked=blocked,
             found=shown,
+            reference=reference,
         )
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .checksums import source_text
 from .exceptions import ChainError, ConfigError, StepModuleError, shorten
 from .registry import MigrationRegistry, check_changes, register_step
 from .schema import CONFIRM_TAGS, is_schema
@@ -248,7 +249,7 @@ def _unfinished(file: Path) -> tuple[str, ...]:
     and comments that ask the author to confirm what the step does to stored
     data (`atomdb_migrate.schema.CONFIRM_TAGS`), as autogenerate writes them."""
     try:
-        text = file.read_text()
+        text = source_text(file)  # in the encoding the module declares
         tree = ast.parse(text)
     except (OSError, SyntaxError, ValueError):
         return ()
@@ -306,8 +307,8 @@ def _failing_line(exc: BaseException, file: Path) -> int:
 def _line_of(file: Path, name: str) -> int:
     """The line where a module-level name is assigned or defined (1 if unknown)."""
     try:
-        tree = ast.parse(file.read_text())
-    except (OSError, SyntaxError):
+        tree = ast.parse(source_text(file))
+    except (OSError, SyntaxError, ValueError):
         return 1
     for node in tree.body:
         targets: list[Any] = []

@@ -55,6 +55,9 @@ MIN_FREE_SECRET = 8
 #: then each separator (``?``, ``&``, ``;``) and option, in turn.
 _OPTION_SPLIT = re.compile(r"([?&;])")
 
+#: Splits the options as the driver does: at each ``&`` and ``;``.
+_AMPERSAND_SPLIT = re.compile(r"([&;])")
+
 #: A URL in a text: a scheme, ``://``, and everything up to a space or a quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*")
 
@@ -129,16 +132,45 @@ def _ports(url: str, begin: int) -> list[tuple[int, int]]:
 
 
 def _option_spans(url: str, begin: int) -> list[tuple[int, int]]:
-    """The values of secret options: after ``=``, or a mistyped ``:``."""
-    spans = []
-    offset = begin
-    for index, part in enumerate(_OPTION_SPLIT.split(url[begin:])):
+    """The values of secret options: after ``=``, or a mistyped ``:``.
+
+    The driver takes the options from the first ``?`` on, one up to each
+    ``&`` or ``;``: a later ``?`` is part of a value. A mistyped URL may use
+    ``?`` between options too, or start them with ``&``, so both readings
+    count: each ``?`` a separator, or none after the first. A piece that is no
+    option (no ``=`` nor ``:``) right after a secret value is taken for the
+    rest of it (a password holding a raw ``&``).
+
+    """
+    text = url[begin:]
+    spans = _values(_OPTION_SPLIT.split(text), begin)
+    first = _OPTION_SPLIT.search(text)
+    if first is not None:
+        start = first.start()
+        pieces = [text[:start], text[start], *_AMPERSAND_SPLIT.split(text[start + 1 :])]
+        spans += _values(pieces, begin)
+    return spans
+
+
+def _values(pieces: list[str], offset: int) -> list[tuple[int, int]]:
+    """Where secret options' values are, in a URL split into pieces at separators
+    (the first piece is what comes before the options), from `offset` on."""
+    spans: list[tuple[int, int]] = []
+    secret = False
+    for index, part in enumerate(pieces):
         if index and part not in "?&;":
-            name, equals, _ = part.partition("=")
-            if not equals:
-                name, equals, _ = part.partition(":")
-            if equals and is_secret_option(unquote(name)):
-                spans.append((offset + len(name) + 1, offset + len(part)))
+            separators = [i for i in (part.find("="), part.find(":")) if i >= 0]
+            if not separators:
+                if secret:  # no option: the rest of the value before it
+                    spans.append((offset, offset + len(part)))
+            else:
+                # "name=value" or "name:value", whichever comes first
+                # (``password:a=b``); a name holding the other counts too.
+                secret = False
+                for where in separators:
+                    if is_secret_option(unquote(part[:where])):
+                        spans.append((offset + where + 1, offset + len(part)))
+                        secret = True
         offset += len(part)
     return spans
 

@@ -137,21 +137,66 @@ Embedded = Mapping[tuple[str, ...], str]
 #: No path known to hold an embedded model.
 NO_EMBEDDED: Embedded = MappingProxyType({})
 
+
+class ModelPaths(dict[tuple[str, ...], str]):
+    """The embedded models on a model's paths (an `Embedded`), and the paths that
+    hold a reference to another document (atom-db's ``NoSQLModel`` members).
+
+    atom-db restores a reference from the referenced model's collection, by
+    its ``_id``: a value set inside the stored stub is never read (the next
+    ``save()`` drops it), and a stub made up for it, with no ``_id``,
+    restores as nothing. No value is set through a reference (`blocked`).
+
+    """
+
+    #: The paths whose value is a reference.
+    references: frozenset[tuple[str, ...]]
+
+    def __init__(
+        self,
+        models: Mapping[tuple[str, ...], str] = NO_EMBEDDED,
+        references: Iterable[tuple[str, ...]] = (),
+    ) -> None:
+        super().__init__(models)
+        self.references = frozenset(references)
+
+
+class Reference:
+    """What `blocked` finds at a path holding a reference (see `ModelPaths`).
+
+    Parameters
+    ----------
+    value: object
+        What is stored there: a reference, null, or `MISSING`.
+
+    """
+
+    def __init__(self, value: Any) -> None:
+        #: What is stored there.
+        self.value = value
+
+
+def references_of(embedded: Embedded) -> frozenset[tuple[str, ...]]:
+    """The paths `embedded` knows to hold a reference (see `ModelPaths`)."""
+    return getattr(embedded, "references", frozenset())
+
+
 #: Where a step's operations learn their embedded models: the mapping, or a
 #: function giving it when first needed (the registry's; see `Operations`).
 EmbeddedSource = Embedded | Callable[[], Embedded] | None
 
 
-def embedded_models(
-    fields: Mapping[str, Any], prefix: tuple[str, ...] = ()
-) -> dict[tuple[str, ...], str]:
-    """The embedded models of a schema snapshot (see `atomdb_migrate.schema`), by path.
+def embedded_models(fields: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> ModelPaths:
+    """The embedded models of a schema snapshot (see `atomdb_migrate.schema`), by path,
+    and the paths holding a reference (`ModelPaths`).
 
     An embedded model is described as a dict of its fields with its
-    ``__model__``; one met again inside itself as ``"Embedded(name)"``.
+    ``__model__``; one met again inside itself as ``"Embedded(name)"``; a
+    reference as ``"Ref(name)"``.
 
     """
-    found: dict[tuple[str, ...], str] = {}
+    found = ModelPaths()
+    references: set[tuple[str, ...]] = set()
     for name, description in fields.items():
         if name == MODEL_KEY:
             continue
@@ -160,9 +205,14 @@ def embedded_models(
             model = description.get(MODEL_KEY)
             if isinstance(model, str):
                 found[path] = model
-            found.update(embedded_models(description, path))
+            inner = embedded_models(description, path)
+            found.update(inner)
+            references |= inner.references
         elif isinstance(description, str) and description.startswith("Embedded("):
             found[path] = description[len("Embedded(") : -1]
+        elif isinstance(description, str) and description.startswith("Ref("):
+            references.add(path)
+    found.references = frozenset(references)
     return found
 
 
@@ -234,14 +284,18 @@ def blocked(
     created too when the value is carried from another path (`carry`): a
     default (not `carry`) is set only where every embedded model on the way
     is there, so a missing one blocks it as well (what is there: `MISSING`).
-    Anything else blocks the path.
+    Anything else blocks the path, and so does a reference, whatever it
+    holds (see `ModelPaths`).
 
     """
     current: Any = doc
+    references = references_of(embedded)
     for i in range(1, len(parts)):
         prefix = tuple(parts[:i])
         model = embedded.get(prefix)
         child = current.get(parts[i - 1], MISSING) if current is not MISSING else MISSING
+        if prefix in references:
+            return prefix, Reference(child)
         if isinstance(child, dict):
             current = child
             continue
@@ -339,6 +393,9 @@ def settable_expr(
     Below a value that is missing or null, every path is missing.
 
     """
+    references = references_of(embedded)
+    if any(tuple(parts[:i]) in references for i in range(1, len(parts))):
+        return False
     checks: list[Any] = [
         {"$in": [{"$type": _field(parts[:i])}, _kinds(embedded.get(tuple(parts[:i])), carry)]}
         for i in range(1, len(parts))
@@ -465,10 +522,13 @@ def settable_query(parts: Sequence[str], embedded: Embedded = NO_EMBEDDED) -> li
     """Conditions true where a value can be set with a plain ``$set``: every
     value on the way is a document, or missing where it is no embedded model
     (``$set`` creates ``{}``). An embedded model to create is left to the
-    general form."""
+    general form, and so is a path through a reference (it matches nothing)."""
     found: list[dict[str, Any]] = []
+    references = references_of(embedded)
     for i in range(1, len(parts)):
         name = ".".join(parts[:i])
+        if tuple(parts[:i]) in references:
+            return [{name: {"$in": []}}]
         if tuple(parts[:i]) in embedded:
             found.append(_is_document(name))
         else:
@@ -951,8 +1011,17 @@ class _FromTo(Operation):
         self.src_parts = split_path(src, what="source")
         self.dst_parts = split_path(dst, what="destination")
         _refuse_overlap(self.__op_name__, self.src_parts, self.dst_parts)
-        # Into the source's own document, or to the top, a value can always be set.
-        self.fallible = len(self.dst_parts) > 1 and self.dst_parts[:-1] != self.src_parts[:-1]
+
+    @property
+    def fallible(self) -> bool:  # type: ignore[override]
+        """Whether a document may be refused: a value can always be set into the
+        source's own document, or at the top, unless that document is a reference."""
+        if len(self.dst_parts) == 1:
+            return False
+        if self.dst_parts[:-1] != self.src_parts[:-1]:
+            return True
+        references = references_of(self.embedded())
+        return any(self.dst_parts[:i] in references for i in range(1, len(self.dst_parts)))
 
     def arguments(self) -> tuple[Any, ...]:
         return (self.src, self.dst)
@@ -979,6 +1048,10 @@ class _FromTo(Operation):
         found = blocked(doc, self.dst_parts, self.embedded(), carry=True)
         if found is not None:
             where, what = found
+            if isinstance(what, Reference):
+                raise UnsettablePathError(
+                    repr(self), self.dst, ".".join(where), what.value, reference=True
+                )
             raise UnsettablePathError(repr(self), self.dst, ".".join(where), what)
         return value
 
@@ -1629,7 +1702,7 @@ class Operations:
         elif callable(embedded):
             source = embedded
         else:
-            known = MappingProxyType(dict(embedded))
+            known = ModelPaths(embedded, references_of(embedded))
             source = lambda: known  # noqa: E731
         self.operations = tuple(op.bound(source) for op in given)
 
@@ -1757,10 +1830,12 @@ __all__ = [
     "CreateIndex",
     "DropIndex",
     "IndexOperation",
+    "ModelPaths",
     "MoveField",
     "Operation",
     "OperationError",
     "Operations",
+    "Reference",
     "RemoveField",
     "RenameField",
     "RenameModel",
@@ -1774,6 +1849,7 @@ __all__ = [
     "drop_index",
     "embedded_models",
     "move_field",
+    "references_of",
     "remove_field",
     "rename_field",
     "rename_model",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from atomdb_migrate.checksums import code_checksum
 from atomdb_migrate.cli import EXIT_CHECK, EXIT_CHECKSUM, EXIT_USAGE
@@ -349,3 +352,53 @@ def test_finding_what_a_step_imports_runs_none_of_it(
     found = [name for name, _ in imported_modules(step, tmp_path)]
     assert found == [f"noisy_{tag}", f"noisy_{tag}.rates"]
     assert f"noisy_{tag}" not in sys.modules
+
+
+def test_a_module_in_another_encoding_has_its_checksum(tmp_path: Path) -> None:
+    """A step module (or a module it imports) declaring another encoding, as Python
+    reads it: it had no checksum at all, so check could not see it edited."""
+    from atomdb_migrate import MigrationRegistry, load_migrations
+    from atomdb_migrate.checksums import _read, module_checksum, step_checksum
+
+    text = "# -*- coding: latin-1 -*-\n" + STEP.replace("Split name", "Split the café's name")
+    (tmp_path / "0001_split_name.py").write_bytes(text.encode("latin-1"))
+    with MigrationRegistry.instance().isolated():
+        (step,) = load_migrations(tmp_path)
+        assert step_checksum(step) == module_checksum(text) is not None
+    helper = tmp_path / "helper.py"
+    helper.write_bytes("# -*- coding: latin-1 -*-\nNAME = 'café'\n".encode("latin-1"))
+    assert _read(helper, "") is not None
+
+
+#: Examples of the property test below; raise it with ENCODING_EXAMPLES.
+ENCODING_EXAMPLES = int(os.environ.get("ENCODING_EXAMPLES", "25"))
+
+
+@settings(max_examples=ENCODING_EXAMPLES, deadline=None)
+@given(
+    st.sampled_from(["latin-1", "cp1252", "iso-8859-15", "utf-8"]),
+    st.text(st.characters(codec="latin-1", categories=("L", "N", "P", "Zs")), max_size=30),
+)
+def test_every_encoding_a_module_may_declare_is_read_as_python_reads_it(
+    tmp_path_factory: pytest.TempPathFactory, coding: str, words: str
+) -> None:
+    """The step's checksum and what is left to write in it, whatever encoding it declares
+    and whatever its comments and docstring hold."""
+    from atomdb_migrate import MigrationRegistry, load_migrations
+    from atomdb_migrate.checksums import module_checksum, step_checksum
+
+    try:
+        words.encode(coding)
+    except UnicodeEncodeError:
+        assume(False)
+    text = (
+        f"# -*- coding: {coding} -*-\n# {words}\n"
+        + STEP.replace("Split name", f"Split name {words!r}")
+        + "# LOSSY: 'name' is cut at its first space; delete this comment\n"
+    )
+    folder = tmp_path_factory.mktemp("encoding")
+    (folder / "0001_split_name.py").write_bytes(text.encode(coding))
+    with MigrationRegistry.instance().isolated():
+        (step,) = load_migrations(folder)
+        assert step_checksum(step) == module_checksum(text)
+        assert any(u.startswith("line ") and "LOSSY:" in u for u in step.unfinished), step

@@ -204,3 +204,31 @@ async def test_reads_use_the_steps_loaded_from_files(db: Any, registry: Migratio
     _id = (await Customer.objects.insert_one(doc)).inserted_id
     c = await Customer.restore(await Customer.objects.find_one({"_id": _id}))
     assert (c.first, c.last, c.tier, c.applied) == ("Ada", "Lovelace", "basic", 1)
+
+
+@pytest.mark.parametrize("coding", ["latin-1", "utf-8"])
+def test_a_comment_to_confirm_is_found_in_a_module_of_any_encoding(
+    tmp_path: Path, registry: MigrationRegistry, coding: str
+) -> None:
+    """Python reads a module in the encoding its coding line declares: so does the
+    search for what is left to write (it found nothing in a module that is not
+    UTF-8, and ``check`` passed over a ``# DELETES DATA:`` comment)."""
+    text = textwrap.dedent(
+        f'''
+        # -*- coding: {coding} -*-
+        """Drop the café's status."""
+        from atomdb_migrate import ops
+
+        model = "{MODEL}"
+        from_version = "0"
+        to_version = "1"
+        operations = [
+            ops.remove_field("status"),
+            # DELETES DATA: remove_field('status') deletes every stored 'status' (Str)
+        ]
+        '''
+    ).lstrip()
+    (tmp_path / "0001_drop.py").write_bytes(text.encode(coding))
+    (step,) = load_migrations(tmp_path)
+    assert step.message == "Drop the café's status."
+    assert any("DELETES DATA: remove_field('status')" in u for u in step.unfinished), step

@@ -411,3 +411,64 @@ def test_no_log_line_shows_a_mistyped_urls_secret(case: tuple[str, str], shape: 
         return record.getMessage()
 
     assert logged(template.format(s=secret)) == logged(template.format(s=_other(secret)))
+
+
+# ----------------------------------------------------------------------
+# A secret option's value holding URL punctuation
+# ----------------------------------------------------------------------
+#: Examples of the property test below; raise it with OPTION_VALUE_EXAMPLES.
+OPTION_VALUE_EXAMPLES = int(os.environ.get("OPTION_VALUE_EXAMPLES", "300"))
+
+#: How a secret option may be written: as it should be, or with ":" for "=".
+SECRET_OPTIONS = [
+    "authMechanismProperties=AWS_SESSION_TOKEN:{s}",
+    "tlsCertificateKeyFilePassword={s}",
+    "password={s}",
+    "password:{s}",
+    "proxyPassword:{s}",
+]
+
+
+def _reads_as_own_options(value: str) -> bool:
+    """Whether a value's text after an "&" or ";" reads as an option of its own
+    (``name=value``, or ``name:value`` mistyped): the driver takes it so, and so
+    does the masking, which cannot tell it from one."""
+    return any(set(part) & set("=:") for part in re.split(r"[&;]", value)[1:])
+
+
+@st.composite
+def option_values(draw: st.DrawFn) -> tuple[str, str]:
+    """A URL template with a secret option ("{s}" where its value goes), and the value:
+    letters and digits around the punctuation a URL gives meaning to."""
+    value = draw(
+        st.text(
+            st.sampled_from(string.ascii_letters + string.digits + "?&;=:@/,#%"),
+            min_size=1,
+            max_size=16,
+        ).filter(lambda v: not _reads_as_own_options(v))
+    )
+    option = draw(st.sampled_from(SECRET_OPTIONS))
+    after = draw(st.sampled_from(["", "&authSource=admin", ";appName=x"]))
+    start = draw(st.sampled_from(["mongodb://db.example:27017/p1?", "mongodb:/db.example/p1&"]))
+    return start + option + after, value
+
+
+@settings(max_examples=OPTION_VALUE_EXAMPLES, deadline=None)
+@given(option_values())
+@example(("mongodb://db.example/p1?authMechanismProperties=AWS_SESSION_TOKEN:{s}", "Zq9?wx7k"))
+@example(("mongodb://db.example/p1?tlsCertificateKeyFilePassword={s}&authSource=admin", "Zq9?wx7k"))
+@example(("mongodb://db.example/p1?password:{s}", "Zq9=wx7k"))
+@example(("mongodb://db.example/p1?password={s}", "Zq9&wx7k"))
+def test_a_secret_options_value_is_masked_whatever_punctuation_it_holds(
+    case: tuple[str, str],
+) -> None:
+    """The driver takes everything after the first "?" up to an "&" or ";" as one
+    option, a "?" or "=" inside its value included; the masking shows the same
+    whatever the value's letters and digits are."""
+    template, value = case
+    url, other = template.format(s=value), template.format(s=_other(value))
+    assert mask_url(url) == mask_url(other), (url, mask_url(url))
+    shape = "cannot reach {} within 1s"
+    assert mask(shape.format(url), url) == mask(shape.format(other), other)
+    if "://" in url:  # a URL a text is known to hold without the configured one
+        assert mask(shape.format(url)) == mask(shape.format(other))

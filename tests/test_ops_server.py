@@ -307,6 +307,93 @@ def test_the_fast_form_agrees_alone(server: Any, long: bool) -> None:
     assert used[0] > 0  # the fast form did run on some documents
 
 
+#: Examples of the property test below; raise it with REFERENCE_EXAMPLES.
+REFERENCE_EXAMPLES = int(os.environ.get("REFERENCE_EXAMPLES", "60"))
+
+#: A reference as atom-db stores one: the referenced model, its ``_id``, a ``__ref__``.
+STUB = {"__model__": "m.R", "__ref__": 7, "_id": 5}
+
+# Documents whose values are often references (or null, or left out, as unset ones are).
+referring_document = st.dictionaries(
+    key, st.one_of(st.none(), st.just(STUB), st.dictionaries(key, st.just(STUB)), value), max_size=3
+)
+
+
+#: The operations that set a value somewhere.
+writing = st.one_of(
+    *(OPERATIONS[name] for name in OPERATIONS if name not in ("remove_field", "convert"))
+)
+
+
+@st.composite
+def model_paths(draw: st.DrawFn) -> ops.ModelPaths:
+    """Embedded models and references on the documents' paths (never the same path)."""
+    models = draw(embedded)
+    paths = st.one_of(key.map(lambda k: (k,)), st.lists(key, min_size=2, max_size=2).map(tuple))
+    references = draw(st.sets(paths, min_size=1, max_size=3))
+    return ops.ModelPaths(models, references - set(models))
+
+
+def _leaves_alone(op: ops.Operation, path: tuple[str, ...]) -> bool:
+    """Whether an operation is meant to leave the value at `path` as it is: it sets
+    nothing at or above it (replacing it whole) and moves nothing out of it."""
+    if isinstance(op, ops.AddField):
+        written = [op.parts]
+    else:
+        assert isinstance(op, ops.MoveField | ops.CopyField)
+        written = [op.dst_parts]
+        if isinstance(op, ops.MoveField):
+            src = op.src_parts
+            if src[: len(path)] == path or path[: len(src)] == src:
+                return False
+    return not any(path[: len(p)] == p for p in written)
+
+
+@pytest.mark.timeout(1800)
+def test_nothing_is_set_through_a_reference(server: Any, long: bool) -> None:
+    """Both forms agree where paths go through references, and neither sets a value
+    inside one (atom-db reads the referenced document instead): what each reference
+    path holds is what it held, or the document is refused."""
+    counts = SEEN.setdefault("through references", [0, 0])
+
+    @settings(
+        max_examples=REFERENCE_EXAMPLES * (10 if long else 1),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        st.one_of(
+            st.lists(any_operation, min_size=1, max_size=3),
+            st.lists(writing, min_size=1, max_size=2),
+        ),
+        st.lists(referring_document, min_size=1, max_size=6),
+        model_paths(),
+    )
+    def check(
+        operations: list[ops.Operation], docs: list[dict[str, Any]], paths: ops.ModelPaths
+    ) -> None:
+        counts[1] += both_ways(server, operations, docs, paths)
+        counts[0] += 1
+        steps = ops.Operations(operations, embedded=paths)
+        writers = (ops.AddField, ops.CopyField, ops.MoveField)
+        if not all(isinstance(op, writers) for op in operations):
+            return  # a removal or a conversion may change a stub on its own
+        for doc in docs:
+            after = copy_document(doc)
+            try:
+                steps(after)
+            except ops.OperationError:
+                continue
+            for path in paths.references:
+                was, now = ops.get_path(doc, path), ops.get_path(after, path)
+                if not all(_leaves_alone(op, path) for op in operations):
+                    continue  # replaced whole, or a value moved out of it
+                assert normal(now) == normal(was), (operations, path, doc, after)
+
+    check()
+    assert counts[0] > 0
+
+
 def test_the_fast_form_takes_the_common_shape(server: Any) -> None:
     step = [
         ops.rename_field("heading", "title"),
