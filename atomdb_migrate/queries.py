@@ -569,11 +569,12 @@ def version_filter(
         names, for a version still stored.
 
     """
-    original = dict(query) if isinstance(query, Mapping) else ({} if query is None else query)
     if isinstance(versions, (str, bytes)):
         raise TypeError(f"versions must be a list of stored versions, not {versions!r}")
+    # Nothing kept (in the cache, in the result) may be the caller's own list or dict.
+    original = _detached(query)
     if versions is not None:
-        versions = list(versions)
+        versions = _detached(list(versions))
     try:
         key = _cache_key(model, original, versions)
     except Exception:  # a value that has no key: translate it each time
@@ -589,6 +590,16 @@ def version_filter(
                 _cache.pop(next(iter(_cache)))
             _cache[key] = found
     return copy.deepcopy(found)
+
+
+def _detached(query: Any) -> Any:
+    """A deep copy of a filter (or of stored versions), sharing nothing with the caller's."""
+    if query is None:
+        return {}
+    try:
+        return copy.deepcopy(dict(query) if isinstance(query, Mapping) else query)
+    except Exception:  # a value that cannot be copied: the server refuses it anyway
+        return dict(query) if isinstance(query, Mapping) else query
 
 
 #: How many translated filters are kept (the query guard translates each query).

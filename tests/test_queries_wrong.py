@@ -1,0 +1,188 @@
+"""Queries that answered wrong without an error: each case against the upgrade's answer.
+
+Each test here failed before its fix. The property tests over generated
+inputs are in test_queries_property.py (translations against an upgraded
+copy) and here (arguments mutated after every call; PCRE-only patterns).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atomdb_migrate import (
+    LegacyQueryError,
+    MigrationRegistry,
+    VersionedModel,
+    count,
+    find,
+    guard_queries,
+    ops,
+    register_step,
+    version_filter,
+)
+from atomdb_migrate.finders import find_one, forget_surveys
+from atomdb_migrate.queries import _cache
+
+
+class Page(VersionedModel):
+    __model__ = "wrong.Page"
+    __version__ = 2
+
+
+#: How many filters the argument-mutation property draws.
+MUTATION_EXAMPLES = int(os.environ.get("QUERY_MUTATION_EXAMPLES", "60"))
+
+
+def mutate(value: Any) -> int:
+    """Change every list and dict inside `value` in place; how many were changed."""
+    changed = 0
+    if isinstance(value, dict):
+        for item in list(value.values()):
+            changed += mutate(item)
+        value["zz_mutated"] = 99
+        changed += 1
+    elif isinstance(value, list):
+        for item in list(value):
+            changed += mutate(item)
+        value.append(99)
+        value.insert(0, "mutated")
+        changed += 1
+    return changed
+
+
+# ----------------------------------------------------------------------
+# Item 7: nothing cached may alias an argument (or a result)
+# ----------------------------------------------------------------------
+def test_a_list_changed_after_the_call_does_not_change_the_next_answer(
+    registry: MigrationRegistry,
+) -> None:
+    register_step(Page, 1, 2, operations=[ops.rename_field("writer", "author")])
+    sel = [1, 2]
+    first = version_filter(Page, {"author": {"$in": sel}})
+    sel.append(3)
+    assert version_filter(Page, {"author": {"$in": [1, 2]}}) == first
+    # The result is the caller's too: changing it changes nothing cached.
+    mutate(first)
+    assert version_filter(Page, {"author": {"$in": [1, 2]}}) != first
+
+
+FILTER_VALUES = st.recursive(
+    st.sampled_from([1, 2, "x", None]),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3), st.dictionaries(st.sampled_from(["k", "j"]), inner)
+    ),
+    max_leaves=6,
+)
+CONDITIONS = st.one_of(
+    FILTER_VALUES,
+    st.builds(lambda v: {"$in": v}, st.lists(FILTER_VALUES, min_size=1, max_size=3)),
+    st.builds(lambda v: {"$nin": v}, st.lists(FILTER_VALUES, min_size=1, max_size=3)),
+    st.builds(lambda v: {"$ne": v}, FILTER_VALUES),
+    st.builds(lambda v: {"$elemMatch": {"k": v}}, FILTER_VALUES),
+    st.builds(lambda v: {"$not": {"$in": v}}, st.lists(FILTER_VALUES, min_size=1, max_size=2)),
+)
+FILTERS = st.one_of(
+    st.builds(lambda p, c: {p: c}, st.sampled_from(["author", "tags", "other"]), CONDITIONS),
+    st.builds(
+        lambda op, c1, c2: {op: [{"author": c1}, {"tags": c2}]},
+        st.sampled_from(["$and", "$or", "$nor"]),
+        CONDITIONS,
+        CONDITIONS,
+    ),
+)
+
+#: Mutations made by the property below, per entry point (reported by the test).
+MUTATIONS: dict[str, int] = {}
+
+
+@settings(
+    max_examples=MUTATION_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(query=FILTERS, versions=st.sampled_from([None, ["1"], [1, "1"]]))
+def test_version_filter_keeps_no_argument_nor_result(
+    registry: MigrationRegistry, query: dict[str, Any], versions: list[Any] | None
+) -> None:
+    with MigrationRegistry.instance().isolated():
+        register_step(Page, 1, 2, operations=[ops.rename_field("writer", "author")])
+        fresh = version_filter(Page, copy.deepcopy(query), versions=copy.deepcopy(versions))
+        _cache.clear()
+        argument, stored = copy.deepcopy(query), copy.deepcopy(versions)
+        answer = version_filter(Page, argument, versions=stored)
+        assert answer == fresh
+        n = mutate(argument) + (mutate(stored) if stored is not None else 0) + mutate(answer)
+        MUTATIONS["version_filter"] = MUTATIONS.get("version_filter", 0) + n
+        again = version_filter(Page, copy.deepcopy(query), versions=copy.deepcopy(versions))
+        assert again == fresh, (query, again, fresh)
+
+
+async def pages(db: Any) -> Any:
+    collection = db[Page.__model__]
+    await collection.insert_many(
+        [
+            {"_id": ObjectId(), "writer": 1, "__version__": "1"},
+            {"_id": ObjectId(), "writer": 2, "__version__": "1"},
+            {"_id": ObjectId(), "writer": 3, "__version__": "1"},
+            {"_id": ObjectId(), "author": 3, "__version__": "2"},
+        ]
+    )
+    return collection
+
+
+ENTRY_POINTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "count": lambda q: count(Page, q),
+    "Page.count": lambda q: Page.count(q),
+    "find": lambda q: find(Page, q),
+    "find_one": lambda q: find_one(Page, q),
+    "Page.find": lambda q: Page.find(q),
+    "stored count": lambda q: count(Page, q, stored=True),
+}
+
+
+async def answer_of(name: str, query: dict[str, Any]) -> Any:
+    result = await ENTRY_POINTS[name](query)
+    if isinstance(result, list):
+        return sorted(str(p._id) for p in result)
+    return result if isinstance(result, int) else result is not None
+
+
+@pytest.mark.parametrize("name", list(ENTRY_POINTS))
+async def test_every_entry_point_keeps_no_argument(
+    db: Any, registry: MigrationRegistry, name: str
+) -> None:
+    register_step(Page, 1, 2, operations=[ops.rename_field("writer", "author")])
+    await pages(db)
+    forget_surveys()
+    sel = [1, 2]
+    before = await answer_of(name, {"author": {"$in": [1, 2]}})
+    query = {"$or": [{"author": {"$in": sel}}]}
+    await answer_of(name, query)
+    sel.append(3)
+    mutate(query)
+    assert await answer_of(name, {"$or": [{"author": {"$in": [1, 2]}}]}) == before
+
+
+async def test_the_guard_keeps_no_argument(db: Any, registry: MigrationRegistry) -> None:
+    register_step(Page, 1, 2, operations=[ops.rename_field("writer", "author")])
+    await pages(db)
+    forget_surveys()
+    guard_queries("error")
+    try:
+        sel = [3]
+        # Author 3 is stored once as writer (version 1), once as author: the query misses one.
+        for query in ({"author": {"$in": sel}}, {"author": {"$in": [3]}}):
+            with pytest.raises(LegacyQueryError) as caught:
+                await Page.objects.count_documents(query)
+            assert (caught.value.missed, caught.value.extra) == (1, 0), (query, caught.value)
+            sel[0] = 1
+    finally:
+        guard_queries("off")
