@@ -573,16 +573,15 @@ def version_filter(
         raise TypeError(f"versions must be a list of stored versions, not {versions!r}")
     # Nothing kept (in the cache, in the result) may be the caller's own list or dict.
     original = _detached(query)
-    if versions is not None:
-        versions = _detached(list(versions))
+    stored = None if versions is None else _detached(list(versions))
     try:
-        key = _cache_key(model, original, versions)
+        key = _cache_key(model, original, stored)
     except Exception:  # a value that has no key: translate it each time
         key = None
     found = _cache.get(key) if key is not None else None
     if found is None:
         try:
-            found = _version_filter(model, original, versions)
+            found = _version_filter(model, original, stored)
         except Unsure as exc:
             raise InvalidQueryError(None, f"a value version_filter cannot compare: {exc}") from None
         if key is not None:
