@@ -186,3 +186,35 @@ async def test_the_guard_keeps_no_argument(db: Any, registry: MigrationRegistry)
             sel[0] = 1
     finally:
         guard_queries("off")
+
+
+# ----------------------------------------------------------------------
+# Item 13: the guard checks bulk_write's filters
+# ----------------------------------------------------------------------
+async def test_the_guard_checks_the_filters_of_a_bulk_write(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+
+    register_step(Page, 1, 2, operations=[ops.rename_field("writer", "author")])
+    collection = await pages(db)
+    forget_surveys()
+    guard_queries("error")
+    try:
+        for request in (
+            UpdateOne({"author": 1}, {"$set": {"seen": True}}),
+            UpdateMany({"author": 1}, {"$set": {"seen": True}}),
+            ReplaceOne({"author": 1}, {"author": 1, "seen": True}),
+            DeleteMany({"author": 1}),
+        ):
+            with pytest.raises(LegacyQueryError, match="misses 1 document"):
+                await Page.objects.bulk_write([InsertOne({"author": 9}), request])
+        # Nothing ran: not even the insert before the refused request.
+        assert await collection.count_documents({"author": 9}) == 0
+        assert await collection.count_documents({"seen": True}) == 0
+        assert await collection.count_documents({}) == 4
+        # A bulk write whose filters miss nothing runs (mongomock takes no UpdateOne's sort).
+        result = await Page.objects.bulk_write([UpdateMany({"_id": 0}, {"$set": {"x": 1}})])
+        assert result.matched_count == 0
+    finally:
+        guard_queries("off")
