@@ -218,3 +218,82 @@ async def test_the_guard_checks_the_filters_of_a_bulk_write(
         assert result.matched_count == 0
     finally:
         guard_queries("off")
+
+
+# ----------------------------------------------------------------------
+# Item 8: a value a conversion fails on is asked as stored
+# ----------------------------------------------------------------------
+class Order(VersionedModel):
+    __model__ = "wrong.Order"
+    __version__ = 2
+
+
+OWNER = ObjectId("0123456789abcdef01234567")
+
+
+async def answers(
+    db: Any, model: Any, operations: list[Any], docs: list[dict[str, Any]], query: dict[str, Any]
+) -> tuple[int, int]:
+    """Documents the query selects once upgraded, and that its translation selects as stored
+    (a document a step fails on stays as it is, as ``upgrade`` leaves it)."""
+    from atomdb_migrate import MigrateError
+
+    with MigrationRegistry.instance().isolated():
+        register_step(model, 1, 2, operations=operations)
+        mixed, upgraded = db["wrong.mixed"], db["wrong.upgraded"]
+        await mixed.delete_many({})
+        await upgraded.delete_many({})
+        for i, doc in enumerate(docs):
+            stored = {"_id": i, "__version__": "1", **doc}
+            try:
+                after = await model.upgrade_state(dict(stored))
+            except MigrateError:
+                after = stored
+            await mixed.insert_one(stored)
+            await upgraded.insert_one(after)
+        want = await upgraded.count_documents(query)
+        got = await mixed.count_documents(version_filter(model, query))
+        return want, got
+
+
+def _stored_kinds() -> list[tuple[Any, Any]]:
+    from datetime import datetime
+
+    from bson import Binary, Timestamp
+
+    return [
+        (OWNER, OWNER),
+        (b"\x01\x02", b"\x01\x02"),
+        (Binary(b"\x01", 5), Binary(b"\x01", 5)),
+        (Timestamp(5, 1), Timestamp(5, 1)),
+        (datetime(2020, 1, 1), datetime(2020, 1, 1)),
+    ]
+
+
+@pytest.mark.parametrize("to", ["str", "int", "float", "bool"])
+@pytest.mark.parametrize(
+    "make", [lambda v: v, lambda v: {"$ne": v}, lambda v: {"$in": [v, 5]}, lambda v: {"$nin": [v]}]
+)
+async def test_a_value_a_conversion_fails_on_is_asked_as_stored(
+    db: Any, backend: str, to: str, make: Callable[[Any], Any]
+) -> None:
+    if backend == "mongomock":
+        pytest.skip("conversions in $expr run on the real servers")
+    for stored, asked in _stored_kinds():
+        docs = [{"owner": stored}, {"owner": "7"}]
+        query = {"owner": make(asked)}
+        want, got = await answers(db, Order, [ops.convert("owner", to)], docs, query)
+        assert got == want, (to, query)
+
+
+async def test_an_objectid_a_conversion_fails_on_is_ordered_as_stored(
+    db: Any, backend: str
+) -> None:
+    if backend == "mongomock":
+        pytest.skip("conversions in $expr run on the real servers")
+    docs = [{"owner": OWNER}, {"owner": "7"}, {"owner": 5}]
+    for op in ("$gt", "$gte", "$lt", "$lte"):
+        for bound in (OWNER, ObjectId("0" * 24), ObjectId("f" * 24)):
+            query = {"owner": {op: bound}}
+            want, got = await answers(db, Order, [ops.convert("owner", "str")], docs, query)
+            assert got == want, query
