@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from uuid import UUID
 from bson import Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from .ops import MISSING
+from .regexes import pcre_only
 from .writes import bson_kind
 
 #: The ``$type`` names of BSON's number types.
@@ -206,17 +208,11 @@ def regex_of(pattern: Any, options: str = "") -> tuple[str, str]:
     return str(pattern), "".join(sorted(set(options)))
 
 
-#: What Python's ``re`` and the server's PCRE read differently: escapes of
-#: letters and digits (``\\Z``, ``\\d`` on non-ASCII text, ``\\b``), groups and
-#: flags written ``(?...)``, and possessive or atomic forms.
-_PCRE_ONLY = re.compile(r"\\[A-Za-z0-9]|\(\?|[*+?}]\+")
-
-
 def regex_search(pattern: str, options: str, text: str) -> bool:
     """Whether a regex finds a match in a string, as the server's PCRE would.
 
-    Python's ``re`` decides only patterns that it reads as PCRE does, on
-    ASCII text where the match ignores case.
+    Python's ``re`` decides only patterns that it reads as PCRE does (see
+    `regexes.pcre_only`).
 
     Raises
     ------
@@ -224,15 +220,23 @@ def regex_search(pattern: str, options: str, text: str) -> bool:
         For anything else.
 
     """
-    if _PCRE_ONLY.search(pattern) or ("i" in options and not text.isascii()):
-        raise Unsure(f"regex {pattern!r} on {text!r}: decided by the server's PCRE only")
+    different = pcre_only(pattern, options, text)
+    if different is not None:
+        raise Unsure(
+            f"regex {pattern!r} on {text!r}: decided by the server's PCRE only ({different})"
+        )
     flags = 0
     for letter in options:
         flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}.get(letter, 0)
-    try:
-        return re.search(pattern, text, flags) is not None
-    except re.error as exc:
-        raise Unsure(f"regex {pattern!r}: {exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = re.search(pattern, text, flags) is not None
+        except re.error as exc:
+            raise Unsure(f"regex {pattern!r}: {exc}") from None
+    if caught:  # a nested set, say: a reading `re` itself says may change
+        raise Unsure(f"regex {pattern!r}: decided by the server's PCRE only ({caught[0].message})")
+    return found
 
 
 def is_regex(value: Any) -> bool:

@@ -297,3 +297,156 @@ async def test_an_objectid_a_conversion_fails_on_is_ordered_as_stored(
             query = {"owner": {op: bound}}
             want, got = await answers(db, Order, [ops.convert("owner", "str")], docs, query)
             assert got == want, query
+
+
+# ----------------------------------------------------------------------
+# Item 9: a regex re reads otherwise than PCRE is refused, never guessed
+# ----------------------------------------------------------------------
+#: Patterns where re and PCRE may part, and texts to try them on: each is either
+#: refused (Unsure) or decided as PCRE decides it.
+PCRE_TABLE: list[tuple[str, str, list[str]]] = [
+    ("^[[:alpha:]]+$", "", ["draft", "12", ""]),
+    ("[[:digit:]]", "", ["a1", "ab"]),
+    ("[[:^space:]]", "", [" ", "a"]),
+    ("[[=a=]]", "", ["a", "="]),
+    ("[[.a.]]", "", ["a", "."]),
+    ("[[:<:]]a", "", ["a"]),
+    (r"\h", "", [" ", "\t", "a"]),
+    (r"\H", "", [" ", "a"]),
+    (r"\v", "", ["\n", "a"]),
+    (r"\R", "", ["\r\n", "a"]),
+    (r"\N", "", ["\n", "a"]),
+    (r"\K", "", ["a"]),
+    (r"\Qa.b\E", "", ["a.b", "axb"]),
+    (r"\x{61}", "", ["a", "x"]),
+    (r"\p{L}", "", ["a", "1"]),
+    (r"\X", "", ["a"]),
+    (r"\A", "", ["a"]),
+    (r"a\z", "", ["a", "a\n"]),
+    (r"a\Z", "", ["a\n"]),
+    (r"\d", "", ["1", "\u0661"]),
+    (r"\w", "", ["\u00e9"]),
+    (r"\b", "", ["\u00e9"]),
+    (r"(a)\1", "", ["aa"]),
+    (r"\07", "", ["\x07"]),
+    ("a++", "", ["aa"]),
+    ("a*+a", "", ["aa"]),
+    ("a?+", "", ["a"]),
+    ("a{2}+", "", ["aa"]),
+    ("(?>a+)b", "", ["aab"]),
+    ("(?|(a)|(b))", "", ["b"]),
+    ("(?i)A", "", ["a"]),
+    ("(?<n>a)", "", ["a"]),
+    ("(?P<n>a)(?P=n)", "", ["aa"]),
+    ("(?#c)a", "", ["a"]),
+    ("(?=a)", "", ["a"]),
+    ("(?R)?a", "", ["a"]),
+    ("(*UCP)\\w", "", ["\u00e9"]),
+    ("(*CR)a$", "", ["a\r"]),
+    ("(*ANY)a$", "", ["a\r\n"]),
+    ("a(*SKIP)(*FAIL)|b", "", ["ab"]),
+    ("(*LIMIT_MATCH=1)a", "", ["a"]),
+    ("a{,2}b", "", ["ab", "a{,2}b"]),
+    ("a{1,}", "", ["a"]),
+    ("a{ 1}", "", ["a", "a{ 1}"]),
+    ("a{1, 2}", "", ["a", "a{1, 2}"]),
+    ("a b", "x", ["ab", "a b"]),
+    ("[ ]a", "x", ["a", " a"]),
+    ("a#c\nb", "x", ["ab", "a#c\nb"]),
+    ("a", "x", ["a"]),
+    ("\u212a", "i", ["k", "K"]),
+    ("k", "i", ["\u212a"]),
+    ("\u00df", "i", ["SS", "\u1e9e"]),
+    ("\u00e9", "", ["\u00e9", "e"]),
+    ("a$", "", ["a\r", "a\n", "a"]),
+    ("a$", "m", ["a\rb", "a\nb", "a\u2028b"]),
+    ("^b", "m", ["a\rb", "a\nb", "a\x85b"]),
+    ("a.b", "", ["a\rb", "a\nb", "a\u2028b"]),
+    ("a.b", "s", ["a\nb"]),
+    ("[]a]", "", ["]", "a"]),
+    ("[^]a]", "", ["]", "b"]),
+    ("[a-]", "", ["-"]),
+    ("[[a]", "", ["[", "a"]),
+    ("[a&&b]", "", ["&"]),
+    ("[a--b]", "", ["-"]),
+    ("[a||b]", "", ["|"]),
+    ("[a~~b]", "", ["~"]),
+    ("a{2}{3}", "", ["aaaaaa"]),
+    ("a**", "", ["a"]),
+    ("\\", "", ["a"]),
+    ("(", "", ["("]),
+    ("x{2,1}", "", ["x"]),
+    ("^$", "", ["", "\n"]),
+    ("\\.", "", [".", "a"]),
+    ("\\/", "", ["/"]),
+    ("a|", "", ["b"]),
+    ("()", "", [""]),
+    ("[\\]]", "", ["]"]),
+    ("[\\d]", "", ["1"]),
+    ("\\ ", "x", [" "]),
+]
+
+
+def pcre_or_skip() -> Any:
+    from tests import pcre
+
+    missing = pcre.available()
+    if missing is not None:
+        print(f"skipped: no PCRE to compare with: {missing}")
+        pytest.skip(f"no PCRE to compare with: {missing}")
+    return pcre
+
+
+def decided_as_pcre(pcre: Any, pattern: str, options: str, text: str) -> str:
+    """'refused' or 'decided'; fails where re decides otherwise than PCRE."""
+    from atomdb_migrate.matching import Unsure, regex_search
+
+    try:
+        ours = regex_search(pattern, options, text)
+    except Unsure:
+        return "refused"
+    theirs = pcre.search(pattern, options, text)  # PcreError: re accepted what PCRE refuses
+    assert ours == theirs, (pattern, options, text, ours, theirs)
+    return "decided"
+
+
+def test_pcre_only_syntax_is_refused_or_decided_as_pcre_decides() -> None:
+    pcre = pcre_or_skip()
+    seen = {"refused": 0, "decided": 0}
+    for pattern, options, texts in PCRE_TABLE:
+        for text in texts:
+            seen[decided_as_pcre(pcre, pattern, options, text)] += 1
+    print(f"PCRE table: {len(PCRE_TABLE)} patterns, {seen}")
+    assert seen["refused"] and seen["decided"]
+
+
+def test_the_issue_s_posix_class_excludes_no_legacy_document(registry: MigrationRegistry) -> None:
+    from atomdb_migrate import UntranslatableQueryError
+
+    register_step(Page, 1, 2, operations=[ops.add_field("status", "draft")])
+    with pytest.raises(UntranslatableQueryError, match="a POSIX class"):
+        version_filter(Page, {"status": {"$regex": "^[[:alpha:]]+$"}})
+
+
+#: How many patterns the generated-pattern property draws.
+PCRE_EXAMPLES = int(os.environ.get("QUERY_PCRE_EXAMPLES", "300"))
+
+PATTERN_TOKENS = [
+    "a", "b", "k", "\u00e9", "\u212a", ".", "^", "$", "|", "*", "+", "?", "{2}", "{,2}", "{1,}",
+    "(", ")", "[", "]", "[a-c]", "[^a]", "[[:alpha:]]", "[[", "\\", "\\d", "\\.", "\\h", "\\Q",
+    "(?", "(*", "-", "&&", " ", "#", "\n", ":", "=",
+]  # fmt: skip
+TEXT_CHARS = ["a", "b", "k", "K", "\u00e9", "\u00c9", "\u212a", "1", " ", "\n", "\r", "-", "[", "]"]
+
+
+@settings(max_examples=PCRE_EXAMPLES, deadline=None)
+@given(
+    pattern=st.lists(st.sampled_from(PATTERN_TOKENS), max_size=6).map("".join),
+    options=st.sets(st.sampled_from("imsx")).map(lambda s: "".join(sorted(s))),
+    text=st.lists(st.sampled_from(TEXT_CHARS), max_size=5).map("".join),
+)
+def test_generated_patterns_are_refused_or_decided_as_pcre_decides(
+    pattern: str, options: str, text: str
+) -> None:
+    pcre = pcre_or_skip()
+    decided_as_pcre(pcre, pattern, options, text)
