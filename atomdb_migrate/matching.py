@@ -250,36 +250,37 @@ def _candidates(value: Any) -> list[Any]:
     return [value]
 
 
-def _equals(value: Any, target: Any) -> bool:
+def _equals(value: Any, target: Any, whole: bool = False) -> bool:
     if value is MISSING:
         return target is None
+    candidates = [value] if whole else _candidates(value)
     if is_regex(target):
         pattern, options = regex_of(target)
-        return any(
-            isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
-        )
-    return any(equal(v, target) for v in _candidates(value))
+        return any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
+    return any(equal(v, target) for v in candidates)
 
 
-def matches(op: str, arg: Any, value: Any) -> bool:
+def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
     """Whether a value (or `MISSING`) satisfies one condition, as the server decides.
 
     `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type``;
-    the negations (``$ne``, ``$nin``, ``$not``) are the caller's.
+    the negations (``$ne``, ``$nin``, ``$not``) are the caller's. With
+    `whole`, a list is one value, its elements are not tried (an element
+    under ``$elemMatch``'s operators).
 
     """
     if op == "$exists":
         return (value is not MISSING) == bool(arg)
     if op == "$eq":
-        return _equals(value, arg)
+        return _equals(value, arg, whole)
     if op == "$in":
-        return any(_equals(value, item) for item in arg)
+        return any(_equals(value, item, whole) for item in arg)
     if op in ("$gt", "$gte", "$lt", "$lte"):
         if arg is None:
-            return op in ("$gte", "$lte") and _equals(value, None)
+            return op in ("$gte", "$lte") and _equals(value, None, whole)
         if value is MISSING:
             return False
-        for v in _candidates(value)[1:] if isinstance(value, list) else [value]:
+        for v in _candidates(value)[1:] if isinstance(value, list) and not whole else [value]:
             order = compare(v, arg)
             if order is not None and (
                 (op == "$gt" and order > 0)
@@ -291,10 +292,9 @@ def matches(op: str, arg: Any, value: Any) -> bool:
         return False
     if op == "$regex":
         pattern, options = arg
+        candidates = [value] if whole else _candidates(value)
         return (
-            any(
-                isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
-            )
+            any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
             if value is not MISSING
             else False
         )
@@ -302,7 +302,7 @@ def matches(op: str, arg: Any, value: Any) -> bool:
         if value is MISSING:
             return False
         kinds = {type_of(value)}
-        if isinstance(value, list):
+        if isinstance(value, list) and not whole:
             kinds.update(type_of(v) for v in value)
         return bool(kinds & arg)
     raise Unsure(f"operator {op}")  # $elemMatch is `filters.evaluate`'s

@@ -450,3 +450,42 @@ def test_generated_patterns_are_refused_or_decided_as_pcre_decides(
 ) -> None:
     pcre = pcre_or_skip()
     decided_as_pcre(pcre, pattern, options, text)
+
+
+# ----------------------------------------------------------------------
+# Item 10: $elemMatch's operators ask a list inside the list as one value
+# ----------------------------------------------------------------------
+ROWS_QUERIES = [
+    {"rows": {"$elemMatch": {"$type": "array"}}},
+    {"rows": {"$elemMatch": {"$eq": [3]}}},
+    {"rows": {"$elemMatch": {"$exists": True}}},
+    {"rows": {"$elemMatch": {"$ne": 1}}},
+    {"rows": {"$elemMatch": {"$in": [[3], 7]}}},
+    {"rows": {"$elemMatch": {"$nin": [[3], [1, 2]]}}},
+    {"rows": {"$elemMatch": {"$not": {"$type": "array"}}}},
+    {"rows": {"$elemMatch": {"$gt": 1}}},
+    {"rows": {"$elemMatch": {"$elemMatch": {"$gt": 2}}}},
+    {"rows": {"$elemMatch": {}}},
+]
+
+
+@pytest.mark.parametrize("query", ROWS_QUERIES, ids=[repr(q) for q in ROWS_QUERIES])
+async def test_elem_match_asks_a_list_inside_a_default_as_one_value(
+    db: Any, backend: str, query: dict[str, Any]
+) -> None:
+    if backend == "mongomock":
+        pytest.skip("mongomock looks into a list inside the list; the servers do not")
+    docs = [{}, {"rows": [[5]]}, {"rows": [1]}]
+    want, got = await answers(db, Order, [ops.add_field("rows", [[1, 2], [3]])], docs, query)
+    assert got == want, query
+
+
+def test_an_empty_elem_match_is_accepted(registry: MigrationRegistry) -> None:
+    register_step(Order, 1, 2, operations=[ops.add_field("rows", [[1, 2], [3]])])
+    # Every document stored before the step holds a list of lists: all match.
+    assert version_filter(Order, {"rows": {"$elemMatch": {}}}) == {
+        "$or": [
+            {"__version__": {"$nin": ["1", 1]}, "rows": {"$elemMatch": {}}},
+            {"__version__": {"$in": ["1", 1]}},
+        ]
+    }
