@@ -276,7 +276,7 @@ BAD_FILTERS = [
     ({"title": {"$options": "i"}}, "'title'", "$options without $regex"),
     ({"title": {"$eq": 1, "x": 2}}, "'title'", "mixes operators and field names"),
     ({"title": {"$not": 5}}, "'title'", "$not needs operators"),
-    ({"title": {"$elemMatch": {}}}, "'title'", "$elemMatch needs a non-empty document"),
+    ({"title": {"$elemMatch": 5}}, "'title'", "$elemMatch needs a document"),
     ({"title": {"$type": "nonsense"}}, "'title'", "not a BSON type"),
     ({"title": {"$gt": [1]}}, "'title'", "compares with a list"),
     ({"title": {"$eq": re.compile("a")}}, "'title'", "use $regex"),
