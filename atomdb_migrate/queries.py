@@ -41,6 +41,7 @@ from .filters import (
     conj,
     disj,
     evaluate,
+    key_of,
     neg,
     parse,
     render,
@@ -366,6 +367,42 @@ def _rename_model(atom: Atom, op: RenameModel) -> Formula:
     return atom
 
 
+def _through_reference_scans(formula: Formula, graph: StepGraph, head: Version) -> Formula:
+    """Conditions on references (``x.__model__``) as asked of documents at any version.
+
+    ``upgrade`` rewrites a renamed model's references in every document of
+    every collection (`renames.rewrite_references`), whatever its version:
+    one stored at or after the ``rename_model`` step may still refer to the
+    old name, at any depth, and is found once upgraded under the new one.
+
+    """
+    renames = [
+        (s, op)
+        for s in sorted(graph.steps, key=lambda s: s.from_key)
+        if s.to_key <= head and s.operations is not None
+        for op in s.operations.operations
+        if isinstance(op, RenameModel)
+    ]
+    current = formula
+    for s, op in reversed(renames):
+
+        def atom(a: Atom, op: RenameModel = op) -> Formula:
+            # The document's own name is the step's to change (with its version).
+            return a if a.path == (MODEL_KEY,) else _rename_model(a, op)
+
+        try:
+            current = _map(current, atom, lambda e: e)
+        except _Refused as exc:
+            raise UntranslatableQueryError(
+                s.model,
+                exc.field,
+                s.source,
+                f"{exc.reason}, in documents stored at any version (upgrade rewrites "
+                "the references of every document)",
+            ) from None
+    return current
+
+
 def _rename_model_expr(expr: Expr, op: RenameModel) -> Formula:
     if expr.value.field.parts[-1:] == (MODEL_KEY,):
         raise _Refused(expr, f"{op!r} changes the model names stored there")
@@ -622,6 +659,12 @@ def _version_filter(
     groups = _groups(name, graph, head, versions)
     if not groups:
         return original
+    # The upgrade rewrites the references of every document, at any version.
+    everywhere = _through_reference_scans(formula, graph, head)
+    if key_of(everywhere) != key_of(formula):
+        formula, original = everywhere, render(everywhere)
+        if everywhere is False:
+            return original  # no document matches once upgraded
     plain = _encoded(render(formula))
     clauses: dict[bytes | str, tuple[list[Any], dict[str, Any]]] = {}
     excluded: list[Any] = []  # versions none of whose documents can match

@@ -489,3 +489,53 @@ def test_an_empty_elem_match_is_accepted(registry: MigrationRegistry) -> None:
             {"__version__": {"$in": ["1", 1]}},
         ]
     }
+
+
+# ----------------------------------------------------------------------
+# Item 12: references are rewritten in documents at every version
+# ----------------------------------------------------------------------
+class Tree(VersionedModel):
+    __model__ = "wrong.Tree"
+    __version__ = 3
+
+
+async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
+    db: Any, backend: str
+) -> None:
+    from atomdb_migrate.mongo import to_list
+    from atomdb_migrate.runner import Runner, RunOptions
+
+    if backend == "mongomock":
+        pytest.skip("the upgrade's reference scan is compared on the real servers")
+    # The mixed copy is in another database: the scan rewrites every collection of db.
+    mixed = db.client[db.name + "_mixed"]["mixed"]
+    old = "old.Tree"
+    with MigrationRegistry.instance().isolated():
+        register_step(Tree, 1, 2, operations=[ops.rename_model(old, Tree.__model__)])
+        register_step(Tree, 2, 3, operations=[ops.add_field("z", 1)])
+        docs = []
+        for version in ("1", "2", "3"):
+            for kids in ([{"__model__": old}], [[{"__model__": old}]], {"__model__": old}, []):
+                own = old if version == "1" else Tree.__model__
+                docs.append(
+                    {"_id": len(docs), "__version__": version, "__model__": own, "kids": kids}
+                )
+        try:
+            await mixed.insert_many([dict(d) for d in docs])
+            await db[Tree.__model__].insert_many([dict(d) for d in docs])
+            assert (await Runner(db, RunOptions()).upgrade(Tree)).failed == 0
+            for query in (
+                {"kids.0.__model__": Tree.__model__},
+                {"kids.__model__": Tree.__model__},
+                {"kids.0.0.__model__": Tree.__model__},
+                {"kids.__model__": old},
+                {"kids.__model__": {"$ne": old}},
+                {"kids.__model__": {"$in": [old, "x"]}},
+                {"__model__": Tree.__model__},
+            ):
+                want = [d["_id"] for d in await to_list(db[Tree.__model__].find(query))]
+                translated = version_filter(Tree, query)
+                got = [d["_id"] for d in await to_list(mixed.find(translated))]
+                assert sorted(got) == sorted(want), (query, translated)
+        finally:
+            await db.client.drop_database(db.name + "_mixed")
