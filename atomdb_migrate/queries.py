@@ -20,6 +20,7 @@ changes (``changes = [...]``) to let conditions on other fields through.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -331,7 +332,80 @@ def _through_operation(formula: Formula, op: Operation) -> Formula:
             return e
         return disj(conj([guard, _expr_from(e, source, repr(op))]) for guard, source in cases)
 
-    return _map(formula, atom, expr)
+    return _split_touched(formula, op, lambda f: _map(f, atom, expr))
+
+
+def _split_touched(
+    formula: Formula, op: Operation, mapped: Callable[[Formula], Formula]
+) -> Formula:
+    """The formula through `op`: the parts it leaves alone as they are, the others mapped
+    condition by condition or split on the operation's guards (`_factored`), the smaller."""
+    if isinstance(formula, (And, Or)):
+        touched = [i for i in formula.items if _touches(i, op)]
+        if len(touched) < len(formula.items):
+            join = conj if isinstance(formula, And) else disj
+            kept = [i for i in formula.items if not _touches(i, op)]
+            return join([*kept, _split_touched(join(touched), op, mapped)])
+    if not _touches(formula, op):
+        return formula
+    plain = mapped(formula)
+    factored = _factored(formula, op)
+    return plain if factored is None or size(factored) >= size(plain) else factored
+
+
+def _touches(formula: Formula, op: Operation) -> bool:
+    return any(sources(op, _path_of(c)) is not None for c in _conditions(formula))
+
+
+#: The most guards `_factored` splits a formula on (it makes 2**n copies).
+MAX_FACTORED_GUARDS = 2
+
+
+def _factored(formula: Formula, op: Operation) -> Formula | None:
+    """The formula before `op`, split once on the guards its cases share; or None.
+
+    Mapping condition by condition repeats an operation's guard (say, that
+    ``copy_field`` copied) in each condition it rewrites, the conditions a
+    previous step added on the path's parents too, so a chain multiplies
+    them. Where every rewritten condition's cases are one guard and its
+    negation, the formula is instead asked once under the guard and once
+    under its negation: ``(G and F[G]) or (not G and F[not G])``.
+
+    """
+    guards: dict[Any, Formula] = {}
+    for item in _conditions(formula):
+        cases = sources(op, _path_of(item))
+        if cases is None or (len(cases) == 1 and cases[0][0] is True):
+            continue
+        if len(cases) != 2 or key_of(neg(cases[0][0])) != key_of(cases[1][0]):
+            return None
+        guards.setdefault(key_of(cases[0][0]), cases[0][0])
+    if not guards or len(guards) > MAX_FACTORED_GUARDS:
+        return None
+    what = repr(op)
+    branches: list[Formula] = []
+    for chosen in itertools.product((True, False), repeat=len(guards)):
+        holds = dict(zip(guards, chosen, strict=True))
+
+        def source_of(path: tuple[str, ...], holds: dict[Any, bool] = holds) -> Source | None:
+            cases = sources(op, path)
+            if cases is None:
+                return None
+            if len(cases) == 1:
+                return cases[0][1]
+            return cases[0][1] if holds[key_of(cases[0][0])] else cases[1][1]
+
+        def atom(a: Atom, source_of: Callable[..., Source | None] = source_of) -> Formula:
+            source = source_of(a.path)
+            return a if source is None else _atom_from(a, source, what)
+
+        def expr(e: Expr, source_of: Callable[..., Source | None] = source_of) -> Formula:
+            source = source_of(e.value.field.parts)
+            return e if source is None else _expr_from(e, source, what)
+
+        literals = [g if holds[k] else neg(g) for k, g in guards.items()]
+        branches.append(conj([*literals, _map(formula, atom, expr)]))
+    return disj(branches)
 
 
 def _mentions_model(value: Any) -> bool:
@@ -503,19 +577,38 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
             for op in reversed(step.operations.operations):
                 current = _through_operation(current, op)
                 if size(current) > MAX_CONDITIONS:
-                    first = next(iter(_conditions(formula)), None)
                     raise _Refused(
-                        first if first is not None else Atom(("_id",), "$exists", True),
+                        _own_condition(current),
                         f"the filter would grow past {MAX_CONDITIONS} conditions for the "
-                        "documents stored at this version (the chain moves, copies or "
-                        "converts the fields it names many times); upgrade them first, or "
-                        "query a version at a time (versions=)",
+                        f"documents stored at this version, at this step (after {op!r}; "
+                        "the chain moves, copies or converts the fields it names, or their "
+                        "parents, many times); upgrade them first, or query a version at "
+                        "a time (versions=)",
                     )
     except _Refused as exc:
         raise UntranslatableQueryError(
             step.model, exc.field, step.source, exc.reason, version=version
         ) from None
     return current
+
+
+def _own_condition(formula: Formula) -> Atom | Expr:
+    """The condition of the filter itself that a grown formula repeats most.
+
+    Guards a step adds have no origin; each condition of the filter keeps
+    its field as `origin` through every rewriting.
+
+    """
+    conditions = _conditions(formula)
+    counts: dict[str, int] = {}
+    first: dict[str, Atom | Expr] = {}
+    for item in conditions:
+        if item.origin:
+            counts[item.origin] = counts.get(item.origin, 0) + 1
+            first.setdefault(item.origin, item)
+    if counts:
+        return first[max(counts, key=lambda origin: counts[origin])]
+    return conditions[0] if conditions else Atom(("_id",), "$exists", True)
 
 
 def _path_of(item: Atom | Expr) -> tuple[str, ...]:

@@ -539,3 +539,37 @@ async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
                 assert sorted(got) == sorted(want), (query, translated)
         finally:
             await db.client.drop_database(db.name + "_mixed")
+
+
+# ----------------------------------------------------------------------
+# The refusal at the condition limit: the filter's own field, and less growth
+# ----------------------------------------------------------------------
+class Grown(VersionedModel):
+    __model__ = "wrong.Grown"
+    __version__ = 3
+
+
+def test_three_steps_of_six_operations_translate_a_nested_field(
+    registry: MigrationRegistry,
+) -> None:
+    chain = [
+        [ops.copy_field("m.x", "a"), ops.add_field("a", 1)],
+        [ops.set_default_where_missing("m.n.y", 1), ops.copy_field("a", "m.n.y")],
+        [ops.move_field("m.n.y", "b.y"), ops.remove_field("a")],
+    ]
+    for start, operations in enumerate(chain):
+        register_step(Grown, start, start + 1, operations=operations)
+    assert version_filter(Grown, {"m.n.y": 1})
+
+
+def test_a_refusal_at_the_limit_names_the_filter_s_own_field(registry: MigrationRegistry) -> None:
+    from atomdb_migrate import UntranslatableQueryError
+
+    for i in range(1, 11):
+        there, back = ("a", "x.a") if i % 2 else ("x.a", "a")
+        register_step(Grown, f"0.{i}", f"0.{i + 1}", operations=[ops.move_field(there, back)])
+    register_step(Grown, "0.11", 3, operations=[])
+    for query, field in (({"a": 5}, "a"), ({"z": 1, "a": {"$gt": 1}}, "a")):
+        with pytest.raises(UntranslatableQueryError, match="would grow past") as caught:
+            version_filter(Grown, query)
+        assert caught.value.field == field, caught.value
