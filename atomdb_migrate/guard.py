@@ -42,7 +42,7 @@ from .exceptions import (
     short_repr,
 )
 from .finders import SURVEY_MAX_AGE, survey
-from .queries import model_of, version_filter
+from .queries import model_of, reads_newer_downgraded, version_filter
 from .registry import MigrationRegistry
 from .versions import VERSION_KEY, stored_version
 
@@ -82,11 +82,10 @@ async def check_query(
     """
     if action == "off" or _unchecked(query):
         return
-    _, head, graph = model_of(model)
+    name, head, graph = model_of(model)
     found = await survey(model, max_age=max_age)
-    legacy = [
-        (raw, n) for raw, n in found.counts if graph.plan(raw, head, head=head).kind == "migrate"
-    ]
+    kinds = ("migrate", "newer") if reads_newer_downgraded(name) else ("migrate",)
+    legacy = [(raw, n) for raw, n in found.counts if graph.plan(raw, head, head=head).kind in kinds]
     if not legacy:
         return
     try:

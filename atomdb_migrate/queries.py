@@ -59,6 +59,7 @@ from .ops import (
     Embedded,
     MoveField,
     Operation,
+    Operations,
     RemoveField,
     RenameModel,
     SetDefaultWhereMissing,
@@ -592,6 +593,45 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
     return current
 
 
+def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> Formula:
+    """A condition on a document as old code reads it back through `step`'s downgrade,
+    as a condition on it as stored (``__on_newer__ = "downgrade"``).
+
+    Raises
+    ------
+    UntranslatableQueryError
+        Where the downgrade is a Python function (it computes the document
+        old code reads), or the filter would grow past `MAX_CONDITIONS`.
+
+    """
+    if not _conditions(formula):
+        return formula
+    down = step.downgrade_fn
+    try:
+        if not isinstance(down, Operations):
+            raise _Refused(
+                _own_condition(formula),
+                "a downgrade function computes the document this code reads from one stored "
+                "at a newer version (__on_newer__ = 'downgrade'); upgrade the code again, or "
+                "query the versions it knows (versions=)",
+            )
+        current = formula
+        for op in reversed(down.operations):
+            current = _through_operation(current, op)
+            if size(current) > MAX_CONDITIONS:
+                raise _Refused(
+                    _own_condition(current),
+                    f"the filter would grow past {MAX_CONDITIONS} conditions for the "
+                    "documents stored at this newer version, read back through the downgrade; "
+                    "query a version at a time (versions=)",
+                )
+    except _Refused as exc:
+        raise UntranslatableQueryError(
+            step.model, exc.field, step.source, exc.reason, version=version
+        ) from None
+    return current
+
+
 def _own_condition(formula: Formula) -> Atom | Expr:
     """The condition of the filter itself that a grown formula repeats most.
 
@@ -750,7 +790,7 @@ def _version_filter(
     formula = parse(original)
     name, head, graph = model_of(model)
     groups = _groups(name, graph, head, versions)
-    if not groups:
+    if not groups and not _newer_groups(name, graph, head, versions):
         return original
     # The upgrade rewrites the references of every document, at any version.
     everywhere = _through_reference_scans(formula, graph, head)
@@ -761,10 +801,14 @@ def _version_filter(
     plain = _encoded(render(formula))
     clauses: dict[bytes | str, tuple[list[Any], dict[str, Any]]] = {}
     excluded: list[Any] = []  # versions none of whose documents can match
-    for version, (steps, forms) in groups.items():
+    newer = _newer_groups(name, graph, head, versions)
+    for version, (steps, forms) in [*groups.items(), *newer.items()]:
         translated: Formula = formula
         for s in reversed(steps):
-            translated = through_step(translated, s, version=str(version))
+            if version > head:  # read back through the downgrades, the latest first
+                translated = through_downgrade(translated, s, version=str(version))
+            else:
+                translated = through_step(translated, s, version=str(version))
         if translated is False:
             excluded.extend(forms)
             continue
@@ -792,6 +836,38 @@ def _with_version(condition: Any, clause: dict[str, Any]) -> dict[str, Any]:
     if VERSION_KEY in clause:  # pragma: no cover - the parser refuses it
         return {"$and": [{VERSION_KEY: condition}, clause]}
     return {VERSION_KEY: condition, **clause}
+
+
+def reads_newer_downgraded(name: str) -> bool:
+    """Whether the model's code reads a document newer than itself through the downgrades."""
+    cls = MigrationRegistry.instance().models.get(name)
+    return getattr(cls, "__on_newer__", None) == "downgrade"
+
+
+def _newer_groups(
+    name: str, graph: StepGraph, head: Version, versions: Iterable[Any] | None
+) -> dict[Version, tuple[tuple[Step, ...], list[Any]]]:
+    """The versions newer than the code that it reads back through downgrades (``__on_newer__
+    = "downgrade"``): their downgrade steps, latest first, and ``__version__`` values."""
+    if not reads_newer_downgraded(name):
+        return {}
+    found: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
+    raws: list[Any] = (
+        sorted({str(s.to_key) for s in graph.steps if s.to_key > head})
+        if versions is None
+        else list(versions)
+    )
+    for raw in raws:
+        plan = graph.plan(raw, head, head=head)
+        if plan.kind != "newer" or plan.stored is None:
+            continue
+        back = graph.plan(raw, head, head=plan.stored, downgrade=True)
+        if back.kind != "migrate":
+            continue  # no way back: reading such a document raises
+        _, forms = found.setdefault(plan.stored, (back.steps, _forms(plan.stored)))
+        if not isinstance(raw, Version) and not any(_same(raw, f) for f in forms):
+            forms.append(raw)
+    return found
 
 
 def _groups(

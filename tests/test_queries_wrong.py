@@ -573,3 +573,54 @@ def test_a_refusal_at_the_limit_names_the_filter_s_own_field(registry: Migration
         with pytest.raises(UntranslatableQueryError, match="would grow past") as caught:
             version_filter(Grown, query)
         assert caught.value.field == field, caught.value
+
+
+# ----------------------------------------------------------------------
+# Item 11: during a rollback, newer documents are asked as old code reads them
+# ----------------------------------------------------------------------
+class RolledBack(VersionedModel):
+    """The old code, at version 1, reading documents the new code stored at 2."""
+
+    __model__ = "wrong.RolledBack"
+    __version__ = 1
+    __on_newer__ = "downgrade"
+
+
+async def test_newer_documents_are_asked_through_the_downgrade(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register_step(RolledBack, 1, 2, operations=[ops.rename_field("heading", "title")])
+    collection = db[RolledBack.__model__]
+    await collection.insert_many(
+        [
+            {"_id": ObjectId(), "heading": "Intro", "__version__": "1"},
+            {"_id": ObjectId(), "title": "Intro", "__version__": "2"},
+            {"_id": ObjectId(), "title": "Other", "heading": "Intro", "__version__": 2},
+        ]
+    )
+    forget_surveys()
+    read = [await RolledBack.upgrade_state(d) for d in await collection.find({}).to_list(None)]
+    assert sum(d.get("heading") == "Intro" for d in read) == 2
+    assert await RolledBack.count({"heading": "Intro"}) == 2
+    assert await RolledBack.count({"heading": "Intro"}, stored=True) == 2
+    assert await RolledBack.count({"title": {"$exists": True}}) == 0
+    guard_queries("error")
+    try:
+        with pytest.raises(LegacyQueryError) as caught:
+            await RolledBack.objects.count_documents({"heading": "Intro"})
+        assert (caught.value.missed, caught.value.extra) == (1, 1)
+    finally:
+        guard_queries("off")
+
+
+def test_a_downgrade_function_refuses_conditions_on_newer_documents(
+    registry: MigrationRegistry,
+) -> None:
+    from atomdb_migrate import UntranslatableQueryError
+
+    step = register_step(RolledBack, 1, 2, lambda doc: doc)
+    step.downgrade(lambda doc: doc)
+    with pytest.raises(UntranslatableQueryError, match="a downgrade function computes"):
+        version_filter(RolledBack, {"heading": "Intro"})
+    # Nothing stored at 2, as the caller knows: nothing to refuse.
+    assert version_filter(RolledBack, {"heading": "Intro"}, versions=[]) == {"heading": "Intro"}
