@@ -47,7 +47,7 @@ from .filters import (
     parse,
     render,
 )
-from .matching import Unsure, equal, freeze, is_regex, values_at
+from .matching import Unsure, equal, freeze, is_regex, regex_of, values_at
 from .ops import (
     MISSING,
     MODEL_KEY,
@@ -319,7 +319,12 @@ def _through_operation(formula: Formula, op: Operation) -> Formula:
     if isinstance(op, CollectionOperation):
         return formula  # indexes and validators change no document
     if isinstance(op, RenameModel):
-        return _map(formula, lambda a: _rename_model(a, op), lambda e: _rename_model_expr(e, op))
+        # References were mapped for documents at every version (`_through_reference_scans`).
+        return _map(
+            formula,
+            lambda a: _rename_model(a, op) if a.path == (MODEL_KEY,) else a,
+            lambda e: _rename_model_expr(e, op),
+        )
 
     def atom(a: Atom) -> Formula:
         cases = sources(op, a.path)
@@ -436,10 +441,36 @@ def _rename_model(atom: Atom, op: RenameModel) -> Formula:
         if for_new:
             # Satisfied where it was, or where the old name becomes the new one.
             return disj([atom, Atom(atom.path, "$eq", old, atom.origin)])
+        if atom.op == "$regex" or values is not None:
+            # Satisfied where it was, but not by the old name (each value of a
+            # list apart: the regex itself says "not the old name").
+            return _not_old(atom, old)
         raise _Refused(atom, f"{op!r} changes the model names stored there")
     if _mentions_model(atom.arg):
         raise _Refused(atom, f"{op!r} changes the model names inside the references it compares")
     return atom
+
+
+def _not_old(atom: Atom, old: str) -> Formula:
+    """A ``$regex`` or ``$in`` condition that the value `old` no longer satisfies."""
+    if atom.op == "$regex":
+        pattern, options = atom.arg
+        return Atom(atom.path, "$regex", (_excluding(pattern, old), options), atom.origin)
+    kept: list[Any] = []
+    for value in atom.arg:
+        if is_regex(value):
+            pattern, options = regex_of(value)
+            kept.append(bson.Regex(_excluding(pattern, old), options))
+        elif not equal(value, old):
+            kept.append(value)
+    return Atom(atom.path, "$in", kept, atom.origin) if kept else False
+
+
+def _excluding(pattern: str, old: str) -> str:
+    """A PCRE pattern found where `pattern` is, in any string but `old` itself."""
+    literal = "".join(c if c.isalnum() else "\\" + c for c in old)
+    # (?![\s\S]) is the end of the text, read alike by PCRE and Python's re (mongomock).
+    return rf"\A(?!(?-i:{literal})(?![\s\S]))(?s:.*?)(?:{pattern})"
 
 
 def _through_reference_scans(formula: Formula, graph: StepGraph, head: Version) -> Formula:

@@ -561,11 +561,20 @@ async def test_a_regex_asking_for_the_new_model_name_finds_the_old_one(
         doc = {"__model__": "old.Renamed", "ref": {"_id": 1, "__model__": "old.Renamed"}}
         want, got = await same_answer(db, Renamed, renamed, doc, query)
         assert (want, got) == (1, 1), query
+    # Asking for the old name with a regex: the regex, but not the old name itself.
+    for query in (
+        {"__model__": {"$regex": "^old"}},
+        {"ref.__model__": {"$not": {"$regex": "^old"}}},
+        {"ref.__model__": {"$in": ["x", re.compile("^old")]}},
+    ):
+        doc = {"__model__": "old.Renamed", "ref": {"_id": 1, "__model__": "old.Renamed"}}
+        want, got = await same_answer(db, Renamed, renamed, doc, query)
+        assert got == want, query
     with MigrationRegistry.instance().isolated():
         register_step(Renamed, 1, 2, operations=renamed)
-        # Asking for the old name with a regex: refused, not guessed.
+        # A comparison the old name alone satisfies: refused, not guessed.
         with pytest.raises(UntranslatableQueryError, match="changes the model names"):
-            version_filter(Renamed, {"__model__": {"$regex": "^old"}})
+            version_filter(Renamed, {"ref.__model__": {"$lt": "p"}})
 
 
 async def test_every_form_of_a_stored_version_is_found(

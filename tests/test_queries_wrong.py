@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -515,7 +516,14 @@ async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
         register_step(Tree, 2, 3, operations=[ops.add_field("z", 1)])
         docs = []
         for version in ("1", "2", "3"):
-            for kids in ([{"__model__": old}], [[{"__model__": old}]], {"__model__": old}, []):
+            for kids in (
+                [{"__model__": old}],
+                [[{"__model__": old}]],
+                {"__model__": old},
+                [],
+                [{"__model__": old}, {"__model__": "old.Other"}],
+                [{"__model__": "old.Other"}],
+            ):
                 own = old if version == "1" else Tree.__model__
                 docs.append(
                     {"_id": len(docs), "__version__": version, "__model__": own, "kids": kids}
@@ -532,6 +540,11 @@ async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
                 {"kids.__model__": {"$ne": old}},
                 {"kids.__model__": {"$in": [old, "x"]}},
                 {"__model__": Tree.__model__},
+                # Written exactly: the condition, but not by the old name.
+                {"kids.__model__": {"$regex": "^old"}},
+                {"kids.__model__": {"$not": {"$regex": "^old"}}},
+                {"kids.__model__": {"$in": ["x", re.compile("^old")]}},
+                {"kids.0.__model__": {"$nin": [re.compile("Other$"), re.compile("^old")]}},
             ):
                 want = [d["_id"] for d in await to_list(db[Tree.__model__].find(query))]
                 translated = version_filter(Tree, query)
