@@ -441,6 +441,11 @@ def _rename_model(atom: Atom, op: RenameModel) -> Formula:
         if for_new:
             # Satisfied where it was, or where the old name becomes the new one.
             return disj([atom, Atom(atom.path, "$eq", old, atom.origin)])
+        if atom.op in ("$gt", "$gte", "$lt", "$lte") and isinstance(atom.arg, str):
+            # Only strings compare with a string: the range as a regex, which can
+            # then skip the old name (each value of a list apart).
+            ranged = (string_range(atom.op, atom.arg), "")
+            return _not_old(Atom(atom.path, "$regex", ranged, atom.origin), old)
         if atom.op == "$regex" or values is not None:
             # Satisfied where it was, but not by the old name (each value of a
             # list apart: the regex itself says "not the old name").
@@ -466,9 +471,38 @@ def _not_old(atom: Atom, old: str) -> Formula:
     return Atom(atom.path, "$in", kept, atom.origin) if kept else False
 
 
+def _regex_char(c: str) -> str:
+    """One character as a regex reads it literally (in a class too), in PCRE and in re."""
+    if c.isalnum() and c.isascii():
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x20 or c == "\x7f" else "\\" + c
+
+
+def string_range(op: str, bound: str) -> str:
+    """A regex matching exactly the strings that ``{op: bound}`` selects (code point order,
+    as the server compares strings without a collation)."""
+    alternatives: list[str] = []
+    for i, c in enumerate(bound):
+        before = "".join(_regex_char(x) for x in bound[:i])
+        if op in ("$lt", "$lte"):
+            alternatives.append(before)  # a proper prefix of the bound
+            if ord(c) > 0:
+                alternatives.append(f"{before}[\\x00-{_regex_char(chr(ord(c) - 1))}][\\s\\S]*")
+        else:
+            alternatives.append(f"{before}[^\\x00-{_regex_char(c)}][\\s\\S]*")
+    whole = "".join(_regex_char(x) for x in bound)
+    if op in ("$lte", "$gte"):
+        alternatives.append(whole)
+    if op in ("$gt", "$gte"):
+        alternatives.append(f"{whole}[\\s\\S]+")
+    if not alternatives:
+        return "(?!)"  # nothing is below the empty string
+    return f"\\A(?:{'|'.join(alternatives)})(?![\\s\\S])"
+
+
 def _excluding(pattern: str, old: str) -> str:
     """A PCRE pattern found where `pattern` is, in any string but `old` itself."""
-    literal = "".join(c if c.isalnum() else "\\" + c for c in old)
+    literal = "".join(_regex_char(c) for c in old)
     # (?![\s\S]) is the end of the text, read alike by PCRE and Python's re (mongomock).
     return rf"\A(?!(?-i:{literal})(?![\s\S]))(?s:.*?)(?:{pattern})"
 

@@ -545,6 +545,9 @@ async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
                 {"kids.__model__": {"$not": {"$regex": "^old"}}},
                 {"kids.__model__": {"$in": ["x", re.compile("^old")]}},
                 {"kids.0.__model__": {"$nin": [re.compile("Other$"), re.compile("^old")]}},
+                {"kids.__model__": {"$lt": "p"}},
+                {"kids.__model__": {"$gte": "old.Tree"}},
+                {"kids.0.__model__": {"$not": {"$lte": "old.Tree"}}},
             ):
                 want = [d["_id"] for d in await to_list(db[Tree.__model__].find(query))]
                 translated = version_filter(Tree, query)
@@ -637,3 +640,31 @@ def test_a_downgrade_function_refuses_conditions_on_newer_documents(
         version_filter(RolledBack, {"heading": "Intro"})
     # Nothing stored at 2, as the caller knows: nothing to refuse.
     assert version_filter(RolledBack, {"heading": "Intro"}, versions=[]) == {"heading": "Intro"}
+
+
+RANGE_CHARS = ["a", "o", "p", "\x00", "\x01", "\n", "\u00e9", "-", "]", "^", "\\", ".", " "]
+RANGE_TEXT = st.lists(st.sampled_from(RANGE_CHARS), max_size=4).map("".join)
+
+
+@settings(max_examples=PCRE_EXAMPLES, deadline=None)
+@given(
+    op=st.sampled_from(["$lt", "$lte", "$gt", "$gte"]),
+    bound=RANGE_TEXT,
+    text=RANGE_TEXT,
+    old=RANGE_TEXT.filter(bool),
+)
+def test_a_string_range_without_the_old_name_is_one_regex(
+    op: str, bound: str, text: str, old: str
+) -> None:
+    """The regex a rename writes for {op: bound} but not the old name: PCRE and re alike."""
+    import operator
+    import re as re_
+
+    from atomdb_migrate.queries import _excluding, string_range
+
+    pcre = pcre_or_skip()
+    compare = {"$lt": operator.lt, "$lte": operator.le, "$gt": operator.gt, "$gte": operator.ge}
+    pattern = _excluding(string_range(op, bound), old)
+    want = compare[op](text, bound) and text != old  # code point order, as the server's
+    assert pcre.search(pattern, "", text) == want
+    assert (re_.search(pattern, text) is not None) == want
