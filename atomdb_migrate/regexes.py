@@ -14,6 +14,8 @@ otherwise, and the caller refuses rather than guess:
 - POSIX classes and their kin inside a class: ``[[:alpha:]]``,
   ``[[=a=]]``, ``[[.a.]]`` (``re`` reads a nested set);
 - a quantifier ``{,n}`` (``re`` reads it as ``{0,n}``, PCRE as the text);
+- ``[[``, ``--``, ``&&``, ``~~`` and ``||`` (nested sets and set operations,
+  which ``re`` warns it may one day read otherwise);
 - the ``x`` option with whitespace or ``#`` in the pattern (the two read
   classes and comments apart), and the ``i`` option with non-ASCII text or
   pattern (their case folding differs);
@@ -34,6 +36,8 @@ PCRE_ONLY: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[*+?}]\+"), "a possessive quantifier"),
     (re.compile(r"\[[:=.]"), "a POSIX class"),
     (re.compile(r"\{,"), "a {,n} quantifier"),
+    # What re warns it may read otherwise one day (once per compiled pattern only).
+    (re.compile(r"\[\[|--|&&|~~|\|\|"), "a nested set or a set operation"),
 )
 
 #: Line breaks PCRE may take for a newline besides ``\n``.
