@@ -68,6 +68,35 @@ class Rolled(VersionedModel):
     __on_newer__ = "downgrade"
 
 
+#: The model's former name, which a ``rename_model`` step drawn in a chain replaces.
+OLD_NAME = "queries.OldMixed"
+
+#: What a document holds of model names: its own, and references at any depth.
+REFERENCES: list[Any] = [
+    OLD_NAME,
+    "queries.Mixed",
+    {"__model__": OLD_NAME},
+    {"__model__": "queries.Mixed"},
+    [{"__model__": OLD_NAME}, {"__model__": "queries.Other"}],
+    [[{"__model__": OLD_NAME}]],
+    [{"__model__": "queries.Other"}],
+]
+
+#: Conditions on a model name.
+NAME_CONDITIONS: list[Any] = [
+    OLD_NAME,
+    "queries.Mixed",
+    {"$ne": "queries.Mixed"},
+    {"$regex": "^queries.Old"},
+    {"$not": {"$regex": "^queries.O"}},
+    {"$in": ["x", re.compile("Mixed$")]},
+    {"$nin": [re.compile("^queries.Old")]},
+    {"$lt": "queries.P"},
+    {"$gte": OLD_NAME},
+    {"$not": {"$gt": "queries.N"}},
+    {"$exists": True},
+]
+
 #: Values no conversion makes, which a conversion fails on (kept as stored).
 OTHER_KINDS = [ObjectId("0123456789abcdef01234567"), b"\x01", Timestamp(5, 1)]
 
@@ -102,8 +131,14 @@ def _apart(a: str, b: str) -> bool:
     return pa[:shortest] != pb[:shortest]
 
 
-def chains_documents_and_filters(mock: bool) -> Any:
-    """The strategies: a chain of three steps, stored documents, filters."""
+def chains_documents_and_filters(mock: bool, rollback: bool = False) -> Any:
+    """The strategies: a chain of three steps, stored documents, filters.
+
+    With `rollback`, the third step is made of operations with an inverse
+    (renames, moves, copies, added fields), so documents stored at 3 have a
+    way back to 2, and documents are stored at 3 more often.
+
+    """
     scalars = st.sampled_from(MOCK_SCALARS if mock else SCALARS)
     nested = st.lists(st.lists(st.sampled_from([0, 1, 2, "x"]), max_size=2), min_size=1, max_size=2)
     values = st.one_of(
@@ -131,6 +166,13 @@ def chains_documents_and_filters(mock: bool) -> Any:
     documents = st.dictionaries(st.sampled_from(["a", "b", "c", "m"]), values, max_size=4).flatmap(
         lambda d: inner.map(lambda m: {**d, "m": m}) if "m" in d else st.just(d)
     )
+    if not mock:  # references to the model under its former name, at any depth
+        documents = st.tuples(
+            documents,
+            st.dictionaries(
+                st.sampled_from(["r", "__model__"]), st.sampled_from(REFERENCES), max_size=2
+            ),
+        ).map(lambda pair: {**pair[0], **pair[1]})
     # An operation's default is what atom-db stores as given (no ObjectId, bytes, Timestamp).
     defaults = scalars.filter(lambda v: not any(v is o for o in OTHER_KINDS))
     pairs = st.sampled_from([(a, b) for a in PATHS for b in PATHS if _apart(a, b)])
@@ -147,13 +189,21 @@ def chains_documents_and_filters(mock: bool) -> Any:
     if not mock:  # mongomock evaluates no $expr with $convert: conversions run on servers
         conversions = st.sampled_from(["int", "str", "float", "bool"])
         choices.append(st.builds(ops.convert, st.sampled_from(PATHS), conversions))
+        choices.append(st.just(ops.rename_model(OLD_NAME, Mixed.__model__)))
     step = st.one_of(
         st.lists(st.one_of(*choices), min_size=1, max_size=2),
         st.lists(st.one_of(*choices), max_size=1).map(lambda o: [*o, PythonStep()]),
     )
     chain = st.lists(step, min_size=3, max_size=3)
+    if rollback:
+        invertible = st.one_of(*choices[:4], choices[6])  # renames, moves, copies, add_field
+        chain = st.tuples(
+            st.lists(step, min_size=2, max_size=2), st.lists(invertible, min_size=1, max_size=2)
+        ).map(lambda pair: [*pair[0], pair[1]])
     # How a document's version is stored: as this package writes it, and as a shell might.
     versions = st.sampled_from([None, "1", "2", "3", 1, 2.0, 3, "3"])
+    if rollback:
+        versions = st.one_of(versions, st.sampled_from(["3", 3, 3.0]))
     paths = st.sampled_from((*PATHS, "m", "_id"))
     conditions = st.one_of(
         scalars,
@@ -184,6 +234,13 @@ def chains_documents_and_filters(mock: bool) -> Any:
         st.builds(lambda a, b: {"$gt": a, "$lt": b}, st.integers(-1, 1), st.integers(0, 3)),
     )
     field_filters = st.builds(lambda p, c: {p: c}, paths, conditions)
+    if not mock:
+        on_names = st.builds(
+            lambda p, c: {p: c},
+            st.sampled_from(["__model__", "r.__model__", "r.0.__model__", "r.0.0.__model__"]),
+            st.sampled_from(NAME_CONDITIONS),
+        )
+        field_filters = st.one_of(field_filters, on_names)
     filters = st.recursive(
         field_filters,
         lambda children: st.one_of(
@@ -235,7 +292,8 @@ async def check_translation(
 ) -> None:
     """The property: on the mixed collection, the translation selects what the filter
     selects on an upgraded copy (or the translation is refused)."""
-    mixed, upgraded = db["queries.mixed"], db[Mixed.__model__]
+    # In another database: a rename's reference scan rewrites every collection of db.
+    mixed, upgraded = db.client[db.name + "_mixed"]["mixed"], db[Mixed.__model__]
     await mixed.delete_many({})
     await upgraded.delete_many({})
     with MigrationRegistry.instance().isolated():
@@ -278,7 +336,10 @@ async def check_translation(
             # conversions leaving their values as stored.
             await upgraded.delete_many({"_id": {"$in": [d["_id"] for d in failing]}})
             await upgraded.insert_many([leniently_upgraded(d, chain) for d in failing])
-        await compare(db, mixed, upgraded, Mixed, chain, stored + failing, queries)
+        try:
+            await compare(db, mixed, upgraded, Mixed, chain, stored + failing, queries)
+        finally:
+            await db.client.drop_database(db.name + "_mixed")
 
 
 def leniently_upgraded(doc: dict[str, Any], chain: list[list[Any]]) -> dict[str, Any]:
@@ -334,7 +395,7 @@ async def compare(
 
 
 @SETTINGS
-@given(**chains_documents_and_filters(mock=False))
+@given(**chains_documents_and_filters(mock=False, rollback=True))
 async def test_during_a_rollback_newer_documents_are_asked_as_the_code_reads_them(
     db: Any, chain: list[list[Any]], docs: list[tuple[dict[str, Any], Any]], queries: list[Any]
 ) -> None:
@@ -343,6 +404,10 @@ async def test_during_a_rollback_newer_documents_are_asked_as_the_code_reads_the
     mixed, read = db["queries.mixed"], db[Rolled.__model__]
     await mixed.delete_many({})
     await read.delete_many({})
+    # The drawn renames rename this model (its own name, in documents and filters alike).
+    chain = [[renamed_for(o, Rolled) for o in operations_] for operations_ in chain]
+    queries = [renamed_for(q, Rolled) for q in queries]
+    docs = [(renamed_for(d, Rolled), v) for d, v in docs]
     with MigrationRegistry.instance().isolated():
         for start, operations_ in enumerate(chain):
             python = [o for o in operations_ if isinstance(o, PythonStep)]
@@ -369,6 +434,28 @@ async def test_during_a_rollback_newer_documents_are_asked_as_the_code_reads_the
             return
         if any(str(d.get("__version__")) in ("3", "3.0") for d in stored):
             event("newer documents read through downgrades")
+        # upgrade's scan renames the references of every document, whatever its version
+        # (the steps up to the code's version): the query asks them renamed.
+        from atomdb_migrate.ops import RenameModel, rename_references
+
+        for op in (o for step in chain[:2] for o in step if isinstance(o, RenameModel)):
+            for doc in as_read:
+                rename_references(doc, op.old_name, op.new_name, top=False)
         await mixed.insert_many([dict(d) for d in stored])
         await read.insert_many(as_read)
         await compare(db, mixed, read, Rolled, chain, stored, queries)
+
+
+def renamed_for(value: Any, model: Any) -> Any:
+    """An operation, filter or document with the name "queries.Mixed" as `model`'s."""
+    from atomdb_migrate.ops import RenameModel
+
+    if isinstance(value, RenameModel):
+        return ops.rename_model(value.old_name, model.__model__)
+    if isinstance(value, dict):
+        return {k: renamed_for(v, model) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed_for(v, model) for v in value]
+    if value == Mixed.__model__:
+        return model.__model__
+    return value
