@@ -85,15 +85,21 @@ def value_expr(value: Field | Converted) -> Any:
 
 
 def _kinds(value: Any) -> list[str]:
-    """The ``$type`` names a value compares with (``$gt`` and the like); none for a kind
-    a conversion never makes."""
+    """The ``$type`` names a value compares with (``$gt`` and the like).
+
+    A conversion makes a number, a string, a bool or a date; where it fails,
+    the value stays as stored (an ObjectId, bytes, a Timestamp...), and is
+    compared as stored. A list or a document is never the computed value
+    (`queries.sources` asks those of the field as stored): none for them.
+
+    """
     try:
         kind = type_of(value)
     except Unsure:
         return []
     if kind in NUMBER_TYPES:
         return list(NUMBER_TYPES)
-    return [kind] if kind in ("string", "bool", "date") else []
+    return [] if kind in ("object", "array") else [kind]
 
 
 def _is_nan(value: Any) -> bool:
@@ -112,7 +118,7 @@ def _equals(v: Any, target: Any) -> Any:
     if is_regex(target):
         return _regex(v, regex_of(target))
     kinds = _kinds(target)
-    if not kinds:  # a computed value is a number, a string, a bool or a date
+    if not kinds:  # a computed value is never a list or a document
         return False
     return {"$and": [_is(v, kinds), {"$eq": [v, literal(target)]}]}
 

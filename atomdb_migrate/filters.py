@@ -342,9 +342,9 @@ def _operator(
             return Atom(path, "$type", type_names(arg), origin)
         except ValueError as exc:
             raise InvalidQueryError(origin, f"$type: {exc}") from None
-    # $elemMatch
-    if not isinstance(arg, Mapping) or not arg:
-        raise InvalidQueryError(origin, "$elemMatch needs a non-empty document")
+    # $elemMatch ({} matches a list holding a document or a list)
+    if not isinstance(arg, Mapping):
+        raise InvalidQueryError(origin, "$elemMatch needs a document")
     logical = any(k in LOGICAL_OPERATORS for k in arg)
     inner = (
         _operators((), arg, origin)
@@ -358,8 +358,11 @@ def _operator(
 # ----------------------------------------------------------------------
 # Evaluating in Python
 # ----------------------------------------------------------------------
-def evaluate(formula: Formula, doc: Any) -> bool:
+def evaluate(formula: Formula, doc: Any, *, whole: bool = False) -> bool:
     """Whether a known document (or, for paths ``()``, a value) satisfies a formula.
+
+    With `whole`, a list at path ``()`` is one value (an element under
+    ``$elemMatch``'s operators), not a list whose elements are tried too.
 
     Raises
     ------
@@ -372,22 +375,35 @@ def evaluate(formula: Formula, doc: Any) -> bool:
     if isinstance(formula, Atom):
         value = values_at(doc, formula.path) if formula.path else doc
         if isinstance(formula.arg, ElemMatch):
-            # The server tries elements of one kind: documents for a filter on
-            # fields, anything but a list for operators on the element.
-            on_element, inner = formula.arg.on_element, formula.arg.formula
-            return isinstance(value, list) and any(
-                evaluate(inner, e)
-                for e in value
-                if (not isinstance(e, list) if on_element else isinstance(e, dict))
-            )
-        return matches(formula.op, formula.arg, value)
+            return isinstance(value, list) and any(_element_matches(formula.arg, e) for e in value)
+        return matches(formula.op, formula.arg, value, whole=whole and not formula.path)
     if isinstance(formula, Not):
-        return not evaluate(formula.item, doc)
+        return not evaluate(formula.item, doc, whole=whole)
     if isinstance(formula, And):
-        return all(evaluate(i, doc) for i in formula.items)
+        return all(evaluate(i, doc, whole=whole) for i in formula.items)
     if isinstance(formula, Or):
-        return any(evaluate(i, doc) for i in formula.items)
+        return any(evaluate(i, doc, whole=whole) for i in formula.items)
     raise Unsure("a computed value")
+
+
+def _element_matches(arg: ElemMatch, element: Any) -> bool:
+    """Whether one element of a list satisfies an ``$elemMatch``, as the server tries it.
+
+    Operators on the element ask each element as one value (a list inside
+    the list too: ``{"$type": "array"}``, ``{"$eq": [3]}``). A filter on
+    fields tries documents; a list inside the list it tries as a document
+    too, which only an empty filter (``{}``) is decided on here.
+
+    """
+    if arg.on_element:
+        return evaluate(arg.formula, element, whole=True)
+    if isinstance(element, dict):
+        return evaluate(arg.formula, element)
+    if isinstance(element, list):
+        if arg.formula is True:
+            return True
+        raise Unsure("$elemMatch with a filter on fields, on a list inside the list")
+    return False
 
 
 # ----------------------------------------------------------------------

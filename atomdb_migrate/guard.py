@@ -14,10 +14,11 @@ raised before the query runs::
 It guards ``find`` and ``find_raw_batches`` (every read of the cursor waits
 for the check, until one passes; its clones and ``distinct`` too),
 ``find_one``, ``count_documents``, ``distinct``, ``replace_one``,
-``update_one``/``update_many``, ``delete_one``/``delete_many`` and the
-``find_one_and_*`` methods; not ``aggregate``, nor Motor's ``fetch_next``. Filters
-on ``_id`` alone, and the toolkit's own (which name ``__version__``), pass
-unchecked; so does a filter outside `version_filter`'s grammar.
+``update_one``/``update_many``, ``delete_one``/``delete_many``, the
+``find_one_and_*`` methods and the filters of ``bulk_write``'s requests;
+not ``aggregate``, nor Motor's ``fetch_next``. Filters on ``_id`` alone,
+and the toolkit's own (which name ``__version__``), pass unchecked; so does
+a filter outside `version_filter`'s grammar.
 
 """
 
@@ -41,7 +42,7 @@ from .exceptions import (
     short_repr,
 )
 from .finders import SURVEY_MAX_AGE, survey
-from .queries import model_of, version_filter
+from .queries import model_of, reads_newer_downgraded, version_filter
 from .registry import MigrationRegistry
 from .versions import VERSION_KEY, stored_version
 
@@ -81,11 +82,10 @@ async def check_query(
     """
     if action == "off" or _unchecked(query):
         return
-    _, head, graph = model_of(model)
+    name, head, graph = model_of(model)
     found = await survey(model, max_age=max_age)
-    legacy = [
-        (raw, n) for raw, n in found.counts if graph.plan(raw, head, head=head).kind == "migrate"
-    ]
+    kinds = ("migrate", "newer") if reads_newer_downgraded(name) else ("migrate",)
+    legacy = [(raw, n) for raw, n in found.counts if graph.plan(raw, head, head=head).kind in kinds]
     if not legacy:
         return
     try:
@@ -277,6 +277,18 @@ class GuardedProxy(NoSQLDatabaseProxy):
     async def find_one_and_delete(self, filter: Any, *args: Any, **kwargs: Any) -> Any:
         await self.check(filter)
         return await self.table.find_one_and_delete(filter, *args, **kwargs)
+
+    async def bulk_write(self, requests: Any, *args: Any, **kwargs: Any) -> Any:
+        """Check the filter of every update, replace and delete, before any runs."""
+        requests = list(requests)
+        for request in requests:
+            await self.check(_filter_of(request))
+        return await self.table.bulk_write(requests, *args, **kwargs)
+
+
+def _filter_of(request: Any) -> Any:
+    """The filter of a bulk write's request (None for an insert: left unchecked)."""
+    return getattr(request, "_filter", None)
 
 
 def guard_queries(

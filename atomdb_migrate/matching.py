@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from uuid import UUID
 from bson import Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from .ops import MISSING
+from .regexes import pcre_only
 from .writes import bson_kind
 
 #: The ``$type`` names of BSON's number types.
@@ -206,17 +208,11 @@ def regex_of(pattern: Any, options: str = "") -> tuple[str, str]:
     return str(pattern), "".join(sorted(set(options)))
 
 
-#: What Python's ``re`` and the server's PCRE read differently: escapes of
-#: letters and digits (``\\Z``, ``\\d`` on non-ASCII text, ``\\b``), groups and
-#: flags written ``(?...)``, and possessive or atomic forms.
-_PCRE_ONLY = re.compile(r"\\[A-Za-z0-9]|\(\?|[*+?}]\+")
-
-
 def regex_search(pattern: str, options: str, text: str) -> bool:
     """Whether a regex finds a match in a string, as the server's PCRE would.
 
-    Python's ``re`` decides only patterns that it reads as PCRE does, on
-    ASCII text where the match ignores case.
+    Python's ``re`` decides only patterns that it reads as PCRE does (see
+    `regexes.pcre_only`).
 
     Raises
     ------
@@ -224,15 +220,23 @@ def regex_search(pattern: str, options: str, text: str) -> bool:
         For anything else.
 
     """
-    if _PCRE_ONLY.search(pattern) or ("i" in options and not text.isascii()):
-        raise Unsure(f"regex {pattern!r} on {text!r}: decided by the server's PCRE only")
+    different = pcre_only(pattern, options, text)
+    if different is not None:
+        raise Unsure(
+            f"regex {pattern!r} on {text!r}: decided by the server's PCRE only ({different})"
+        )
     flags = 0
     for letter in options:
         flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}.get(letter, 0)
-    try:
-        return re.search(pattern, text, flags) is not None
-    except re.error as exc:
-        raise Unsure(f"regex {pattern!r}: {exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = re.search(pattern, text, flags) is not None
+        except re.error as exc:
+            raise Unsure(f"regex {pattern!r}: {exc}") from None
+    if caught:  # a nested set, say: a reading `re` itself says may change
+        raise Unsure(f"regex {pattern!r}: decided by the server's PCRE only ({caught[0].message})")
+    return found
 
 
 def is_regex(value: Any) -> bool:
@@ -246,36 +250,37 @@ def _candidates(value: Any) -> list[Any]:
     return [value]
 
 
-def _equals(value: Any, target: Any) -> bool:
+def _equals(value: Any, target: Any, whole: bool = False) -> bool:
     if value is MISSING:
         return target is None
+    candidates = [value] if whole else _candidates(value)
     if is_regex(target):
         pattern, options = regex_of(target)
-        return any(
-            isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
-        )
-    return any(equal(v, target) for v in _candidates(value))
+        return any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
+    return any(equal(v, target) for v in candidates)
 
 
-def matches(op: str, arg: Any, value: Any) -> bool:
+def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
     """Whether a value (or `MISSING`) satisfies one condition, as the server decides.
 
     `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type``;
-    the negations (``$ne``, ``$nin``, ``$not``) are the caller's.
+    the negations (``$ne``, ``$nin``, ``$not``) are the caller's. With
+    `whole`, a list is one value, its elements are not tried (an element
+    under ``$elemMatch``'s operators).
 
     """
     if op == "$exists":
         return (value is not MISSING) == bool(arg)
     if op == "$eq":
-        return _equals(value, arg)
+        return _equals(value, arg, whole)
     if op == "$in":
-        return any(_equals(value, item) for item in arg)
+        return any(_equals(value, item, whole) for item in arg)
     if op in ("$gt", "$gte", "$lt", "$lte"):
         if arg is None:
-            return op in ("$gte", "$lte") and _equals(value, None)
+            return op in ("$gte", "$lte") and _equals(value, None, whole)
         if value is MISSING:
             return False
-        for v in _candidates(value)[1:] if isinstance(value, list) else [value]:
+        for v in _candidates(value)[1:] if isinstance(value, list) and not whole else [value]:
             order = compare(v, arg)
             if order is not None and (
                 (op == "$gt" and order > 0)
@@ -287,10 +292,9 @@ def matches(op: str, arg: Any, value: Any) -> bool:
         return False
     if op == "$regex":
         pattern, options = arg
+        candidates = [value] if whole else _candidates(value)
         return (
-            any(
-                isinstance(v, str) and regex_search(pattern, options, v) for v in _candidates(value)
-            )
+            any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
             if value is not MISSING
             else False
         )
@@ -298,7 +302,7 @@ def matches(op: str, arg: Any, value: Any) -> bool:
         if value is MISSING:
             return False
         kinds = {type_of(value)}
-        if isinstance(value, list):
+        if isinstance(value, list) and not whole:
             kinds.update(type_of(v) for v in value)
         return bool(kinds & arg)
     raise Unsure(f"operator {op}")  # $elemMatch is `filters.evaluate`'s

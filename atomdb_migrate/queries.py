@@ -20,6 +20,7 @@ changes (``changes = [...]``) to let conditions on other fields through.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +42,12 @@ from .filters import (
     conj,
     disj,
     evaluate,
+    key_of,
     neg,
     parse,
     render,
 )
-from .matching import Unsure, equal, freeze, is_regex, values_at
+from .matching import Unsure, equal, freeze, is_regex, regex_of, values_at
 from .ops import (
     MISSING,
     MODEL_KEY,
@@ -57,6 +59,7 @@ from .ops import (
     Embedded,
     MoveField,
     Operation,
+    Operations,
     RemoveField,
     RenameModel,
     SetDefaultWhereMissing,
@@ -316,7 +319,12 @@ def _through_operation(formula: Formula, op: Operation) -> Formula:
     if isinstance(op, CollectionOperation):
         return formula  # indexes and validators change no document
     if isinstance(op, RenameModel):
-        return _map(formula, lambda a: _rename_model(a, op), lambda e: _rename_model_expr(e, op))
+        # References were mapped for documents at every version (`_through_reference_scans`).
+        return _map(
+            formula,
+            lambda a: _rename_model(a, op) if a.path == (MODEL_KEY,) else a,
+            lambda e: _rename_model_expr(e, op),
+        )
 
     def atom(a: Atom) -> Formula:
         cases = sources(op, a.path)
@@ -330,7 +338,80 @@ def _through_operation(formula: Formula, op: Operation) -> Formula:
             return e
         return disj(conj([guard, _expr_from(e, source, repr(op))]) for guard, source in cases)
 
-    return _map(formula, atom, expr)
+    return _split_touched(formula, op, lambda f: _map(f, atom, expr))
+
+
+def _split_touched(
+    formula: Formula, op: Operation, mapped: Callable[[Formula], Formula]
+) -> Formula:
+    """The formula through `op`: the parts it leaves alone as they are, the others mapped
+    condition by condition or split on the operation's guards (`_factored`), the smaller."""
+    if isinstance(formula, (And, Or)):
+        touched = [i for i in formula.items if _touches(i, op)]
+        if len(touched) < len(formula.items):
+            join = conj if isinstance(formula, And) else disj
+            kept = [i for i in formula.items if not _touches(i, op)]
+            return join([*kept, _split_touched(join(touched), op, mapped)])
+    if not _touches(formula, op):
+        return formula
+    plain = mapped(formula)
+    factored = _factored(formula, op)
+    return plain if factored is None or size(factored) >= size(plain) else factored
+
+
+def _touches(formula: Formula, op: Operation) -> bool:
+    return any(sources(op, _path_of(c)) is not None for c in _conditions(formula))
+
+
+#: The most guards `_factored` splits a formula on (it makes 2**n copies).
+MAX_FACTORED_GUARDS = 2
+
+
+def _factored(formula: Formula, op: Operation) -> Formula | None:
+    """The formula before `op`, split once on the guards its cases share; or None.
+
+    Mapping condition by condition repeats an operation's guard (say, that
+    ``copy_field`` copied) in each condition it rewrites, the conditions a
+    previous step added on the path's parents too, so a chain multiplies
+    them. Where every rewritten condition's cases are one guard and its
+    negation, the formula is instead asked once under the guard and once
+    under its negation: ``(G and F[G]) or (not G and F[not G])``.
+
+    """
+    guards: dict[Any, Formula] = {}
+    for item in _conditions(formula):
+        cases = sources(op, _path_of(item))
+        if cases is None or (len(cases) == 1 and cases[0][0] is True):
+            continue
+        if len(cases) != 2 or key_of(neg(cases[0][0])) != key_of(cases[1][0]):
+            return None
+        guards.setdefault(key_of(cases[0][0]), cases[0][0])
+    if not guards or len(guards) > MAX_FACTORED_GUARDS:
+        return None
+    what = repr(op)
+    branches: list[Formula] = []
+    for chosen in itertools.product((True, False), repeat=len(guards)):
+        holds = dict(zip(guards, chosen, strict=True))
+
+        def source_of(path: tuple[str, ...], holds: dict[Any, bool] = holds) -> Source | None:
+            cases = sources(op, path)
+            if cases is None:
+                return None
+            if len(cases) == 1:
+                return cases[0][1]
+            return cases[0][1] if holds[key_of(cases[0][0])] else cases[1][1]
+
+        def atom(a: Atom, source_of: Callable[..., Source | None] = source_of) -> Formula:
+            source = source_of(a.path)
+            return a if source is None else _atom_from(a, source, what)
+
+        def expr(e: Expr, source_of: Callable[..., Source | None] = source_of) -> Formula:
+            source = source_of(e.value.field.parts)
+            return e if source is None else _expr_from(e, source, what)
+
+        literals = [g if holds[k] else neg(g) for k, g in guards.items()]
+        branches.append(conj([*literals, _map(formula, atom, expr)]))
+    return disj(branches)
 
 
 def _mentions_model(value: Any) -> bool:
@@ -360,10 +441,106 @@ def _rename_model(atom: Atom, op: RenameModel) -> Formula:
         if for_new:
             # Satisfied where it was, or where the old name becomes the new one.
             return disj([atom, Atom(atom.path, "$eq", old, atom.origin)])
+        if atom.op in ("$gt", "$gte", "$lt", "$lte") and isinstance(atom.arg, str):
+            # Only strings compare with a string: the range as a regex, which can
+            # then skip the old name (each value of a list apart).
+            ranged = (string_range(atom.op, atom.arg), "")
+            return _not_old(Atom(atom.path, "$regex", ranged, atom.origin), old)
+        if atom.op == "$regex" or values is not None:
+            # Satisfied where it was, but not by the old name (each value of a
+            # list apart: the regex itself says "not the old name").
+            return _not_old(atom, old)
         raise _Refused(atom, f"{op!r} changes the model names stored there")
     if _mentions_model(atom.arg):
         raise _Refused(atom, f"{op!r} changes the model names inside the references it compares")
     return atom
+
+
+def _not_old(atom: Atom, old: str) -> Formula:
+    """A ``$regex`` or ``$in`` condition that the value `old` no longer satisfies."""
+    if atom.op == "$regex":
+        pattern, options = atom.arg
+        return Atom(atom.path, "$regex", (_excluding(pattern, old), options), atom.origin)
+    kept: list[Any] = []
+    for value in atom.arg:
+        if is_regex(value):
+            pattern, options = regex_of(value)
+            kept.append(bson.Regex(_excluding(pattern, old), options))
+        elif not equal(value, old):
+            kept.append(value)
+    return Atom(atom.path, "$in", kept, atom.origin) if kept else False
+
+
+def _regex_char(c: str) -> str:
+    """One character as a regex reads it literally (in a class too), in PCRE and in re."""
+    if c.isalnum() and c.isascii():
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x20 or c == "\x7f" else "\\" + c
+
+
+def string_range(op: str, bound: str) -> str:
+    """A regex matching exactly the strings that ``{op: bound}`` selects (code point order,
+    as the server compares strings without a collation)."""
+    alternatives: list[str] = []
+    for i, c in enumerate(bound):
+        before = "".join(_regex_char(x) for x in bound[:i])
+        if op in ("$lt", "$lte"):
+            alternatives.append(before)  # a proper prefix of the bound
+            if ord(c) > 0:
+                alternatives.append(f"{before}[\\x00-{_regex_char(chr(ord(c) - 1))}][\\s\\S]*")
+        else:
+            alternatives.append(f"{before}[^\\x00-{_regex_char(c)}][\\s\\S]*")
+    whole = "".join(_regex_char(x) for x in bound)
+    if op in ("$lte", "$gte"):
+        alternatives.append(whole)
+    if op in ("$gt", "$gte"):
+        alternatives.append(f"{whole}[\\s\\S]+")
+    if not alternatives:
+        return "(?!)"  # nothing is below the empty string
+    return f"\\A(?:{'|'.join(alternatives)})(?![\\s\\S])"
+
+
+def _excluding(pattern: str, old: str) -> str:
+    """A PCRE pattern found where `pattern` is, in any string but `old` itself."""
+    literal = "".join(_regex_char(c) for c in old)
+    # (?![\s\S]) is the end of the text, read alike by PCRE and Python's re (mongomock).
+    return rf"\A(?!(?-i:{literal})(?![\s\S]))(?s:.*?)(?:{pattern})"
+
+
+def _through_reference_scans(formula: Formula, graph: StepGraph, head: Version) -> Formula:
+    """Conditions on references (``x.__model__``) as asked of documents at any version.
+
+    ``upgrade`` rewrites a renamed model's references in every document of
+    every collection (`renames.rewrite_references`), whatever its version:
+    one stored at or after the ``rename_model`` step may still refer to the
+    old name, at any depth, and is found once upgraded under the new one.
+
+    """
+    renames = [
+        (s, op)
+        for s in sorted(graph.steps, key=lambda s: s.from_key)
+        if s.to_key <= head and s.operations is not None
+        for op in s.operations.operations
+        if isinstance(op, RenameModel)
+    ]
+    current = formula
+    for s, op in reversed(renames):
+
+        def atom(a: Atom, op: RenameModel = op) -> Formula:
+            # The document's own name is the step's to change (with its version).
+            return a if a.path == (MODEL_KEY,) else _rename_model(a, op)
+
+        try:
+            current = _map(current, atom, lambda e: e)
+        except _Refused as exc:
+            raise UntranslatableQueryError(
+                s.model,
+                exc.field,
+                s.source,
+                f"{exc.reason}, in documents stored at any version (upgrade rewrites "
+                "the references of every document)",
+            ) from None
+    return current
 
 
 def _rename_model_expr(expr: Expr, op: RenameModel) -> Formula:
@@ -466,19 +643,77 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
             for op in reversed(step.operations.operations):
                 current = _through_operation(current, op)
                 if size(current) > MAX_CONDITIONS:
-                    first = next(iter(_conditions(formula)), None)
                     raise _Refused(
-                        first if first is not None else Atom(("_id",), "$exists", True),
+                        _own_condition(current),
                         f"the filter would grow past {MAX_CONDITIONS} conditions for the "
-                        "documents stored at this version (the chain moves, copies or "
-                        "converts the fields it names many times); upgrade them first, or "
-                        "query a version at a time (versions=)",
+                        f"documents stored at this version, at this step (after {op!r}; "
+                        "the chain moves, copies or converts the fields it names, or their "
+                        "parents, many times); upgrade them first, or query a version at "
+                        "a time (versions=)",
                     )
     except _Refused as exc:
         raise UntranslatableQueryError(
             step.model, exc.field, step.source, exc.reason, version=version
         ) from None
     return current
+
+
+def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> Formula:
+    """A condition on a document as old code reads it back through `step`'s downgrade,
+    as a condition on it as stored (``__on_newer__ = "downgrade"``).
+
+    Raises
+    ------
+    UntranslatableQueryError
+        Where the downgrade is a Python function (it computes the document
+        old code reads), or the filter would grow past `MAX_CONDITIONS`.
+
+    """
+    if not _conditions(formula):
+        return formula
+    down = step.downgrade_fn
+    try:
+        if not isinstance(down, Operations):
+            raise _Refused(
+                _own_condition(formula),
+                "a downgrade function computes the document this code reads from one stored "
+                "at a newer version (__on_newer__ = 'downgrade'); upgrade the code again, or "
+                "query the versions it knows (versions=)",
+            )
+        current = formula
+        for op in reversed(down.operations):
+            current = _through_operation(current, op)
+            if size(current) > MAX_CONDITIONS:
+                raise _Refused(
+                    _own_condition(current),
+                    f"the filter would grow past {MAX_CONDITIONS} conditions for the "
+                    "documents stored at this newer version, read back through the downgrade; "
+                    "query a version at a time (versions=)",
+                )
+    except _Refused as exc:
+        raise UntranslatableQueryError(
+            step.model, exc.field, step.source, exc.reason, version=version
+        ) from None
+    return current
+
+
+def _own_condition(formula: Formula) -> Atom | Expr:
+    """The condition of the filter itself that a grown formula repeats most.
+
+    Guards a step adds have no origin; each condition of the filter keeps
+    its field as `origin` through every rewriting.
+
+    """
+    conditions = _conditions(formula)
+    counts: dict[str, int] = {}
+    first: dict[str, Atom | Expr] = {}
+    for item in conditions:
+        if item.origin:
+            counts[item.origin] = counts.get(item.origin, 0) + 1
+            first.setdefault(item.origin, item)
+    if counts:
+        return first[max(counts, key=lambda origin: counts[origin])]
+    return conditions[0] if conditions else Atom(("_id",), "$exists", True)
 
 
 def _path_of(item: Atom | Expr) -> tuple[str, ...]:
@@ -569,19 +804,19 @@ def version_filter(
         names, for a version still stored.
 
     """
-    original = dict(query) if isinstance(query, Mapping) else ({} if query is None else query)
     if isinstance(versions, (str, bytes)):
         raise TypeError(f"versions must be a list of stored versions, not {versions!r}")
-    if versions is not None:
-        versions = list(versions)
+    # Nothing kept (in the cache, in the result) may be the caller's own list or dict.
+    original = _detached(query)
+    stored = None if versions is None else _detached(list(versions))
     try:
-        key = _cache_key(model, original, versions)
+        key = _cache_key(model, original, stored)
     except Exception:  # a value that has no key: translate it each time
         key = None
     found = _cache.get(key) if key is not None else None
     if found is None:
         try:
-            found = _version_filter(model, original, versions)
+            found = _version_filter(model, original, stored)
         except Unsure as exc:
             raise InvalidQueryError(None, f"a value version_filter cannot compare: {exc}") from None
         if key is not None:
@@ -589,6 +824,16 @@ def version_filter(
                 _cache.pop(next(iter(_cache)))
             _cache[key] = found
     return copy.deepcopy(found)
+
+
+def _detached(query: Any) -> Any:
+    """A deep copy of a filter (or of stored versions), sharing nothing with the caller's."""
+    if query is None:
+        return {}
+    try:
+        return copy.deepcopy(dict(query) if isinstance(query, Mapping) else query)
+    except Exception:  # a value that cannot be copied: the server refuses it anyway
+        return dict(query) if isinstance(query, Mapping) else query
 
 
 #: How many translated filters are kept (the query guard translates each query).
@@ -610,15 +855,25 @@ def _version_filter(
     formula = parse(original)
     name, head, graph = model_of(model)
     groups = _groups(name, graph, head, versions)
-    if not groups:
+    if not groups and not _newer_groups(name, graph, head, versions):
         return original
+    # The upgrade rewrites the references of every document, at any version.
+    everywhere = _through_reference_scans(formula, graph, head)
+    if key_of(everywhere) != key_of(formula):
+        formula, original = everywhere, render(everywhere)
+        if everywhere is False:
+            return original  # no document matches once upgraded
     plain = _encoded(render(formula))
     clauses: dict[bytes | str, tuple[list[Any], dict[str, Any]]] = {}
     excluded: list[Any] = []  # versions none of whose documents can match
-    for version, (steps, forms) in groups.items():
+    newer = _newer_groups(name, graph, head, versions)
+    for version, (steps, forms) in [*groups.items(), *newer.items()]:
         translated: Formula = formula
         for s in reversed(steps):
-            translated = through_step(translated, s, version=str(version))
+            if version > head:  # read back through the downgrades, the latest first
+                translated = through_downgrade(translated, s, version=str(version))
+            else:
+                translated = through_step(translated, s, version=str(version))
         if translated is False:
             excluded.extend(forms)
             continue
@@ -646,6 +901,38 @@ def _with_version(condition: Any, clause: dict[str, Any]) -> dict[str, Any]:
     if VERSION_KEY in clause:  # pragma: no cover - the parser refuses it
         return {"$and": [{VERSION_KEY: condition}, clause]}
     return {VERSION_KEY: condition, **clause}
+
+
+def reads_newer_downgraded(name: str) -> bool:
+    """Whether the model's code reads a document newer than itself through the downgrades."""
+    cls = MigrationRegistry.instance().models.get(name)
+    return getattr(cls, "__on_newer__", None) == "downgrade"
+
+
+def _newer_groups(
+    name: str, graph: StepGraph, head: Version, versions: Iterable[Any] | None
+) -> dict[Version, tuple[tuple[Step, ...], list[Any]]]:
+    """The versions newer than the code that it reads back through downgrades (``__on_newer__
+    = "downgrade"``): their downgrade steps, latest first, and ``__version__`` values."""
+    if not reads_newer_downgraded(name):
+        return {}
+    found: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
+    raws: list[Any] = (
+        sorted({str(s.to_key) for s in graph.steps if s.to_key > head})
+        if versions is None
+        else list(versions)
+    )
+    for raw in raws:
+        plan = graph.plan(raw, head, head=head)
+        if plan.kind != "newer" or plan.stored is None:
+            continue
+        back = graph.plan(raw, head, head=plan.stored, downgrade=True)
+        if back.kind != "migrate":
+            continue  # no way back: reading such a document raises
+        _, forms = found.setdefault(plan.stored, (back.steps, _forms(plan.stored)))
+        if not isinstance(raw, Version) and not any(_same(raw, f) for f in forms):
+            forms.append(raw)
+    return found
 
 
 def _groups(
