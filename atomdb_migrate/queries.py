@@ -64,6 +64,7 @@ from .ops import (
     RenameModel,
     SetDefaultWhereMissing,
     convert_value,
+    references_of,
 )
 from .registry import MigrationRegistry
 from .versions import VERSION_KEY, Step, StepGraph, version_forms, version_key
@@ -127,9 +128,17 @@ def _through_documents(parts: tuple[str, ...]) -> Formula:
 
 
 def _settable(parts: tuple[str, ...], embedded: Embedded, carry: bool = False) -> Formula:
-    """A value can be set at a path, knowing its embedded models (`ops.blocked`)."""
+    """A value can be set at a path, knowing its embedded models (`ops.blocked`).
+
+    A reference on the way blocks it, whatever it holds: atom-db reads the
+    referenced document, never what is stored inside the reference.
+
+    """
+    references = references_of(embedded)
     checks: list[Formula] = []
     for p in _prefixes(parts):
+        if p in references:
+            return False
         kinds = [_is_document(p)]
         if p not in embedded:
             kinds.append(neg(Atom(p, "$exists", True)))

@@ -869,11 +869,6 @@ async def test_a_dry_run_counts_the_documents_a_move_into_a_reference_would_refu
     assert report.would_refuse == {"1 -> 2": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the version-aware filters (queries.py) do not yet know that a path through "
-    "a reference blocks a value (ops.ModelPaths.references): they see it set",
-)
 @pytest.mark.parametrize(
     "query",
     [{"owner.nick": "Kit's"}, {"owner.nick": "Rex's"}, {"nick": {"$exists": True}}],
