@@ -100,6 +100,9 @@ DEFAULT_CALL_TIMEOUT = 3600.0
 #: between two tellings.
 WAIT_NOTE = 2.0
 
+#: The least time a try gets: the window's last try ends this much past it.
+SHORTEST_TRY = 0.001
+
 #: Seconds past a call's deadline that the driver gets to end it with its own
 #: timeout error before the call is cancelled.
 GRACE = 1.0
@@ -259,7 +262,7 @@ class Fault:
         if self.started is None:
             return policy.call_timeout
         left = self.started + policy.seconds - policy.clock()
-        return max(min(policy.call_timeout, left), 0.001)
+        return max(min(policy.call_timeout, left), SHORTEST_TRY)
 
     def begin(self) -> float:
         """A try starts: its time limit (see `limit`)."""
