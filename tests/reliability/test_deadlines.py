@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pymongo import MongoClient
@@ -24,21 +23,13 @@ from atomdb_migrate.exceptions import ServerUnavailableError, WriteConcernRefuse
 from atomdb_migrate.retry import GRACE, SHORTEST_TRY
 
 from ..servers import SecantusProcess
-from .test_faults import (  # noqa: F401  (fixtures)
-    APP,
-    MODELS,
-    N,
-    PYPROJECT,
-    STEP,
-    Faults,
-    Part,
-    cli,
-    fault_server,
-    faults,
-    run,
-    spawn,
-    steps,
-)
+from . import test_faults
+from .test_faults import APP, MODELS, PYPROJECT, STEP, Faults, N, Part, cli, run, spawn
+
+#: The fault server, its database of parts, and the step, as in test_faults.
+fault_server = test_faults.fault_server
+faults = test_faults.faults
+steps = test_faults.steps
 
 
 def default_url(faults: Faults) -> str:
@@ -147,7 +138,7 @@ def test_a_lease_that_ran_out_during_an_outage_is_taken_back(
         server.kill()
         time.sleep(4)
         server.start()
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
         with MongoClient(server.url) as client:
