@@ -270,8 +270,17 @@ class Fault:
         return self.limit()
 
     async def run_once(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """``await fn()`` within `limit`, as a try of this operation."""
+        """``await fn()`` within `limit`, as a try of this operation.
+
+        A first try keeps the client's own timeouts (the URL's
+        ``socketTimeoutMS``) and is cancelled past the call's deadline; a try
+        after a failure runs under ``pymongo.timeout``, so that its server
+        selection and its command end with the window.
+
+        """
         limit = self.begin()
+        if self.started is None:
+            return await bounded(fn(), limit, self.operation, self.policy.on_wait)
         with pymongo.timeout(limit):
             return await bounded(fn(), limit, self.operation, self.policy.on_wait)
 

@@ -59,13 +59,24 @@ class Clock:
         self.now += seconds
 
 
-def failing(clock: Clock, durations: list[float], error: type[PyMongoError]) -> Any:
-    """A call whose tries take `durations` (as far as their time limit lets them) and fail."""
+def failing(
+    clock: Clock, durations: list[float], error: type[PyMongoError], call_timeout: float
+) -> Any:
+    """A call whose tries take `durations` (as far as their time limit lets them) and fail.
+
+    The first try is bounded by the call's deadline (`call_timeout`), the
+    later ones by the limit the policy sets for the driver.
+
+    """
     tries: list[tuple[float, float]] = []
+    policy_timeout = [call_timeout]
 
     async def call() -> None:
         limit = _csot.get_timeout()
-        assert limit is not None and limit > 0, "every try runs under a time limit"
+        if not tries:
+            assert limit is None, "a first try keeps the client's own timeouts"
+            limit = policy_timeout[0]
+        assert limit is not None and limit > 0, "every later try runs under a time limit"
         took = durations[len(tries) % len(durations)]
         tries.append((clock.now, limit))
         clock.now += min(took, limit)
@@ -89,7 +100,7 @@ def test_the_window_is_a_deadline(
     the tries and their waits end within the window."""
     clock = Clock()
     policy = Retry(seconds, clock=clock, sleep=clock.sleep, call_timeout=call_timeout)
-    call = failing(clock, durations, error)
+    call = failing(clock, durations, error, call_timeout)
     with pytest.raises(ServerUnavailableError) as info:
         asyncio.run(policy.call("writing", call))
     first_start, first_limit = call.tries[0]
@@ -119,10 +130,10 @@ def test_the_case_the_window_used_to_overrun() -> None:
 
     async def call() -> None:
         limit = _csot.get_timeout()
-        assert limit is not None
-        tries.append(limit)
+        tries.append(limit or 3600.0)
         if len(tries) == 1:
             raise NotPrimaryError("not primary")
+        assert limit is not None
         clock.now += min(30.0, limit)
         raise ServerSelectionTimeoutError("no primary")
 
