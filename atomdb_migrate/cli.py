@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shlex
 import signal
 import threading
@@ -59,6 +60,7 @@ from .exceptions import (
     StepError,
     UniqueIndexError,
     UnknownModelError,
+    WriteConcernRefusedError,
     short_repr,
     shorten,
 )
@@ -66,7 +68,7 @@ from .masking import mask
 from .mongo import VERSION_INDEX
 from .progress import progress_for
 from .renames import RenameReport
-from .retry import DEFAULT_RETRY_FOR, describe, is_transient
+from .retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, describe, is_transient
 from .runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
@@ -94,6 +96,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (UniqueIndexError, EXIT_DUPLICATE),
     (ConnectionFailedError, EXIT_CONNECTION),
     (ServerUnavailableError, EXIT_UNAVAILABLE),
+    (WriteConcernRefusedError, EXIT_CONFIG),
     (ServerError, EXIT_CONNECTION),
     (LockError, EXIT_LOCK),
     (StepError, EXIT_STEP),
@@ -105,6 +108,26 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (InvalidVersionError, EXIT_CONFIG),
     (MigrateError, EXIT_CONFIG),
 ]
+
+
+#: The largest whole number an option takes: the server's counts and sizes
+#: are 32-bit numbers.
+MAX_COUNT = 2**31 - 1
+
+
+class Finite(click.FloatRange):
+    """A number in a range, refusing NaN and infinity (a usage error, exit 2)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def count(minimum: int) -> click.IntRange:
+    """A whole number from `minimum` up to `MAX_COUNT`."""
+    return click.IntRange(minimum, MAX_COUNT)
 
 
 class CommandError(click.ClickException):
@@ -435,7 +458,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
     help="Module to import so its models register (repeatable).",
 )
 @click.option("--migrations", type=click.Path(path_type=Path), help="The migrations directory.")
-@click.option("--timeout", type=click.FloatRange(0.1), help="Seconds to reach the server [10].")
+@click.option("--timeout", type=Finite(0.1), help="Seconds to reach the server [10].")
 @click.version_option(package_name="atomdb-migrate")
 @click.pass_context
 def main(
@@ -537,7 +560,7 @@ _RUN_OPTIONS = [
     ),
     click.option(
         "--batch-size",
-        type=click.IntRange(1),
+        type=count(1),
         default=DEFAULT_BATCH_SIZE,
         show_default=True,
         help="Documents per read and per bulk write.",
@@ -548,7 +571,7 @@ _RUN_OPTIONS = [
     click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it."),
     click.option(
         "--retry-for",
-        type=click.FloatRange(0),
+        type=Finite(0),
         default=DEFAULT_RETRY_FOR,
         show_default=True,
         metavar="SECONDS",
@@ -563,21 +586,30 @@ _RUN_OPTIONS = [
     ),
     click.option(
         "--wtimeout",
-        type=click.IntRange(0),
+        type=count(0),
         metavar="MS",
         help="How long a write waits for its write concern [the URL's].",
     ),
     click.option(
         "--max-rate",
-        type=click.FloatRange(0, min_open=True),
+        type=Finite(0, min_open=True),
         metavar="DOCS_PER_S",
         help="At most this many documents per second.",
     ),
     click.option(
         "--max-lag",
-        type=click.FloatRange(0),
+        type=Finite(0),
         metavar="SECONDS",
         help="On a replica set, pause while a secondary lags the primary by more than this.",
+    ),
+    click.option(
+        "--call-timeout",
+        type=Finite(0, min_open=True),
+        default=DEFAULT_CALL_TIMEOUT,
+        show_default=True,
+        metavar="SECONDS",
+        help="A server call unanswered for this long is a transient fault: cancelled, and "
+        "retried within --retry-for.",
     ),
 ]
 
@@ -585,7 +617,7 @@ _RUN_OPTIONS = [
 _UPGRADE_OPTIONS = [
     click.option(
         "--sample",
-        type=click.IntRange(0),
+        type=count(0),
         default=DEFAULT_SAMPLE,
         show_default=True,
         help="With --dry-run: documents to transform and restore.",
@@ -910,7 +942,7 @@ def _print_status(rows: list[command.ModelStatus]) -> None:
 @main.command()
 @click.option(
     "--limit",
-    type=click.IntRange(1),
+    type=count(1),
     default=20,
     show_default=True,
     help="How many recorded runs to show.",

@@ -55,8 +55,9 @@ from .validators import read_validator
 from .versions import BASE_VERSION, Step, StepGraph, parse_version
 from .workspace import Workspace
 
-#: Seconds to keep trying to record how a failed run ended.
-FINISH_RETRY = 5.0
+#: Seconds to keep trying to record how a failed run ended, each try bounded
+#: by it too: the record fits just past the --retry-for window.
+FINISH_RETRY = 2.0
 
 __all__ = [
     "ModelStatus",
@@ -438,6 +439,7 @@ async def _run(
         "retry_for": options.retry_for,
         "max_rate": options.max_rate,
         "max_lag": options.max_lag,
+        "call_timeout": options.call_timeout,
     }
     retry = runner.retry
     sums = applied_checksums(ws, classes, to) if direction is UPGRADE else None
@@ -463,7 +465,8 @@ async def _run(
             # left "running" is marked abandoned by the next run.
             with contextlib.suppress(MigrateError):
                 why = shorten(mask(str(exc), ws.config.url)) or type(exc).__name__
-                await finish(Retry(min(retry.seconds, FINISH_RETRY)), stopped, why)
+                brief = Retry(min(retry.seconds, FINISH_RETRY), call_timeout=FINISH_RETRY)
+                await finish(brief, stopped, why)
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
         await finish(retry, outcome)

@@ -39,7 +39,8 @@ MigrateError
  │    └── StepModuleError       a step module that does not load
  ├── ConnectionFailedError     the server cannot be reached or refuses us
  ├── ServerError               the server failed a command (not transiently)
- │    └── ServerUnavailableError  a transient fault outlasted the retry window
+ │    ├── ServerUnavailableError  a transient fault outlasted the retry window
+ │    └── WriteConcernRefusedError  a write concern the server can never satisfy
  └── LockError                 the migration lock
       ├── LockHeldError         another runner holds it
       │    └── LockAliveError   `unlock` refused: the holder is still renewing
@@ -733,6 +734,32 @@ class ServerUnavailableError(ServerError):
             f"the server failed while {self.operation}, and kept failing for "
             f"{self.seconds:.0f} s, past the retry window (--retry-for): {self.cause}. "
             "What was written is kept; run the command again to resume"
+        )
+
+
+class WriteConcernRefusedError(ServerError):
+    """The server can never satisfy the write concern asked for (more members
+    than the deployment has, or a tag set it does not define): not retried.
+
+    `code` is the write-concern error's code (100: UnsatisfiableWriteConcern).
+
+    """
+
+    def __init__(self, operation: str, error: BaseException) -> None:
+        details = getattr(error, "details", None) or {}
+        concern = details.get("writeConcernErrors") or [details]
+        first = concern[0] if concern and isinstance(concern[0], dict) else {}
+        #: The write-concern error's own message.
+        self.reason = " ".join(str(first.get("errmsg") or error).split())
+        super().__init__(operation, error)
+        self.code = first.get("code", self.code)
+
+    def _message(self) -> str:
+        return (
+            f"the server refused the write concern while {self.operation}: "
+            f"{shorten(self.reason)}. It cannot be satisfied here, and retrying would not "
+            "help; use a --write-concern the deployment can satisfy (a number of members it "
+            "has, or majority)"
         )
 
 

@@ -30,10 +30,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .exceptions import LockAliveError, LockHeldError, LockLostError
 from .retry import Retry
@@ -43,9 +44,9 @@ log = logging.getLogger("atomdb_migrate")
 #: The ``_id`` of the lock document.
 LOCK_ID = "atomdb-migrate"
 
-#: Seconds to keep trying to give the lock up when the server fails: past
-#: that, the lease runs out on its own.
-RELEASE_RETRY = 5.0
+#: Seconds to keep trying to give the lock up when the server fails (each try
+#: bounded by it too): past that, the lease runs out on its own.
+RELEASE_RETRY = 2.0
 
 
 class LeaseLock:
@@ -203,6 +204,76 @@ class LeaseLock:
                 f"the migration lock's lease was lost ({why}); stopping before the next write"
             )
 
+    async def hold(self) -> None:
+        """Make sure the lease is ours before a write; take it back if it ran out unclaimed.
+
+        A lease that ran out while the runner rode through a server outage
+        longer than ``ttl`` (the renewals failed too) is taken back when the
+        lock document still names this runner: nobody else took the lock, so
+        nobody else wrote meanwhile. One that another runner took, or that
+        was cleared (``unlock``), stays lost.
+
+        Raises
+        ------
+        LockLostError
+            If the lease was lost; the message names the outage when the
+            lease ran out during one.
+
+        """
+        try:
+            self.check()
+            return
+        except LockLostError:
+            if self._lost or self.blocked >= self.ttl / 3:
+                raise
+            expired = time.monotonic() - self._valid_until
+        started, query, update = self._renewal()
+        try:
+            if self.retry is None:
+                result = await self.collection.update_one(query, update)
+            else:
+                result = await self.retry.call(
+                    "taking back the migration lock",
+                    partial(self.collection.update_one, query, update),
+                )
+        except PyMongoError as exc:
+            problem = f"and could not be taken back: {exc}"
+            raise LockLostError(self._lost_message(expired, problem)) from None
+        if result.matched_count:
+            self._valid_until = started + self.ttl
+            log.warning(
+                "the migration lock's lease ran out %.1f s ago%s; nobody else took it: taken back",
+                expired,
+                self._outage_text(),
+            )
+            return
+        self._lost = True
+        raise LockLostError(
+            self._lost_message(expired, "and another runner took it, or it was cleared (unlock)")
+        )
+
+    def _outage_text(self) -> str:
+        """ ", during a server outage of N s" when the run rode through one lately."""
+        if self.retry is None:
+            return ""
+        since = self.retry.outage_since()
+        if since is not None:
+            return f", during a server outage under way for {time.monotonic() - since:.0f} s"
+        if self.retry.outage is not None:
+            start, end = self.retry.outage
+            if end >= self._valid_until - 1.0:
+                return (
+                    f", during a server outage of {end - start:.0f} s "
+                    f"(longer than the lease, lock-ttl {self.ttl:g} s)"
+                )
+        return ""
+
+    def _lost_message(self, expired: float, then: str) -> str:
+        return (
+            f"the migration lock's lease was lost: it ran out {expired:.1f} s ago"
+            f"{self._outage_text()}, {then}; stopping before the next write"
+        )
+
     def _renew_in_thread(self, collection: Any) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
@@ -260,7 +331,7 @@ class LeaseLock:
                 await self.release()
             else:
                 # Briefly: a lock left behind expires with its lease anyway.
-                brief = Retry(min(self.retry.seconds, RELEASE_RETRY))
+                brief = Retry(min(self.retry.seconds, RELEASE_RETRY), call_timeout=RELEASE_RETRY)
                 await brief.call("giving up the migration lock", self.release)
 
 

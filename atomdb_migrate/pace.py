@@ -6,13 +6,21 @@ failover loses what they had not copied. ``--max-rate`` caps the documents
 per second; ``--max-lag`` pauses the writes while any secondary is more than
 that many seconds behind the primary, as ``replSetGetStatus`` reports it.
 
+The rate holds over every second, not on average: a write of ``n``
+documents starts only when the last `Pace.span` seconds, writes in flight
+included, leave room for ``n`` more, and a document counts from when its
+write ended. No batch is larger than that room (`Pace.largest_batch`), so
+batches shrink to fit a low rate, and the first batch waits like any other.
+
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -61,7 +69,9 @@ def lag_of(status: dict[str, Any]) -> float | None:
 class Pace:
     """Holds a run to `max_rate` documents per second, and while `lag()` is over `max_lag`.
 
-    `say` is told what holds the run up ("" once nothing does).
+    `say` is told what holds the run up ("" once nothing does). Writes call
+    `before_write` with their number of documents, and `written` once they
+    have ended.
 
     """
 
@@ -83,15 +93,66 @@ class Pace:
         self.clock = clock
         self.sleep = sleep
         self.every = every
-        self._started: float | None = None
-        self._done = 0
+        #: (when a write ended, its documents), for the last `span` seconds.
+        self._ended: deque[tuple[float, int]] = deque()
+        self._in_flight = 0
         self._checked: float | None = None
         self._unreadable = False
         #: Seconds spent waiting, for the rate and for the lag.
         self.waited_rate = 0.0
         self.waited_lag = 0.0
 
-    async def before_write(self) -> None:
+    @property
+    def span(self) -> float:
+        """The window the rate holds over: one second, or one document's share of time."""
+        if self.max_rate is None:
+            return 1.0
+        return max(1.0, 1.0 / self.max_rate)
+
+    def largest_batch(self) -> int | None:
+        """The most documents one write may hold under the rate (None: no rate)."""
+        if self.max_rate is None:
+            return None
+        return max(1, math.floor(self.max_rate * self.span + 1e-9))
+
+    async def before_write(self, count: int = 0) -> None:
+        """Wait while a secondary lags too far, then until the rate has room for `count`."""
+        await self._wait_lag()
+        if self.max_rate is not None and count > 0:
+            await self._wait_room(count)
+            self._in_flight += count
+
+    def written(self, count: int) -> None:
+        """A write of `count` documents (let in by `before_write`) has ended."""
+        if self.max_rate is None or count <= 0:
+            return
+        self._in_flight = max(self._in_flight - count, 0)
+        self._ended.append((self.clock(), count))
+
+    async def after_write(self, count: int) -> None:
+        """Wait for room for `count` documents, and count them as written now."""
+        await self.before_write(count)
+        self.written(count)
+
+    def _used(self, now: float) -> int:
+        while self._ended and self._ended[0][0] <= now - self.span:
+            self._ended.popleft()
+        return self._in_flight + sum(n for _, n in self._ended)
+
+    async def _wait_room(self, count: int) -> None:
+        room = self.largest_batch() or count
+        while True:
+            now = self.clock()
+            used = self._used(now)
+            if used + count <= room or used == 0:
+                return
+            # The oldest write leaves the window then (or one in flight ends).
+            wait = self._ended[0][0] + self.span - now if self._ended else self.every
+            wait = max(wait, 1e-3)
+            await self.sleep(wait)
+            self.waited_rate += wait
+
+    async def _wait_lag(self) -> None:
         """Wait while a secondary lags too far (checked every `every` seconds)."""
         if self.max_lag is None or self._unreadable:
             return
@@ -123,16 +184,3 @@ class Pace:
         if paused:
             self.say("")
             self._checked = self.clock()
-
-    async def after_write(self, count: int) -> None:
-        """Count `count` documents written, and wait as long as the rate asks."""
-        if self.max_rate is None:
-            return
-        now = self.clock()
-        if self._started is None:
-            self._started = now
-        self._done += count
-        wait = self._started + self._done / self.max_rate - now
-        if wait > 0:
-            await self.sleep(wait)
-            self.waited_rate += wait

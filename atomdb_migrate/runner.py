@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ from .ops import Operations
 from .pace import LagSource, Pace, replication_lag
 from .registry import MigrationRegistry
 from .renames import RenameReport, rename_collection, rewrite_references
-from .retry import DEFAULT_RETRY_FOR, Retry, describe
+from .retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Fault, Retry, bounded, describe
 from .versions import (
     VERSION_KEY,
     Plan,
@@ -153,6 +154,9 @@ class RunOptions:
     #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
     #: collection an upgrade runs on (the ``version-index`` setting).
     version_index: bool = True
+    #: Seconds one server call may go unanswered before it counts as a
+    #: transient fault (``--call-timeout``).
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -169,6 +173,20 @@ class RunOptions:
             raise ValueError("wtimeout must be at least 0")
         if self.write_concern is not None:
             write_concern(self.write_concern, self.wtimeout)  # refuses a bad one
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Refuse NaN, infinity and numbers no server call can carry."""
+        for name in ("retry_for", "max_rate", "max_lag", "call_timeout"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value!r}")
+        if not self.call_timeout > 0:
+            raise ValueError("call_timeout must be above 0")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be at most {MAX_BATCH_SIZE}")
+        if self.wtimeout is not None and self.wtimeout > MAX_WTIMEOUT:
+            raise ValueError(f"wtimeout must be at most {MAX_WTIMEOUT} ms")
 
     def written_with(self) -> dict[str, Any] | None:
         """The write concern asked for, as the history records it (None: the URL's)."""
@@ -177,8 +195,28 @@ class RunOptions:
         return write_concern(self.write_concern, self.wtimeout).document
 
 
+#: The most documents per read and per bulk write (the driver's batch size
+#: is a 32-bit number).
+MAX_BATCH_SIZE = 2**31 - 1
+
+#: The longest ``--wtimeout``, in milliseconds (a 32-bit number, 24 days).
+MAX_WTIMEOUT = 2**31 - 1
+
+#: The most members a write concern may name: a replica set has at most 50.
+MAX_MEMBERS = 50
+
+
 def write_concern(w: str | None, wtimeout: int | None) -> WriteConcern:
-    """``--write-concern`` (``majority`` or a number) and ``--wtimeout`` as a `WriteConcern`."""
+    """``--write-concern`` (``majority`` or a number) and ``--wtimeout`` as a `WriteConcern`.
+
+    Raises
+    ------
+    ValueError
+        For anything else, for 0 (an unacknowledged write cannot be guarded:
+        the runner counts what the server says it matched), and for more
+        members than a replica set can have.
+
+    """
     value: str | int | None = w
     if w is not None and w != "majority":
         try:
@@ -187,6 +225,19 @@ def write_concern(w: str | None, wtimeout: int | None) -> WriteConcern:
             raise ValueError(f"write concern must be 'majority' or a number, not {w!r}") from None
         if value < 0:
             raise ValueError(f"write concern must be 'majority' or a number, not {w!r}")
+        if value == 0:
+            raise ValueError(
+                "write concern must be 'majority' or a number of at least 1, not 0: an "
+                "unacknowledged write cannot be guarded (the run counts what the server "
+                "matched)"
+            )
+        if value > MAX_MEMBERS:
+            raise ValueError(
+                f"write concern must be 'majority' or a number up to {MAX_MEMBERS} (the most "
+                f"members a replica set has), not {short_repr(w, 40)}"
+            )
+    if wtimeout is not None and not 0 <= wtimeout <= MAX_WTIMEOUT:
+        raise ValueError(f"wtimeout must be between 0 and {MAX_WTIMEOUT} ms")
     return WriteConcern(w=value, wtimeout=wtimeout)
 
 
@@ -427,7 +478,12 @@ class Runner:
         self._expressions = exact_filters(database)
         #: Server calls that fail transiently are sent again, for up to
         #: ``options.retry_for`` seconds in a row.
-        self.retry = Retry(options.retry_for, on_retry=self._on_retry)
+        self.retry = Retry(
+            options.retry_for,
+            on_retry=self._on_retry,
+            call_timeout=options.call_timeout,
+            on_wait=self._on_wait,
+        )
         #: The rate limit and the replication-lag pause.
         self.pace = Pace(
             options.max_rate,
@@ -454,6 +510,20 @@ class Runner:
 
     def _on_retry(self, operation: str, error: BaseException, delay: float) -> None:
         self._say(f"retrying in {delay:.1f} s: {describe(error)}")
+
+    def _on_wait(self, operation: str, seconds: float) -> None:
+        if not operation:
+            self._say("")
+            return
+        self._say(
+            f"waiting on the server: {operation}, no answer for {seconds:.0f} s "
+            f"(--call-timeout {self.retry.call_timeout:g} s)"
+        )
+
+    async def _hold_lock(self) -> None:
+        """Before a write: the lease is ours, taken back if it ran out while nobody took it."""
+        if self.lock is not None:
+            await self.lock.hold()
 
     def target(self, cls: type[VersionedModel], to: Any, direction: Direction) -> Version:
         """The version a run takes a model's documents to, checked.
@@ -819,6 +889,12 @@ class Runner:
             if s.server_side
             and isinstance(s.downgrade_fn if direction.down else s.upgrade_fn, Operations)
         }
+        if steps and self.server_side and self.options.max_rate is not None:
+            _say_once(
+                "--max-rate: steps of operations run on the client, in batches the rate "
+                "allows (an update on the server cannot be throttled)"
+            )
+            return set()
         if steps and self.server_side and not runs_pipelines(collection):
             _say_once("this server runs no update pipeline: steps of operations run on the client")
             return set()
@@ -871,8 +947,7 @@ class Runner:
         version = self._at_start(run, step, raws)
         expected = report.steps.get(_label(step), 0)
         self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
-        if self.lock is not None:
-            self.lock.check()
+        await self._hold_lock()
         modified = 0
         try:
             for query, pipeline in operations.server_updates({VERSION_KEY: version}, end):
@@ -977,8 +1052,8 @@ class Runner:
                     await asyncio.shield(writing)
                 writing = None
                 if writes:
-                    await self.pace.before_write()
-                    writing = asyncio.ensure_future(self._write(run, writes))
+                    await self.pace.before_write(len(writes))
+                    writing = asyncio.ensure_future(self._paced_write(run, writes))
                 if error is not None:
                     # What was transformed before the failure is written: each
                     # document is complete on its own.
@@ -986,7 +1061,6 @@ class Runner:
                         await asyncio.shield(writing)
                     raise error
                 self.progress.advance(len(batch))
-                await self.pace.after_write(len(writes))
             if writing is not None:
                 await asyncio.shield(writing)
         finally:
@@ -998,6 +1072,20 @@ class Runner:
                     await writing
             self.progress.finish()
 
+    async def _paced_write(self, run: _Pass, writes: list[_Write]) -> None:
+        """`_write`, its documents counted by the pace once it has ended."""
+        try:
+            await self._write(run, writes)
+        finally:
+            self.pace.written(len(writes))
+
+    async def _next_batch(
+        self, stream: AsyncIterator[list[Document]], fault: Fault
+    ) -> list[Document] | None:
+        """The next batch of a read, or None at its end: within the call's deadline."""
+        limit = fault.begin()
+        return await bounded(anext(stream, None), limit, fault.operation, self.retry.on_wait)
+
     async def _read(self, run: _Pass, query: dict[str, Any]) -> AsyncIterator[list[Document]]:
         """The documents `query` finds, a batch at a time, in ``_id`` order.
 
@@ -1005,14 +1093,15 @@ class Runner:
         handed out: none is handed out twice, and none is missed.
 
         """
-        size = self.options.batch_size
+        size = min(self.options.batch_size, self.pace.largest_batch() or self.options.batch_size)
         fault = self.retry.fault(f"reading {run.collection.name}")
         last: list[Any] = []  # the last _id handed out, once there is one
         while True:
             try:
                 for found in after(query, last[0]) if last else [query]:
                     cursor = run.collection.find(found, sort=[("_id", 1)], batch_size=size)
-                    async for batch in batches(cursor, size):
+                    stream = batches(cursor, size)
+                    while (batch := await self._next_batch(stream, fault)) is not None:
                         fault.clear()
                         # A document an index holds under several keys (a list as its
                         # version) may come twice, one after the other, from a server
@@ -1095,8 +1184,7 @@ class Runner:
 
         """
         report = run.report
-        if self.lock is not None:
-            self.lock.check()
+        await self._hold_lock()
         what = f"writing to {run.collection.name}"
         result = await self.retry.call(
             what, lambda: bulk_update(run.collection, [w.write for w in writes])
@@ -1124,8 +1212,7 @@ class Runner:
             # newer code saved meanwhile, which are done, not skipped.
             retried = max(current - result.matched, 0)
             if again:
-                if self.lock is not None:
-                    self.lock.check()
+                await self._hold_lock()
                 second = await self.retry.call(
                     what, lambda: bulk_update(run.collection, [w.write for w in again])
                 )

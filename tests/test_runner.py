@@ -392,6 +392,33 @@ async def test_runner_stops_writing_when_its_lease_is_lost(sdb: Any) -> None:
     lock = LeaseLock(sdb["locks"], ttl=0.2)
     await lock.acquire()
     await asyncio.sleep(0.3)
+    await LeaseLock(sdb["locks"], ttl=30).acquire()  # another runner takes the expired lease
+    with pytest.raises(LockLostError, match="another runner took it"):
+        await Runner(sdb, lock=lock).upgrade(Customer)
+    assert await coll.count_documents({"__version__": "1"}) == 10
+
+
+async def test_a_lease_that_ran_out_unclaimed_is_taken_back(sdb: Any) -> None:
+    """A lease that ran out while nobody took the lock (renewals lost to an
+    outage) is taken back before the next write, and the run finishes."""
+    coll = await seed(sdb, [customer(i) for i in range(10)])
+    lock = LeaseLock(sdb["locks"], ttl=0.2)
+    await lock.acquire()
+    await asyncio.sleep(0.3)
     with pytest.raises(LockLostError):
+        lock.check()
+    await Runner(sdb, lock=lock).upgrade(Customer)
+    assert await coll.count_documents({"__version__": str(Customer.__version__)}) == 10
+    held = await sdb["locks"].find_one({})
+    assert held is not None and held["owner"] == lock.owner
+
+
+async def test_a_lease_cleared_meanwhile_is_not_taken_back(sdb: Any) -> None:
+    coll = await seed(sdb, [customer(i) for i in range(10)])
+    lock = LeaseLock(sdb["locks"], ttl=0.2)
+    await lock.acquire()
+    await asyncio.sleep(0.3)
+    await sdb["locks"].delete_many({})  # unlock --force
+    with pytest.raises(LockLostError, match="or it was cleared"):
         await Runner(sdb, lock=lock).upgrade(Customer)
     assert await coll.count_documents({"__version__": "1"}) == 10

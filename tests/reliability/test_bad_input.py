@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from atomdb_migrate.cli import EXIT_CHECK, EXIT_CONFIG, EXIT_CONNECTION, EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.cli import (
+    EXIT_CHECK,
+    EXIT_CONFIG,
+    EXIT_CONNECTION,
+    EXIT_LOCK,
+    EXIT_STEP,
+    EXIT_USAGE,
+)
 from atomdb_migrate.lock import LOCK_ID
 
 from ..project import CUSTOMER, PASSWORD, Project
@@ -356,8 +363,8 @@ CASES = [
         "timeout-inf",
         "--timeout inf",
         lambda p: None,
-        EXIT_CONFIG,
-        "--timeout must be a finite number of seconds, at least 0.1, not inf",
+        EXIT_USAGE,
+        "'inf' is not a finite number",
         args=("--timeout", "inf", "status"),
     ),
     Case(

@@ -1,0 +1,237 @@
+"""The retry window is a deadline; every call has one; write concerns are classified.
+
+The window's tests run on a clock of their own: each try "takes" the time
+the test draws for it, but never more than the time limit the policy gave
+it (``pymongo.timeout``, which bounds a real call's server selection and
+its command). Over generated schedules, the run of failures never outlasts
+the window. The call deadline runs on the real clock, with small numbers,
+and asserts what happened, not how long it took.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymongo import _csot
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    NotPrimaryError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+
+from atomdb_migrate import retry as retry_module
+from atomdb_migrate.exceptions import (
+    ServerError,
+    ServerUnavailableError,
+    WriteConcernRefusedError,
+)
+from atomdb_migrate.retry import (
+    PERMANENT_WRITE_CONCERN,
+    SHORTEST_TRY,
+    Retry,
+    describe,
+    is_transient,
+)
+
+#: Examples of each property test (RETRY_EXAMPLES).
+RETRY_EXAMPLES = int(os.environ.get("RETRY_EXAMPLES", "150"))
+
+
+class Clock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def failing(
+    clock: Clock, durations: list[float], error: type[PyMongoError], call_timeout: float
+) -> Any:
+    """A call whose tries take `durations` (as far as their time limit lets them) and fail.
+
+    The first try is bounded by the call's deadline (`call_timeout`), the
+    later ones by the limit the policy sets for the driver.
+
+    """
+    tries: list[tuple[float, float]] = []
+    policy_timeout = [call_timeout]
+
+    async def call() -> None:
+        limit = _csot.get_timeout()
+        if not tries:
+            assert limit is None, "a first try keeps the client's own timeouts"
+            limit = policy_timeout[0]
+        assert limit is not None and limit > 0, "every later try runs under a time limit"
+        took = durations[len(tries) % len(durations)]
+        tries.append((clock.now, limit))
+        clock.now += min(took, limit)
+        raise error("no primary")
+
+    call.tries = tries  # type: ignore[attr-defined]
+    return call
+
+
+@settings(max_examples=RETRY_EXAMPLES, deadline=None)
+@given(
+    seconds=st.floats(0.5, 120),
+    durations=st.lists(st.floats(0, 60), min_size=1, max_size=8),
+    error=st.sampled_from([AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError]),
+    call_timeout=st.floats(0.5, 600),
+)
+def test_the_window_is_a_deadline(
+    seconds: float, durations: list[float], error: type[PyMongoError], call_timeout: float
+) -> None:
+    """From the first failure (from the start of a try spent selecting a server),
+    the tries and their waits end within the window."""
+    clock = Clock()
+    policy = Retry(seconds, clock=clock, sleep=clock.sleep, call_timeout=call_timeout)
+    call = failing(clock, durations, error, call_timeout)
+    with pytest.raises(ServerUnavailableError) as info:
+        asyncio.run(policy.call("writing", call))
+    first_start, first_limit = call.tries[0]
+    assert first_limit == pytest.approx(call_timeout), "the first try has the call's deadline"
+    opened = (
+        first_start
+        if error is ServerSelectionTimeoutError
+        else first_start + min(durations[0], call_timeout)
+    )
+    first_end = first_start + min(durations[0], call_timeout)
+    # The first try is bounded by the call's deadline only (the window opens
+    # when it fails); it may end past a window counted from its start.
+    slack = SHORTEST_TRY + 1e-6
+    assert clock.now <= max(opened + seconds, first_end) + slack, (clock.now, opened, seconds)
+    assert info.value.seconds <= max(seconds, first_end - opened) + slack
+    for start, limit in call.tries[1:]:
+        assert start + limit <= opened + seconds + slack, "a try is bounded by what is left"
+
+
+def test_the_case_the_window_used_to_overrun() -> None:
+    """PrimarySteppedDown at once, then each try waits a whole server-selection
+    timeout (30 s): the run stopped 39.5 s into a 5 s window. Now the tries after
+    the first failure get what is left of the window."""
+    clock = Clock()
+    policy = Retry(5.0, clock=clock, sleep=clock.sleep)
+    tries: list[float] = []
+
+    async def call() -> None:
+        limit = _csot.get_timeout()
+        tries.append(limit or 3600.0)
+        if len(tries) == 1:
+            raise NotPrimaryError("not primary")
+        assert limit is not None
+        clock.now += min(30.0, limit)
+        raise ServerSelectionTimeoutError("no primary")
+
+    with pytest.raises(ServerUnavailableError, match="kept failing for 5 s"):
+        asyncio.run(policy.call("writing", call))
+    assert clock.now <= 5.0 + SHORTEST_TRY + 1e-6
+    assert all(limit <= 5.0 for limit in tries[1:])
+
+
+def test_a_call_without_an_answer_is_a_transient_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry_module, "WAIT_NOTE", 0.02)
+    monkeypatch.setattr(retry_module, "GRACE", 0.01)
+    waits: list[tuple[str, float]] = []
+    policy = Retry(0.3, call_timeout=0.05, on_wait=lambda op, s: waits.append((op, s)))
+    answered: list[int] = []
+
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    async def later() -> int:
+        if not answered:
+            answered.append(1)
+            await asyncio.sleep(3600)
+        return 7
+
+    with pytest.raises(ServerUnavailableError, match="no answer from the server"):
+        asyncio.run(policy.call("writing to parts", hangs))
+    assert policy.retries >= 1
+    assert any(op == "writing to parts" for op, _ in waits), "the progress line says it waits"
+    assert waits[-1] == ("", 0.0), "and clears once the call ends"
+    assert asyncio.run(Retry(5, call_timeout=0.05).call("reading", later)) == 7
+
+
+def wce(code: int, name: str = "") -> dict[str, Any]:
+    return {"code": code, "codeName": name, "errmsg": f"write concern failed {code}"}
+
+
+def bulk(*concern: dict[str, Any], write_errors: int = 0) -> BulkWriteError:
+    details = {
+        "writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup"}] * write_errors,
+        "writeConcernErrors": list(concern),
+        "nMatched": 0,
+    }
+    return BulkWriteError(details)
+
+
+def test_an_unsatisfiable_write_concern_is_not_retried() -> None:
+    clock = Clock()
+    policy = Retry(60, clock=clock, sleep=clock.sleep)
+
+    async def refused() -> None:
+        raise bulk(wce(100, "UnsatisfiableWriteConcern"))
+
+    with pytest.raises(WriteConcernRefusedError, match="cannot be satisfied here") as info:
+        asyncio.run(policy.call("writing", refused))
+    assert policy.retries == 0 and clock.now == 0.0
+    assert info.value.code == 100
+    assert isinstance(info.value, ServerError)
+
+
+@settings(max_examples=RETRY_EXAMPLES, deadline=None)
+@given(
+    codes=st.lists(st.sampled_from([64, 91, 100, 79, 11600, 189, 6]), min_size=1, max_size=3),
+    wrapped=st.booleans(),
+    write_errors=st.integers(0, 1),
+)
+def test_write_concern_errors_are_classified_by_their_codes(
+    codes: list[int], wrapped: bool, write_errors: int
+) -> None:
+    errors = [wce(c) for c in codes]
+    error: PyMongoError = (
+        bulk(*errors, write_errors=write_errors)
+        if wrapped
+        else WriteConcernError(errors[0]["errmsg"], errors[0]["code"], errors[0])
+    )
+    first_only = errors if wrapped else errors[:1]
+    permanent = any(e["code"] in PERMANENT_WRITE_CONCERN for e in first_only)
+    refused = wrapped and write_errors > 0
+    assert is_transient(error) == (not permanent and not refused)
+    said = describe(error)
+    if refused:
+        assert said.startswith("BulkWriteError (65)")
+    else:
+        assert said.startswith(f"write-concern error ({errors[0]['code']}"), said
+        assert "BulkWriteError" not in said
+
+
+def test_other_errors_keep_their_kind() -> None:
+    clock = Clock()
+
+    async def fails() -> None:
+        raise ValueError("not a driver error")
+
+    async def refused() -> None:
+        raise bulk(write_errors=1)
+
+    with pytest.raises(ValueError):
+        asyncio.run(Retry(5, clock=clock, sleep=clock.sleep).call("x", fails))
+    with pytest.raises(ServerError) as info:
+        asyncio.run(Retry(5, clock=clock, sleep=clock.sleep).call("x", refused))
+    assert not isinstance(info.value, ServerUnavailableError | WriteConcernRefusedError)
