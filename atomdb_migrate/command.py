@@ -444,6 +444,10 @@ async def _run(
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
         history = History(runner.database[ws.config.history_collection])
+        await retry.call(
+            "recording the run the lock's last holder left",
+            partial(history.abandon_holder, lock.replaced),
+        )
         record = await retry.call(
             "recording the start of the run",
             partial(history.start, direction.name, arguments, lock.owner, checksums=sums),
@@ -553,6 +557,7 @@ async def accept_checksums(
     steps = [s for cls in classes for s in ws.registry.graph(cls).steps]
     async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
+        await history.abandon_holder(lock.replaced)
         changed = step_checksums.changed(steps, await history.with_checksums())
         sums = [step_checksums.describe(s) for s in steps]
         arguments = {"models": [c.__model__ for c in classes], "accept_checksums": True}
@@ -596,6 +601,7 @@ async def stamp(
     await ws.connect()
     async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
+        await history.abandon_holder(lock.replaced)
         record = await history.start("stamp", {"models": [cls.__model__], "to": value}, lock.owner)
         res = await ws.database[cls.__model__].update_many(
             {"__version__": {"$ne": value}}, {"$set": {"__version__": value}}
@@ -629,7 +635,7 @@ async def unlock(ws: Workspace, *, force: bool = False) -> dict[str, Any] | None
     await ws.connect()
     cleared = await clear_lock(ws.database[ws.config.lock_collection], force=force)
     if cleared is not None and cleared.get("owner"):
-        await ws.history().abandon({"owner": cleared["owner"]})
+        await ws.history().abandon_holder(cleared)
     return cleared
 
 

@@ -7,7 +7,9 @@ By default ``atomdb_migrate_history``. Each record holds:
 - ``started_at``, ``finished_at``, ``duration_s``;
 - ``outcome``: "running", "succeeded", "failed", "interrupted", or
   "abandoned" (its runner died: the next runner to take the lock, or
-  ``atomdb-migrate unlock``, marks it so);
+  ``atomdb-migrate unlock``, marks it so, with the counts the runner's
+  last lease renewal or write carried as its ``models``, and
+  ``counted_until``, when that was);
 - ``models``: per model, the target version, the steps applied with their
   counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
   ``collection``, what the run did to the collection besides its documents
@@ -80,6 +82,30 @@ class History:
         result = await self.collection.update_many(
             {**query, "outcome": "running"},
             {"$set": {"outcome": "abandoned", "abandoned_at": datetime.now(UTC)}},
+        )
+        return int(result.modified_count)
+
+    async def abandon_holder(self, holder: dict[str, Any] | None) -> int:
+        """Mark the run of a lock holder that died abandoned, with what it had written.
+
+        `holder` is the lock document its lease left (see
+        `atomdb_migrate.lock.LeaseLock.replaced`): its ``progress``, the
+        counts its last renewal or write carried, become the run's
+        ``models``, so that a killed run's documents are counted somewhere.
+
+        """
+        if not isinstance(holder, dict):
+            return 0
+        owner = holder.get("owner")
+        if not isinstance(owner, str) or not owner:
+            return 0
+        update: dict[str, Any] = {"outcome": "abandoned", "abandoned_at": datetime.now(UTC)}
+        progress = holder.get("progress")
+        if isinstance(progress, dict):
+            update["models"] = progress
+            update["counted_until"] = holder.get("verified_at") or holder.get("renewed_at")
+        result = await self.collection.update_many(
+            {"owner": owner, "outcome": "running"}, {"$set": update}
         )
         return int(result.modified_count)
 

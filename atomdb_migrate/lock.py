@@ -100,6 +100,13 @@ class LeaseLock:
         #: The longest the event loop kept the renewal waiting, in seconds.
         self.blocked = 0.0
         self._due = float("inf")
+        #: What the run has written so far (its counts by model, as the
+        #: history records them): carried by every renewal and every
+        #: `verify`, so that the run of a runner that dies has them.
+        self.progress: dict[str, Any] | None = None
+        #: The lock document this runner's lease replaced: that of a runner
+        #: whose lease ran out (its ``owner`` and ``progress``), or None.
+        self.replaced: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------
     async def acquire(self) -> None:
@@ -142,7 +149,9 @@ class LeaseLock:
         }
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
-            await self.collection.find_one_and_update(query, {"$set": holder}, upsert=True)
+            before = await self.collection.find_one_and_update(
+                query, {"$set": holder, "$unset": {"progress": ""}}, upsert=True
+            )
         except DuplicateKeyError:
             current = await self.collection.find_one({"_id": LOCK_ID})
             if current is None:
@@ -150,12 +159,20 @@ class LeaseLock:
             raise LockHeldError(current) from None
         self._valid_until = started + self.ttl
         self._lost = False
+        if isinstance(before, dict) and before.get("owner") != self.owner:
+            self.replaced = before
 
     def _renewal(self) -> tuple[float, dict[str, Any], dict[str, Any]]:
         """When a renewal starts, and its filter and update."""
         now = datetime.now(UTC)
-        update = {"$set": {"expires_at": now + timedelta(seconds=self.ttl), "renewed_at": now}}
-        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, update
+        fields: dict[str, Any] = {
+            "expires_at": now + timedelta(seconds=self.ttl),
+            "renewed_at": now,
+        }
+        progress = self.progress  # set on the event loop; read once here
+        if progress is not None:
+            fields["progress"] = progress
+        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, {"$set": fields}
 
     def _renewed(self, started: float, matched: int) -> bool:
         if matched:
@@ -202,6 +219,42 @@ class LeaseLock:
             raise LockLostError(
                 f"the migration lock's lease was lost ({why}); stopping before the next write"
             )
+
+    async def verify(self, progress: dict[str, Any] | None = None) -> None:
+        """Make sure, on the server, that the lease is still ours; carry `progress`.
+
+        `check` tells from this runner's clock alone; a lock cleared by
+        ``unlock --force`` and taken by another runner is only seen here. The
+        runner calls this before every write (a round trip: one update of the
+        lock document, matching our ``owner``, that records what the run has
+        written so far without extending the lease). What it cannot close is
+        the time between this answer and the write that follows it.
+
+        Raises
+        ------
+        LockLostError
+            If the lock document is no longer ours, or the lease has run out.
+
+        """
+        self.check()
+        if progress is not None:
+            self.progress = progress
+        fields: dict[str, Any] = {"verified_at": datetime.now(UTC)}
+        if self.progress is not None:
+            fields["progress"] = self.progress
+        # A findAndModify, not an update: the run's bulk writes are the updates.
+        query = {"_id": LOCK_ID, "owner": self.owner}
+        found = await self.collection.find_one_and_update(
+            query, {"$set": fields}, projection={"_id": 1}
+        )
+        if found is None:
+            self._lost = True
+            raise LockLostError(
+                "the migration lock was taken from this runner (cleared with `unlock "
+                "--force`, or taken by another runner once the lease ran out); stopping "
+                "before the next write"
+            )
+        self.check()
 
     def _renew_in_thread(self, collection: Any) -> None:
         while not self._stop.wait(self.ttl / 3):
