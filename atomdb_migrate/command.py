@@ -11,7 +11,6 @@ a test) with a `Workspace`::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import string
@@ -465,9 +464,13 @@ async def _run(
             stopped: Outcome = "failed" if isinstance(exc, Exception) else "interrupted"
             # Briefly: the server may be the reason the run stopped. A record
             # left "running" is marked abandoned by the next run.
-            with contextlib.suppress(MigrateError):
+            try:
                 why = shorten(mask(str(exc), ws.config.url)) or type(exc).__name__
                 await finish(Retry(min(retry.seconds, FINISH_RETRY)), stopped, why)
+            except MigrateError:
+                # Not recorded: the lock keeps the counts for the next run to
+                # copy into the record (see `LeaseLock.keep_progress`).
+                lock.keep_progress({r.model: r.counts() for r in result.reports})
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
         await finish(retry, outcome)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
@@ -107,6 +108,7 @@ class LeaseLock:
         #: The lock document this runner's lease replaced: that of a runner
         #: whose lease ran out (its ``owner`` and ``progress``), or None.
         self.replaced: dict[str, Any] | None = None
+        self._keep = False
 
     # ------------------------------------------------------------------
     async def acquire(self) -> None:
@@ -193,8 +195,26 @@ class LeaseLock:
         return self._renewed(started, collection.update_one(query, update).matched_count)
 
     async def release(self) -> None:
-        """Give the lock up (only if it is still ours)."""
+        """Give the lock up (only if it is still ours).
+
+        After `keep_progress`, the lease is ended instead of the lock document
+        deleted: the next runner takes it at once, and finds the counts.
+
+        """
+        if self._keep:
+            now = datetime.now(UTC)
+            ended = {"expires_at": now, "renewed_at": now, "progress": self.progress}
+            # A find-and-modify: it reaches the server where an update may not.
+            query = {"_id": LOCK_ID, "owner": self.owner}
+            await self.collection.find_one_and_update(query, {"$set": ended})
+            return
         await self.collection.delete_one({"_id": LOCK_ID, "owner": self.owner})
+
+    def keep_progress(self, progress: dict[str, Any]) -> None:
+        """The run's end could not be recorded: leave `progress` in the lock document
+        when giving the lock up, for the next runner to record (`History.abandon_holder`)."""
+        self.progress = copy.deepcopy(progress)
+        self._keep = True
 
     def check(self) -> None:
         """Raise `LockLostError` if the lease was lost or has run out.
