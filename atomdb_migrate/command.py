@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from bson import ObjectId
 from packaging.version import Version
 from pymongo.errors import OperationFailure
 
@@ -449,7 +450,14 @@ async def _run(
         )
         record = await retry.call(
             "recording the start of the run",
-            partial(history.start, direction.name, arguments, lock.owner, checksums=sums),
+            partial(
+                history.start,
+                direction.name,
+                arguments,
+                lock.owner,
+                checksums=sums,
+                record_id=ObjectId(),
+            ),
         )
 
         def finish(policy: Retry, outcome: Outcome, error: str | None = None) -> Any:

@@ -28,10 +28,14 @@ A dry run writes no record.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 #: How a recorded run stands.
 Outcome = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]
@@ -56,8 +60,12 @@ class History:
         owner: str = "",
         *,
         checksums: list[dict[str, Any]] | None = None,
+        record_id: Any = None,
     ) -> Any:
         """Record the start of a run, by the holder of the lock `owner`; return its ``_id``.
+
+        `record_id` is the record's ``_id`` (default: a new one): give the same
+        one to every attempt, so that a start sent again records one run.
 
         The lock is exclusive, so any other run still recorded as running
         belongs to a runner that died: it is marked abandoned.
@@ -75,7 +83,13 @@ class History:
         }
         if checksums:
             record["checksums"] = checksums
-        return (await self.collection.insert_one(record)).inserted_id
+        # Its _id chosen by the caller, the same for every attempt: a start sent
+        # again after a lost answer (or a write-concern error) finds the record
+        # there, and adds no second one.
+        record["_id"] = ObjectId() if record_id is None else record_id
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one(record)
+        return record["_id"]
 
     async def abandon(self, query: dict[str, Any]) -> int:
         """Mark the runs `query` matches that are still recorded as running as abandoned."""
