@@ -724,9 +724,11 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     if stopped:
         for r in result.reports:
             _say_collection_changes(r, result.dry_run)
-        if not result.dry_run and any(r.migrated for r in result.reports):
+        if not result.dry_run and any(r.migrated or r.unconfirmed for r in result.reports):
             for r in result.reports:
                 click.echo(f"{r.model}: {r.migrated} {verb} to {r.target} before the run stopped")
+                if r.unconfirmed:
+                    click.echo(f"  {_unconfirmed(r.unconfirmed)}")
         return
     for r in result.reports:
         _say_collection_changes(r, result.dry_run)
@@ -792,6 +794,15 @@ def _summarize(result: RunResult, *, stopped: bool = False) -> None:
     if result.dry_run and any(r.would_refuse for r in result.reports):
         failing = sum(n for r in result.reports for n in r.would_refuse.values())
         raise CommandError(f"{failing} documents would fail a step on the server", EXIT_STEP)
+
+
+def _unconfirmed(n: int) -> str:
+    """What a run that stopped says of the writes whose answer it never had."""
+    return (
+        f"and up to {n} more: their write was sent, but its answer never came and they "
+        "were not at the new version when read back (the server may still apply it); "
+        "`status` tells, and a rerun takes those still behind"
+    )
 
 
 def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:

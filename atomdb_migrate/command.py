@@ -11,7 +11,6 @@ a test) with a `Workspace`::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import string
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from bson import ObjectId
 from packaging.version import Version
 from pymongo.errors import OperationFailure
 
@@ -446,9 +446,20 @@ async def _run(
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
         history = History(runner.database[ws.config.history_collection])
+        await retry.call(
+            "recording the run the lock's last holder left",
+            partial(history.abandon_holder, lock.replaced),
+        )
         record = await retry.call(
             "recording the start of the run",
-            partial(history.start, direction.name, arguments, lock.owner, checksums=sums),
+            partial(
+                history.start,
+                direction.name,
+                arguments,
+                lock.owner,
+                checksums=sums,
+                record_id=ObjectId(),
+            ),
         )
 
         def finish(policy: Retry, outcome: Outcome, error: str | None = None) -> Any:
@@ -463,10 +474,14 @@ async def _run(
             stopped: Outcome = "failed" if isinstance(exc, Exception) else "interrupted"
             # Briefly: the server may be the reason the run stopped. A record
             # left "running" is marked abandoned by the next run.
-            with contextlib.suppress(MigrateError):
+            try:
                 why = shorten(mask(str(exc), ws.config.url)) or type(exc).__name__
                 brief = Retry(min(retry.seconds, FINISH_RETRY), call_timeout=FINISH_RETRY)
                 await finish(brief, stopped, why)
+            except MigrateError:
+                # Not recorded: the lock keeps the counts for the next run to
+                # copy into the record (see `LeaseLock.keep_progress`).
+                lock.keep_progress({r.model: r.counts() for r in result.reports})
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
         await finish(retry, outcome)
@@ -556,6 +571,7 @@ async def accept_checksums(
     steps = [s for cls in classes for s in ws.registry.graph(cls).steps]
     async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
+        await history.abandon_holder(lock.replaced)
         changed = step_checksums.changed(steps, await history.with_checksums())
         sums = [step_checksums.describe(s) for s in steps]
         arguments = {"models": [c.__model__ for c in classes], "accept_checksums": True}
@@ -599,6 +615,7 @@ async def stamp(
     await ws.connect()
     async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
+        await history.abandon_holder(lock.replaced)
         record = await history.start("stamp", {"models": [cls.__model__], "to": value}, lock.owner)
         res = await ws.database[cls.__model__].update_many(
             {"__version__": {"$ne": value}}, {"$set": {"__version__": value}}
@@ -632,7 +649,7 @@ async def unlock(ws: Workspace, *, force: bool = False) -> dict[str, Any] | None
     await ws.connect()
     cleared = await clear_lock(ws.database[ws.config.lock_collection], force=force)
     if cleared is not None and cleared.get("owner"):
-        await ws.history().abandon({"owner": cleared["owner"]})
+        await ws.history().abandon_holder(cleared)
     return cleared
 
 

@@ -7,7 +7,9 @@ By default ``atomdb_migrate_history``. Each record holds:
 - ``started_at``, ``finished_at``, ``duration_s``;
 - ``outcome``: "running", "succeeded", "failed", "interrupted", or
   "abandoned" (its runner died: the next runner to take the lock, or
-  ``atomdb-migrate unlock``, marks it so);
+  ``atomdb-migrate unlock``, marks it so, with the counts the runner's
+  last lease renewal or write carried as its ``models``, and
+  ``counted_until``, when that was);
 - ``models``: per model, the target version, the steps applied with their
   counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
   ``collection``, what the run did to the collection besides its documents
@@ -26,10 +28,14 @@ A dry run writes no record.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 #: How a recorded run stands.
 Outcome = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]
@@ -54,8 +60,12 @@ class History:
         owner: str = "",
         *,
         checksums: list[dict[str, Any]] | None = None,
+        record_id: Any = None,
     ) -> Any:
         """Record the start of a run, by the holder of the lock `owner`; return its ``_id``.
+
+        `record_id` is the record's ``_id`` (default: a new one): give the same
+        one to every attempt, so that a start sent again records one run.
 
         The lock is exclusive, so any other run still recorded as running
         belongs to a runner that died: it is marked abandoned.
@@ -73,13 +83,43 @@ class History:
         }
         if checksums:
             record["checksums"] = checksums
-        return (await self.collection.insert_one(record)).inserted_id
+        # Its _id chosen by the caller, the same for every attempt: a start sent
+        # again after a lost answer (or a write-concern error) finds the record
+        # there, and adds no second one.
+        record["_id"] = ObjectId() if record_id is None else record_id
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one(record)
+        return record["_id"]
 
     async def abandon(self, query: dict[str, Any]) -> int:
         """Mark the runs `query` matches that are still recorded as running as abandoned."""
         result = await self.collection.update_many(
             {**query, "outcome": "running"},
             {"$set": {"outcome": "abandoned", "abandoned_at": datetime.now(UTC)}},
+        )
+        return int(result.modified_count)
+
+    async def abandon_holder(self, holder: dict[str, Any] | None) -> int:
+        """Mark the run of a lock holder that died abandoned, with what it had written.
+
+        `holder` is the lock document its lease left (see
+        `atomdb_migrate.lock.LeaseLock.replaced`): its ``progress``, the
+        counts its last renewal or write carried, become the run's
+        ``models``, so that a killed run's documents are counted somewhere.
+
+        """
+        if not isinstance(holder, dict):
+            return 0
+        owner = holder.get("owner")
+        if not isinstance(owner, str) or not owner:
+            return 0
+        update: dict[str, Any] = {"outcome": "abandoned", "abandoned_at": datetime.now(UTC)}
+        progress = holder.get("progress")
+        if isinstance(progress, dict):
+            update["models"] = progress
+            update["counted_until"] = holder.get("verified_at") or holder.get("renewed_at")
+        result = await self.collection.update_many(
+            {"owner": owner, "outcome": "running"}, {"$set": update}
         )
         return int(result.modified_count)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
@@ -101,6 +102,14 @@ class LeaseLock:
         #: The longest the event loop kept the renewal waiting, in seconds.
         self.blocked = 0.0
         self._due = float("inf")
+        #: What the run has written so far (its counts by model, as the
+        #: history records them): carried by every renewal and every
+        #: `verify`, so that the run of a runner that dies has them.
+        self.progress: dict[str, Any] | None = None
+        #: The lock document this runner's lease replaced: that of a runner
+        #: whose lease ran out (its ``owner`` and ``progress``), or None.
+        self.replaced: dict[str, Any] | None = None
+        self._keep = False
 
     # ------------------------------------------------------------------
     async def acquire(self) -> None:
@@ -143,7 +152,9 @@ class LeaseLock:
         }
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
-            await self.collection.find_one_and_update(query, {"$set": holder}, upsert=True)
+            before = await self.collection.find_one_and_update(
+                query, {"$set": holder, "$unset": {"progress": ""}}, upsert=True
+            )
         except DuplicateKeyError:
             current = await self.collection.find_one({"_id": LOCK_ID})
             if current is None:
@@ -151,12 +162,20 @@ class LeaseLock:
             raise LockHeldError(current) from None
         self._valid_until = started + self.ttl
         self._lost = False
+        if isinstance(before, dict) and before.get("owner") != self.owner:
+            self.replaced = before
 
     def _renewal(self) -> tuple[float, dict[str, Any], dict[str, Any]]:
         """When a renewal starts, and its filter and update."""
         now = datetime.now(UTC)
-        update = {"$set": {"expires_at": now + timedelta(seconds=self.ttl), "renewed_at": now}}
-        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, update
+        fields: dict[str, Any] = {
+            "expires_at": now + timedelta(seconds=self.ttl),
+            "renewed_at": now,
+        }
+        progress = self.progress  # set on the event loop; read once here
+        if progress is not None:
+            fields["progress"] = progress
+        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, {"$set": fields}
 
     def _renewed(self, started: float, matched: int) -> bool:
         if matched:
@@ -177,8 +196,26 @@ class LeaseLock:
         return self._renewed(started, collection.update_one(query, update).matched_count)
 
     async def release(self) -> None:
-        """Give the lock up (only if it is still ours)."""
+        """Give the lock up (only if it is still ours).
+
+        After `keep_progress`, the lease is ended instead of the lock document
+        deleted: the next runner takes it at once, and finds the counts.
+
+        """
+        if self._keep:
+            now = datetime.now(UTC)
+            ended = {"expires_at": now, "renewed_at": now, "progress": self.progress}
+            # A find-and-modify: it reaches the server where an update may not.
+            query = {"_id": LOCK_ID, "owner": self.owner}
+            await self.collection.find_one_and_update(query, {"$set": ended})
+            return
         await self.collection.delete_one({"_id": LOCK_ID, "owner": self.owner})
+
+    def keep_progress(self, progress: dict[str, Any]) -> None:
+        """The run's end could not be recorded: leave `progress` in the lock document
+        when giving the lock up, for the next runner to record (`History.abandon_holder`)."""
+        self.progress = copy.deepcopy(progress)
+        self._keep = True
 
     def check(self) -> None:
         """Raise `LockLostError` if the lease was lost or has run out.
@@ -273,6 +310,42 @@ class LeaseLock:
             f"the migration lock's lease was lost: it ran out {expired:.1f} s ago"
             f"{self._outage_text()}, {then}; stopping before the next write"
         )
+
+    async def verify(self, progress: dict[str, Any] | None = None) -> None:
+        """Make sure, on the server, that the lease is still ours; carry `progress`.
+
+        `check` tells from this runner's clock alone; a lock cleared by
+        ``unlock --force`` and taken by another runner is only seen here. The
+        runner calls this before every write (a round trip: one update of the
+        lock document, matching our ``owner``, that records what the run has
+        written so far without extending the lease). What it cannot close is
+        the time between this answer and the write that follows it.
+
+        Raises
+        ------
+        LockLostError
+            If the lock document is no longer ours, or the lease has run out.
+
+        """
+        await self.hold()
+        if progress is not None:
+            self.progress = progress
+        fields: dict[str, Any] = {"verified_at": datetime.now(UTC)}
+        if self.progress is not None:
+            fields["progress"] = self.progress
+        # A findAndModify, not an update: the run's bulk writes are the updates.
+        query = {"_id": LOCK_ID, "owner": self.owner}
+        found = await self.collection.find_one_and_update(
+            query, {"$set": fields}, projection={"_id": 1}
+        )
+        if found is None:
+            self._lost = True
+            raise LockLostError(
+                "the migration lock was taken from this runner (cleared with `unlock "
+                "--force`, or taken by another runner once the lease ran out); stopping "
+                "before the next write"
+            )
+        self.check()
 
     def _renew_in_thread(self, collection: Any) -> None:
         while not self._stop.wait(self.ttl / 3):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -36,8 +37,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import bson
 from packaging.version import Version
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from .collection_state import CollectionState
@@ -100,6 +102,10 @@ DEFAULT_SAMPLE = 20
 #: How long the transform of a batch may hold the event loop before it lets
 #: the write in flight (and any other task) run.
 YIELD_EVERY = 0.05
+
+#: Seconds to try to read back what a write that stopped the run left
+#: (the server may have applied it without its answer coming back).
+RECOUNT_WAIT = 5.0
 
 
 # ----------------------------------------------------------------------
@@ -299,11 +305,17 @@ class ModelReport:
     would_refuse: dict[str, int] = field(default_factory=dict)
     #: Renames of the model's former names (``ops.rename_model``).
     renames: list[RenameReport] = field(default_factory=list)
-    #: Documents written again after the server failed during the run: a
-    #: server that restarted may lose writes it acknowledged (without a
-    #: journaled or majority write concern), and the run's last sweep takes
-    #: the documents it finds still behind again.
+    #: Documents written again after the server was replaced during the
+    #: run (restarted, or another member elected): a server that restarted
+    #: may lose writes it acknowledged (without a journaled or majority write
+    #: concern), and the run's last sweep takes the documents it finds still
+    #: behind again. Skipped documents the sweep takes are counted as
+    #: upgraded instead, not here.
     redone: int = 0
+    #: Documents whose write was sent when the run stopped, but whose answer
+    #: never came (a connection lost or timed out) and that were not at the
+    #: new version when read back: the server may still apply it.
+    unconfirmed: int = 0
     #: The toolkit's version index: "created" by this run, "missing" (a dry
     #: run, which creates nothing), or "" (there, or not wanted).
     version_index: str = ""
@@ -338,6 +350,7 @@ class ModelReport:
             "server_steps": self.server_steps,
             "renames": [r.counts() for r in self.renames],
             "redone": self.redone,
+            "unconfirmed": self.unconfirmed,
             "respelled": self.respelled,
             "version_index": self.version_index,
             "collection": list(self.indexes),
@@ -409,6 +422,14 @@ class _Pass:
     direction: Direction
     plan_for: Callable[[Any], Plan]
     report: ModelReport
+    #: The documents counted as skipped, by `_key` of their ``_id``: the
+    #: final sweep, when there is one, counts those it writes as upgraded.
+    skipped: dict[bytes, Any] = field(default_factory=dict)
+
+
+def _key(doc_id: Any) -> bytes:
+    """An ``_id`` as a key: its BSON, which tells ``1``, ``1.0`` and ``True`` apart."""
+    return bson.encode({"_id": doc_id})
 
 
 # ----------------------------------------------------------------------
@@ -588,6 +609,7 @@ class Runner:
         report = ModelReport(cls.__model__, str(target), direction.name)
         self.reports.append(report)
         retries = self.retry.retries
+        identity = None if self.options.dry_run else await self._server_identity()
         collection, others = self.database[cls.__model__], ()
         if not direction.down:
             collection, others = await self._rename_collections(
@@ -678,7 +700,7 @@ class Runner:
         # target, arrays holding it too; without, those arrays are left to this.
         if not (not done and await self._stream_rest(run, raws)):
             await self._record_unreached(run, raws)
-        if self.retry.retries > retries:
+        if self.retry.retries > retries and await self._server_changed(identity):
             await self._sweep(run)
         if not report.failed and not report.skipped:
             # Contract: every document passed the steps.
@@ -686,21 +708,51 @@ class Runner:
             await state.set_validator()
         return report
 
+    async def _server_identity(self) -> Any:
+        """Which server process answers: the ``processId`` of ``hello``'s
+        ``topologyVersion`` (None where the server does not say)."""
+        try:
+            hello = await self.database.command("hello")
+        except Exception:  # a server without hello, or none at all: unknown
+            return None
+        topology = hello.get("topologyVersion") if isinstance(hello, Mapping) else None
+        return topology.get("processId") if isinstance(topology, Mapping) else None
+
+    async def _server_changed(self, before: Any) -> bool:
+        """Whether another server process answers than at the start of the model's run
+        (a restart, or an election): only then may acknowledged writes be lost.
+        True when either answer is unknown."""
+        now = await self._server_identity()
+        return before is None or now is None or now != before
+
     async def _sweep(self, run: _Pass) -> None:
-        """After the server failed during the run, take again what is still behind.
+        """After the server was replaced during the run, take again what is still behind.
 
         A server that restarted may have lost writes it acknowledged; an
         election may roll back the old primary's. Their documents are at
         their old version again: they go through the steps again (from the
         stored document, so nothing is transformed twice), counted as
-        `ModelReport.redone`. The documents the run left behind on purpose
-        (failed, newer, changed meanwhile) are taken in a report of their
-        own that is dropped: they were counted once.
+        `ModelReport.redone`. The documents the run skipped (changed
+        meanwhile) are read again first: those written now move from
+        skipped to upgraded. The documents the run left behind on purpose
+        (failed, newer) are taken in a report of their own that is dropped:
+        they were counted once.
 
         """
-        counts = ModelReport(run.report.model, run.report.target, run.report.direction)
+        report = run.report
+        skipped = list(run.skipped.values())
+        if skipped:
+            again = ModelReport(report.model, report.target, report.direction)
+            leg = self._pass(run.cls, run.collection, run.target, run.direction, again)
+            ids = {"_id": {"$in": skipped}, VERSION_KEY: {"$ne": str(run.target)}}
+            await self._pump(leg, ids, 0)
+            report.migrated += again.migrated
+            report.skipped -= again.migrated
+        counts = ModelReport(report.model, report.target, report.direction)
         leg = self._pass(run.cls, run.collection, run.target, run.direction, counts)
-        query = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+        query: dict[str, Any] = {**self._scope(run.cls), VERSION_KEY: {"$ne": str(run.target)}}
+        if skipped:
+            query["_id"] = {"$nin": skipped, **self._scope(run.cls).get("_id", {})}
         await self._pump(leg, query, 0)
         run.report.redone += counts.migrated
         if counts.migrated:
@@ -948,20 +1000,39 @@ class Runner:
         expected = report.steps.get(_label(step), 0)
         self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
         await self._hold_lock()
+        at_start = {**self._scope(run.cls), VERSION_KEY: version}
+        before = await self._count(run, at_start)
+        retries = self.retry.retries
         modified = 0
         try:
             for query, pipeline in operations.server_updates({VERSION_KEY: version}, end):
                 if modified and modified >= expected:
                     break  # the fast form took every document: no need to scan again
                 await self.pace.before_write()
+                await self._verify_lease()
                 result = await self.retry.call(
                     f"running step {_label(step)} on the server",
                     partial(run.collection.update_many, query, pipeline),
                 )
                 modified += int(result.modified_count)
-        except ServerError as failed:
-            exc = failed.error
-            if isinstance(failed, ServerUnavailableError) or not isinstance(exc, OperationFailure):
+        except MigrateError as failed:
+            # An attempt whose answer was lost may have changed documents:
+            # what left the step's version is what the step did.
+            lost = isinstance(getattr(failed, "error", None), ConnectionFailure)
+            after = await self._recount(run, at_start)
+            if after is not None:
+                modified = before - after
+            self._count_server_step(run, step, end, modified)
+            if lost:
+                # Still at its version, though the call whose answer never came
+                # may yet change them.
+                run.report.unconfirmed += before - modified if after is None else after
+            exc = getattr(failed, "error", None)
+            if (
+                not isinstance(failed, ServerError)
+                or isinstance(failed, ServerUnavailableError)
+                or not isinstance(exc, OperationFailure)
+            ):
                 raise
             _say_once(
                 f"the server refused a pipeline update ({exc.details or exc}): "
@@ -972,10 +1043,38 @@ class Runner:
         finally:
             self.progress.advance(modified)
             self.progress.finish()
+        if self.retry.retries > retries:
+            # A call sent again: only the last answer's count is known, and an
+            # attempt before may have changed documents. Count them instead.
+            modified = before - await self._count(run, at_start)
+        self._count_server_step(run, step, end, modified)
+        return True
+
+    def _count_server_step(self, run: _Pass, step: Step, end: str, modified: int) -> None:
+        """Record what a server step changed, and carry it with the lease."""
+        report = run.report
         report.server_steps[_label(step)] = modified
         if end == report.target:
             report.migrated += modified
-        return True
+        if self.lock is not None:
+            self.lock.progress = self._progress()
+
+    async def _count(self, run: _Pass, query: dict[str, Any]) -> int:
+        """How many documents `query` finds (sent again while the server fails)."""
+        return int(
+            await self.retry.call(
+                f"counting documents in {run.collection.name}",
+                partial(run.collection.count_documents, query),
+            )
+        )
+
+    async def _recount(self, run: _Pass, query: dict[str, Any]) -> int | None:
+        """After a write stopped the run: how many documents `query` finds, asked
+        once and briefly (None if the server does not say in time)."""
+        try:
+            return int(await asyncio.wait_for(run.collection.count_documents(query), RECOUNT_WAIT))
+        except (PyMongoError, TimeoutError):
+            return None
 
     # ------------------------------------------------------------------
     # Steps on the client
@@ -1180,49 +1279,133 @@ class Runner:
 
         A write the server refuses fails its document (recorded, with
         ``continue_on_error``); otherwise the run stops after the batch, with
-        what the batch could write written.
+        what the batch could write written. A batch whose writes stop the run
+        (the server failing past the retry window, the lease lost) is read
+        back: what the server holds at the new version is counted, whatever
+        answer was lost on the way.
 
         """
         report = run.report
         await self._hold_lock()
-        what = f"writing to {run.collection.name}"
-        result = await self.retry.call(
-            what, lambda: bulk_update(run.collection, [w.write for w in writes])
-        )
-        refused = self._refused(run, writes, result.refused)
-        unmatched = len(writes) - result.matched - len(result.refused)
-        retried = 0
-        if unmatched > 0:
-            # Changed meanwhile: read again once (by _id alone, which every
-            # server finds by its index), and write if unchanged since.
-            ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
-            again: list[_Write] = []
-            current = 0
-            found = await self.retry.call(
-                f"reading {run.collection.name} again",
-                lambda: to_list(run.collection.find({"_id": {"$in": ids}})),
-            )
-            for doc in found:
-                plan, write = await self._transform(run, doc)
-                if write is not None:
-                    again.append(write)
-                elif plan.kind == "current":
-                    current += 1
-            # At the target now: the documents our write matched, and those
-            # newer code saved meanwhile, which are done, not skipped.
-            retried = max(current - result.matched, 0)
-            if again:
-                await self._hold_lock()
-                second = await self.retry.call(
-                    what, lambda: bulk_update(run.collection, [w.write for w in again])
-                )
-                refused = refused or self._refused(run, again, second.refused)
-                retried += second.matched
-                unmatched -= len(second.refused)
-        report.migrated += result.matched + retried
-        report.skipped += unmatched - retried
+        try:
+            done, skipped, refused = await self._write_batch(run, writes)
+        except MigrateError as stopped:
+            await self._count_stopped(run, writes, stopped)
+            raise
+        report.migrated += done
+        report.skipped += len(skipped)
+        run.skipped.update(skipped)
         if refused is not None:
             raise refused
+
+    async def _write_batch(
+        self, run: _Pass, writes: list[_Write]
+    ) -> tuple[int, dict[bytes, Any], StepResultError | None]:
+        """Write a batch: how many of its documents are at the pass's target after it,
+        the ones skipped (changed meanwhile, twice), and the error to stop on, if any.
+
+        A write that matched nothing was either changed meanwhile, or (after a
+        fault) applied by an attempt whose answer was lost: the documents are
+        read again, and those at the target are done.
+
+        """
+        result = await self._send(run, writes)
+        refused = self._refused(run, writes, result.refused)
+        if result.matched + len(result.refused) == len(writes):
+            return result.matched, {}, refused
+        # Changed meanwhile: read again once (by _id alone, which every
+        # server finds by its index), and write if unchanged since.
+        ids = [w.doc["_id"] for i, w in enumerate(writes) if i not in result.refused]
+        found = await self._read_again(run, ids)
+        again: list[_Write] = []
+        done = 0
+        skipped = {_key(i): i for i in ids}
+        for doc in found:
+            plan, write = await self._transform(run, doc)
+            if write is not None:
+                again.append(write)
+            elif plan.kind == "current":
+                # Ours (this write, or an attempt before it), or newer code's
+                # meanwhile: done, not skipped.
+                done += 1
+            elif plan.kind in ("newer", "beyond"):
+                continue
+            skipped.pop(_key(doc["_id"]), None)
+        skipped.update({_key(w.doc["_id"]): w.doc["_id"] for w in again})
+        if not again:
+            return done, skipped, refused
+        second = await self._send(run, again)
+        refused = refused or self._refused(run, again, second.refused)
+        for i, w in enumerate(again):
+            if i in second.refused:
+                skipped.pop(_key(w.doc["_id"]), None)
+        if second.matched + len(second.refused) == len(again):
+            for w in again:
+                skipped.pop(_key(w.doc["_id"]), None)
+            return done + second.matched, skipped, refused
+        # Changed a second time, or written by an attempt whose answer was
+        # lost: which, the server says.
+        ids = [w.doc["_id"] for i, w in enumerate(again) if i not in second.refused]
+        for doc in await self._read_again(run, ids):
+            if run.plan_for(doc.get(VERSION_KEY)).kind == "current":
+                done += 1
+                skipped.pop(_key(doc["_id"]), None)
+        return done, skipped, refused
+
+    async def _send(self, run: _Pass, writes: list[_Write]) -> Any:
+        """One bulk write of conditional updates, the lease checked on the server first."""
+        await self._verify_lease()
+        return await self.retry.call(
+            f"writing to {run.collection.name}",
+            lambda: bulk_update(run.collection, [w.write for w in writes]),
+        )
+
+    async def _read_again(self, run: _Pass, ids: list[Any]) -> list[Document]:
+        return await self.retry.call(
+            f"reading {run.collection.name} again",
+            lambda: to_list(run.collection.find({"_id": {"$in": ids}})),
+        )
+
+    async def _count_stopped(
+        self, run: _Pass, writes: list[_Write], stopped: BaseException
+    ) -> None:
+        """Count, in a batch whose writes stopped the run, the documents at the target.
+
+        Read once and briefly. A document not there whose write's answer was
+        lost (a connection dropped or timed out) is unconfirmed: the server
+        may still apply it; so is every document of the batch if the server
+        does not answer the read.
+
+        """
+        ids = [w.doc["_id"] for w in writes]
+        lost = isinstance(getattr(stopped, "error", None), ConnectionFailure)
+        try:
+            found = await asyncio.wait_for(
+                to_list(run.collection.find({"_id": {"$in": ids}}, {VERSION_KEY: 1})),
+                RECOUNT_WAIT,
+            )
+        except (PyMongoError, TimeoutError):
+            run.report.unconfirmed += len(ids)
+            return
+        done = sum(1 for d in found if run.plan_for(d.get(VERSION_KEY)).kind == "current")
+        run.report.migrated += done
+        if lost:
+            run.report.unconfirmed += len(ids) - done
+
+    def _progress(self) -> dict[str, Any]:
+        """What the run has written so far, by model, as the history records it (a copy)."""
+        return copy.deepcopy({r.model: r.counts() for r in self.reports})
+
+    async def _verify_lease(self) -> None:
+        """Before a write: make sure on the server that the lease is still ours, and
+        leave there what the run has written so far (`LeaseLock.verify`)."""
+        if self.lock is None:
+            return
+        verify = getattr(self.lock, "verify", None)
+        if verify is None:  # a lock that only tells from its own clock
+            self.lock.check()
+            return
+        await self.retry.call("checking the migration lock", partial(verify, self._progress()))
 
     def _record_failure(self, report: ModelReport, doc_id: Any, exc: BaseException) -> None:
         """Count a failed document, and keep the first ones in detail (secrets masked)."""

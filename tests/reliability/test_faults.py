@@ -16,10 +16,13 @@ document is at the head, transformed exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ import pytest
 from atom.api import Int, Str
 from pymongo import MongoClient
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.command import upgrade
 from atomdb_migrate.config import load_config
 from atomdb_migrate.exceptions import ServerUnavailableError
@@ -41,6 +44,7 @@ from atomdb_migrate.workspace import Workspace
 
 from ..project import ROOT
 from ..servers import SecantusProcess, secantus_server
+from .record_check import check_record, runs
 
 APP = "atomdb-migrate-under-test"
 N = 1000
@@ -121,10 +125,54 @@ class Faults:
         assert counts == {"2/1": n}, counts
         return counts
 
+    def check_record(self, **options: Any) -> dict[str, int]:
+        """The history's counts equal what the server holds (`check_record`)."""
+        figures = check_record(self.db, Part.__model__, "2", **options)
+        counted()
+        return figures
+
     def close(self) -> None:
         self.off()
         self.client.drop_database(self.name)
         self.client.close()
+
+
+def counted() -> None:
+    """One more fault scenario the record invariant was checked after (for the report)."""
+    from .report import FIGURES
+
+    section = FIGURES.setdefault("faults", {})
+    section["records_checked"] = section.get("records_checked", 0) + 1
+
+
+class Writer:
+    """An app changing the parts' names while the run reads them: a step that looked
+    at a name changed meanwhile reads its document again; changed twice, it is skipped."""
+
+    def __init__(self, faults: Faults, n: int = N) -> None:
+        self.collection = faults.db[Part.__model__]
+        self.n = n
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def _write(self) -> None:
+        rng = random.Random(23)
+        ids = [d["_id"] for d in self.collection.find({}, {"_id": 1})]
+        while not self._stop.is_set():
+            doc_id = rng.choice(ids)
+            self.collection.update_one(
+                {"_id": doc_id}, {"$set": {"name": f"renamed {rng.random()}"}}
+            )
+            self.writes += 1
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @pytest.fixture
@@ -171,6 +219,11 @@ SCENARIOS = [
 ]
 
 
+#: The scenarios run with an app writing without --long (command, label start).
+WRITER_DEFAULT = {("update", "conne"), ("update", "write"), ("getMore", "conne")}
+
+
+@pytest.mark.parametrize("writer", [False, True], ids=["alone", "app-writing"])
 @pytest.mark.parametrize(
     ("command", "label", "data", "times"),
     SCENARIOS,
@@ -183,11 +236,38 @@ async def test_a_transient_fault_is_ridden_through(
     label: str,
     data: dict[str, Any],
     times: int,
+    writer: bool,
     long: bool,
 ) -> None:
     if times == 1 and command not in ("getMore", "update") and not long:
         pytest.skip("a single fault on the commands sent once per run: with --long")
+    if writer and not long and (times == 1 or (command, label[:5]) not in WRITER_DEFAULT):
+        pytest.skip(
+            "with an app writing: a dropped connection and a write-concern error on the "
+            "batches' writes, a dropped connection on their reads; all with --long"
+        )
     faults.seed()
+    app = Writer(faults) if writer else contextlib.nullcontext()
+    with app:
+        result = await _ride_through(faults, caplog, command, label, data, times)
+    faults.check_record()
+    if writer:
+        stored = faults.db[Part.__model__].distinct("applied")
+        assert set(stored) <= {None, 1}, stored
+        return
+    faults.check()
+    (report,) = result.reports
+    assert (report.migrated, report.skipped, report.failed) == (N, 0, 0)
+
+
+async def _ride_through(
+    faults: Faults,
+    caplog: pytest.LogCaptureFixture,
+    command: str,
+    label: str,
+    data: dict[str, Any],
+    times: int,
+) -> Any:
     caplog.set_level(logging.WARNING, logger="atomdb_migrate")
     started = time.monotonic()
     if command == "update":
@@ -209,12 +289,10 @@ async def test_a_transient_fault_is_ridden_through(
         faults.fail({"times": times}, failCommands=[command], **data)
         result = await run(faults.url, retry_for=30)
     seconds = time.monotonic() - started
-    faults.check()
-    (report,) = result.reports
-    assert (report.migrated, report.skipped, report.failed) == (N, 0, 0)
     retried = sum("retrying in" in r.getMessage() for r in caplog.records)
     assert retried >= 1, f"the fault never reached the runner: {label} on {command}"
     record_fault(f"{label} on `{command}`, {times}x", "finished", retried, seconds)
+    return result
 
 
 def record_fault(scenario: str, outcome: str, retries: int, seconds: float) -> None:
@@ -259,6 +337,7 @@ async def test_a_lasting_fault_ends_within_its_bound_and_a_rerun_finishes(
     faults.off()
     await run(faults.url, retry_for=3)
     faults.check()
+    faults.check_record()
     record_fault(
         "`PrimarySteppedDown` on every `update`, `--retry-for 3`",
         f"stopped cleanly after {seconds:.1f} s; a rerun finished",
@@ -309,6 +388,9 @@ def test_the_command_exits_cleanly_past_the_window(faults: Faults, tmp_path: Pat
     first, last = faults.db["atomdb_migrate_history"].find({}, sort=[("started_at", 1)])
     assert first["outcome"] == "abandoned", "the next run marks it so"
     assert last["arguments"]["write_concern"] == {"w": 1, "wtimeout": 5000}
+    # The stopped run's record has the counts its last write carried with the lease.
+    assert 0 < first["models"][Part.__model__]["upgraded"] <= written, first
+    faults.check_record(entries=[first, last])
 
 
 def test_a_server_killed_and_restarted_within_the_window(
@@ -352,6 +434,9 @@ def test_a_server_killed_and_restarted_within_the_window(
             )
         assert len(stored) == N
         assert {(d["__version__"], d["applied"]) for d in stored} == {("2", 1)}
+        with MongoClient(server.url) as client:
+            check_record(client["killed"], Part.__model__, "2", replaced=True)
+        counted()
         redone = re.search(r"(\d+) documents written again", out)
         record_fault(
             "server SIGKILLed mid-run, restarted on the same storage 2 s later",
@@ -524,3 +609,199 @@ def test_the_pace_options_reach_the_run(faults: Faults, tmp_path: Path) -> None:
     for bad in ("most", "-1", "1.5"):
         refused = cli(tmp_path, faults.url, "--write-concern", bad)
         assert refused.returncode == 2 and "write concern must be" in refused.stderr, bad
+
+
+# ----------------------------------------------------------------------
+# The record of a run under faults
+# ----------------------------------------------------------------------
+class Bin(VersionedModel):
+    __model__ = "faults.Part"  # the same collection: Faults seeds and counts it
+    __version__ = 2
+
+    name = Str()
+    label = Str()
+    applied = Int()
+
+
+@pytest.fixture
+def server_step(registry: MigrationRegistry) -> MigrationRegistry:
+    """A declarative step: run on the server, as one ``update_many``."""
+    register_step(Bin, 1, 2, operations=[ops.add_field("label", "new")])
+    return registry
+
+
+async def run_bin(url: str, **options: Any) -> Any:
+    ws = Workspace(replace(load_config(url=url, models=[]), lock_ttl=60))
+    async with ws:
+        return await upgrade(ws, [Bin.__model__], options=RunOptions(batch_size=250, **options))
+
+
+SERVER_FAULTS = [WRITE_CONCERN, ERRORS[0], ERRORS[2]]
+
+
+@pytest.mark.parametrize("writer", [False, True], ids=["alone", "app-writing"])
+@pytest.mark.parametrize("times", [1, 2])
+@pytest.mark.parametrize(
+    ("label", "data"), SERVER_FAULTS, ids=[f[0].split()[0] for f in SERVER_FAULTS]
+)
+async def test_a_server_step_counts_what_a_retried_call_wrote(
+    fault_server: str,
+    server_step: MigrationRegistry,
+    label: str,
+    data: dict[str, Any],
+    times: int,
+    writer: bool,
+) -> None:
+    """A write-concern error on the step's ``update_many`` leaves every document at
+    the new version: the step's count says so, not the retried call's 0."""
+    faults = Faults(fault_server)
+    try:
+        faults.seed()
+        # The first update is the history's (marking runs left running abandoned).
+        faults.fail({"skip": 1, "times": times}, failCommands=["update"], **data)
+        with Writer(faults) if writer else contextlib.nullcontext():
+            result = await run_bin(faults.url, retry_for=30)
+        (report,) = result.reports
+        assert report.server_steps, "the step ran on the client"
+        assert faults.upgraded() == N
+        assert report.server_steps == {"1 -> 2": N}, report.server_steps
+        assert (report.migrated, report.skipped, report.redone) == (N, 0, 0)
+        faults.check_record(server_step="1 -> 2")
+    finally:
+        faults.close()
+
+
+async def test_a_run_stopped_by_a_fault_counts_what_the_server_holds(faults: Faults) -> None:
+    """A write whose answer is a write-concern error was applied: the run that stops
+    on it (no retry window) counts it, and so does its record."""
+    faults.seed()
+    SLOW[0] = 0.001
+    try:
+        running = asyncio.ensure_future(run(faults.url, retry_for=0))
+        while await asyncio.to_thread(faults.upgraded) < 250:
+            assert not running.done(), "the run ended before the fault"
+            await asyncio.sleep(0.01)
+        faults.fail({"times": 1}, failCommands=["update"], **WRITE_CONCERN[1])
+        with pytest.raises(ServerUnavailableError):
+            await running
+    finally:
+        SLOW[0] = 0.0
+    (entry,) = runs(faults.db)
+    assert entry["outcome"] == "failed"
+    counts = entry["models"][Part.__model__]
+    assert counts["upgraded"] == faults.upgraded() and counts["unconfirmed"] == 0, counts
+    faults.check_record()
+
+
+async def test_a_lasting_fault_stops_the_run_with_every_write_counted(faults: Faults) -> None:
+    """Every ``update`` answered with a write-concern error past the window: each
+    batch the server applied is counted (the printed and recorded figure was the
+    batches acknowledged before, one short)."""
+    from atomdb_migrate.command import RunResult
+
+    faults.seed()
+    SLOW[0] = 0.001
+    result = RunResult("upgrade", False)
+    try:
+        running = asyncio.ensure_future(_run_into(faults.url, result, retry_for=1))
+        while await asyncio.to_thread(faults.upgraded) < 250:
+            assert not running.done(), "the run ended before the fault"
+            await asyncio.sleep(0.01)
+        faults.fail("alwaysOn", failCommands=["update"], **WRITE_CONCERN[1])
+        with pytest.raises(ServerUnavailableError):
+            await running
+    finally:
+        SLOW[0] = 0.0
+        faults.off()
+    (report,) = result.reports
+    assert report.migrated == faults.upgraded(), (report.migrated, faults.upgraded())
+    # The record of its end was written (a write-concern error is an answer).
+    faults.check_record()
+
+
+async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -> None:
+    """Every ``update`` held past the socket timeout: the run stops; what the server
+    holds is between what it counted and that plus what it could not confirm."""
+    from atomdb_migrate.command import RunResult
+
+    faults.seed()
+    SLOW[0] = 0.001
+    result = RunResult("upgrade", False)
+    url = faults.url + "&socketTimeoutMS=300"
+    try:
+        running = asyncio.ensure_future(_run_into(url, result, retry_for=1))
+        while await asyncio.to_thread(faults.upgraded) < 250:
+            assert not running.done(), "the run ended before the fault"
+            await asyncio.sleep(0.01)
+        faults.fail("alwaysOn", failCommands=["update"], blockConnection=True, blockTimeMS=800)
+        with pytest.raises(ServerUnavailableError):
+            await running
+    finally:
+        SLOW[0] = 0.0
+        faults.off()
+    await asyncio.sleep(1.5)  # the held writes land
+    (report,) = result.reports
+    written = faults.upgraded()
+    assert report.migrated <= written <= report.migrated + report.unconfirmed, (
+        report.migrated,
+        report.unconfirmed,
+        written,
+    )
+
+
+async def _run_into(url: str, result: Any, **options: Any) -> Any:
+    ws = Workspace(replace(load_config(url=url, models=[]), lock_ttl=60))
+    async with ws:
+        return await upgrade(
+            ws, [Part.__model__], options=RunOptions(batch_size=250, **options), result=result
+        )
+
+
+def test_a_lock_cleared_by_force_stops_the_old_runner_before_its_next_write(
+    faults: Faults, tmp_path: Path
+) -> None:
+    """``unlock --force`` on a live run, and a second runner: the first stops before
+    its next write (not at its next renewal, 20 s later), and the two records add up
+    to the documents."""
+    (tmp_path / "faultmodels.py").write_text(MODELS)
+    (tmp_path / "migrations").mkdir()
+    slow = STEP.replace(
+        "def upgrade(doc):", "import time\n\ndef upgrade(doc):\n    time.sleep(0.002)"
+    )
+    (tmp_path / "migrations" / "0001_label.py").write_text(slow)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    n = 3000
+    faults.seed(n)
+    first = spawn(tmp_path, faults.url, "--batch-size", "100")
+    deadline = time.monotonic() + 60
+    while faults.upgraded() < 300:
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    cleared = cli_command(tmp_path, faults.url, "unlock", "--force", "--yes")
+    assert cleared.returncode == 0, cleared.stderr
+    second = spawn(tmp_path, faults.url, "--batch-size", "100")
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 5, err
+    assert "taken from this runner" in err, err
+    _, err2 = second.communicate(timeout=120)
+    assert second.returncode == 0, err2
+    faults.check(n)
+    old, new = runs(faults.db)
+    assert old["outcome"] == "failed" and new["outcome"] == "succeeded", (old, new)
+    faults.check_record(entries=[old, new])
+    model = Part.__model__
+    assert old["models"][model]["upgraded"] + new["models"][model]["upgraded"] == n
+
+
+def cli_command(where: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "atomdb-migrate")
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": f"{where}:{ROOT}"}
+    return subprocess.run(
+        [exe, "--url", url, *args],
+        cwd=where,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )

@@ -26,14 +26,16 @@ def test_sigkill_at_random_points(project: Project, long: bool) -> None:
     rng = random.Random(20261127)
     coll = project.db[CUSTOMER]
     outcomes = {"mid_run": 0, "before_first_write": 0, "finished_first": 0}
-    lost = duplicated = twice = 0
+    lost = duplicated = twice = uncounted = 0
     started = time.monotonic()
     for _ in range(trials):
         coll.drop()
         project.db["atomdb_migrate_lock"].delete_many({})
+        project.db["atomdb_migrate_history"].delete_many({})
         project.seed(n)
         ids = set(coll.distinct("_id"))
-        proc = project.spawn("upgrade", "--batch-size", str(rng.choice([250, 500, 1000])))
+        batch = rng.choice([250, 500, 1000])
+        proc = project.spawn("upgrade", "--batch-size", str(batch))
         # Most kills come once a random number of documents is written (the
         # machine's speed does not matter then); some come early, at a random
         # moment, before the first write or while it is in flight.
@@ -63,6 +65,7 @@ def test_sigkill_at_random_points(project: Project, long: bool) -> None:
         duplicated += len(stored_ids) - len(set(stored_ids))
         twice += sum(1 for d in stored if d.get("applied") != 1)
         assert {d["__version__"] for d in stored} == {"3"}
+        uncounted += killed_run_counted(project, n, batch)
     assert (lost, duplicated, twice) == (0, 0, 0)
     assert outcomes["mid_run"] >= trials // 2, outcomes
     record(
@@ -75,8 +78,27 @@ def test_sigkill_at_random_points(project: Project, long: bool) -> None:
         lost=lost,
         duplicated=duplicated,
         transformed_twice=twice,
+        written_by_killed_runs_not_in_their_record=uncounted,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def killed_run_counted(project: Project, n: int, batch: int) -> int:
+    """The killed run's record (marked abandoned by the rerun) holds what it wrote,
+    as its last lease renewal or write carried it: at most the last batch is
+    missing. Returns how many it misses."""
+    runs = list(project.db["atomdb_migrate_history"].find({}, sort=[("started_at", 1)]))
+    rerun = runs[-1]
+    assert rerun["outcome"] == "succeeded"
+    written = n - rerun["models"][CUSTOMER]["upgraded"]  # by the killed run
+    if len(runs) == 1:  # killed before it recorded its start, or finished first
+        assert written in (0, n), written
+        return 0 if written == n else written
+    killed = runs[0]
+    assert killed["outcome"] in ("abandoned", "succeeded"), killed
+    counted = (killed.get("models") or {}).get(CUSTOMER, {}).get("upgraded", 0)
+    assert counted <= written <= counted + batch, (counted, written, batch)
+    return written - counted
 
 
 @pytest.mark.timeout(3600)
