@@ -8,6 +8,7 @@ declarative operations in `ops`), the moment they are read.
 """
 
 from . import ops
+from .commands.loader import load_migrations
 from .exceptions import (
     ChainError,
     ConfigError,
@@ -40,14 +41,13 @@ from .exceptions import (
     UnknownModelError,
     UntranslatableQueryError,
 )
-from .finders import count, find, find_one
-from .guard import guard_queries
-from .loader import load_migrations
-from .model import VersionedModel, VersionedModelSerializer
-from .queries import version_filter
-from .registry import MigrationRegistry, register_step, step
-from .validators import json_schema
-from .versions import Step, StepGraph
+from .model.finders import count, find, find_one
+from .model.guard import guard_queries
+from .model.versioned import VersionedModel, VersionedModelSerializer
+from .queries.queries import version_filter
+from .schema.validators import json_schema
+from .steps.registry import MigrationRegistry, register_step, step
+from .steps.versions import Step, StepGraph
 
 __version__ = "0.1.0"
 

@@ -31,18 +31,13 @@ from typing import Any
 
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from .config import MEMORY_SCHEME
-from .documents import Document
-from .model import VersionedModel, restore_check
-from .mongo import (
-    ManagerState,
-    drop_memory_database,
-    memory_client,
-    wire_manager,
-)
-from .registry import MigrationRegistry
-from .versions import VERSION_KEY, apply_chain, parse_version
-from .writes import bson_kind, same_value
+from .commands.config import MEMORY_SCHEME
+from .core.documents import Document
+from .core.writes import bson_kind, same_value
+from .driver.mongo import ManagerState, drop_memory_database, memory_client, wire_manager
+from .model.versioned import VersionedModel, restore_check
+from .steps.registry import MigrationRegistry
+from .steps.versions import VERSION_KEY, apply_chain, parse_version
 
 #: Keys of a stored document that are bookkeeping, not fields.
 BOOKKEEPING = ("_id", "__model__", "__ref__", VERSION_KEY)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_upgrade import command_line, environment  # noqa: E402
 
 from atomdb_migrate import VersionedModel, ops, register_step  # noqa: E402
-from atomdb_migrate.runner import Runner, RunOptions  # noqa: E402
+from atomdb_migrate.engine.runner import Runner, RunOptions  # noqa: E402
 
 
 class Post(VersionedModel):

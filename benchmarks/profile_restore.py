@@ -24,8 +24,8 @@ from atomdb.nosql import NoSQLModelManager  # noqa: E402
 from mongomock_motor import AsyncMongoMockClient  # noqa: E402
 
 from atomdb_migrate import MigrationRegistry  # noqa: E402
-from atomdb_migrate.documents import StepDocument  # noqa: E402
-from atomdb_migrate.versions import parse_version, run_chain  # noqa: E402
+from atomdb_migrate.core.documents import StepDocument  # noqa: E402
+from atomdb_migrate.steps.versions import parse_version, run_chain  # noqa: E402
 
 N = 200_000
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_upgrade  # noqa: E402
 
-from atomdb_migrate.runner import Runner, RunOptions  # noqa: E402
+from atomdb_migrate.engine.runner import Runner, RunOptions  # noqa: E402
 from tests.servers import secantus_server  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from atomdb_migrate import MigrationRegistry
-from atomdb_migrate.mongo import wire_manager
+from atomdb_migrate.driver.mongo import wire_manager
 
 from .clidemo import Customer, Order
 from .project import Project

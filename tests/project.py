@@ -14,7 +14,7 @@ from bson import ObjectId
 from click.testing import CliRunner, Result
 from pymongo import MongoClient
 
-from atomdb_migrate.cli import main
+from atomdb_migrate.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = Path(__file__).parent / "clidemo_migrations"

@@ -18,7 +18,7 @@ from atom.api import Atom, Bool, Dict, Enum, ForwardInstance, Instance, List, St
 from atomdb.nosql import NoSQLModelManager
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, step
-from atomdb_migrate.versions import run_chain
+from atomdb_migrate.steps.versions import run_chain
 
 rng = random.Random(20261127)
 

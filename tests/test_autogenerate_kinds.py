@@ -56,13 +56,13 @@ from atomdb.nosql import NoSQLModel
 from bson import ObjectId
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, load_migrations
-from atomdb_migrate.command import check, revision
-from atomdb_migrate.config import Config
-from atomdb_migrate.model import add_to_serializer_registries, restore_check
-from atomdb_migrate.mongo import ManagerState, drop_memory_database
-from atomdb_migrate.ops import convert_value
+from atomdb_migrate.commands.command import check, revision
+from atomdb_migrate.commands.config import Config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.driver.mongo import ManagerState, drop_memory_database
+from atomdb_migrate.model.versioned import add_to_serializer_registries, restore_check
+from atomdb_migrate.operations.conversions import convert_value
 from atomdb_migrate.testing import memory_database
-from atomdb_migrate.workspace import Workspace
 
 #: Random values of each kind tried besides the fixed ones.
 AUTOGEN_VALUES = int(os.environ.get("AUTOGEN_VALUES", "3"))
@@ -290,7 +290,7 @@ async def _run_in(folder: Path, case: Case, registry: MigrationRegistry) -> tupl
     ws = Workspace(Config(migrations=folder), registry=registry)
     ws._loaded = True
     old = _model(case.position, KINDS[case.old].make(), 1)
-    from atomdb_migrate.schema import snapshot
+    from atomdb_migrate.schema.snapshots import snapshot
 
     (folder / "0001_first.py").write_text(
         f'"First."\nmodel = {MODEL!r}\nfrom_version = "0"\nto_version = "1"\n'

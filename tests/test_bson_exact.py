@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrateError, MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.mongo import is_mongomock, wire_manager
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.driver.mongo import is_mongomock, wire_manager
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 from .conftest import make_client
 

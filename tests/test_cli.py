@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atomdb_migrate.cli import (
+from atomdb_migrate.cli.main import (
     EXIT_CHECK,
     EXIT_CONFIG,
     EXIT_CONNECTION,
@@ -22,7 +22,7 @@ from atomdb_migrate.cli import (
     EXIT_USAGE,
     main,
 )
-from atomdb_migrate.lock import LOCK_ID
+from atomdb_migrate.engine.lock import LOCK_ID
 
 from .project import CUSTOMER, ORDER, PASSWORD, PYPROJECT, Project
 from .servers import free_port
@@ -433,7 +433,7 @@ def test_lock_and_history_collections_can_be_renamed(project: Project) -> None:
 def test_log_lines_are_masked(project: Project, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from atomdb_migrate.cli import State, _Masking
+    from atomdb_migrate.cli.main import State, _Masking
 
     state = State(url=secret_url(project), database=None, models=(), migrations=None, timeout=None)
     record = logging.LogRecord(

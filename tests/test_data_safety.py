@@ -25,10 +25,10 @@ from atomdb_migrate import (
     register_step,
     step,
 )
-from atomdb_migrate.mongo import is_mongomock
-from atomdb_migrate.runner import Runner, RunOptions
-from atomdb_migrate.versions import stored_version
-from atomdb_migrate.writes import same_value
+from atomdb_migrate.core.writes import same_value
+from atomdb_migrate.driver.mongo import is_mongomock
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.steps.versions import stored_version
 
 
 class Person(VersionedModel):
@@ -256,7 +256,7 @@ async def test_a_read_only_user_reads_legacy_documents_with_write_back_on(
 ) -> None:
     from pymongo import AsyncMongoClient
 
-    from atomdb_migrate.mongo import ManagerState, wire_manager
+    from atomdb_migrate.driver.mongo import ManagerState, wire_manager
 
     from .conftest import AUTH_USER
 
@@ -288,8 +288,8 @@ async def test_a_read_only_user_reads_legacy_documents_with_write_back_on(
 async def test_a_workspace_leaves_the_apps_client_usable(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
-    from atomdb_migrate.command import Workspace, status
-    from atomdb_migrate.config import load_config
+    from atomdb_migrate.commands.command import Workspace, status
+    from atomdb_migrate.commands.config import load_config
 
     from .conftest import make_client, server_url
 
@@ -434,7 +434,7 @@ async def test_a_step_writing_new_names_with_dots_and_dollars(
     """A name the step adds is matched as missing, and seen if it arrives meanwhile."""
     if is_mongomock(db):
         pytest.skip("mongomock has no $getField: fields named with '.' need a real server")
-    from atomdb_migrate.writes import conditional_update
+    from atomdb_migrate.core.writes import conditional_update
 
     class Odd(VersionedModel):
         __model__ = "safety.Odd"
@@ -547,7 +547,7 @@ async def test_the_runner_keeps_a_concurrent_change_loose_equality_would_miss(
 async def test_versions_that_are_no_hashable_value_are_counted_or_refused(
     db: Any, steps: MigrationRegistry, raw: Any
 ) -> None:
-    from atomdb_migrate.mongo import count_versions
+    from atomdb_migrate.driver.mongo import count_versions
 
     await Item.objects.insert_one({**LEGACY_ITEM, "__version__": raw})
     ((counted, n),) = await count_versions(Item.objects)
@@ -626,7 +626,7 @@ async def test_a_large_document_whose_step_changes_its_large_field_is_upgraded(
 
 
 def test_workspaces_closed_in_any_order_leave_the_manager_as_found() -> None:
-    from atomdb_migrate.mongo import ManagerState, wire_manager
+    from atomdb_migrate.driver.mongo import ManagerState, wire_manager
 
     manager = NoSQLModelManager.instance()
     before = manager.get_member("database").get_slot(manager)

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from atomdb_migrate import command
-from atomdb_migrate.cli import EXIT_CHECK, EXIT_CHECKSUM, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
-from atomdb_migrate.config import load_config
-from atomdb_migrate.lock import LOCK_ID
+from atomdb_migrate.cli.main import EXIT_CHECK, EXIT_CHECKSUM, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.commands import command
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.engine.lock import LOCK_ID
 
 from .project import CUSTOMER, Project
 

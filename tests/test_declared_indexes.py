@@ -19,9 +19,11 @@ from bson import Int64
 from pymongo import MongoClient
 
 from atomdb_migrate import VersionedModel, ops
-from atomdb_migrate.cli import EXIT_DUPLICATE
+from atomdb_migrate.cli.main import EXIT_DUPLICATE
+from atomdb_migrate.core.literals import Source
 from atomdb_migrate.exceptions import ConfigError
-from atomdb_migrate.indexes import (
+from atomdb_migrate.ops import DropIndex
+from atomdb_migrate.schema.indexes import (
     collection_drift,
     created_by_steps,
     declared,
@@ -31,9 +33,7 @@ from atomdb_migrate.indexes import (
     same_index,
     written,
 )
-from atomdb_migrate.literals import Source
-from atomdb_migrate.ops import DropIndex
-from atomdb_migrate.versions import Step
+from atomdb_migrate.steps.versions import Step
 
 from .project import ROOT
 

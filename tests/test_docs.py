@@ -13,7 +13,7 @@ import click
 import pytest
 
 from atomdb_migrate import MigrationRegistry
-from atomdb_migrate.cli import main
+from atomdb_migrate.cli.main import main
 from atomdb_migrate.testing import memory_database
 
 ROOT = Path(__file__).resolve().parent.parent

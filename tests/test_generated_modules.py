@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel
-from atomdb_migrate.command import revision
-from atomdb_migrate.config import Config
-from atomdb_migrate.loader import _load_module, load_migrations
-from atomdb_migrate.workspace import Workspace
+from atomdb_migrate.commands.command import revision
+from atomdb_migrate.commands.config import Config
+from atomdb_migrate.commands.loader import _load_module, load_migrations
+from atomdb_migrate.commands.workspace import Workspace
 
 OID = ObjectId("0123456789abcdef01234567")
 

@@ -23,9 +23,9 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.indexes import duplicates_pipeline, shared_key
-from atomdb_migrate.mongo import is_mongomock, to_list
-from atomdb_migrate.runner import DOWNGRADE, Runner, RunOptions
+from atomdb_migrate.driver.mongo import is_mongomock, to_list
+from atomdb_migrate.engine.runner import DOWNGRADE, Runner, RunOptions
+from atomdb_migrate.schema.indexes import duplicates_pipeline, shared_key
 
 
 class Article(VersionedModel):

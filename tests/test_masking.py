@@ -23,9 +23,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry
-from atomdb_migrate.cli import main
-from atomdb_migrate.config import invalid_url
-from atomdb_migrate.masking import MASK, MIN_FREE_SECRET, mask, mask_url, secrets
+from atomdb_migrate.cli.main import main
+from atomdb_migrate.commands.config import invalid_url
+from atomdb_migrate.core.masking import MASK, MIN_FREE_SECRET, mask, mask_url, secrets
 
 SECRET_CHARS = st.characters(
     codec="ascii", exclude_characters="\x00\n\r\t ", categories=("L", "N", "P", "S")
@@ -399,7 +399,7 @@ def test_no_log_line_shows_a_mistyped_urls_secret(case: tuple[str, str], shape: 
     """The command's log filter masks a log line quoting the URL, plainly or as a repr."""
     import logging
 
-    from atomdb_migrate.cli import State, _Masking
+    from atomdb_migrate.cli.main import State, _Masking
 
     template, secret = case
 

@@ -26,7 +26,7 @@ from atomdb_migrate import (
     register_step,
     step,
 )
-from atomdb_migrate.model import guarded_replace
+from atomdb_migrate.model.versioned import guarded_replace
 
 #: How many times each step of Author ran, by target version.
 calls: Counter[str] = Counter()

@@ -30,9 +30,9 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
-from atomdb_migrate.cli import main
-from atomdb_migrate.renames import count_references
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.cli.main import main
+from atomdb_migrate.engine.renames import count_references
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 A, B, C = "moves.a.Customer", "moves.b.Customer", "moves.c.Customer"
 

@@ -24,8 +24,8 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
+from atomdb_migrate.steps.versions import run_chain
 from atomdb_migrate.testing import memory_database
-from atomdb_migrate.versions import run_chain
 
 
 def applied(op: ops.Operation, doc: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.documents import copy_document
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.core.documents import copy_document
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.operations.paths import get_path
 
 
 class Article(VersionedModel):
@@ -638,12 +639,12 @@ def check_round_trip(
     assert stored["__version__"] == "2"
     where = (operations, before, stored)
     for path in (*LEAVES, "extra", "places"):
-        value = ops.get_path(after, path.split("."))
+        value = get_path(after, path.split("."))
         if value is not ops.MISSING:
             assert holds(held(obj, path), without_refs(value)), (path, *where)
     last = operations[-1]
     if isinstance(last, ops.MoveField | ops.CopyField):
-        moved = ops.get_path(before, last.src_parts)
+        moved = get_path(before, last.src_parts)
         if moved is not ops.MISSING and len(operations) == 1:
             assert holds(held(obj, last.dst), without_refs(moved)), (last.dst, *where)
 

@@ -29,8 +29,10 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
-from atomdb_migrate.documents import copy_document
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.core.documents import copy_document
+from atomdb_migrate.engine.runner import Runner
+from atomdb_migrate.operations.paths import get_path
+from atomdb_migrate.operations.rename_model import rename_references
 
 # ----------------------------------------------------------------------
 # Generated documents and operations
@@ -385,7 +387,7 @@ def test_nothing_is_set_through_a_reference(server: Any, long: bool) -> None:
             except ops.OperationError:
                 continue
             for path in paths.references:
-                was, now = ops.get_path(doc, path), ops.get_path(after, path)
+                was, now = get_path(doc, path), get_path(after, path)
                 if not all(_leaves_alone(op, path) for op in operations):
                     continue  # replaced whole, or a value moved out of it
                 assert normal(now) == normal(was), (operations, path, doc, after)
@@ -564,7 +566,7 @@ async def rename_both_ways(
         expected_holders = []
         for d in before["holders"]:
             mine = copy_document(d)
-            ops.rename_references(mine, OLD_MODEL, NEW_MODEL)
+            rename_references(mine, OLD_MODEL, NEW_MODEL)
             expected_holders.append(mine)
         assert OLD_MODEL not in await db.list_collection_names()
         got_own = [d async for d in db[NEW_MODEL].find().sort("_id")]

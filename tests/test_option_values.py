@@ -20,8 +20,8 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atomdb_migrate.cli import EXIT_USAGE, MAX_COUNT, main
-from atomdb_migrate.runner import RunOptions
+from atomdb_migrate.cli.main import EXIT_USAGE, MAX_COUNT, main
+from atomdb_migrate.engine.runner import RunOptions
 
 #: Nothing listens there: a value that got past the options would fail to
 #: connect (exit 4), not exit 2.

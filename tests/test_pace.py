@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.pace import Pace
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.engine.pace import Pace
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 #: Examples of the property test (PACE_EXAMPLES).
 PACE_EXAMPLES = int(os.environ.get("PACE_EXAMPLES", "200"))

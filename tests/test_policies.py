@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrateError, MigrationRegistry, VersionedModel, register_step
-from atomdb_migrate.versions import stored_version
+from atomdb_migrate.steps.versions import stored_version
 
 
 def rename_in(doc: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from atomdb_migrate.progress import BarProgress, LineProgress, progress_for
+from atomdb_migrate.cli.progress import BarProgress, LineProgress, progress_for
 
 
 class Terminal(io.StringIO):

@@ -44,9 +44,9 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.finders import forget_surveys, survey
-from atomdb_migrate.mongo import is_mongomock, to_list
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.driver.mongo import is_mongomock, to_list
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.model.finders import forget_surveys, survey
 
 
 class Page(VersionedModel):

@@ -46,9 +46,9 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.mongo import is_mongomock, to_list
+from atomdb_migrate.driver.mongo import is_mongomock, to_list
+from atomdb_migrate.engine.runner import Runner, RunOptions
 from atomdb_migrate.ops import ConversionError, Convert
-from atomdb_migrate.runner import Runner, RunOptions
 
 
 class Mixed(VersionedModel):
@@ -344,7 +344,7 @@ async def check_translation(
 
 def leniently_upgraded(doc: dict[str, Any], chain: list[list[Any]]) -> dict[str, Any]:
     """A document taken through the chain, each failing conversion leaving its value."""
-    from atomdb_migrate.versions import stored_version
+    from atomdb_migrate.steps.versions import stored_version
 
     done = {k: v for k, v in doc.items()}
     raw = done.get("__version__")
@@ -436,7 +436,8 @@ async def test_during_a_rollback_newer_documents_are_asked_as_the_code_reads_the
             event("newer documents read through downgrades")
         # upgrade's scan renames the references of every document, whatever its version
         # (the steps up to the code's version): the query asks them renamed.
-        from atomdb_migrate.ops import RenameModel, rename_references
+        from atomdb_migrate.operations.rename_model import rename_references
+        from atomdb_migrate.ops import RenameModel
 
         for op in (o for step in chain[:2] for o in step if isinstance(o, RenameModel)):
             for doc in as_read:

@@ -29,8 +29,8 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.finders import find_one, forget_surveys
-from atomdb_migrate.queries import _cache
+from atomdb_migrate.model.finders import find_one, forget_surveys
+from atomdb_migrate.queries.queries import _cache
 
 
 class Page(VersionedModel):
@@ -400,7 +400,7 @@ def pcre_or_skip() -> Any:
 
 def decided_as_pcre(pcre: Any, pattern: str, options: str, text: str) -> str:
     """'refused' or 'decided'; fails where re decides otherwise than PCRE."""
-    from atomdb_migrate.matching import Unsure, regex_search
+    from atomdb_migrate.queries.matching import Unsure, regex_search
 
     try:
         ours = regex_search(pattern, options, text)
@@ -503,8 +503,8 @@ class Tree(VersionedModel):
 async def test_references_at_any_depth_and_version_are_found_under_the_new_name(
     db: Any, backend: str
 ) -> None:
-    from atomdb_migrate.mongo import to_list
-    from atomdb_migrate.runner import Runner, RunOptions
+    from atomdb_migrate.driver.mongo import to_list
+    from atomdb_migrate.engine.runner import Runner, RunOptions
 
     if backend == "mongomock":
         pytest.skip("the upgrade's reference scan is compared on the real servers")
@@ -660,7 +660,7 @@ def test_a_string_range_without_the_old_name_is_one_regex(
     import operator
     import re as re_
 
-    from atomdb_migrate.queries import _excluding, string_range
+    from atomdb_migrate.queries.queries import _excluding, string_range
 
     pcre = pcre_or_skip()
     compare = {"$lt": operator.lt, "$lte": operator.le, "$gt": operator.gt, "$gte": operator.ge}

@@ -11,7 +11,7 @@ import pytest
 from atomdb.nosql import NoSQLModelManager
 
 from atomdb_migrate import LegacyQueryWarning, MigrationRegistry, guard_queries, load_migrations
-from atomdb_migrate.mongo import wire_manager
+from atomdb_migrate.driver.mongo import wire_manager
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

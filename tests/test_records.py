@@ -19,11 +19,11 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
-from atomdb_migrate.cli import EXIT_LOCK, EXIT_STEP
-from atomdb_migrate.command import downgrade
-from atomdb_migrate.config import load_config
-from atomdb_migrate.lock import LOCK_ID, is_alive
-from atomdb_migrate.workspace import Workspace
+from atomdb_migrate.cli.main import EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.commands.command import downgrade
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.engine.lock import LOCK_ID, is_alive
 
 from .project import CUSTOMER, Project
 

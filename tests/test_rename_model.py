@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step, renames
-from atomdb_migrate.model import find_document
-from atomdb_migrate.mongo import batches
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate.driver.mongo import batches
+from atomdb_migrate.engine import renames
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.model.versioned import find_document
 
 from .project import ROOT
 
@@ -304,7 +305,7 @@ async def test_a_rename_counts_only_references_and_skips_views(
             for i in range(50)
         ]
     )
-    from atomdb_migrate.mongo import is_mongomock
+    from atomdb_migrate.driver.mongo import is_mongomock
 
     if not is_mongomock(db):
         await db.command("create", "orders_view", viewOn="orders", pipeline=[])

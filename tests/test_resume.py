@@ -12,7 +12,7 @@ from bson import Binary, Decimal128, Int64, ObjectId
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 
-from atomdb_migrate.mongo import after, to_list
+from atomdb_migrate.driver.mongo import after, to_list
 
 IDS: list[Any] = [
     MinKey(),

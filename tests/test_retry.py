@@ -28,18 +28,18 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from atomdb_migrate import retry as retry_module
-from atomdb_migrate.exceptions import (
-    ServerError,
-    ServerUnavailableError,
-    WriteConcernRefusedError,
-)
-from atomdb_migrate.retry import (
+from atomdb_migrate.driver import retry as retry_module
+from atomdb_migrate.driver.retry import (
     PERMANENT_WRITE_CONCERN,
     SHORTEST_TRY,
     Retry,
     describe,
     is_transient,
+)
+from atomdb_migrate.exceptions import (
+    ServerError,
+    ServerUnavailableError,
+    WriteConcernRefusedError,
 )
 
 #: Examples of each property test (RETRY_EXAMPLES).

@@ -20,8 +20,8 @@ from atomdb_migrate import (
     StepFailedError,
     load_migrations,
 )
-from atomdb_migrate.lock import LOCK_ID, LeaseLock
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.engine.lock import LOCK_ID, LeaseLock
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 from .clidemo import Customer, Order
 
@@ -343,7 +343,7 @@ async def test_a_renewal_task_starved_by_a_blocking_step_names_the_cause(sdb: An
 async def test_a_renewal_thread_keeps_the_lease_through_a_blocking_step(
     sdb: Any, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    from atomdb_migrate.mongo import is_mongomock, sync_database
+    from atomdb_migrate.driver.mongo import is_mongomock, sync_database
 
     if is_mongomock(sdb):
         pytest.skip("the synchronous client is a real server's; mongomock's is in process")

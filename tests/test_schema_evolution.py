@@ -30,12 +30,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, load_migrations
-from atomdb_migrate.command import drift, revision
-from atomdb_migrate.config import Config
-from atomdb_migrate.model import VersionedModelSerializer, restore_check
-from atomdb_migrate.runner import Runner
-from atomdb_migrate.schema import snapshot
-from atomdb_migrate.workspace import Workspace
+from atomdb_migrate.commands.command import drift, revision
+from atomdb_migrate.commands.config import Config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.engine.runner import Runner
+from atomdb_migrate.model.versioned import VersionedModelSerializer, restore_check
+from atomdb_migrate.schema.snapshots import snapshot
 
 META = "evo.Meta"
 

@@ -23,10 +23,10 @@ from atomdb.base import JSONModel
 from atomdb.nosql import NoSQLModelManager
 
 from atomdb_migrate import ConfigError, MigrationRegistry, VersionedModel, load_migrations
-from atomdb_migrate.command import drift, revision
-from atomdb_migrate.config import Config
-from atomdb_migrate.schema import compare, describe_member, same_storage, snapshot
-from atomdb_migrate.workspace import Workspace
+from atomdb_migrate.commands.command import drift, revision
+from atomdb_migrate.commands.config import Config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.schema.snapshots import compare, describe_member, same_storage, snapshot
 
 from .project import ROOT
 

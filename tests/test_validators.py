@@ -54,10 +54,10 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
+from atomdb_migrate.driver.mongo import is_mongomock
+from atomdb_migrate.engine.runner import DOWNGRADE, Runner, RunOptions
 from atomdb_migrate.exceptions import ConfigError
-from atomdb_migrate.mongo import is_mongomock
-from atomdb_migrate.runner import DOWNGRADE, Runner, RunOptions
-from atomdb_migrate.validators import (
+from atomdb_migrate.schema.validators import (
     NO_VALIDATOR,
     Validator,
     read_validator,

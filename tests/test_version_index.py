@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from atomdb_migrate.mongo import VERSION_INDEX
-from atomdb_migrate.runner import Runner
+from atomdb_migrate.driver.mongo import VERSION_INDEX
+from atomdb_migrate.engine.runner import Runner
 
 from .project import CUSTOMER, Project
 

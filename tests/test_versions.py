@@ -16,7 +16,7 @@ from atomdb_migrate import (
     StepFailedError,
     StepResultError,
 )
-from atomdb_migrate.versions import Step, StepGraph, canonical, parse_version, run_chain
+from atomdb_migrate.steps.versions import Step, StepGraph, canonical, parse_version, run_chain
 
 
 def noop(doc: dict[str, Any]) -> None:

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate import runner as runner_module
-from atomdb_migrate.mongo import is_mongomock
-from atomdb_migrate.runner import Runner, RunOptions
-from atomdb_migrate.writes import guard, same_value
+from atomdb_migrate.core.writes import guard, same_value
+from atomdb_migrate.driver.mongo import is_mongomock
+from atomdb_migrate.engine import runner as runner_module
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 FIELDS = ("a", "b", "c", "d")
 value = st.one_of(st.integers(-3, 3), st.text("xyz", max_size=2), st.none())

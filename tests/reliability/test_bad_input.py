@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from atomdb_migrate.cli import (
+from atomdb_migrate.cli.main import (
     EXIT_CHECK,
     EXIT_CONFIG,
     EXIT_CONNECTION,
@@ -25,7 +25,7 @@ from atomdb_migrate.cli import (
     EXIT_STEP,
     EXIT_USAGE,
 )
-from atomdb_migrate.lock import LOCK_ID
+from atomdb_migrate.engine.lock import LOCK_ID
 
 from ..project import CUSTOMER, PASSWORD, Project
 from ..servers import free_port
@@ -566,7 +566,7 @@ def test_unversioned_writes_after_an_upgrade_are_flagged(project: Project) -> No
 def test_init_finds_the_table_however_it_is_spelled(tmp_path: Any, monkeypatch: Any) -> None:
     from click.testing import CliRunner
 
-    from atomdb_migrate.cli import main
+    from atomdb_migrate.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     pyproject = tmp_path / "pyproject.toml"

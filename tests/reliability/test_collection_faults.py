@@ -41,11 +41,11 @@ from atom.api import Str
 from pymongo import MongoClient, monitoring
 
 from atomdb_migrate import ConfigError, MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.cli import _summarize
-from atomdb_migrate.command import RunResult, upgrade
-from atomdb_migrate.config import load_config
-from atomdb_migrate.runner import RunOptions
-from atomdb_migrate.workspace import Workspace
+from atomdb_migrate.cli.main import _summarize
+from atomdb_migrate.commands.command import RunResult, upgrade
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.engine.runner import RunOptions
 
 from ..servers import secantus_server
 from .conftest import record

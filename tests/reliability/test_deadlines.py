@@ -19,8 +19,8 @@ import pytest
 from pymongo import MongoClient
 
 from atomdb_migrate import MigrationRegistry
+from atomdb_migrate.driver.retry import GRACE, SHORTEST_TRY
 from atomdb_migrate.exceptions import ServerUnavailableError, WriteConcernRefusedError
-from atomdb_migrate.retry import GRACE, SHORTEST_TRY
 
 from ..servers import SecantusProcess
 from . import test_faults

@@ -35,12 +35,12 @@ from atom.api import Int, Str
 from pymongo import MongoClient
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.command import upgrade
-from atomdb_migrate.config import load_config
+from atomdb_migrate.commands.command import upgrade
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.engine.pace import Pace, lag_of
+from atomdb_migrate.engine.runner import RunOptions
 from atomdb_migrate.exceptions import ServerUnavailableError
-from atomdb_migrate.pace import Pace, lag_of
-from atomdb_migrate.runner import RunOptions
-from atomdb_migrate.workspace import Workspace
 
 from ..project import ROOT
 from ..servers import SecantusProcess, secantus_server
@@ -569,7 +569,7 @@ async def test_a_write_back_that_meets_a_fault_never_breaks_the_read(
 ) -> None:
     from pymongo import AsyncMongoClient
 
-    from atomdb_migrate.mongo import ManagerState, wire_manager
+    from atomdb_migrate.driver.mongo import ManagerState, wire_manager
 
     register_step(Shelf, 1, 2, lambda doc: doc.update(label=doc["name"].upper()))
     faults.db[Shelf.__model__].insert_one({"_id": 1, "name": "top", "__version__": "1"})
@@ -697,7 +697,7 @@ async def test_a_lasting_fault_stops_the_run_with_every_write_counted(faults: Fa
     """Every ``update`` answered with a write-concern error past the window: each
     batch the server applied is counted (the printed and recorded figure was the
     batches acknowledged before, one short)."""
-    from atomdb_migrate.command import RunResult
+    from atomdb_migrate.commands.command import RunResult
 
     faults.seed()
     SLOW[0] = 0.001
@@ -722,7 +722,7 @@ async def test_a_lasting_fault_stops_the_run_with_every_write_counted(faults: Fa
 async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -> None:
     """Every ``update`` held past the socket timeout: the run stops; what the server
     holds is between what it counted and that plus what it could not confirm."""
-    from atomdb_migrate.command import RunResult
+    from atomdb_migrate.commands.command import RunResult
 
     faults.seed()
     SLOW[0] = 0.001

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
 from atomdb_migrate import VersionedModel, register_step
-from atomdb_migrate.runner import Runner, RunOptions
+from atomdb_migrate.engine.runner import Runner, RunOptions
 
 from .conftest import record
 

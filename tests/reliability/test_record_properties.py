@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from pymongo import MongoClient
 
 from atomdb_migrate import MigrationRegistry, register_step
-from atomdb_migrate.command import RunResult, upgrade
-from atomdb_migrate.config import load_config
+from atomdb_migrate.commands.command import RunResult, upgrade
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.engine.lock import LOCK_ID
+from atomdb_migrate.engine.runner import RunOptions
 from atomdb_migrate.exceptions import LockLostError
-from atomdb_migrate.lock import LOCK_ID
-from atomdb_migrate.runner import RunOptions
-from atomdb_migrate.workspace import Workspace
 
 from .test_faults import ERRORS, WRITE_CONCERN, Faults, Part, Writer, fault_server  # noqa: F401
 

@@ -41,10 +41,24 @@ from typing import Any, TypeVar, cast
 import click
 from pymongo.errors import PyMongoError
 
-from . import command
-from .command import RunResult
-from .config import load_config
-from .exceptions import (
+from ..commands import command
+from ..commands.command import RunResult
+from ..commands.config import load_config
+from ..core.masking import mask
+from ..driver.mongo import VERSION_INDEX
+from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, describe, is_transient
+from ..engine.renames import RenameReport
+from ..engine.runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLE,
+    DOWNGRADE,
+    UPGRADE,
+    Direction,
+    ModelReport,
+    RunOptions,
+    write_concern,
+)
+from ..exceptions import (
     ChainError,
     ConfigError,
     ConflictError,
@@ -64,21 +78,7 @@ from .exceptions import (
     short_repr,
     shorten,
 )
-from .masking import mask
-from .mongo import VERSION_INDEX
 from .progress import progress_for
-from .renames import RenameReport
-from .retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, describe, is_transient
-from .runner import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SAMPLE,
-    DOWNGRADE,
-    UPGRADE,
-    Direction,
-    ModelReport,
-    RunOptions,
-    write_concern,
-)
 
 EXIT_CHECK = 1
 EXIT_USAGE = 2

@@ -50,14 +50,15 @@ from atomdb.base import Model, resolve_member_types
 from atomdb.nosql import NoSQLModel
 from packaging.version import Version
 
-from .exceptions import ConfigError, short_repr
-from .literals import Source
-from .ops import CONVERSIONS, check_value
-from .registry import describe_fields_with
-from .versions import Step, StepGraph
+from ..core.literals import Source
+from ..exceptions import ConfigError, short_repr
+from ..operations.conversions import check_value
+from ..operations.paths import CONVERSIONS
+from ..steps.registry import describe_fields_with
+from ..steps.versions import Step, StepGraph
 
 if TYPE_CHECKING:
-    from .model import VersionedModel
+    from ..model.versioned import VersionedModel
 
 #: What a snapshot records of a field: a type's description, or, for an
 #: embedded model, a dict of its fields (with its ``__model__``).

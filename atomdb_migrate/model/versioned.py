@@ -23,8 +23,10 @@ from atomdb.nosql import NoSQLModel, NoSQLModelManager, NoSQLModelSerializer
 from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
-from .documents import Document
-from .exceptions import (
+from ..core.documents import Document
+from ..core.writes import guarded_write
+from ..driver.mongo import changed_since_read, exact_filters
+from ..exceptions import (
     ConflictError,
     MigrateError,
     NewerDocumentError,
@@ -32,17 +34,9 @@ from .exceptions import (
     short_repr,
     shorten,
 )
-from .indexes import declared as declared_indexes
-from .mongo import changed_since_read, exact_filters
-from .registry import MigrationRegistry, listen_to_aliases
-from .versions import (
-    BASE_VERSION,
-    VERSION_KEY,
-    apply_chain,
-    parse_version,
-    stored_version,
-)
-from .writes import guarded_write
+from ..schema.indexes import declared as declared_indexes
+from ..steps.registry import MigrationRegistry, listen_to_aliases
+from ..steps.versions import BASE_VERSION, VERSION_KEY, apply_chain, parse_version, stored_version
 
 if TYPE_CHECKING:
     from .finders import Found

@@ -29,7 +29,23 @@ import bson
 from bson import Decimal128
 from packaging.version import Version
 
-from .exceptions import InvalidQueryError, UntranslatableQueryError
+from ..exceptions import ConversionError, InvalidQueryError, UntranslatableQueryError
+from ..operations.base import Operation
+from ..operations.collection import CollectionOperation
+from ..operations.conversions import convert_value
+from ..operations.fields import (
+    AddField,
+    Convert,
+    CopyField,
+    MoveField,
+    RemoveField,
+    SetDefaultWhereMissing,
+)
+from ..operations.paths import MISSING, MODEL_KEY, Embedded, references_of
+from ..operations.rename_model import RenameModel
+from ..operations.running import Operations
+from ..steps.registry import MigrationRegistry
+from ..steps.versions import VERSION_KEY, Step, StepGraph, version_forms, version_key
 from .expressions import Converted, Expr, Field
 from .filters import (
     SHAPE_OPERATORS,
@@ -48,26 +64,6 @@ from .filters import (
     render,
 )
 from .matching import Unsure, equal, freeze, is_regex, regex_of, values_at
-from .ops import (
-    MISSING,
-    MODEL_KEY,
-    AddField,
-    CollectionOperation,
-    ConversionError,
-    Convert,
-    CopyField,
-    Embedded,
-    MoveField,
-    Operation,
-    Operations,
-    RemoveField,
-    RenameModel,
-    SetDefaultWhereMissing,
-    convert_value,
-    references_of,
-)
-from .registry import MigrationRegistry
-from .versions import VERSION_KEY, Step, StepGraph, version_forms, version_key
 
 # ----------------------------------------------------------------------
 # Where a value comes from, in the document as stored before an operation
@@ -756,7 +752,7 @@ def model_of(model: Any) -> tuple[str, Version, StepGraph]:
     name = registry.resolve(model if isinstance(model, str) else model.__model__)
     cls = registry.models.get(name)
     if cls is None:
-        from .exceptions import UnknownModelError
+        from ..exceptions import UnknownModelError
 
         raise UnknownModelError(name, list(registry.models))
     return name, cls.__parsed_version__, registry.graph(name)

@@ -1,0 +1,136 @@
+"""Progress of a run: a bar on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO
+
+import click
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class _Base:
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream
+        self.model = ""
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+        #: What holds the run up, if anything (a retry, a pause for lag).
+        self.status = ""
+
+    def start(self, model: str, total: int) -> None:
+        self.model, self.total, self.done = model, total, 0
+        self.started = time.monotonic()
+        self.status = ""
+
+    def note(self, text: str) -> None:
+        """Say what holds the run up ("" once nothing does)."""
+        self.status = text
+
+    def advance(self, count: int) -> None:
+        self.done += count
+
+    def _figures(self) -> tuple[float, str]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = max(self.total - self.done, 0)
+        eta = _duration(left / rate) if rate and left else "0m00s"
+        return rate, eta
+
+
+class BarProgress(_Base):
+    """A bar redrawn in place: counts, rate and time left."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(stream)
+        self._drawn = 0.0
+
+    def start(self, model: str, total: int) -> None:
+        super().start(model, total)
+        self._draw(force=True)
+
+    def advance(self, count: int) -> None:
+        super().advance(count)
+        self.status = ""
+        self._draw()
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        self._draw(force=True)
+
+    def finish(self) -> None:
+        self._draw(force=True)
+        click.echo("", file=self.stream, err=True)
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        rate, eta = self._figures()
+        share = min(self.done / self.total, 1.0) if self.total else 1.0
+        bar = "#" * int(share * self.WIDTH)
+        click.echo(
+            f"\r{self.model} [{bar:<{self.WIDTH}}] {self.done}/{self.total} "
+            f"{share:4.0%} {rate:,.0f} docs/s ETA {eta}"
+            f"{f' ({self.status})' if self.status else ''}  ",
+            file=self.stream,
+            nl=False,
+            err=True,
+        )
+
+
+class LineProgress(_Base):
+    """A plain line at the start, every `every` seconds, and at the end (for logs)."""
+
+    def __init__(self, stream: IO[str] | None = None, every: float = 5.0) -> None:
+        super().__init__(stream)
+        self.every = every
+        self._said = 0.0
+
+    def start(self, model: str, total: int) -> None:
+        super().start(model, total)
+        self._said = time.monotonic()
+        click.echo(f"{model}: {total} documents to migrate", file=self.stream, err=True)
+
+    def advance(self, count: int) -> None:
+        super().advance(count)
+        if time.monotonic() - self._said >= self.every:
+            self._said = time.monotonic()
+            self._say()
+
+    def finish(self) -> None:
+        self._say()
+
+    def note(self, text: str) -> None:
+        if text and text != self.status:
+            click.echo(f"{self.model}: {text}", file=self.stream, err=True)
+        super().note(text)
+
+    def _say(self) -> None:
+        rate, eta = self._figures()
+        click.echo(
+            f"{self.model}: {self.done}/{self.total} documents, {rate:,.0f} docs/s, ETA {eta}",
+            file=self.stream,
+            err=True,
+        )
+
+
+def progress_for(
+    stream: IO[str] | None = None, enabled: bool = True
+) -> BarProgress | LineProgress | None:
+    """A bar when the stream (default: stderr) is a terminal, else plain lines."""
+    if not enabled:
+        return None
+    out: IO[str] = stream if stream is not None else sys.stderr
+    return BarProgress(out) if out.isatty() else LineProgress(out)

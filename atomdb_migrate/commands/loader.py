@@ -1,0 +1,323 @@
+"""Load version-step modules from a migrations directory.
+
+A step module is a small Python file::
+
+    "Split name into first and last."
+
+    model = "app.models.User"
+    from_version = "1"
+    to_version = "2"
+
+    def upgrade(doc):
+        doc["first"], _, doc["last"] = doc.pop("name").partition(" ")
+
+    def downgrade(doc):  # optional
+        doc["name"] = f"{doc.pop('first')} {doc.pop('last')}".strip()
+
+Instead of ``upgrade`` (or before it) a module may give ``operations``, a
+list of `atomdb_migrate.ops` operations, and ``schema``, the model's stored
+fields after the step (written by ``atomdb-migrate revision``). A module
+with an ``upgrade`` function may list the fields it changes, ``changes =
+["first", "last", "name"]``, so that version-aware filters on the other
+fields pass through it (see `atomdb_migrate.queries`).
+
+A module whose ``upgrade`` or ``downgrade`` still only raises
+``NotImplementedError`` (the template's, or the one autogenerate writes
+for a change no operation makes), or that holds a comment autogenerate
+wrote for the author to confirm (``# DELETES DATA:``, ``# LOSSY:``), loads,
+but is unfinished: ``atomdb-migrate check`` fails on it.
+
+Its docstring is the step's message. Modules load only from the given
+directory (``*.py`` directly inside it, not starting with ``_``), in name
+order. Every module is checked before any step is registered: if one fails
+(a syntax error, an import error, a missing or mistyped name, a duplicate
+step) the error names its file and line, and nothing is registered.
+
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import sys
+import tokenize
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..exceptions import ChainError, ConfigError, StepModuleError, shorten
+from ..schema.snapshots import CONFIRM_TAGS, is_schema
+from ..steps.checksums import source_text
+from ..steps.registry import MigrationRegistry, check_changes, register_step
+from ..steps.versions import Step
+
+#: The names a step module must define, and the types they must have.
+REQUIRED = {"model": (str,), "from_version": (str, int), "to_version": (str, int)}
+
+#: The prefix of the names step modules are loaded under.
+MODULE_PREFIX = "atomdb_migrate_steps"
+
+
+def step_files(directory: Path) -> list[Path]:
+    """The step module files of a directory, in name order.
+
+    Only files directly inside the directory count: a link to a file
+    elsewhere is refused, so step modules load from the configured directory
+    and nowhere else.
+
+    """
+    root = directory.resolve()
+    files = sorted(p for p in directory.glob("*.py") if p.is_file() and not p.name.startswith("_"))
+    outside = [p for p in files if p.resolve().parent != root]
+    if outside:
+        raise StepModuleError(
+            [
+                (str(p), 1, f"links outside the migrations directory (to {p.resolve()})")
+                for p in outside
+            ]
+        )
+    return files
+
+
+def load_migrations(
+    directory: str | Path | None = None, *, registry: MigrationRegistry | None = None
+) -> list[Step]:
+    """Register the steps of every module in a migrations directory.
+
+    Call it at application start-up so reads upgrade exactly as the
+    ``atomdb-migrate`` command does. Loading the same directory again
+    replaces its steps.
+
+    Parameters
+    ----------
+    directory: str or Path, optional
+        The migrations directory. Defaults to ``migrations`` from the
+        ``[tool.atomdb-migrate]`` table of the nearest ``pyproject.toml``.
+    registry: MigrationRegistry, optional
+        Defaults to the process's registry.
+
+    Returns
+    -------
+    steps: list of Step
+        The registered steps, in file order.
+
+    Raises
+    ------
+    ConfigError
+        If the directory does not exist (or none is configured).
+    StepModuleError
+        If a module does not load; nothing is registered then.
+
+    """
+    if directory is None:
+        from .config import load_config
+
+        config = load_config()
+        if config.migrations is None:
+            raise ConfigError(
+                "no migrations directory: pass one, or set `migrations` in "
+                "[tool.atomdb-migrate] in pyproject.toml"
+            )
+        directory = config.migrations
+    path = Path(directory)
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"migrations directory {str(path)!r} {what}")
+    registry = registry or MigrationRegistry.instance()
+
+    loaded: list[tuple[Path, ModuleType]] = []
+    problems: list[tuple[str, int, str]] = []
+    for file in step_files(path):
+        try:
+            loaded.append((file, _load_module(file)))
+        except _Problem as p:
+            problems.append((str(file), p.line, p.message))
+    if problems:
+        raise StepModuleError(problems)
+
+    added: list[Step] = []
+    for file, module in loaded:
+        try:
+            added.append(_register(file, module, registry))
+        except ChainError as exc:
+            for s in added:
+                registry.remove_step(s)
+            line = _line_of(file, "from_version")
+            raise StepModuleError([(str(file), line, str(exc))]) from exc
+    return added
+
+
+class _Problem(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        self.message = message
+
+
+def _load_module(file: Path) -> ModuleType:
+    name = f"{MODULE_PREFIX}.{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise _Problem(1, "cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise _Problem(exc.lineno or 1, f"syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        raise _Problem(_failing_line(exc, file), f"{type(exc).__name__}: {exc}") from exc
+    sys.modules.pop(name, None)
+    for attr, types in REQUIRED.items():
+        if not hasattr(module, attr):
+            raise _Problem(1, f"missing module-level name {attr!r}")
+        value = getattr(module, attr)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise _Problem(
+                _line_of(file, attr),
+                f"{attr} must be a string, not {type(value).__name__}",
+            )
+    operations = getattr(module, "operations", None)
+    if operations is not None:
+        from ..operations.base import Operation
+
+        if not isinstance(operations, (list, tuple)) or not all(
+            isinstance(op, Operation) for op in operations
+        ):
+            raise _Problem(
+                _line_of(file, "operations"),
+                "operations must be a list of atomdb_migrate.ops operations",
+            )
+    upgrade = getattr(module, "upgrade", None)
+    if operations is None and not callable(upgrade):
+        problem = "missing" if not hasattr(module, "upgrade") else "not callable:"
+        raise _Problem(
+            _line_of(file, "upgrade"), f"{problem} function 'upgrade' (or a list 'operations')"
+        )
+    if upgrade is not None and not callable(upgrade):
+        raise _Problem(_line_of(file, "upgrade"), "'upgrade' is not callable")
+    downgrade = getattr(module, "downgrade", None)
+    if downgrade is not None and not callable(downgrade):
+        raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
+    changes = getattr(module, "changes", None)
+    if changes is not None:
+        try:
+            check_changes(changes)
+        except (TypeError, ValueError) as exc:
+            raise _Problem(_line_of(file, "changes"), f"changes: {exc}") from None
+    schema = getattr(module, "schema", None)
+    if schema is not None and not is_schema(schema):
+        raise _Problem(
+            _line_of(file, "schema"),
+            "schema must be a dict of field names to types (or, for an embedded model, "
+            "to a dict of its own)",
+        )
+    return module
+
+
+def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> Step:
+    doc = (module.__doc__ or "").strip()
+    step = register_step(
+        module.model,
+        module.from_version,
+        module.to_version,
+        getattr(module, "upgrade", None),
+        getattr(module, "downgrade", None),
+        operations=getattr(module, "operations", None),
+        schema=getattr(module, "schema", None),
+        changes=getattr(module, "changes", None),
+        message=doc.splitlines()[0] if doc else "",
+        source=str(file.resolve()),
+        registry=registry,
+    )
+    step.unfinished = _unfinished(file)
+    return step
+
+
+#: What each unfinished function of a step module needs.
+UNFINISHED = {
+    "upgrade": "upgrade still raises NotImplementedError, as the template does: write it",
+    "downgrade": (
+        "downgrade still raises NotImplementedError, as the template does: write it, "
+        "or delete it if the change cannot be undone"
+    ),
+}
+
+
+def _unfinished(file: Path) -> tuple[str, ...]:
+    """What is left to write: functions whose whole body raises NotImplementedError,
+    and comments that ask the author to confirm what the step does to stored
+    data (`atomdb_migrate.schema.CONFIRM_TAGS`), as autogenerate writes them."""
+    try:
+        text = source_text(file)  # in the encoding the module declares
+        tree = ast.parse(text)
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    found = _functions_to_write(tree)
+    found += [f"line {line}: # {comment}" for line, comment in _comments_to_confirm(text)]
+    return tuple(found)
+
+
+def _comments_to_confirm(text: str) -> list[tuple[int, str]]:
+    """The comments of a module that start with a tag of `CONFIRM_TAGS`, with their
+    lines (cut short)."""
+    found = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type != tokenize.COMMENT:
+                continue
+            comment = token.string.lstrip("#").strip()
+            if any(comment.startswith(f"{tag}:") for tag in CONFIRM_TAGS):
+                found.append((token.start[0], shorten(comment, 400)))
+    except (tokenize.TokenError, SyntaxError):
+        return found
+    return found
+
+
+def _functions_to_write(tree: ast.Module) -> list[str]:
+    """The functions of `UNFINISHED` whose whole body raises NotImplementedError."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in UNFINISHED:
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]  # the docstring
+            if len(body) == 1 and _raises_not_implemented(body[0]):
+                found.append(UNFINISHED[node.name])
+    return found
+
+
+def _raises_not_implemented(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.Raise) or node.exc is None:
+        return False
+    target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+    return isinstance(target, ast.Name) and target.id == "NotImplementedError"
+
+
+def _failing_line(exc: BaseException, file: Path) -> int:
+    """The last line of `file` in the exception's traceback."""
+    line = 1
+    target = str(file.resolve())
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if str(Path(frame.filename).resolve()) == target and frame.lineno:
+            line = frame.lineno
+    return line
+
+
+def _line_of(file: Path, name: str) -> int:
+    """The line where a module-level name is assigned or defined (1 if unknown)."""
+    try:
+        tree = ast.parse(source_text(file))
+    except (OSError, SyntaxError, ValueError):
+        return 1
+    for node in tree.body:
+        targets: list[Any] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return node.lineno
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.lineno
+    return 1

@@ -1,0 +1,223 @@
+"""The document the steps are given: copied as they touch it, and watched.
+
+Steps change the document they are given, so they must never be given the
+caller's: a document restored by the app, or a batch the runner read. A
+full deep copy of every document costs more than the steps themselves, so a
+`StepDocument` starts as a shallow copy, and copies an embedded document or
+a list the first time a step reaches it through its top-level field.
+
+It also records which top-level fields the steps looked at (read, tested
+for, changed or removed). A conditional write then needs to match only
+those fields as they were read: the upgraded document depends on nothing
+else. A step that looks at the whole document (iterates it, compares it,
+copies it, or returns a new dict) makes the write match the whole document.
+
+Only the documented dict methods are watched. Code that goes around them
+(``dict.get(doc, key)``, ``dict.items(doc)``) is not seen: steps should use
+the document's own methods, as any normal code does.
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+#: A document as atom-db stores it.
+Document = dict[str, Any]
+
+_MISSING: Any = object()
+
+
+def copy_value(value: Any) -> Any:
+    """A deep copy of a value read from MongoDB: its dicts and lists are copied.
+
+    Documents read from MongoDB hold dicts (or, with another
+    ``document_class``, other mappings such as SON), lists and immutable
+    values (strings, numbers, ObjectId, datetime, bytes), so this is a deep
+    copy, several times faster than `copy.deepcopy`. Mappings become dicts,
+    in the same order.
+
+    """
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        return {k: copy_value(v) if _is_container(v) else v for k, v in value.items()}
+    if kind is list:
+        return [copy_value(v) if _is_container(v) else v for v in value]
+    return value
+
+
+def _is_container(value: Any) -> bool:
+    kind = type(value)
+    return kind is dict or kind is list or (kind is not str and isinstance(value, Mapping))
+
+
+def copy_document(doc: Mapping[str, Any]) -> Document:
+    """A deep copy of a document (see `copy_value`)."""
+    out: Document = dict(doc.items()) if type(doc) is not dict else doc.copy()
+    for key, value in out.items():
+        if _is_container(value):
+            out[key] = copy_value(value)
+    return out
+
+
+class StepDocument(dict):  # type: ignore[type-arg]
+    """A document handed to steps: a lazy deep copy that records what they touch.
+
+    Parameters
+    ----------
+    source: Mapping
+        The stored document. It is never changed.
+
+    """
+
+    __slots__ = ("_copied", "touched", "whole")
+
+    #: The top-level fields the steps read, tested for, set or removed.
+    touched: set[str]
+
+    #: Whether the steps looked at the whole document.
+    whole: bool
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        dict.__init__(self, source)
+        self.touched = set()
+        self.whole = False
+        #: The fields whose value is the steps' own (copied, or set by them).
+        self._copied: set[str] = set()
+
+    # ------------------------------------------------------------------
+    # One field at a time
+    # ------------------------------------------------------------------
+    def _own(self, key: Any) -> None:
+        """Record a look at `key`, and copy its value before a step can change it."""
+        self.touched.add(key)
+        if key not in self._copied:
+            self._copied.add(key)
+            value = dict.get(self, key, _MISSING)
+            if value is not _MISSING and _is_container(value):
+                dict.__setitem__(self, key, copy_value(value))
+
+    def __getitem__(self, key: Any) -> Any:
+        self._own(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._own(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.touched.add(key)  # type: ignore[arg-type]
+        return dict.__contains__(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.touched.add(key)
+        self._copied.add(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.touched.add(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self._own(key)
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._own(key)
+        self._copied.add(key)
+        return dict.setdefault(self, key, default)
+
+    def update(self, other: Any = (), /, **more: Any) -> None:
+        pairs = list(other.items() if isinstance(other, Mapping) else other)
+        pairs += more.items()
+        for key, value in pairs:
+            self[key] = value
+
+    # ------------------------------------------------------------------
+    # The whole document
+    # ------------------------------------------------------------------
+    def look_at_everything(self) -> None:
+        """Record a look at the whole document, and copy all of it."""
+        if not self.whole:
+            self.whole = True
+            for key in list(dict.keys(self)):
+                self._own(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.look_at_everything()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self.look_at_everything()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self.look_at_everything()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.look_at_everything()
+        return dict.items(self)
+
+    def __len__(self) -> int:
+        self.look_at_everything()
+        return dict.__len__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self.look_at_everything()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self.look_at_everything()
+        return dict.__ne__(self, other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        self.look_at_everything()
+        return dict.__repr__(self)
+
+    def __reversed__(self) -> Iterator[Any]:
+        self.look_at_everything()
+        return dict.__reversed__(self)
+
+    def copy(self) -> Document:
+        self.look_at_everything()
+        return dict.copy(self)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.look_at_everything()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self.look_at_everything()
+        dict.clear(self)
+
+    def __or__(self, other: Any) -> Any:
+        self.look_at_everything()
+        return dict.__or__(self, other)
+
+    def __ror__(self, other: Any) -> Any:
+        self.look_at_everything()
+        return dict.__ror__(self, other)
+
+    def __ior__(self, other: Any) -> StepDocument:
+        self.update(other)
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        self.look_at_everything()
+        return (dict, (dict.copy(self),))
+
+    # ------------------------------------------------------------------
+    # For the caller, after the steps
+    # ------------------------------------------------------------------
+    def result(self) -> Document:
+        """The document as a plain dict (values the steps never reached are shared)."""
+        # Not dict.copy(self): for a subclass it goes through keys().
+        return dict(dict.items(self))
+
+    def fields(self) -> Iterable[str] | None:
+        """The top-level fields the steps looked at; None when they looked at all of them."""
+        return None if self.whole else self.touched

@@ -1,0 +1,170 @@
+"""Running a list of operations: a step's `Operations`, in Python and on the server.
+
+Part of the operations package (see `atomdb_migrate.ops`).
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..core.documents import Document
+from ..steps.versions import VERSION_KEY
+from .base import Operation, _all_of
+from .collection import IndexOperation, SetValidator
+from .paths import (
+    FAILED_FIELD,
+    ORIGINAL_FIELD,
+    Embedded,
+    EmbeddedSource,
+    ModelPaths,
+    _replace,
+    literal,
+    references_of,
+)
+from .rename_model import RenameModel
+
+
+class Operations:
+    """A step's operations as a step function (the Python form).
+
+    Parameters
+    ----------
+    operations: iterable of Operation
+        The operations, in order.
+    embedded: mapping or callable, optional
+        The embedded models on the model's paths at the version the
+        operations leave documents at (`Embedded`), or a function giving
+        them when first needed: `atomdb_migrate.registry.register_step`
+        passes the registry's, which reads the step's ``schema``, or the
+        model class for a step arriving at the model's version. Without it,
+        no path is known to hold an embedded model.
+
+    """
+
+    def __init__(self, operations: Iterable[Operation], embedded: EmbeddedSource = None) -> None:
+        given = tuple(operations)
+        for op in given:
+            if not isinstance(op, Operation):
+                raise TypeError(
+                    f"not an operation: {op!r} (use the functions of atomdb_migrate.ops)"
+                )
+        if embedded is None:
+            source: Callable[[], Embedded] = Operation._embedded
+        elif callable(embedded):
+            source = embedded
+        else:
+            known = ModelPaths(embedded, references_of(embedded))
+            source = lambda: known  # noqa: E731
+        self.operations = tuple(op.bound(source) for op in given)
+
+    def __call__(self, doc: Document) -> None:
+        for op in self.operations:
+            op.apply(doc)
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(repr(op) for op in self.operations)}]"
+
+    def inverse(self, embedded: EmbeddedSource = None) -> Operations:
+        """The operations that undo these, last first; see `Operation.inverse`.
+
+        `embedded`: the embedded models at the version they take documents
+        back to (see `Operations`).
+
+        """
+        return Operations((op.inverse() for op in reversed(self.operations)), embedded)
+
+    def renames(self) -> list[RenameModel]:
+        return [op for op in self.operations if isinstance(op, RenameModel)]
+
+    def indexes(self) -> list[IndexOperation]:
+        """The operations on the collection's indexes, in order."""
+        return [op for op in self.operations if isinstance(op, IndexOperation)]
+
+    def validators(self) -> list[SetValidator]:
+        """The operations on the collection's validator, in order."""
+        return [op for op in self.operations if isinstance(op, SetValidator)]
+
+    def server_updates(
+        self, query: dict[str, Any], to_version: str
+    ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """The updates, in order, that run the step on the documents `query` matches.
+
+        First, where there is one, the fast form: the documents of the
+        common shape (see `Operation.fast`), changed with plain stages. Then
+        the general form (`pipeline`) for the others. Each update sets the
+        new version, so the second one no longer matches what the first
+        changed.
+
+        """
+        general = (query, self.pipeline(to_version))
+        fast = self.fast_update(to_version)
+        if fast is None:
+            return [general]
+        conditions, stages = fast
+        return [(_all_of(query, conditions), stages), general]
+
+    def fast_update(
+        self, to_version: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """The step's fast form: its query conditions and its two stages.
+
+        There is one when every operation has a fast form and no two touch
+        the same top-level field: then one ``$set`` (whose expressions all
+        read the document as it was) and one ``$unset`` make every change.
+
+        """
+        seen: set[str] = set()
+        conditions: list[dict[str, Any]] = []
+        sets: dict[str, Any] = {}
+        unsets: list[str] = []
+        for op in self.operations:
+            fast = op.fast()
+            touched = op.touches()
+            if fast is None or touched & seen:
+                return None
+            seen |= touched
+            conditions += fast[0]
+            sets.update(fast[1])
+            unsets += fast[2]
+        sets[VERSION_KEY] = literal(to_version)
+        stages: list[dict[str, Any]] = [{"$set": sets}]
+        if unsets:
+            stages.append({"$unset": unsets})
+        return conditions, stages
+
+    def refusing(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """An aggregation counting the documents `query` matches that the operations
+        would refuse (``[{"refused": n}]``; nothing when none); no stages when
+        none of them can refuse one."""
+        if not any(op.fallible for op in self.operations):
+            return []
+        stages: list[dict[str, Any]] = [{"$match": query}]
+        for op in self.operations:
+            stages.extend(op.stages())
+        return [*stages, {"$match": {FAILED_FIELD: True}}, {"$count": "refused"}]
+
+    def pipeline(self, to_version: str) -> list[dict[str, Any]]:
+        """The update pipeline that runs the operations and sets the version.
+
+        A step with a conversion keeps the document as read in a reserved
+        field: where a conversion fails the document is put back unchanged,
+        at its old version, for the client path to report.
+
+        """
+        fallible = any(op.fallible for op in self.operations)
+        stages: list[dict[str, Any]] = []
+        if fallible:
+            stages.append({"$set": {ORIGINAL_FIELD: "$$ROOT"}})
+        for op in self.operations:
+            stages.extend(op.stages())
+        stages.append({"$set": {VERSION_KEY: literal(to_version)}})
+        if fallible:
+            stages.append(
+                _replace(
+                    {"$cond": [{"$eq": [f"${FAILED_FIELD}", True]}, f"${ORIGINAL_FIELD}", "$$ROOT"]}
+                )
+            )
+            stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
+        return stages

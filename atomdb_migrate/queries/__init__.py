@@ -1,0 +1,9 @@
+"""Rank 3: translating a query written for one version to every stored version,
+with no I/O: `filters` (formulas), `matching`, `expressions`, `regexes` and
+`queries` (`version_filter`, `sources`). The names of
+`atomdb_migrate.queries.queries` are re-exported here, so the old module path
+keeps working.
+
+"""
+
+from .queries import *  # noqa: F403

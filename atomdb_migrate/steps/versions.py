@@ -1,0 +1,679 @@
+"""Versions, steps, and the graph that orders a model's steps into chains.
+
+Nothing here touches MongoDB: the graph is tested with in-memory steps only.
+
+A model's steps form a chain ``0 -> 1 -> 2 -> ...``: each step leaves one
+version for a greater one. To upgrade a document the graph walks from the
+document's version, one step at a time, to the model's current version (the
+*head*); to downgrade it walks back along the steps' downgrade functions.
+
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal, NoReturn
+
+from bson.decimal128 import Decimal128
+from packaging.utils import canonicalize_version
+from packaging.version import InvalidVersion, Version
+
+from ..core.documents import Document, StepDocument, copy_document
+from ..exceptions import (
+    ChainError,
+    CycleError,
+    DuplicateStepError,
+    GapError,
+    InvalidVersionError,
+    MigrateError,
+    MissingDowngradeError,
+    StepBeyondHeadError,
+    StepFailedError,
+    StepResultError,
+)
+
+#: A step function: takes the document, changes it in place and returns None,
+#: or returns the new document; it may be a coroutine function.
+StepFunction = Callable[[Document], Document | Awaitable[Document | None] | None]
+
+#: Anything accepted where a version is expected.
+VersionLike = str | int | Version
+
+#: The key holding a document's version.
+VERSION_KEY = "__version__"
+
+#: The version of a stored document that has no ``__version__`` key.
+BASE_VERSION = "0"
+
+_BASE: Version
+
+
+class _Version(Version):
+    """A PEP 440 version shown in its shortest form: ``1.0`` and ``1`` are one
+    version, so they are one string too (``"1"``)."""
+
+    def __str__(self) -> str:
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = canonicalize_version(
+                Version.__str__(self), strip_trailing_zero=True
+            )
+        return text
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Version:
+    return _Version(text)
+
+
+#: The longest text taken for a version: anything longer is not one (and
+#: Python refuses to turn more than 4,300 digits into an int).
+MAX_VERSION_LENGTH = 256
+
+
+def parse_version(
+    value: Any, *, model: str | None = None, doc_id: Any = None, what: str = "version"
+) -> Version:
+    """Parse a version given as a string, an int, or a `Version`.
+
+    Parameters
+    ----------
+    value: str, int or Version
+        The version. An int is treated as its string; a bool is refused.
+    model: str, optional
+        The model concerned, named in the error.
+    doc_id: Any, optional
+        The document concerned, named in the error.
+    what: str
+        What the value is, named in the error.
+
+    Returns
+    -------
+    version: Version
+        The parsed version.
+
+    Raises
+    ------
+    InvalidVersionError
+        If the value is not a PEP 440 version.
+
+    """
+    if isinstance(value, Version):
+        return value if type(value) is _Version else _parse(Version.__str__(value))
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what)
+    try:
+        if isinstance(value, int):
+            if abs(value) >= 10**MAX_VERSION_LENGTH:
+                raise ValueError("too long")
+            value = str(value)
+        if len(value) > MAX_VERSION_LENGTH:
+            raise ValueError("too long")
+        return _parse(value)
+    except (InvalidVersion, ValueError):
+        raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what) from None
+
+
+_BASE = _parse(BASE_VERSION)
+
+
+def stored_version(raw: Any, *, model: str | None = None, doc_id: Any = None) -> Version:
+    """The version of a stored document, from its ``"__version__"`` value as read.
+
+    One stored version is one version whatever its BSON form: the string
+    ``"2"``, the int ``2`` and the Int64 ``2``, the double ``2.0`` (what a
+    shell's ``$set: {__version__: 2}`` stores) and the Decimal128 ``2``. A
+    missing value (pass None) and an explicit null are version ``"0"``, as
+    MongoDB's own ``{__version__: null}`` matches both.
+
+    Raises
+    ------
+    InvalidVersionError
+        For anything else (a bool, NaN, a document, text that is not a
+        version, more than `MAX_VERSION_LENGTH` characters).
+
+    """
+    if raw is None:
+        return _BASE
+    kind = type(raw)
+    if kind is str or (isinstance(raw, int) and kind is not bool):
+        return parse_version(raw, model=model, doc_id=doc_id, what="stored __version__")
+    text: str | None = None
+    if kind is float and math.isfinite(raw):
+        text = repr(raw)
+    elif isinstance(raw, Decimal128):
+        number = raw.to_decimal()
+        if number.is_finite():
+            text = str(number)
+    if text is not None and "e" not in text.lower():
+        try:
+            return parse_version(text, model=model, doc_id=doc_id)
+        except InvalidVersionError:
+            pass
+    raise InvalidVersionError(raw, model=model, doc_id=doc_id, what="stored __version__")
+
+
+def version_forms(version: Version) -> list[Any]:
+    """The ``__version__`` values a version is stored as: no two match the same document.
+
+    Its canonical string (as this package writes it), the number (an int for
+    ``"2"``, matching ``2``, ``Int64(2)``, ``2.0`` and ``Decimal128("2")``
+    alike; a double for ``"1.5"``), and, for version ``"0"``, None (no
+    ``__version__``, or null). Other spellings written by hand (``"2.0"``)
+    are not among them.
+
+    """
+    text = str(version)
+    forms: list[Any] = [text]
+    if text.isdigit() and len(text) < 19:
+        forms.append(int(text))
+    elif re.fullmatch(r"[0-9]{1,15}\.[0-9]{1,15}", text):
+        forms.append(float(text))
+    if text == BASE_VERSION:
+        forms.append(None)
+    return forms
+
+
+def version_key(raw: Any) -> tuple[type, Any]:
+    """A stored ``"__version__"`` value as a dict key: its type and value.
+
+    Python holds ``1 == 1.0 == True``, so the value alone would make one key
+    of three different stored values. A value that cannot be a key (a
+    document, a list, a Decimal128) is keyed by its repr.
+
+    """
+    try:
+        hash(raw)
+    except TypeError:
+        return (type(raw), repr(raw))
+    return (type(raw), raw)
+
+
+def canonical(value: VersionLike) -> str:
+    """Return the canonical string of a version, as stored in documents.
+
+    ``3`` and ``"3"`` give ``"3"``; ``"1.2"`` gives ``"1.2"``; ``"v01"``
+    gives ``"1"``.
+
+    """
+    return str(parse_version(value))
+
+
+def describe_function(fn: Callable[..., Any]) -> str:
+    """Name a function by module and qualified name, for messages."""
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{module}.{name}"
+
+
+@dataclass(eq=False)
+class Step:
+    """One step of one model: from a version to the next.
+
+    A `Step` is callable: calling it calls its upgrade function, so a
+    decorated function can still be called directly in tests.
+
+    """
+
+    #: The ``__model__`` name of the model the step belongs to.
+    model: str
+
+    #: The version the step leaves (canonical string).
+    from_version: str
+
+    #: The version the step arrives at (canonical string).
+    to_version: str
+
+    #: The upgrade function.
+    upgrade_fn: StepFunction
+
+    #: The downgrade function, if any.
+    downgrade_fn: StepFunction | None = None
+
+    #: A one-line description (a step module's docstring).
+    message: str = ""
+
+    #: Where the step comes from: a file path, or ``module.qualname``.
+    source: str = ""
+
+    #: The step's declarative operations (`atomdb_migrate.ops.Operations`),
+    #: run before the upgrade function given with them, if any.
+    operations: Any = None
+
+    #: Whether the step is only operations, so ``upgrade`` may run it on the server.
+    server_side: bool = False
+
+    #: Why the step has no downgrade, when its operations have no exact inverse.
+    downgrade_reason: str = ""
+
+    #: The model's stored fields after the step, by name: their member types
+    #: (a step module's ``schema``; see `atomdb_migrate.schema`).
+    schema: dict[str, str] | None = None
+
+    #: The fields a Python step may change (a step module's ``changes``), or
+    #: None when it does not say: then a version-aware filter refuses every
+    #: field through it (see `atomdb_migrate.queries`).
+    changes: tuple[str, ...] | None = None
+
+    #: What is left to write in a step module made by ``atomdb-migrate
+    #: revision`` (a function still raising the template's error).
+    unfinished: tuple[str, ...] = ()
+
+    #: The parsed versions, for ordering.
+    from_key: Version = field(init=False, repr=False)
+    to_key: Version = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.from_key = parse_version(self.from_version, model=self.model, what="step version")
+        self.to_key = parse_version(self.to_version, model=self.model, what="step version")
+        self.from_version = str(self.from_key)
+        self.to_version = str(self.to_key)
+        if not self.source:
+            self.source = describe_function(self.upgrade_fn)
+
+    def __call__(self, doc: Document) -> Any:
+        return self.upgrade_fn(doc)
+
+    def downgrade(self, fn: StepFunction) -> StepFunction:
+        """Attach the downgrade function; usable as a decorator.
+
+        Examples
+        --------
+        >>> @step(User, "1", "2")
+        ... def split_name(doc): ...
+        >>> @split_name.downgrade
+        ... def join_name(doc): ...
+
+        """
+        self.downgrade_fn = fn
+        return fn
+
+    def same_as(self, other: Step) -> bool:
+        """Whether two registrations are the same step, loaded again."""
+        return (
+            self.source == other.source
+            and self.from_key == other.from_key
+            and self.to_key == other.to_key
+        )
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.from_version} -> {self.to_version} ({self.source})"
+
+
+#: What to do with a document stored at some version (see `StepGraph.plan`).
+PlanKind = Literal["current", "migrate", "newer", "beyond", "invalid", "missing"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with documents stored at one ``__version__`` value.
+
+    - ``current``: at the target already;
+    - ``migrate``: take them through `steps` (upgrade or downgrade functions);
+    - ``newer``: newer than the code's version;
+    - ``beyond``: past the target the other way (above ``--to`` on an
+      upgrade, below it on a downgrade), to be left alone;
+    - ``invalid``: the stored value is no version (`error` says why);
+    - ``missing``: no chain of steps leads to the target (`error` says why).
+
+    """
+
+    kind: PlanKind
+    #: The steps to run, in order (``migrate`` only).
+    steps: tuple[Step, ...] = ()
+    #: Why documents at this version cannot be migrated (``invalid`` and ``missing``).
+    error: MigrateError | None = None
+    #: The stored version (None when it is invalid).
+    stored: Version | None = None
+    #: Raises `error` again, naming a document.
+    fail: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+
+    def raise_for(self, doc_id: Any) -> NoReturn:
+        """Raise the plan's error, naming the document."""
+        if self.fail is not None:
+            self.fail(doc_id)
+        assert self.error is not None
+        raise self.error
+
+
+class StepGraph:
+    """The steps of one model, keyed by the version each leaves.
+
+    Parameters
+    ----------
+    model: str
+        The ``__model__`` name the steps belong to.
+
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._by_from: dict[Version, Step] = {}
+        self._plans: dict[tuple[Version, Version], tuple[Step, ...]] = {}
+        self._decided: dict[tuple[Any, Version, Version, bool], Plan] = {}
+
+    # ------------------------------------------------------------------
+    # Building
+    # ------------------------------------------------------------------
+    def add(self, step: Step) -> None:
+        """Add a step.
+
+        Registering the same step again (the same source and versions, as
+        when a module is loaded twice) replaces it.
+
+        Raises
+        ------
+        CycleError
+            If the step does not go to a greater version.
+        DuplicateStepError
+            If another step already leaves the same version.
+
+        """
+        if step.to_key <= step.from_key:
+            raise CycleError(self.model, step.from_version, step.to_version, step.source)
+        existing = self._by_from.get(step.from_key)
+        if existing is not None and not existing.same_as(step):
+            raise DuplicateStepError(self.model, step.from_version, existing.source, step.source)
+        self._by_from[step.from_key] = step
+        self._plans.clear()
+        self._decided.clear()
+
+    def remove(self, step: Step) -> None:
+        """Remove a step, if it is registered."""
+        if self._by_from.get(step.from_key) is step:
+            del self._by_from[step.from_key]
+            self._plans.clear()
+            self._decided.clear()
+
+    @property
+    def steps(self) -> list[Step]:
+        """The steps in order of the version they leave."""
+        return [self._by_from[k] for k in sorted(self._by_from)]
+
+    def __len__(self) -> int:
+        return len(self._by_from)
+
+    @property
+    def latest(self) -> Version | None:
+        """The greatest version any step arrives at, or None without steps."""
+        return max((s.to_key for s in self._by_from.values()), default=None)
+
+    # ------------------------------------------------------------------
+    # Planning
+    # ------------------------------------------------------------------
+    def plan(self, raw: Any, target: Version, *, head: Version, downgrade: bool = False) -> Plan:
+        """What to do with documents whose stored ``__version__`` value is `raw`.
+
+        The one answer to that question, for reads, ``upgrade``,
+        ``downgrade``, ``status`` and ``check``; decided once per stored
+        value (in its BSON form), target and direction.
+
+        Parameters
+        ----------
+        raw: Any
+            The ``"__version__"`` value as read (None when there is none).
+        target: Version
+            The version documents are taken to.
+        head: Version
+            The model's version: documents above it are newer than the code.
+        downgrade: bool
+            Take documents down to `target` through the downgrade functions.
+
+        """
+        key = (version_key(raw), target, head, downgrade)
+        found = self._decided.get(key)
+        if found is None:
+            found = self._decided[key] = self._decide(raw, target, head, downgrade)
+        return found
+
+    def _decide(self, raw: Any, target: Version, head: Version, downgrade: bool) -> Plan:
+        try:
+            stored = stored_version(raw, model=self.model)
+        except InvalidVersionError as exc:
+            return Plan(
+                "invalid",
+                error=exc,
+                fail=lambda doc_id: stored_version(raw, model=self.model, doc_id=doc_id),
+            )
+        if stored == target:
+            return Plan("current", stored=stored)
+        if stored > head:
+            return Plan("newer", stored=stored)
+        if (stored < target) if downgrade else (stored > target):
+            return Plan("beyond", stored=stored)
+        chain = self.plan_downgrade if downgrade else self.plan_upgrade
+        try:
+            return Plan("migrate", chain(stored, target), stored=stored)
+        except ChainError as exc:
+            return Plan(
+                "missing",
+                error=exc,
+                stored=stored,
+                fail=lambda doc_id: chain(stored, target, doc_id=doc_id),
+            )
+
+    def plan_upgrade(
+        self, start: VersionLike, head: VersionLike, *, doc_id: Any = None
+    ) -> tuple[Step, ...]:
+        """Return the steps that take a document from `start` to `head`.
+
+        Raises
+        ------
+        GapError
+            If no step leaves a version on the way.
+        StepBeyondHeadError
+            If a step on the way goes past `head`.
+
+        """
+        begin = parse_version(start, model=self.model, doc_id=doc_id)
+        end = parse_version(head, model=self.model)
+        key = (begin, end)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        chain: list[Step] = []
+        current = begin
+        while current < end:
+            step = self._by_from.get(current)
+            if step is None:
+                raise GapError(self.model, str(begin), str(end), str(current), doc_id=doc_id)
+            if step.to_key > end:
+                raise StepBeyondHeadError(
+                    self.model, step.from_version, step.to_version, str(end), step.source
+                )
+            chain.append(step)
+            current = step.to_key
+        plan = self._plans[key] = tuple(chain)
+        return plan
+
+    def plan_downgrade(
+        self, start: VersionLike, target: VersionLike, *, doc_id: Any = None
+    ) -> tuple[Step, ...]:
+        """Return the steps, latest first, whose downgrades take `start` back to `target`.
+
+        Raises
+        ------
+        GapError
+            If no step arrives at a version on the way back.
+        MissingDowngradeError
+            If a step on the way has no downgrade function.
+
+        """
+        begin = parse_version(start, model=self.model, doc_id=doc_id)
+        end = parse_version(target, model=self.model)
+        chain: list[Step] = []
+        current = begin
+        while current > end:
+            # The step arriving at `current` that starts nearest to it without
+            # going below the target.
+            arriving = [
+                s for s in self._by_from.values() if s.to_key == current and s.from_key >= end
+            ]
+            if not arriving:
+                raise GapError(
+                    self.model,
+                    str(begin),
+                    str(end),
+                    str(current),
+                    doc_id=doc_id,
+                    direction="downgrade",
+                )
+            step = max(arriving, key=lambda s: s.from_key)
+            if step.downgrade_fn is None:
+                raise MissingDowngradeError(
+                    self.model,
+                    step.from_version,
+                    step.to_version,
+                    step.source,
+                    reason=step.downgrade_reason,
+                )
+            chain.append(step)
+            current = step.from_key
+        return tuple(chain)
+
+    def problems(self, head: VersionLike) -> list[Exception]:
+        """Check that every step leads, step by step, to `head`.
+
+        Returns
+        -------
+        problems: list of ChainError
+            One error per step from which `head` cannot be reached; empty
+            when the chain is complete.
+
+        """
+        end = parse_version(head, model=self.model)
+        found: list[Exception] = []
+        seen: set[str] = set()
+        for step in self.steps:
+            try:
+                if step.to_key > end:
+                    raise StepBeyondHeadError(
+                        self.model, step.from_version, step.to_version, str(end), step.source
+                    )
+                self.plan_upgrade(step.from_key, end)
+            except (GapError, StepBeyondHeadError) as exc:
+                if str(exc) not in seen:
+                    seen.add(str(exc))
+                    found.append(exc)
+        return found
+
+
+async def run_chain(
+    steps: tuple[Step, ...] | list[Step],
+    doc: Document,
+    *,
+    downgrade: bool = False,
+) -> Document:
+    """Apply a chain of steps to a document, setting its version after each.
+
+    The caller passes a document it owns (a copy, where the original must
+    stay untouched): steps may change it in place.
+
+    Parameters
+    ----------
+    steps: sequence of Step
+        The chain, as planned by `StepGraph.plan_upgrade` or
+        `StepGraph.plan_downgrade`.
+    doc: dict
+        The document.
+    downgrade: bool
+        Run the steps' downgrade functions, setting each step's
+        ``from_version``.
+
+    Returns
+    -------
+    doc: dict
+        The document at the end of the chain.
+
+    Raises
+    ------
+    StepFailedError
+        If a step function raised.
+    StepResultError
+        If a step returned something other than a dict or None, or changed
+        the document's ``_id``.
+
+    """
+    __tracebackhide__ = True  # pytest shows the step's frame, not this one
+    watched = doc if isinstance(doc, StepDocument) else None
+    has_id = "_id" in doc
+    doc_id = doc.get("_id")
+    for step in steps:
+        fn = step.downgrade_fn if downgrade else step.upgrade_fn
+        assert fn is not None
+        end = step.from_version if downgrade else step.to_version
+        try:
+            result = fn(doc)
+            if result is not None and type(result) is not dict and inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            raise StepFailedError(
+                f"raised {type(exc).__name__}: {exc}", **_where(step, doc_id, downgrade)
+            ) from exc
+        if result is not None:
+            if not isinstance(result, dict):
+                raise StepResultError(
+                    f"returned {type(result).__name__}, expected a dict or None",
+                    **_where(step, doc_id, downgrade),
+                )
+            if result is not doc and watched is not None:
+                # A new dict: what it leaves out depends on every field.
+                watched.look_at_everything()
+            doc = result
+        # Identity first: ObjectId's != is a Python method, and the step
+        # almost always leaves the very same object.
+        if has_id and (new_id := doc.get("_id")) is not doc_id and new_id != doc_id:
+            raise StepResultError(
+                f"changed or removed the document's _id (now {new_id!r})",
+                **_where(step, doc_id, downgrade),
+            )
+        doc[VERSION_KEY] = end
+    return doc
+
+
+async def apply_chain(
+    steps: tuple[Step, ...] | list[Step],
+    state: Document,
+    *,
+    downgrade: bool = False,
+    track: bool = True,
+) -> tuple[Document, Iterable[str] | None]:
+    """Run a chain on a stored document without changing it.
+
+    With `track` False (nothing will be written, so nobody needs to know
+    what the steps looked at), the steps run on a deep copy: recording
+    each access costs more than the copy for small steps.
+
+    Returns
+    -------
+    doc: dict
+        The document at the end of the chain (tracked: values no step
+        reached are shared with `state`; untracked: nothing is).
+    fields: set of str or None
+        The top-level fields the steps looked at; None when they looked at
+        the whole document (see `StepDocument`), or when not tracked.
+
+    """
+    __tracebackhide__ = True
+    if not track:
+        return await run_chain(steps, copy_document(state), downgrade=downgrade), None
+    watched = StepDocument(state)
+    doc = await run_chain(steps, watched, downgrade=downgrade)
+    if doc is watched:
+        doc = watched.result()
+    return doc, watched.fields()
+
+
+def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
+    """The facts a step error names."""
+    start, end = (
+        (step.to_version, step.from_version) if downgrade else (step.from_version, step.to_version)
+    )
+    return dict(
+        model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
+    )
