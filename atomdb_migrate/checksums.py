@@ -1,3 +1,3 @@
 """Moved to `atomdb_migrate.steps.checksums`; this path keeps working."""
 
-from .steps.checksums import *  # noqa: F403
+from .commands.checksums import *  # noqa: F403

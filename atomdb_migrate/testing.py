@@ -31,13 +31,19 @@ from typing import Any
 
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from .commands.config import MEMORY_SCHEME
 from .core.documents import Document
+from .core.storage import VERSION_KEY
 from .core.writes import bson_kind, same_value
-from .driver.mongo import ManagerState, drop_memory_database, memory_client, wire_manager
+from .driver.mongo import (
+    MEMORY_SCHEME,
+    ManagerState,
+    drop_memory_database,
+    memory_client,
+    wire_manager,
+)
 from .model.versioned import VersionedModel, restore_check
 from .steps.registry import MigrationRegistry
-from .steps.versions import VERSION_KEY, apply_chain, parse_version
+from .steps.versions import apply_chain, parse_version
 
 #: Keys of a stored document that are bookkeeping, not fields.
 BOOKKEEPING = ("_id", "__model__", "__ref__", VERSION_KEY)

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate.cli.main import EXIT_CHECK, EXIT_CHECKSUM, EXIT_USAGE
-from atomdb_migrate.steps.checksums import code_checksum
+from atomdb_migrate.commands.checksums import code_checksum
 
 from .project import CUSTOMER, Project
 
@@ -125,7 +125,7 @@ def test_stamp_needs_a_model_and_a_version_or_accept_checksums(project: Project)
 
 def test_steps_in_code_are_checksummed_from_their_source() -> None:
     from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-    from atomdb_migrate.steps.checksums import step_checksum
+    from atomdb_migrate.commands.checksums import step_checksum
 
     class Noted(VersionedModel):
         __model__ = "checksums.Noted"
@@ -253,7 +253,7 @@ def test_a_schema_added_to_an_applied_step_is_no_change(project: Project) -> Non
 def test_a_checksum_recorded_before_imports_were_counted_still_matches(project: Project) -> None:
     """A record without `imports` (written by an earlier release) holds the checksum
     of the whole module, schema included: the step as it was is no change."""
-    from atomdb_migrate.steps.checksums import code_checksum
+    from atomdb_migrate.commands.checksums import code_checksum
 
     path = project.path / "migrations" / "0002_add_tier.py"
     path.write_text(path.read_text() + SCHEMA)
@@ -293,7 +293,7 @@ def test_imports_are_followed_through_packages_relative_imports_and_cycles(
 ) -> None:
     """Imports anywhere in a module (inside a function too), `import a.b` (which runs
     a), relative imports inside the project's packages, and a cycle, each once."""
-    from atomdb_migrate.steps.checksums import imported_modules, project_root
+    from atomdb_migrate.commands.checksums import imported_modules, project_root
 
     tag = tmp_path.name.replace("-", "_")
     (tmp_path / "pyproject.toml").write_text("")
@@ -323,7 +323,7 @@ def test_imports_are_followed_through_packages_relative_imports_and_cycles(
 def test_a_schema_the_code_reads_is_code() -> None:
     """A module that reads its own `schema` (to drive the upgrade, say) runs it:
     then it counts."""
-    from atomdb_migrate.steps.checksums import module_checksum
+    from atomdb_migrate.commands.checksums import module_checksum
 
     base = STEP + '\nschema = {"first": "Str"}\n'
     assert module_checksum(base) == module_checksum(base.replace('"Str"', '"Int"'))
@@ -337,7 +337,7 @@ def test_finding_what_a_step_imports_runs_none_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An import only `upgrade` makes is found without running the package it is in."""
-    from atomdb_migrate.steps.checksums import imported_modules
+    from atomdb_migrate.commands.checksums import imported_modules
 
     tag = tmp_path.name.replace("-", "_")
     (tmp_path / "pyproject.toml").write_text("")
@@ -358,7 +358,7 @@ def test_a_module_in_another_encoding_has_its_checksum(tmp_path: Path) -> None:
     """A step module (or a module it imports) declaring another encoding, as Python
     reads it: it had no checksum at all, so check could not see it edited."""
     from atomdb_migrate import MigrationRegistry, load_migrations
-    from atomdb_migrate.steps.checksums import _read, module_checksum, step_checksum
+    from atomdb_migrate.commands.checksums import _read, module_checksum, step_checksum
 
     text = "# -*- coding: latin-1 -*-\n" + STEP.replace("Split name", "Split the café's name")
     (tmp_path / "0001_split_name.py").write_bytes(text.encode("latin-1"))
@@ -385,7 +385,7 @@ def test_every_encoding_a_module_may_declare_is_read_as_python_reads_it(
     """The step's checksum and what is left to write in it, whatever encoding it declares
     and whatever its comments and docstring hold."""
     from atomdb_migrate import MigrationRegistry, load_migrations
-    from atomdb_migrate.steps.checksums import module_checksum, step_checksum
+    from atomdb_migrate.commands.checksums import module_checksum, step_checksum
 
     try:
         words.encode(coding)

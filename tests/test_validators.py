@@ -54,15 +54,13 @@ from atomdb_migrate import (
     register_step,
     version_filter,
 )
-from atomdb_migrate.driver.mongo import is_mongomock
+from atomdb_migrate.driver.mongo import is_mongomock, read_validator, write_validator
 from atomdb_migrate.engine.runner import DOWNGRADE, Runner, RunOptions
 from atomdb_migrate.exceptions import ConfigError
 from atomdb_migrate.schema.validators import (
     NO_VALIDATOR,
     Validator,
-    read_validator,
     validator_of,
-    write_validator,
 )
 
 from .project import CUSTOMER, ROOT, Project

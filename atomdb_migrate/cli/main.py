@@ -45,7 +45,7 @@ from ..commands import command
 from ..commands.command import RunResult
 from ..commands.config import load_config
 from ..core.masking import mask
-from ..driver.mongo import VERSION_INDEX
+from ..core.storage import VERSION_INDEX
 from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, describe, is_transient
 from ..engine.renames import RenameReport
 from ..engine.runner import (

@@ -28,7 +28,8 @@ from pymongo.errors import OperationFailure
 
 from ..core.literals import Source, docstring, quoted
 from ..core.masking import mask
-from ..driver.mongo import VERSION_INDEX, count_versions, has_version_index, is_mongomock
+from ..core.storage import VERSION_INDEX
+from ..driver.mongo import count_versions, has_version_index, is_mongomock, read_validator
 from ..driver.retry import Retry
 from ..engine.collection_state import asked_validator, last_validator_operation
 from ..engine.history import History, Outcome
@@ -49,9 +50,8 @@ from ..schema.snapshots import (
     step_to,
     upgrade_to_write,
 )
-from ..schema.validators import read_validator
-from ..steps import checksums as step_checksums
 from ..steps.versions import BASE_VERSION, Step, StepGraph, parse_version
+from . import checksums as step_checksums
 from .config import TABLE, find_pyproject
 from .workspace import Workspace
 

@@ -31,12 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.masking import mask, mask_url, secrets
+from ..core.masking import invalid_url
+from ..driver.mongo import MEMORY_SCHEME
 from ..exceptions import ConfigError, short_repr
-
-#: URLs of this scheme name an in-memory database (mongomock), kept for the
-#: life of the process: ``mongomock://memory/blog``. For examples and tests.
-MEMORY_SCHEME = "mongomock://"
 
 #: The table of pyproject.toml that holds the settings.
 TABLE = "atomdb-migrate"
@@ -310,20 +307,3 @@ def pattern(text: str | None) -> str | None:
         message = f"--databases {short_repr(text)} is not a regular expression: {exc}"
         raise ConfigError(message) from None
     return text
-
-
-def invalid_url(url: str, exc: BaseException) -> ConfigError:
-    """The error for a URL the driver refuses, with every secret masked.
-
-    The driver's message may quote an option's value outside any URL. A
-    secret too short to be masked wherever it appears (see
-    `atomdb_migrate.masking`) that the message still quotes as a word makes
-    the message be left out.
-
-    """
-    detail = mask(str(exc), url)
-    for secret in secrets(url):
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", detail):
-            detail = "the driver's message quotes a secret of the URL, so it is not shown"
-            break
-    return ConfigError(f"invalid MongoDB URL {mask_url(url)!r}: {detail}")

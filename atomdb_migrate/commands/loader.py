@@ -49,9 +49,9 @@ from typing import Any
 
 from ..exceptions import ChainError, ConfigError, StepModuleError, shorten
 from ..schema.snapshots import CONFIRM_TAGS, is_schema
-from ..steps.checksums import source_text
 from ..steps.registry import MigrationRegistry, check_changes, register_step
 from ..steps.versions import Step
+from .checksums import source_text
 
 #: The names a step module must define, and the types they must have.
 REQUIRED = {"model": (str,), "from_version": (str, int), "to_version": (str, int)}

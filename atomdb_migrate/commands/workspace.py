@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from ..driver.mongo import (
+    MEMORY_SCHEME,
     ManagerState,
     check_database,
     memory_client,
@@ -43,7 +44,7 @@ from ..exceptions import ConfigError, UnknownModelError
 from ..model.versioned import VersionedModel
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step
-from .config import MEMORY_SCHEME, Config
+from .config import Config
 from .loader import load_migrations
 
 

@@ -31,6 +31,8 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from ..exceptions import ConfigError
+
 #: What a masked secret is replaced with.
 MASK = "***"
 
@@ -253,3 +255,20 @@ def mask(text: str, url: str | None = None) -> str:
         if len(secret) >= MIN_FREE_SECRET and secret != MASK:
             text = text.replace(secret, MASK)
     return text
+
+
+def invalid_url(url: str, exc: BaseException) -> ConfigError:
+    """The error for a URL the driver refuses, with every secret masked.
+
+    The driver's message may quote an option's value outside any URL. A
+    secret too short to be masked wherever it appears (see
+    `atomdb_migrate.masking`) that the message still quotes as a word makes
+    the message be left out.
+
+    """
+    detail = mask(str(exc), url)
+    for secret in secrets(url):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", detail):
+            detail = "the driver's message quotes a secret of the URL, so it is not shown"
+            break
+    return ConfigError(f"invalid MongoDB URL {mask_url(url)!r}: {detail}")

@@ -32,8 +32,8 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
+from ..core.storage import VERSION_KEY
 from ..exceptions import GuardTooLargeError, short_repr, shorten
-from ..steps.versions import VERSION_KEY
 from .documents import Document
 
 #: No large value matched loosely.

@@ -33,14 +33,19 @@ from bson.datetime_ms import DatetimeMS
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
-from ..commands.config import MEMORY_SCHEME, invalid_url
 from ..core.documents import Document
-from ..core.masking import mask, mask_url
+from ..core.masking import invalid_url, mask, mask_url
+from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
 from ..core.writes import Write, needs_expression, same_value
 from ..exceptions import ConfigError, ConnectionFailedError, shorten
-from ..steps.versions import VERSION_KEY, version_key
+from ..schema.validators import Validator
+from ..steps.versions import version_key
+
+#: URLs of this scheme name an in-memory database (mongomock), kept for the
+#: life of the process: ``mongomock://memory/blog``. For examples and tests.
+MEMORY_SCHEME = "mongomock://"
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -264,13 +269,6 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **options: 
     if inspect.isawaitable(cursor):  # PyMongo's async client; Motor returns the cursor
         cursor = await cursor
     return await to_list(cursor)
-
-
-#: The name of the toolkit's index on ``{__version__: 1, _id: 1}``.
-VERSION_INDEX = "atomdb_migrate_version"
-
-#: Its keys: the documents at a version, in ``_id`` order.
-VERSION_INDEX_KEYS = [(VERSION_KEY, 1), ("_id", 1)]
 
 
 async def has_version_index(collection: Any) -> bool:
@@ -518,3 +516,44 @@ def _say_once(message: str) -> None:
     if message not in _SAID:
         _SAID.add(message)
         log.info(message)
+
+
+#: The collection's validator: read and written here, with the driver.
+async def read_validator(collection: Any) -> Validator:
+    """The collection's validator (`NO_VALIDATOR` for a collection that does not exist)."""
+    options = await collection.options()
+    return Validator(
+        options.get("validator") or None,
+        options.get("validationLevel", "strict"),
+        options.get("validationAction", "error"),
+    )
+
+
+async def write_validator(collection: Any, validator: Validator) -> None:
+    """Set (or, with `NO_VALIDATOR`, remove) the collection's validator.
+
+    A collection that does not exist is created with it (``collMod`` fails
+    on a missing collection); one created meanwhile by someone else is
+    then modified. Removing the validator of a missing collection does
+    nothing.
+
+    """
+    database = collection.database
+    for _ in range(3):
+        try:
+            await database.command("collMod", collection.name, **validator.options())
+            return
+        except OperationFailure as exc:
+            if exc.code != 26:  # NamespaceNotFound
+                raise
+        if not validator:
+            return
+        try:
+            await database.create_collection(collection.name, **validator.options())
+            return
+        except CollectionInvalid:
+            continue  # created meanwhile: modify it
+        except OperationFailure as exc:
+            if exc.code != 48:  # NamespaceExists
+                raise
+    raise CollectionInvalid(f"{collection.name} kept appearing and disappearing")

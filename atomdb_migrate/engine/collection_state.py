@@ -34,7 +34,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from ..driver.mongo import aggregate, is_mongomock, to_list
+from ..driver.mongo import aggregate, is_mongomock, read_validator, to_list, write_validator
 from ..driver.retry import Retry, describe
 from ..exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
 from ..operations.collection import CreateIndex, IndexOperation, SetValidator
@@ -43,9 +43,7 @@ from ..schema import indexes
 from ..schema.validators import (
     NO_VALIDATOR,
     Validator,
-    read_validator,
     validator_of,
-    write_validator,
 )
 from ..steps.versions import Step
 

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pymongo.errors import BulkWriteError
 
 from ..core.documents import Document, copy_document
+from ..core.storage import VERSION_KEY
 from ..core.writes import Write, guard, guarded_write
 from ..driver.mongo import batches, bulk_update, collection_names, exact_filters
 from ..exceptions import MigrateError, short_repr
 from ..operations.rename_model import rename_references
-from ..steps.versions import VERSION_KEY, stored_version, version_key
+from ..steps.versions import stored_version, version_key
 
 if TYPE_CHECKING:
     from .lock import LeaseLock

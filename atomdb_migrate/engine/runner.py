@@ -43,6 +43,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from ..core.documents import Document
+from ..core.storage import VERSION_KEY
 from ..core.writes import Write, guarded_write
 from ..driver.mongo import (
     after,
@@ -74,15 +75,7 @@ from ..exceptions import (
 from ..model.versioned import VersionedModel, restore_check
 from ..operations.running import Operations
 from ..steps.registry import MigrationRegistry
-from ..steps.versions import (
-    VERSION_KEY,
-    Plan,
-    Step,
-    apply_chain,
-    parse_version,
-    stored_version,
-    version_key,
-)
+from ..steps.versions import Plan, Step, apply_chain, parse_version, stored_version, version_key
 from .collection_state import CollectionState
 from .history import MAX_FAILURES
 from .pace import LagSource, Pace, replication_lag

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from atom.api import Float, Str, Value
 from atomdb.nosql import NoSQLDatabaseProxy, NoSQLModelManager
 
+from ..core.storage import VERSION_KEY
 from ..exceptions import (
     ConfigError,
     InvalidVersionError,
@@ -43,7 +44,7 @@ from ..exceptions import (
 )
 from ..queries.queries import model_of, reads_newer_downgraded, version_filter
 from ..steps.registry import MigrationRegistry
-from ..steps.versions import VERSION_KEY, stored_version
+from ..steps.versions import stored_version
 from .finders import SURVEY_MAX_AGE, survey
 
 #: What the guard does with a query that misses legacy documents.

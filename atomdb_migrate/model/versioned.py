@@ -24,6 +24,7 @@ from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
 from ..core.documents import Document
+from ..core.storage import VERSION_KEY
 from ..core.writes import guarded_write
 from ..driver.mongo import changed_since_read, exact_filters
 from ..exceptions import (
@@ -35,8 +36,9 @@ from ..exceptions import (
     shorten,
 )
 from ..schema.indexes import declared as declared_indexes
+from ..schema.validators import versioned_base
 from ..steps.registry import MigrationRegistry, listen_to_aliases
-from ..steps.versions import BASE_VERSION, VERSION_KEY, apply_chain, parse_version, stored_version
+from ..steps.versions import BASE_VERSION, apply_chain, parse_version, stored_version
 
 if TYPE_CHECKING:
     from .finders import Found
@@ -671,3 +673,4 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
 
 
 listen_to_aliases(_alias_changed)
+versioned_base(VersionedModel)  # its documents hold __version__ (json_schema)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.documents import Document
+from ..core.storage import VERSION_KEY
 from ..exceptions import IrreversibleOperationError
-from ..steps.versions import VERSION_KEY
 from .base import Operation
 from .paths import Fast, split_path
 

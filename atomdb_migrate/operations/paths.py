@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core.documents import Document
-from ..steps.versions import VERSION_KEY
+from ..core.storage import VERSION_KEY
 
 #: The key atom-db stores a model's name under, in documents and references.
 MODEL_KEY = "__model__"

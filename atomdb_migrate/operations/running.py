@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.documents import Document
-from ..steps.versions import VERSION_KEY
+from ..core.storage import VERSION_KEY
 from .base import Operation, _all_of
 from .collection import IndexOperation, SetValidator
 from .paths import (

@@ -27,9 +27,9 @@ from typing import Any, Union
 
 from bson import Decimal128, Int64, ObjectId, Regex
 
+from ..core.storage import VERSION_KEY
 from ..exceptions import InvalidQueryError, short_repr
 from ..operations.paths import MISSING
-from ..steps.versions import VERSION_KEY
 from .expressions import Converted, Expr, Field, condition_expr
 from .matching import NUMBER_TYPES, Unsure, freeze, matches, regex_of, type_names, values_at
 

@@ -29,6 +29,7 @@ import bson
 from bson import Decimal128
 from packaging.version import Version
 
+from ..core.storage import VERSION_KEY
 from ..exceptions import ConversionError, InvalidQueryError, UntranslatableQueryError
 from ..operations.base import Operation
 from ..operations.collection import CollectionOperation
@@ -45,7 +46,7 @@ from ..operations.paths import MISSING, MODEL_KEY, Embedded, references_of
 from ..operations.rename_model import RenameModel
 from ..operations.running import Operations
 from ..steps.registry import MigrationRegistry
-from ..steps.versions import VERSION_KEY, Step, StepGraph, version_forms, version_key
+from ..steps.versions import Step, StepGraph, version_forms, version_key
 from .expressions import Converted, Expr, Field
 from .filters import (
     SHAPE_OPERATORS,

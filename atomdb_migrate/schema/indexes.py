@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.literals import Source
-from ..driver.mongo import VERSION_INDEX, VERSION_INDEX_KEYS
+from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS
 from ..exceptions import ConfigError, short_repr
 from ..operations.collection import INDEX_OPTIONS, CreateIndex, DropIndex, IndexKeys, IndexOperation
 from ..operations.running import Operations

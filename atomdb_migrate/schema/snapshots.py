@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from atom.api import DefaultValue, Member
 from atomdb.base import Model, resolve_member_types
@@ -56,9 +56,6 @@ from ..operations.conversions import check_value
 from ..operations.paths import CONVERSIONS
 from ..steps.registry import describe_fields_with
 from ..steps.versions import Step, StepGraph
-
-if TYPE_CHECKING:
-    from ..model.versioned import VersionedModel
 
 #: What a snapshot records of a field: a type's description, or, for an
 #: embedded model, a dict of its fields (with its ``__model__``).
@@ -142,7 +139,7 @@ def _inline(description: Description) -> str:
     return json.dumps(description, sort_keys=True)
 
 
-def snapshot(cls: type[VersionedModel]) -> dict[str, Description]:
+def snapshot(cls: type[NoSQLModel]) -> dict[str, Description]:
     """The model's stored fields and their descriptions, by name."""
     members = cls.members()
     return {
@@ -484,7 +481,7 @@ def _shown_value(value: Any) -> str:
 
 
 def infer_operations(
-    cls: type[VersionedModel], diff: SchemaDiff, source: Source | None = None
+    cls: type[NoSQLModel], diff: SchemaDiff, source: Source | None = None
 ) -> Inferred:
     """The lines of an ``operations`` list for a difference, with comments for the author.
 

@@ -48,12 +48,10 @@ from atom.api import GetAttr, Member, PostGetAttr, PostValidate
 from atomdb.base import JSONSerializer, Model, ModelSerializer, is_primitive_member
 from atomdb.nosql import NoSQLModel, NoSQLModelSerializer
 from bson import Decimal128, Int64, ObjectId, Regex
-from pymongo.errors import CollectionInvalid, OperationFailure
 
-from ..model.versioned import VersionedModel
+from ..core.storage import VERSION_KEY
 from ..operations.collection import VALIDATION_ACTIONS, VALIDATION_LEVELS
 from ..operations.paths import INT64_MAX, INT64_MIN, MODEL_KEY
-from ..steps.versions import VERSION_KEY
 
 #: A ``$jsonSchema`` (or one of its subschemas), as the server takes it.
 Schema = dict[str, Any]
@@ -80,8 +78,20 @@ _ARRAY: Schema = {"bsonType": "array"}
 _DATE_PARTS = ("year", "month", "day")
 _TIME_PARTS = ("hour", "minute", "second", "microsecond")
 
-#: The ``__getstate__`` functions whose output this module knows.
-_KNOWN_GETSTATE = (Model.__getstate__, VersionedModel.__getstate__)
+#: The ``__getstate__`` functions whose output this module knows: atom-db's,
+#: and those of the bases `versioned_base` announces.
+_KNOWN_GETSTATE: list[Any] = [Model.__getstate__]
+
+#: The model bases whose documents also hold ``__version__``. The model
+#: subpackage announces `VersionedModel` here (it sits above this one).
+_VERSIONED: list[type[Model]] = []
+
+
+def versioned_base(cls: type[Model]) -> None:
+    """Announce a model base whose documents hold ``__version__`` (written by
+    its own ``__getstate__``)."""
+    _VERSIONED.append(cls)
+    _KNOWN_GETSTATE.append(cls.__getstate__)
 
 
 class _Unknown(Exception):
@@ -135,7 +145,7 @@ def _document(cls: type[Model], seen: frozenset[type]) -> Schema:
         return _OBJECT  # an overridden __getstate__ may write anything
     required = [MODEL_KEY]
     properties: Schema = {MODEL_KEY: _STRING, REF_KEY: _REF}
-    if issubclass(cls, VersionedModel):
+    if issubclass(cls, tuple(_VERSIONED)):
         required.append(VERSION_KEY)
         properties[VERSION_KEY] = _STRING
     context = _context(cls)
@@ -549,46 +559,6 @@ def validator_of(cls: type[NoSQLModel], level: str, action: str) -> Validator:
     return Validator({"$jsonSchema": json_schema(cls)}, level, action)
 
 
-async def read_validator(collection: Any) -> Validator:
-    """The collection's validator (`NO_VALIDATOR` for a collection that does not exist)."""
-    options = await collection.options()
-    return Validator(
-        options.get("validator") or None,
-        options.get("validationLevel", "strict"),
-        options.get("validationAction", "error"),
-    )
-
-
-async def write_validator(collection: Any, validator: Validator) -> None:
-    """Set (or, with `NO_VALIDATOR`, remove) the collection's validator.
-
-    A collection that does not exist is created with it (``collMod`` fails
-    on a missing collection); one created meanwhile by someone else is
-    then modified. Removing the validator of a missing collection does
-    nothing.
-
-    """
-    database = collection.database
-    for _ in range(3):
-        try:
-            await database.command("collMod", collection.name, **validator.options())
-            return
-        except OperationFailure as exc:
-            if exc.code != 26:  # NamespaceNotFound
-                raise
-        if not validator:
-            return
-        try:
-            await database.create_collection(collection.name, **validator.options())
-            return
-        except CollectionInvalid:
-            continue  # created meanwhile: modify it
-        except OperationFailure as exc:
-            if exc.code != 48:  # NamespaceExists
-                raise
-    raise CollectionInvalid(f"{collection.name} kept appearing and disappearing")
-
-
 __all__ = [
     "JSON",
     "NO_VALIDATOR",
@@ -596,7 +566,5 @@ __all__ = [
     "Schema",
     "Validator",
     "json_schema",
-    "read_validator",
     "validator_of",
-    "write_validator",
 ]

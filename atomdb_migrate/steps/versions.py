@@ -24,6 +24,7 @@ from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
 from ..core.documents import Document, StepDocument, copy_document
+from ..core.storage import VERSION_KEY
 from ..exceptions import (
     ChainError,
     CycleError,
@@ -43,9 +44,6 @@ StepFunction = Callable[[Document], Document | Awaitable[Document | None] | None
 
 #: Anything accepted where a version is expected.
 VersionLike = str | int | Version
-
-#: The key holding a document's version.
-VERSION_KEY = "__version__"
 
 #: The version of a stored document that has no ``__version__`` key.
 BASE_VERSION = "0"

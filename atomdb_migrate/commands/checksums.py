@@ -49,7 +49,7 @@ from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from typing import Any
 
-from .versions import Step
+from ..steps.versions import Step
 
 #: The history record's field that holds the checksums a run recorded.
 FIELD = "checksums"
@@ -346,7 +346,7 @@ def _installed_paths() -> tuple[Path, ...]:
     }
     with contextlib.suppress(AttributeError):  # a virtual environment's site may lack it
         paths.update(Path(p) for p in site.getsitepackages())
-    paths.add(Path(__file__).parent.parent)  # the package, above steps/
+    paths.add(Path(__file__).parent.parent)  # the package, above commands/
     return tuple(p.resolve() for p in paths)
 
 
