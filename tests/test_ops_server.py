@@ -31,7 +31,7 @@ from atomdb_migrate import (
 )
 from atomdb_migrate.core.documents import copy_document
 from atomdb_migrate.engine.runner import Runner
-from atomdb_migrate.operations.paths import get_path
+from atomdb_migrate.operations.paths import CONVERSIONS, get_path
 from atomdb_migrate.operations.rename_model import rename_references
 
 # ----------------------------------------------------------------------
@@ -134,7 +134,7 @@ OPERATIONS: dict[str, st.SearchStrategy[ops.Operation]] = {
     "rename_field": two_paths(ops.rename_field),
     "copy_field": two_paths(ops.copy_field),
     "move_field": two_paths(ops.move_field),
-    "convert": st.builds(ops.convert, path, st.sampled_from(ops.CONVERSIONS)),
+    "convert": st.builds(ops.convert, path, st.sampled_from(CONVERSIONS)),
 }
 any_operation = st.one_of(*OPERATIONS.values())
 
@@ -258,7 +258,7 @@ def test_mixed_steps_agree(server: Any, long: bool) -> None:
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("to", ops.CONVERSIONS)
+@pytest.mark.parametrize("to", CONVERSIONS)
 def test_conversions_agree_value_by_value(to: str, server: Any, long: bool) -> None:
     """Every kind of value, at the converted path, through each conversion."""
     counts = SEEN.setdefault(f"convert to {to}", [0, 0])
