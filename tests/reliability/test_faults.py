@@ -733,13 +733,15 @@ async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -
         while await asyncio.to_thread(faults.upgraded) < 250:
             assert not running.done(), "the run ended before the fault"
             await asyncio.sleep(0.01)
-        faults.fail("alwaysOn", failCommands=["update"], blockConnection=True, blockTimeMS=800)
+        # Held longer than the whole window: every try (the first one cut by the
+        # socket timeout, the others by what is left of --retry-for) goes unanswered.
+        faults.fail("alwaysOn", failCommands=["update"], blockConnection=True, blockTimeMS=2500)
         with pytest.raises(ServerUnavailableError):
             await running
     finally:
         SLOW[0] = 0.0
         faults.off()
-    await asyncio.sleep(1.5)  # the held writes land
+    await asyncio.sleep(3.0)  # the held writes land
     (report,) = result.reports
     written = faults.upgraded()
     assert report.migrated <= written <= report.migrated + report.unconfirmed, (
