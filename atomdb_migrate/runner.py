@@ -1022,7 +1022,8 @@ class Runner:
             after = await self._recount(run, at_start)
             if after is not None:
                 modified = before - after
-            self._count_server_step(run, step, end, modified)
+            if modified:  # a step the server refused outright ran on the client
+                self._count_server_step(run, step, end, modified)
             if lost:
                 # Still at its version, though the call whose answer never came
                 # may yet change them.
