@@ -250,13 +250,15 @@ class Fault:
         self.attempt = 0
         #: The fault being ridden through: what the run names if it stops.
         self.cause: PyMongoError | None = None
+        #: Whether a try of this run of failures went unanswered.
+        self.lost = False
 
     def clear(self) -> None:
         """The operation succeeded: the next failure starts a new window."""
         if self.started is not None:
             self.policy.outage = (self.started, self.policy.clock())
         self.policy.failing.pop(id(self), None)
-        self.started, self.attempt, self.cause = None, 0, None
+        self.started, self.attempt, self.cause, self.lost = None, 0, None, False
 
     def limit(self) -> float:
         """How long the next try may take: the call's deadline, within the window."""
@@ -298,6 +300,7 @@ class Fault:
         """
         if self.cause is None or self.started is None or not error.timeout:
             self.cause = error
+        self.lost = self.lost or isinstance(error, ConnectionFailure)
 
     async def wait(self, error: PyMongoError) -> None:
         """Back off before the next attempt, or raise if there is to be none."""
@@ -317,7 +320,9 @@ class Fault:
         left = self.started + policy.seconds - now
         if left <= 0:
             cause = self.cause or error
-            raise ServerUnavailableError(self.operation, cause, now - self.started) from None
+            raise ServerUnavailableError(
+                self.operation, cause, now - self.started, answer_lost=self.lost
+            ) from None
         delay = min(policy.cap, policy.base * 2**self.attempt)
         delay = min(random.uniform(delay / 2, delay), left)
         self.attempt += 1

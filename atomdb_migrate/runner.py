@@ -1018,7 +1018,7 @@ class Runner:
         except MigrateError as failed:
             # An attempt whose answer was lost may have changed documents:
             # what left the step's version is what the step did.
-            lost = isinstance(getattr(failed, "error", None), ConnectionFailure)
+            lost = _answer_lost(failed)
             after = await self._recount(run, at_start)
             if after is not None:
                 modified = before - after
@@ -1378,7 +1378,7 @@ class Runner:
 
         """
         ids = [w.doc["_id"] for w in writes]
-        lost = isinstance(getattr(stopped, "error", None), ConnectionFailure)
+        lost = _answer_lost(stopped)
         try:
             found = await asyncio.wait_for(
                 to_list(run.collection.find({"_id": {"$in": ids}}, {VERSION_KEY: 1})),
@@ -1515,3 +1515,11 @@ def _say_once(message: str) -> None:
     if message not in _SAID:
         _SAID.add(message)
         log.warning(message)
+
+
+def _answer_lost(stopped: BaseException) -> bool:
+    """Whether a call that stopped the run may have gone unanswered: a try of its
+    run of failures (the last one, or any before it) lost its connection."""
+    return bool(getattr(stopped, "answer_lost", False)) or isinstance(
+        getattr(stopped, "error", None), ConnectionFailure
+    )

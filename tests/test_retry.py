@@ -296,3 +296,33 @@ def test_the_case_of_the_window_named_instead_of_the_fault() -> None:
     with pytest.raises(ServerUnavailableError, match="NotPrimaryError") as info:
         asyncio.run(policy.call("writing to parts", call))
     assert isinstance(info.value.error, NotPrimaryError)
+
+
+#: Errors of a try whose answer is lost (the server may still apply what it sent),
+#: and of one whose answer came.
+UNANSWERED = [AutoReconnect("connection closed"), NetworkTimeout("timed out")]
+ANSWERED = [
+    WriteConcernError("waiting for replication timed out", 64, {"code": 64}),
+    ExecutionTimeout("operation would exceed time limit", 50),
+]
+
+
+@settings(max_examples=RETRY_EXAMPLES, deadline=None)
+@given(errors=st.lists(st.sampled_from(UNANSWERED + ANSWERED), min_size=1, max_size=8))
+def test_a_run_that_stops_says_whether_any_try_went_unanswered(
+    errors: list[PyMongoError],
+) -> None:
+    """The runner counts a stopped batch as unconfirmed when a try's answer was lost;
+    that may be any try of the run of failures, not only the one it named or the last."""
+    clock = Clock()
+    policy = Retry(3.0, clock=clock, sleep=clock.sleep)
+    raised: list[PyMongoError] = []
+
+    async def call() -> None:
+        raised.append(errors[len(raised) % len(errors)])
+        clock.now += 0.5
+        raise raised[-1]
+
+    with pytest.raises(ServerUnavailableError) as info:
+        asyncio.run(policy.call("writing", call))
+    assert info.value.answer_lost == any(isinstance(e, AutoReconnect) for e in raised)
