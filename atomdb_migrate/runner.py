@@ -1405,7 +1405,7 @@ class Runner:
         if verify is None:  # a lock that only tells from its own clock
             self.lock.check()
             return
-        await self.retry.call("checking the migration lock", partial(verify, self._progress()))
+        await self.retry.call(LEASE_CHECK, partial(verify, self._progress()))
 
     def _record_failure(self, report: ModelReport, doc_id: Any, exc: BaseException) -> None:
         """Count a failed document, and keep the first ones in detail (secrets masked)."""
@@ -1517,9 +1517,19 @@ def _say_once(message: str) -> None:
         log.warning(message)
 
 
+#: What the runner is doing while it checks its lease before a write.
+LEASE_CHECK = "checking the migration lock"
+
+
 def _answer_lost(stopped: BaseException) -> bool:
-    """Whether a call that stopped the run may have gone unanswered: a try of its
-    run of failures (the last one, or any before it) lost its connection."""
+    """Whether a write that stopped the run may have gone unanswered: a try of its
+    run of failures (the last one, or any before it) lost its connection.
+
+    Never when the lease check before the write stopped it: the write was not sent.
+
+    """
+    if getattr(stopped, "operation", None) == LEASE_CHECK:
+        return False
     return bool(getattr(stopped, "answer_lost", False)) or isinstance(
         getattr(stopped, "error", None), ConnectionFailure
     )
