@@ -563,3 +563,38 @@ async def test_a_fault_as_the_merge_inserts_still_undoes_a_delete(
     assert faults == ["raised"] and [r.collection for r in report.renames] == ["merged"]
     assert await stored_anywhere(db, ada) == [], "the merge sent again brought nothing back"
     assert await stored_anywhere(db, other) == [Person.__model__]
+
+
+async def test_a_lock_taken_over_stops_the_reference_rewrite_before_its_next_write(
+    db: Any, registry: MigrationRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another runner takes the lock (``unlock --force``, then its own lease) after the
+    first batch of references is rewritten: the lease is checked on the server before
+    every write of the runner's batches, but the rename's writes (references, merged
+    documents) only check it on this runner's clock, so the rewrite goes on."""
+    from atomdb_migrate.exceptions import LockLostError
+    from atomdb_migrate.lock import LOCK_ID, LeaseLock
+
+    register_step(Renamed, 0, 1, operations=[ops.rename_model("old.Renamed", Renamed.__model__)])
+    await db["old.Renamed"].insert_many([{"_id": i, "__model__": "old.Renamed"} for i in range(4)])
+    ref = {"_id": 1, "__ref__": 5, "__model__": "old.Renamed"}
+    await db["orders"].insert_many([{"_id": i, "customer": dict(ref)} for i in range(40)])
+    locks = db["atomdb_migrate_lock"]
+    real = renames.bulk_update
+    writes: list[int] = []
+
+    async def then_taken_over(collection: Any, batch: list[Any]) -> Any:
+        writes.append(len(batch))
+        result = await real(collection, batch)
+        if len(writes) == 1:
+            await locks.delete_one({"_id": LOCK_ID})
+            await locks.insert_one({"_id": LOCK_ID, "owner": "another runner"})
+        return result
+
+    monkeypatch.setattr(renames, "bulk_update", then_taken_over)
+    lock = LeaseLock(locks, command="upgrade")
+    await lock.acquire()
+    runner = Runner(db, RunOptions(batch_size=10), lock=lock, skip_collections=(locks.name,))
+    with pytest.raises(LockLostError):
+        await runner.upgrade(Renamed)
+    assert writes == [10], "no write after the lock was taken"
