@@ -751,6 +751,36 @@ async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -
     )
 
 
+@pytest.mark.parametrize("data", [{"closeConnection": True}, {"errorCode": 189}])
+async def test_a_run_stopped_by_the_lease_check_sent_no_write(
+    faults: Faults, data: dict[str, Any]
+) -> None:
+    """The lock's find-and-modify (the lease checked before each write) failing past the
+    window: the batch's write was never sent, so none of it is unconfirmed (it was
+    counted as "sent, but its answer never came", and recorded so)."""
+    from atomdb_migrate.command import RunResult
+
+    faults.seed()
+    SLOW[0] = 0.001
+    result = RunResult("upgrade", False)
+    try:
+        running = asyncio.ensure_future(_run_into(faults.url, result, retry_for=1))
+        while await asyncio.to_thread(faults.upgraded) < 250:
+            assert not running.done(), "the run ended before the fault"
+            await asyncio.sleep(0.01)
+        faults.fail("alwaysOn", failCommands=["findAndModify"], **data)
+        with pytest.raises(ServerUnavailableError, match="checking the migration lock"):
+            await running
+    finally:
+        SLOW[0] = 0.0
+        faults.off()
+    (report,) = result.reports
+    assert (report.migrated, report.unconfirmed) == (faults.upgraded(), 0)
+    (entry,) = runs(faults.db)
+    assert entry["models"][Part.__model__]["unconfirmed"] == 0, entry["models"]
+    faults.check_record()
+
+
 async def _run_into(url: str, result: Any, **options: Any) -> Any:
     ws = Workspace(replace(load_config(url=url, models=[]), lock_ttl=60))
     async with ws:
