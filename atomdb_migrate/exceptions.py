@@ -723,10 +723,19 @@ class ServerError(MigrateError):
 class ServerUnavailableError(ServerError):
     """A transient fault (a dropped connection, an election, a shutdown, a
     write-concern error) lasted past the retry window: the run stopped with
-    what it wrote written, and a rerun resumes."""
+    what it wrote written, and a rerun resumes.
 
-    def __init__(self, operation: str, error: BaseException, seconds: float) -> None:
+    `error` is the fault ridden through; `answer_lost` says whether a try of
+    it went unanswered (a connection dropped or timed out), so that the
+    server may still apply what it sent.
+
+    """
+
+    def __init__(
+        self, operation: str, error: BaseException, seconds: float, *, answer_lost: bool = False
+    ) -> None:
         self.seconds = seconds
+        self.answer_lost = answer_lost
         super().__init__(operation, error)
 
     def _message(self) -> str:

@@ -385,6 +385,14 @@ PCRE_TABLE: list[tuple[str, str, list[str]]] = [
     ("[\\]]", "", ["]"]),
     ("[\\d]", "", ["1"]),
     ("\\ ", "x", [" "]),
+    # Found by a second, independent reading of PCRE2 (each was decided otherwise):
+    ("^$", "m", ["a\n", "\n", "a\n\n", "a"]),  # re matches ^ after a final newline
+    ("^b", "m", ["a\nb", "a\nb\n"]),
+    ("a\u200eb", "x", ["ab", "a\u200eb"]),  # PCRE skips pattern white space beyond ASCII
+    ("a\u2009b", "x", ["ab"]),
+    ("a{70000}", "", ["draft", "a"]),  # PCRE refuses a repeat count above 65535
+    ("a{1,70000}", "", ["a"]),
+    ("a{65535}", "", ["a"]),
 ]
 
 
@@ -435,7 +443,7 @@ PCRE_EXAMPLES = int(os.environ.get("QUERY_PCRE_EXAMPLES", "300"))
 PATTERN_TOKENS = [
     "a", "b", "k", "\u00e9", "\u212a", ".", "^", "$", "|", "*", "+", "?", "{2}", "{,2}", "{1,}",
     "(", ")", "[", "]", "[a-c]", "[^a]", "[[:alpha:]]", "[[", "\\", "\\d", "\\.", "\\h", "\\Q",
-    "(?", "(*", "-", "&&", " ", "#", "\n", ":", "=",
+    "(?", "(*", "-", "&&", " ", "#", "\n", ":", "=", "\u200e", "{70000}",
 ]  # fmt: skip
 TEXT_CHARS = ["a", "b", "k", "K", "\u00e9", "\u00c9", "\u212a", "1", " ", "\n", "\r", "-", "[", "]"]
 

@@ -564,3 +564,62 @@ async def test_a_fault_as_the_merge_inserts_still_undoes_a_delete(
     assert faults == ["raised"] and [r.collection for r in report.renames] == ["merged"]
     assert await stored_anywhere(db, ada) == [], "the merge sent again brought nothing back"
     assert await stored_anywhere(db, other) == [Person.__model__]
+
+
+#: Examples of the takeover property (RENAME_TAKEOVER_EXAMPLES).
+TAKEOVERS = int(os.environ.get("RENAME_TAKEOVER_EXAMPLES", "10"))
+
+
+@settings(
+    max_examples=TAKEOVERS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(orders=st.integers(1, 60), batch=st.integers(1, 25), after=st.integers(1, 4))
+async def test_a_lock_taken_over_stops_the_reference_rewrite_before_its_next_write(
+    db: Any, monkeypatch: pytest.MonkeyPatch, orders: int, batch: int, after: int
+) -> None:
+    """Another runner takes the lock (``unlock --force``, then its own lease) after the
+    rename's write number `after`: the lease is checked on the server before every write
+    of the runner's batches; the rename's writes (references, merged documents) checked
+    it on this runner's clock only, so the reference rewrite went on."""
+    from atomdb_migrate.engine.lock import LOCK_ID, LeaseLock
+    from atomdb_migrate.exceptions import LockLostError
+
+    for name in ("old.Renamed", Renamed.__model__, "orders", "atomdb_migrate_lock"):
+        await db.drop_collection(name)
+    await db["old.Renamed"].insert_many([{"_id": i, "__model__": "old.Renamed"} for i in range(4)])
+    ref = {"_id": 1, "__ref__": 5, "__model__": "old.Renamed"}
+    await db["orders"].insert_many([{"_id": i, "customer": dict(ref)} for i in range(orders)])
+    locks = db["atomdb_migrate_lock"]
+    real = renames.bulk_update
+    writes: list[int] = []
+
+    async def then_taken_over(collection: Any, batch: list[Any]) -> Any:
+        writes.append(len(batch))
+        result = await real(collection, batch)
+        if len(writes) == after:
+            await locks.delete_one({"_id": LOCK_ID})
+            await locks.insert_one({"_id": LOCK_ID, "owner": "another runner"})
+        return result
+
+    with MigrationRegistry.instance().isolated():
+        register_step(
+            Renamed, 0, 1, operations=[ops.rename_model("old.Renamed", Renamed.__model__)]
+        )
+        monkeypatch.setattr(renames, "bulk_update", then_taken_over)
+        lock = LeaseLock(locks, command="upgrade")
+        await lock.acquire()
+        runner = Runner(
+            db, RunOptions(batch_size=batch), lock=lock, skip_collections=("atomdb_migrate_lock",)
+        )
+        if -(-orders // batch) < after:  # every reference written: no takeover
+            await runner.upgrade(Renamed)
+            monkeypatch.undo()
+            return
+        with pytest.raises(LockLostError):
+            await runner.upgrade(Renamed)
+        monkeypatch.undo()
+    assert len(writes) == after, ("no write after the lock was taken", writes)
+    rewritten = await db["orders"].count_documents({"customer.__model__": Renamed.__model__})
+    assert rewritten == sum(writes)

@@ -22,6 +22,8 @@ from pymongo import _csot
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
+    ExecutionTimeout,
+    NetworkTimeout,
     NotPrimaryError,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -235,3 +237,92 @@ def test_other_errors_keep_their_kind() -> None:
     with pytest.raises(ServerError) as info:
         asyncio.run(Retry(5, clock=clock, sleep=clock.sleep).call("x", refused))
     assert not isinstance(info.value, ServerUnavailableError | WriteConcernRefusedError)
+
+
+#: The faults a run rides through, and the errors of a try the window cut short.
+FAULTS = [AutoReconnect("connection closed"), NotPrimaryError("not primary", {"code": 189})]
+CUT = [
+    ExecutionTimeout("operation would exceed time limit", 50),
+    NetworkTimeout("timed out"),
+    ServerSelectionTimeoutError("no server within the time limit"),
+]
+
+
+@settings(max_examples=RETRY_EXAMPLES, deadline=None)
+@given(
+    first=st.sampled_from(FAULTS),
+    later=st.lists(st.sampled_from(FAULTS + CUT), max_size=10),
+    seconds=st.floats(0.5, 30),
+)
+def test_a_run_that_stops_names_the_fault_not_the_window(
+    first: PyMongoError, later: list[PyMongoError], seconds: float
+) -> None:
+    """The tries after a failure run under what is left of the window, and the last
+    often ends with the driver's own timeout: the message names the fault ridden
+    through (the latest error that was not a try cut short)."""
+    clock = Clock()
+    policy = Retry(seconds, clock=clock, sleep=clock.sleep)
+    errors = [first, *later]
+    raised: list[PyMongoError] = []
+
+    async def call() -> None:
+        error = errors[len(raised)] if len(raised) < len(errors) else CUT[0]
+        raised.append(error)
+        limit = _csot.get_timeout()
+        clock.now += min(1.0, limit) if limit is not None else 1.0
+        raise error
+
+    with pytest.raises(ServerUnavailableError) as info:
+        asyncio.run(policy.call("writing", call))
+    named = [e for e in raised if not e.timeout][-1]
+    assert info.value.error is named
+    assert type(named).__name__ in str(info.value)
+    assert "exceed time limit" not in str(info.value)
+
+
+def test_the_case_of_the_window_named_instead_of_the_fault() -> None:
+    """PrimarySteppedDown on every try: the last try got a millisecond and the
+    driver's ExecutionTimeout was what the run said it stopped on."""
+    clock = Clock()
+    policy = Retry(2.0, clock=clock, sleep=clock.sleep)
+
+    async def call() -> None:
+        limit = _csot.get_timeout()
+        if limit is not None and limit < 0.01:
+            raise ExecutionTimeout("operation would exceed time limit, remaining timeout", 50)
+        clock.now += 0.01
+        raise NotPrimaryError("Failing command via 'failCommand' failpoint", {"code": 189})
+
+    with pytest.raises(ServerUnavailableError, match="NotPrimaryError") as info:
+        asyncio.run(policy.call("writing to parts", call))
+    assert isinstance(info.value.error, NotPrimaryError)
+
+
+#: Errors of a try whose answer is lost (the server may still apply what it sent),
+#: and of one whose answer came.
+UNANSWERED = [AutoReconnect("connection closed"), NetworkTimeout("timed out")]
+ANSWERED = [
+    WriteConcernError("waiting for replication timed out", 64, {"code": 64}),
+    ExecutionTimeout("operation would exceed time limit", 50),
+]
+
+
+@settings(max_examples=RETRY_EXAMPLES, deadline=None)
+@given(errors=st.lists(st.sampled_from(UNANSWERED + ANSWERED), min_size=1, max_size=8))
+def test_a_run_that_stops_says_whether_any_try_went_unanswered(
+    errors: list[PyMongoError],
+) -> None:
+    """The runner counts a stopped batch as unconfirmed when a try's answer was lost;
+    that may be any try of the run of failures, not only the one it named or the last."""
+    clock = Clock()
+    policy = Retry(3.0, clock=clock, sleep=clock.sleep)
+    raised: list[PyMongoError] = []
+
+    async def call() -> None:
+        raised.append(errors[len(raised) % len(errors)])
+        clock.now += 0.5
+        raise raised[-1]
+
+    with pytest.raises(ServerUnavailableError) as info:
+        asyncio.run(policy.call("writing", call))
+    assert info.value.answer_lost == any(isinstance(e, AutoReconnect) for e in raised)

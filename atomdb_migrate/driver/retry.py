@@ -248,13 +248,17 @@ class Fault:
         self.started: float | None = None
         self.attempt_started: float | None = None
         self.attempt = 0
+        #: The fault being ridden through: what the run names if it stops.
+        self.cause: PyMongoError | None = None
+        #: Whether a try of this run of failures went unanswered.
+        self.lost = False
 
     def clear(self) -> None:
         """The operation succeeded: the next failure starts a new window."""
         if self.started is not None:
             self.policy.outage = (self.started, self.policy.clock())
         self.policy.failing.pop(id(self), None)
-        self.started, self.attempt = None, 0
+        self.started, self.attempt, self.cause, self.lost = None, 0, None, False
 
     def limit(self) -> float:
         """How long the next try may take: the call's deadline, within the window."""
@@ -284,6 +288,20 @@ class Fault:
         with pymongo.timeout(limit):
             return await bounded(fn(), limit, self.operation, self.policy.on_wait)
 
+    def _remember(self, error: PyMongoError) -> None:
+        """Keep `error` as the fault, unless it is a try cut short by the window.
+
+        A try after a failure runs under what is left of the window; the last
+        one often gets a millisecond and ends with the driver's own timeout
+        (``ExecutionTimeout``, ``NetworkTimeout``). That names the window, not
+        the fault the run was riding through (a not-primary error, a dropped
+        connection), which the message of a run that stops should name.
+
+        """
+        if self.cause is None or self.started is None or not error.timeout:
+            self.cause = error
+        self.lost = self.lost or isinstance(error, ConnectionFailure)
+
     async def wait(self, error: PyMongoError) -> None:
         """Back off before the next attempt, or raise if there is to be none."""
         if is_permanent_write_concern(error):
@@ -292,6 +310,7 @@ class Fault:
             raise ServerError(self.operation, error) from None
         policy = self.policy
         now = policy.clock()
+        self._remember(error)
         if self.started is None:
             self.started = now
             if isinstance(error, ServerSelectionTimeoutError) and self.attempt_started is not None:
@@ -300,7 +319,10 @@ class Fault:
             policy.failing[id(self)] = self.started
         left = self.started + policy.seconds - now
         if left <= 0:
-            raise ServerUnavailableError(self.operation, error, now - self.started) from None
+            cause = self.cause or error
+            raise ServerUnavailableError(
+                self.operation, cause, now - self.started, answer_lost=self.lost
+            ) from None
         delay = min(policy.cap, policy.base * 2**self.attempt)
         delay = min(random.uniform(delay / 2, delay), left)
         self.attempt += 1

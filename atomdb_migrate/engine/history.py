@@ -10,8 +10,10 @@ By default ``atomdb_migrate_history``. Each record holds:
   ``atomdb-migrate unlock``, marks it so, with the counts the runner's
   last lease renewal or write carried as its ``models``, and
   ``counted_until``, when that was);
-- ``models``: per model, the target version, the steps applied with their
-  counts, and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
+- ``models``: per model, the target version, ``steps`` (each step of the
+  plan with the documents found at its version when the run started: what
+  the run set out to do, not what it did; a stopped or killed run did
+  less), and the counts ``upgraded``, ``skipped``, ``failed``, ``newer``;
   ``collection``, what the run did to the collection besides its documents
   (a line each: an index created, dropped or created again, the validator
   removed or set), and ``version_index`` ("created" when the run created

@@ -345,7 +345,9 @@ class LeaseLock:
                 "--force`, or taken by another runner once the lease ran out); stopping "
                 "before the next write"
             )
-        self.check()
+        # Ours on the server: a lease that ran out during this call (a slow
+        # answer) is taken back, as after any outage nobody used.
+        await self.hold()
 
     def _renew_in_thread(self, collection: Any) -> None:
         while not self._stop.wait(self.ttl / 3):

@@ -94,8 +94,7 @@ async def rename_collection(
     names = await collection_names(database)
     if report.old not in names:
         return
-    if lock is not None:
-        lock.check()
+    await _check(lock)
     if report.new not in names:
         await database[report.old].rename(report.new)
         report.collection = "renamed"
@@ -106,8 +105,7 @@ async def rename_collection(
         await _undo_deleted(source, target, report.unchecked)
         report.unchecked = []
     async for batch in batches(source.find({}, sort=[("_id", 1)]), batch_size):
-        if lock is not None:
-            lock.check()
+        await _check(lock)
         report.unchecked = batch  # an insert that fails may have inserted some
         try:
             await target.insert_many(batch, ordered=False)
@@ -274,9 +272,21 @@ async def rewrite_references(
             report.references += await _write(database[name], pending, lock)
 
 
-async def _write(collection: Any, writes: list[Write], lock: LeaseLock | None) -> int:
-    if lock is not None:
+async def _check(lock: LeaseLock | None) -> None:
+    """Before a write: the lease is still ours, asked of the server (`LeaseLock.verify`),
+    so that a lock cleared with ``unlock --force`` and taken by another runner stops
+    the rename before its next write, as it stops the runner's batches."""
+    if lock is None:
+        return
+    verify = getattr(lock, "verify", None)
+    if verify is None:  # a lock that only tells from its own clock
         lock.check()
+        return
+    await verify()
+
+
+async def _write(collection: Any, writes: list[Write], lock: LeaseLock | None) -> int:
+    await _check(lock)
     result = await bulk_update(collection, writes)
     matched = result.matched
     if result.refused:

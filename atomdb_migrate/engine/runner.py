@@ -1011,11 +1011,12 @@ class Runner:
         except MigrateError as failed:
             # An attempt whose answer was lost may have changed documents:
             # what left the step's version is what the step did.
-            lost = isinstance(getattr(failed, "error", None), ConnectionFailure)
+            lost = _answer_lost(failed)
             after = await self._recount(run, at_start)
             if after is not None:
                 modified = before - after
-            self._count_server_step(run, step, end, modified)
+            if modified:  # a step the server refused outright ran on the client
+                self._count_server_step(run, step, end, modified)
             if lost:
                 # Still at its version, though the call whose answer never came
                 # may yet change them.
@@ -1371,7 +1372,7 @@ class Runner:
 
         """
         ids = [w.doc["_id"] for w in writes]
-        lost = isinstance(getattr(stopped, "error", None), ConnectionFailure)
+        lost = _answer_lost(stopped)
         try:
             found = await asyncio.wait_for(
                 to_list(run.collection.find({"_id": {"$in": ids}}, {VERSION_KEY: 1})),
@@ -1398,7 +1399,7 @@ class Runner:
         if verify is None:  # a lock that only tells from its own clock
             self.lock.check()
             return
-        await self.retry.call("checking the migration lock", partial(verify, self._progress()))
+        await self.retry.call(LEASE_CHECK, partial(verify, self._progress()))
 
     def _record_failure(self, report: ModelReport, doc_id: Any, exc: BaseException) -> None:
         """Count a failed document, and keep the first ones in detail (secrets masked)."""
@@ -1508,3 +1509,21 @@ def _say_once(message: str) -> None:
     if message not in _SAID:
         _SAID.add(message)
         log.warning(message)
+
+
+#: What the runner is doing while it checks its lease before a write.
+LEASE_CHECK = "checking the migration lock"
+
+
+def _answer_lost(stopped: BaseException) -> bool:
+    """Whether a write that stopped the run may have gone unanswered: a try of its
+    run of failures (the last one, or any before it) lost its connection.
+
+    Never when the lease check before the write stopped it: the write was not sent.
+
+    """
+    if getattr(stopped, "operation", None) == LEASE_CHECK:
+        return False
+    return bool(getattr(stopped, "answer_lost", False)) or isinstance(
+        getattr(stopped, "error", None), ConnectionFailure
+    )

@@ -646,21 +646,34 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
         if _function_part(step):
             current = _through_function(current, step)
         if step.operations is not None:
-            for op in reversed(step.operations.operations):
-                current = _through_operation(current, op)
-                if size(current) > MAX_CONDITIONS:
-                    raise _Refused(
-                        _own_condition(current),
-                        f"the filter would grow past {MAX_CONDITIONS} conditions for the "
-                        f"documents stored at this version, at this step (after {op!r}; "
-                        "the chain moves, copies or converts the fields it names, or their "
-                        "parents, many times); upgrade them first, or query a version at "
-                        "a time (versions=)",
-                    )
+            current = _through_operations(current, step.operations.operations, _GREW_UP)
     except _Refused as exc:
         raise UntranslatableQueryError(
             step.model, exc.field, step.source, exc.reason, version=version
         ) from None
+    return current
+
+
+#: Why a clause is refused at the limit, on the way up (after which operation) and down.
+_GREW_UP = (
+    "the filter would grow past {limit} conditions for the documents stored at this "
+    "version, at this step (after {op!r}; the chain moves, copies or converts the fields "
+    "it names, or their parents, many times); upgrade them first, or query a version at "
+    "a time (versions=)"
+)
+_GREW_DOWN = (
+    "the filter would grow past {limit} conditions for the documents stored at this newer "
+    "version, read back through the downgrade; query a version at a time (versions=)"
+)
+
+
+def _through_operations(formula: Formula, operations: Sequence[Operation], grew: str) -> Formula:
+    """A condition through operations, the last first; refused past `MAX_CONDITIONS`."""
+    current = formula
+    for op in reversed(operations):
+        current = _through_operation(current, op)
+        if size(current) > MAX_CONDITIONS:
+            raise _Refused(_own_condition(current), grew.format(limit=MAX_CONDITIONS, op=op))
     return current
 
 
@@ -686,16 +699,7 @@ def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> For
                 "at a newer version (__on_newer__ = 'downgrade'); upgrade the code again, or "
                 "query the versions it knows (versions=)",
             )
-        current = formula
-        for op in reversed(down.operations):
-            current = _through_operation(current, op)
-            if size(current) > MAX_CONDITIONS:
-                raise _Refused(
-                    _own_condition(current),
-                    f"the filter would grow past {MAX_CONDITIONS} conditions for the "
-                    "documents stored at this newer version, read back through the downgrade; "
-                    "query a version at a time (versions=)",
-                )
+        current = _through_operations(formula, down.operations, _GREW_DOWN)
     except _Refused as exc:
         raise UntranslatableQueryError(
             step.model, exc.field, step.source, exc.reason, version=version

@@ -733,13 +733,15 @@ async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -
         while await asyncio.to_thread(faults.upgraded) < 250:
             assert not running.done(), "the run ended before the fault"
             await asyncio.sleep(0.01)
-        faults.fail("alwaysOn", failCommands=["update"], blockConnection=True, blockTimeMS=800)
+        # Held longer than the whole window: every try (the first one cut by the
+        # socket timeout, the others by what is left of --retry-for) goes unanswered.
+        faults.fail("alwaysOn", failCommands=["update"], blockConnection=True, blockTimeMS=2500)
         with pytest.raises(ServerUnavailableError):
             await running
     finally:
         SLOW[0] = 0.0
         faults.off()
-    await asyncio.sleep(1.5)  # the held writes land
+    await asyncio.sleep(3.0)  # the held writes land
     (report,) = result.reports
     written = faults.upgraded()
     assert report.migrated <= written <= report.migrated + report.unconfirmed, (
@@ -747,6 +749,36 @@ async def test_a_write_whose_answer_never_comes_is_unconfirmed(faults: Faults) -
         report.unconfirmed,
         written,
     )
+
+
+@pytest.mark.parametrize("data", [{"closeConnection": True}, {"errorCode": 189}])
+async def test_a_run_stopped_by_the_lease_check_sent_no_write(
+    faults: Faults, data: dict[str, Any]
+) -> None:
+    """The lock's find-and-modify (the lease checked before each write) failing past the
+    window: the batch's write was never sent, so none of it is unconfirmed (it was
+    counted as "sent, but its answer never came", and recorded so)."""
+    from atomdb_migrate.commands.command import RunResult
+
+    faults.seed()
+    SLOW[0] = 0.001
+    result = RunResult("upgrade", False)
+    try:
+        running = asyncio.ensure_future(_run_into(faults.url, result, retry_for=1))
+        while await asyncio.to_thread(faults.upgraded) < 250:
+            assert not running.done(), "the run ended before the fault"
+            await asyncio.sleep(0.01)
+        faults.fail("alwaysOn", failCommands=["findAndModify"], **data)
+        with pytest.raises(ServerUnavailableError, match="checking the migration lock"):
+            await running
+    finally:
+        SLOW[0] = 0.0
+        faults.off()
+    (report,) = result.reports
+    assert (report.migrated, report.unconfirmed) == (faults.upgraded(), 0)
+    (entry,) = runs(faults.db)
+    assert entry["models"][Part.__model__]["unconfirmed"] == 0, entry["models"]
+    faults.check_record()
 
 
 async def _run_into(url: str, result: Any, **options: Any) -> Any:

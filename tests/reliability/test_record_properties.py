@@ -25,7 +25,7 @@ from atomdb_migrate.commands.config import load_config
 from atomdb_migrate.commands.workspace import Workspace
 from atomdb_migrate.engine.lock import LOCK_ID
 from atomdb_migrate.engine.runner import RunOptions
-from atomdb_migrate.exceptions import LockLostError
+from atomdb_migrate.exceptions import LockLostError, ServerUnavailableError
 
 from .test_faults import ERRORS, WRITE_CONCERN, Faults, Part, Writer, fault_server  # noqa: F401
 
@@ -92,7 +92,7 @@ async def _run(url: str, batch: int, result: RunResult | None = None, **extra: A
         return await upgrade(
             ws,
             [Part.__model__],
-            options=RunOptions(batch_size=batch, retry_for=30, **extra),
+            options=RunOptions(batch_size=batch, **{"retry_for": 30, **extra}),
             result=result,
         )
 
@@ -144,3 +144,59 @@ def _taken_over(faults: Faults, takeover: Any, batch: int, at: int) -> None:
     finally:
         takeover.database.client.close()
         faults.close()
+
+
+@st.composite
+def lasting(draw: st.DrawFn) -> dict[str, Any]:
+    """A fault that outlasts the window: its kind, the command, after how many of them."""
+    label, data = draw(st.sampled_from(FAULTS[:3]))
+    command = draw(st.sampled_from(["update", "findAndModify", "getMore"]))
+    return {
+        "data": data,
+        "label": label,
+        "command": command,
+        "skip": draw(st.integers(2, 6)),
+        "retry_for": draw(st.sampled_from([0.0, 0.5])),
+    }
+
+
+@PROPERTY
+@given(schedule=lasting())
+def test_a_run_stopped_by_a_lasting_fault_names_it_and_counts_only_sent_writes(
+    fault_server: str,  # noqa: F811
+    schedule: dict[str, Any],
+) -> None:
+    """Past the window: the message names the fault (not the driver's timeout of a try
+    the window cut short); documents are unconfirmed only if the write that stopped the
+    run was sent (not when the lease check before it failed); after a rerun, the
+    records add up to what the server holds."""
+    from .test_faults import label
+
+    faults = Faults(fault_server)
+    with MigrationRegistry.instance().isolated():
+        register_step(Part, 1, 2, label)
+        try:
+            faults.seed(600)
+            faults.fail(
+                {"skip": schedule["skip"], "times": 10**6},
+                failCommands=[schedule["command"]],
+                **schedule["data"],
+            )
+            result = RunResult("upgrade", False)
+            try:
+                asyncio.run(_run(faults.url, 100, result, retry_for=schedule["retry_for"]))
+            except ServerUnavailableError as stopped:
+                message = str(stopped)
+                assert "exceed time limit" not in message, message
+                unconfirmed = sum(r.unconfirmed for r in result.reports)
+                if not stopped.operation.startswith("writing to"):
+                    assert unconfirmed == 0, (stopped.operation, unconfirmed)
+            else:
+                # The read opened again after the last _id it handed out sent no
+                # more getMore: the fault never came back.
+                assert schedule["command"] == "getMore", schedule
+            faults.off()
+            asyncio.run(_run(faults.url, 100))
+            faults.check_record()
+        finally:
+            faults.close()
