@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atomdb_migrate.cli.main import EXIT_USAGE, MAX_COUNT, main
+from atomdb_migrate.cli.main import EXIT_USAGE, MAX_COUNT, MAX_SECONDS, main
 from atomdb_migrate.engine.runner import RunOptions
 
 #: Nothing listens there: a value that got past the options would fail to
@@ -48,14 +48,21 @@ OPTIONS: dict[str, tuple[list[str], list[str]]] = {
 #: What no numeric option takes.
 NOT_FINITE = ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400", "-1e400"]
 OVERFLOW = ["99999999999999999999", str(2**63), str(MAX_COUNT + 1), "-99999999999999999999"]
-#: Options that take a fraction: for them, overflow is a huge finite float,
-#: which they take (it is finite); their bound is NaN and infinity.
+#: Options that take a fraction: for them, overflow is a huge finite float.
 FRACTIONS = {"--timeout", "--retry-for", "--max-rate", "--max-lag", "--call-timeout"}
+#: Of those, the times: they become a time limit in milliseconds, a 32-bit
+#: number on the server, so past `MAX_SECONDS` they are refused too.
+SECONDS = FRACTIONS - {"--max-rate"}
+TOO_LONG = [str(MAX_SECONDS * 1.001), "99999999999999999999", "1e300"]
 
 CASES = [
     (name, bad)
     for name, (_, own) in OPTIONS.items()
-    for bad in [*NOT_FINITE, *own, *([] if name in FRACTIONS else OVERFLOW)]
+    for bad in [
+        *NOT_FINITE,
+        *own,
+        *(TOO_LONG if name in SECONDS else [] if name in FRACTIONS else OVERFLOW),
+    ]
 ]
 
 
@@ -91,6 +98,9 @@ def bad_value(draw: st.DrawFn) -> tuple[str, str]:
     """An option, and a value it must refuse."""
     name = draw(st.sampled_from(sorted(OPTIONS)))
     special = st.sampled_from(NOT_FINITE + OPTIONS[name][1])
+    if name in SECONDS:
+        too_long = st.floats(min_value=MAX_SECONDS * 1.0001, max_value=1e300).map(repr)
+        return name, draw(st.one_of(special, too_long))
     if name in FRACTIONS:
         return name, draw(special)
     huge = st.integers(min_value=MAX_COUNT + 1, max_value=10**40).map(str)

@@ -114,6 +114,10 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 #: are 32-bit numbers.
 MAX_COUNT = 2**31 - 1
 
+#: The longest time an option takes, in seconds: it becomes a time limit in
+#: milliseconds, which the server takes as a 32-bit number (about 24.8 days).
+MAX_SECONDS = MAX_COUNT / 1000
+
 
 class Finite(click.FloatRange):
     """A number in a range, refusing NaN and infinity (a usage error, exit 2)."""
@@ -123,6 +127,11 @@ class Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+def seconds(minimum: float, *, min_open: bool = False) -> Finite:
+    """A finite number of seconds from `minimum` up to `MAX_SECONDS`."""
+    return Finite(minimum, MAX_SECONDS, min_open=min_open)
 
 
 def count(minimum: int) -> click.IntRange:
@@ -458,7 +467,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
     help="Module to import so its models register (repeatable).",
 )
 @click.option("--migrations", type=click.Path(path_type=Path), help="The migrations directory.")
-@click.option("--timeout", type=Finite(0.1), help="Seconds to reach the server [10].")
+@click.option("--timeout", type=seconds(0.1), help="Seconds to reach the server [10].")
 @click.version_option(package_name="atomdb-migrate")
 @click.pass_context
 def main(
@@ -571,7 +580,7 @@ _RUN_OPTIONS = [
     click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it."),
     click.option(
         "--retry-for",
-        type=Finite(0),
+        type=seconds(0),
         default=DEFAULT_RETRY_FOR,
         show_default=True,
         metavar="SECONDS",
@@ -598,13 +607,13 @@ _RUN_OPTIONS = [
     ),
     click.option(
         "--max-lag",
-        type=Finite(0),
+        type=seconds(0),
         metavar="SECONDS",
         help="On a replica set, pause while a secondary lags the primary by more than this.",
     ),
     click.option(
         "--call-timeout",
-        type=Finite(0, min_open=True),
+        type=seconds(0, min_open=True),
         default=DEFAULT_CALL_TIMEOUT,
         show_default=True,
         metavar="SECONDS",
