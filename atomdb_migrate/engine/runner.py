@@ -1395,11 +1395,7 @@ class Runner:
         leave there what the run has written so far (`LeaseLock.verify`)."""
         if self.lock is None:
             return
-        verify = getattr(self.lock, "verify", None)
-        if verify is None:  # a lock that only tells from its own clock
-            self.lock.check()
-            return
-        await self.retry.call(LEASE_CHECK, partial(verify, self._progress()))
+        await self.retry.call(LEASE_CHECK, partial(self.lock.verify, self._progress()))
 
     def _record_failure(self, report: ModelReport, doc_id: Any, exc: BaseException) -> None:
         """Count a failed document, and keep the first ones in detail (secrets masked)."""
