@@ -15,6 +15,8 @@ MigrateError
  │    ├── StepBeyondHeadError   a step goes past the model's current version
  │    ├── MissingDowngradeError a downgrade needs a step with no downgrade
  │    └── IrreversibleOperationError  an operation with no exact inverse
+ ├── StepDefinitionError       a step defined wrong (`register_step`'s arguments,
+ │                             a step module's names)
  ├── StepError                 a step failed on one document
  │    ├── StepFailedError       the step function raised
  │    └── StepResultError       the step returned something that is not a
@@ -47,7 +49,8 @@ MigrateError
       └── LockLostError         this runner's lease ran out during the run
 ```
 
-`InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`, and
+`InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`,
+`StepDefinitionError` from `TypeError` and `ValueError`, and
 `UnknownModelError` from `LookupError`, so code written against the
 built-in exceptions keeps working.
 
@@ -285,6 +288,28 @@ class IrreversibleOperationError(ChainError):
 
     def __init__(self, operation: Any, reason: str) -> None:
         super().__init__(f"{operation!r} cannot be undone: {reason}", operation=operation)
+
+
+class StepDefinitionError(MigrateError, TypeError, ValueError):
+    """A step is defined wrong: an argument of `register_step` (or the `step`
+    decorator), or the same name in a step module, is refused.
+
+    Raised where the step is made, before anything is registered; the loader
+    reports it as a `StepModuleError` at the line of the name. It is a
+    `TypeError` and a `ValueError` too, as the refusals were before it.
+
+    Attributes
+    ----------
+    argument: str
+        The argument refused: ``"upgrade"``, ``"downgrade"``, ``"operations"``
+        or ``"changes"``.
+
+    """
+
+    argument: str
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message, argument=argument)
 
 
 class OperationError(MigrateError, ValueError):

@@ -11,10 +11,9 @@ document's version, one step at a time, to the model's current version (the
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NoReturn
@@ -23,8 +22,7 @@ from bson.decimal128 import Decimal128
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
-from ..core.documents import Document, StepDocument, copy_document
-from ..core.storage import VERSION_KEY
+from ..core.documents import Document
 from ..exceptions import (
     ChainError,
     CycleError,
@@ -34,13 +32,10 @@ from ..exceptions import (
     MigrateError,
     MissingDowngradeError,
     StepBeyondHeadError,
-    StepFailedError,
-    StepResultError,
 )
-
-#: A step function: takes the document, changes it in place and returns None,
-#: or returns the new document; it may be a coroutine function.
-StepFunction = Callable[[Document], Document | Awaitable[Document | None] | None]
+from .chain import StepFunction as StepFunction
+from .chain import apply_chain as apply_chain  # re-exported: chains ran here before
+from .chain import run_chain as run_chain
 
 #: Anything accepted where a version is expected.
 VersionLike = str | int | Version
@@ -209,12 +204,18 @@ def describe_function(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Step:
     """One step of one model: from a version to the next.
 
     A `Step` is callable: calling it calls its upgrade function, so a
     decorated function can still be called directly in tests.
+
+    A step is made whole, checked, by `atomdb_migrate.steps.definition`
+    (`register_step`, the `step` decorator and the loader all go through it)
+    and does not change after, but for one thing: the `downgrade` decorator
+    attaches the downgrade function of a step made by the `step` decorator.
+    Steps compare and hash by identity.
 
     """
 
@@ -239,7 +240,7 @@ class Step:
     #: Where the step comes from: a file path, or ``module.qualname``.
     source: str = ""
 
-    #: The step's declarative operations (`atomdb_migrate.ops.Operations`),
+    #: The step's declarative operations (`atomdb_migrate.ops.StepOperations`),
     #: run before the upgrade function given with them, if any.
     operations: Any = None
 
@@ -267,12 +268,16 @@ class Step:
     to_key: Version = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.from_key = parse_version(self.from_version, model=self.model, what="step version")
-        self.to_key = parse_version(self.to_version, model=self.model, what="step version")
-        self.from_version = str(self.from_key)
-        self.to_version = str(self.to_key)
+        # The versions in canonical form, parsed for ordering, and the source.
+        start = parse_version(self.from_version, model=self.model, what="step version")
+        end = parse_version(self.to_version, model=self.model, what="step version")
+        made = object.__setattr__
+        made(self, "from_key", start)
+        made(self, "to_key", end)
+        made(self, "from_version", str(start))
+        made(self, "to_version", str(end))
         if not self.source:
-            self.source = describe_function(self.upgrade_fn)
+            made(self, "source", describe_function(self.upgrade_fn))
 
     def __call__(self, doc: Document) -> Any:
         return self.upgrade_fn(doc)
@@ -288,7 +293,7 @@ class Step:
         ... def join_name(doc): ...
 
         """
-        self.downgrade_fn = fn
+        object.__setattr__(self, "downgrade_fn", fn)  # the one change a made step takes
         return fn
 
     def same_as(self, other: Step) -> bool:
@@ -559,119 +564,3 @@ class StepGraph:
                     seen.add(str(exc))
                     found.append(exc)
         return found
-
-
-async def run_chain(
-    steps: tuple[Step, ...] | list[Step],
-    doc: Document,
-    *,
-    downgrade: bool = False,
-) -> Document:
-    """Apply a chain of steps to a document, setting its version after each.
-
-    The caller passes a document it owns (a copy, where the original must
-    stay untouched): steps may change it in place.
-
-    Parameters
-    ----------
-    steps: sequence of Step
-        The chain, as planned by `StepGraph.plan_upgrade` or
-        `StepGraph.plan_downgrade`.
-    doc: dict
-        The document.
-    downgrade: bool
-        Run the steps' downgrade functions, setting each step's
-        ``from_version``.
-
-    Returns
-    -------
-    doc: dict
-        The document at the end of the chain.
-
-    Raises
-    ------
-    StepFailedError
-        If a step function raised.
-    StepResultError
-        If a step returned something other than a dict or None, or changed
-        the document's ``_id``.
-
-    """
-    __tracebackhide__ = True  # pytest shows the step's frame, not this one
-    watched = doc if isinstance(doc, StepDocument) else None
-    has_id = "_id" in doc
-    doc_id = doc.get("_id")
-    for step in steps:
-        fn = step.downgrade_fn if downgrade else step.upgrade_fn
-        assert fn is not None
-        end = step.from_version if downgrade else step.to_version
-        try:
-            result = fn(doc)
-            if result is not None and type(result) is not dict and inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            raise StepFailedError(
-                f"raised {type(exc).__name__}: {exc}", **_where(step, doc_id, downgrade)
-            ) from exc
-        if result is not None:
-            if not isinstance(result, dict):
-                raise StepResultError(
-                    f"returned {type(result).__name__}, expected a dict or None",
-                    **_where(step, doc_id, downgrade),
-                )
-            if result is not doc and watched is not None:
-                # A new dict: what it leaves out depends on every field.
-                watched.look_at_everything()
-            doc = result
-        # Identity first: ObjectId's != is a Python method, and the step
-        # almost always leaves the very same object.
-        if has_id and (new_id := doc.get("_id")) is not doc_id and new_id != doc_id:
-            raise StepResultError(
-                f"changed or removed the document's _id (now {new_id!r})",
-                **_where(step, doc_id, downgrade),
-            )
-        doc[VERSION_KEY] = end
-    return doc
-
-
-async def apply_chain(
-    steps: tuple[Step, ...] | list[Step],
-    state: Document,
-    *,
-    downgrade: bool = False,
-    track: bool = True,
-) -> tuple[Document, Iterable[str] | None]:
-    """Run a chain on a stored document without changing it.
-
-    With `track` False (nothing will be written, so nobody needs to know
-    what the steps looked at), the steps run on a deep copy: recording
-    each access costs more than the copy for small steps.
-
-    Returns
-    -------
-    doc: dict
-        The document at the end of the chain (tracked: values no step
-        reached are shared with `state`; untracked: nothing is).
-    fields: set of str or None
-        The top-level fields the steps looked at; None when they looked at
-        the whole document (see `StepDocument`), or when not tracked.
-
-    """
-    __tracebackhide__ = True
-    if not track:
-        return await run_chain(steps, copy_document(state), downgrade=downgrade), None
-    watched = StepDocument(state)
-    doc = await run_chain(steps, watched, downgrade=downgrade)
-    if doc is watched:
-        doc = watched.result()
-    return doc, watched.fields()
-
-
-def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
-    """The facts a step error names."""
-    start, end = (
-        (step.to_version, step.from_version) if downgrade else (step.from_version, step.to_version)
-    )
-    return dict(
-        model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
-    )
