@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NoReturn
@@ -344,6 +344,100 @@ class Plan:
         raise self.error
 
 
+#: The kinds of documents behind the target: a chain takes them there
+#: (``migrate``), or none does (``missing``).
+PENDING: tuple[PlanKind, ...] = ("migrate", "missing")
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    """One stored ``__version__`` value, the documents holding it, and their plan."""
+
+    #: The value as stored (None for no ``__version__``), in its BSON form.
+    raw: Any
+    #: The documents stored with it.
+    count: int
+    #: What to do with them (`StepGraph.plan`).
+    plan: Plan
+
+    @property
+    def version(self) -> Version:
+        """The stored version, parsed (every plan has one but ``invalid``)."""
+        if self.plan.stored is None:
+            raise self.plan.error or ValueError(f"no version: {self.raw!r}")
+        return self.plan.stored
+
+
+@dataclass(frozen=True)
+class Census:
+    """A model's stored versions bucketed by plan kind (`StepGraph.census`).
+
+    The one answer to "how many documents are current, pending, newer,
+    beyond the target, or no version at all", for ``upgrade``, ``status``,
+    the query guard and version-aware queries alike.
+
+    """
+
+    #: Each stored value with its count and plan, in the order counted.
+    rows: tuple[CensusRow, ...]
+
+    def of(self, *kinds: PlanKind) -> list[CensusRow]:
+        """The rows whose plan is of one of `kinds`, in order."""
+        return [row for row in self.rows if row.plan.kind in kinds]
+
+    def count(self, *kinds: PlanKind) -> int:
+        """The documents whose plan is of one of `kinds`."""
+        return sum(row.count for row in self.of(*kinds))
+
+    @property
+    def current(self) -> int:
+        """Documents at the target already (in any of its BSON forms)."""
+        return self.count("current")
+
+    @property
+    def pending(self) -> int:
+        """Documents behind the target: a chain takes them there, or none does (`PENDING`)."""
+        return self.count(*PENDING)
+
+    @property
+    def newer(self) -> int:
+        """Documents newer than the code's version."""
+        return self.count("newer")
+
+    @property
+    def beyond(self) -> int:
+        """Documents past the target the other way, left alone."""
+        return self.count("beyond")
+
+    @property
+    def invalid(self) -> int:
+        """Documents whose stored value is no version."""
+        return self.count("invalid")
+
+    @property
+    def off_target(self) -> int:
+        """Documents not at the target, whatever their plan."""
+        return sum(row.count for row in self.rows if row.plan.kind != "current")
+
+    @property
+    def chain(self) -> tuple[Step, ...]:
+        """The longest chain a stored value takes (the first, of equals): on one
+        model's line of versions, it holds every other one."""
+        chain: tuple[Step, ...] = ()
+        for row in self.rows:
+            if len(row.plan.steps) > len(chain):
+                chain = row.plan.steps
+        return chain
+
+    def through(self) -> dict[Step, int]:
+        """The documents each step takes, in the order the rows first reach it."""
+        found: dict[Step, int] = {}
+        for row in self.rows:
+            for s in row.plan.steps:
+                found[s] = found.get(s, 0) + row.count
+        return found
+
+
 class StepGraph:
     """The steps of one model, keyed by the version each leaves.
 
@@ -406,6 +500,23 @@ class StepGraph:
         """The greatest version any step arrives at, or None without steps."""
         return max((s.to_key for s in self._by_from.values()), default=None)
 
+    def steps_to(self, version: Version) -> list[Step]:
+        """The steps up to `version`: those arriving at it or below, in order."""
+        return [s for s in self.steps if s.to_key <= version]
+
+    def steps_above(self, version: Version) -> list[Step]:
+        """The steps from `version` up: those leaving it or a greater version, in
+        order (the steps a downgrade to `version` undoes, run latest first)."""
+        return [s for s in self.steps if s.from_key >= version]
+
+    def known_versions(self, *more: Version) -> list[Version]:
+        """The versions the chain knows, in order: version 0, every version a
+        step leaves or arrives at, and `more` (a model's own version)."""
+        found = {_BASE, *more}
+        for s in self._by_from.values():
+            found.update((s.from_key, s.to_key))
+        return sorted(found)
+
     # ------------------------------------------------------------------
     # Planning
     # ------------------------------------------------------------------
@@ -459,6 +570,32 @@ class StepGraph:
                 stored=stored,
                 fail=lambda doc_id: chain(stored, target, doc_id=doc_id),
             )
+
+    def census(
+        self,
+        rows: Iterable[tuple[Any, int]],
+        target: Version,
+        *,
+        head: Version,
+        downgrade: bool = False,
+    ) -> Census:
+        """The stored versions, bucketed by what to do with them (see `plan`).
+
+        Parameters
+        ----------
+        rows: iterable of (Any, int)
+            Each stored ``"__version__"`` value as read (None when there is
+            none) and the documents holding it, as `count_versions` gives them.
+        target, head, downgrade:
+            As for `plan`.
+
+        """
+        return Census(
+            tuple(
+                CensusRow(raw, n, self.plan(raw, target, head=head, downgrade=downgrade))
+                for raw, n in rows
+            )
+        )
 
     def plan_upgrade(
         self, start: VersionLike, head: VersionLike, *, doc_id: Any = None
