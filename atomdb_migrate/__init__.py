@@ -43,7 +43,7 @@ from .exceptions import (
     UntranslatableQueryError,
 )
 from .model.finders import count, find, find_one
-from .model.guard import guard_queries
+from .model.query_guard import guard_queries
 from .model.versioned import VersionedModel, VersionedModelSerializer
 from .queries.queries import version_filter
 from .schema.validators import json_schema
