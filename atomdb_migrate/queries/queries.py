@@ -44,7 +44,7 @@ from ..operations.fields import (
 )
 from ..operations.paths import MISSING, MODEL_KEY, Embedded, references_of
 from ..operations.rename_model import RenameModel
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step, StepGraph, version_forms, version_key
 from .expressions import Converted, Expr, Field
@@ -692,7 +692,7 @@ def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> For
         return formula
     down = step.downgrade_fn
     try:
-        if not isinstance(down, Operations):
+        if not isinstance(down, StepOperations):
             raise _Refused(
                 _own_condition(formula),
                 "a downgrade function computes the document this code reads from one stored "
