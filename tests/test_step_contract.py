@@ -107,9 +107,17 @@ def test_a_step_function_means_the_same_with_or_without_operations(
 def test_a_step_is_frozen(registry: MigrationRegistry) -> None:
     made = register_step(MODEL, 0, 1, lambda doc: None, registry=registry)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        made.message = "another"  # type: ignore[misc]
+        made.message = "another"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        made.unfinished = ("x",)  # type: ignore[misc]
+        made.unfinished = ("x",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.to_key = made.from_key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del made.source
+    # Its functions stay replaceable: the downgrade decorator, and tests
+    # standing in for a function, set them.
+    made.upgrade_fn = print
+    assert made.upgrade_fn is print
 
 
 def test_the_downgrade_decorator_still_attaches_to_the_registered_step(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NoReturn
 
@@ -204,7 +204,12 @@ def describe_function(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-@dataclass(frozen=True, eq=False)
+#: The fields of a `Step` that may be set once it is made: its functions (the
+#: `Step.downgrade` decorator attaches one; a test may stand in for one).
+REPLACEABLE = frozenset({"upgrade_fn", "downgrade_fn"})
+
+
+@dataclass(eq=False)
 class Step:
     """One step of one model: from a version to the next.
 
@@ -213,9 +218,9 @@ class Step:
 
     A step is made whole, checked, by `atomdb_migrate.steps.definition`
     (`register_step`, the `step` decorator and the loader all go through it)
-    and does not change after, but for one thing: the `downgrade` decorator
-    attaches the downgrade function of a step made by the `step` decorator.
-    Steps compare and hash by identity.
+    and is frozen after: setting any field but its functions (`REPLACEABLE`)
+    raises `dataclasses.FrozenInstanceError`. Steps compare and hash by
+    identity.
 
     """
 
@@ -271,13 +276,19 @@ class Step:
         # The versions in canonical form, parsed for ordering, and the source.
         start = parse_version(self.from_version, model=self.model, what="step version")
         end = parse_version(self.to_version, model=self.model, what="step version")
-        made = object.__setattr__
-        made(self, "from_key", start)
-        made(self, "to_key", end)
-        made(self, "from_version", str(start))
-        made(self, "to_version", str(end))
+        self.from_version, self.to_version = str(start), str(end)
         if not self.source:
-            made(self, "source", describe_function(self.upgrade_fn))
+            self.source = describe_function(self.upgrade_fn)
+        self.from_key = start
+        self.to_key = end  # the last field set: the step is made
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in REPLACEABLE and "to_key" in self.__dict__:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __call__(self, doc: Document) -> Any:
         return self.upgrade_fn(doc)
@@ -293,7 +304,7 @@ class Step:
         ... def join_name(doc): ...
 
         """
-        object.__setattr__(self, "downgrade_fn", fn)  # the one change a made step takes
+        self.downgrade_fn = fn
         return fn
 
     def same_as(self, other: Step) -> bool:
