@@ -31,9 +31,9 @@ from typing import Any
 
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
+from .core.bson_rules import bson_kind, same_value
 from .core.documents import Document
-from .core.storage import VERSION_KEY
-from .core.writes import bson_kind, same_value
+from .core.storage import IMPLICIT, VERSION_KEY
 from .driver.mongo import (
     MEMORY_SCHEME,
     ManagerState,
@@ -46,7 +46,7 @@ from .steps.registry import MigrationRegistry
 from .steps.versions import apply_chain, parse_version
 
 #: Keys of a stored document that are bookkeeping, not fields.
-BOOKKEEPING = ("_id", "__model__", "__ref__", VERSION_KEY)
+BOOKKEEPING = IMPLICIT
 
 __all__ = ["assert_downgrades", "assert_upgrades", "first_difference", "memory_database"]
 

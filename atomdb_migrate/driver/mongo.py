@@ -35,10 +35,11 @@ from bson.min_key import MinKey
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
+from ..core.bson_rules import same_value
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
-from ..core.writes import Write, needs_expression, same_value
+from ..core.writes import Write, needs_expression
 from ..exceptions import ConfigError, ConnectionFailedError, shorten
 from ..schema.validators import Validator
 from ..steps.versions import version_key
