@@ -18,6 +18,10 @@ fixtures:
 - ``migration_registry``: the process's registry, with the steps a test
   registers removed after it.
 
+Before each test it calls `reset`: the package's caches (translated
+filters, counted stored versions, messages logged once) start empty, so no
+test sees what an earlier one left.
+
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from .core.bson_rules import bson_kind, same_value
+from .core.caches import reset
 from .core.documents import Document
 from .core.storage import IMPLICIT, VERSION_KEY
 from .driver.mongo import (
@@ -48,7 +53,13 @@ from .steps.versions import apply_chain, parse_version
 #: Keys of a stored document that are bookkeeping, not fields.
 BOOKKEEPING = IMPLICIT
 
-__all__ = ["assert_downgrades", "assert_upgrades", "first_difference", "memory_database"]
+__all__ = [
+    "assert_downgrades",
+    "assert_upgrades",
+    "first_difference",
+    "memory_database",
+    "reset",
+]
 
 
 async def assert_upgrades(
@@ -269,6 +280,11 @@ try:
 except ImportError:  # pragma: no cover - only used under pytest
     pass
 else:
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(item: pytest.Item) -> None:
+        """Before each test (and its fixtures): the package's caches start empty (`reset`)."""
+        reset()
 
     @pytest.fixture
     def migrate_db() -> Iterator[Any]:

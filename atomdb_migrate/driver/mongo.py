@@ -36,6 +36,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
 from ..core.bson_rules import same_value
+from ..core.caches import resettable
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
@@ -510,7 +511,9 @@ class ManagerState:
                 member.set_slot(manager, value)
 
 
+#: The messages `_say_once` said (`atomdb_migrate.core.caches.reset` forgets them).
 _SAID: set[str] = set()
+resettable(f"{__name__}._SAID", _SAID.clear)
 
 
 def _say_once(message: str) -> None:

@@ -672,5 +672,5 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
     raise ConflictError(cls.__model__, doc_id, SAVE_ATTEMPTS)
 
 
-listen_to_aliases(_alias_changed)
+listen_to_aliases(_alias_changed, lasting=True)
 versioned_base(VersionedModel)  # its documents hold __version__ (json_schema)

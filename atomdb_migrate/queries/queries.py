@@ -29,6 +29,7 @@ import bson
 from bson import Decimal128
 from packaging.version import Version
 
+from ..core.caches import resettable
 from ..core.storage import VERSION_KEY
 from ..exceptions import ConversionError, InvalidQueryError, UntranslatableQueryError
 from ..operations.base import Operation
@@ -852,6 +853,7 @@ def _detached(query: Any) -> Any:
 CACHE_SIZE = 512
 
 _cache: dict[Any, dict[str, Any]] = {}
+resettable(f"{__name__}._cache", _cache.clear)
 
 
 def _cache_key(model: Any, query: dict[str, Any], versions: list[Any] | None) -> Any:
