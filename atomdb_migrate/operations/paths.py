@@ -12,11 +12,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from ..core.bson_rules import INT32_MAX as INT32_MAX
+from ..core.bson_rules import INT32_MIN as INT32_MIN
+from ..core.bson_rules import INT64_MAX as INT64_MAX
+from ..core.bson_rules import INT64_MIN as INT64_MIN
 from ..core.documents import Document
-from ..core.storage import VERSION_KEY
+from ..core.storage import JSON_DATE_TAGS as JSON_DATE_TAGS
+from ..core.storage import MANAGED_KEYS
+from ..core.storage import MODEL_KEY as MODEL_KEY
 
-#: The key atom-db stores a model's name under, in documents and references.
-MODEL_KEY = "__model__"
+# MODEL_KEY, the integer ranges and JSON_DATE_TAGS moved to `core`: still
+# importable from here.
 
 #: Top-level fields the server form of a step uses while it runs (removed
 #: before the update ends). Paths may not start with this prefix.
@@ -34,32 +40,10 @@ _FAILED = {"$literal": {FAILED_FIELD: True}}
 #: The target types `convert` knows, by name.
 CONVERSIONS = ("int", "float", "str", "bool", "datetime")
 
-#: The ``__py__`` tags of atom-db's JSON form of dates and datetimes.
-JSON_DATE_TAGS = ("datetime.datetime", "datetime.date")
-
-#: The largest and smallest integers MongoDB stores (64 bits).
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-
-#: The range of a 32-bit int: PyMongo stores a Python int in it as one.
-INT32_MAX = 2**31 - 1
-INT32_MIN = -(2**31)
-
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INT_REGEX = "^[+-]?[0-9]+$"
 _FLOAT_REGEX = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-
-#: The parts of atom-db's JSON form of a datetime: (key, lowest, highest, default).
-_DATE_PARTS = (
-    ("year", 1, 9999, None),
-    ("month", 1, 12, None),
-    ("day", 1, 31, None),
-    ("hour", 0, 23, 0),
-    ("minute", 0, 59, 0),
-    ("second", 0, 59, 0),
-    ("microsecond", 0, 999999, 0),
-)
 
 
 class _Missing:
@@ -182,7 +166,7 @@ def split_path(path: str, *, what: str = "path") -> tuple[str, ...]:
             raise ValueError(f"{what} {path!r}: names may not start with '$'")
         if name.startswith(RESERVED_PREFIX):
             raise ValueError(f"{what} {path!r}: names starting {RESERVED_PREFIX!r} are reserved")
-    if parts[0] in ("_id", VERSION_KEY, MODEL_KEY):
+    if parts[0] in MANAGED_KEYS:
         raise ValueError(f"{what} {path!r}: {parts[0]} is managed by atom-db and atomdb-migrate")
     return parts
 
@@ -344,6 +328,7 @@ def settable_expr(
 
 
 def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
+    """`base` with its field `name`, a plain path name (`split_path`), set to `value`."""
     return {"$setField": {"field": name, "input": base, "value": value}}
 
 
@@ -439,7 +424,9 @@ def literal(value: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------
 # Paths, as query conditions (for the fast form of a step)
 # ----------------------------------------------------------------------
-def _is_document(name: str) -> dict[str, Any]:
+def _is_document_query(name: str) -> dict[str, Any]:
+    """The query condition true where the value at `name` is a document (the
+    formula form is `atomdb_migrate.queries.queries._is_document_formula`)."""
     # $type "object" alone also matches an array holding a document.
     return {name: {"$type": "object", "$not": {"$type": "array"}}}
 
@@ -470,9 +457,9 @@ def settable_query(parts: Sequence[str], embedded: Embedded = NO_EMBEDDED) -> li
         if tuple(parts[:i]) in references:
             return [{name: {"$in": []}}]
         if tuple(parts[:i]) in embedded:
-            found.append(_is_document(name))
+            found.append(_is_document_query(name))
         else:
-            found.append({"$or": [{name: {"$exists": False}}, _is_document(name)]})
+            found.append({"$or": [{name: {"$exists": False}}, _is_document_query(name)]})
     return found
 
 

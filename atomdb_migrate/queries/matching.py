@@ -27,7 +27,7 @@ from uuid import UUID
 
 from bson import Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from ..core.writes import bson_kind
+from ..core.bson_rules import bson_kind
 from ..operations.paths import MISSING
 from .regexes import pcre_only
 

@@ -29,6 +29,7 @@ import bson
 from bson import Decimal128
 from packaging.version import Version
 
+from ..core.caches import resettable
 from ..core.storage import VERSION_KEY
 from ..exceptions import ConversionError, InvalidQueryError, UntranslatableQueryError
 from ..operations.base import Operation
@@ -114,7 +115,9 @@ def _type(parts: tuple[str, ...], name: str) -> Atom:
     return Atom(parts, "$type", frozenset({name}))
 
 
-def _is_document(parts: tuple[str, ...]) -> Formula:
+def _is_document_formula(parts: tuple[str, ...]) -> Formula:
+    """The value at a path is a document (the query-condition form is
+    `atomdb_migrate.operations.paths._is_document_query`)."""
     # $type "object" also matches a list holding a document.
     return conj([_type(parts, "object"), neg(_type(parts, "array"))])
 
@@ -136,7 +139,7 @@ def _settable(parts: tuple[str, ...], embedded: Embedded, carry: bool = False) -
     for p in _prefixes(parts):
         if p in references:
             return False
-        kinds = [_is_document(p)]
+        kinds = [_is_document_formula(p)]
         if p not in embedded:
             kinds.append(neg(Atom(p, "$exists", True)))
         elif carry:
@@ -187,7 +190,7 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     if isinstance(op, RemoveField):
         rest = _within(path, op.parts)
         if rest is not None:
-            chain = conj([_is_document(p) for p in _prefixes(op.parts)])
+            chain = conj([_is_document_formula(p) for p in _prefixes(op.parts)])
             return [(chain, Const(MISSING)), (neg(chain), Field(path))]
         return [(True, Shape(path))] if _above(path, op.parts) else None
     if isinstance(op, (MoveField, CopyField)):
@@ -850,6 +853,7 @@ def _detached(query: Any) -> Any:
 CACHE_SIZE = 512
 
 _cache: dict[Any, dict[str, Any]] = {}
+resettable(f"{__name__}._cache", _cache.clear)
 
 
 def _cache_key(model: Any, query: dict[str, Any], versions: list[Any] | None) -> Any:

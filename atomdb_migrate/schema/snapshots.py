@@ -51,6 +51,7 @@ from atomdb.nosql import NoSQLModel
 from packaging.version import Version
 
 from ..core.literals import Source
+from ..core.storage import IMPLICIT, MODEL_KEY
 from ..exceptions import ConfigError, short_repr
 from ..operations.conversions import check_value
 from ..operations.paths import CONVERSIONS
@@ -60,9 +61,6 @@ from ..steps.versions import Step, StepGraph
 #: What a snapshot records of a field: a type's description, or, for an
 #: embedded model, a dict of its fields (with its ``__model__``).
 Description: TypeAlias = "str | dict[str, Description]"
-
-#: Fields atom-db stores for every model: not part of a snapshot.
-IMPLICIT = frozenset(("_id", "__model__", "__ref__", "__version__"))
 
 #: The conversion `ops.convert` makes for a member type, where there is one.
 CONVERSION_FOR = {
@@ -125,7 +123,7 @@ def embedded(kind: type, seen: frozenset[type] = frozenset()) -> Description:
     if kind in seen:
         return f"Embedded({_type_name(kind)})"
     members = kind.members()  # type: ignore[attr-defined]
-    fields: dict[str, Description] = {"__model__": _type_name(kind)}
+    fields: dict[str, Description] = {MODEL_KEY: _type_name(kind)}
     for name in sorted(getattr(kind, "__fields__", ())):
         if name not in IMPLICIT:
             fields[name] = describe_member(members[name], seen | {kind})
@@ -225,7 +223,7 @@ class SchemaDiff:
 
 def _shown(description: Description) -> str:
     if isinstance(description, dict):
-        return f"embedded {description.get('__model__', '?')}"
+        return f"embedded {description.get(MODEL_KEY, '?')}"
     return description
 
 
@@ -242,7 +240,7 @@ def resolve_references(desc: Any, resolve: Callable[[str], str]) -> Any:
         return {
             k: (
                 resolve(v)
-                if k == "__model__" and isinstance(v, str)
+                if k == MODEL_KEY and isinstance(v, str)
                 else resolve_references(v, resolve)
             )
             for k, v in desc.items()
@@ -268,7 +266,7 @@ def compare(
         new = resolve_references(new, resolve)
     diff = SchemaDiff()
     for name, desc in new.items():
-        if name == "__model__":
+        if name == MODEL_KEY:
             continue
         path = prefix + name
         if name not in old:
@@ -276,7 +274,7 @@ def compare(
             continue
         before = old[name]
         if isinstance(before, dict) and isinstance(desc, dict):
-            if before.get("__model__") != desc.get("__model__"):
+            if before.get(MODEL_KEY) != desc.get(MODEL_KEY):
                 diff.changed[path] = (before, desc)  # the stored __model__ changes
             else:
                 inner = compare(before, desc, path + ".")
@@ -286,7 +284,7 @@ def compare(
         elif not same_storage(before, desc):
             diff.changed[path] = (before, desc)
     for name, desc in old.items():
-        if name != "__model__" and name not in new:
+        if name != MODEL_KEY and name not in new:
             diff.removed[prefix + name] = desc
     return diff
 
@@ -302,8 +300,8 @@ def same_storage(old: Description, new: Description) -> bool:
     if isinstance(new, dict):
         # A snapshot from before embedded models were described in full.
         return isinstance(old, str) and old in (
-            f"Typed({new.get('__model__')})",
-            f"Instance({new.get('__model__')})",
+            f"Typed({new.get(MODEL_KEY)})",
+            f"Instance({new.get(MODEL_KEY)})",
         )
     if not isinstance(old, str):
         return False
@@ -584,7 +582,7 @@ def _flattened(fields: dict[str, Description]) -> list[tuple[str, Description]]:
     for path, description in fields.items():
         out.append((path, description))
         if isinstance(description, dict):
-            nested = {f"{path}.{k}": v for k, v in description.items() if k != "__model__"}
+            nested = {f"{path}.{k}": v for k, v in description.items() if k != MODEL_KEY}
             inner += _flattened(nested)
     return out + inner
 
