@@ -26,6 +26,7 @@ from bson import ObjectId
 from packaging.version import Version
 from pymongo.errors import OperationFailure
 
+from ..autogenerate.render import written
 from ..core.literals import Source, docstring, quoted
 from ..core.masking import mask
 from ..core.storage import VERSION_INDEX
@@ -260,7 +261,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             lines += [
                 "# __indexes__: upgrade creates indexes before the documents change, and",
                 "# drops them after every document passed (expand, then contract).",
-                *(declared_indexes.written(op, source) for op in index_ops),
+                *(written(op, source) for op in index_ops),
             ]
         if base is not None and not lines:
             lines.append("# No change found since the snapshot.")
