@@ -26,7 +26,9 @@ from bson import ObjectId
 from packaging.version import Version
 from pymongo.errors import OperationFailure
 
-from ..autogenerate.render import written
+from ..autogenerate.infer import infer_operations, operation
+from ..autogenerate.render import Comment, Entry, lines
+from ..autogenerate.revision import upgrade_to_write
 from ..core.literals import Source, docstring, quoted
 from ..core.masking import mask
 from ..core.storage import VERSION_INDEX
@@ -41,15 +43,14 @@ from ..engine.runner import DOWNGRADE, UPGRADE, Direction, ModelReport, Progress
 from ..exceptions import ConfigError, MigrateError, short_repr, shorten
 from ..model.versioned import VersionedModel
 from ..operations.collection import CreateIndex, IndexOperation
+from ..operations.rename_model import RenameModel
 from ..schema import indexes as declared_indexes
 from ..schema.snapshots import (
     SchemaDiff,
     compare,
-    infer_operations,
     previous_snapshot,
     snapshot,
     step_to,
-    upgrade_to_write,
 )
 from ..steps.versions import BASE_VERSION, Step, StepGraph, parse_version
 from . import checksums as step_checksums
@@ -237,35 +238,35 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     hints: list[str] = []
     index_ops: list[IndexOperation] = []
     if autogenerate:
-        lines = []
+        entries: list[Entry] = []
         if moved_from is not None:
-            lines.append(f"ops.rename_model({moved_from!r}, {cls.__model__!r}),")
+            entries.append(operation(RenameModel, "rename_model", moved_from, cls.__model__))
         base = previous_snapshot(graph, parse_version(start), cls.__model__)
         if base is None:
-            lines += [
-                "# No step of this model records a schema yet: nothing to compare with.",
-                "# This step records the model's fields; write its operations by hand.",
+            entries += [
+                Comment("No step of this model records a schema yet: nothing to compare with."),
+                Comment("This step records the model's fields; write its operations by hand."),
             ]
             values["previous"] = "no earlier step (none records one)"
         else:
             diff = compare(base.schema or {}, fields, resolve=ws.registry.resolve)
-            inferred = infer_operations(cls, diff, source)
+            inferred = infer_operations(cls, diff)
             computed, hints = inferred.computed, inferred.hints
-            lines += inferred.lines
+            entries += inferred.entries
             where = " ".join(Path(base.source).name.splitlines())
             values["previous"] = f"{where} (version {base.to_version})"
             if computed or inferred.by_hand:
                 values["upgrade"] = upgrade_to_write(computed, inferred.by_hand)
         index_ops = _index_operations(cls, graph, parse_version(start))
         if index_ops:
-            lines += [
-                "# __indexes__: upgrade creates indexes before the documents change, and",
-                "# drops them after every document passed (expand, then contract).",
-                *(written(op, source) for op in index_ops),
+            entries += [
+                Comment("__indexes__: upgrade creates indexes before the documents change, and"),
+                Comment("drops them after every document passed (expand, then contract)."),
+                *index_ops,
             ]
-        if base is not None and not lines:
-            lines.append("# No change found since the snapshot.")
-        values["operations"] = "".join(f"    {line}\n" for line in lines)
+        if base is not None and not entries:
+            entries.append(Comment("No change found since the snapshot."))
+        values["operations"] = "".join(f"    {line}\n" for line in lines(entries, source))
         values["imports"] = "".join(f"{line}\n" for line in source.imports)
         name = "templates/operations.py.tmpl"
     else:
