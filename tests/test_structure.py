@@ -27,6 +27,7 @@ RANKS = {
     "driver": 4,
     "model": 5,
     "engine": 6,
+    "autogenerate": 7,
     "commands": 8,
     "cli": 9,
 }
