@@ -17,7 +17,7 @@ from typing import Any
 
 from bson import Decimal128
 
-from ..operations.conversions import _conversion_expr
+from ..operations.conversions import conversion_expr
 from ..operations.paths import literal
 from .matching import NUMBER_TYPES, Unsure, freeze, is_regex, regex_of, type_of
 
@@ -73,7 +73,7 @@ def value_expr(value: Field | Converted) -> Any:
     # stays as stored: the step leaves such a document as it is.
     kept = {
         "$let": {
-            "vars": {"made": _conversion_expr(value.to, "$$v")},
+            "vars": {"made": conversion_expr(value.to, "$$v")},
             "in": {"$cond": [{"$eq": [{"$type": "$$made"}, "object"]}, "$$v", "$$made"]},
         }
     }
