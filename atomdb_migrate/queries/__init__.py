@@ -1,5 +1,5 @@
 """Rank 3: translating a query written for one version to every stored version,
-with no I/O: `filters` (formulas), `matching`, `expressions`, `regexes` and
+with no I/O: `formulas` (a filter as a formula), `matching`, `expressions`, `regexes` and
 `queries` (`version_filter`, `sources`). The names of
 `atomdb_migrate.queries.queries` are re-exported here, so the old module path
 keeps working.

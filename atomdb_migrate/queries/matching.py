@@ -305,7 +305,7 @@ def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
         if isinstance(value, list) and not whole:
             kinds.update(type_of(v) for v in value)
         return bool(kinds & arg)
-    raise Unsure(f"operator {op}")  # $elemMatch is `filters.evaluate`'s
+    raise Unsure(f"operator {op}")  # $elemMatch is `formulas.evaluate`'s
 
 
 def freeze(value: Any) -> Any:

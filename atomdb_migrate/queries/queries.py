@@ -48,7 +48,7 @@ from ..operations.running import Operations
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step, StepGraph, version_forms, version_key
 from .expressions import Converted, Expr, Field
-from .filters import (
+from .formulas import (
     SHAPE_OPERATORS,
     And,
     Atom,
