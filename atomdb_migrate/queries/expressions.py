@@ -17,9 +17,10 @@ from typing import Any
 
 from bson import Decimal128
 
+from ..core.conditions import NUMBER_TYPES, Computed, freeze
 from ..operations.conversions import conversion_expr
 from ..operations.paths import literal
-from .matching import NUMBER_TYPES, Unsure, freeze, is_regex, regex_of, type_of
+from .matching import Unsure, is_regex, regex_of, type_of
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Converted:
 
 
 @dataclass(frozen=True)
-class Expr:
+class Expr(Computed):
     """One condition on a value the server computes (`Converted`): written as ``$expr``."""
 
     op: str
@@ -62,6 +63,9 @@ class Expr:
     @property
     def key(self) -> Any:
         return ("expr", self.op, freeze(self.arg), self.value.key)
+
+    def expression(self) -> Any:
+        return condition_expr(self)
 
 
 def value_expr(value: Field | Converted) -> Any:
