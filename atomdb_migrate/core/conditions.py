@@ -242,11 +242,16 @@ def render(formula: Formula) -> dict[str, Any]:
 
 
 def filters_of(formula: Formula) -> list[dict[str, Any]]:
-    """A formula as filters that all hold where it holds: one for each part of a
-    conjunction (none for True), for the caller to join with others."""
+    """A formula as filters that all hold where it holds, for the caller to join with
+    others: of a conjunction, one for each path its conditions name (in the order
+    named) and one for each of its other parts; none for True."""
     if formula is True:
         return []
-    return [render(item) for item in (formula.items if isinstance(formula, And) else [formula])]
+    groups: dict[Any, list[Formula]] = {}
+    for i, item in enumerate(formula.items if isinstance(formula, And) else (formula,)):
+        condition = item.item if isinstance(item, Not) else item
+        groups.setdefault(condition.path if isinstance(condition, Atom) else i, []).append(item)
+    return [render(group[0] if len(group) == 1 else And(tuple(group))) for group in groups.values()]
 
 
 def _argument(atom: Atom) -> dict[str, Any]:

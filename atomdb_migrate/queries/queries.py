@@ -42,7 +42,15 @@ from ..operations.fields import (
     RemoveField,
     SetDefaultWhereMissing,
 )
-from ..operations.paths import MISSING, MODEL_KEY, Embedded, references_of
+from ..operations.paths import (
+    MISSING,
+    MODEL_KEY,
+    exists_formula,
+    is_document_formula,
+    is_null_formula,
+    prefixes,
+    settable_formula,
+)
 from ..operations.rename_model import RenameModel
 from ..operations.running import Operations
 from ..steps.registry import MigrationRegistry
@@ -106,50 +114,6 @@ class _Refused(Exception):
         self.field = item.origin or ".".join(_path_of(item))
 
 
-def _prefixes(parts: Sequence[str]) -> list[tuple[str, ...]]:
-    return [tuple(parts[:i]) for i in range(1, len(parts))]
-
-
-def _type(parts: tuple[str, ...], name: str) -> Atom:
-    return Atom(parts, "$type", frozenset({name}))
-
-
-def _is_document(parts: tuple[str, ...]) -> Formula:
-    # $type "object" also matches a list holding a document.
-    return conj([_type(parts, "object"), neg(_type(parts, "array"))])
-
-
-def _through_documents(parts: tuple[str, ...]) -> Formula:
-    """The value at a path is there, reached through documents only (`ops.get_path`)."""
-    return conj([neg(_type(p, "array")) for p in _prefixes(parts)] + [Atom(parts, "$exists", True)])
-
-
-def _settable(parts: tuple[str, ...], embedded: Embedded, carry: bool = False) -> Formula:
-    """A value can be set at a path, knowing its embedded models (`ops.blocked`).
-
-    A reference on the way blocks it, whatever it holds: atom-db reads the
-    referenced document, never what is stored inside the reference.
-
-    """
-    references = references_of(embedded)
-    checks: list[Formula] = []
-    for p in _prefixes(parts):
-        if p in references:
-            return False
-        kinds = [_is_document(p)]
-        if p not in embedded:
-            kinds.append(neg(Atom(p, "$exists", True)))
-        elif carry:
-            kinds += [neg(Atom(p, "$exists", True)), _is_null(p)]
-        checks.append(disj(kinds))
-    return conj(checks)
-
-
-def _is_null(parts: tuple[str, ...]) -> Formula:
-    # $type "null" also matches a list holding a null.
-    return conj([_type(parts, "null"), neg(_type(parts, "array"))])
-
-
 def _within(path: tuple[str, ...], parts: tuple[str, ...]) -> tuple[str, ...] | None:
     """What follows `parts` in `path`, if `path` is `parts` or inside it."""
     return path[len(parts) :] if path[: len(parts)] == parts else None
@@ -171,12 +135,12 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     embedded = op.embedded()
     if isinstance(op, (AddField, SetDefaultWhereMissing)):
         target = op.parts
-        settable = _settable(target, embedded)
+        settable = settable_formula(target, embedded)
         rest = _within(path, target)
         if rest is not None:
             if type(op) is AddField:
                 return [(settable, Const(op.default, rest)), (neg(settable), Field(path))]
-            there = _through_documents(target)
+            there = exists_formula(target)
             return [
                 (disj([there, neg(settable)]), Field(path)),
                 (conj([neg(there), settable]), Const(op.default, rest)),
@@ -187,18 +151,18 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     if isinstance(op, RemoveField):
         rest = _within(path, op.parts)
         if rest is not None:
-            chain = conj([_is_document(p) for p in _prefixes(op.parts)])
+            chain = conj([is_document_formula(p) for p in prefixes(op.parts)])
             return [(chain, Const(MISSING)), (neg(chain), Field(path))]
         return [(True, Shape(path))] if _above(path, op.parts) else None
     if isinstance(op, (MoveField, CopyField)):
         src, dst = op.src_parts, op.dst_parts
-        moved = conj([_through_documents(src), _settable(dst, embedded, carry=True)])
+        moved = conj([exists_formula(src), settable_formula(dst, embedded, carry=True)])
         rest = _within(path, dst)
         if rest is not None:
             return [(moved, Field(src + rest)), (neg(moved), Field(path))]
         made = path[:-1]
         if path[-1:] == (MODEL_KEY,) and _above(made, dst) and made in embedded:
-            created = conj([moved, disj([neg(Atom(made, "$exists", True)), _is_null(made)])])
+            created = conj([moved, disj([neg(Atom(made, "$exists", True)), is_null_formula(made)])])
             return [(created, Const(embedded[made])), (neg(created), Field(path))]
         if isinstance(op, MoveField) and _within(path, src) is not None:
             return [(moved, Const(MISSING)), (neg(moved), Field(path))]
@@ -210,7 +174,7 @@ def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     if isinstance(op, Convert):
         rest = _within(path, op.parts)
         if rest is not None:
-            there = conj([_through_documents(op.parts), neg(Atom(op.parts, "$eq", None))])
+            there = conj([exists_formula(op.parts), neg(Atom(op.parts, "$eq", None))])
             # A list, or a document (but atom-db's JSON date for "datetime"), never
             # converts: the step fails, and the document stays as it is stored.
             kinds = {"array"} if op.to == "datetime" else {"array", "object"}
