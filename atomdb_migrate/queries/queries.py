@@ -20,6 +20,7 @@ changes (``changes = [...]``) to let conditions on other fields through.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,74 +125,115 @@ def _above(path: tuple[str, ...], parts: tuple[str, ...]) -> bool:
     return len(path) < len(parts) and parts[: len(path)] == path
 
 
+@functools.singledispatch
 def sources(op: Operation, path: tuple[str, ...]) -> Cases | None:
     """Where the value at `path` after `op` comes from; None where `op` leaves it alone.
+
+    Each operation on documents registers its own form by type (below):
+    a new one adds ``@sources.register(NewOperation)``. Operations on the
+    collection change no document and ``rename_model`` is mapped apart
+    (`_through_operation`): they have none.
 
     An embedded model a carried value creates (null or missing before) holds
     its ``__model__`` after; a default is set only inside embedded models
     that are there (see `ops.blocked`).
 
     """
+    raise TypeError(op)  # pragma: no cover - every operation on documents has its form
+
+
+def _set_inside(settable: Formula, path: tuple[str, ...], target: tuple[str, ...]) -> Cases | None:
+    """Above a default's path: a document where the default was set, else as stored."""
+    if _above(path, target):
+        return [(settable, Doc()), (neg(settable), Field(path))]
+    return None
+
+
+@sources.register(AddField)
+def _add_field(op: AddField, path: tuple[str, ...]) -> Cases | None:
+    settable = settable_formula(op.parts, op.embedded())
+    rest = _within(path, op.parts)
+    if rest is not None:
+        return [(settable, Const(op.default, rest)), (neg(settable), Field(path))]
+    return _set_inside(settable, path, op.parts)
+
+
+@sources.register(SetDefaultWhereMissing)
+def _set_default_where_missing(op: SetDefaultWhereMissing, path: tuple[str, ...]) -> Cases | None:
+    settable = settable_formula(op.parts, op.embedded())
+    rest = _within(path, op.parts)
+    if rest is not None:
+        there = exists_formula(op.parts)
+        return [
+            (disj([there, neg(settable)]), Field(path)),
+            (conj([neg(there), settable]), Const(op.default, rest)),
+        ]
+    return _set_inside(settable, path, op.parts)
+
+
+@sources.register(RemoveField)
+def _remove_field(op: RemoveField, path: tuple[str, ...]) -> Cases | None:
+    rest = _within(path, op.parts)
+    if rest is not None:
+        chain = conj([is_document_formula(p) for p in prefixes(op.parts)])
+        return [(chain, Const(MISSING)), (neg(chain), Field(path))]
+    return [(True, Shape(path))] if _above(path, op.parts) else None
+
+
+@sources.register(CopyField)
+def _copy_field(op: CopyField, path: tuple[str, ...]) -> Cases | None:
+    return _carried(op, path, removes_source=False)
+
+
+@sources.register(MoveField)
+def _move_field(op: MoveField, path: tuple[str, ...]) -> Cases | None:
+    return _carried(op, path, removes_source=True)  # rename_field too
+
+
+def _carried(
+    op: CopyField | MoveField, path: tuple[str, ...], removes_source: bool
+) -> Cases | None:
+    """A value carried from one path to another, and removed from the first (`removes_source`)."""
     embedded = op.embedded()
-    if isinstance(op, (AddField, SetDefaultWhereMissing)):
-        target = op.parts
-        settable = settable_formula(target, embedded)
-        rest = _within(path, target)
-        if rest is not None:
-            if type(op) is AddField:
-                return [(settable, Const(op.default, rest)), (neg(settable), Field(path))]
-            there = exists_formula(target)
-            return [
-                (disj([there, neg(settable)]), Field(path)),
-                (conj([neg(there), settable]), Const(op.default, rest)),
-            ]
-        if _above(path, target):
-            return [(settable, Doc()), (neg(settable), Field(path))]
-        return None
-    if isinstance(op, RemoveField):
-        rest = _within(path, op.parts)
-        if rest is not None:
-            chain = conj([is_document_formula(p) for p in prefixes(op.parts)])
-            return [(chain, Const(MISSING)), (neg(chain), Field(path))]
+    src, dst = op.src_parts, op.dst_parts
+    moved = conj([exists_formula(src), settable_formula(dst, embedded, carry=True)])
+    rest = _within(path, dst)
+    if rest is not None:
+        return [(moved, Field(src + rest)), (neg(moved), Field(path))]
+    made = path[:-1]
+    if path[-1:] == (MODEL_KEY,) and _above(made, dst) and made in embedded:
+        created = conj([moved, disj([neg(Atom(made, "$exists", True)), is_null_formula(made)])])
+        return [(created, Const(embedded[made])), (neg(created), Field(path))]
+    if removes_source and _within(path, src) is not None:
+        return [(moved, Const(MISSING)), (neg(moved), Field(path))]
+    if _above(path, dst):
+        return [(moved, Doc()), (neg(moved), Field(path))]
+    if removes_source and _above(path, src):
+        return [(True, Shape(path))]
+    return None
+
+
+@sources.register(Convert)
+def _convert(op: Convert, path: tuple[str, ...]) -> Cases | None:
+    rest = _within(path, op.parts)
+    if rest is None:
         return [(True, Shape(path))] if _above(path, op.parts) else None
-    if isinstance(op, (MoveField, CopyField)):
-        src, dst = op.src_parts, op.dst_parts
-        moved = conj([exists_formula(src), settable_formula(dst, embedded, carry=True)])
-        rest = _within(path, dst)
-        if rest is not None:
-            return [(moved, Field(src + rest)), (neg(moved), Field(path))]
-        made = path[:-1]
-        if path[-1:] == (MODEL_KEY,) and _above(made, dst) and made in embedded:
-            created = conj([moved, disj([neg(Atom(made, "$exists", True)), is_null_formula(made)])])
-            return [(created, Const(embedded[made])), (neg(created), Field(path))]
-        if isinstance(op, MoveField) and _within(path, src) is not None:
-            return [(moved, Const(MISSING)), (neg(moved), Field(path))]
-        if _above(path, dst):
-            return [(moved, Doc()), (neg(moved), Field(path))]
-        if isinstance(op, MoveField) and _above(path, src):
-            return [(True, Shape(path))]
-        return None
-    if isinstance(op, Convert):
-        rest = _within(path, op.parts)
-        if rest is not None:
-            there = conj([exists_formula(op.parts), neg(Atom(op.parts, "$eq", None))])
-            # A list, or a document (but atom-db's JSON date for "datetime"), never
-            # converts: the step fails, and the document stays as it is stored.
-            kinds = {"array"} if op.to == "datetime" else {"array", "object"}
-            whole = Atom(op.parts, "$type", frozenset(kinds))
-            if rest and op.to == "datetime":
-                raise _Refused(
-                    Atom(path, "$exists", True),
-                    f"{op!r} leaves a document it fails on as it is, so what is inside "
-                    "the field depends on whether it converts",
-                )
-            after: Source = Converted(op.to, Field(path)) if not rest else Const(MISSING)
-            return [
-                (conj([there, neg(whole)]), after),
-                (disj([neg(there), whole]), Field(path)),
-            ]
-        return [(True, Shape(path))] if _above(path, op.parts) else None
-    raise TypeError(op)  # pragma: no cover - RenameModel is mapped by _rename_model
+    there = conj([exists_formula(op.parts), neg(Atom(op.parts, "$eq", None))])
+    # A list, or a document (but atom-db's JSON date for "datetime"), never
+    # converts: the step fails, and the document stays as it is stored.
+    kinds = {"array"} if op.to == "datetime" else {"array", "object"}
+    whole = Atom(op.parts, "$type", frozenset(kinds))
+    if rest and op.to == "datetime":
+        raise _Refused(
+            Atom(path, "$exists", True),
+            f"{op!r} leaves a document it fails on as it is, so what is inside "
+            "the field depends on whether it converts",
+        )
+    after: Source = Converted(op.to, Field(path)) if not rest else Const(MISSING)
+    return [
+        (conj([there, neg(whole)]), after),
+        (disj([neg(there), whole]), Field(path)),
+    ]
 
 
 # ----------------------------------------------------------------------
