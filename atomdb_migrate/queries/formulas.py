@@ -21,7 +21,7 @@ The grammar (anything else raises `InvalidQueryError`):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -269,9 +269,56 @@ def _element_matches(arg: ElemMatch, element: Any) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------
+# Walking a formula's conditions
+# ----------------------------------------------------------------------
+def map_conditions(
+    formula: Formula, atom: Callable[[Atom], Formula], expr: Callable[[Expr], Formula]
+) -> Formula:
+    """A formula with each condition replaced by what `atom` or `expr` makes of it."""
+    if isinstance(formula, bool):
+        return formula
+    if isinstance(formula, Atom):
+        return atom(formula)
+    if isinstance(formula, Expr):
+        return expr(formula)
+    if isinstance(formula, Not):
+        return neg(map_conditions(formula.item, atom, expr))
+    if isinstance(formula, And):
+        return conj(map_conditions(i, atom, expr) for i in formula.items)
+    assert isinstance(formula, Or)
+    return disj(map_conditions(i, atom, expr) for i in formula.items)
+
+
+def path_of(item: Atom | Expr) -> tuple[str, ...]:
+    return item.path if isinstance(item, Atom) else item.value.field.parts
+
+
+def conditions_of(formula: Formula) -> list[Atom | Expr]:
+    if isinstance(formula, (Atom, Expr)):
+        return [formula]
+    if isinstance(formula, Not):
+        return conditions_of(formula.item)
+    if isinstance(formula, (And, Or)):
+        return [c for i in formula.items for c in conditions_of(i)]
+    return []
+
+
+def size(formula: Formula) -> int:
+    """How many conditions a formula holds."""
+    if isinstance(formula, (Atom, Expr)):
+        return 1
+    if isinstance(formula, Not):
+        return size(formula.item)
+    if isinstance(formula, (And, Or)):
+        return sum(size(i) for i in formula.items)
+    return 0
+
+
 __all__ = [
     "LOGICAL_OPERATORS",
     "NOTHING",
+    "SHAPE_OPERATORS",
     "And",
     "Atom",
     "Converted",
@@ -281,12 +328,16 @@ __all__ = [
     "Formula",
     "Not",
     "Or",
+    "conditions_of",
     "conj",
     "disj",
     "evaluate",
     "key_of",
+    "map_conditions",
     "merge",
     "neg",
     "parse",
+    "path_of",
     "render",
+    "size",
 ]
