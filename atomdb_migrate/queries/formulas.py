@@ -291,10 +291,12 @@ def map_conditions(
 
 
 def path_of(item: Atom | Expr) -> tuple[str, ...]:
+    """The path a condition asks of (a computed one: the field it computes from)."""
     return item.path if isinstance(item, Atom) else item.value.field.parts
 
 
 def conditions_of(formula: Formula) -> list[Atom | Expr]:
+    """A formula's conditions, in order (a repeated one as often as it stands)."""
     if isinstance(formula, (Atom, Expr)):
         return [formula]
     if isinstance(formula, Not):
