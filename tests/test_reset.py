@@ -18,7 +18,7 @@ from atomdb_migrate import MigrationRegistry, VersionedModel, version_filter
 from atomdb_migrate.core import caches
 from atomdb_migrate.driver import mongo
 from atomdb_migrate.model import finders
-from atomdb_migrate.queries import queries
+from atomdb_migrate.queries import version_filters as queries
 from atomdb_migrate.steps import registry as registry_module
 from atomdb_migrate.testing import reset
 
@@ -36,7 +36,7 @@ def test_the_caches_are_registered() -> None:
     assert set(caches.registered()) >= {
         "atomdb_migrate.driver.mongo._SAID",
         "atomdb_migrate.model.finders._surveys",
-        "atomdb_migrate.queries.queries._cache",
+        "atomdb_migrate.queries.version_filters._cache",
         "atomdb_migrate.steps.registry._ALIAS_LISTENERS",
     }
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from ..core.caches import resettable
 from ..driver.mongo import count_versions, to_list
 from ..exceptions import MigrateError
-from ..queries.queries import model_of, version_filter
+from ..queries.version_filters import model_of, version_filter
 
 log = logging.getLogger("atomdb_migrate")
 

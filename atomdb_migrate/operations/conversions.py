@@ -153,7 +153,7 @@ def convert_value(value: Any, to: str) -> Any:
     raise ConversionError(f"cannot convert {short_repr(value)} to {to}")
 
 
-def _conversion_expr(to: str, v: str) -> Any:
+def conversion_expr(to: str, v: str) -> Any:
     """The server form of `convert_value`: the value, or `_FAILED`."""
     kind = {"$type": v}
     no_newline = {"$eq": [{"$indexOfCP": [v, "\n"]}, -1]}
@@ -196,22 +196,10 @@ def _conversion_expr(to: str, v: str) -> Any:
             (is_("int", "long", "double"), {"$toString": v}),
         ]
     elif to == "bool":
-        word = {"$toLower": v}
         branches = [
             (is_("bool"), v),
             (is_("int", "long", "double"), {"$ne": [v, 0]}),
-            (
-                is_("string"),
-                {
-                    "$switch": {
-                        "branches": [
-                            {"case": {"$in": [word, ["true", "1"]]}, "then": True},
-                            {"case": {"$in": [word, ["false", "0"]]}, "then": False},
-                        ],
-                        "default": _FAILED,
-                    }
-                },
-            ),
+            (is_("string"), _bool_from_text(v)),
         ]
     elif to == "datetime":
         branches = [
@@ -231,6 +219,21 @@ def _conversion_expr(to: str, v: str) -> Any:
     return {
         "$switch": {
             "branches": [{"case": case, "then": then} for case, then in branches],
+            "default": _FAILED,
+        }
+    }
+
+
+def _bool_from_text(v: str) -> Any:
+    """A string as `convert_value` reads a bool (``"true"``/``"1"``, ``"false"``/``"0"``,
+    in any case), or `_FAILED`."""
+    word = {"$toLower": v}
+    return {
+        "$switch": {
+            "branches": [
+                {"case": {"$in": [word, ["true", "1"]]}, "then": True},
+                {"case": {"$in": [word, ["false", "0"]]}, "then": False},
+            ],
             "default": _FAILED,
         }
     }
