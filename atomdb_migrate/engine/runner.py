@@ -30,17 +30,15 @@ import asyncio
 import contextlib
 import copy
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import bson
 from packaging.version import Version
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
-from pymongo.write_concern import WriteConcern
 
 from ..core.documents import Document
 from ..core.storage import VERSION_KEY
@@ -58,7 +56,7 @@ from ..driver.mongo import (
     runs_pipelines,
     to_list,
 )
-from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Fault, Retry, bounded, describe
+from ..driver.retry import Fault, Retry, bounded, describe
 from ..exceptions import (
     ChainError,
     GuardTooLargeError,
@@ -68,7 +66,6 @@ from ..exceptions import (
     ServerUnavailableError,
     StepError,
     StepResultError,
-    UniqueIndexError,
     short_repr,
     shorten,
 )
@@ -78,19 +75,48 @@ from ..steps.registry import MigrationRegistry
 from ..steps.versions import Plan, Step, apply_chain, parse_version, stored_version, version_key
 from .collection_state import CollectionState
 from .history import MAX_FAILURES
+from .options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLE,
+    DOWNGRADE,
+    MAX_BATCH_SIZE,
+    MAX_MEMBERS,
+    MAX_WTIMEOUT,
+    UPGRADE,
+    Direction,
+    RunOptions,
+    write_concern,
+)
 from .pace import LagSource, Pace, replication_lag
 from .renames import RenameReport, rename_collection, rewrite_references
+from .report import ModelReport, Progress, QuietProgress, Survey
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
 
+#: The names this module has always offered (`atomdb_migrate.runner` re-exports them).
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SAMPLE",
+    "DOWNGRADE",
+    "LEASE_CHECK",
+    "MAX_BATCH_SIZE",
+    "MAX_MEMBERS",
+    "MAX_WTIMEOUT",
+    "RECOUNT_WAIT",
+    "UPGRADE",
+    "YIELD_EVERY",
+    "Direction",
+    "ModelReport",
+    "Progress",
+    "RunOptions",
+    "Runner",
+    "Survey",
+    "log",
+    "write_concern",
+]
+
 log = logging.getLogger("atomdb_migrate")
-
-#: The default number of documents per batch.
-DEFAULT_BATCH_SIZE = 1000
-
-#: How many documents a dry run transforms and restores.
-DEFAULT_SAMPLE = 20
 
 #: How long the transform of a batch may hold the event loop before it lets
 #: the write in flight (and any other task) run.
@@ -99,269 +125,6 @@ YIELD_EVERY = 0.05
 #: Seconds to try to read back what a write that stopped the run left
 #: (the server may have applied it without its answer coming back).
 RECOUNT_WAIT = 5.0
-
-
-# ----------------------------------------------------------------------
-# What a run is told, and what it tells
-# ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Direction:
-    """Which way a run takes documents."""
-
-    #: "upgrade" or "downgrade": the command, and the history's name for it.
-    name: Literal["upgrade", "downgrade"]
-    #: What a document taken the whole way is ("upgraded").
-    verb: str
-    #: Whether the steps' downgrade functions run.
-    down: bool
-
-
-UPGRADE = Direction("upgrade", "upgraded", down=False)
-DOWNGRADE = Direction("downgrade", "downgraded", down=True)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run of upgrade or downgrade goes: carried from the command line to the runner."""
-
-    #: Documents per read and per bulk write.
-    batch_size: int = DEFAULT_BATCH_SIZE
-    #: Record documents whose chain fails and go on, instead of stopping.
-    continue_on_error: bool = False
-    #: Write nothing: survey, and run the chain on a sample.
-    dry_run: bool = False
-    #: With `dry_run`: how many documents to transform and restore.
-    sample: int = DEFAULT_SAMPLE
-    #: Wait for the lock if another runner holds it.
-    wait: bool = False
-    #: Run the steps made only of operations as server-side updates.
-    server_side: bool = True
-    #: Only the documents the latest run with failures recorded.
-    retry_failed: bool = False
-    #: Seconds a server call may keep failing transiently (a dropped
-    #: connection, an election, a write-concern error) before the run stops.
-    retry_for: float = DEFAULT_RETRY_FOR
-    #: The write concern of the run's writes: "majority", or a number of
-    #: members (None: the URL's), and its timeout in milliseconds.
-    write_concern: str | None = None
-    wtimeout: int | None = None
-    #: At most this many documents per second (None: as fast as it goes).
-    max_rate: float | None = None
-    #: Pause while a secondary lags the primary by more than this many
-    #: seconds (None: never).
-    max_lag: float | None = None
-    #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
-    #: collection an upgrade runs on (the ``version-index`` setting).
-    version_index: bool = True
-    #: Seconds one server call may go unanswered before it counts as a
-    #: transient fault (``--call-timeout``).
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.sample < 0:
-            raise ValueError("sample must be at least 0")
-        if self.retry_for < 0:
-            raise ValueError("retry_for must be at least 0")
-        if self.max_rate is not None and self.max_rate <= 0:
-            raise ValueError("max_rate must be above 0")
-        if self.max_lag is not None and self.max_lag < 0:
-            raise ValueError("max_lag must be at least 0")
-        if self.wtimeout is not None and self.wtimeout < 0:
-            raise ValueError("wtimeout must be at least 0")
-        if self.write_concern is not None:
-            write_concern(self.write_concern, self.wtimeout)  # refuses a bad one
-        self._check_finite()
-
-    def _check_finite(self) -> None:
-        """Refuse NaN, infinity and numbers no server call can carry."""
-        for name in ("retry_for", "max_rate", "max_lag", "call_timeout"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, not {value!r}")
-        if not self.call_timeout > 0:
-            raise ValueError("call_timeout must be above 0")
-        if self.batch_size > MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be at most {MAX_BATCH_SIZE}")
-        if self.wtimeout is not None and self.wtimeout > MAX_WTIMEOUT:
-            raise ValueError(f"wtimeout must be at most {MAX_WTIMEOUT} ms")
-
-    def written_with(self) -> dict[str, Any] | None:
-        """The write concern asked for, as the history records it (None: the URL's)."""
-        if self.write_concern is None and self.wtimeout is None:
-            return None
-        return write_concern(self.write_concern, self.wtimeout).document
-
-
-#: The most documents per read and per bulk write (the driver's batch size
-#: is a 32-bit number).
-MAX_BATCH_SIZE = 2**31 - 1
-
-#: The longest ``--wtimeout``, in milliseconds (a 32-bit number, 24 days).
-MAX_WTIMEOUT = 2**31 - 1
-
-#: The most members a write concern may name: a replica set has at most 50.
-MAX_MEMBERS = 50
-
-
-def write_concern(w: str | None, wtimeout: int | None) -> WriteConcern:
-    """``--write-concern`` (``majority`` or a number) and ``--wtimeout`` as a `WriteConcern`.
-
-    Raises
-    ------
-    ValueError
-        For anything else, for 0 (an unacknowledged write cannot be guarded:
-        the runner counts what the server says it matched), and for more
-        members than a replica set can have.
-
-    """
-    value: str | int | None = w
-    if w is not None and w != "majority":
-        try:
-            value = int(w)
-        except ValueError:
-            raise ValueError(f"write concern must be 'majority' or a number, not {w!r}") from None
-        if value < 0:
-            raise ValueError(f"write concern must be 'majority' or a number, not {w!r}")
-        if value == 0:
-            raise ValueError(
-                "write concern must be 'majority' or a number of at least 1, not 0: an "
-                "unacknowledged write cannot be guarded (the run counts what the server "
-                "matched)"
-            )
-        if value > MAX_MEMBERS:
-            raise ValueError(
-                f"write concern must be 'majority' or a number up to {MAX_MEMBERS} (the most "
-                f"members a replica set has), not {short_repr(w, 40)}"
-            )
-    if wtimeout is not None and not 0 <= wtimeout <= MAX_WTIMEOUT:
-        raise ValueError(f"wtimeout must be between 0 and {MAX_WTIMEOUT} ms")
-    return WriteConcern(w=value, wtimeout=wtimeout)
-
-
-class Progress(Protocol):
-    """What the runner tells about its progress (see `atomdb_migrate.progress`)."""
-
-    def start(self, model: str, total: int) -> None: ...
-
-    def advance(self, count: int) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class _Quiet:
-    def start(self, model: str, total: int) -> None:
-        pass
-
-    def advance(self, count: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-@dataclass
-class ModelReport:
-    """What a run did (or, dry, would do) to one model's documents."""
-
-    #: The model's ``__model__`` name.
-    model: str
-    #: The version documents are taken to.
-    target: str
-    #: "upgrade" or "downgrade".
-    direction: Literal["upgrade", "downgrade"] = "upgrade"
-    #: Documents not at the target when the run started, by stored version.
-    by_version: dict[str, int] = field(default_factory=dict)
-    #: Documents each step applies to, by "from -> to".
-    steps: dict[str, int] = field(default_factory=dict)
-    #: Documents written at the target version.
-    migrated: int = 0
-    #: Documents changed by someone else twice while the run read them.
-    skipped: int = 0
-    #: Documents whose chain failed (with --continue-on-error).
-    failed: int = 0
-    #: Documents newer than the code, left alone.
-    newer: int = 0
-    #: Documents already past the target the other way (e.g. ahead of --to), left alone.
-    beyond: int = 0
-    #: The first failures: model, _id, step, error.
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    #: Dry run: the sampled documents, each with its restore check.
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    #: Steps run on the server, by "from -> to": the documents each changed
-    #: (dry run: the documents each would change).
-    server_steps: dict[str, int] = field(default_factory=dict)
-    #: Dry run: of the documents stored at a server step's version, those it
-    #: would refuse (a value that does not convert, or cannot be put where it
-    #: is moved), by "from -> to". A run fails them (``failed``).
-    would_refuse: dict[str, int] = field(default_factory=dict)
-    #: Renames of the model's former names (``ops.rename_model``).
-    renames: list[RenameReport] = field(default_factory=list)
-    #: Documents written again after the server was replaced during the
-    #: run (restarted, or another member elected): a server that restarted
-    #: may lose writes it acknowledged (without a journaled or majority write
-    #: concern), and the run's last sweep takes the documents it finds still
-    #: behind again. Skipped documents the sweep takes are counted as
-    #: upgraded instead, not here.
-    redone: int = 0
-    #: Documents whose write was sent when the run stopped, but whose answer
-    #: never came (a connection lost or timed out) and that were not at the
-    #: new version when read back: the server may still apply it.
-    unconfirmed: int = 0
-    #: The toolkit's version index: "created" by this run, "missing" (a dry
-    #: run, which creates nothing), or "" (there, or not wanted).
-    version_index: str = ""
-    #: What the steps' operations on the collection did ("created index
-    #: title_1 {title: 1}", "set the validator (moderate, action error) ..."),
-    #: or would do in a dry run: its indexes and its validator. Each change is
-    #: said as soon as the server made it, so a run that stops keeps them.
-    indexes: list[str] = field(default_factory=list)
-    #: Dry run: the unique indexes the run could not build, documents sharing a key.
-    refused: list[UniqueIndexError] = field(default_factory=list)
-    #: Documents at the target whose ``__version__`` was stored in another
-    #: form (the double ``1.0``, ``Int64(1)``, the string ``"1.0"``), rewritten
-    #: as the canonical string (dry run: to rewrite).
-    respelled: int = 0
-
-    @property
-    def pending(self) -> int:
-        """Documents found not at the target at the start."""
-        return sum(self.by_version.values())
-
-    def counts(self) -> dict[str, Any]:
-        """The counts, as the history records them."""
-        verb = "upgraded" if self.direction == "upgrade" else "downgraded"
-        return {
-            "target": self.target,
-            "steps": self.steps,
-            verb: self.migrated,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "newer": self.newer,
-            "beyond": self.beyond,
-            "server_steps": self.server_steps,
-            "renames": [r.counts() for r in self.renames],
-            "redone": self.redone,
-            "unconfirmed": self.unconfirmed,
-            "respelled": self.respelled,
-            "version_index": self.version_index,
-            "collection": list(self.indexes),
-        }
-
-
-@dataclass
-class Survey:
-    """A model's stored documents by version, planned: what a run will do."""
-
-    #: The report, its `by_version` and `steps` filled.
-    report: ModelReport
-    #: Each stored ``__version__`` value (in its BSON form) and its count.
-    rows: list[tuple[Any, int]]
-    #: The longest chain any stored version takes: it holds every other one.
-    chain: tuple[Step, ...]
-    #: Documents newer, beyond the target, or whose chain is broken.
-    others: int
 
 
 def _once(batch: list[Document], last: list[Any]) -> list[Document]:
@@ -473,12 +236,11 @@ class Runner:
         lag: LagSource | None = None,
     ) -> None:
         self.options = options = options or RunOptions()
-        if options.write_concern is not None or options.wtimeout is not None:
-            database = database.with_options(
-                write_concern=write_concern(options.write_concern, options.wtimeout)
-            )
+        concern = options.concern()
+        if concern is not None:
+            database = database.with_options(write_concern=concern)
         self.database = database
-        self.progress: Progress = progress or _Quiet()
+        self.progress: Progress = progress or QuietProgress()
         self.lock = lock
         self.registry = registry or MigrationRegistry.instance()
         self.skip_collections = skip_collections
