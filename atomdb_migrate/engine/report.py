@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..driver.retry import describe
 from ..exceptions import UniqueIndexError
 from ..steps.versions import Step
 from .renames import RenameReport
@@ -37,6 +38,34 @@ class QuietProgress:
 
     def finish(self) -> None:
         pass
+
+
+class ProgressNotes:
+    """What a run says on its progress line besides its counts: the retries, the
+    calls the server is slow to answer, the pauses (where the progress has a
+    ``note`` method).
+
+    """
+
+    def __init__(self, progress: Progress, call_timeout: float) -> None:
+        self.progress, self.call_timeout = progress, call_timeout
+
+    def say(self, text: str) -> None:
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(text)
+
+    def retrying(self, operation: str, error: BaseException, delay: float) -> None:
+        self.say(f"retrying in {delay:.1f} s: {describe(error)}")
+
+    def waiting(self, operation: str, seconds: float) -> None:
+        if not operation:
+            self.say("")
+            return
+        self.say(
+            f"waiting on the server: {operation}, no answer for {seconds:.0f} s "
+            f"(--call-timeout {self.call_timeout:g} s)"
+        )
 
 
 @dataclass
