@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from atomdb_migrate.exceptions import InvalidVersionError, short_repr
-from atomdb_migrate.queries import queries
+from atomdb_migrate.queries import version_filters
 from atomdb_migrate.steps.versions import (
     BASE_VERSION,
     Census,
@@ -188,7 +188,7 @@ def test_the_census_buckets_as_status_and_the_guard_did(
 def test_the_steps_up_to_and_above_a_version(
     graph: StepGraph, version: Version, head: Version
 ) -> None:
-    # collection_state, command.py (twice), queries: filtered by hand.
+    # collection_state, command.py (twice), queries/renamed_models: filtered by hand.
     assert graph.steps_to(version) == [s for s in graph.steps if s.to_key <= version]
     assert graph.steps_above(version) == [s for s in graph.steps if s.from_key >= version]
     assert [str(v) for v in graph.known_versions(head)] == known_reference(graph, head)
@@ -200,7 +200,7 @@ def test_the_steps_up_to_and_above_a_version(
 
 
 def legacy_reference(graph: StepGraph, head: Version) -> dict[Version, tuple[Step, ...]]:
-    """``queries._legacy_versions``, as written."""
+    """``version_filters._legacy_versions``, as written."""
     found: dict[Version, tuple[Step, ...]] = {}
     for s in graph.steps:
         if s.from_key < head:
@@ -211,23 +211,23 @@ def legacy_reference(graph: StepGraph, head: Version) -> dict[Version, tuple[Ste
 
 
 def groups_reference(graph: StepGraph, head: Version, versions: list[Any] | None) -> Any:
-    """``queries._groups``, as written."""
+    """``version_filters._groups``, as written."""
     legacy = legacy_reference(graph, head)
     if versions is None:
-        return {v: (steps, queries._forms(v)) for v, steps in legacy.items()}
+        return {v: (steps, version_filters._forms(v)) for v, steps in legacy.items()}
     groups: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
     for raw in versions:
         plan = graph.plan(raw if not isinstance(raw, Version) else str(raw), head, head=head)
         if plan.kind != "migrate" or plan.stored is None:
             continue
-        _, forms = groups.setdefault(plan.stored, (plan.steps, queries._forms(plan.stored)))
-        if not isinstance(raw, Version) and not any(queries._same(raw, f) for f in forms):
+        _, forms = groups.setdefault(plan.stored, (plan.steps, version_filters._forms(plan.stored)))
+        if not isinstance(raw, Version) and not any(version_filters._same(raw, f) for f in forms):
             forms.append(raw)
     return groups
 
 
 def newer_reference(graph: StepGraph, head: Version, versions: list[Any] | None) -> Any:
-    """``queries._newer_groups``, as written (for a model reading newer documents back)."""
+    """``version_filters._newer_groups``, as written (for a model reading newer documents back)."""
     found: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
     raws: list[Any] = (
         sorted({str(s.to_key) for s in graph.steps if s.to_key > head})
@@ -241,8 +241,8 @@ def newer_reference(graph: StepGraph, head: Version, versions: list[Any] | None)
         back = graph.plan(raw, head, head=plan.stored, downgrade=True)
         if back.kind != "migrate":
             continue
-        _, forms = found.setdefault(plan.stored, (back.steps, queries._forms(plan.stored)))
-        if not isinstance(raw, Version) and not any(queries._same(raw, f) for f in forms):
+        _, forms = found.setdefault(plan.stored, (back.steps, version_filters._forms(plan.stored)))
+        if not isinstance(raw, Version) and not any(version_filters._same(raw, f) for f in forms):
             forms.append(raw)
     return found
 
@@ -260,18 +260,18 @@ def test_the_queries_group_legacy_versions_as_before(
     graph: StepGraph, head: Version, versions: list[Any] | None, monkeypatch_newer: None
 ) -> None:
     # In order too: the order of the groups is the order of the filter's clauses.
-    legacy = queries._legacy_versions(graph, head)
+    legacy = version_filters._legacy_versions(graph, head)
     assert list(legacy.items()) == list(legacy_reference(graph, head).items())
-    groups = queries._groups("census.M", graph, head, versions)
+    groups = version_filters._groups("census.M", graph, head, versions)
     assert list(groups.items()) == list(groups_reference(graph, head, versions).items())
-    newer = queries._newer_groups("census.M", graph, head, versions)
+    newer = version_filters._newer_groups("census.M", graph, head, versions)
     assert list(newer.items()) == list(newer_reference(graph, head, versions).items())
 
 
 @pytest.fixture
 def monkeypatch_newer(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model reads documents newer than itself through the downgrades."""
-    monkeypatch.setattr(queries, "reads_newer_downgraded", lambda name: True)
+    monkeypatch.setattr(version_filters, "reads_newer_downgraded", lambda name: True)
 
 
 def test_the_census_names_its_buckets() -> None:

@@ -35,10 +35,12 @@ from bson.min_key import MinKey
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
+from ..core.bson_rules import same_value
+from ..core.caches import SaidOnce
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
-from ..core.writes import Write, needs_expression, same_value
+from ..core.writes import Write, needs_expression
 from ..exceptions import ConfigError, ConnectionFailedError, shorten
 from ..schema.validators import Validator
 from ..steps.versions import version_key
@@ -509,13 +511,10 @@ class ManagerState:
                 member.set_slot(manager, value)
 
 
-_SAID: set[str] = set()
-
-
-def _say_once(message: str) -> None:
-    if message not in _SAID:
-        _SAID.add(message)
-        log.info(message)
+#: What the driver logs once per process (`atomdb_migrate.core.caches.reset`
+#: forgets it).
+_SAID = SaidOnce(f"{__name__}._SAID", log.info)
+_say_once = _SAID
 
 
 #: The collection's validator: read and written here, with the driver.
