@@ -27,7 +27,7 @@ from ..driver.mongo import aggregate, to_list
 from ..driver.retry import Retry, describe
 from ..exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
 from ..operations.collection import CreateIndex, IndexOperation
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..schema import indexes
 from ..steps.versions import Step
 
@@ -44,7 +44,7 @@ def index_phases(
         taken = [s.downgrade_fn for s in reversed(steps) if s.from_key >= target]
     else:
         taken = [s.operations for s in steps if s.to_key <= target]
-    found = [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
+    found = [op for ops in taken if isinstance(ops, StepOperations) for op in ops.indexes()]
     return indexes.phases(found)
 
 

@@ -34,7 +34,7 @@ from ..driver.mongo import is_mongomock, read_validator, write_validator
 from ..driver.retry import Retry
 from ..exceptions import ConfigError, UniqueIndexError, short_repr
 from ..operations.collection import IndexOperation, SetValidator
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..schema.validators import (
     NO_VALIDATOR,
     Validator,
@@ -50,7 +50,7 @@ def last_validator_operation(steps: list[Step], limit: Version) -> SetValidator 
     found = [
         op
         for s in steps
-        if s.to_key <= limit and isinstance(s.operations, Operations)
+        if s.to_key <= limit and isinstance(s.operations, StepOperations)
         for op in s.operations.validators()
     ]
     return found[-1] if found else None
