@@ -27,24 +27,24 @@ from ..driver.mongo import aggregate, to_list
 from ..driver.retry import Retry, describe
 from ..exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
 from ..operations.collection import CreateIndex, IndexOperation
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..schema import indexes
-from ..steps.versions import Step
+from ..steps.versions import StepGraph
 
 log = logging.getLogger("atomdb_migrate")
 
 
 def index_phases(
-    steps: list[Step], target: Version, *, down: bool
+    graph: StepGraph, target: Version, *, down: bool
 ) -> tuple[list[IndexOperation], list[IndexOperation]]:
     """The index operations of the steps up to the target (for a downgrade: of
     the inverses of the steps above it, the latest first), as they come to:
     those before the documents change, and those after (`indexes.phases`)."""
     if down:
-        taken = [s.downgrade_fn for s in reversed(steps) if s.from_key >= target]
+        taken = [s.downgrade_fn for s in reversed(graph.steps_above(target))]
     else:
-        taken = [s.operations for s in steps if s.to_key <= target]
-    found = [op for ops in taken if isinstance(ops, Operations) for op in ops.indexes()]
+        taken = [s.operations for s in graph.steps_to(target)]
+    found = [op for ops in taken if isinstance(ops, StepOperations) for op in ops.indexes()]
     return indexes.phases(found)
 
 

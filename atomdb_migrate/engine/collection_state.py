@@ -34,23 +34,35 @@ from ..driver.mongo import is_mongomock, read_validator, write_validator
 from ..driver.retry import Retry
 from ..exceptions import ConfigError, UniqueIndexError, short_repr
 from ..operations.collection import IndexOperation, SetValidator
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..schema.validators import (
     NO_VALIDATOR,
     Validator,
     validator_of,
 )
-from ..steps.versions import Step
+from ..steps.versions import Step, StepGraph
 from .collection_indexes import CollectionIndexes, index_phases
 
 
-def last_validator_operation(steps: list[Step], limit: Version) -> SetValidator | None:
-    """The last ``set_validator`` of the steps up to `limit`, which decides the
-    validator (None: the steps ask for none)."""
+def last_validator_operation(
+    graph: StepGraph | Sequence[Step], limit: Version
+) -> SetValidator | None:
+    """The last ``set_validator`` of the steps up to `limit` (`StepGraph.steps_to`),
+    which decides the validator (None: the steps ask for none).
+
+    `graph` is the model's `StepGraph`; a list of its steps in order (as
+    ``check`` passes them) is taken too, and filtered the same way.
+
+    """
+    steps = (
+        graph.steps_to(limit)
+        if isinstance(graph, StepGraph)
+        else [s for s in graph if s.to_key <= limit]
+    )
     found = [
         op
         for s in steps
-        if s.to_key <= limit and isinstance(s.operations, Operations)
+        if isinstance(s.operations, StepOperations)
         for op in s.operations.validators()
     ]
     return found[-1] if found else None
@@ -83,8 +95,8 @@ class CollectionState:
         The versioned model.
     collection
         Its collection.
-    steps
-        The model's chain of steps.
+    graph
+        The model's steps.
     target
         The version the run takes the documents to.
     down
@@ -106,7 +118,7 @@ class CollectionState:
         self,
         cls: Any,
         collection: Any,
-        steps: list[Step],
+        graph: StepGraph,
         target: Version,
         *,
         down: bool,
@@ -115,7 +127,7 @@ class CollectionState:
         lines: list[str],
         refused: list[UniqueIndexError] | None = None,
     ) -> None:
-        self.cls, self.collection, self.steps, self.target = cls, collection, steps, target
+        self.cls, self.collection, self.graph, self.target = cls, collection, graph, target
         self.down, self.retry, self.dry_run, self.lines = down, retry, dry_run, lines
         #: Dry run: the unique indexes documents sharing a key keep from being built.
         self.refused: list[UniqueIndexError] = [] if refused is None else refused
@@ -149,7 +161,7 @@ class CollectionState:
     # ------------------------------------------------------------------
     def index_phases(self) -> tuple[list[IndexOperation], list[IndexOperation]]:
         """The index operations of the run: before the documents change, and after."""
-        return index_phases(self.steps, self.target, down=self.down)
+        return index_phases(self.graph, self.target, down=self.down)
 
     async def run_indexes(self, operations: Sequence[IndexOperation]) -> None:
         """Run index operations (`CollectionIndexes.run`)."""
@@ -178,7 +190,7 @@ class CollectionState:
         cls, target = self.cls, self.target
         head = cls.__parsed_version__
         # Downgrading, the validator the steps up to the model's version set.
-        last = last_validator_operation(self.steps, head if self.down else target)
+        last = last_validator_operation(self.graph, head if self.down else target)
         if last is None or (self.down and target == head):
             return
         if is_mongomock(self.collection):

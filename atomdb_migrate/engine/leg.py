@@ -11,6 +11,7 @@ sweep after the server was replaced, go in legs of their own
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from packaging.version import Version
 from ..exceptions import ChainError, InvalidVersionError, MigrateError, short_repr
 from ..model.versioned import VersionedModel
 from ..steps.registry import MigrationRegistry
-from ..steps.versions import Plan, Step, StepGraph, parse_version, stored_version
+from ..steps.versions import Census, Plan, Step, StepGraph, parse_version, stored_version
 from .options import Direction
 from .report import ModelReport
 
@@ -52,6 +53,13 @@ class Leg:
         """The plan of a document stored at `raw` (its ``__version__``, as stored)."""
         return self.graph.plan(
             raw, self.target, head=self.cls.__parsed_version__, downgrade=self.direction.down
+        )
+
+    def census(self, rows: Iterable[tuple[Any, int]]) -> Census:
+        """The stored versions `rows` (value and count) bucketed by their plans
+        (`StepGraph.census`, as `plan_for` plans each)."""
+        return self.graph.census(
+            rows, self.target, head=self.cls.__parsed_version__, downgrade=self.direction.down
         )
 
     def scope(self) -> dict[str, Any]:

@@ -300,7 +300,7 @@ class Runner:
         state = CollectionState(
             leg.cls,
             leg.collection,
-            leg.graph.steps,
+            leg.graph,
             leg.target,
             down=leg.direction.down,
             retry=self.retry,

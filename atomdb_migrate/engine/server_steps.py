@@ -1,6 +1,6 @@
 """Steps made of operations, run on the server as ``update_many`` calls.
 
-A step whose functions are `Operations` (and that allows it) runs on the
+A step whose functions are `StepOperations` (and that allows it) runs on the
 server, where the server runs update pipelines, unless the run is throttled
 (``--max-rate``: an update on the server cannot be paced) or retries chosen
 documents (``--retry-failed``). `ServerSteps.choose` picks them for a
@@ -27,7 +27,7 @@ from ..core.storage import VERSION_KEY
 from ..driver.mongo import aggregate, runs_pipelines
 from ..driver.retry import Retry
 from ..exceptions import MigrateError, ServerError, ServerUnavailableError
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..steps.versions import Step, parse_version, version_key
 from .lease import RECOUNT_WAIT, Lease, answer_lost
 from .leg import Leg, label, stored_or_none
@@ -82,7 +82,8 @@ class ServerSteps:
         steps = {
             s
             for s in chain
-            if s.server_side and isinstance(s.downgrade_fn if down else s.upgrade_fn, Operations)
+            if s.server_side
+            and isinstance(s.downgrade_fn if down else s.upgrade_fn, StepOperations)
         }
         if steps and self.enabled and self.options.max_rate is not None:
             self.notices(
@@ -123,7 +124,7 @@ class ServerSteps:
 
         """
         operations = step.downgrade_fn if leg.direction.down else step.upgrade_fn
-        assert isinstance(operations, Operations)
+        assert isinstance(operations, StepOperations)
         stages = operations.refusing({VERSION_KEY: self._at_start(leg, step, raws)})
         if not stages:
             return 0
@@ -137,7 +138,7 @@ class ServerSteps:
         """Run one step of operations as ``update_many`` calls; False if the server refused it.
 
         The documents of the step's common shape are changed first, with
-        plain stages (see `Operations.server_updates`); the others with the
+        plain stages (see `StepOperations.server_updates`); the others with the
         general pipeline.
 
         Documents where the step cannot run (a value that does not convert)
@@ -147,7 +148,7 @@ class ServerSteps:
         """
         report = leg.report
         operations = step.downgrade_fn if leg.direction.down else step.upgrade_fn
-        assert isinstance(operations, Operations)
+        assert isinstance(operations, StepOperations)
         start, end = step.from_version, step.to_version
         if leg.direction.down:
             start, end = end, start

@@ -3,9 +3,9 @@
 Upgrading, the toolkit's index on ``{__version__: 1, _id: 1}`` is made
 first (`version_index`), so that the reads of the documents behind use it.
 The survey counts the documents at each stored ``__version__`` value with one
-aggregation, and plans each (`StepGraph.plan`); a run refuses to start if a
-chain is broken, before anything is written. The documents at the target
-stored in another form are rewritten in the canonical one
+aggregation, and buckets them by plan (`StepGraph.census`); a run refuses to
+start if a chain is broken, before anything is written. The documents at the
+target stored in another form are rewritten in the canonical one
 (`respell_versions`).
 
 """
@@ -19,9 +19,9 @@ from ..core.storage import VERSION_KEY
 from ..driver.mongo import count_versions, ensure_version_index, has_version_index
 from ..driver.retry import Retry
 from ..exceptions import short_repr
-from ..steps.versions import Step
+from ..steps.versions import Census
 from .leg import Leg, label, version_name
-from .report import Survey
+from .report import ModelReport, Survey
 
 
 async def version_index(leg: Leg, retry: Retry, *, wanted: bool, dry_run: bool) -> None:
@@ -62,23 +62,25 @@ async def survey(
             f"counting the versions in {collection.name}",
             partial(count_versions, collection, leg.scope() or None),
         )
-    chain: tuple[Step, ...] = ()
-    others = 0
-    for raw, n in sorted(rows, key=lambda r: short_repr(r[0])):
-        plan = leg.plan_for(raw)
-        if plan.kind == "current":
+    census = leg.census(sorted(rows, key=lambda r: short_repr(r[0])))
+    for i, row in enumerate(census.rows):
+        if row.plan.kind == "current":
             continue  # the target, perhaps in another BSON form (the int 2 for "2")
-        name = version_name(raw)
-        report.by_version[name] = report.by_version.get(name, 0) + n
-        if plan.error is not None and not continue_on_error:
-            raise plan.error
-        for s in plan.steps:
-            report.steps[label(s)] = report.steps.get(label(s), 0) + n
-        if len(plan.steps) > len(chain):
-            chain = plan.steps
-        if plan.kind != "migrate":
-            others += n
-    return Survey(report, rows, chain, others)
+        name = version_name(row.raw)
+        report.by_version[name] = report.by_version.get(name, 0) + row.count
+        if row.plan.error is not None and not continue_on_error:
+            count_steps(report, Census(census.rows[:i]))  # the values counted before it
+            raise row.plan.error
+    count_steps(report, census)
+    others = census.count("newer", "beyond", "invalid", "missing")
+    return Survey(report, rows, census.chain, others)
+
+
+def count_steps(report: ModelReport, census: Census) -> None:
+    """Add to `report.steps` the documents each step of `census` takes, in the
+    order the stored values first reach it."""
+    for s, n in census.through().items():
+        report.steps[label(s)] = report.steps.get(label(s), 0) + n
 
 
 async def respell_versions(
@@ -96,13 +98,12 @@ async def respell_versions(
 
     """
     canonical = str(leg.target)
-    for raw, n in rows:
+    for row in leg.census(rows).of("current"):
+        raw = row.raw
         if raw is None or (type(raw) is str and raw == canonical):
             continue
-        if leg.plan_for(raw).kind != "current":
-            continue
         if dry_run:
-            leg.report.respelled += n
+            leg.report.respelled += row.count
             continue
         query = {
             **leg.scope(),
