@@ -9,7 +9,7 @@ checked, by `write_concern` alone (`RunOptions.concern`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from pymongo.write_concern import WriteConcern
@@ -51,72 +51,258 @@ UPGRADE = Direction("upgrade", "upgraded", down=False)
 DOWNGRADE = Direction("downgrade", "downgraded", down=True)
 
 
+#: The longest time an option takes, in seconds: it becomes a time limit in
+#: milliseconds, which the server takes as a 32-bit number (about 24.8 days).
+MAX_SECONDS = INT32_MAX / 1000
+
+#: What an option's value is: a switch, a whole number, a time in seconds, a
+#: number (a fraction allowed), or text.
+Kind = Literal["flag", "count", "seconds", "number", "text"]
+
+
+@dataclass(frozen=True)
+class Declared:
+    """How one `RunOptions` field is given, checked and recorded.
+
+    Each field of `RunOptions` carries one (its ``metadata["option"]``,
+    written with `option`): the command line makes its click option from it,
+    `RunOptions` checks a value against it, and the history records the
+    fields it marks. A new run option is a new field here, and the code that
+    uses it.
+
+    """
+
+    #: The command-line flag (``--batch-size``); None: set from code or by a
+    #: project setting only.
+    flag: str | None
+    #: What the value is (`Kind`).
+    kind: Kind
+    #: The flag's help, one line.
+    help: str = ""
+    #: The smallest value taken (None: no bound), and whether it is excluded.
+    low: float | None = None
+    low_open: bool = False
+    #: The largest value taken (None: no bound).
+    high: float | None = None
+    #: The unit said when a value is past `high` (``ms``).
+    unit: str = ""
+    #: The flag's value, as shown in the help (``SECONDS``).
+    metavar: str | None = None
+    #: Whether only upgrade takes it (not downgrade).
+    upgrade_only: bool = False
+    #: Whether the history records it among the run's arguments.
+    recorded: bool = True
+    #: The project setting (a `Config` attribute) that may turn it off.
+    setting: str | None = None
+
+    def refusal(self, name: str, value: Any) -> str | None:
+        """Why `value` is not taken (None: it is)."""
+        if value is None or self.kind in ("flag", "text"):
+            return None
+        if not math.isfinite(value):
+            return f"{name} must be a finite number, not {value!r}"
+        if self.low is not None and self.low_open and not value > self.low:
+            return f"{name} must be above {_shown(self.low)}"
+        if self.low is not None and value < self.low:
+            return f"{name} must be at least {_shown(self.low)}"
+        if self.high is not None and value > self.high:
+            unit = f" {self.unit}" if self.unit else ""
+            return f"{name} must be at most {_shown(self.high)}{unit}"
+        return None
+
+
+def _shown(bound: float) -> str:
+    """A bound as a message says it: whole numbers without a fraction."""
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+def option(kind: Kind, flag: str | None = None, help: str = "", **given: Any) -> dict[str, Any]:
+    """A `RunOptions` field's metadata: how it is given, checked and recorded (`Declared`)."""
+    return {"option": Declared(flag, kind, help, **given)}
+
+
+def declared(name: str) -> Declared:
+    """The declaration of the `RunOptions` field `name`."""
+    return DECLARED[name]
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How a run of upgrade or downgrade goes: carried from the command line to the runner."""
+    """How a run of upgrade or downgrade goes: carried from the command line to the runner.
 
-    #: Documents per read and per bulk write.
-    batch_size: int = DEFAULT_BATCH_SIZE
-    #: Record documents whose chain fails and go on, instead of stopping.
-    continue_on_error: bool = False
+    Each field declares how it is given on the command line, the values it
+    takes and whether the history records it (`option`, `Declared`).
+
+    """
+
     #: Write nothing: survey, and run the chain on a sample.
-    dry_run: bool = False
-    #: With `dry_run`: how many documents to transform and restore.
-    sample: int = DEFAULT_SAMPLE
+    dry_run: bool = field(
+        default=False,
+        metadata=option(
+            "flag",
+            "--dry-run",
+            "Write nothing: count per model and step, and try a sample.",
+            recorded=False,  # a dry run is not recorded at all
+        ),
+    )
+    #: Documents per read and per bulk write.
+    batch_size: int = field(
+        default=DEFAULT_BATCH_SIZE,
+        metadata=option(
+            "count",
+            "--batch-size",
+            "Documents per read and per bulk write.",
+            low=1,
+            high=MAX_BATCH_SIZE,
+        ),
+    )
+    #: Record documents whose chain fails and go on, instead of stopping.
+    continue_on_error: bool = field(
+        default=False,
+        metadata=option(
+            "flag", "--continue-on-error", "Record documents whose step fails and go on."
+        ),
+    )
     #: Wait for the lock if another runner holds it.
-    wait: bool = False
-    #: Run the steps made only of operations as server-side updates.
-    server_side: bool = True
-    #: Only the documents the latest run with failures recorded.
-    retry_failed: bool = False
+    wait: bool = field(
+        default=False,
+        metadata=option(
+            "flag", "--wait", "Wait for the lock if another runner holds it.", recorded=False
+        ),
+    )
     #: Seconds a server call may keep failing transiently (a dropped
     #: connection, an election, a write-concern error) before the run stops.
-    retry_for: float = DEFAULT_RETRY_FOR
+    retry_for: float = field(
+        default=DEFAULT_RETRY_FOR,
+        metadata=option(
+            "seconds",
+            "--retry-for",
+            "Retry server calls that fail transiently (an election, a dropped "
+            "connection) for this long before the run stops (exit 7).",
+            low=0,
+            high=MAX_SECONDS,
+            metavar="SECONDS",
+        ),
+    )
     #: The write concern of the run's writes: "majority", or a number of
     #: members (None: the URL's), and its timeout in milliseconds.
-    write_concern: str | None = None
-    wtimeout: int | None = None
+    write_concern: str | None = field(
+        default=None,
+        metadata=option(
+            "text",
+            "--write-concern",
+            "The writes' write concern: majority, or a number of members [the URL's].",
+            metavar="W",
+        ),
+    )
+    wtimeout: int | None = field(
+        default=None,
+        metadata=option(
+            "count",
+            "--wtimeout",
+            "How long a write waits for its write concern [the URL's].",
+            low=0,
+            high=MAX_WTIMEOUT,
+            unit="ms",
+            metavar="MS",
+            recorded=False,  # recorded with the write concern
+        ),
+    )
     #: At most this many documents per second (None: as fast as it goes).
-    max_rate: float | None = None
+    max_rate: float | None = field(
+        default=None,
+        metadata=option(
+            "number",
+            "--max-rate",
+            "At most this many documents per second.",
+            low=0,
+            low_open=True,
+            metavar="DOCS_PER_S",
+        ),
+    )
     #: Pause while a secondary lags the primary by more than this many
     #: seconds (None: never).
-    max_lag: float | None = None
-    #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
-    #: collection an upgrade runs on (the ``version-index`` setting).
-    version_index: bool = True
+    max_lag: float | None = field(
+        default=None,
+        metadata=option(
+            "seconds",
+            "--max-lag",
+            "On a replica set, pause while a secondary lags the primary by more than this.",
+            low=0,
+            high=MAX_SECONDS,
+            metavar="SECONDS",
+        ),
+    )
     #: Seconds one server call may go unanswered before it counts as a
     #: transient fault (``--call-timeout``).
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    call_timeout: float = field(
+        default=DEFAULT_CALL_TIMEOUT,
+        metadata=option(
+            "seconds",
+            "--call-timeout",
+            "A server call unanswered for this long is a transient fault: cancelled, and "
+            "retried within --retry-for.",
+            low=0,
+            low_open=True,
+            high=MAX_SECONDS,
+            metavar="SECONDS",
+        ),
+    )
+    #: With `dry_run`: how many documents to transform and restore.
+    sample: int = field(
+        default=DEFAULT_SAMPLE,
+        metadata=option(
+            "count",
+            "--sample",
+            "With --dry-run: documents to transform and restore.",
+            low=0,
+            high=INT32_MAX,
+            upgrade_only=True,
+            recorded=False,
+        ),
+    )
+    #: Only the documents the latest run with failures recorded.
+    retry_failed: bool = field(
+        default=False,
+        metadata=option(
+            "flag",
+            "--retry-failed",
+            "Only the documents the latest run with failures recorded (see history --failures).",
+            upgrade_only=True,
+            recorded=False,  # recorded as what the run was given (``only``)
+        ),
+    )
+    #: Run the steps made only of operations as server-side updates.
+    server_side: bool = field(default=True, metadata=option("flag", recorded=False))
+    #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
+    #: collection an upgrade runs on (the ``version-index`` setting).
+    version_index: bool = field(
+        default=True, metadata=option("flag", recorded=False, setting="version_index")
+    )
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.sample < 0:
-            raise ValueError("sample must be at least 0")
-        if self.retry_for < 0:
-            raise ValueError("retry_for must be at least 0")
-        if self.max_rate is not None and self.max_rate <= 0:
-            raise ValueError("max_rate must be above 0")
-        if self.max_lag is not None and self.max_lag < 0:
-            raise ValueError("max_lag must be at least 0")
-        if self.wtimeout is not None and self.wtimeout < 0:
-            raise ValueError("wtimeout must be at least 0")
-        if self.write_concern is not None:
+        for name, declaration in DECLARED.items():
+            refusal = declaration.refusal(name, getattr(self, name))
+            if refusal:
+                raise ValueError(refusal)
+        if self.write_concern is not None or self.wtimeout is not None:
             self.concern()  # refuses a bad one
-        self._check_finite()
 
-    def _check_finite(self) -> None:
-        """Refuse NaN, infinity and numbers no server call can carry."""
-        for name in ("retry_for", "max_rate", "max_lag", "call_timeout"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, not {value!r}")
-        if not self.call_timeout > 0:
-            raise ValueError("call_timeout must be above 0")
-        if self.batch_size > MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be at most {MAX_BATCH_SIZE}")
-        if self.wtimeout is not None and self.wtimeout > MAX_WTIMEOUT:
-            raise ValueError(f"wtimeout must be at most {MAX_WTIMEOUT} ms")
+    def recorded(self) -> dict[str, Any]:
+        """The options the history records of a run, by name (the write concern as sent)."""
+        found = {name: getattr(self, name) for name, d in DECLARED.items() if d.recorded}
+        found["write_concern"] = self.written_with()
+        return found
+
+    def with_settings(self, settings: Any) -> RunOptions:
+        """These options under a project's settings (a `Config`): a setting off
+        turns its option off."""
+        changes: dict[str, Any] = {
+            name: False
+            for name, d in DECLARED.items()
+            if d.setting is not None and not getattr(settings, d.setting, True)
+        }
+        return replace(self, **changes) if changes else self
 
     def concern(self) -> WriteConcern | None:
         """The write concern of the run's writes (None: the URL's), made by `write_concern`."""
@@ -128,6 +314,10 @@ class RunOptions:
         """The write concern asked for, as the history records it (None: the URL's)."""
         concern = self.concern()
         return None if concern is None else concern.document
+
+
+#: Each `RunOptions` field's declaration, in the order of the fields.
+DECLARED: dict[str, Declared] = {f.name: f.metadata["option"] for f in fields(RunOptions)}
 
 
 def write_concern(w: str | None, wtimeout: int | None) -> WriteConcern:
