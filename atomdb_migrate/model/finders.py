@@ -59,7 +59,7 @@ class Found(list[Any]):
 
 
 @dataclass(frozen=True)
-class Survey:
+class VersionCounts:
     """The documents of a collection per stored ``__version__`` value, and when counted."""
 
     #: ``[(value as stored, documents)]``, each BSON form apart.
@@ -73,7 +73,7 @@ class Survey:
         return [raw for raw, n in self.counts if n]
 
 
-_surveys: dict[tuple[str, str, int], Survey] = {}
+_surveys: dict[tuple[str, str, int], VersionCounts] = {}
 
 
 def collection_of(model: Any) -> Any:
@@ -87,7 +87,7 @@ def _survey_key(model: Any, collection: Any) -> tuple[str, str, int]:
     return (model.__model__, str(name), id(getattr(collection, "database", collection)))
 
 
-async def survey(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> Survey:
+async def survey(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> VersionCounts:
     """The stored versions of a model's documents: counted, or taken from the cache.
 
     Parameters
@@ -105,7 +105,7 @@ async def survey(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> Survey:
     now = time.monotonic()
     if found is None or now - found.taken > max_age:
         counts = await count_versions(collection)
-        found = _surveys[key] = Survey(tuple(counts), time.monotonic())
+        found = _surveys[key] = VersionCounts(tuple(counts), time.monotonic())
     return found
 
 
@@ -223,7 +223,7 @@ __all__ = [
     "SURVEY_MAX_AGE",
     "Found",
     "OnError",
-    "Survey",
+    "VersionCounts",
     "count",
     "find",
     "find_one",

@@ -69,10 +69,14 @@ class Shape:
     parts: tuple[str, ...]
 
 
-Source = Field | Converted | Const | Doc | Shape
+#: Where a value comes from, through an operation (a stored field, converted,
+#: a constant, a document, a field of the same kind).
+Origin = Field | Converted | Const | Doc | Shape
+#: The former name.
+Source = Origin
 
 #: Each case: a condition on the stored document, and where the value then comes from.
-Cases = list[tuple[Formula, Source]]
+Cases = list[tuple[Formula, Origin]]
 
 
 class Refused(Exception):
@@ -198,7 +202,7 @@ def _convert(op: Convert, path: tuple[str, ...]) -> Cases | None:
             f"{op!r} leaves a document it fails on as it is, so what is inside "
             "the field depends on whether it converts",
         )
-    after: Source = Converted(op.to, Field(path)) if not rest else Const(MISSING)
+    after: Origin = Converted(op.to, Field(path)) if not rest else Const(MISSING)
     return [
         (conj([there, neg(whole)]), after),
         (disj([neg(there), whole]), Field(path)),
@@ -216,4 +220,4 @@ def decide(atom: Atom, value: Any, item: Atom | Expr | None = None) -> bool:
         ) from None
 
 
-__all__ = ["Cases", "Const", "Doc", "Refused", "Shape", "Source", "decide", "sources"]
+__all__ = ["Cases", "Const", "Doc", "Origin", "Refused", "Shape", "decide", "sources"]

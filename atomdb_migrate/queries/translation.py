@@ -34,7 +34,7 @@ from .expressions import Converted, Expr, Field
 from .formulas import SHAPE_OPERATORS, conditions_of, map_conditions, path_of, size
 from .matching import Unsure, values_at
 from .renamed_models import through_rename_model
-from .sources import Const, Doc, Refused, Source, decide, sources
+from .sources import Const, Doc, Origin, Refused, decide, sources
 
 
 # ----------------------------------------------------------------------
@@ -44,7 +44,7 @@ def _is_shape(atom: Atom) -> bool:
     return atom.op in SHAPE_OPERATORS or (atom.op == "$eq" and atom.arg is None)
 
 
-def _atom_from(atom: Atom, source: Source, what: str) -> Formula:
+def _atom_from(atom: Atom, source: Origin, what: str) -> Formula:
     if isinstance(source, Field):
         return Atom(source.parts, atom.op, atom.arg, atom.origin)
     if isinstance(source, Converted):
@@ -102,7 +102,7 @@ def _replace_field(chain: Converted | Field, source: Field | Converted) -> Conve
     return Converted(chain.to, _replace_field(chain.inner, source))
 
 
-def _expr_from(expr: Expr, source: Source, what: str) -> Formula:
+def _expr_from(expr: Expr, source: Origin, what: str) -> Formula:
     if isinstance(source, (Field, Converted)):
         value = _replace_field(expr.value, source)
         assert isinstance(value, Converted)
@@ -190,7 +190,7 @@ def _factored(formula: Formula, op: Operation) -> Formula | None:
     for chosen in itertools.product((True, False), repeat=len(guards)):
         holds = dict(zip(guards, chosen, strict=True))
 
-        def source_of(path: tuple[str, ...], holds: dict[Any, bool] = holds) -> Source | None:
+        def source_of(path: tuple[str, ...], holds: dict[Any, bool] = holds) -> Origin | None:
             cases = sources(op, path)
             if cases is None:
                 return None
@@ -198,11 +198,11 @@ def _factored(formula: Formula, op: Operation) -> Formula | None:
                 return cases[0][1]
             return cases[0][1] if holds[key_of(cases[0][0])] else cases[1][1]
 
-        def atom(a: Atom, source_of: Callable[..., Source | None] = source_of) -> Formula:
+        def atom(a: Atom, source_of: Callable[..., Origin | None] = source_of) -> Formula:
             source = source_of(a.path)
             return a if source is None else _atom_from(a, source, what)
 
-        def expr(e: Expr, source_of: Callable[..., Source | None] = source_of) -> Formula:
+        def expr(e: Expr, source_of: Callable[..., Origin | None] = source_of) -> Formula:
             source = source_of(e.value.field.parts)
             return e if source is None else _expr_from(e, source, what)
 
