@@ -16,11 +16,19 @@ from typing import Any, Protocol
 import click
 
 from ..commands.check import DatabaseCheck
-from ..commands.command import Failures, ModelStatus, Revision, RunResult
+from ..commands.command import Revision
 from ..commands.errors import mask
-from ..commands.history import Step
+from ..commands.history import Failures, Step
 from ..commands.several import Visit
-from ..commands.upgrade import DOWNGRADE, UPGRADE, VERSION_INDEX, ModelReport, RenameReport
+from ..commands.status import ModelStatus
+from ..commands.upgrade import (
+    DOWNGRADE,
+    UPGRADE,
+    VERSION_INDEX,
+    ModelReport,
+    RenameReport,
+    RunResult,
+)
 from ..exceptions import LockAliveError, LockHeldError, short_repr, shorten
 from .exits import EXIT_CHECK, EXIT_CHECKSUM, EXIT_DUPLICATE, EXIT_STEP, CommandError
 
