@@ -15,9 +15,9 @@ from functools import partial, update_wrapper
 from typing import Any
 
 import click
-from pymongo.errors import PyMongoError
 
 from ..commands.config import load_config
+from ..commands.errors import COMMAND_ERRORS
 from ..commands.several import Visit
 from ..commands.workspace import Workspace
 from ..exceptions import MigrateError
@@ -109,7 +109,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
 
         try:
             return run_interruptibly(main())
-        except (MigrateError, PyMongoError) as exc:
+        except COMMAND_ERRORS as exc:
             raise command_error(exc, state.url) from None
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise CommandError(
@@ -143,7 +143,7 @@ async def each_database(
     rules = Visit(
         canary=canary,
         load=load,
-        catch=(MigrateError, PyMongoError, click.ClickException),
+        catch=(*COMMAND_ERRORS, click.ClickException),
         starting=(lambda name: click.echo(f"database {name}:")) if headers else None,
         failed=partial(_failed, state),
     )

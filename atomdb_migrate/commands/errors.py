@@ -1,6 +1,8 @@
 """What the callers of the commands need to tell of an error they raised.
 
-`error_line` says it in one line; `is_transient` tells a server error that
+`COMMAND_ERRORS` are the errors a command ends with: the toolkit's, and
+the server's it did not expect (any other is a bug, and keeps its
+traceback). `error_line` says one in one line; `is_transient` tells a server error that
 may pass (an election, a dropped connection) from one that will not; `mask`
 takes the URL's password out of any text that may quote the URL (a log
 line, a problem found by `check`).
@@ -9,11 +11,16 @@ line, a problem found by `check`).
 
 from __future__ import annotations
 
+from pymongo.errors import PyMongoError
+
 from ..core.masking import mask
 from ..driver.retry import describe, is_transient
 from ..exceptions import MigrateError, shorten
 
-__all__ = ["error_line", "is_transient", "mask"]
+__all__ = ["COMMAND_ERRORS", "error_line", "is_transient", "mask"]
+
+#: The errors a command ends with: the toolkit's, and the server's.
+COMMAND_ERRORS: tuple[type[Exception], ...] = (MigrateError, PyMongoError)
 
 #: The longest line `error_line` gives.
 LONGEST = 2000

@@ -9,9 +9,10 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from ..exceptions import ConfigError, MigrateError, short_repr
+from ..exceptions import ConfigError, short_repr
+from .errors import COMMAND_ERRORS
 from .workspace import Workspace
 
 __all__ = [
@@ -111,7 +112,7 @@ class Visit:
     load: bool = True
     #: The errors that fail one database and let the visit go on to the next
     #: (unless that database is the canary); any other error stops the visit.
-    catch: tuple[type[BaseException], ...] = (MigrateError, PyMongoError)
+    catch: tuple[type[BaseException], ...] = COMMAND_ERRORS
     #: Called with each database's name before it is visited.
     starting: Callable[[str], None] | None = None
     #: Called with the name of a database that failed and its error (one of
