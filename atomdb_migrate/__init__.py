@@ -44,7 +44,7 @@ from .exceptions import (
 from .model.finders import count, find, find_one
 from .model.guard import guard_queries
 from .model.versioned import VersionedModel, VersionedModelSerializer
-from .queries.queries import version_filter
+from .queries.version_filters import version_filter
 from .schema.validators import json_schema
 from .steps.registry import MigrationRegistry, register_step, step
 from .steps.versions import Step, StepGraph

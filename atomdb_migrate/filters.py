@@ -1,3 +1,3 @@
-"""Moved to `atomdb_migrate.queries.filters`; this path keeps working."""
+"""Moved to `atomdb_migrate.queries.formulas`; this path keeps working."""
 
-from .queries.filters import *  # noqa: F403
+from .queries.formulas import *  # noqa: F403

@@ -18,6 +18,10 @@ fixtures:
 - ``migration_registry``: the process's registry, with the steps a test
   registers removed after it.
 
+Before each test it calls `reset`: the package's caches (translated
+filters, counted stored versions, messages logged once) start empty, so no
+test sees what an earlier one left.
+
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from typing import Any
 
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
+from .core.bson_rules import bson_kind, same_value
+from .core.caches import reset
 from .core.documents import Document
-from .core.storage import VERSION_KEY
-from .core.writes import bson_kind, same_value
+from .core.storage import IMPLICIT, VERSION_KEY
 from .driver.mongo import (
     MEMORY_SCHEME,
     ManagerState,
@@ -46,9 +51,15 @@ from .steps.registry import MigrationRegistry
 from .steps.versions import apply_chain, parse_version
 
 #: Keys of a stored document that are bookkeeping, not fields.
-BOOKKEEPING = ("_id", "__model__", "__ref__", VERSION_KEY)
+BOOKKEEPING = IMPLICIT
 
-__all__ = ["assert_downgrades", "assert_upgrades", "first_difference", "memory_database"]
+__all__ = [
+    "assert_downgrades",
+    "assert_upgrades",
+    "first_difference",
+    "memory_database",
+    "reset",
+]
 
 
 async def assert_upgrades(
@@ -269,6 +280,11 @@ try:
 except ImportError:  # pragma: no cover - only used under pytest
     pass
 else:
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(item: pytest.Item) -> None:
+        """Before each test (and its fixtures): the package's caches start empty (`reset`)."""
+        reset()
 
     @pytest.fixture
     def migrate_db() -> Iterator[Any]:

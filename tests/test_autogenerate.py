@@ -33,10 +33,11 @@ from atom.api import (
 from atomdb.base import JSONModel
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, load_migrations, ops
+from atomdb_migrate.autogenerate.infer import infer_operations
 from atomdb_migrate.commands.command import drift, revision
 from atomdb_migrate.commands.config import Config
 from atomdb_migrate.commands.workspace import Workspace
-from atomdb_migrate.schema.snapshots import compare, describe_member, infer_operations, snapshot
+from atomdb_migrate.schema.snapshots import compare, describe_member, snapshot
 
 from .project import ROOT
 

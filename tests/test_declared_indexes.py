@@ -19,6 +19,7 @@ from bson import Int64
 from pymongo import MongoClient
 
 from atomdb_migrate import VersionedModel, ops
+from atomdb_migrate.autogenerate.render import written
 from atomdb_migrate.cli.exits import EXIT_DUPLICATE
 from atomdb_migrate.core.literals import Source
 from atomdb_migrate.exceptions import ConfigError
@@ -31,7 +32,6 @@ from atomdb_migrate.schema.indexes import (
     planned,
     same,
     same_index,
-    written,
 )
 from atomdb_migrate.steps.versions import Step
 

@@ -30,7 +30,7 @@ from atomdb_migrate import (
     version_filter,
 )
 from atomdb_migrate.model.finders import find_one, forget_surveys
-from atomdb_migrate.queries.queries import _cache
+from atomdb_migrate.queries.version_filters import _cache
 
 
 class Page(VersionedModel):
@@ -668,7 +668,7 @@ def test_a_string_range_without_the_old_name_is_one_regex(
     import operator
     import re as re_
 
-    from atomdb_migrate.queries.queries import _excluding, string_range
+    from atomdb_migrate.queries.renamed_models import _excluding, string_range
 
     pcre = pcre_or_skip()
     compare = {"$lt": operator.lt, "$lte": operator.le, "$gt": operator.gt, "$gte": operator.ge}

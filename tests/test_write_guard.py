@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.core.writes import guard, same_value
+from atomdb_migrate.core.writes import same_value
+from atomdb_migrate.core.writes import unchanged_filter as guard
 from atomdb_migrate.driver.mongo import is_mongomock
 from atomdb_migrate.engine import runner as runner_module
 from atomdb_migrate.engine.runner import Runner, RunOptions

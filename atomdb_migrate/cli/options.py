@@ -20,13 +20,14 @@ from ..commands.upgrade import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_RETRY_FOR,
     DEFAULT_SAMPLE,
+    INT32_MAX,
     RunOptions,
     write_concern,
 )
 
 #: The largest whole number an option takes: the server's counts and sizes
 #: are 32-bit numbers.
-MAX_COUNT = 2**31 - 1
+MAX_COUNT = INT32_MAX
 
 #: The longest time an option takes, in seconds: it becomes a time limit in
 #: milliseconds, which the server takes as a 32-bit number (about 24.8 days).

@@ -47,8 +47,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..autogenerate.infer import CONFIRM_TAGS
 from ..exceptions import ChainError, ConfigError, StepModuleError, shorten
-from ..schema.snapshots import CONFIRM_TAGS, is_schema
+from ..schema.snapshots import is_schema
 from ..steps.registry import MigrationRegistry, check_changes, register_step
 from ..steps.versions import Step
 from .checksums import source_text
@@ -247,7 +248,7 @@ UNFINISHED = {
 def _unfinished(file: Path) -> tuple[str, ...]:
     """What is left to write: functions whose whole body raises NotImplementedError,
     and comments that ask the author to confirm what the step does to stored
-    data (`atomdb_migrate.schema.CONFIRM_TAGS`), as autogenerate writes them."""
+    data (`atomdb_migrate.autogenerate.CONFIRM_TAGS`), as autogenerate writes them."""
     try:
         text = source_text(file)  # in the encoding the module declares
         tree = ast.parse(text)

@@ -6,6 +6,7 @@ under the lock, recorded in the history.
 
 from __future__ import annotations
 
+from ..core.storage import VERSION_KEY
 from ..exceptions import ConfigError
 from ..model.versioned import VersionedModel
 from ..steps.versions import BASE_VERSION, parse_version
@@ -77,7 +78,7 @@ async def stamp(
         await history.abandon_holder(lock.replaced)
         record = await history.start("stamp", {"models": [cls.__model__], "to": value}, lock.owner)
         res = await ws.database[cls.__model__].update_many(
-            {"__version__": {"$ne": value}}, {"$set": {"__version__": value}}
+            {VERSION_KEY: {"$ne": value}}, {"$set": {VERSION_KEY: value}}
         )
         await history.finish(
             record, "succeeded", {cls.__model__: {"stamped": res.modified_count, "target": value}}

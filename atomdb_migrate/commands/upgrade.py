@@ -2,8 +2,9 @@
 the history.
 
 Also re-exported here, for the callers of the commands (the command line
-among them): what a run takes (`RunOptions`, its defaults, `Progress`) and
-what it gives (`ModelReport`, `RenameReport`), from the engine.
+among them): what a run takes (`RunOptions`, its defaults, `Progress`; its
+numbers are 32-bit, up to `INT32_MAX`) and what it gives (`ModelReport`,
+`RenameReport`), from the engine and the core.
 
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from bson import ObjectId
 
+from ..core.bson_rules import INT32_MAX
 from ..core.masking import mask
 from ..core.storage import VERSION_INDEX
 from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Retry
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_SAMPLE",
     "DOWNGRADE",
     "FINISH_RETRY",
+    "INT32_MAX",
     "UPGRADE",
     "VERSION_INDEX",
     "Direction",

@@ -2,7 +2,8 @@
 
 Both the lazy path (write-back) and the eager runner turn an upgraded
 document into an update of exactly the top-level fields the steps changed
-(`document_diff`), filtered on the fields as they were read (`guard`). A
+(`document_diff`), filtered on the fields as they were read
+(`unchanged_filter`). A
 document another process changed in between no longer matches and is left
 alone; a field another process added meanwhile is kept, as the update does
 not touch it.
@@ -10,31 +11,28 @@ not touch it.
 Values are compared as BSON stores them, type and value, all the way down
 (`same_value`): Python holds ``3 == 3.0 == Int64(3)`` and ``1 == True``, but
 a step that turns the double ``3.0`` into the int ``3`` changed the stored
-document, and that change must be written.
+document, and that change must be written (the rules are in
+`atomdb_migrate.core.bson_rules`).
 
 """
 
 from __future__ import annotations
 
-import datetime
-import struct
 from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import bson
-from bson.binary import Binary
-from bson.datetime_ms import _datetime_to_millis
-from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
-from bson.int64 import Int64
-from bson.objectid import ObjectId
-from bson.regex import Regex
-from bson.timestamp import Timestamp
 
-from ..core.storage import VERSION_KEY
 from ..exceptions import GuardTooLargeError, short_repr, shorten
-from .documents import Document
+
+# The BSON value rules moved to `bson_rules`; still importable from here.
+from .bson_rules import TYPE_NAMES as TYPE_NAMES
+from .bson_rules import bson_kind as bson_kind
+from .bson_rules import same_document as same_document
+from .bson_rules import same_value as same_value
+from .storage import ID_KEY, VERSION_KEY
 
 #: No large value matched loosely.
 _NONE: Mapping[str, Any] = MappingProxyType({})
@@ -43,7 +41,7 @@ _NONE: Mapping[str, Any] = MappingProxyType({})
 class Write(NamedTuple):
     """A conditional update: its filter and its update (a document, or a pipeline)."""
 
-    #: Matches the stored document only while it is as read (see `guard`).
+    #: Matches the stored document only while it is as read (see `unchanged_filter`).
     query: dict[str, Any]
     #: The change: ``$set``/``$unset``, or an update pipeline.
     update: Any
@@ -59,77 +57,6 @@ MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 
 #: What a single write command may carry beyond that (MongoDB's allowance).
 COMMAND_OVERHEAD = 16 * 1024
-
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
-
-# ----------------------------------------------------------------------
-# Values as BSON stores them
-# ----------------------------------------------------------------------
-def bson_kind(value: Any) -> Any:
-    """The BSON type a Python value is stored as (a name, or a type for the rest)."""
-    kind = type(value)
-    if kind is str:
-        return "string"
-    if kind is bool:
-        return "bool"
-    if kind is Int64:
-        return "long"
-    if kind is int or isinstance(value, int):
-        return "int" if _INT32_MIN <= value <= _INT32_MAX else "long"
-    if kind is float:
-        return "double"
-    if kind is dict or kind is list or kind is tuple:
-        return "object" if kind is dict else "array"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, Binary):
-        return ("binary", value.subtype)
-    if isinstance(value, bytes):
-        return ("binary", 0)
-    if isinstance(value, datetime.datetime):
-        return "date"
-    return kind
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Whether two values are stored as the same BSON: type and value, all the way down.
-
-    ``3`` and ``3.0``, ``1`` and ``True``, ``1`` and ``Int64(1)`` differ;
-    so do ``0.0`` and ``-0.0``, and documents with the same fields in
-    another order. NaN is the same as NaN.
-
-    """
-    if a is b:
-        return True
-    kind = bson_kind(a)
-    if kind != bson_kind(b):
-        return False
-    if kind == "object":
-        if len(a) != len(b):
-            return False
-        return all(
-            ka == kb and same_value(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
-        )
-    if kind == "array":
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    if kind == "double":
-        return bool(struct.pack("<d", a) == struct.pack("<d", b))
-    if kind == "date":
-        try:
-            return _datetime_to_millis(a) == _datetime_to_millis(b)
-        except (OverflowError, ValueError):
-            return bool(a == b)
-    try:
-        return bool(a == b)
-    except Exception:  # values that cannot be compared are not the same
-        return False
-
-
-def same_document(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two documents are stored as the same BSON (see `same_value`)."""
-    return same_value(a, b)
 
 
 # ----------------------------------------------------------------------
@@ -154,15 +81,15 @@ def document_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> Any:
 
     """
     changed = {
-        k: v for k, v in new.items() if k != "_id" and (k not in old or not same_value(old[k], v))
+        k: v for k, v in new.items() if k != ID_KEY and (k not in old or not same_value(old[k], v))
     }
     removed = [k for k in old if k not in new]
     if any(needs_expression(k) for k in (*changed, *removed)):
         root: Any = "$$ROOT"
         for key, value in changed.items():
-            root = _set_field(key, root, {"$literal": value})
+            root = _set_any_field(key, root, {"$literal": value})
         for key in removed:
-            root = _set_field(key, root, "$$REMOVE")
+            root = _set_any_field(key, root, "$$REMOVE")
         return [{"$replaceWith": root}]
     update: dict[str, Any] = {}
     if changed:
@@ -172,30 +99,16 @@ def document_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> Any:
     return update
 
 
-def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
+def _set_any_field(name: str, base: Any, value: Any) -> dict[str, Any]:
+    """`base` with its top-level field `name` set to `value`, whatever the name: one
+    with a ``.`` or a leading ``$`` too, as the name is given as a ``$literal``
+    (unlike `atomdb_migrate.operations.paths`' path names, which are plain)."""
     return {"$setField": {"field": {"$literal": name}, "input": base, "value": value}}
 
 
 # ----------------------------------------------------------------------
 # The filter
 # ----------------------------------------------------------------------
-#: The ``$type`` name of each BSON type `bson_kind` names.
-TYPE_NAMES: dict[Any, str] = {
-    "string": "string",
-    "bool": "bool",
-    "int": "int",
-    "long": "long",
-    "double": "double",
-    "object": "object",
-    "array": "array",
-    "date": "date",
-    type(None): "null",
-    ObjectId: "objectId",
-    Decimal128: "decimal",
-    Regex: "regex",
-    Timestamp: "timestamp",
-}
-
 #: Values larger than this, encoded, are matched by type and size when a
 #: filter holding them whole would not fit in one command.
 LARGE_VALUE = 64 * 1024
@@ -204,7 +117,7 @@ LARGE_VALUE = 64 * 1024
 _NAMES = {"$map": {"input": {"$objectToArray": "$$ROOT"}, "in": "$$this.k"}}
 
 
-def guard(
+def unchanged_filter(
     old: Mapping[str, Any],
     fields: Iterable[Any] | None = None,
     *,
@@ -258,52 +171,67 @@ def guard(
 
     """
     names = list(old) if fields is None else [k for k in fields if isinstance(k, str)]
-    query: dict[str, Any] = {"_id": old["_id"]}
+    query: dict[str, Any] = {ID_KEY: old[ID_KEY]}
     expressions: list[Any] = []
     for key in dict.fromkeys([*names, VERSION_KEY]):
-        if key == "_id":
+        if key == ID_KEY:
             continue
-        present = key in old
-        value = old[key] if present else None
-        kind = TYPE_NAMES.get(bson_kind(value)) if present else None
-        by_size = present and (key in loose or (large and _size(value) > LARGE_VALUE))
+        by_size = key in old and (key in loose or (large and _size(old[key]) > LARGE_VALUE))
         if needs_expression(key):
-            # Presence is asked of the document's names: some servers give
-            # a missing $getField a type other than "missing".
-            named = {"$in": [{"$literal": key}, _NAMES]}
-            if not present:
-                expressions.append({"$not": [named]})
-                continue
-            got = {"$getField": {"field": {"$literal": key}, "input": "$$ROOT"}}
-            expressions.append(named)
-            if kind:
-                expressions.append({"$eq": [{"$type": got}, kind]})
-            expressions.append(_same_as(got, value, by_size))
-        elif not present:
-            query[key] = {"$exists": False}
-        elif by_size:
-            query[key] = {"$type": kind} if kind else {"$exists": True}
-            expressions.append(_same_as(f"${key}", value, by_size))
-        elif type(value) is list and exact and _nesting(value, len(value)) > MAX_SHAPE_NESTING:
-            # Its shape would nest the filter past what a server takes: matched whole once.
-            query[key] = {"$type": "array"}
-            expressions.append(_same_as(f"${key}", value, False))
-        elif type(value) is list:
-            query[key] = list_condition(value, exact)
-        else:
-            condition: dict[str, Any] = {"$eq": value}
-            if value is None:
-                condition = {"$type": "null"} if exact else {"$eq": None, "$exists": True}
-            elif kind and exact:
-                condition["$type"] = kind
-            condition["$not"] = {"$type": "array"}
-            query[key] = condition
+            expressions += _named_field_checks(old, key, by_size)
+            continue
+        query[key], expression = _field_condition(old, key, by_size, exact)
+        if expression is not None:
+            expressions.append(expression)
     if fields is None and complete:
         count = {"$size": {"$objectToArray": "$$ROOT"}}
         expressions.append({"$eq": [count, len(old)]})
     if expressions:
         query["$expr"] = expressions[0] if len(expressions) == 1 else {"$and": expressions}
     return query
+
+
+def _named_field_checks(old: Mapping[str, Any], key: str, by_size: bool) -> list[Any]:
+    """Expressions true while the stored field `key`, a name with a ``.`` or a
+    leading ``$`` (`needs_expression`), is as in `old` (or missing as there)."""
+    # Presence is asked of the document's names: some servers give a
+    # missing $getField a type other than "missing".
+    named = {"$in": [{"$literal": key}, _NAMES]}
+    if key not in old:
+        return [{"$not": [named]}]
+    value = old[key]
+    kind = TYPE_NAMES.get(bson_kind(value))
+    got = {"$getField": {"field": {"$literal": key}, "input": "$$ROOT"}}
+    checks: list[Any] = [named]
+    if kind:
+        checks.append({"$eq": [{"$type": got}, kind]})
+    checks.append(_same_as(got, value, by_size))
+    return checks
+
+
+def _field_condition(
+    old: Mapping[str, Any], key: str, by_size: bool, exact: bool
+) -> tuple[dict[str, Any], Any]:
+    """The query condition true while the stored field `key` is as in `old` (or
+    missing as there), and an expression it also needs (None when it needs none)."""
+    if key not in old:
+        return {"$exists": False}, None
+    value = old[key]
+    kind = TYPE_NAMES.get(bson_kind(value))
+    if by_size:
+        return {"$type": kind} if kind else {"$exists": True}, _same_as(f"${key}", value, True)
+    if type(value) is list and exact and _nesting(value, len(value)) > MAX_SHAPE_NESTING:
+        # Its shape would nest the filter past what a server takes: matched whole once.
+        return {"$type": "array"}, _same_as(f"${key}", value, False)
+    if type(value) is list:
+        return list_condition(value, exact), None
+    condition: dict[str, Any] = {"$eq": value}
+    if value is None:
+        condition = {"$type": "null"} if exact else {"$eq": None, "$exists": True}
+    elif kind and exact:
+        condition["$type"] = kind
+    condition["$not"] = {"$type": "array"}
+    return condition, None
 
 
 #: How deep `list_condition` nests ``$elemMatch``: MongoDB refuses a command
@@ -345,11 +273,6 @@ def _same_as(got: Any, value: Any, by_size: bool) -> Any:
     if by_size:
         return {"$eq": [{"$bsonSize": {"v": got}}, _size(value)]}
     return {"$eq": [got, {"$literal": value}]}
-
-
-def unchanged_filter(old: Document) -> dict[str, Any]:
-    """A filter matching the stored document only if it still holds all of `old`'s fields."""
-    return guard(old)
 
 
 # ----------------------------------------------------------------------
@@ -419,7 +342,7 @@ def guarded_write(
 ) -> Write:
     """The conditional write that takes `old`, if still stored as read, to `new`.
 
-    The filter (`guard`) matches the fields given (None: all of them) and
+    The filter (`unchanged_filter`) matches the fields given (None: all of them) and
     the fields the update changes or removes (a step may write around the
     document's own methods). Filter and update must fit in one command
     (16 MB and a little); where they do not:
@@ -434,7 +357,7 @@ def guarded_write(
        document just before writing.
 
     `expressions` False (for mongomock) matches arrays without aggregation
-    expressions (see `guard`), and sends no update pipeline.
+    expressions (see `unchanged_filter`), and sends no update pipeline.
 
     Raises
     ------
@@ -449,10 +372,10 @@ def guarded_write(
     update = document_diff(old, new)
     if fields is not None:
         fields = {*fields, *_written(update)}
-    query = guard(old, fields, complete=complete, exact=expressions)
+    query = unchanged_filter(old, fields, complete=complete, exact=expressions)
     if fits(query, update):
         return Write(query, update)
-    matched = [k for k in (old if fields is None else fields) if k in old and k != "_id"]
+    matched = [k for k in (old if fields is None else fields) if k in old and k != ID_KEY]
     if expressions:
         by_reference = referring_update(old, new, matched)
         if by_reference is not None:
@@ -466,7 +389,7 @@ def guarded_write(
         loose[name] = old[name]
         over -= size - _LOOSE_COST
         if over < 0:
-            query = guard(old, fields, complete=complete, exact=expressions, loose=loose)
+            query = unchanged_filter(old, fields, complete=complete, exact=expressions, loose=loose)
             if fits(query, update):
                 return Write(query, update, MappingProxyType(loose))
     raise GuardTooLargeError(sizes, _size(update), loose=bool(loose))
@@ -486,25 +409,25 @@ def referring_update(
     holds exactly the value: it is copied on the server, BSON as it is.
 
     """
-    sources = {k: _size(old[k]) for k in matched if k in old and k != "_id"}
+    sources = {k: _size(old[k]) for k in matched if k in old and k != ID_KEY}
     sources = {k: n for k, n in sources.items() if n > LARGE_VALUE}
     root: Any = "$$ROOT"
     referred = False
     for key, value in new.items():
-        if key == "_id" or (key in old and same_value(old[key], value)):
+        if key == ID_KEY or (key in old and same_value(old[key], value)):
             continue
         source = next(
             (k for k in sources if k != key and same_value(old[k], value)),
             None,
         )
         if source is None:
-            root = _set_field(key, root, {"$literal": value})
+            root = _set_any_field(key, root, {"$literal": value})
             continue
         referred = True
-        root = _set_field(key, root, _stored_field(source))
+        root = _set_any_field(key, root, _stored_field(source))
     for key in old:
         if key not in new:
-            root = _set_field(key, root, "$$REMOVE")
+            root = _set_any_field(key, root, "$$REMOVE")
     return [{"$replaceWith": root}] if referred else None
 
 

@@ -35,10 +35,12 @@ from bson.min_key import MinKey
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
+from ..core.bson_rules import same_value
+from ..core.caches import resettable
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
-from ..core.writes import Write, needs_expression, same_value
+from ..core.writes import Write, needs_expression
 from ..exceptions import ConfigError, ConnectionFailedError, shorten
 from ..schema.validators import Validator
 from ..steps.versions import version_key
@@ -509,7 +511,9 @@ class ManagerState:
                 member.set_slot(manager, value)
 
 
+#: The messages `_say_once` said (`atomdb_migrate.core.caches.reset` forgets them).
 _SAID: set[str] = set()
+resettable(f"{__name__}._SAID", _SAID.clear)
 
 
 def _say_once(message: str) -> None:

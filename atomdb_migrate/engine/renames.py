@@ -32,7 +32,7 @@ from pymongo.errors import BulkWriteError
 
 from ..core.documents import Document, copy_document
 from ..core.storage import VERSION_KEY
-from ..core.writes import Write, guard, guarded_write
+from ..core.writes import Write, guarded_write, unchanged_filter
 from ..driver.mongo import batches, bulk_update, collection_names, exact_filters
 from ..exceptions import MigrateError, short_repr
 from ..operations.rename_model import rename_references
@@ -153,7 +153,7 @@ async def _undo_deleted(source: Any, target: Any, inserted: list[Document]) -> i
     gone = [d for d in inserted if version_key(d["_id"]) not in still]
     undone = 0
     for doc in gone:
-        exact = guard(doc, complete=True, exact=exact_filters(target))
+        exact = unchanged_filter(doc, complete=True, exact=exact_filters(target))
         undone += int((await target.delete_one(exact)).deleted_count)
         log.info(
             "%s _id=%s: deleted under %s while the merge moved it: not brought back",

@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..core.caches import resettable
 from ..driver.mongo import count_versions, to_list
 from ..exceptions import MigrateError
-from ..queries.queries import model_of, version_filter
+from ..queries.version_filters import model_of, version_filter
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -112,6 +113,9 @@ def forget_surveys(model: Any = None) -> None:
     for key in list(_surveys):
         if model is None or key[0] == model.__model__:
             del _surveys[key]
+
+
+resettable(f"{__name__}._surveys", forget_surveys)
 
 
 async def translate(

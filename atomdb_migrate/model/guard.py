@@ -42,7 +42,7 @@ from ..exceptions import (
     UntranslatableQueryError,
     short_repr,
 )
-from ..queries.queries import model_of, reads_newer_downgraded, version_filter
+from ..queries.version_filters import model_of, reads_newer_downgraded, version_filter
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import stored_version
 from .finders import SURVEY_MAX_AGE, survey

@@ -24,7 +24,7 @@ from packaging.version import Version
 from pymongo.errors import DuplicateKeyError
 
 from ..core.documents import Document
-from ..core.storage import VERSION_KEY
+from ..core.storage import ID_KEY, MODEL_KEY, REF_KEY, REFERENCE_KEYS, VERSION_KEY
 from ..core.writes import guarded_write
 from ..driver.mongo import changed_since_read, exact_filters
 from ..exceptions import (
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("atomdb_migrate")
 
 #: The keys of the reference atom-db stores for a saved object held by
-#: another one: ``{"_id": ..., "__ref__": ..., "__model__": ...}``.
-STUB_KEYS = frozenset(("_id", "__ref__", "__model__"))
+#: another one (moved to `atomdb_migrate.core.storage`).
+STUB_KEYS = REFERENCE_KEYS
 
 #: What a model may say about documents newer than its code.
 NEWER_POLICIES = ("raise", "restore", "downgrade")
@@ -93,8 +93,8 @@ def is_reference_stub(state: StateType) -> bool:
     """
     return (
         VERSION_KEY not in state
-        and state.keys() <= STUB_KEYS
-        and ("_id" in state or "__ref__" in state)
+        and state.keys() <= REFERENCE_KEYS
+        and (ID_KEY in state or REF_KEY in state)
     )
 
 
@@ -291,7 +291,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         if state.get(VERSION_KEY) != self.__version__:
             if is_reference_stub(state):
                 # Only the _id is known: leave the object to be loaded.
-                if state.get("__model__", self.__model__) != self.__model__:
+                if state.get(MODEL_KEY, self.__model__) != self.__model__:
                     state = self._renamed_stub(state)
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
@@ -320,8 +320,8 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     @classmethod
     def _renamed_stub(cls, state: StateType) -> StateType:
         """A reference stored under a former name of the model, under its name."""
-        if state["__model__"] in MigrationRegistry.instance().former_names(cls.__model__):
-            return {**state, "__model__": cls.__model__}
+        if state[MODEL_KEY] in MigrationRegistry.instance().former_names(cls.__model__):
+            return {**state, MODEL_KEY: cls.__model__}
         return state
 
     def __log_restore_error__(
@@ -672,5 +672,5 @@ async def guarded_replace(cls: type[VersionedModel], state: Document) -> Any:
     raise ConflictError(cls.__model__, doc_id, SAVE_ATTEMPTS)
 
 
-listen_to_aliases(_alias_changed)
+listen_to_aliases(_alias_changed, lasting=True)
 versioned_base(VersionedModel)  # its documents hold __version__ (json_schema)

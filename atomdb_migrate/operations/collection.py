@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.bson_rules import INT32_MAX
 from ..core.documents import Document
-from ..core.storage import VERSION_KEY
+from ..core.storage import ID_KEY, VERSION_KEY
 from ..exceptions import IrreversibleOperationError
 from .base import Operation
 from .paths import Fast, split_path
@@ -58,7 +59,7 @@ def index_keys(keys: Any, what: str) -> IndexKeys:
         name, kind = pair
         if isinstance(kind, bool) or kind not in INDEX_KINDS:
             raise ValueError(f"{what}: direction {kind!r} of {name!r}; one of {INDEX_KINDS}")
-        if name != "_id" and name.split(".")[0] != VERSION_KEY:
+        if name != ID_KEY and name.split(".")[0] != VERSION_KEY:
             split_path(name, what=f"{what} key")
         found.append((name, kind))
     return found
@@ -79,7 +80,7 @@ def _check_index_options(keys: IndexKeys, options: dict[str, Any]) -> None:
             raise ValueError(f"create_index: {option} must be True or False")
     if "expireAfterSeconds" in options:
         ttl = options["expireAfterSeconds"]
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2**31 - 1:
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= INT32_MAX:
             raise ValueError(
                 f"create_index: expireAfterSeconds must be a whole number of seconds from 0 "
                 f"to 2147483647, not {ttl!r}"

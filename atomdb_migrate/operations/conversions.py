@@ -12,24 +12,23 @@ from typing import Any
 
 from bson import Int64, ObjectId
 
+from ..core.bson_rules import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from ..core.storage import JSON_DATE_PARTS, JSON_DATE_TAGS, JSON_TIME_PARTS, JSON_TYPE_KEY
 from ..exceptions import (
     ConversionError,
     short_repr,
 )
 from .paths import (
-    _DATE_PARTS,
     _FAILED,
     _FLOAT_REGEX,
     _FLOAT_TEXT,
     _INT_REGEX,
     _INT_TEXT,
-    INT32_MAX,
-    INT32_MIN,
-    INT64_MAX,
-    INT64_MIN,
-    JSON_DATE_TAGS,
     _type_is,
 )
+
+#: The parts of atom-db's JSON form of a datetime (a date's lack the time's: 0).
+_DATETIME_PARTS = (*JSON_DATE_PARTS, *JSON_TIME_PARTS)
 
 _PLAIN = (str, int, float, bool, type(None), datetime, ObjectId, bytes)
 
@@ -136,9 +135,9 @@ def convert_value(value: Any, to: str) -> Any:
     elif to == "datetime":
         if kind is datetime:
             return value
-        if isinstance(value, dict) and value.get("__py__") in JSON_DATE_TAGS:
+        if isinstance(value, dict) and value.get(JSON_TYPE_KEY) in JSON_DATE_TAGS:
             parts: dict[str, int] = {}
-            for key, low, high, default in _DATE_PARTS:
+            for key, low, high, default in _DATETIME_PARTS:
                 part: Any = value.get(key)
                 if part is None and default is not None:
                     part = default
@@ -154,7 +153,7 @@ def convert_value(value: Any, to: str) -> Any:
     raise ConversionError(f"cannot convert {short_repr(value)} to {to}")
 
 
-def _conversion_expr(to: str, v: str) -> Any:
+def conversion_expr(to: str, v: str) -> Any:
     """The server form of `convert_value`: the value, or `_FAILED`."""
     kind = {"$type": v}
     no_newline = {"$eq": [{"$indexOfCP": [v, "\n"]}, -1]}
@@ -197,22 +196,10 @@ def _conversion_expr(to: str, v: str) -> Any:
             (is_("int", "long", "double"), {"$toString": v}),
         ]
     elif to == "bool":
-        word = {"$toLower": v}
         branches = [
             (is_("bool"), v),
             (is_("int", "long", "double"), {"$ne": [v, 0]}),
-            (
-                is_("string"),
-                {
-                    "$switch": {
-                        "branches": [
-                            {"case": {"$in": [word, ["true", "1"]]}, "then": True},
-                            {"case": {"$in": [word, ["false", "0"]]}, "then": False},
-                        ],
-                        "default": _FAILED,
-                    }
-                },
-            ),
+            (is_("string"), _bool_from_text(v)),
         ]
     elif to == "datetime":
         branches = [
@@ -221,7 +208,7 @@ def _conversion_expr(to: str, v: str) -> Any:
                 {
                     "$and": [
                         is_("object"),
-                        {"$in": [f"{v}.__py__", list(JSON_DATE_TAGS)]},
+                        {"$in": [f"{v}.{JSON_TYPE_KEY}", list(JSON_DATE_TAGS)]},
                     ]
                 },
                 _date_from_json_expr(v),
@@ -232,6 +219,21 @@ def _conversion_expr(to: str, v: str) -> Any:
     return {
         "$switch": {
             "branches": [{"case": case, "then": then} for case, then in branches],
+            "default": _FAILED,
+        }
+    }
+
+
+def _bool_from_text(v: str) -> Any:
+    """A string as `convert_value` reads a bool (``"true"``/``"1"``, ``"false"``/``"0"``,
+    in any case), or `_FAILED`."""
+    word = {"$toLower": v}
+    return {
+        "$switch": {
+            "branches": [
+                {"case": {"$in": [word, ["true", "1"]]}, "then": True},
+                {"case": {"$in": [word, ["false", "0"]]}, "then": False},
+            ],
             "default": _FAILED,
         }
     }
@@ -253,7 +255,7 @@ def _date_from_json_expr(v: str) -> Any:
     """atom-db's JSON form of a datetime to a date, or `_FAILED` (never a server error)."""
     parts: dict[str, Any] = {}
     checks: list[Any] = []
-    for key, low, high, default in _DATE_PARTS:
+    for key, low, high, default in _DATETIME_PARTS:
         raw = f"{v}.{key}"
         # A missing or null part takes its default.
         part = raw if default is None else {"$ifNull": [raw, default]}

@@ -12,7 +12,7 @@ from typing import Any
 from ..core.documents import Document, copy_value
 from ..exceptions import ConversionError, IrreversibleOperationError, UnsettablePathError
 from .base import Operation, _refuse_overlap
-from .conversions import _conversion_expr, check_value, convert_value
+from .conversions import check_value, conversion_expr, convert_value
 from .paths import (
     _REFUSED,
     CONVERSIONS,
@@ -316,7 +316,7 @@ class Convert(Operation):
         converted = {
             "$let": {
                 "vars": {
-                    "made": {"$let": {"vars": {"v": value}, "in": _conversion_expr(self.to, "$$v")}}
+                    "made": {"$let": {"vars": {"v": value}, "in": conversion_expr(self.to, "$$v")}}
                 },
                 "in": {
                     "$cond": [

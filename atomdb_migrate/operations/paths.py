@@ -1,5 +1,6 @@
-"""Paths in three forms: in Python, as aggregation expressions, as query conditions;
-and the shapes of stored documents they walk (embedded models, references).
+"""Paths in four forms: in Python, as aggregation expressions, as formulas (for the
+queries), and as query conditions (the formulas rendered, for the fast form of a
+step); and the shapes of stored documents they walk (embedded models, references).
 
 Part of the operations package (see `atomdb_migrate.ops`).
 
@@ -12,11 +13,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from ..core.bson_rules import INT32_MAX as INT32_MAX
+from ..core.bson_rules import INT32_MIN as INT32_MIN
+from ..core.bson_rules import INT64_MAX as INT64_MAX
+from ..core.bson_rules import INT64_MIN as INT64_MIN
+from ..core.conditions import Atom, Formula, conj, disj, filters_of, neg
 from ..core.documents import Document
-from ..core.storage import VERSION_KEY
+from ..core.storage import JSON_DATE_TAGS as JSON_DATE_TAGS
+from ..core.storage import MANAGED_KEYS
+from ..core.storage import MODEL_KEY as MODEL_KEY
 
-#: The key atom-db stores a model's name under, in documents and references.
-MODEL_KEY = "__model__"
+# MODEL_KEY, the integer ranges and JSON_DATE_TAGS moved to `core`: still
+# importable from here.
 
 #: Top-level fields the server form of a step uses while it runs (removed
 #: before the update ends). Paths may not start with this prefix.
@@ -34,32 +42,10 @@ _FAILED = {"$literal": {FAILED_FIELD: True}}
 #: The target types `convert` knows, by name.
 CONVERSIONS = ("int", "float", "str", "bool", "datetime")
 
-#: The ``__py__`` tags of atom-db's JSON form of dates and datetimes.
-JSON_DATE_TAGS = ("datetime.datetime", "datetime.date")
-
-#: The largest and smallest integers MongoDB stores (64 bits).
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-
-#: The range of a 32-bit int: PyMongo stores a Python int in it as one.
-INT32_MAX = 2**31 - 1
-INT32_MIN = -(2**31)
-
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INT_REGEX = "^[+-]?[0-9]+$"
 _FLOAT_REGEX = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-
-#: The parts of atom-db's JSON form of a datetime: (key, lowest, highest, default).
-_DATE_PARTS = (
-    ("year", 1, 9999, None),
-    ("month", 1, 12, None),
-    ("day", 1, 31, None),
-    ("hour", 0, 23, 0),
-    ("minute", 0, 59, 0),
-    ("second", 0, 59, 0),
-    ("microsecond", 0, 999999, 0),
-)
 
 
 class _Missing:
@@ -182,7 +168,7 @@ def split_path(path: str, *, what: str = "path") -> tuple[str, ...]:
             raise ValueError(f"{what} {path!r}: names may not start with '$'")
         if name.startswith(RESERVED_PREFIX):
             raise ValueError(f"{what} {path!r}: names starting {RESERVED_PREFIX!r} are reserved")
-    if parts[0] in ("_id", VERSION_KEY, MODEL_KEY):
+    if parts[0] in MANAGED_KEYS:
         raise ValueError(f"{what} {path!r}: {parts[0]} is managed by atom-db and atomdb-migrate")
     return parts
 
@@ -344,6 +330,7 @@ def settable_expr(
 
 
 def _set_field(name: str, base: Any, value: Any) -> dict[str, Any]:
+    """`base` with its field `name`, a plain path name (`split_path`), set to `value`."""
     return {"$setField": {"field": name, "input": base, "value": value}}
 
 
@@ -437,43 +424,77 @@ def literal(value: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------
-# Paths, as query conditions (for the fast form of a step)
+# Paths, as formulas; as query conditions, the formulas rendered
 # ----------------------------------------------------------------------
-def _is_document(name: str) -> dict[str, Any]:
-    # $type "object" alone also matches an array holding a document.
-    return {name: {"$type": "object", "$not": {"$type": "array"}}}
+def prefixes(parts: Sequence[str]) -> list[tuple[str, ...]]:
+    """The paths on the way to a path (``a``, ``a.b`` for ``a.b.c``)."""
+    return [tuple(parts[:i]) for i in range(1, len(parts))]
 
 
-def exists_query(parts: Sequence[str]) -> list[dict[str, Any]]:
-    """Conditions true where `exists_expr` is.
+def _type(parts: tuple[str, ...], name: str) -> Atom:
+    return Atom(parts, "$type", frozenset({name}))
+
+
+def is_document_formula(parts: tuple[str, ...]) -> Formula:
+    """The value at a path is a document."""
+    # $type "object" also matches a list holding a document.
+    return conj([_type(parts, "object"), neg(_type(parts, "array"))])
+
+
+def is_null_formula(parts: tuple[str, ...]) -> Formula:
+    """The value at a path is null."""
+    # $type "null" also matches a list holding a null.
+    return conj([_type(parts, "null"), neg(_type(parts, "array"))])
+
+
+def exists_formula(parts: Sequence[str]) -> Formula:
+    """The value at a path is there, reached through documents only (`get_path`,
+    `exists_expr`).
 
     A path that exists runs through documents or arrays only, so each value
     on the way not being an array makes it a document.
 
     """
-    found: list[dict[str, Any]] = [
-        {".".join(parts[:i]): {"$not": {"$type": "array"}}} for i in range(1, len(parts))
-    ]
-    found.append({".".join(parts): {"$exists": True}})
-    return found
+    on_the_way = [neg(_type(p, "array")) for p in prefixes(parts)]
+    return conj([*on_the_way, Atom(tuple(parts), "$exists", True)])
+
+
+def settable_formula(
+    parts: Sequence[str], embedded: Embedded = NO_EMBEDDED, carry: bool = False
+) -> Formula:
+    """A value can be set at a path, knowing its embedded models (`blocked`,
+    `settable_expr`).
+
+    A reference on the way blocks it, whatever it holds: atom-db reads the
+    referenced document, never what is stored inside the reference.
+
+    """
+    references = references_of(embedded)
+    checks: list[Formula] = []
+    for p in prefixes(parts):
+        if p in references:
+            return False
+        kinds = [is_document_formula(p)]
+        if p not in embedded:
+            kinds.append(neg(Atom(p, "$exists", True)))
+        elif carry:
+            kinds += [neg(Atom(p, "$exists", True)), is_null_formula(p)]
+        checks.append(disj(kinds))
+    return conj(checks)
+
+
+def exists_query(parts: Sequence[str]) -> list[dict[str, Any]]:
+    """Conditions true where `exists_expr` is: `exists_formula`, rendered."""
+    return filters_of(exists_formula(parts))
 
 
 def settable_query(parts: Sequence[str], embedded: Embedded = NO_EMBEDDED) -> list[dict[str, Any]]:
     """Conditions true where a value can be set with a plain ``$set``: every
     value on the way is a document, or missing where it is no embedded model
     (``$set`` creates ``{}``). An embedded model to create is left to the
-    general form, and so is a path through a reference (it matches nothing)."""
-    found: list[dict[str, Any]] = []
-    references = references_of(embedded)
-    for i in range(1, len(parts)):
-        name = ".".join(parts[:i])
-        if tuple(parts[:i]) in references:
-            return [{name: {"$in": []}}]
-        if tuple(parts[:i]) in embedded:
-            found.append(_is_document(name))
-        else:
-            found.append({"$or": [{name: {"$exists": False}}, _is_document(name)]})
-    return found
+    general form, and so is a path through a reference (it matches nothing).
+    `settable_formula` without `carry`, rendered."""
+    return filters_of(settable_formula(parts, embedded))
 
 
 #: The fast form of an operation: query conditions, and the fields to set

@@ -17,9 +17,10 @@ from typing import Any
 
 from bson import Decimal128
 
-from ..operations.conversions import _conversion_expr
+from ..core.conditions import NUMBER_TYPES, Computed, freeze
+from ..operations.conversions import conversion_expr
 from ..operations.paths import literal
-from .matching import NUMBER_TYPES, Unsure, freeze, is_regex, regex_of, type_of
+from .matching import Unsure, is_regex, regex_of, type_of
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Converted:
 
 
 @dataclass(frozen=True)
-class Expr:
+class Expr(Computed):
     """One condition on a value the server computes (`Converted`): written as ``$expr``."""
 
     op: str
@@ -63,6 +64,9 @@ class Expr:
     def key(self) -> Any:
         return ("expr", self.op, freeze(self.arg), self.value.key)
 
+    def expression(self) -> Any:
+        return condition_expr(self)
+
 
 def value_expr(value: Field | Converted) -> Any:
     """The expression of a value: a field, or a conversion of one."""
@@ -73,7 +77,7 @@ def value_expr(value: Field | Converted) -> Any:
     # stays as stored: the step leaves such a document as it is.
     kept = {
         "$let": {
-            "vars": {"made": _conversion_expr(value.to, "$$v")},
+            "vars": {"made": conversion_expr(value.to, "$$v")},
             "in": {"$cond": [{"$eq": [{"$type": "$$made"}, "object"]}, "$$v", "$$made"]},
         }
     }

@@ -27,12 +27,10 @@ from uuid import UUID
 
 from bson import Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from ..core.writes import bson_kind
+from ..core.bson_rules import bson_kind
+from ..core.conditions import NUMBER_TYPES, freeze, missing_satisfies
 from ..operations.paths import MISSING
 from .regexes import pcre_only
-
-#: The ``$type`` names of BSON's number types.
-NUMBER_TYPES = ("int", "long", "double", "decimal")
 
 #: ``$type`` codes by name, and the alias ``number``.
 TYPE_CODES = {
@@ -251,8 +249,6 @@ def _candidates(value: Any) -> list[Any]:
 
 
 def _equals(value: Any, target: Any, whole: bool = False) -> bool:
-    if value is MISSING:
-        return target is None
     candidates = [value] if whole else _candidates(value)
     if is_regex(target):
         pattern, options = regex_of(target)
@@ -269,8 +265,13 @@ def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
     under ``$elemMatch``'s operators).
 
     """
+    if value is MISSING:
+        found = missing_satisfies(op, arg)
+        if found is None:
+            raise Unsure(f"operator {op}")
+        return found
     if op == "$exists":
-        return (value is not MISSING) == bool(arg)
+        return bool(arg)
     if op == "$eq":
         return _equals(value, arg, whole)
     if op == "$in":
@@ -278,8 +279,6 @@ def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
     if op in ("$gt", "$gte", "$lt", "$lte"):
         if arg is None:
             return op in ("$gte", "$lte") and _equals(value, None, whole)
-        if value is MISSING:
-            return False
         for v in _candidates(value)[1:] if isinstance(value, list) and not whole else [value]:
             order = compare(v, arg)
             if order is not None and (
@@ -293,33 +292,13 @@ def matches(op: str, arg: Any, value: Any, *, whole: bool = False) -> bool:
     if op == "$regex":
         pattern, options = arg
         candidates = [value] if whole else _candidates(value)
-        return (
-            any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
-            if value is not MISSING
-            else False
-        )
+        return any(isinstance(v, str) and regex_search(pattern, options, v) for v in candidates)
     if op == "$type":
-        if value is MISSING:
-            return False
         kinds = {type_of(value)}
         if isinstance(value, list) and not whole:
             kinds.update(type_of(v) for v in value)
         return bool(kinds & arg)
-    raise Unsure(f"operator {op}")  # $elemMatch is `filters.evaluate`'s
-
-
-def freeze(value: Any) -> Any:
-    """A hashable key for a value that keeps BSON's distinctions (``1``, ``1.0``, ``True``)."""
-    if isinstance(value, dict):
-        return ("dict", tuple((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return ("list", tuple(freeze(v) for v in value))
-    if isinstance(value, (set, frozenset)):
-        return ("set", tuple(sorted(repr(v) for v in value)))
-    frozen = getattr(value, "frozen_key", None)
-    if frozen is not None:
-        return frozen
-    return (type(value).__name__, repr(value))
+    raise Unsure(f"operator {op}")  # $elemMatch is `formulas.evaluate`'s
 
 
 def values_at(doc: Any, parts: Sequence[str]) -> Any:

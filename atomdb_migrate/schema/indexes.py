@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.literals import Source
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS
 from ..exceptions import ConfigError, short_repr
 from ..operations.collection import INDEX_OPTIONS, CreateIndex, DropIndex, IndexKeys, IndexOperation
@@ -363,10 +362,6 @@ def planned(
     return drops + creates
 
 
-def _default_name(index: CreateIndex) -> str:
-    return CreateIndex(index.keys).name
-
-
 def step_drift(cls: ModelClass, steps: list[Step]) -> list[str]:
     """How the model's ``__indexes__`` differ from what its steps create, a line each."""
     wanted = declared(cls)
@@ -431,32 +426,3 @@ _INTERNAL = frozenset(
         "2dsphereIndexVersion",
     }
 )
-
-
-def written(op: IndexOperation, source: Source) -> str:
-    """An index operation as a line of a step module's ``operations``."""
-    if isinstance(op, DropIndex):
-        if op.recreate is None:
-            return f"ops.drop_index({source.literal(op.name)}),"
-        index = op.recreate
-        if index.name == _default_name(index):
-            first = _keys(index.keys, source, name_ok=False)
-        else:
-            first = f"{source.literal(index.name)}, keys={_keys(index.keys, source)}"
-        return f"ops.drop_index({first}{_written_options(index, source)}),"
-    assert isinstance(op, CreateIndex)
-    named = "" if op.name == _default_name(op) else f", name={source.literal(op.name)}"
-    return f"ops.create_index({_keys(op.keys, source)}{named}{_written_options(op, source)}),"
-
-
-def _written_options(index: CreateIndex, source: Source) -> str:
-    return "".join(f", {k}={source.literal(v)}" for k, v in index.options.items() if k != "name")
-
-
-def _keys(keys: list[tuple[str, Any]], source: Source, name_ok: bool = True) -> str:
-    """Keys as written: a field name alone where it cannot be taken for an index's
-    name (`ops.drop_index` takes a name)."""
-    if name_ok and len(keys) == 1 and keys[0][1] == 1:
-        return source.literal(keys[0][0])
-    pairs = ", ".join(f"({source.literal(k)}, {source.literal(d)})" for k, d in keys)
-    return f"[{pairs}]"

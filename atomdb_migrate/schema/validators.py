@@ -49,9 +49,18 @@ from atomdb.base import JSONSerializer, Model, ModelSerializer, is_primitive_mem
 from atomdb.nosql import NoSQLModel, NoSQLModelSerializer
 from bson import Decimal128, Int64, ObjectId, Regex
 
-from ..core.storage import VERSION_KEY
+from ..core.bson_rules import INT64_MAX, INT64_MIN
+from ..core.storage import (
+    ID_KEY,
+    IMPLICIT,
+    JSON_DATE_PARTS,
+    JSON_TIME_PARTS,
+    JSON_TYPE_KEY,
+    MODEL_KEY,
+    REF_KEY,
+    VERSION_KEY,
+)
 from ..operations.collection import VALIDATION_ACTIONS, VALIDATION_LEVELS
-from ..operations.paths import INT64_MAX, INT64_MIN, MODEL_KEY
 
 #: A ``$jsonSchema`` (or one of its subschemas), as the server takes it.
 Schema = dict[str, Any]
@@ -60,9 +69,6 @@ Schema = dict[str, Any]
 #: JSON forms (the serializer of an embedded ``JSONModel``).
 RAW, JSON = "raw", "json"
 
-#: The keys atom-db writes beside a model's fields.
-REF_KEY = "__ref__"
-IMPLICIT = frozenset(("_id", MODEL_KEY, REF_KEY, VERSION_KEY))
 
 #: ``id(obj)`` of the object saved: a 64-bit integer, a 32-bit one where it fits.
 _REF: Schema = {"bsonType": ["int", "long"]}
@@ -75,8 +81,8 @@ _OBJECT: Schema = {"bsonType": "object"}
 _ARRAY: Schema = {"bsonType": "array"}
 
 #: The parts of atom-db's JSON form of a date and of a time.
-_DATE_PARTS = ("year", "month", "day")
-_TIME_PARTS = ("hour", "minute", "second", "microsecond")
+_DATE_PARTS = tuple(part.name for part in JSON_DATE_PARTS)
+_TIME_PARTS = tuple(part.name for part in JSON_TIME_PARTS)
 
 #: The ``__getstate__`` functions whose output this module knows: atom-db's,
 #: and those of the bases `versioned_base` announces.
@@ -133,10 +139,10 @@ def json_schema(cls: type[NoSQLModel]) -> Schema:
         raise TypeError(f"json_schema takes a NoSQLModel subclass, not {cls!r}")
     schema = _document(cls, frozenset({cls}))
     identity = _id_schema(cls)
-    properties = {**({"_id": identity} if identity else {}), **schema.get("properties", {})}
+    properties = {**({ID_KEY: identity} if identity else {}), **schema.get("properties", {})}
     if MODEL_KEY in properties:  # in the model's own collection: its own name
         properties[MODEL_KEY] = {"enum": [cls.__model__]}
-    return {**schema, "required": ["_id", *schema.get("required", ())], "properties": properties}
+    return {**schema, "required": [ID_KEY, *schema.get("required", ())], "properties": properties}
 
 
 def _document(cls: type[Model], seen: frozenset[type]) -> Schema:
@@ -287,10 +293,10 @@ def _sequence(array: Schema, context: str) -> Schema:
         return array
     return {
         "bsonType": "object",
-        "required": ["__py__", "values"],
+        "required": [JSON_TYPE_KEY, "values"],
         # The tag is the class's name ("tuple", "set", atom's "atomset", a
         # namedtuple's): any string.
-        "properties": {"__py__": _STRING, "values": array},
+        "properties": {JSON_TYPE_KEY: _STRING, "values": array},
     }
 
 
@@ -298,8 +304,8 @@ def _json_form(tag: str, **parts: Schema) -> Schema:
     """atom-db's JSON form of a value: ``{"__py__": tag, ...parts}``."""
     return {
         "bsonType": "object",
-        "required": ["__py__", *parts],
-        "properties": {"__py__": {"enum": [tag]}, **parts},
+        "required": [JSON_TYPE_KEY, *parts],
+        "properties": {JSON_TYPE_KEY: {"enum": [tag]}, **parts},
     }
 
 
@@ -307,7 +313,7 @@ def _clock(kind: type) -> Schema:
     """atom-db's JSON form of a datetime, a date (or a datetime, which is one), a time."""
     int32 = {"bsonType": "int"}
     has_date = issubclass(kind, date)
-    required = ["__py__", *(_DATE_PARTS if has_date else ())]
+    required = [JSON_TYPE_KEY, *(_DATE_PARTS if has_date else ())]
     if not has_date or issubclass(kind, datetime):
         required += _TIME_PARTS
     parts = (*(_DATE_PARTS if has_date else ()), *_TIME_PARTS)
@@ -315,7 +321,7 @@ def _clock(kind: type) -> Schema:
         "bsonType": "object",
         "required": required,
         # The tag is module and class name: a subclass writes its own.
-        "properties": {"__py__": _STRING, **{p: int32 for p in parts}},
+        "properties": {JSON_TYPE_KEY: _STRING, **{p: int32 for p in parts}},
     }
 
 
@@ -398,7 +404,7 @@ def _model_value(kind: type[Model], seen: frozenset[type]) -> Schema:
     reference = {
         "bsonType": "object",
         "required": [MODEL_KEY],
-        "properties": {"_id": _id_schema(kind), REF_KEY: _REF, MODEL_KEY: _STRING},
+        "properties": {ID_KEY: _id_schema(kind), REF_KEY: _REF, MODEL_KEY: _STRING},
         "additionalProperties": False,
     }
     if kind in seen:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.version import Version
 
+from ..core.caches import resettable
 from ..core.documents import Document
 from ..exceptions import ChainError, IrreversibleOperationError, UnknownModelError
 from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
@@ -52,11 +53,28 @@ AliasListener = Callable[[str, Any], None]
 
 _ALIAS_LISTENERS: list[AliasListener] = []
 
+#: The listeners `atomdb_migrate.core.caches.reset` keeps (the package's own).
+_LASTING_LISTENERS: list[AliasListener] = []
 
-def listen_to_aliases(listener: AliasListener) -> None:
+
+def listen_to_aliases(listener: AliasListener, *, lasting: bool = False) -> None:
     """Call `listener(name, cls)` whenever a former name comes to restore as `cls`,
-    and `listener(name, None)` when it no longer does."""
+    and `listener(name, None)` when it no longer does.
+
+    A `lasting` listener (the package's own) is kept by
+    `atomdb_migrate.core.caches.reset`; the others are dropped by it.
+
+    """
     _ALIAS_LISTENERS.append(listener)
+    if lasting:
+        _LASTING_LISTENERS.append(listener)
+
+
+def _drop_passing_listeners() -> None:
+    _ALIAS_LISTENERS[:] = [f for f in _ALIAS_LISTENERS if f in _LASTING_LISTENERS]
+
+
+resettable(f"{__name__}._ALIAS_LISTENERS", _drop_passing_listeners)
 
 
 #: Describes a model class's stored fields as a step's ``schema`` records

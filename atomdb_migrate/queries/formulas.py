@@ -1,12 +1,13 @@
-"""Query filters as formulas: parsed, simplified, evaluated and written back.
+"""Query filters as formulas: parsed, evaluated in Python, written back.
 
 `atomdb_migrate.queries` rewrites a filter condition by condition, so a
-filter is first parsed into a formula of one condition per field and
-operator (`Atom`), joined by `And`, `Or` and `Not`. The negated operators
-become `Not`: ``{"a": {"$ne": 1}}`` is ``Not(Atom(a, $eq, 1))``, which is
-what MongoDB means by it (a document without ``a`` matches). A formula is
-written back as a filter by `render`, which joins conditions on one field
-into one document again, so the server can use an index on it.
+filter is first parsed into a formula (`atomdb_migrate.core.conditions`:
+one condition per field and operator, an `Atom`, joined by `And`, `Or` and
+`Not`; re-exported here). The negated operators become `Not`:
+``{"a": {"$ne": 1}}`` is ``Not(Atom(a, $eq, 1))``, which is what MongoDB
+means by it (a document without ``a`` matches). A formula is written back
+as a filter by `render`, which joins conditions on one field into one
+document again, so the server can use an index on it.
 
 The grammar (anything else raises `InvalidQueryError`):
 
@@ -20,18 +21,33 @@ The grammar (anything else raises `InvalidQueryError`):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from bson import Decimal128, Int64, ObjectId, Regex
 
+from ..core.conditions import (
+    LOGICAL_OPERATORS,
+    NOTHING,
+    And,
+    Atom,
+    ElemMatch,
+    Formula,
+    Not,
+    Or,
+    conj,
+    disj,
+    is_operators,
+    key_of,
+    merge,
+    neg,
+    render,
+)
 from ..core.storage import VERSION_KEY
 from ..exceptions import InvalidQueryError, short_repr
-from ..operations.paths import MISSING
-from .expressions import Converted, Expr, Field, condition_expr
-from .matching import NUMBER_TYPES, Unsure, freeze, matches, regex_of, type_names, values_at
+from .expressions import Converted, Expr, Field
+from .matching import Unsure, matches, regex_of, type_names, values_at
 
 #: Operators on a field, with the negations parsed into `Not`.
 FIELD_OPERATORS = (
@@ -51,159 +67,13 @@ FIELD_OPERATORS = (
     "$type",
 )
 
-#: Operators joining filters.
-LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 
 #: Conditions that only ask what a value is (there, a document, null):
 #: they hold the same for any document (see `queries`).
 SHAPE_OPERATORS = ("$exists", "$type")
 
-#: A filter no document matches (and the server answers from the ``_id`` index).
-NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 
 _COMPARABLE = (str, int, float, datetime, ObjectId, Int64, Decimal128, type(None))
-
-
-# ----------------------------------------------------------------------
-# Formulas
-# ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class ElemMatch:
-    """An ``$elemMatch`` argument: its formula (paths relative to an element) and as given."""
-
-    formula: Formula = field(compare=False)
-    raw: Any = field(compare=False)
-    #: Whether it holds operators on the element itself (``{"$gt": 1}``), not a
-    #: filter on the element's fields (``{"k": 1}``).
-    on_element: bool = field(default=False, compare=False)
-
-    @property
-    def frozen_key(self) -> Any:
-        return ("elemMatch", freeze(self.raw))
-
-
-@dataclass(frozen=True)
-class Atom:
-    """One condition: the value at `path` satisfies `op` with `arg`.
-
-    `op` is one of ``$eq $gt $gte $lt $lte $in $exists $regex $type
-    $elemMatch`` (``$exists`` with True; ``$regex`` with its pattern and
-    option letters; ``$type`` with a frozenset of type names).
-
-    """
-
-    path: tuple[str, ...]
-    op: str
-    arg: Any
-    #: The field of the filter the condition comes from, for messages.
-    origin: str = field(default="", compare=False)
-
-    @property
-    def key(self) -> Any:
-        return ("atom", self.path, self.op, freeze(self.arg))
-
-    @property
-    def dotted(self) -> str:
-        return ".".join(self.path)
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple[Formula, ...]
-
-    @property
-    def key(self) -> Any:
-        return ("and", tuple(key_of(i) for i in self.items))
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple[Formula, ...]
-
-    @property
-    def key(self) -> Any:
-        return ("or", tuple(key_of(i) for i in self.items))
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Formula
-
-    @property
-    def key(self) -> Any:
-        return ("not", key_of(self.item))
-
-
-Formula = Union[bool, Atom, Expr, And, Or, Not]  # noqa: UP007 - a runtime alias
-
-
-def key_of(formula: Formula) -> Any:
-    return formula if isinstance(formula, bool) else formula.key
-
-
-def _missing_satisfies(atom: Atom) -> bool | None:
-    try:
-        return evaluate(atom, MISSING)
-    except Unsure:
-        return None
-
-
-def _flatten(items: Any, kind: type[And] | type[Or], absorbing: bool) -> dict[Any, Formula] | bool:
-    """The parts of a conjunction (`kind` And, `absorbing` False) or a disjunction (Or,
-    True), flattened and without repeats; `absorbing` where one part, or a part and its
-    negation, decide it."""
-    flat: dict[Any, Formula] = {}
-    for item in items:
-        for part in item.items if isinstance(item, kind) else (item,):
-            if part is absorbing:
-                return absorbing
-            if part is not (not absorbing):
-                flat.setdefault(key_of(part), part)
-    for part in flat.values():
-        if isinstance(part, Not) and key_of(part.item) in flat:
-            return absorbing
-    return flat
-
-
-def conj(items: Any) -> Formula:
-    """The conjunction of formulas, simplified."""
-    flat = _flatten(items, And, False)
-    if isinstance(flat, bool):
-        return flat
-    # A condition that a missing value fails says the field is there.
-    present = {
-        p.path
-        for p in flat.values()
-        if isinstance(p, Atom) and p.op != "$exists" and _missing_satisfies(p) is False
-    }
-    kept = [
-        p
-        for p in flat.values()
-        if not (isinstance(p, Atom) and p.op == "$exists" and p.path in present and p.arg is True)
-    ]
-    if not kept:
-        return True
-    return kept[0] if len(kept) == 1 else And(tuple(kept))
-
-
-def disj(items: Any) -> Formula:
-    """The disjunction of formulas, simplified."""
-    flat = _flatten(items, Or, True)
-    if isinstance(flat, bool):
-        return flat
-    kept = list(flat.values())
-    if not kept:
-        return False
-    return kept[0] if len(kept) == 1 else Or(tuple(kept))
-
-
-def neg(item: Formula) -> Formula:
-    """The negation of a formula."""
-    if isinstance(item, bool):
-        return not item
-    if isinstance(item, Not):
-        return item.item
-    return Not(item)
 
 
 # ----------------------------------------------------------------------
@@ -262,18 +132,11 @@ def _path(key: str) -> tuple[str, ...]:
     return parts
 
 
-def _is_operators(value: Any) -> bool:
-    if not isinstance(value, Mapping) or not value:
-        return False
-    dollar = [isinstance(k, str) and k.startswith("$") for k in value]
-    return all(dollar) if dollar[0] else False
-
-
 def _field_condition(path: tuple[str, ...], value: Any, origin: str) -> Formula:
     if isinstance(value, Mapping) and "$ref" in value and "$id" in value:
         return Atom(path, "$eq", value, origin)  # a DBRef, compared whole
     if isinstance(value, Mapping) and any(isinstance(k, str) and k.startswith("$") for k in value):
-        if not _is_operators(value):
+        if not is_operators(value):
             raise InvalidQueryError(origin, "mixes operators and field names: use one or the other")
         return _operators(path, value, origin)
     if isinstance(value, (re.Pattern, Regex)):
@@ -334,7 +197,7 @@ def _operator(
     if op == "$not":
         if isinstance(arg, (re.Pattern, Regex)):
             return neg(Atom(path, "$regex", regex_of(arg), origin))
-        if not _is_operators(arg):
+        if not is_operators(arg):
             raise InvalidQueryError(origin, "$not needs operators (or a regex)")
         return neg(_operators(path, arg, origin))
     if op == "$type":
@@ -348,10 +211,10 @@ def _operator(
     logical = any(k in LOGICAL_OPERATORS for k in arg)
     inner = (
         _operators((), arg, origin)
-        if _is_operators(arg) and not logical
+        if is_operators(arg) and not logical
         else parse(arg, where=origin)
     )
-    on_element = _is_operators(arg) and not logical
+    on_element = is_operators(arg) and not logical
     return Atom(path, "$elemMatch", ElemMatch(inner, dict(arg), on_element), origin)
 
 
@@ -407,109 +270,76 @@ def _element_matches(arg: ElemMatch, element: Any) -> bool:
 
 
 # ----------------------------------------------------------------------
-# Writing a formula back as a filter
+# Walking a formula's conditions
 # ----------------------------------------------------------------------
-def render(formula: Formula) -> dict[str, Any]:
-    """A formula as a MongoDB filter."""
-    if formula is True:
-        return {}
-    if formula is False:
-        return dict(NOTHING)
-    return _sugar(_render(formula))
-
-
-def _argument(atom: Atom) -> dict[str, Any]:
-    if atom.op == "$regex":
-        pattern, options = atom.arg
-        return {"$regex": pattern, "$options": options} if options else {"$regex": pattern}
-    if atom.op == "$type":
-        names = sorted(atom.arg)
-        if atom.arg == frozenset(NUMBER_TYPES):
-            return {"$type": "number"}
-        return {"$type": names[0] if len(names) == 1 else names}
-    if atom.op == "$elemMatch":
-        return {"$elemMatch": atom.arg.raw}
-    return {atom.op: atom.arg}
-
-
-def _render(formula: Formula) -> dict[str, Any]:
+def map_conditions(
+    formula: Formula, atom: Callable[[Atom], Formula], expr: Callable[[Expr], Formula]
+) -> Formula:
+    """A formula with each condition replaced by what `atom` or `expr` makes of it."""
     if isinstance(formula, bool):
-        return {} if formula else dict(NOTHING)
+        return formula
     if isinstance(formula, Atom):
-        return {formula.dotted: _argument(formula)}
+        return atom(formula)
     if isinstance(formula, Expr):
-        return {"$expr": condition_expr(formula)}
+        return expr(formula)
     if isinstance(formula, Not):
-        inner = formula.item
-        if isinstance(inner, Atom):
-            if inner.op == "$eq":
-                return {inner.dotted: {"$ne": inner.arg}}
-            if inner.op == "$in":
-                return {inner.dotted: {"$nin": inner.arg}}
-            if inner.op == "$exists":
-                return {inner.dotted: {"$exists": False}}
-            return {inner.dotted: {"$not": _argument(inner)}}
-        if isinstance(inner, Expr):
-            return {"$expr": {"$not": [condition_expr(inner)]}}
-        return {"$nor": [_render(inner)]}
-    if isinstance(formula, Or):
-        return {"$or": [_render(i) for i in formula.items]}
-    rendered = [_render(i) for i in formula.items]
-    merged = merge(rendered)
-    return merged if merged is not None else {"$and": rendered}
+        return neg(map_conditions(formula.item, atom, expr))
+    if isinstance(formula, And):
+        return conj(map_conditions(i, atom, expr) for i in formula.items)
+    assert isinstance(formula, Or)
+    return disj(map_conditions(i, atom, expr) for i in formula.items)
 
 
-def merge(filters: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Filters joined in one document, where no two say different things of one key."""
-    merged: dict[str, Any] = {}
-    for one in filters:
-        for key, value in one.items():
-            if key not in merged:
-                merged[key] = value
-                continue
-            before = merged[key]
-            if (
-                key.startswith("$")
-                or not _is_operators(before)
-                or not _is_operators(value)
-                or before.keys() & value.keys()
-            ):
-                return None
-            merged[key] = {**before, **value}
-    return merged
+def path_of(item: Atom | Expr) -> tuple[str, ...]:
+    """The path a condition asks of (a computed one: the field it computes from)."""
+    return item.path if isinstance(item, Atom) else item.value.field.parts
 
 
-def _sugar(query: dict[str, Any]) -> dict[str, Any]:
-    """``{"a": {"$eq": 1}}`` as ``{"a": 1}``, throughout."""
-    out: dict[str, Any] = {}
-    for key, value in query.items():
-        if key in LOGICAL_OPERATORS:
-            out[key] = [_sugar(v) for v in value]
-        elif (
-            not key.startswith("$")
-            and isinstance(value, dict)
-            and list(value) == ["$eq"]
-            and not isinstance(value["$eq"], (dict, re.Pattern, Regex))
-        ):
-            out[key] = value["$eq"]
-        else:
-            out[key] = value
-    return out
+def conditions_of(formula: Formula) -> list[Atom | Expr]:
+    """A formula's conditions, in order (a repeated one as often as it stands)."""
+    if isinstance(formula, (Atom, Expr)):
+        return [formula]
+    if isinstance(formula, Not):
+        return conditions_of(formula.item)
+    if isinstance(formula, (And, Or)):
+        return [c for i in formula.items for c in conditions_of(i)]
+    return []
+
+
+def size(formula: Formula) -> int:
+    """How many conditions a formula holds."""
+    if isinstance(formula, (Atom, Expr)):
+        return 1
+    if isinstance(formula, Not):
+        return size(formula.item)
+    if isinstance(formula, (And, Or)):
+        return sum(size(i) for i in formula.items)
+    return 0
 
 
 __all__ = [
+    "LOGICAL_OPERATORS",
+    "NOTHING",
+    "SHAPE_OPERATORS",
     "And",
     "Atom",
     "Converted",
+    "ElemMatch",
     "Expr",
     "Field",
     "Formula",
     "Not",
     "Or",
+    "conditions_of",
     "conj",
     "disj",
     "evaluate",
+    "key_of",
+    "map_conditions",
+    "merge",
     "neg",
     "parse",
+    "path_of",
     "render",
+    "size",
 ]

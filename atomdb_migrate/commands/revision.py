@@ -1,0 +1,130 @@
+"""The ``revision`` command: write a new step module for a model.
+
+The module's text is built by `atomdb_migrate.autogenerate`; this command
+finds the model's steps and the versions, and writes the file.
+
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..autogenerate.revision import step_module, step_versions
+from ..exceptions import ConfigError
+from ..operations.collection import CreateIndex
+from ..schema.snapshots import SchemaDiff
+from ..steps.versions import parse_version
+from .workspace import Workspace
+
+
+@dataclass
+class Revision:
+    """A step module written by `revision`."""
+
+    #: The file written.
+    path: Path
+    #: The model's ``__model__`` name.
+    model: str
+    from_version: str
+    to_version: str
+    #: With ``autogenerate``: what changed since the newest snapshot (None
+    #: when there was no snapshot to compare with).
+    diff: SchemaDiff | None = None
+    #: Whether the model's ``__version__`` still has to be set to `to_version`.
+    bump: bool = False
+    #: The former name the model's steps were written under, when it moved.
+    moved_from: str | None = None
+    #: Added fields whose defaults are computed: the step's upgrade must give
+    #: each document its own value.
+    computed: list[str] = field(default_factory=list)
+    #: With ``autogenerate``, the index operations written (from ``__indexes__``),
+    #: described.
+    indexes: list[str] = field(default_factory=list)
+    #: With ``autogenerate``, what the author must read, a line each: renames
+    #: and moves to consider, what to write in ``upgrade()``, the data a
+    #: step deletes or converts with loss (which `check` refuses until the
+    #: comment saying so is deleted), defaults to set.
+    hints: list[str] = field(default_factory=list)
+
+
+def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
+    """Write a new step module for a model, and return what was written.
+
+    The step leaves the model's newest version: the last version its steps
+    reach or its ``__version__``, whichever is greater, and goes to the next
+    one. When the model's ``__version__`` is already ahead of its steps, the
+    step goes from the last version they reach to ``__version__``.
+
+    The module records the model's fields as its ``schema``. With
+    `autogenerate`, its ``operations`` are inferred from the difference
+    between the model and the snapshot of the version the step leaves, and
+    nothing else (see `atomdb_migrate.autogenerate`). A model whose steps
+    were all written under another name that no model has now, with the
+    same class name, is taken to have moved: the step starts with
+    ``ops.rename_model``.
+
+    Raises
+    ------
+    ConfigError
+        If steps record snapshots but the one reaching the version the new
+        step leaves does not: autogenerate will not compare with an older
+        snapshot.
+
+    """
+    cls = ws.model(model)
+    folder = _migrations(ws)
+    graph = ws.registry.graph(cls)
+    moved_from = None if len(graph) else ws.registry.moved_from(cls)
+    if moved_from is not None:
+        graph = ws.registry.graph(moved_from)
+    start, end = step_versions(cls, graph)
+    module = step_module(
+        cls,
+        graph,
+        message,
+        (start, end),
+        autogenerate=autogenerate,
+        moved_from=moved_from,
+        resolve=ws.registry.resolve,
+    )
+    number = 1 + max(
+        (int(m.group(1)) for p in folder.glob("*.py") if (m := re.match(r"(\d+)_", p.name))),
+        default=0,
+    )
+    path = folder / f"{number:04d}_{slug(message)}.py"
+    path.write_text(module.text)
+    return Revision(
+        path,
+        cls.__model__,
+        start,
+        end,
+        module.diff,
+        bump=parse_version(end) != cls.__parsed_version__,
+        moved_from=moved_from,
+        computed=module.computed,
+        hints=module.hints,
+        indexes=[
+            f"{'create' if isinstance(op, CreateIndex) else 'drop'} {op.describe()}"
+            for op in module.indexes
+        ],
+    )
+
+
+def _migrations(ws: Workspace) -> Path:
+    """The migrations directory, which must exist."""
+    folder = ws.config.migrations
+    if folder is None or not folder.is_dir():
+        raise ConfigError(
+            f"migrations directory {str(folder)!r} does not exist: run `atomdb-migrate init`"
+            if folder
+            else "no migrations directory: run `atomdb-migrate init` or give --migrations"
+        )
+    return folder
+
+
+def slug(message: str) -> str:
+    """A message as a file name's part: lower case words joined by ``_``."""
+    words = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")
+    return words[:48].rstrip("_") or "step"

@@ -1,0 +1,136 @@
+"""The server and the migration lock: no connection, a failed command, a fault
+that outlasted the retries, a write concern never satisfied, the lock held or lost.
+
+Part of `atomdb_migrate.exceptions`, which re-exports every name.
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import MigrateError, shorten
+
+
+class ConnectionFailedError(MigrateError):
+    """The MongoDB server could not be reached, or refused the credentials."""
+
+
+class ServerError(MigrateError):
+    """The server failed a command, and retrying it would not help.
+
+    `operation` says what the runner was doing; `code` is the server's
+    error code, where it gave one.
+
+    """
+
+    def __init__(self, operation: str, error: BaseException, **facts: Any) -> None:
+        self.operation = operation
+        #: The driver's error.
+        self.error = error
+        self.code = getattr(error, "code", None)
+        self.cause = f"{type(error).__name__}: {shorten(str(error))}"
+        super().__init__(self._message(), **facts)
+
+    def _message(self) -> str:
+        return f"the server failed while {self.operation}: {self.cause}"
+
+
+class ServerUnavailableError(ServerError):
+    """A transient fault (a dropped connection, an election, a shutdown, a
+    write-concern error) lasted past the retry window: the run stopped with
+    what it wrote written, and a rerun resumes.
+
+    `error` is the fault ridden through; `answer_lost` says whether a try of
+    it went unanswered (a connection dropped or timed out), so that the
+    server may still apply what it sent.
+
+    """
+
+    def __init__(
+        self, operation: str, error: BaseException, seconds: float, *, answer_lost: bool = False
+    ) -> None:
+        self.seconds = seconds
+        self.answer_lost = answer_lost
+        super().__init__(operation, error)
+
+    def _message(self) -> str:
+        return (
+            f"the server failed while {self.operation}, and kept failing for "
+            f"{self.seconds:.0f} s, past the retry window (--retry-for): {self.cause}. "
+            "What was written is kept; run the command again to resume"
+        )
+
+
+class WriteConcernRefusedError(ServerError):
+    """The server can never satisfy the write concern asked for (more members
+    than the deployment has, or a tag set it does not define): not retried.
+
+    `code` is the write-concern error's code (100: UnsatisfiableWriteConcern).
+
+    """
+
+    def __init__(self, operation: str, error: BaseException) -> None:
+        details = getattr(error, "details", None) or {}
+        concern = details.get("writeConcernErrors") or [details]
+        first = concern[0] if concern and isinstance(concern[0], dict) else {}
+        #: The write-concern error's own message.
+        self.reason = " ".join(str(first.get("errmsg") or error).split())
+        super().__init__(operation, error)
+        self.code = first.get("code", self.code)
+
+    def _message(self) -> str:
+        return (
+            f"the server refused the write concern while {self.operation}: "
+            f"{shorten(self.reason)}. It cannot be satisfied here, and retrying would not "
+            "help; use a --write-concern the deployment can satisfy (a number of members it "
+            "has, or majority)"
+        )
+
+
+class LockError(MigrateError):
+    """The migration lock could not be taken or kept."""
+
+
+class LockHeldError(LockError):
+    """Another runner holds the migration lock.
+
+    ``holder`` is the lock document: ``owner``, ``host``, ``pid``,
+    ``command``, ``acquired_at`` and ``expires_at``.
+
+    """
+
+    holder: dict[str, Any]
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        super().__init__(
+            f"the migration lock is held by {holder.get('command', '?')} on host "
+            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}) since "
+            f"{holder.get('acquired_at', '?')}; its lease expires at "
+            f"{holder.get('expires_at', '?')} unless renewed. Wait for it (--wait), or, "
+            "if that runner is dead, clear the lock with `atomdb-migrate unlock`",
+            holder=holder,
+        )
+
+
+class LockLostError(LockError):
+    """The runner's lease expired or was taken during the run; it stopped."""
+
+
+class LockAliveError(LockHeldError):
+    """`unlock` refused: the holder's lease is still being renewed, so it is alive."""
+
+    def __init__(self, holder: dict[str, Any], age: float | None) -> None:
+        renewed = (
+            f"its lease was renewed {age:.1f} s ago"
+            if age is not None
+            else f"its lease runs until {holder.get('expires_at', '?')}"
+        )
+        LockError.__init__(
+            self,
+            f"the migration lock is held by {holder.get('command', '?')} on host "
+            f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), and {renewed}: that "
+            "runner is alive. Stop it, or give --force to clear the lock anyway (two "
+            "runners may then write at once)",
+            holder=holder,
+        )
