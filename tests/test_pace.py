@@ -153,3 +153,10 @@ async def test_the_runner_writes_no_batch_above_the_rate_and_runs_operations_on_
     assert {(d["__version__"], d["size"], d["label"] == d["name"].upper()) for d in stored} == {
         ("3", 0, True)
     }
+
+
+def test_a_rate_just_under_a_whole_number_is_not_rounded_up() -> None:
+    """Hypothesis found 2 documents let into a second at 1.9999999999990905 per
+    second: the largest batch was rounded up by a tolerance."""
+    for rate, largest in ((1.9999999999990905, 1), (2.0, 2), (0.3, 1), (4999.999999, 4999)):
+        assert paced(rate, Clock()).largest_batch() == largest, rate

@@ -30,7 +30,7 @@ from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.writes import same_value
 from atomdb_migrate.core.writes import unchanged_filter as guard
 from atomdb_migrate.driver.mongo import is_mongomock
-from atomdb_migrate.engine import runner as runner_module
+from atomdb_migrate.engine import stream as runner_module
 from atomdb_migrate.engine.runner import Runner, RunOptions
 
 FIELDS = ("a", "b", "c", "d")

@@ -22,19 +22,18 @@ from ..core.storage import VERSION_INDEX
 from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Retry
 from ..engine.history import History, Outcome
 from ..engine.lock import LeaseLock
-from ..engine.renames import RenameReport
-from ..engine.runner import (
+from ..engine.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
     DOWNGRADE,
     UPGRADE,
     Direction,
-    ModelReport,
-    Progress,
-    Runner,
     RunOptions,
     write_concern,
 )
+from ..engine.renames import RenameReport
+from ..engine.report import ModelReport, Progress
+from ..engine.runner import Runner
 from ..exceptions import ConfigError, MigrateError, shorten
 from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version

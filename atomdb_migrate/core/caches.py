@@ -44,3 +44,37 @@ def reset() -> None:
 def registered() -> list[str]:
     """The names of the states `reset` resets, in the order they were registered."""
     return list(_RESETS)
+
+
+class SaidOnce:
+    """Messages said once each per process, however many runs say them.
+
+    Registered with `resettable` under `name`: `reset` forgets what was said.
+
+    Parameters
+    ----------
+    name: str
+        The state's name, ``module.NAME``.
+    say: callable
+        How a message is said the first time (a logger's ``info``, ``warning``).
+
+    """
+
+    def __init__(self, name: str, say: Callable[[str], None]) -> None:
+        #: How a message is said.
+        self.say = say
+        #: The messages said so far.
+        self.said: set[str] = set()
+        resettable(name, self.reset)
+
+    def __call__(self, message: str) -> None:
+        if message not in self.said:
+            self.said.add(message)
+            self.say(message)
+
+    def __len__(self) -> int:
+        return len(self.said)
+
+    def reset(self) -> None:
+        """Forget what was said."""
+        self.said.clear()

@@ -36,7 +36,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
 
 from ..core.bson_rules import same_value
-from ..core.caches import resettable
+from ..core.caches import SaidOnce
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
@@ -511,15 +511,10 @@ class ManagerState:
                 member.set_slot(manager, value)
 
 
-#: The messages `_say_once` said (`atomdb_migrate.core.caches.reset` forgets them).
-_SAID: set[str] = set()
-resettable(f"{__name__}._SAID", _SAID.clear)
-
-
-def _say_once(message: str) -> None:
-    if message not in _SAID:
-        _SAID.add(message)
-        log.info(message)
+#: What the driver logs once per process (`atomdb_migrate.core.caches.reset`
+#: forgets it).
+_SAID = SaidOnce(f"{__name__}._SAID", log.info)
+_say_once = _SAID
 
 
 #: The collection's validator: read and written here, with the driver.

@@ -1,4 +1,6 @@
-"""Rank 6: the eager engine: `runner` (survey, expand, migrate, contract),
-`collection_state`, `renames`, `lock`, `history` and `pace`.
+"""Rank 6: the eager engine: `runner` (plan, expand, migrate, verify, contract),
+`options`, `report`, `leg`, `survey`, `former_names`, `server_steps`, `stream`,
+`verify`, `lease`, `collection_state`, `collection_indexes`, `renames`, `lock`,
+`history` and `pace`.
 
 """

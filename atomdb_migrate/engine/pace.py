@@ -113,7 +113,9 @@ class Pace:
         """The most documents one write may hold under the rate (None: no rate)."""
         if self.max_rate is None:
             return None
-        return max(1, math.floor(self.max_rate * self.span + 1e-9))
+        # Exact: under one document per second the window holds one document
+        # (max); from one up, the window is one second and the rate a float.
+        return max(1, math.floor(self.max_rate * self.span))
 
     async def before_write(self, count: int = 0) -> None:
         """Wait while a secondary lags too far, then until the rate has room for `count`."""
