@@ -33,6 +33,7 @@ from .exceptions import (
     QueryError,
     RestoreFailedError,
     StepBeyondHeadError,
+    StepDefinitionError,
     StepError,
     StepFailedError,
     StepModuleError,
@@ -42,7 +43,7 @@ from .exceptions import (
     UntranslatableQueryError,
 )
 from .model.finders import count, find, find_one
-from .model.guard import guard_queries
+from .model.query_guard import guard_queries
 from .model.versioned import VersionedModel, VersionedModelSerializer
 from .queries.version_filters import version_filter
 from .schema.validators import json_schema
@@ -77,6 +78,7 @@ __all__ = [
     "RestoreFailedError",
     "Step",
     "StepBeyondHeadError",
+    "StepDefinitionError",
     "StepError",
     "StepFailedError",
     "StepGraph",

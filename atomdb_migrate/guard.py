@@ -1,3 +1,3 @@
-"""Moved to `atomdb_migrate.model.guard`; this path keeps working."""
+"""Moved to `atomdb_migrate.model.query_guard`; this path keeps working."""
 
-from .model.guard import *  # noqa: F403
+from .model.query_guard import *  # noqa: F403

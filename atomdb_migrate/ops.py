@@ -27,7 +27,7 @@ Paths are dotted (``"meta.status"``) and go through embedded documents
 only. Missing documents on the way are created when a value is set: as
 ``{}``, or, where the step knows the path's value is an embedded model
 (atom-db's ``JSONModel``, from its ``schema`` or its model class; see
-`Operations`), as atom-db stores one, with its ``__model__``. Where a path
+`StepOperations`), as atom-db stores one, with its ``__model__``. Where a path
 runs into a value that is not a document (a string, a list, a null):
 
 - a value carried from another path (``move_field``, ``copy_field``,
@@ -107,6 +107,7 @@ from .operations.rename_model import (
 )
 from .operations.running import (
     Operations,
+    StepOperations,
 )
 
 __all__ = [
@@ -133,6 +134,7 @@ __all__ = [
     "RenameModel",
     "SetDefaultWhereMissing",
     "SetValidator",
+    "StepOperations",
     "UnsettablePathError",
     "add_field",
     "convert",

@@ -171,7 +171,7 @@ def index_operations(
     wanted = declared_indexes.declared(cls)
     if wanted is None:
         return []
-    created = declared_indexes.created_by_steps([s for s in graph.steps if s.to_key <= start])
+    created = declared_indexes.created_by_steps(graph.steps_to(start))
     return declared_indexes.planned(wanted, created)
 
 

@@ -48,9 +48,10 @@ from types import ModuleType
 from typing import Any
 
 from ..autogenerate.infer import CONFIRM_TAGS
-from ..exceptions import ChainError, ConfigError, StepModuleError, shorten
+from ..exceptions import ChainError, ConfigError, StepDefinitionError, StepModuleError, shorten
 from ..schema.snapshots import is_schema
-from ..steps.registry import MigrationRegistry, check_changes, register_step
+from ..steps.definition import define_step, message_of
+from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step
 from .checksums import source_text
 
@@ -128,20 +129,20 @@ def load_migrations(
         raise ConfigError(f"migrations directory {str(path)!r} {what}")
     registry = registry or MigrationRegistry.instance()
 
-    loaded: list[tuple[Path, ModuleType]] = []
+    made: list[tuple[Path, Step]] = []
     problems: list[tuple[str, int, str]] = []
     for file in step_files(path):
         try:
-            loaded.append((file, _load_module(file)))
+            made.append((file, _define(file, _load_module(file), registry)))
         except _Problem as p:
             problems.append((str(file), p.line, p.message))
     if problems:
         raise StepModuleError(problems)
 
     added: list[Step] = []
-    for file, module in loaded:
+    for file, step in made:
         try:
-            added.append(_register(file, module, registry))
+            added.append(registry.add_step(step))
         except ChainError as exc:
             for s in added:
                 registry.remove_step(s)
@@ -179,16 +180,6 @@ def _load_module(file: Path) -> ModuleType:
                 f"{attr} must be a string, not {type(value).__name__}",
             )
     operations = getattr(module, "operations", None)
-    if operations is not None:
-        from ..operations.base import Operation
-
-        if not isinstance(operations, (list, tuple)) or not all(
-            isinstance(op, Operation) for op in operations
-        ):
-            raise _Problem(
-                _line_of(file, "operations"),
-                "operations must be a list of atomdb_migrate.ops operations",
-            )
     upgrade = getattr(module, "upgrade", None)
     if operations is None and not callable(upgrade):
         problem = "missing" if not hasattr(module, "upgrade") else "not callable:"
@@ -200,12 +191,6 @@ def _load_module(file: Path) -> ModuleType:
     downgrade = getattr(module, "downgrade", None)
     if downgrade is not None and not callable(downgrade):
         raise _Problem(_line_of(file, "downgrade"), "'downgrade' is not callable")
-    changes = getattr(module, "changes", None)
-    if changes is not None:
-        try:
-            check_changes(changes)
-        except (TypeError, ValueError) as exc:
-            raise _Problem(_line_of(file, "changes"), f"changes: {exc}") from None
     schema = getattr(module, "schema", None)
     if schema is not None and not is_schema(schema):
         raise _Problem(
@@ -216,23 +201,26 @@ def _load_module(file: Path) -> ModuleType:
     return module
 
 
-def _register(file: Path, module: ModuleType, registry: MigrationRegistry) -> Step:
-    doc = (module.__doc__ or "").strip()
-    step = register_step(
-        module.model,
-        module.from_version,
-        module.to_version,
-        getattr(module, "upgrade", None),
-        getattr(module, "downgrade", None),
-        operations=getattr(module, "operations", None),
-        schema=getattr(module, "schema", None),
-        changes=getattr(module, "changes", None),
-        message=doc.splitlines()[0] if doc else "",
-        source=str(file.resolve()),
-        registry=registry,
-    )
-    step.unfinished = _unfinished(file)
-    return step
+def _define(file: Path, module: ModuleType, registry: MigrationRegistry) -> Step:
+    """The step of a module, made (and its names checked) as `register_step` makes one."""
+    try:
+        return define_step(
+            module.model,
+            module.from_version,
+            module.to_version,
+            getattr(module, "upgrade", None),
+            getattr(module, "downgrade", None),
+            operations=getattr(module, "operations", None),
+            schema=getattr(module, "schema", None),
+            changes=getattr(module, "changes", None),
+            message=message_of(module),
+            source=str(file.resolve()),
+            unfinished=_unfinished(file),
+            embedded_at=registry.embedded_at,
+        )
+    except StepDefinitionError as exc:
+        said = f"changes: {exc}" if exc.argument == "changes" else str(exc)
+        raise _Problem(_line_of(file, exc.argument), said) from None
 
 
 #: What each unfinished function of a step module needs.

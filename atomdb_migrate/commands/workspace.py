@@ -42,7 +42,7 @@ from ..engine.history import History
 from ..engine.lock import LeaseLock
 from ..exceptions import ConfigError, UnknownModelError
 from ..model.versioned import VersionedModel
-from ..steps.registry import MigrationRegistry
+from ..steps.registry import MigrationRegistry, with_class_name
 from ..steps.versions import Step
 from .config import Config
 from .loader import load_migrations
@@ -107,9 +107,9 @@ class Workspace:
         name = self.registry.resolve(name)
         if name in self.registry.models:
             return self._checked(self.registry.models[name])
-        matches = [m for n, m in self.registry.models.items() if n.rsplit(".", 1)[-1] == name]
+        matches = with_class_name(self.registry.models, name)
         if len(matches) == 1:
-            return self._checked(matches[0])
+            return self._checked(self.registry.models[matches[0]])
         raise UnknownModelError(name, list(self.registry.models))
 
     def models(self, names: tuple[str, ...] | list[str] = ()) -> list[type[VersionedModel]]:

@@ -5,8 +5,10 @@
 `same_value`), `documents` (copying and comparing stored documents),
 `writes` (conditional writes: `unchanged_filter`, `guarded_write`),
 `conditions` (formulas of conditions on paths, rendered as filters), `caches`
-(module-level caches, emptied by one `reset`), `literals` (Python source of
-values) and `masking` (hiding passwords in URLs). Imports nothing from the
+(module-level caches, emptied by one `reset`), `versions` (version values:
+parsing, a stored ``__version__`` in any BSON form, the forms it is stored
+in), `literals` (Python source of values) and `masking` (hiding passwords
+in URLs). Imports nothing from the
 package but `exceptions`.
 
 """

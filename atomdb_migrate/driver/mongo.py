@@ -40,10 +40,10 @@ from ..core.caches import SaidOnce
 from ..core.documents import Document
 from ..core.masking import invalid_url, mask, mask_url
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
+from ..core.versions import version_key
 from ..core.writes import Write, needs_expression
 from ..exceptions import ConfigError, ConnectionFailedError, shorten
 from ..schema.validators import Validator
-from ..steps.versions import version_key
 
 #: URLs of this scheme name an in-memory database (mongomock), kept for the
 #: life of the process: ``mongomock://memory/blog``. For examples and tests.

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pymongo.write_concern import WriteConcern
 
+from ..core.bson_rules import INT32_MAX
 from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR
 from ..exceptions import short_repr
 
@@ -25,10 +26,10 @@ DEFAULT_SAMPLE = 20
 
 #: The most documents per read and per bulk write (the driver's batch size
 #: is a 32-bit number).
-MAX_BATCH_SIZE = 2**31 - 1
+MAX_BATCH_SIZE = INT32_MAX
 
 #: The longest ``--wtimeout``, in milliseconds (a 32-bit number, 24 days).
-MAX_WTIMEOUT = 2**31 - 1
+MAX_WTIMEOUT = INT32_MAX
 
 #: The most members a write concern may name: a replica set has at most 50.
 MAX_MEMBERS = 50

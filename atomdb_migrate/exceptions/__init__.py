@@ -15,6 +15,8 @@ MigrateError
  │    ├── StepBeyondHeadError   a step goes past the model's current version
  │    ├── MissingDowngradeError a downgrade needs a step with no downgrade
  │    └── IrreversibleOperationError  an operation with no exact inverse
+ ├── StepDefinitionError       a step defined wrong (`register_step`'s arguments,
+ │                             a step module's names)
  ├── StepError                 a step failed on one document
  │    ├── StepFailedError       the step function raised
  │    └── StepResultError       the step returned something that is not a
@@ -49,7 +51,8 @@ MigrateError
       └── LockLostError         this runner's lease ran out during the run
 ```
 
-`InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`, and
+`InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`,
+`StepDefinitionError` from `TypeError` and `ValueError`, and
 `UnknownModelError` from `LookupError`, so code written against the
 built-in exceptions keeps working.
 
@@ -110,6 +113,7 @@ from .steps import (
     MissingDowngradeError,
     OperationError,
     StepBeyondHeadError,
+    StepDefinitionError,
     StepError,
     StepFailedError,
     StepResultError,
@@ -145,6 +149,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailableError",
     "StepBeyondHeadError",
+    "StepDefinitionError",
     "StepError",
     "StepFailedError",
     "StepModuleError",

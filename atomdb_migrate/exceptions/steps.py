@@ -177,6 +177,27 @@ class IrreversibleOperationError(ChainError):
         super().__init__(f"{operation!r} cannot be undone: {reason}", operation=operation)
 
 
+class StepDefinitionError(MigrateError, TypeError, ValueError):
+    """A step is defined wrong: an argument of `register_step` (or the `step`
+    decorator), or the same name in a step module, is refused.
+
+    Raised where the step is made, before anything is registered; the loader
+    reports it as a `StepModuleError` at the line of the name. It is a
+    `TypeError` and a `ValueError` too, as the refusals were before it.
+
+    Attributes
+    ----------
+    argument: str
+        The argument refused: ``"upgrade"``, ``"operations"`` or ``"changes"``.
+
+    """
+
+    argument: str
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message, argument=argument)
+
+
 class StepError(MigrateError):
     """A step failed on one document; nothing was written.
 

@@ -27,6 +27,7 @@ from ..core.caches import resettable
 from ..driver.mongo import count_versions, to_list
 from ..exceptions import MigrateError
 from ..queries.version_filters import model_of, version_filter
+from ..steps.versions import Census
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -106,6 +107,13 @@ async def survey(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> Survey:
         counts = await count_versions(collection)
         found = _surveys[key] = Survey(tuple(counts), time.monotonic())
     return found
+
+
+async def stored_census(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> Census:
+    """A model's stored versions bucketed by plan at its own version (`StepGraph.census`),
+    from its cached survey (see `survey`)."""
+    _, head, graph = model_of(model)
+    return graph.census((await survey(model, max_age=max_age)).counts, head, head=head)
 
 
 def forget_surveys(model: Any = None) -> None:
@@ -220,5 +228,6 @@ __all__ = [
     "find",
     "find_one",
     "forget_surveys",
+    "stored_census",
     "survey",
 ]

@@ -613,12 +613,8 @@ async def write_back(
 def _known_versions(cls: type[VersionedModel]) -> list[str]:
     """The version strings not newer than the model's that its steps know."""
     head = cls.__parsed_version__
-    known = {cls.__version__, BASE_VERSION}
-    for s in MigrationRegistry.instance().graph(cls).steps:
-        known.update(
-            v for v, k in ((s.from_version, s.from_key), (s.to_version, s.to_key)) if k <= head
-        )
-    return sorted(known)
+    graph = MigrationRegistry.instance().graph(cls)
+    return [str(v) for v in graph.known_versions(head) if v <= head]
 
 
 def stored_filter(state: Document) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class Operation:
     __undone_by_function__: ClassVar[bool] = True
 
     #: Where the operation learns the embedded models on its paths (set by
-    #: `Operations`, for the step's version; see `bound`).
+    #: `StepOperations`, for the step's version; see `bound`).
     _embedded: Callable[[], Embedded] = staticmethod(lambda: NO_EMBEDDED)
 
     def apply(self, doc: Document) -> None:

@@ -108,7 +108,7 @@ def references_of(embedded: Embedded) -> frozenset[tuple[str, ...]]:
 
 
 #: Where a step's operations learn their embedded models: the mapping, or a
-#: function giving it when first needed (the registry's; see `Operations`).
+#: function giving it when first needed (the registry's; see `StepOperations`).
 EmbeddedSource = Embedded | Callable[[], Embedded] | None
 
 
@@ -395,7 +395,7 @@ def setting_if_settable(
     }
 
 
-#: The document marked as refused by the step: left as read (see `Operations.pipeline`).
+#: The document marked as refused by the step: left as read (see `StepOperations.pipeline`).
 _REFUSED = {"$setField": {"field": FAILED_FIELD, "input": "$$ROOT", "value": True}}
 
 

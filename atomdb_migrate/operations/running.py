@@ -1,4 +1,4 @@
-"""Running a list of operations: a step's `Operations`, in Python and on the server.
+"""Running a list of operations: a step's `StepOperations`, in Python and on the server.
 
 Part of the operations package (see `atomdb_migrate.ops`).
 
@@ -6,11 +6,13 @@ Part of the operations package (see `atomdb_migrate.ops`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..core.documents import Document
 from ..core.storage import VERSION_KEY
+from ..exceptions import StepDefinitionError
 from .base import Operation, _all_of
 from .collection import IndexOperation, SetValidator
 from .paths import (
@@ -26,13 +28,16 @@ from .paths import (
 from .rename_model import RenameModel
 
 
-class Operations:
-    """A step's operations as a step function (the Python form).
+class StepOperations:
+    """A step's list of operations, as a step function (the Python form) and
+    as updates (the server form). (Called ``Operations`` before; the name
+    stays, an alias.)
 
     Parameters
     ----------
     operations: iterable of Operation
-        The operations, in order.
+        The operations, in order: a list, a tuple or any ordered iterable,
+        not a set. The one place a step's operations are checked.
     embedded: mapping or callable, optional
         The embedded models on the model's paths at the version the
         operations leave documents at (`Embedded`), or a function giving
@@ -44,12 +49,7 @@ class Operations:
     """
 
     def __init__(self, operations: Iterable[Operation], embedded: EmbeddedSource = None) -> None:
-        given = tuple(operations)
-        for op in given:
-            if not isinstance(op, Operation):
-                raise TypeError(
-                    f"not an operation: {op!r} (use the functions of atomdb_migrate.ops)"
-                )
+        given = _checked(operations)
         if embedded is None:
             source: Callable[[], Embedded] = Operation._embedded
         elif callable(embedded):
@@ -66,14 +66,14 @@ class Operations:
     def __repr__(self) -> str:
         return f"[{', '.join(repr(op) for op in self.operations)}]"
 
-    def inverse(self, embedded: EmbeddedSource = None) -> Operations:
+    def inverse(self, embedded: EmbeddedSource = None) -> StepOperations:
         """The operations that undo these, last first; see `Operation.inverse`.
 
         `embedded`: the embedded models at the version they take documents
-        back to (see `Operations`).
+        back to (see `StepOperations`).
 
         """
-        return Operations((op.inverse() for op in reversed(self.operations)), embedded)
+        return StepOperations([op.inverse() for op in reversed(self.operations)], embedded)
 
     def renames(self) -> list[RenameModel]:
         return [op for op in self.operations if isinstance(op, RenameModel)]
@@ -168,3 +168,31 @@ class Operations:
             )
             stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
         return stages
+
+
+#: The former name of `StepOperations`.
+Operations = StepOperations
+
+
+def _checked(operations: Any) -> tuple[Operation, ...]:
+    """A step's operations, checked: an ordered collection of `Operation`.
+
+    Raises
+    ------
+    StepDefinitionError
+        For a single operation, a set, a mapping, a string or anything not
+        iterable, and for an item that is not an operation.
+
+    """
+    unordered = (Operation, str, bytes, Mapping, AbstractSet)
+    if isinstance(operations, unordered) or not isinstance(operations, Iterable):
+        raise StepDefinitionError(
+            "operations", "operations must be a list of atomdb_migrate.ops operations"
+        )
+    given = tuple(operations)
+    for op in given:
+        if not isinstance(op, Operation):
+            raise StepDefinitionError(
+                "operations", f"not an operation: {op!r} (use the functions of atomdb_migrate.ops)"
+            )
+    return given

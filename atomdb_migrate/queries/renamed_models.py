@@ -142,8 +142,8 @@ def through_reference_scans(formula: Formula, graph: StepGraph, head: Version) -
     """
     renames = [
         (s, op)
-        for s in sorted(graph.steps, key=lambda s: s.from_key)
-        if s.to_key <= head and s.operations is not None
+        for s in graph.steps_to(head)
+        if s.operations is not None
         for op in s.operations.operations
         if isinstance(op, RenameModel)
     ]

@@ -28,7 +28,7 @@ from ..operations.collection import CollectionOperation
 from ..operations.conversions import convert_value
 from ..operations.paths import MISSING
 from ..operations.rename_model import RenameModel
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..steps.versions import Step
 from .expressions import Converted, Expr, Field
 from .formulas import SHAPE_OPERATORS, conditions_of, map_conditions, path_of, size
@@ -319,7 +319,7 @@ def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> For
         return formula
     down = step.downgrade_fn
     try:
-        if not isinstance(down, Operations):
+        if not isinstance(down, StepOperations):
             raise Refused(
                 _own_condition(formula),
                 "a downgrade function computes the document this code reads from one stored "

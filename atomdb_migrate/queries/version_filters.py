@@ -61,13 +61,10 @@ def model_of(model: Any) -> tuple[str, Version, StepGraph]:
 
 def _legacy_versions(graph: StepGraph, head: Version) -> dict[Version, tuple[Step, ...]]:
     """Every version the chain upgrades to `head` from, with its steps."""
-    found: dict[Version, tuple[Step, ...]] = {}
-    for s in graph.steps:
-        if s.from_key < head:
-            plan = graph.plan(str(s.from_key), head, head=head)
-            if plan.kind == "migrate":
-                found[s.from_key] = plan.steps
-    return found
+    below = [(str(s.from_key), 0) for s in graph.steps if s.from_key < head]
+    return {
+        row.version: row.plan.steps for row in graph.census(below, head, head=head).of("migrate")
+    }
 
 
 def _encoded(query: dict[str, Any]) -> bytes | str:
@@ -225,18 +222,16 @@ def _newer_groups(
         return {}
     found: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
     raws: list[Any] = (
-        sorted({str(s.to_key) for s in graph.steps if s.to_key > head})
+        sorted({str(v) for v in graph.known_versions() if v > head})
         if versions is None
         else list(versions)
     )
-    for raw in raws:
-        plan = graph.plan(raw, head, head=head)
-        if plan.kind != "newer" or plan.stored is None:
-            continue
-        back = graph.plan(raw, head, head=plan.stored, downgrade=True)
+    for row in graph.census([(raw, 0) for raw in raws], head, head=head).of("newer"):
+        raw = row.raw
+        back = graph.plan(raw, head, head=row.version, downgrade=True)
         if back.kind != "migrate":
             continue  # no way back: reading such a document raises
-        _, forms = found.setdefault(plan.stored, (back.steps, _forms(plan.stored)))
+        _, forms = found.setdefault(row.version, (back.steps, _forms(row.version)))
         if not isinstance(raw, Version) and not any(_same(raw, f) for f in forms):
             forms.append(raw)
     return found
@@ -250,11 +245,12 @@ def _groups(
     if versions is None:
         return {v: (steps, _forms(v)) for v, steps in legacy.items()}
     groups: dict[Version, tuple[tuple[Step, ...], list[Any]]] = {}
-    for raw in versions:
-        plan = graph.plan(raw if not isinstance(raw, Version) else str(raw), head, head=head)
-        if plan.kind != "migrate" or plan.stored is None:
+    given = list(versions)  # a Version given is planned as its string
+    asked = [(str(raw) if isinstance(raw, Version) else raw, 0) for raw in given]
+    for raw, row in zip(given, graph.census(asked, head, head=head).rows, strict=True):
+        if row.plan.kind != "migrate":
             continue
-        _, forms = groups.setdefault(plan.stored, (plan.steps, _forms(plan.stored)))
+        _, forms = groups.setdefault(row.version, (row.plan.steps, _forms(row.version)))
         if not isinstance(raw, Version) and not any(_same(raw, f) for f in forms):
             forms.append(raw)
     return groups

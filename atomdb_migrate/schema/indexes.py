@@ -35,7 +35,7 @@ from typing import Any
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS
 from ..exceptions import ConfigError, short_repr
 from ..operations.collection import INDEX_OPTIONS, CreateIndex, DropIndex, IndexKeys, IndexOperation
-from ..operations.running import Operations
+from ..operations.running import StepOperations
 from ..queries.matching import equal
 from ..steps.versions import Step
 
@@ -103,7 +103,7 @@ def created_by_steps(steps: list[Step]) -> dict[str, CreateIndex]:
     """The indexes a chain of steps leaves: their creates and drops replayed in order."""
     found: dict[str, CreateIndex] = {}
     for step in steps:
-        if isinstance(step.operations, Operations):
+        if isinstance(step.operations, StepOperations):
             for op in step.operations.indexes():
                 if isinstance(op, CreateIndex):
                     found[op.name] = op

@@ -10,7 +10,6 @@ and both the lazy path (restoring a document) and the eager one (the
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,14 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from packaging.version import Version
 
 from ..core.caches import resettable
-from ..core.documents import Document
-from ..exceptions import ChainError, IrreversibleOperationError, UnknownModelError
+from ..exceptions import ChainError, UnknownModelError
+from .definition import check_changes as check_changes  # defined here before
+from .definition import define_step
 from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
 
 if TYPE_CHECKING:
     from ..operations.base import Operation
     from ..operations.paths import Embedded
-    from ..operations.running import Operations
 
 BASE = parse_version(BASE_VERSION)
 
@@ -44,6 +43,12 @@ def model_name(model: ModelRef) -> str:
     if not isinstance(name, str):
         raise TypeError(f"expected a model class or a __model__ name, got {model!r}")
     return name
+
+
+def with_class_name(names: Iterable[str], class_name: str) -> list[str]:
+    """The ``__model__`` names among `names` whose class is called `class_name`:
+    whose last dotted part it is (``app.models.User`` is ``User``'s)."""
+    return [name for name in names if name.rpartition(".")[2] == class_name]
 
 
 #: Told when a former name starts restoring as a model class (the class), or
@@ -205,21 +210,19 @@ class MigrationRegistry:
         key = self.resolve(model)
         if len(self.graph(key)):
             return None
-        tail = key.rpartition(".")[2]
-        found = [
+        orphans = [
             name
             for name, graph in self.graphs.items()
-            if len(graph)
-            and self.resolve(name) not in self.models
-            and name.rpartition(".")[2] == tail
+            if len(graph) and self.resolve(name) not in self.models
         ]
+        found = with_class_name(orphans, key.rpartition(".")[2])
         return found[0] if len(found) == 1 else None
 
     def _unknown(self, name: str) -> UnknownModelError:
         """The error for steps of a name no model has, with the move it may be."""
         error = UnknownModelError(name, list(self.models))
-        tail = name.rpartition(".")[2]
-        moved = [m for m in self.models if m.rpartition(".")[2] == tail and self.moved_from(m)]
+        alike = with_class_name(self.models, name.rpartition(".")[2])
+        moved = [m for m in alike if self.moved_from(m)]
         if len(moved) == 1:
             error = UnknownModelError(name, list(self.models))
             error.args = (
@@ -482,170 +485,29 @@ def register_step(
     step: Step
         The registered step.
 
-    """
-    name = model_name(model)
-    declared = check_changes(changes)
-    owner = registry or MigrationRegistry.instance()
-    if not message and upgrade is not None:
-        doc = (getattr(upgrade, "__doc__", None) or "").strip()
-        message = doc.splitlines()[0] if doc else ""
-    if operations is None:
-        if upgrade is None:
-            raise TypeError("a step needs an upgrade function or operations")
-        step_ = Step(
-            model=name,
-            from_version=str(from_version),
-            to_version=str(to_version),
-            upgrade_fn=upgrade,
-            downgrade_fn=downgrade,
-            message=message,
-            source=source,
-            schema=schema,
-            changes=declared,
-        )
-    else:
-        from ..operations.running import Operations
-
-        # What a path goes through is read when the step first runs: the
-        # model class may be defined after its steps are registered.
-        start = parse_version(str(from_version), model=name, what="step version")
-        end = parse_version(str(to_version), model=name, what="step version")
-        ops = Operations(operations, lambda: owner.embedded_at(name, end))
-        up, down, reason = _operation_functions(
-            ops, upgrade, downgrade, lambda: owner.embedded_at(name, start)
-        )
-        step_ = Step(
-            model=name,
-            from_version=str(from_version),
-            to_version=str(to_version),
-            upgrade_fn=up,
-            downgrade_fn=down,
-            message=message,
-            source=source or f"{name} {from_version} -> {to_version} {ops!r}",
-            operations=ops,
-            server_side=upgrade is None,
-            downgrade_reason=reason,
-            schema=schema,
-            changes=declared,
-        )
-    return owner.add_step(step_)
-
-
-def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
-    """A step's declared ``changes``, checked: dotted paths of stored fields.
-
     Raises
     ------
-    TypeError
-        If `changes` is a string or not a list of strings.
-    ValueError
-        If a path is empty or names a field the toolkit manages.
+    StepDefinitionError
+        For an argument refused (`atomdb_migrate.steps.definition` checks them).
+    ChainError
+        If the step does not fit the model's chain (see `MigrationRegistry.add_step`).
 
     """
-    if changes is None:
-        return None
-    found = tuple(changes) if not isinstance(changes, str) else None
-    if found is None or not all(isinstance(c, str) for c in found):
-        raise TypeError(f"changes must be a list of field paths, not {changes!r}")
-    from ..operations.paths import split_path
-
-    for path in found:
-        split_path(path, what="changes:")
-    return found
-
-
-def _operation_functions(
-    ops: Operations,
-    upgrade: StepFunction | None,
-    downgrade: StepFunction | None,
-    before: Callable[[], Embedded],
-) -> tuple[StepFunction, StepFunction | None, str]:
-    """A step's upgrade and downgrade functions from its operations and functions.
-
-    The upgrade runs the operations, then the upgrade function if there is
-    one. A downgrade function, when given, is the step's downgrade: it takes
-    a document from the step's ``to_version`` back to its ``from_version``,
-    undoing the upgrade function and the operations alike. Without one, a
-    step made only of operations derives its downgrade from their exact
-    inverses, where they all have one, which learn the embedded models at
-    the step's ``from_version`` from `before`.
-
-    Returns the upgrade function, the downgrade function (None when there is
-    none) and, then, why.
-
-    """
-    up: StepFunction = ops
-    if upgrade is not None:
-        after = upgrade
-
-        async def run_both(doc: Document) -> Document:
-            ops(doc)
-            return await _call(after, doc)
-
-        run_both.__wrapped__ = after  # type: ignore[attr-defined]  # for its checksum
-        up = run_both
-    moved = ops.renames()
-    if moved:
-        return up, None, _move_refusal(moved[0], downgrade is not None)
-    if downgrade is not None:
-        return up, downgrade, ""
-    if upgrade is not None:
-        return up, None, "has no downgrade function"
-    try:
-        return up, ops.inverse(before), ""
-    except IrreversibleOperationError as exc:
-        return up, None, f"cannot be downgraded: {exc}{_function_hint(ops, exc)}"
-
-
-def _move_refusal(move: Operation, function: bool) -> str:
-    """Why a step with a ``rename_model`` has no downgrade, with or without a function.
-
-    A downgrade function changes documents only: given one, the documents
-    would go back to the older version under the new name, in a collection
-    the older code does not read, and so would every reference to them.
-
-    """
-    try:
-        move.inverse()
-    except IrreversibleOperationError as exc:
-        why = str(exc)
-    else:  # pragma: no cover - rename_model has no inverse
-        why = f"{move!r} cannot be undone"
-    if function:
-        why += (
-            "; the step's downgrade function is not used: it changes documents only, "
-            "and would leave them and the references to them under the new name"
-        )
-    return f"cannot be downgraded: {why}"
-
-
-def _function_hint(ops: Operations, exc: IrreversibleOperationError) -> str:
-    """The remedy a refusal suggests: a downgrade function, where it is one.
-
-    A downgrade function changes documents only, and replaces the step's
-    derived downgrade: the step's index operations are then left as they are.
-
-    """
-    if not getattr(exc.operation, "__undone_by_function__", True):
-        return ""  # an index operation: describe it, or undo it with a new step
-    if ops.indexes():
-        return (
-            " (or give the step a downgrade function: it takes the documents back, "
-            "and leaves the step's indexes as they are)"
-        )
-    return " (or give the step a downgrade function)"
-
-
-async def _call(fn: StepFunction, doc: Document) -> Document:
-    """Run one step function (sync or async, in place or returning a dict)."""
-    result = fn(doc)
-    if inspect.isawaitable(result):
-        result = await result
-    if result is None:
-        return doc
-    if not isinstance(result, dict):
-        raise TypeError(f"returned {type(result).__name__}, expected a dict or None")
-    return result
+    owner = registry or MigrationRegistry.instance()
+    made = define_step(
+        model_name(model),
+        from_version,
+        to_version,
+        upgrade,
+        downgrade,
+        operations=operations,
+        schema=schema,
+        changes=changes,
+        message=message,
+        source=source,
+        embedded_at=owner.embedded_at,
+    )
+    return owner.add_step(made)
 
 
 def step(

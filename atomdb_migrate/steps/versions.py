@@ -1,4 +1,4 @@
-"""Versions, steps, and the graph that orders a model's steps into chains.
+"""Steps, and the graph that orders a model's steps into chains.
 
 Nothing here touches MongoDB: the graph is tested with in-memory steps only.
 
@@ -11,20 +11,21 @@ document's version, one step at a time, to the model's current version (the
 
 from __future__ import annotations
 
-import inspect
-import math
-import re
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable, Iterable
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Any, Literal, NoReturn
 
-from bson.decimal128 import Decimal128
-from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from ..core.documents import Document, StepDocument, copy_document
-from ..core.storage import VERSION_KEY
+from ..core.documents import Document
+from ..core.versions import BASE_VERSION as BASE_VERSION  # the version values, re-exported
+from ..core.versions import MAX_VERSION_LENGTH as MAX_VERSION_LENGTH
+from ..core.versions import VersionLike as VersionLike
+from ..core.versions import canonical as canonical
+from ..core.versions import parse_version as parse_version
+from ..core.versions import stored_version as stored_version
+from ..core.versions import version_forms as version_forms
+from ..core.versions import version_key as version_key
 from ..exceptions import (
     ChainError,
     CycleError,
@@ -34,172 +35,10 @@ from ..exceptions import (
     MigrateError,
     MissingDowngradeError,
     StepBeyondHeadError,
-    StepFailedError,
-    StepResultError,
 )
-
-#: A step function: takes the document, changes it in place and returns None,
-#: or returns the new document; it may be a coroutine function.
-StepFunction = Callable[[Document], Document | Awaitable[Document | None] | None]
-
-#: Anything accepted where a version is expected.
-VersionLike = str | int | Version
-
-#: The version of a stored document that has no ``__version__`` key.
-BASE_VERSION = "0"
-
-_BASE: Version
-
-
-class _Version(Version):
-    """A PEP 440 version shown in its shortest form: ``1.0`` and ``1`` are one
-    version, so they are one string too (``"1"``)."""
-
-    def __str__(self) -> str:
-        text: str | None = self.__dict__.get("_text")
-        if text is None:
-            text = self.__dict__["_text"] = canonicalize_version(
-                Version.__str__(self), strip_trailing_zero=True
-            )
-        return text
-
-
-@lru_cache(maxsize=4096)
-def _parse(text: str) -> Version:
-    return _Version(text)
-
-
-#: The longest text taken for a version: anything longer is not one (and
-#: Python refuses to turn more than 4,300 digits into an int).
-MAX_VERSION_LENGTH = 256
-
-
-def parse_version(
-    value: Any, *, model: str | None = None, doc_id: Any = None, what: str = "version"
-) -> Version:
-    """Parse a version given as a string, an int, or a `Version`.
-
-    Parameters
-    ----------
-    value: str, int or Version
-        The version. An int is treated as its string; a bool is refused.
-    model: str, optional
-        The model concerned, named in the error.
-    doc_id: Any, optional
-        The document concerned, named in the error.
-    what: str
-        What the value is, named in the error.
-
-    Returns
-    -------
-    version: Version
-        The parsed version.
-
-    Raises
-    ------
-    InvalidVersionError
-        If the value is not a PEP 440 version.
-
-    """
-    if isinstance(value, Version):
-        return value if type(value) is _Version else _parse(Version.__str__(value))
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what)
-    try:
-        if isinstance(value, int):
-            if abs(value) >= 10**MAX_VERSION_LENGTH:
-                raise ValueError("too long")
-            value = str(value)
-        if len(value) > MAX_VERSION_LENGTH:
-            raise ValueError("too long")
-        return _parse(value)
-    except (InvalidVersion, ValueError):
-        raise InvalidVersionError(value, model=model, doc_id=doc_id, what=what) from None
-
-
-_BASE = _parse(BASE_VERSION)
-
-
-def stored_version(raw: Any, *, model: str | None = None, doc_id: Any = None) -> Version:
-    """The version of a stored document, from its ``"__version__"`` value as read.
-
-    One stored version is one version whatever its BSON form: the string
-    ``"2"``, the int ``2`` and the Int64 ``2``, the double ``2.0`` (what a
-    shell's ``$set: {__version__: 2}`` stores) and the Decimal128 ``2``. A
-    missing value (pass None) and an explicit null are version ``"0"``, as
-    MongoDB's own ``{__version__: null}`` matches both.
-
-    Raises
-    ------
-    InvalidVersionError
-        For anything else (a bool, NaN, a document, text that is not a
-        version, more than `MAX_VERSION_LENGTH` characters).
-
-    """
-    if raw is None:
-        return _BASE
-    kind = type(raw)
-    if kind is str or (isinstance(raw, int) and kind is not bool):
-        return parse_version(raw, model=model, doc_id=doc_id, what="stored __version__")
-    text: str | None = None
-    if kind is float and math.isfinite(raw):
-        text = repr(raw)
-    elif isinstance(raw, Decimal128):
-        number = raw.to_decimal()
-        if number.is_finite():
-            text = str(number)
-    if text is not None and "e" not in text.lower():
-        try:
-            return parse_version(text, model=model, doc_id=doc_id)
-        except InvalidVersionError:
-            pass
-    raise InvalidVersionError(raw, model=model, doc_id=doc_id, what="stored __version__")
-
-
-def version_forms(version: Version) -> list[Any]:
-    """The ``__version__`` values a version is stored as: no two match the same document.
-
-    Its canonical string (as this package writes it), the number (an int for
-    ``"2"``, matching ``2``, ``Int64(2)``, ``2.0`` and ``Decimal128("2")``
-    alike; a double for ``"1.5"``), and, for version ``"0"``, None (no
-    ``__version__``, or null). Other spellings written by hand (``"2.0"``)
-    are not among them.
-
-    """
-    text = str(version)
-    forms: list[Any] = [text]
-    if text.isdigit() and len(text) < 19:
-        forms.append(int(text))
-    elif re.fullmatch(r"[0-9]{1,15}\.[0-9]{1,15}", text):
-        forms.append(float(text))
-    if text == BASE_VERSION:
-        forms.append(None)
-    return forms
-
-
-def version_key(raw: Any) -> tuple[type, Any]:
-    """A stored ``"__version__"`` value as a dict key: its type and value.
-
-    Python holds ``1 == 1.0 == True``, so the value alone would make one key
-    of three different stored values. A value that cannot be a key (a
-    document, a list, a Decimal128) is keyed by its repr.
-
-    """
-    try:
-        hash(raw)
-    except TypeError:
-        return (type(raw), repr(raw))
-    return (type(raw), raw)
-
-
-def canonical(value: VersionLike) -> str:
-    """Return the canonical string of a version, as stored in documents.
-
-    ``3`` and ``"3"`` give ``"3"``; ``"1.2"`` gives ``"1.2"``; ``"v01"``
-    gives ``"1"``.
-
-    """
-    return str(parse_version(value))
+from .chain import StepFunction as StepFunction
+from .chain import apply_chain as apply_chain  # re-exported: chains ran here before
+from .chain import run_chain as run_chain
 
 
 def describe_function(fn: Callable[..., Any]) -> str:
@@ -209,12 +48,23 @@ def describe_function(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
+#: The fields of a `Step` that may be set once it is made: its functions (the
+#: `Step.downgrade` decorator attaches one; a test may stand in for one).
+REPLACEABLE = frozenset({"upgrade_fn", "downgrade_fn"})
+
+
 @dataclass(eq=False)
 class Step:
     """One step of one model: from a version to the next.
 
     A `Step` is callable: calling it calls its upgrade function, so a
     decorated function can still be called directly in tests.
+
+    A step is made whole, checked, by `atomdb_migrate.steps.definition`
+    (`register_step`, the `step` decorator and the loader all go through it)
+    and is frozen after: setting any field but its functions (`REPLACEABLE`)
+    raises `dataclasses.FrozenInstanceError`. Steps compare and hash by
+    identity.
 
     """
 
@@ -239,7 +89,7 @@ class Step:
     #: Where the step comes from: a file path, or ``module.qualname``.
     source: str = ""
 
-    #: The step's declarative operations (`atomdb_migrate.ops.Operations`),
+    #: The step's declarative operations (`atomdb_migrate.ops.StepOperations`),
     #: run before the upgrade function given with them, if any.
     operations: Any = None
 
@@ -267,12 +117,22 @@ class Step:
     to_key: Version = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.from_key = parse_version(self.from_version, model=self.model, what="step version")
-        self.to_key = parse_version(self.to_version, model=self.model, what="step version")
-        self.from_version = str(self.from_key)
-        self.to_version = str(self.to_key)
+        # The versions in canonical form, parsed for ordering, and the source.
+        start = parse_version(self.from_version, model=self.model, what="step version")
+        end = parse_version(self.to_version, model=self.model, what="step version")
+        self.from_version, self.to_version = str(start), str(end)
         if not self.source:
             self.source = describe_function(self.upgrade_fn)
+        self.from_key = start
+        self.to_key = end  # the last field set: the step is made
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in REPLACEABLE and "to_key" in self.__dict__:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __call__(self, doc: Document) -> Any:
         return self.upgrade_fn(doc)
@@ -339,6 +199,100 @@ class Plan:
         raise self.error
 
 
+#: The kinds of documents behind the target: a chain takes them there
+#: (``migrate``), or none does (``missing``).
+PENDING: tuple[PlanKind, ...] = ("migrate", "missing")
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    """One stored ``__version__`` value, the documents holding it, and their plan."""
+
+    #: The value as stored (None for no ``__version__``), in its BSON form.
+    raw: Any
+    #: The documents stored with it.
+    count: int
+    #: What to do with them (`StepGraph.plan`).
+    plan: Plan
+
+    @property
+    def version(self) -> Version:
+        """The stored version, parsed (every plan has one but ``invalid``)."""
+        if self.plan.stored is None:
+            raise self.plan.error or ValueError(f"no version: {self.raw!r}")
+        return self.plan.stored
+
+
+@dataclass(frozen=True)
+class Census:
+    """A model's stored versions bucketed by plan kind (`StepGraph.census`).
+
+    The one answer to "how many documents are current, pending, newer,
+    beyond the target, or no version at all", for ``upgrade``, ``status``,
+    the query guard and version-aware queries alike.
+
+    """
+
+    #: Each stored value with its count and plan, in the order counted.
+    rows: tuple[CensusRow, ...]
+
+    def of(self, *kinds: PlanKind) -> list[CensusRow]:
+        """The rows whose plan is of one of `kinds`, in order."""
+        return [row for row in self.rows if row.plan.kind in kinds]
+
+    def count(self, *kinds: PlanKind) -> int:
+        """The documents whose plan is of one of `kinds`."""
+        return sum(row.count for row in self.of(*kinds))
+
+    @property
+    def current(self) -> int:
+        """Documents at the target already (in any of its BSON forms)."""
+        return self.count("current")
+
+    @property
+    def pending(self) -> int:
+        """Documents behind the target: a chain takes them there, or none does (`PENDING`)."""
+        return self.count(*PENDING)
+
+    @property
+    def newer(self) -> int:
+        """Documents newer than the code's version."""
+        return self.count("newer")
+
+    @property
+    def beyond(self) -> int:
+        """Documents past the target the other way, left alone."""
+        return self.count("beyond")
+
+    @property
+    def invalid(self) -> int:
+        """Documents whose stored value is no version."""
+        return self.count("invalid")
+
+    @property
+    def off_target(self) -> int:
+        """Documents not at the target, whatever their plan."""
+        return sum(row.count for row in self.rows if row.plan.kind != "current")
+
+    @property
+    def chain(self) -> tuple[Step, ...]:
+        """The longest chain a stored value takes (the first, of equals): on one
+        model's line of versions, it holds every other one."""
+        chain: tuple[Step, ...] = ()
+        for row in self.rows:
+            if len(row.plan.steps) > len(chain):
+                chain = row.plan.steps
+        return chain
+
+    def through(self) -> dict[Step, int]:
+        """The documents each step takes, in the order the rows first reach it."""
+        found: dict[Step, int] = {}
+        for row in self.rows:
+            for s in row.plan.steps:
+                found[s] = found.get(s, 0) + row.count
+        return found
+
+
 class StepGraph:
     """The steps of one model, keyed by the version each leaves.
 
@@ -401,6 +355,23 @@ class StepGraph:
         """The greatest version any step arrives at, or None without steps."""
         return max((s.to_key for s in self._by_from.values()), default=None)
 
+    def steps_to(self, version: Version) -> list[Step]:
+        """The steps up to `version`: those arriving at it or below, in order."""
+        return [s for s in self.steps if s.to_key <= version]
+
+    def steps_above(self, version: Version) -> list[Step]:
+        """The steps from `version` up: those leaving it or a greater version, in
+        order (the steps a downgrade to `version` undoes, run latest first)."""
+        return [s for s in self.steps if s.from_key >= version]
+
+    def known_versions(self, *more: Version) -> list[Version]:
+        """The versions the chain knows, in order: version 0, every version a
+        step leaves or arrives at, and `more` (a model's own version)."""
+        found = {parse_version(BASE_VERSION), *more}
+        for s in self._by_from.values():
+            found.update((s.from_key, s.to_key))
+        return sorted(found)
+
     # ------------------------------------------------------------------
     # Planning
     # ------------------------------------------------------------------
@@ -454,6 +425,32 @@ class StepGraph:
                 stored=stored,
                 fail=lambda doc_id: chain(stored, target, doc_id=doc_id),
             )
+
+    def census(
+        self,
+        rows: Iterable[tuple[Any, int]],
+        target: Version,
+        *,
+        head: Version,
+        downgrade: bool = False,
+    ) -> Census:
+        """The stored versions, bucketed by what to do with them (see `plan`).
+
+        Parameters
+        ----------
+        rows: iterable of (Any, int)
+            Each stored ``"__version__"`` value as read (None when there is
+            none) and the documents holding it, as `count_versions` gives them.
+        target, head, downgrade:
+            As for `plan`.
+
+        """
+        return Census(
+            tuple(
+                CensusRow(raw, n, self.plan(raw, target, head=head, downgrade=downgrade))
+                for raw, n in rows
+            )
+        )
 
     def plan_upgrade(
         self, start: VersionLike, head: VersionLike, *, doc_id: Any = None
@@ -559,119 +556,3 @@ class StepGraph:
                     seen.add(str(exc))
                     found.append(exc)
         return found
-
-
-async def run_chain(
-    steps: tuple[Step, ...] | list[Step],
-    doc: Document,
-    *,
-    downgrade: bool = False,
-) -> Document:
-    """Apply a chain of steps to a document, setting its version after each.
-
-    The caller passes a document it owns (a copy, where the original must
-    stay untouched): steps may change it in place.
-
-    Parameters
-    ----------
-    steps: sequence of Step
-        The chain, as planned by `StepGraph.plan_upgrade` or
-        `StepGraph.plan_downgrade`.
-    doc: dict
-        The document.
-    downgrade: bool
-        Run the steps' downgrade functions, setting each step's
-        ``from_version``.
-
-    Returns
-    -------
-    doc: dict
-        The document at the end of the chain.
-
-    Raises
-    ------
-    StepFailedError
-        If a step function raised.
-    StepResultError
-        If a step returned something other than a dict or None, or changed
-        the document's ``_id``.
-
-    """
-    __tracebackhide__ = True  # pytest shows the step's frame, not this one
-    watched = doc if isinstance(doc, StepDocument) else None
-    has_id = "_id" in doc
-    doc_id = doc.get("_id")
-    for step in steps:
-        fn = step.downgrade_fn if downgrade else step.upgrade_fn
-        assert fn is not None
-        end = step.from_version if downgrade else step.to_version
-        try:
-            result = fn(doc)
-            if result is not None and type(result) is not dict and inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            raise StepFailedError(
-                f"raised {type(exc).__name__}: {exc}", **_where(step, doc_id, downgrade)
-            ) from exc
-        if result is not None:
-            if not isinstance(result, dict):
-                raise StepResultError(
-                    f"returned {type(result).__name__}, expected a dict or None",
-                    **_where(step, doc_id, downgrade),
-                )
-            if result is not doc and watched is not None:
-                # A new dict: what it leaves out depends on every field.
-                watched.look_at_everything()
-            doc = result
-        # Identity first: ObjectId's != is a Python method, and the step
-        # almost always leaves the very same object.
-        if has_id and (new_id := doc.get("_id")) is not doc_id and new_id != doc_id:
-            raise StepResultError(
-                f"changed or removed the document's _id (now {new_id!r})",
-                **_where(step, doc_id, downgrade),
-            )
-        doc[VERSION_KEY] = end
-    return doc
-
-
-async def apply_chain(
-    steps: tuple[Step, ...] | list[Step],
-    state: Document,
-    *,
-    downgrade: bool = False,
-    track: bool = True,
-) -> tuple[Document, Iterable[str] | None]:
-    """Run a chain on a stored document without changing it.
-
-    With `track` False (nothing will be written, so nobody needs to know
-    what the steps looked at), the steps run on a deep copy: recording
-    each access costs more than the copy for small steps.
-
-    Returns
-    -------
-    doc: dict
-        The document at the end of the chain (tracked: values no step
-        reached are shared with `state`; untracked: nothing is).
-    fields: set of str or None
-        The top-level fields the steps looked at; None when they looked at
-        the whole document (see `StepDocument`), or when not tracked.
-
-    """
-    __tracebackhide__ = True
-    if not track:
-        return await run_chain(steps, copy_document(state), downgrade=downgrade), None
-    watched = StepDocument(state)
-    doc = await run_chain(steps, watched, downgrade=downgrade)
-    if doc is watched:
-        doc = watched.result()
-    return doc, watched.fields()
-
-
-def _where(step: Step, doc_id: Any, downgrade: bool) -> dict[str, Any]:
-    """The facts a step error names."""
-    start, end = (
-        (step.to_version, step.from_version) if downgrade else (step.from_version, step.to_version)
-    )
-    return dict(
-        model=step.model, doc_id=doc_id, from_version=start, to_version=end, source=step.source
-    )

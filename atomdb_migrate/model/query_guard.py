@@ -4,7 +4,7 @@ During a rollout, code that queries a model's collection directly
 (``Page.objects.find({"title": "Intro"})``) silently misses the pages
 still stored with ``heading``. With the guard on, every query made through
 a versioned model's manager is checked against the versions still stored
-(a cached survey, as `finders.survey` takes it): where `version_filter`
+(the census of a cached survey, `finders.stored_census`): where `version_filter`
 would translate it, the query misses documents, and the guard says how
 many, as a `LegacyQueryWarning` or, set to "error", a `LegacyQueryError`
 raised before the query runs::
@@ -44,8 +44,8 @@ from ..exceptions import (
 )
 from ..queries.version_filters import model_of, reads_newer_downgraded, version_filter
 from ..steps.registry import MigrationRegistry
-from ..steps.versions import stored_version
-from .finders import SURVEY_MAX_AGE, survey
+from ..steps.versions import PlanKind, stored_version
+from .finders import SURVEY_MAX_AGE, stored_census
 
 #: What the guard does with a query that misses legacy documents.
 GuardAction = Literal["warn", "error", "off"]
@@ -83,10 +83,11 @@ async def check_query(
     """
     if action == "off" or _unchecked(query):
         return
-    name, head, graph = model_of(model)
-    found = await survey(model, max_age=max_age)
-    kinds = ("migrate", "newer") if reads_newer_downgraded(name) else ("migrate",)
-    legacy = [(raw, n) for raw, n in found.counts if graph.plan(raw, head, head=head).kind in kinds]
+    census = await stored_census(model, max_age=max_age)
+    kinds: tuple[PlanKind, ...] = ("migrate",)
+    if reads_newer_downgraded(model_of(model)[0]):
+        kinds += ("newer",)
+    legacy = [(row.raw, row.count) for row in census.of(*kinds)]
     if not legacy:
         return
     try:
