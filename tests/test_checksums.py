@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from atomdb_migrate.cli.main import EXIT_CHECK, EXIT_CHECKSUM, EXIT_USAGE
+from atomdb_migrate.cli.exits import EXIT_CHECK, EXIT_CHECKSUM, EXIT_USAGE
 from atomdb_migrate.commands.checksums import code_checksum
 
 from .project import CUSTOMER, Project

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atomdb_migrate.cli.main import (
+from atomdb_migrate.cli.exits import (
     EXIT_CHECK,
     EXIT_CONFIG,
     EXIT_CONNECTION,
     EXIT_LOCK,
     EXIT_STEP,
     EXIT_USAGE,
-    main,
 )
+from atomdb_migrate.cli.main import main
 from atomdb_migrate.engine.lock import LOCK_ID
 
 from .project import CUSTOMER, ORDER, PASSWORD, PYPROJECT, Project
@@ -433,7 +433,8 @@ def test_lock_and_history_collections_can_be_renamed(project: Project) -> None:
 def test_log_lines_are_masked(project: Project, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from atomdb_migrate.cli.main import State, _Masking
+    from atomdb_migrate.cli.main import State
+    from atomdb_migrate.cli.output import Masking as _Masking
 
     state = State(url=secret_url(project), database=None, models=(), migrations=None, timeout=None)
     record = logging.LogRecord(

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from atomdb_migrate.cli.main import EXIT_CHECK, EXIT_CHECKSUM, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
-from atomdb_migrate.commands import command
+from atomdb_migrate.cli.exits import EXIT_CHECK, EXIT_CHECKSUM, EXIT_CONFIG, EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.commands import several as command
 from atomdb_migrate.commands.config import load_config
 from atomdb_migrate.engine.lock import LOCK_ID
 

@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from atomdb_migrate import VersionedModel, ops
 from atomdb_migrate.autogenerate.render import written
-from atomdb_migrate.cli.main import EXIT_DUPLICATE
+from atomdb_migrate.cli.exits import EXIT_DUPLICATE
 from atomdb_migrate.core.literals import Source
 from atomdb_migrate.exceptions import ConfigError
 from atomdb_migrate.ops import DropIndex

@@ -399,7 +399,8 @@ def test_no_log_line_shows_a_mistyped_urls_secret(case: tuple[str, str], shape: 
     """The command's log filter masks a log line quoting the URL, plainly or as a repr."""
     import logging
 
-    from atomdb_migrate.cli.main import State, _Masking
+    from atomdb_migrate.cli.main import State
+    from atomdb_migrate.cli.output import Masking as _Masking
 
     template, secret = case
 

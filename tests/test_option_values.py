@@ -20,7 +20,9 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atomdb_migrate.cli.main import EXIT_USAGE, MAX_COUNT, MAX_SECONDS, main
+from atomdb_migrate.cli.exits import EXIT_USAGE
+from atomdb_migrate.cli.main import main
+from atomdb_migrate.cli.options import MAX_COUNT, MAX_SECONDS
 from atomdb_migrate.engine.runner import RunOptions
 
 #: Nothing listens there: a value that got past the options would fail to

@@ -19,7 +19,7 @@ from atomdb_migrate import (
     ops,
     register_step,
 )
-from atomdb_migrate.cli.main import EXIT_LOCK, EXIT_STEP
+from atomdb_migrate.cli.exits import EXIT_LOCK, EXIT_STEP
 from atomdb_migrate.commands.command import downgrade
 from atomdb_migrate.commands.config import load_config
 from atomdb_migrate.commands.workspace import Workspace

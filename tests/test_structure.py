@@ -39,6 +39,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("schema", "queries"): "indexes compare keys with matching.equal",
 }
 
+#: What the command line may import besides itself: the commands (which
+#: re-export, or wrap, what it needs from below them) and the exception tree.
+CLI_IMPORTS = {"cli", "commands", "exceptions"}
+
 #: Modules at the top of the package: `exceptions` (a package below
 #: everything, importing nothing else of the package), the public facades
 #: and the one-line shims of the old flat layout (above everything; nothing
@@ -118,6 +122,17 @@ def test_imports_go_down_the_ranks() -> None:
             ):
                 wrong.append(f"{name} -> {target}")
     assert wrong == []
+
+
+def test_the_command_line_imports_only_the_commands() -> None:
+    reached = sorted(
+        f"{name} -> {target}"
+        for name, targets in GRAPH.items()
+        if in_subpackage(name) and part(name) == "cli"
+        for target in targets
+        if part(target) not in CLI_IMPORTS
+    )
+    assert reached == []
 
 
 def test_the_exceptions_and_the_core_import_nothing_above() -> None:

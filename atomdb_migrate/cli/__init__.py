@@ -1,5 +1,8 @@
-"""Rank 9: the command line. `main` is the click group (and the console script,
-``atomdb_migrate.cli:main``); `progress` draws progress. The names of
+"""Rank 9: the command line. It parses, calls the commands and formats; it
+imports nothing below the commands. `main` is the click group (and the
+console script, ``atomdb_migrate.cli:main``) with its commands; `options`
+the shared options, `exits` the exit codes, `output` what is printed,
+`running` how a command runs, `progress` the progress bar. The names of
 `atomdb_migrate.cli.main` are re-exported here, so the old module path keeps
 working.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from atomdb_migrate.cli.main import (
+from atomdb_migrate.cli.exits import (
     EXIT_CHECK,
     EXIT_CONFIG,
     EXIT_CONNECTION,

@@ -41,7 +41,7 @@ from atom.api import Str
 from pymongo import MongoClient, monitoring
 
 from atomdb_migrate import ConfigError, MigrationRegistry, VersionedModel, ops, register_step
-from atomdb_migrate.cli.main import _summarize
+from atomdb_migrate.cli.output import summarize as _summarize
 from atomdb_migrate.commands.command import RunResult, upgrade
 from atomdb_migrate.commands.config import load_config
 from atomdb_migrate.commands.workspace import Workspace

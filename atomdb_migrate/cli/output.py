@@ -1,0 +1,514 @@
+"""What the ``atomdb-migrate`` command prints: errors (as JSON with ``--json``),
+log lines (the URL's password masked), and what each command found or did.
+
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+import click
+
+from ..commands.check import DatabaseCheck
+from ..commands.command import Revision
+from ..commands.errors import mask
+from ..commands.history import Failures, Step
+from ..commands.several import Visit
+from ..commands.status import ModelStatus
+from ..commands.upgrade import (
+    DOWNGRADE,
+    UPGRADE,
+    VERSION_INDEX,
+    ModelReport,
+    RenameReport,
+    RunResult,
+)
+from ..exceptions import LockAliveError, LockHeldError, short_repr, shorten
+from .exits import EXIT_CHECK, EXIT_CHECKSUM, EXIT_DUPLICATE, EXIT_STEP, CommandError
+
+
+class HasUrl(Protocol):
+    """Where the URL the command uses can be read (with its password)."""
+
+    @property
+    def url(self) -> str | None: ...
+
+
+# ----------------------------------------------------------------------
+# --json: errors as JSON too
+# ----------------------------------------------------------------------
+#: The key of click's context meta set when the command was given ``--json``:
+#: its errors and log lines come out as JSON objects, one a line, on stderr.
+JSON_ERRORS = "atomdb_migrate.json_errors"
+
+
+def json_asked() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(JSON_ERRORS))
+
+
+def _error_json(error: click.ClickException, **facts: Any) -> str:
+    return json.dumps({"error": error.format_message(), "exit": error.exit_code, **facts})
+
+
+def echo_error(error: click.ClickException, **facts: Any) -> None:
+    """An error that does not end the command, on stderr: ``Error: ...``, or with
+    ``--json`` a JSON object with `facts` (a database, say)."""
+    if json_asked():
+        click.echo(_error_json(error, **facts), err=True)
+    else:
+        click.echo(f"Error: {error.format_message()}", err=True)
+
+
+class JsonError(click.ClickException):
+    """The error a command given ``--json`` ends with: ``{"error": ..., "exit": N}``
+    on stderr, with the error's own exit code."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.error = error
+        self.exit_code = error.exit_code  # type: ignore[misc]
+
+    def show(self, file: Any = None) -> None:
+        click.echo(_error_json(self.error), err=True)
+
+
+class Group(click.Group):
+    """The command group: a command given ``--json`` (any command that takes it)
+    reports its errors as JSON too, usage errors included, even those of the
+    group's own options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if self._asks_json(args):
+            ctx.meta[JSON_ERRORS] = True
+        with _as_json(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _as_json(ctx):
+            return super().invoke(ctx)
+
+    def _asks_json(self, args: list[str]) -> bool:
+        """Whether the arguments name a command that takes ``--json``, and give it
+        (before a ``--``)."""
+        given = args[: args.index("--")] if "--" in args else args
+        for i, arg in enumerate(given):
+            cmd = self.commands.get(arg)
+            takes = cmd is not None and any("--json" in getattr(p, "opts", ()) for p in cmd.params)
+            if takes and "--json" in given[i + 1 :]:
+                return True  # (an option's value may spell a command's name: look on)
+        return False
+
+
+@contextmanager
+def _as_json(ctx: click.Context) -> Iterator[None]:
+    """Errors raised in the block come out as JSON when ``--json`` was given."""
+    try:
+        yield
+    except click.ClickException as exc:
+        if ctx.meta.get(JSON_ERRORS) and not isinstance(exc, JsonError):
+            raise JsonError(exc) from None
+        raise
+
+
+class LogFormat(logging.Formatter):
+    """``LEVEL: message``; with ``--json``, a JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if json_asked():
+            return json.dumps({"log": record.levelname.lower(), "message": record.getMessage()})
+        return f"{record.levelname}: {record.getMessage()}"
+
+
+class Masking(logging.Filter):
+    """Removes the URL's password (wherever the URL came from) from every log record."""
+
+    def __init__(self, state: HasUrl) -> None:
+        super().__init__()
+        self.state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage(), self.state.url)
+        record.args = ()
+        return True
+
+
+def log_to_stderr(source: HasUrl) -> None:
+    """The toolkit's log lines (warnings and up) on stderr, one a line, masked."""
+    handler = logging.StreamHandler()
+    handler.addFilter(Masking(source))
+    handler.setFormatter(LogFormat())
+    logger = logging.getLogger("atomdb_migrate")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def plural(n: int, what: str) -> str:
+    """``1 database``, ``2 databases``."""
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+# ----------------------------------------------------------------------
+# Several databases
+# ----------------------------------------------------------------------
+def say_database_failed(name: str, exc: BaseException, error: click.ClickException) -> None:
+    """A database's error, with the command that clears it in that database alone."""
+    hint = _database_hint(exc, error, name)
+    echo_error(error, database=name, **({"hint": hint.strip()} if hint else {}))
+    if hint and not json_asked():
+        click.echo(hint, err=True)
+
+
+def _database_hint(exc: BaseException, error: click.ClickException, name: str) -> str:
+    """The command that clears a stale lock, or accepts changed checksums, in this
+    database alone (the error names the command without a database)."""
+    if isinstance(exc, LockHeldError) and not isinstance(exc, LockAliveError):
+        what, args = "if that runner is dead, clear this database's lock with", "unlock"
+    elif error.exit_code == EXIT_CHECKSUM:
+        what, args = "after review, record them in this database with", "stamp --accept-checksums"
+    else:
+        return ""
+    return f"  {what} `atomdb-migrate --database {shlex.quote(name)} {args}`"
+
+
+def say_visit(visit: Visit) -> None:
+    """The summary of several databases: what each came to, a line each."""
+    names = visit.names or []
+    click.echo(f"{plural(len(names), 'database')}:")
+    for name in names:
+        click.echo(f"  {name}: {visit.outcome(name)}")
+
+
+def visit_failure(visit: Visit) -> str:
+    """What a visit of several databases with failures ends with."""
+    names = visit.names or []
+    if visit.canary_failed:
+        others = plural(len(names) - 1, "other database")
+        return f"the canary database {visit.canary} failed; {others} left as they were"
+    return f"{len(visit.failures)} of {plural(len(names), 'database')} failed: " + ", ".join(
+        name for name, _ in visit.failures
+    )
+
+
+# ----------------------------------------------------------------------
+# upgrade, downgrade
+# ----------------------------------------------------------------------
+def summarize(result: RunResult, *, stopped: bool = False) -> None:
+    """A line per model (and its steps, renames, failures); with `stopped`, what a run
+    that stopped on an error did before it stopped: its collections' changes too.
+
+    Raises the run's error when documents failed, a unique index cannot be
+    built, or (dry run) a sample or a server step would fail.
+
+    """
+    verb = (DOWNGRADE if result.command == "downgrade" else UPGRADE).verb
+    if stopped:
+        for r in result.reports:
+            _say_collection_changes(r, result.dry_run)
+        if not result.dry_run and any(r.migrated or r.unconfirmed for r in result.reports):
+            for r in result.reports:
+                click.echo(f"{r.model}: {r.migrated} {verb} to {r.target} before the run stopped")
+                if r.unconfirmed:
+                    click.echo(f"  {_unconfirmed(r.unconfirmed)}")
+        return
+    for r in result.reports:
+        _say_collection_changes(r, result.dry_run)
+        if result.dry_run:
+            _say_dry_run(r)
+        else:
+            _say_run(r, verb)
+    error = _run_error(result)
+    if error is not None:
+        raise error
+
+
+def _say_dry_run(r: ModelReport) -> None:
+    """What a dry run found of a model: its steps, and its samples."""
+    click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
+    for label, n in r.steps.items():
+        where = " (on the server)" if label in r.server_steps else ""
+        failing = r.would_refuse.get(label)
+        if failing:
+            where += (
+                f"; it would refuse {failing} of those stored at its version "
+                "(they would stay there, failed)"
+            )
+        click.echo(f"  step {label}: {n} documents{where}")
+    for s in r.samples:
+        verdict = "restores" if s.get("ok") else f"FAILS: {s.get('error')}"
+        click.echo(f"  sample _id={s['_id']!r} from {s['from']}: {verdict}")
+
+
+def _say_run(r: ModelReport, verb: str) -> None:
+    """What a run did to a model's documents."""
+    click.echo(
+        f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
+        f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
+    )
+    if r.redone:
+        click.echo(
+            f"  {r.redone} documents written again: the server lost writes it had "
+            "acknowledged (a restart or a rollback); use --write-concern majority"
+        )
+    if r.newer:
+        click.echo(
+            f"  warning: {r.newer} documents are newer than this code and were left "
+            "alone; `check --pending` fails until they are at its version"
+        )
+    for label, n in r.server_steps.items():
+        click.echo(f"  step {label} ran on the server: {n} documents")
+    for f in r.failures[:10]:
+        click.echo(f"  failed _id={f['_id']!r}: {f['error']}")
+
+
+def _run_error(result: RunResult) -> CommandError | None:
+    """The error a run that finished ends with, if it does."""
+    if not result.dry_run and any(r.failed for r in result.reports):
+        failed = sum(r.failed for r in result.reports)
+        shown = len(result.failures)
+        if result.command == "downgrade":
+            again = "fix the downgrade functions and run the downgrade again"
+        elif shown < failed:
+            again = (
+                f"`upgrade --retry-failed` retries those {shown}; `upgrade "
+                "--continue-on-error` takes all of them again"
+            )
+        else:
+            again = "`upgrade --retry-failed` retries them"
+        return CommandError(
+            f"{failed} documents failed; `atomdb-migrate history --failures` shows "
+            f"{'the first ' if shown < failed else ''}{shown}, and {again}",
+            EXIT_STEP,
+        )
+    refused = [e for r in result.reports for e in r.refused]
+    if refused:
+        return CommandError(
+            f"{len(refused)} unique {'index' if len(refused) == 1 else 'indexes'} cannot be "
+            "built: " + "; ".join(f"{e.model}: {e.index}: {e.shared}" for e in refused),
+            EXIT_DUPLICATE,
+        )
+    if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
+        return CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+    if result.dry_run and any(r.would_refuse for r in result.reports):
+        failing = sum(n for r in result.reports for n in r.would_refuse.values())
+        return CommandError(f"{failing} documents would fail a step on the server", EXIT_STEP)
+    return None
+
+
+def _unconfirmed(n: int) -> str:
+    """What a run that stopped says of the writes whose answer it never had."""
+    return (
+        f"and up to {n} more: their write was sent, but its answer never came and they "
+        "were not at the new version when read back (the server may still apply it); "
+        "`status` tells, and a rerun takes those still behind"
+    )
+
+
+def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:
+    """What a run did (dry, would do) to a model's collections: renames, indexes,
+    the validator, the toolkit's version index."""
+    for rename in r.renames:
+        click.echo(_describe_rename(rename, dry_run))
+    for line in r.indexes:
+        click.echo(f"{r.model}: {line}")
+    if r.respelled:
+        click.echo(
+            f"{r.model}: {r.respelled} documents at version {r.target} stored it in another "
+            f"form (a number, or another spelling): {'to be ' if dry_run else ''}rewritten "
+            f"as {r.target!r}, the form a validator and the queries take"
+        )
+    if r.version_index:
+        click.echo(
+            f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "
+            f"the index {VERSION_INDEX} on {{__version__: 1, _id: 1}}, which status, check "
+            "and upgrade read through (version-index = false in [tool.atomdb-migrate] to "
+            "go without)"
+        )
+
+
+def timestamp(started: Any) -> str:
+    """When a run started, to the second ('?' if its record holds no date)."""
+    return f"{started:%Y-%m-%d %H:%M:%S}" if isinstance(started, datetime) else "?"
+
+
+def describe_run(run: dict[str, Any]) -> str:
+    """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'."""
+    models = run.get("models")
+    counts = "; ".join(
+        f"{m}: "
+        + ", ".join(
+            f"{k} {v}"
+            for k, v in c.items()
+            if k not in ("steps", "target", "server_steps", "renames", "collection") and v
+        )
+        + "".join(f", {line}" for line in _collection_lines(c))
+        for m, c in (models.items() if isinstance(models, dict) else ())
+        if isinstance(c, dict)
+    )
+    when = timestamp(run.get("started_at"))
+    line = (
+        f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
+        f" {run.get('duration_s', '?')}s {counts}"
+    )
+    return "  " + shorten(" ".join(line.split()), 500)
+
+
+def _collection_lines(counts: dict[str, Any]) -> list[str]:
+    """What a recorded run did to a model's collection (a line each, as printed)."""
+    found = counts.get("collection")
+    return [str(line) for line in found] if isinstance(found, list) else []
+
+
+def _describe_rename(rename: RenameReport, dry_run: bool) -> str:
+    if dry_run:
+        how = {"merge": "would merge collection", "rename": "would rename collection"}.get(
+            rename.collection, "would rewrite the references to"
+        )
+        return f"{how} {rename.old} into {rename.new}"
+    if rename.collection == "renamed":
+        done = f"renamed collection {rename.old} to {rename.new}"
+    elif rename.collection == "merged":
+        done = f"merged collection {rename.old} into {rename.new} ({rename.moved} documents moved"
+        if rename.replaced:
+            done += f", {rename.replaced} replaced by the copy at a higher version"
+        if rename.discarded:
+            done += (
+                f", {rename.discarded} copies under {rename.old} dropped: {rename.new} held "
+                "them at the same or a higher version"
+            )
+        done += ")"
+    else:
+        done = f"{rename.old} is now {rename.new}"
+    return f"{done}; {rename.references} documents' references rewritten"
+
+
+# ----------------------------------------------------------------------
+# status, history, check, unlock, revision
+# ----------------------------------------------------------------------
+def status_json(database: str, s: ModelStatus) -> dict[str, Any]:
+    return {
+        "database": database,
+        "model": s.model,
+        "version": s.version,
+        "stored": s.stored,
+        "total": s.total,
+        "pending": s.pending,
+        "newer": s.newer,
+        "invalid": s.invalid,
+        "former": s.former,
+        "unversioned_since": (s.unversioned_since.isoformat() if s.unversioned_since else None),
+    }
+
+
+def print_status(rows: list[ModelStatus]) -> None:
+    if not rows:
+        click.echo("no versioned models: give --models or set `models` in pyproject.toml")
+    for s in rows:
+        stored = ", ".join(f"{v}: {n}" for v, n in s.stored.items()) or "no documents"
+        extra = "".join(
+            f", {n} {what}"
+            for what, n in (("newer than the code", s.newer), ("invalid", s.invalid))
+            if n
+        )
+        extra += "".join(
+            f", {n} still under former name {old} (moved by upgrade)" for old, n in s.former.items()
+        )
+        if s.unversioned_since is not None:
+            extra += (
+                f"; {s.unversioned} saved without a version since the upgrade of "
+                f"{s.unversioned_since:%Y-%m-%d %H:%M}: code that does not version this "
+                "model still writes it"
+            )
+        click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
+
+
+def print_chains(chains: dict[str, list[Step]]) -> None:
+    """Each model's chain of steps, a line a step."""
+    for name, steps in sorted(chains.items()):
+        click.echo(f"{name}:")
+        if not steps:
+            click.echo("  (no steps)")
+        for s in steps:
+            down = "" if s.downgrade_fn else " [no downgrade]"
+            click.echo(f"  {s.from_version} -> {s.to_version}  {s.message}{down}  ({s.source})")
+
+
+def print_failures(found: Failures | None) -> None:
+    """The documents the latest run with failures recorded, and what to do next."""
+    if found is None:
+        click.echo("no recorded run has failed documents")
+        return
+    click.echo(describe_run(found.run).strip())
+    for f in found.failures:
+        step = " ".join(str(f.get("step") or "?").splitlines())
+        click.echo(f"  {f.get('model', '?')} _id={short_repr(f.get('_id'))} step {step}")
+        click.echo(f"    {' '.join(str(f.get('error', '?')).splitlines())}")
+    if found.retried_by is not None:
+        click.echo(
+            "retried by the run started "
+            f"{timestamp(found.retried_by.get('started_at'))}, which succeeded"
+        )
+    elif found.run.get("command") == "downgrade":
+        click.echo("fix the downgrade functions, then run the downgrade again")
+    else:
+        click.echo("retry them with: atomdb-migrate upgrade --retry-failed")
+
+
+def say_check(found: DatabaseCheck, url: str | None) -> str:
+    """What a check found, on stderr; raises when it found a problem."""
+    for p in found.problems + found.changed:
+        click.echo(mask(p, url), err=True)
+    for note in found.notes:
+        click.echo(f"note: {mask(note, url)}", err=True)
+    if found.changed:
+        raise CommandError(
+            f"{len(found.problems) + len(found.changed)} problem(s) found, "
+            f"{len(found.changed)} of them an applied step that changed",
+            EXIT_CHECKSUM,
+        )
+    if found.problems:
+        raise CommandError(f"{len(found.problems)} problem(s) found", EXIT_CHECK)
+    if found.once:
+        return ""  # the databases are still to check
+    click.echo("ok")
+    return "ok"
+
+
+def describe_holder(found: dict[str, Any]) -> str:
+    """Who holds the migration lock, since when, and until when."""
+    return (
+        f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
+        f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; last "
+        f"renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
+    )
+
+
+def say_revision(done: Revision, autogenerate: bool) -> None:
+    """The step module written, and what is left to the author."""
+    click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
+    if autogenerate and done.diff is None:
+        click.echo("  no earlier step records a schema: write the fields' operations by hand")
+    elif done.diff is not None:
+        click.echo(f"  {done.diff.describe() or 'no change to the fields since the snapshot'}")
+    for line in done.indexes:
+        click.echo(f"  {line} (__indexes__)")
+    if done.moved_from:
+        click.echo(
+            f"  the model's steps were written under {done.moved_from}: "
+            + (
+                "the step starts with ops.rename_model"
+                if autogenerate
+                else f"add ops.rename_model({done.moved_from!r}, {done.model!r}) to it"
+            )
+        )
+    for hint in done.hints:
+        click.echo(f"  {hint}")
+    if done.bump:
+        click.echo(f'  then set __version__ = "{done.to_version}" on the model')

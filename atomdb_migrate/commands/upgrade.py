@@ -1,0 +1,296 @@
+"""`upgrade` and `downgrade`: a run of the engine, under the lock, recorded in
+the history.
+
+Also re-exported here, for the callers of the commands (the command line
+among them): what a run takes (`RunOptions`, its defaults, `Progress`; its
+numbers are 32-bit, up to `INT32_MAX`) and what it gives (`ModelReport`,
+`RenameReport`), from the engine and the core.
+
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Literal
+
+from bson import ObjectId
+
+from ..core.bson_rules import INT32_MAX
+from ..core.masking import mask
+from ..core.storage import VERSION_INDEX
+from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Retry
+from ..engine.history import History, Outcome
+from ..engine.lock import LeaseLock
+from ..engine.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLE,
+    DOWNGRADE,
+    UPGRADE,
+    Direction,
+    RunOptions,
+    write_concern,
+)
+from ..engine.renames import RenameReport
+from ..engine.report import ModelReport, Progress
+from ..engine.runner import Runner
+from ..exceptions import ConfigError, MigrateError, shorten
+from ..model.versioned import VersionedModel
+from ..steps.versions import parse_version
+from . import checksums as step_checksums
+from .history import failures
+from .workspace import Workspace
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_RETRY_FOR",
+    "DEFAULT_SAMPLE",
+    "DOWNGRADE",
+    "FINISH_RETRY",
+    "INT32_MAX",
+    "UPGRADE",
+    "VERSION_INDEX",
+    "Direction",
+    "ModelReport",
+    "Progress",
+    "RenameReport",
+    "RunOptions",
+    "RunResult",
+    "applied_checksums",
+    "downgrade",
+    "upgrade",
+    "write_concern",
+]
+
+#: Seconds to keep trying to record how a failed run ended, each try bounded
+#: by it too: the record fits just past the --retry-for window.
+FINISH_RETRY = 2.0
+
+
+@dataclass
+class RunResult:
+    """What a run of upgrade or downgrade did, per model.
+
+    Filled as the run goes: a run that stopped on an error (or was
+    interrupted) holds the report of every model it started, with the
+    documents written before it stopped.
+
+    """
+
+    command: Literal["upgrade", "downgrade"]
+    dry_run: bool
+    reports: list[ModelReport] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [f for r in self.reports for f in r.failures]
+
+
+async def upgrade(
+    ws: Workspace,
+    models: tuple[str, ...] | list[str] = (),
+    *,
+    to: str | None = None,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+    result: RunResult | None = None,
+) -> RunResult:
+    """Bring stored documents to the code's versions (or `to`, for one model).
+
+    Pass `result` to see what was done even when the run raises. With
+    ``options.retry_failed``, only the documents the latest run with
+    failures recorded (see `failures`) are taken.
+
+    """
+    options = options or RunOptions()
+    only: dict[str, list[Any]] | None = None
+    classes = ws.models(models)
+    if options.retry_failed:
+        found = await failures(ws)
+        if found is None or not found.ids():
+            raise ConfigError("no recorded run has failed documents to retry")
+        # Failures recorded under a former name are the model's now.
+        only = {}
+        for name, ids in found.ids().items():
+            only.setdefault(ws.registry.resolve(name), []).extend(ids)
+        if models:
+            missing = [c.__model__ for c in classes if c.__model__ not in only]
+            if missing:
+                raise ConfigError(
+                    f"no recorded failure of {', '.join(missing)} to retry "
+                    f"(the latest run with failures recorded: {', '.join(sorted(only))})"
+                )
+        else:
+            classes = [c for c in classes if c.__model__ in only]
+            if not classes:
+                raise ConfigError(
+                    f"the recorded failures are of models the code does not have: "
+                    f"{', '.join(sorted(only))}"
+                )
+    if to is not None and len(classes) != 1:
+        raise ConfigError("--to needs exactly one model")
+    return await _run(ws, UPGRADE, classes, to, options, progress, result, only)
+
+
+async def downgrade(
+    ws: Workspace,
+    model: str,
+    to: str,
+    *,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+    result: RunResult | None = None,
+) -> RunResult:
+    """Take one model's documents back to `to` through the downgrade functions."""
+    options = replace(options or RunOptions(), sample=0)
+    return await _run(ws, DOWNGRADE, [ws.model(model)], to, options, progress, result, None)
+
+
+async def _run(
+    ws: Workspace,
+    direction: Direction,
+    classes: list[type[VersionedModel]],
+    to: str | None,
+    options: RunOptions,
+    progress: Progress | None,
+    result: RunResult | None,
+    only: dict[str, list[Any]] | None,
+) -> RunResult:
+    result = result or RunResult(direction.name, options.dry_run)
+    options = replace(options, version_index=options.version_index and ws.config.version_index)
+    await ws.connect()
+    runner = Runner(
+        ws.database,
+        options,
+        progress=progress,
+        registry=ws.registry,
+        skip_collections=ws.internal_collections,
+        only=only,
+        redact=lambda text: mask(text, ws.config.url),
+    )
+    result.reports = runner.reports
+    if options.dry_run:  # writes nothing: no lock, no history
+        for cls in classes:
+            await runner.run(cls, to, direction)
+        return result
+    # Refuse a broken chain before taking the lock: then nothing at all is
+    # written, not even a history record. The runs use these surveys.
+    surveys = {cls: await runner.survey(cls, to, direction) for cls in classes}
+    arguments = _arguments(classes, to, options, only)
+    retry = runner.retry
+    sums = applied_checksums(ws, classes, to) if direction is UPGRADE else None
+    async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
+        runner.lock = lock
+        history = History(runner.database[ws.config.history_collection])
+        record = await _Record.start(history, retry, direction, arguments, lock, sums)
+        try:
+            for cls in classes:
+                await runner.run(cls, to, direction, surveys[cls])
+        except BaseException as exc:
+            await record.stopped(result, exc, retry, lock, ws.config.url)
+            raise
+        outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
+        await record.finish(result, retry, outcome)
+    return result
+
+
+def _arguments(
+    classes: list[type[VersionedModel]],
+    to: str | None,
+    options: RunOptions,
+    only: dict[str, list[Any]] | None,
+) -> dict[str, Any]:
+    """What the history records of a run's arguments."""
+    return {
+        "models": [c.__model__ for c in classes],
+        "to": to,
+        "batch_size": options.batch_size,
+        "continue_on_error": options.continue_on_error,
+        "retry_failed": only is not None,
+        "write_concern": options.written_with(),
+        "retry_for": options.retry_for,
+        "max_rate": options.max_rate,
+        "max_lag": options.max_lag,
+        "call_timeout": options.call_timeout,
+    }
+
+
+@dataclass
+class _Record:
+    """A run's record in the history: started under the lock, finished however
+    the run ends."""
+
+    history: History
+    #: The record's ``_id``.
+    record: Any
+
+    @classmethod
+    async def start(
+        cls,
+        history: History,
+        retry: Retry,
+        direction: Direction,
+        arguments: dict[str, Any],
+        lock: LeaseLock,
+        sums: list[dict[str, Any]] | None,
+    ) -> _Record:
+        """Record the run the lock's last holder left, then the start of this one."""
+        await retry.call(
+            "recording the run the lock's last holder left",
+            partial(history.abandon_holder, lock.replaced),
+        )
+        record = await retry.call(
+            "recording the start of the run",
+            partial(
+                history.start,
+                direction.name,
+                arguments,
+                lock.owner,
+                checksums=sums,
+                record_id=ObjectId(),
+            ),
+        )
+        return cls(history, record)
+
+    def finish(
+        self, result: RunResult, policy: Retry, outcome: Outcome, error: str | None = None
+    ) -> Any:
+        """Record how the run ended, with its counts and failures, retried by `policy`."""
+        counts = {r.model: r.counts() for r in result.reports}
+        done = partial(self.history.finish, self.record, outcome, counts, failures=result.failures)
+        return policy.call("recording how the run ended", partial(done, error=error))
+
+    async def stopped(
+        self, result: RunResult, exc: BaseException, retry: Retry, lock: LeaseLock, url: str | None
+    ) -> None:
+        """Record a run that stopped on `exc`, failed or interrupted."""
+        stopped: Outcome = "failed" if isinstance(exc, Exception) else "interrupted"
+        # Briefly: the server may be the reason the run stopped. A record
+        # left "running" is marked abandoned by the next run.
+        try:
+            why = shorten(mask(str(exc), url)) or type(exc).__name__
+            brief = Retry(min(retry.seconds, FINISH_RETRY), call_timeout=FINISH_RETRY)
+            await self.finish(result, brief, stopped, why)
+        except MigrateError:
+            # Not recorded: the lock keeps the counts for the next run to
+            # copy into the record (see `LeaseLock.keep_progress`).
+            lock.keep_progress({r.model: r.counts() for r in result.reports})
+
+
+def applied_checksums(
+    ws: Workspace, classes: list[type[VersionedModel]], to: str | None
+) -> list[dict[str, Any]]:
+    """The checksums of the steps an upgrade takes the models' documents through.
+
+    Every step of each chain up to the target: documents at any version
+    below it are taken through the steps above theirs.
+
+    """
+    found = []
+    for cls in classes:
+        target = parse_version(to) if to is not None else cls.__parsed_version__
+        found += [
+            step_checksums.describe(s) for s in ws.registry.graph(cls).steps if s.to_key <= target
+        ]
+    return found
