@@ -460,6 +460,7 @@ def option_values(draw: st.DrawFn) -> tuple[str, str]:
 @example(("mongodb://db.example/p1?tlsCertificateKeyFilePassword={s}&authSource=admin", "Zq9?wx7k"))
 @example(("mongodb://db.example/p1?password:{s}", "Zq9=wx7k"))
 @example(("mongodb://db.example/p1?password={s}", "Zq9&wx7k"))
+@example(("mongodb:/db.example/p1&authMechanismProperties=AWS_SESSION_TOKEN:{s}", "//0"))
 def test_a_secret_options_value_is_masked_whatever_punctuation_it_holds(
     case: tuple[str, str],
 ) -> None:

@@ -222,7 +222,12 @@ def secrets(url: str | None) -> list[str]:
 
 def _mask_word(word: str) -> str:
     """A word of a text, masked where it is shaped like a URL's user information:
-    an ``@`` with a ``:``, ``/`` or ``\\`` before it."""
+    an ``@`` with a ``:``, ``/`` or ``\\`` before it; or masked whole where it
+    starts like a URL, however mistyped (``mongodb:/host?password=...``: a
+    ``://`` later in it, inside an option's value, is no URL of its own)."""
+    start = _START.match(word)
+    if start is not None and start.end() > 0:
+        return mask_url(word)
     at = word.rfind("@")
     if at < 0 or not re.search(r"[:/\\]", word[:at]):
         return word
