@@ -369,6 +369,8 @@ def _same_but_withheld(first: tuple[int, str, str], second: tuple[int, str, str]
 @example(("admin:{s}@db.example/db", "e"), "ATOMDB_MIGRATE_URL", ["status", "--json"])
 @example(("admin:{s}@db.example/db", "LongS3cretPassw0rd"), "pyproject", ["status"])
 @example(("mongodb:///admin:{s}@127.0.0.1:1/p1", "in"), "--url", ["status"])
+@example(("mongodb:/admin:{s}@127.0.0.1:1/p1", "Inva"), "--url", ["status"])
+@example(("mongodb:/admin:{s}@127.0.0.1:1/p1", "inva"), "--url", ["status"])
 def test_no_mistyped_url_shows_its_secret(
     tmp_path_factory: pytest.TempPathFactory,
     case: tuple[str, str],
@@ -385,7 +387,9 @@ def test_no_mistyped_url_shows_its_secret(
     code, out, err = first
     assert code != 0
     if len(secret) >= 4:
-        assert secret not in out + err
+        # A secret may be part of the tool's own words ("inva" of "invalid"):
+        # then the run with another secret prints it as well.
+        assert secret not in out + err or secret in second[1] + second[2]
     if "--json" in args:
         assert out == "" or isinstance(json.loads(out), list)
         for line in err.splitlines():
@@ -395,6 +399,7 @@ def test_no_mistyped_url_shows_its_secret(
 
 @settings(max_examples=MASKING_EXAMPLES * 5, deadline=None)
 @given(mistyped_urls(), st.sampled_from(["{}", "{!r}", "driver said: {} (url={!r})", '"{}"']))
+@example(("mongodb://127.0.0.1:1/p1&password={s}", "password"), "{}")
 def test_no_log_line_shows_a_mistyped_urls_secret(case: tuple[str, str], shape: str) -> None:
     """The command's log filter masks a log line quoting the URL, plainly or as a repr."""
     import logging

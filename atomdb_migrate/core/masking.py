@@ -248,18 +248,27 @@ def mask(text: str, url: str | None = None) -> str:
     """
     if not text:
         return text
+    masked_forms: list[str] = []
     if url:
         masked = mask_url(url)
         for quote in _QUOTINGS:
             form = quote(url)
+            masked_forms.append(quote(masked))
             if form and form in text:
                 text = text.replace(form, quote(masked))
     text = _URL.sub(lambda m: mask_url(m.group(0)), text)
     text = _WORD.sub(lambda m: _mask_word(m.group(0)), text)
-    for secret in sorted(secrets(url), key=len, reverse=True):
-        if len(secret) >= MIN_FREE_SECRET and secret != MASK:
-            text = text.replace(secret, MASK)
-    return text
+    free = [s for s in secrets(url) if len(s) >= MIN_FREE_SECRET and s != MASK]
+    if not free:
+        return text
+    # The URL as masked is left as it is: a secret that is also the name of
+    # an option or a host would otherwise show there, by what it masks.
+    kept = "|".join(re.escape(f) for f in sorted(set(masked_forms), key=len, reverse=True) if f)
+    pieces = re.split(f"({kept})", text) if kept else [text]
+    for index in range(0, len(pieces), 2):
+        for secret in sorted(free, key=len, reverse=True):
+            pieces[index] = pieces[index].replace(secret, MASK)
+    return "".join(pieces)
 
 
 def invalid_url(url: str, exc: BaseException) -> ConfigError:
