@@ -15,15 +15,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from ..commands.upgrade import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_RETRY_FOR,
-    DEFAULT_SAMPLE,
-    INT32_MAX,
-    RunOptions,
-    write_concern,
-)
+from ..commands.upgrade import DECLARED, INT32_MAX, Declared, RunOptions, write_concern
 
 #: The largest whole number an option takes: the server's counts and sizes
 #: are 32-bit numbers.
@@ -66,81 +58,47 @@ def check_write_concern(ctx: click.Context, param: click.Parameter, value: str |
     return value
 
 
-#: The options of both upgrade and downgrade; each becomes a `RunOptions` field.
-RUN_OPTIONS = [
-    click.option(
-        "--dry-run", is_flag=True, help="Write nothing: count per model and step, and try a sample."
+_TYPES: dict[str, Callable[[Declared], Any]] = {
+    "count": lambda d: click.IntRange(
+        None if d.low is None else int(d.low),
+        None if d.high is None else int(d.high),
+        min_open=d.low_open,
     ),
-    click.option(
-        "--batch-size",
-        type=count(1),
-        default=DEFAULT_BATCH_SIZE,
-        show_default=True,
-        help="Documents per read and per bulk write.",
-    ),
-    click.option(
-        "--continue-on-error", is_flag=True, help="Record documents whose step fails and go on."
-    ),
-    click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it."),
-    click.option(
-        "--retry-for",
-        type=seconds(0),
-        default=DEFAULT_RETRY_FOR,
-        show_default=True,
-        metavar="SECONDS",
-        help="Retry server calls that fail transiently (an election, a dropped "
-        "connection) for this long before the run stops (exit 7).",
-    ),
-    click.option(
-        "--write-concern",
-        callback=check_write_concern,
-        metavar="W",
-        help="The writes' write concern: majority, or a number of members [the URL's].",
-    ),
-    click.option(
-        "--wtimeout",
-        type=count(0),
-        metavar="MS",
-        help="How long a write waits for its write concern [the URL's].",
-    ),
-    click.option(
-        "--max-rate",
-        type=Finite(0, min_open=True),
-        metavar="DOCS_PER_S",
-        help="At most this many documents per second.",
-    ),
-    click.option(
-        "--max-lag",
-        type=seconds(0),
-        metavar="SECONDS",
-        help="On a replica set, pause while a secondary lags the primary by more than this.",
-    ),
-    click.option(
-        "--call-timeout",
-        type=seconds(0, min_open=True),
-        default=DEFAULT_CALL_TIMEOUT,
-        show_default=True,
-        metavar="SECONDS",
-        help="A server call unanswered for this long is a transient fault: cancelled, and "
-        "retried within --retry-for.",
-    ),
-]
+    "seconds": lambda d: Finite(d.low, d.high, min_open=d.low_open),
+    "number": lambda d: Finite(d.low, d.high, min_open=d.low_open),
+}
+
+
+def run_option(name: str, declared: Declared, default: Any) -> Callable[[F], F]:
+    """The click option of the `RunOptions` field `name`, from its declaration."""
+    assert declared.flag is not None
+    given: dict[str, Any] = {"help": declared.help, "metavar": declared.metavar}
+    if declared.kind == "flag":
+        return click.option(declared.flag, name, is_flag=True, help=declared.help)
+    if declared.kind == "text":
+        given["callback"] = check_write_concern if name == "write_concern" else None
+    else:
+        given["type"] = _TYPES[declared.kind](declared)
+    if default is not None:
+        given.update(default=default, show_default=True)
+    return click.option(declared.flag, name, **given)
+
+
+def _declared_options(*, upgrade_only: bool) -> list[Callable[[F], F]]:
+    defaults = {f.name: f.default for f in fields(RunOptions)}
+    return [
+        run_option(name, declared, defaults[name])
+        for name, declared in DECLARED.items()
+        if declared.flag is not None and declared.upgrade_only == upgrade_only
+    ]
+
+
+#: The options of both upgrade and downgrade; each becomes a `RunOptions` field
+#: (declared there: `RunOptions`' ``option`` metadata).
+RUN_OPTIONS = _declared_options(upgrade_only=False)
 
 #: The options of upgrade only.
-UPGRADE_OPTIONS = [
-    click.option(
-        "--sample",
-        type=count(0),
-        default=DEFAULT_SAMPLE,
-        show_default=True,
-        help="With --dry-run: documents to transform and restore.",
-    ),
-    click.option(
-        "--retry-failed",
-        is_flag=True,
-        help="Only the documents the latest run with failures recorded (see history --failures).",
-    ),
-]
+UPGRADE_OPTIONS = _declared_options(upgrade_only=True)
 
 #: How a run shows its progress (``progress``, not a `RunOptions` field).
 PROGRESS = click.option(

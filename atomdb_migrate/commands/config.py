@@ -251,9 +251,11 @@ def load_config(
         migrations=Path(migrations) if migrations is not None else None,
         lock_collection=table.get("lock-collection", DEFAULT_LOCK_COLLECTION),
         history_collection=table.get("history-collection", DEFAULT_HISTORY_COLLECTION),
-        lock_ttl=seconds(table.get("lock-ttl", 30.0), "lock-ttl"),
-        timeout=seconds(table.get("timeout", 10.0) if timeout is None else timeout, "--timeout"),
-        version_index=table.get("version-index", True),
+        lock_ttl=seconds(table.get("lock-ttl", Config.lock_ttl), "lock-ttl"),
+        timeout=seconds(
+            table.get("timeout", Config.timeout) if timeout is None else timeout, "--timeout"
+        ),
+        version_index=table.get("version-index", Config.version_index),
         pyproject=pyproject,
     )
 

@@ -23,10 +23,12 @@ from ..driver.retry import DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_FOR, Retry
 from ..engine.history import History, Outcome
 from ..engine.lock import LeaseLock
 from ..engine.options import (
+    DECLARED,
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLE,
     DOWNGRADE,
     UPGRADE,
+    Declared,
     Direction,
     RunOptions,
     write_concern,
@@ -42,6 +44,7 @@ from .history import failures
 from .workspace import Workspace
 
 __all__ = [
+    "DECLARED",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_RETRY_FOR",
@@ -51,6 +54,7 @@ __all__ = [
     "INT32_MAX",
     "UPGRADE",
     "VERSION_INDEX",
+    "Declared",
     "Direction",
     "ModelReport",
     "Progress",
@@ -158,7 +162,7 @@ async def _run(
     only: dict[str, list[Any]] | None,
 ) -> RunResult:
     result = result or RunResult(direction.name, options.dry_run)
-    options = replace(options, version_index=options.version_index and ws.config.version_index)
+    options = options.with_settings(ws.config)
     await ws.connect()
     runner = Runner(
         ws.database,
@@ -205,14 +209,8 @@ def _arguments(
     return {
         "models": [c.__model__ for c in classes],
         "to": to,
-        "batch_size": options.batch_size,
-        "continue_on_error": options.continue_on_error,
+        **options.recorded(),
         "retry_failed": only is not None,
-        "write_concern": options.written_with(),
-        "retry_for": options.retry_for,
-        "max_rate": options.max_rate,
-        "max_lag": options.max_lag,
-        "call_timeout": options.call_timeout,
     }
 
 
