@@ -256,8 +256,6 @@ def test_the_index_phases_and_the_validator_as_before(
     assert index_phases(graph, target, down=down) == phases_reference(graph.steps, target, down)
     expected = validator_reference(graph.steps, target)
     assert last_validator_operation(graph, target) is expected
-    # The list of steps ``check`` passes today gives the same.
-    assert last_validator_operation(graph.steps, target) is expected
 
 
 def test_the_survey_keeps_the_report_it_filled_before_a_broken_chain() -> None:

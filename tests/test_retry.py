@@ -35,8 +35,10 @@ from atomdb_migrate.driver.retry import (
     PERMANENT_WRITE_CONCERN,
     SHORTEST_TRY,
     Retry,
-    describe,
     is_transient,
+)
+from atomdb_migrate.driver.retry import (
+    fault_line as describe,
 )
 from atomdb_migrate.exceptions import (
     ServerError,

@@ -117,7 +117,7 @@ async def collection_validators(ws: Workspace) -> list[str]:
     await ws.connect()
     found = []
     for cls in ws.models():
-        last = last_validator_operation(ws.registry.graph(cls).steps, cls.__parsed_version__)
+        last = last_validator_operation(ws.registry.graph(cls), cls.__parsed_version__)
         collection = ws.database[cls.__model__]
         if last is None or is_mongomock(collection):
             continue  # no validator asked for; or mongomock, which keeps none

@@ -350,7 +350,7 @@ def _installed_paths() -> tuple[Path, ...]:
     return tuple(p.resolve() for p in paths)
 
 
-def describe(step: Step) -> dict[str, Any]:
+def step_record(step: Step) -> dict[str, Any]:
     """A step as its history records it: model, versions, module, checksum, and
     the checksums of the project's modules it imports."""
     return {
@@ -422,10 +422,10 @@ def changed(
 __all__ = [
     "changed",
     "code_checksum",
-    "describe",
     "differences",
     "import_checksums",
     "module_checksum",
     "recorded",
     "step_checksum",
+    "step_record",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pymongo.errors import PyMongoError
 
 from ..core.masking import mask
-from ..driver.retry import describe, is_transient
+from ..driver.retry import fault_line, is_transient
 from ..exceptions import MigrateError, shorten
 
 __all__ = ["COMMAND_ERRORS", "error_line", "is_transient", "mask"]
@@ -35,4 +35,4 @@ def error_line(error: BaseException, url: str | None) -> str:
     """
     if isinstance(error, MigrateError):
         return shorten(mask(str(error), url), LONGEST)
-    return shorten(mask(f"the server failed: {describe(error)}", url), LONGEST)
+    return shorten(mask(f"the server failed: {fault_line(error)}", url), LONGEST)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..core.storage import VERSION_KEY
 from ..exceptions import ConfigError
 from ..model.versioned import VersionedModel
-from ..steps.versions import BASE_VERSION, parse_version
+from ..steps.versions import parse_version
 from . import checksums as step_checksums
 from .workspace import Workspace
 
@@ -33,7 +33,7 @@ async def accept_checksums(
         history = ws.history()
         await history.abandon_holder(lock.replaced)
         changed = step_checksums.changed(steps, await history.with_checksums())
-        sums = [step_checksums.describe(s) for s in steps]
+        sums = [step_checksums.step_record(s) for s in steps]
         arguments = {"models": [c.__model__ for c in classes], "accept_checksums": True}
         record = await history.start("stamp", arguments, lock.owner, checksums=sums)
         await history.finish(record, "succeeded", {})
@@ -42,10 +42,7 @@ async def accept_checksums(
 
 def known_versions(ws: Workspace, cls: type[VersionedModel]) -> list[str]:
     """The versions a model's chain knows: 0, its ``__version__``, and every step's."""
-    found = {parse_version(BASE_VERSION), cls.__parsed_version__}
-    for s in ws.registry.graph(cls).steps:
-        found.update((s.from_key, s.to_key))
-    return [str(v) for v in sorted(found)]
+    return [str(v) for v in ws.registry.graph(cls).known_versions(cls.__parsed_version__)]
 
 
 async def stamp(

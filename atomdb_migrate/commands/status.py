@@ -59,22 +59,23 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
                 more = await count_versions(ws.database[old])
                 former[old] = sum(n for _, n in more)
                 rows += more
+        head = cls.__parsed_version__
+        census = ws.registry.graph(cls).census(rows, head, head=head)
         stored: dict[str, int] = {}
-        pending = newer = invalid = 0
-        graph, head = ws.registry.graph(cls), cls.__parsed_version__
-        for raw, n in rows:
-            plan = graph.plan(raw, head, head=head)
-            if plan.kind == "invalid":
-                invalid += n
-            elif plan.kind == "newer":
-                newer += n
-            elif plan.kind != "current":
-                pending += n  # migrate, or missing a step: behind either way
-            name = _invalid_name(raw) if plan.stored is None else str(plan.stored)
-            stored[name] = stored.get(name, 0) + n
+        for row in census.rows:
+            stored_as = row.plan.stored
+            name = _invalid_name(row.raw) if stored_as is None else str(stored_as)
+            stored[name] = stored.get(name, 0) + row.count
         ordered = dict(sorted(stored.items(), key=lambda kv: _sort_key(kv[0])))
+        # pending: a chain takes them to the code's version, or a step is missing
         found = ModelStatus(
-            cls.__model__, cls.__version__, ordered, pending, newer, invalid, former
+            cls.__model__,
+            cls.__version__,
+            ordered,
+            census.pending,
+            census.newer,
+            census.invalid,
+            former,
         )
         unversioned = stored.get(BASE_VERSION, 0)
         if unversioned and cls.__parsed_version__ != parse_version(BASE_VERSION):

@@ -288,7 +288,5 @@ def applied_checksums(
     found = []
     for cls in classes:
         target = parse_version(to) if to is not None else cls.__parsed_version__
-        found += [
-            step_checksums.describe(s) for s in ws.registry.graph(cls).steps if s.to_key <= target
-        ]
+        found += [step_checksums.step_record(s) for s in ws.registry.graph(cls).steps_to(target)]
     return found

@@ -144,7 +144,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationFailure) and error.code in TRANSIENT_CODES
 
 
-def describe(error: BaseException) -> str:
+def fault_line(error: BaseException) -> str:
     """A driver error as one short line.
 
     A bulk write failed by its write concern names the write-concern error,
@@ -327,7 +327,7 @@ class Fault:
         delay = min(random.uniform(delay / 2, delay), left)
         self.attempt += 1
         policy.retries += 1
-        log.warning("%s: %s; retrying in %.1f s", self.operation, describe(error), delay)
+        log.warning("%s: %s; retrying in %.1f s", self.operation, fault_line(error), delay)
         if policy.on_retry is not None:
             policy.on_retry(self.operation, error, delay)
         await policy.sleep(delay)

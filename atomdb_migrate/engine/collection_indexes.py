@@ -24,7 +24,7 @@ from typing import Any
 from packaging.version import Version
 
 from ..driver.mongo import aggregate, to_list
-from ..driver.retry import Retry, describe
+from ..driver.retry import Retry, fault_line
 from ..exceptions import ConfigError, ServerError, UniqueIndexError, short_repr
 from ..operations.collection import CreateIndex, IndexOperation
 from ..operations.running import StepOperations
@@ -278,7 +278,7 @@ class CollectionIndexes:
                 )
             except BaseException as exc:
                 line = (
-                    f"could not create {what} again ({describe(exc)}): the collection lacks "
+                    f"could not create {what} again ({fault_line(exc)}): the collection lacks "
                     f"it; create it by hand, or run upgrade again once {failed.describe()} "
                     "can be built"
                 )
@@ -326,7 +326,7 @@ class CollectionIndexes:
             assert isinstance(exc, ServerError)
             return ConfigError(
                 f"model {self.cls.__model__!r}: the server refuses {op.describe()} on "
-                f"{self.collection.name}: {describe(exc.error)}. Change the step's "
+                f"{self.collection.name}: {fault_line(exc.error)}. Change the step's "
                 "create_index" + (f"; {kept}" if kept else "")
             )
         return exc

@@ -40,25 +40,14 @@ from ..schema.validators import (
     Validator,
     validator_of,
 )
-from ..steps.versions import Step, StepGraph
+from ..steps.versions import StepGraph
 from .collection_indexes import CollectionIndexes, index_phases
 
 
-def last_validator_operation(
-    graph: StepGraph | Sequence[Step], limit: Version
-) -> SetValidator | None:
+def last_validator_operation(graph: StepGraph, limit: Version) -> SetValidator | None:
     """The last ``set_validator`` of the steps up to `limit` (`StepGraph.steps_to`),
-    which decides the validator (None: the steps ask for none).
-
-    `graph` is the model's `StepGraph`; a list of its steps in order (as
-    ``check`` passes them) is taken too, and filtered the same way.
-
-    """
-    steps = (
-        graph.steps_to(limit)
-        if isinstance(graph, StepGraph)
-        else [s for s in graph if s.to_key <= limit]
-    )
+    which decides the validator (None: the steps ask for none)."""
+    steps = graph.steps_to(limit)
     found = [
         op
         for s in steps

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..driver.retry import describe
+from ..driver.retry import fault_line
 from ..exceptions import UniqueIndexError
 from ..steps.versions import Step
 from .renames import RenameReport
@@ -56,7 +56,7 @@ class ProgressNotes:
             note(text)
 
     def retrying(self, operation: str, error: BaseException, delay: float) -> None:
-        self.say(f"retrying in {delay:.1f} s: {describe(error)}")
+        self.say(f"retrying in {delay:.1f} s: {fault_line(error)}")
 
     def waiting(self, operation: str, seconds: float) -> None:
         if not operation:
