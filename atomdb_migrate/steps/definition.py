@@ -110,20 +110,18 @@ def define_step(
         raise StepDefinitionError("upgrade", "a step needs an upgrade function or operations")
     if not message and upgrade is not None:
         message = message_of(upgrade)
+    common: dict[str, Any] = {
+        "model": model,
+        "from_version": str(from_version),
+        "to_version": str(to_version),
+        "message": message,
+        "schema": schema,
+        "changes": declared,
+        "unfinished": tuple(unfinished),
+    }
     if operations is None:
         assert upgrade is not None
-        return Step(
-            model=model,
-            from_version=str(from_version),
-            to_version=str(to_version),
-            upgrade_fn=upgrade,
-            downgrade_fn=downgrade,
-            message=message,
-            source=source,
-            schema=schema,
-            changes=declared,
-            unfinished=tuple(unfinished),
-        )
+        return Step(upgrade_fn=upgrade, downgrade_fn=downgrade, source=source, **common)
     from ..operations.running import StepOperations
 
     start = parse_version(str(from_version), model=model, what="step version")
@@ -131,19 +129,13 @@ def define_step(
     ops = StepOperations(operations, _at(embedded_at, model, end))
     up, down, reason = _operation_functions(ops, upgrade, downgrade, _at(embedded_at, model, start))
     return Step(
-        model=model,
-        from_version=str(from_version),
-        to_version=str(to_version),
         upgrade_fn=up,
         downgrade_fn=down,
-        message=message,
         source=source or f"{model} {from_version} -> {to_version} {ops!r}",
         operations=ops,
         server_side=upgrade is None,
         downgrade_reason=reason,
-        schema=schema,
-        changes=declared,
-        unfinished=tuple(unfinished),
+        **common,
     )
 
 
