@@ -99,7 +99,16 @@ def main() -> int:
     print(f"module boundaries crossed (distinct caller -> callee): {len(tracer.edges)}")
     for caller, callee in tracer.edges:
         print(f"  {caller[short:]} -> {callee[short:]}")
+    parts = {(part(a), part(b)) for a, b in tracer.edges if part(a) != part(b)}
+    print(f"part boundaries crossed (distinct subpackage -> subpackage): {len(parts)}")
+    for caller, callee in sorted(parts):
+        print(f"  {caller} -> {callee}")
     return 0
+
+
+def part(module: str) -> str:
+    """The part (subpackage) a module belongs to; a top-level module is its own."""
+    return module.split(".")[1] if "." in module else module
 
 
 if __name__ == "__main__":
