@@ -322,6 +322,32 @@ async def test_second_lock_holder_is_refused_and_told_who_holds_it(sdb: Any) -> 
     await LeaseLock(coll).acquire()
 
 
+async def test_a_renewal_that_read_older_counts_does_not_put_them_back(sdb: Any) -> None:
+    """The renewal thread reads the run's counts, a `verify` before a write
+    carries newer ones, and the renewal lands after it: the lock keeps the
+    newer counts (a killed run was found to have written two batches more
+    than its lock said), and the lease is extended all the same."""
+    coll = sdb["locks"]
+    async with LeaseLock(coll, ttl=30) as lock:
+        lock.progress = {"M": {"upgraded": 250}}
+        _, late = lock._renewal()  # the thread's snapshot: 250
+        await lock.verify({"M": {"upgraded": 500}})
+        before = (await coll.find_one({"_id": LOCK_ID}))["expires_at"]
+        matched = 0
+        for query, update in late:
+            matched = (await coll.update_one(query, update)).matched_count
+            if matched:
+                break
+        assert matched, "the lease is still extended"
+        stored = await coll.find_one({"_id": LOCK_ID})
+        assert stored["progress"] == {"M": {"upgraded": 500}}
+        assert stored["expires_at"] >= before
+        assert await lock.renew(), "a renewal with the newest counts carries them"
+        lock.progress = {"M": {"upgraded": 750}}
+        assert await lock.renew()
+        assert (await coll.find_one({"_id": LOCK_ID}))["progress"] == {"M": {"upgraded": 750}}
+
+
 async def test_lease_is_renewed_while_held(sdb: Any) -> None:
     coll = sdb["locks"]
     async with LeaseLock(coll, ttl=0.6) as lock:

@@ -103,9 +103,10 @@ class LeaseLock:
         self.blocked = 0.0
         self._due = float("inf")
         #: What the run has written so far (its counts by model, as the
-        #: history records them): carried by every renewal and every
-        #: `verify`, so that the run of a runner that dies has them.
-        self.progress: dict[str, Any] | None = None
+        #: history records them), numbered: carried by every renewal and
+        #: every `verify`, so that the run of a runner that dies has them
+        #: (`progress`). One tuple, so that the renewal thread reads both at once.
+        self._carried: tuple[int, dict[str, Any] | None] = (0, None)
         #: The lock document this runner's lease replaced: that of a runner
         #: whose lease ran out (its ``owner`` and ``progress``), or None.
         self.replaced: dict[str, Any] | None = None
@@ -153,7 +154,7 @@ class LeaseLock:
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
             before = await self.collection.find_one_and_update(
-                query, {"$set": holder, "$unset": {"progress": ""}}, upsert=True
+                query, {"$set": holder, "$unset": {"progress": "", "progress_seq": ""}}, upsert=True
             )
         except DuplicateKeyError:
             current = await self.collection.find_one({"_id": LOCK_ID})
@@ -165,17 +166,38 @@ class LeaseLock:
         if isinstance(before, dict) and before.get("owner") != self.owner:
             self.replaced = before
 
-    def _renewal(self) -> tuple[float, dict[str, Any], dict[str, Any]]:
-        """When a renewal starts, and its filter and update."""
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """What the run has written so far, as the lock document is to carry it."""
+        return self._carried[1]
+
+    @progress.setter
+    def progress(self, progress: dict[str, Any] | None) -> None:
+        self._carried = (self._carried[0] + 1, progress)
+
+    def _renewal(self) -> tuple[float, list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """When a renewal starts, and its updates (filter, update), tried in turn
+        until one matches.
+
+        The first carries the progress, but only over an older one: a
+        renewal that read the progress before a `verify` carried a newer one
+        (the renewal runs in a thread of its own) must not put the older
+        counts back. The second then extends the lease alone.
+
+        """
         now = datetime.now(UTC)
         fields: dict[str, Any] = {
             "expires_at": now + timedelta(seconds=self.ttl),
             "renewed_at": now,
         }
-        progress = self.progress  # set on the event loop; read once here
-        if progress is not None:
-            fields["progress"] = progress
-        return time.monotonic(), {"_id": LOCK_ID, "owner": self.owner}, {"$set": fields}
+        seq, progress = self._carried  # set on the event loop; read once here
+        query = {"_id": LOCK_ID, "owner": self.owner}
+        plain = (query, {"$set": fields})
+        if progress is None:
+            return time.monotonic(), [plain]
+        older = [{"progress_seq": {"$lte": seq}}, {"progress_seq": {"$exists": False}}]
+        carried = {"$set": {**fields, "progress": progress, "progress_seq": seq}}
+        return time.monotonic(), [({**query, "$or": older}, carried), plain]
 
     def _renewed(self, started: float, matched: int) -> bool:
         if matched:
@@ -186,14 +208,23 @@ class LeaseLock:
 
     async def renew(self) -> bool:
         """Extend the lease; False if it is no longer ours."""
-        started, query, update = self._renewal()
-        result = await self.collection.update_one(query, update)
-        return self._renewed(started, result.matched_count)
+        started, updates = self._renewal()
+        matched = 0
+        for query, update in updates:
+            matched = (await self.collection.update_one(query, update)).matched_count
+            if matched:
+                break
+        return self._renewed(started, matched)
 
     def renew_sync(self, collection: Any) -> bool:
         """Extend the lease through a synchronous collection; False if it is no longer ours."""
-        started, query, update = self._renewal()
-        return self._renewed(started, collection.update_one(query, update).matched_count)
+        started, updates = self._renewal()
+        matched = 0
+        for query, update in updates:
+            matched = collection.update_one(query, update).matched_count
+            if matched:
+                break
+        return self._renewed(started, matched)
 
     async def release(self) -> None:
         """Give the lock up (only if it is still ours).
@@ -264,19 +295,24 @@ class LeaseLock:
             if self._lost or self.blocked >= self.ttl / 3:
                 raise
             expired = time.monotonic() - self._valid_until
-        started, query, update = self._renewal()
+        started, updates = self._renewal()
+        matched = 0
         try:
-            if self.retry is None:
-                result = await self.collection.update_one(query, update)
-            else:
-                result = await self.retry.call(
-                    "taking back the migration lock",
-                    partial(self.collection.update_one, query, update),
-                )
+            for query, update in updates:
+                if self.retry is None:
+                    result = await self.collection.update_one(query, update)
+                else:
+                    result = await self.retry.call(
+                        "taking back the migration lock",
+                        partial(self.collection.update_one, query, update),
+                    )
+                matched = result.matched_count
+                if matched:
+                    break
         except PyMongoError as exc:
             problem = f"and could not be taken back: {exc}"
             raise LockLostError(self._lost_message(expired, problem)) from None
-        if result.matched_count:
+        if matched:
             self._valid_until = started + self.ttl
             log.warning(
                 "the migration lock's lease ran out %.1f s ago%s; nobody else took it: taken back",
@@ -331,8 +367,9 @@ class LeaseLock:
         if progress is not None:
             self.progress = progress
         fields: dict[str, Any] = {"verified_at": datetime.now(UTC)}
-        if self.progress is not None:
-            fields["progress"] = self.progress
+        seq, carried = self._carried
+        if carried is not None:
+            fields.update(progress=carried, progress_seq=seq)
         # A findAndModify, not an update: the run's bulk writes are the updates.
         query = {"_id": LOCK_ID, "owner": self.owner}
         found = await self.collection.find_one_and_update(
