@@ -64,6 +64,20 @@ def test_revision_writes_the_next_step(project: Project) -> None:
     assert "past the model's current version 3" in result.output
 
 
+def test_revision_writes_the_changes_a_python_step_declares(project: Project) -> None:
+    """The template's `changes`: every field while no step records a schema to
+    compare with, and the module loads with it."""
+    from atomdb_migrate import MigrationRegistry, load_migrations
+
+    result = project.invoke("revision", "-m", "Add an email address", "--model", "Customer")
+    assert result.exit_code == 0, result.output
+    path = project.path / "migrations" / "0004_add_an_email_address.py"
+    text = path.read_text()
+    assert 'changes = ["applied", "first", "last", "seq", "tier"]' in text, text
+    steps = load_migrations(project.path / "migrations", registry=MigrationRegistry())
+    assert steps[-1].changes == ("applied", "first", "last", "seq", "tier")
+
+
 def test_check_passes_and_reports_broken_modules(project: Project) -> None:
     assert project.invoke("check").output.strip() == "ok"
     bad = project.path / "migrations" / "0004_broken.py"
