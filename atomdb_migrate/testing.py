@@ -8,7 +8,11 @@ the model without a restore error::
 
     async def test_split_name():
         await assert_upgrades(User, {"name": "Ada Lovelace", "__version__": "1"},
-                              {"first": "Ada", "last": "Lovelace"})
+                              {"first": "Ada", "last": "Lovelace"}, to=2)
+
+``to=2`` tests the step arriving at version 2 alone, so the test stays valid
+when later releases add steps. References restore without a database, as
+objects not loaded yet.
 
 The plugin (installed with the package, active under pytest) adds two
 fixtures:
@@ -34,11 +38,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from packaging.version import Version
 
 from .core.bson_rules import bson_kind, same_value
 from .core.caches import reset
 from .core.documents import Document
-from .core.storage import IMPLICIT, VERSION_KEY
+from .core.storage import ID_KEY, IMPLICIT, VERSION_KEY
 from .driver.mongo import (
     MEMORY_SCHEME,
     ManagerState,
@@ -46,9 +51,11 @@ from .driver.mongo import (
     memory_client,
     wire_manager,
 )
+from .exceptions import ChainError
+from .model.offline import offline
 from .model.versioned import VersionedModel, restore_check
 from .steps.registry import MigrationRegistry
-from .steps.versions import apply_chain, parse_version
+from .steps.versions import VersionLike, apply_chain, parse_version, stored_version
 
 #: Keys of a stored document that are bookkeeping, not fields.
 BOOKKEEPING = IMPLICIT
@@ -67,6 +74,7 @@ async def assert_upgrades(
     legacy: Document,
     expected: Document | None = None,
     *,
+    to: VersionLike | None = None,
     restores: bool = True,
 ) -> Document:
     """Upgrade a legacy document and check the result.
@@ -82,28 +90,104 @@ async def assert_upgrades(
         What the upgraded document must hold: every field, apart from the
         bookkeeping keys (``_id``, ``__model__``, ``__ref__``,
         ``__version__``) unless you list them.
+    to: str or int, optional
+        The version to upgrade to: a version the model's chain knows,
+        between the document's version and the model's. Defaults to the
+        model's version. Give the version a step arrives at to test that
+        step alone (from the version it leaves), or a range of steps: the
+        test stays valid when later releases add steps.
     restores: bool
         Also check that the result restores into the model without a single
-        field failing.
+        field failing. A result at an older version (`to`) is taken on
+        through the later steps first, as a read would take it. A reference
+        restores without a database, as an object not loaded yet (see
+        `atomdb_migrate.model.offline`); with one set (``migrate_db``), it is
+        looked up there.
 
     Returns
     -------
     upgraded: dict
         The upgraded document, for further checks.
 
+    Raises
+    ------
+    InvalidVersionError
+        If `to` is not a version.
+    ChainError
+        If `to` is past the model's version, not a version its chain knows,
+        or behind the document's version.
+
     Values are compared as BSON stores them: the int ``1`` is not the double
     ``1.0``, nor ``True``, nor ``Int64(1)``.
 
     """
     __tracebackhide__ = True
-    upgraded = await model.upgrade_state(legacy)
-    assert upgraded.get(VERSION_KEY) == model.__version__, (
-        f"upgraded to version {upgraded.get(VERSION_KEY)!r}, not {model.__version__!r}"
+    target = model.__parsed_version__ if to is None else upgrade_target(model, legacy, to)
+    if target == model.__parsed_version__:
+        upgraded = await model.upgrade_state(legacy)
+    else:
+        upgraded = await _upgrade_to(model, legacy, target)
+    assert upgraded.get(VERSION_KEY) == str(target), (
+        f"upgraded to version {upgraded.get(VERSION_KEY)!r}, not {str(target)!r}"
     )
     if expected is not None:
         _compare(upgraded, expected)
     if restores:
         await assert_restores(model, upgraded)
+    return upgraded
+
+
+def upgrade_target(model: type[VersionedModel], legacy: Document, to: VersionLike) -> Version:
+    """The version `assert_upgrades` takes `legacy` to, checked.
+
+    Raises
+    ------
+    InvalidVersionError
+        If `to` (or the document's version) is not a version.
+    ChainError
+        If `to` is past the model's version, not a version the model's chain
+        knows (0, a version a step leaves or arrives at, the model's), or
+        behind the document's version.
+
+    """
+    name, head = model.__model__, model.__parsed_version__
+    target = parse_version(to, model=name, what="to")
+    stored = stored_version(legacy.get(VERSION_KEY), model=name, doc_id=legacy.get(ID_KEY))
+    said = f"assert_upgrades(to={to!r})"
+    versions = {"model": name, "from_version": str(stored), "to_version": str(target)}
+    if target > head:
+        raise ChainError(
+            f"{said}: version {target} is past the model's version {head}; "
+            "raise the model's __version__ first",
+            **versions,
+        )
+    known = MigrationRegistry.instance().graph(model).known_versions(head)
+    if target not in known:
+        raise ChainError(
+            f"{said}: the chain does not know version {target} "
+            f"(it knows {', '.join(map(str, known))}); give the version a step arrives at",
+            **versions,
+        )
+    if stored > target:
+        raise ChainError(
+            f"{said}: the document is at version {stored}, past version {target}; "
+            "assert_downgrades takes a document back",
+            **versions,
+        )
+    return target
+
+
+async def _upgrade_to(model: type[VersionedModel], legacy: Document, target: Version) -> Document:
+    """`legacy` taken through the model's steps up to `target` (below the model's
+    version), as `upgrade_state` takes it to the model's: on a copy."""
+    __tracebackhide__ = True
+    graph = MigrationRegistry.instance().graph(model)
+    plan = graph.plan(legacy.get(VERSION_KEY), target, head=model.__parsed_version__)
+    if plan.kind == "current":
+        return legacy
+    if plan.kind != "migrate":
+        plan.raise_for(legacy.get(ID_KEY))
+    upgraded, _ = await apply_chain(plan.steps, legacy, track=False)
     return upgraded
 
 
@@ -122,10 +206,15 @@ async def assert_downgrades(
 
 
 async def assert_restores(model: type[VersionedModel], document: Document) -> VersionedModel:
-    """Restore a document into a new object; fail if any field does not restore."""
+    """Restore a document into a new object; fail if any field does not restore.
+
+    With no database set, references restore as objects not loaded yet
+    (`atomdb_migrate.model.offline`); with one, they are looked up there.
+
+    """
     __tracebackhide__ = True
     obj = model.__new__(model)
-    with restore_check() as problems:
+    with offline(), restore_check() as problems:
         await obj.__restorestate__(document)
     assert not problems, "fields that did not restore: " + "; ".join(problems)
     return obj

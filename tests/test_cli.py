@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import signal
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from atomdb_migrate.cli.exits import (
     EXIT_CHECK,
@@ -49,6 +52,82 @@ def test_init_creates_directory_and_table(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "pyproject.toml").read_text() == text
 
 
+@pytest.mark.parametrize(
+    ("before", "joined"),
+    [
+        (None, ""),  # no pyproject.toml: a new one, starting with the table
+        ("", ""),
+        ('[project]\nname = "app"', '[project]\nname = "app"\n\n'),
+        ('[project]\nname = "app"\n', '[project]\nname = "app"\n\n'),
+        ('[project]\nname = "app"\n\n', '[project]\nname = "app"\n\n'),
+    ],
+)
+def test_init_writes_the_table_without_a_blank_line_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str | None, joined: str
+) -> None:
+    """The table starts the file, or follows what is there after one blank line."""
+    import tomllib
+
+    from atomdb_migrate.commands.init import init
+
+    pyproject = tmp_path / "pyproject.toml"
+    for run in ("cli", "python"):
+        if pyproject.exists():
+            pyproject.unlink()
+        if before is not None:
+            pyproject.write_text(before)
+        monkeypatch.chdir(tmp_path)
+        if run == "cli":
+            result = CliRunner().invoke(main, ["init"])
+            assert result.exit_code == 0, result.output
+        else:
+            init(tmp_path)
+        text = pyproject.read_text()
+        assert text.startswith(joined + "[tool.atomdb-migrate]\n"), (run, text)
+        assert tomllib.loads(text)["tool"]["atomdb-migrate"]["migrations"] == "migrations"
+
+
+#: How many generated pyproject.toml texts the init property tries.
+INIT_EXAMPLES = int(os.environ.get("INIT_EXAMPLES", "60"))
+
+
+@settings(
+    max_examples=INIT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(
+        st.sampled_from(["[project]", 'name = "app"', "# a comment", "", "[tool.black]"]),
+        unique=True,  # a table declared twice is not TOML
+    ),
+    trailing=st.sampled_from(["", "\n", "\n\n", "\n\n\n", " \n"]),
+)
+def test_init_adds_the_table_after_one_blank_line_whatever_precedes(
+    tmp_path: Path, lines: list[str], trailing: str
+) -> None:
+    import tomllib
+
+    from atomdb_migrate.commands.init import init
+
+    folder = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    before = "\n".join(lines) + trailing
+    (folder / "pyproject.toml").write_text(before)
+    init(folder)
+    text = (folder / "pyproject.toml").read_text()
+    assert text.startswith(before.rstrip("\n"))
+    rest = text[len(before.rstrip("\n")) :]
+    if before.strip():
+        # One blank line, or the blank lines the file already ended with.
+        newlines = max(2, len(before) - len(before.rstrip("\n")))
+        assert rest.startswith("\n" * newlines + "[tool.atomdb-migrate]\n"), text
+    else:
+        assert rest.lstrip(" \n").startswith("[tool.atomdb-migrate]\n"), text
+        assert text.startswith("[tool.atomdb-migrate]") or before, text
+    assert tomllib.loads(text)["tool"]["atomdb-migrate"]["migrations"] == "migrations"
+
+
 def test_revision_writes_the_next_step(project: Project) -> None:
     result = project.invoke("revision", "-m", "Add an email address", "--model", "Customer")
     assert result.exit_code == 0, result.output
@@ -62,6 +141,20 @@ def test_revision_writes_the_next_step(project: Project) -> None:
     result = project.invoke("check")
     assert result.exit_code == EXIT_CHECK
     assert "past the model's current version 3" in result.output
+
+
+def test_revision_writes_the_changes_a_python_step_declares(project: Project) -> None:
+    """The template's `changes`: every field while no step records a schema to
+    compare with, and the module loads with it."""
+    from atomdb_migrate import MigrationRegistry, load_migrations
+
+    result = project.invoke("revision", "-m", "Add an email address", "--model", "Customer")
+    assert result.exit_code == 0, result.output
+    path = project.path / "migrations" / "0004_add_an_email_address.py"
+    text = path.read_text()
+    assert 'changes = ["applied", "first", "last", "seq", "tier"]' in text, text
+    steps = load_migrations(project.path / "migrations", registry=MigrationRegistry())
+    assert steps[-1].changes == ("applied", "first", "last", "seq", "tier")
 
 
 def test_check_passes_and_reports_broken_modules(project: Project) -> None:

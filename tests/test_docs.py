@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,25 @@ BLOG = ROOT / "examples" / "blog"
 
 
 def python_blocks(path: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+    """The page's ```python blocks, but test files (run by pytest: see below)."""
+    found = re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+    return [block for block in found if not TEST_FILE.match(block)]
+
+
+#: The first line of a block that is a whole test file: ``# tests/test_x.py``.
+TEST_FILE = re.compile(r"# (tests/test_\w+\.py)\n")
+#: The first line of a block that is a whole module the page names: ``# app.py``.
+MODULE_FILE = re.compile(r"# (\w+\.py)\n")
+
+
+def file_blocks(path: Path) -> dict[str, str]:
+    """The page's ```python blocks that are whole files, by the path their first line names."""
+    found = {}
+    for block in re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M):
+        named = TEST_FILE.match(block) or MODULE_FILE.match(block)
+        if named:
+            found[named.group(1)] = block
+    return found
 
 
 @pytest.mark.parametrize("page", DOCS, ids=[p.stem for p in DOCS])
@@ -69,3 +90,42 @@ def test_docs_are_linked_from_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for page in DOCS:
         assert f"docs/{page.name}" in readme, page.name
+
+
+def run_pytest(project: Path, mode: str | None) -> subprocess.CompletedProcess[str]:
+    """pytest in a project of its own, its pytest.ini setting `mode` (or nothing)."""
+    ini = "[pytest]\n" + (f"asyncio_mode = {mode}\n" if mode else "")
+    (project / "pytest.ini").write_text(ini)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)])}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_pytest_example_of_writing_steps_runs_as_written(tmp_path: Path) -> None:
+    """The test file of docs/writing-steps.md passes under pytest, in pytest-asyncio's
+    default (strict) mode as written, and in auto mode without its marks, as the
+    page says; in strict mode without the marks, it does not."""
+    files = file_blocks(ROOT / "docs" / "writing-steps.md")
+    tests = [name for name in files if name.startswith("tests/")]
+    assert "app.py" in files and tests, sorted(files)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    written = run_pytest(tmp_path, None)
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert re.search(r"\b(\d+) passed", written.stdout), written.stdout
+    count = int(re.search(r"\b(\d+) passed", written.stdout).group(1))  # type: ignore[union-attr]
+    assert count == sum(files[name].count("\nasync def test_") for name in tests)
+    for name in tests:
+        unmarked = files[name].replace("@pytest.mark.asyncio\n", "")
+        (tmp_path / name).write_text(unmarked)
+    auto = run_pytest(tmp_path, "auto")
+    assert auto.returncode == 0 and f"{count} passed" in auto.stdout, auto.stdout + auto.stderr
+    strict = run_pytest(tmp_path, None)
+    assert strict.returncode != 0 and "not natively supported" in strict.stdout, strict.stdout

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from atomdb_migrate import ConfigError, MigrationRegistry, StepModuleError, load_migrations
+from atomdb_migrate.commands.loader import configured_directory
 
 MODEL = "tests.loader.Thing"
 
@@ -192,8 +198,87 @@ def test_directory_from_pyproject(
 def test_no_directory_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="no migrations directory"):
+    with pytest.raises(ConfigError, match="no migrations directory") as raised:
+        load_migrations(registry=MigrationRegistry())
+    # Where it looked, and what to pass.
+    message = str(raised.value)
+    assert str(tmp_path) in message and "versioned models" in message, message
+    assert 'pass the directory: load_migrations("path/to/migrations")' in message, message
+
+
+def app_project(root: Path, package: str, model: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project at `root`: its pyproject.toml's table, a migrations directory with
+    one step of `model`, and a package `package` defining the model, imported."""
+    import importlib.util
+
+    (root / "migrations").mkdir(parents=True)
+    good(root / "migrations")
+    (root / "migrations" / "0001_first.py").write_text(
+        (root / "migrations" / "0001_first.py").read_text().replace(MODEL, model)
+    )
+    (root / "pyproject.toml").write_text('[tool.atomdb-migrate]\nmigrations = "migrations"\n')
+    (root / "src" / package).mkdir(parents=True)
+    (root / "src" / package / "__init__.py").write_text(
+        "from atom.api import Bool\nfrom atomdb_migrate import VersionedModel\n\n"
+        f"class Thing(VersionedModel):\n    __model__ = {model!r}\n    __version__ = 1\n"
+        "    flag_1 = Bool()\n"
+    )
+    init = root / "src" / package / "__init__.py"
+    spec = importlib.util.spec_from_file_location(package, init)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, package, module)  # gone again after the test
+    spec.loader.exec_module(module)
+    return root / "migrations"
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> MigrationRegistry:
+    """The process's registry, empty for the test (models defined in it register there)."""
+    registry = MigrationRegistry()
+    monkeypatch.setattr(MigrationRegistry, "_instance", registry)
+    return registry
+
+
+def test_found_from_the_models_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: MigrationRegistry
+) -> None:
+    """An app started from another directory (`/`, a service's working directory):
+    the project is the one of its models' package."""
+    migrations = app_project(tmp_path / "app", "loader_app_one", "loader.app.Thing", monkeypatch)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (step,) = load_migrations()
+    assert step.model == "loader.app.Thing"
+    assert step.source == str((migrations / "0001_first.py").resolve())
+
+
+def test_the_working_directory_s_project_comes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: MigrationRegistry
+) -> None:
+    app_project(tmp_path / "app", "loader_app_two", "loader.two.Thing", monkeypatch)
+    (tmp_path / "here" / "steps").mkdir(parents=True)
+    good(tmp_path / "here" / "steps")
+    (tmp_path / "here" / "pyproject.toml").write_text(
+        '[tool.atomdb-migrate]\nmigrations = "steps"\n'
+    )
+    monkeypatch.chdir(tmp_path / "here")
+    (step,) = load_migrations()
+    assert step.model == MODEL
+
+
+def test_models_of_several_projects_are_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: MigrationRegistry
+) -> None:
+    one = app_project(tmp_path / "one", "loader_app_three", "loader.three.Thing", monkeypatch)
+    two = app_project(tmp_path / "two", "loader_app_four", "loader.four.Thing", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="name several") as raised:
         load_migrations()
+    message = str(raised.value)
+    assert f"{one} (loader.three.Thing)" in message and f"{two} (loader.four.Thing)" in message
+    assert "pass the directory" in message
 
 
 async def test_reads_use_the_steps_loaded_from_files(db: Any, registry: MigrationRegistry) -> None:
@@ -232,3 +317,71 @@ def test_a_comment_to_confirm_is_found_in_a_module_of_any_encoding(
     (step,) = load_migrations(tmp_path)
     assert step.message == "Drop the café's status."
     assert any("DELETES DATA: remove_field('status')" in u for u in step.unfinished), step
+
+
+#: How many generated layouts of projects the directory property tries.
+LAYOUT_EXAMPLES = int(os.environ.get("LOADER_LAYOUT_EXAMPLES", "40"))
+
+
+@settings(max_examples=LAYOUT_EXAMPLES, deadline=None)
+@given(
+    here=st.sampled_from(["none", "no table", "table"]),
+    models=st.lists(st.sampled_from(["p1", "p2", "p3", "bare", "fileless"]), max_size=4),
+)
+def test_generated_layouts_find_the_directory_the_rules_name(here: str, models: list[str]) -> None:
+    """The working directory's table first; else the one directory the models'
+    projects name; else an error that lists them (or says none was found).
+
+    Projects p1 and p2 set `migrations`, p3 has a pyproject.toml without the
+    table, "bare" has none, and a "fileless" model's module has no file.
+    """
+    import types
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp).resolve()
+        for name in ("p1", "p2"):
+            (root / name / "migrations").mkdir(parents=True)
+            (root / name / "pyproject.toml").write_text(
+                '[tool.atomdb-migrate]\nmigrations = "migrations"\n'
+            )
+        (root / "p3").mkdir()
+        (root / "p3" / "pyproject.toml").write_text("[project]\nname = 'p3'\n")
+        (root / "bare").mkdir()
+        cwd = root / "cwd"
+        (cwd / "steps").mkdir(parents=True)
+        if here != "none":
+            table = '[tool.atomdb-migrate]\nmigrations = "steps"\n' if here == "table" else ""
+            (cwd / "pyproject.toml").write_text(table + "[project]\nname = 'cwd'\n")
+        registry = MigrationRegistry()
+        old_cwd = os.getcwd()
+        try:
+            for i, where in enumerate(models):
+                module = types.ModuleType(f"layout_models_{i}")
+                if where != "fileless":
+                    (root / where / "pkg").mkdir(exist_ok=True)
+                    module.__file__ = str(root / where / "pkg" / f"m{i}.py")
+                sys.modules[module.__name__] = module
+                cls = type(f"M{i}", (), {"__module__": module.__name__, "__model__": f"m.M{i}"})
+                registry.models[f"m.M{i}"] = cls
+            os.chdir(cwd)
+            try:
+                found: Path | str = configured_directory(registry)
+            except ConfigError as exc:
+                found = str(exc)
+        finally:
+            os.chdir(old_cwd)
+            for i in range(len(models)):
+                sys.modules.pop(f"layout_models_{i}", None)
+    named = sorted({root / m / "migrations" for m in models if m in ("p1", "p2")})
+    if here == "table":
+        event("the working directory's")
+        assert found == cwd / "steps"
+    elif len(named) == 1:
+        event("the models' project")
+        assert found == named[0]
+    elif named:
+        event("several: an error listing them")
+        assert isinstance(found, str) and all(str(d) in found for d in named), found
+    else:
+        event("none: an error saying what to pass")
+        assert isinstance(found, str) and "pass the directory" in found, found

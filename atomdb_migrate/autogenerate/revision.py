@@ -1,7 +1,8 @@
 """A step module's text, as ``atomdb-migrate revision`` writes it.
 
 A plain revision fills ``templates/step.py.tmpl``: an ``upgrade`` and a
-``downgrade`` to write, and the model's fields as its ``schema``. With
+``downgrade`` to write, the fields ``upgrade`` may change as its
+``changes`` (`plain_changes`), and the model's fields as its ``schema``. With
 autogenerate, ``templates/operations.py.tmpl`` holds the operations
 inferred from the difference between the model and the snapshot of the
 version the step leaves (`infer`), the index operations its
@@ -24,12 +25,13 @@ from typing import Any
 from packaging.version import Version
 
 from ..core.literals import Source, docstring, quoted
+from ..exceptions import ConfigError
 from ..model.versioned import VersionedModel
 from ..operations.collection import IndexOperation
 from ..operations.rename_model import RenameModel
 from ..schema import indexes as declared_indexes
 from ..schema.snapshots import SchemaDiff, compare, previous_snapshot, snapshot
-from ..steps.versions import StepGraph, parse_version
+from ..steps.versions import Step, StepGraph, parse_version
 from .infer import infer_operations, operation
 from .render import Comment, Entry, lines
 
@@ -110,6 +112,7 @@ def step_module(
         "upgrade": "",
     }
     if not autogenerate:
+        values.update(plain_changes(cls, graph, start, fields, resolve))
         return StepModule(_filled("step.py.tmpl", values))
     module = StepModule("")
     source = Source()
@@ -118,6 +121,62 @@ def step_module(
     values["imports"] = "".join(f"{line}\n" for line in source.imports)
     module.text = _filled("operations.py.tmpl", values)
     return module
+
+
+def plain_changes(
+    cls: type[VersionedModel],
+    graph: StepGraph,
+    start: str,
+    fields: dict[str, Any],
+    resolve: Callable[[str], str] | None,
+) -> dict[str, str]:
+    """The template's ``changes`` list for a step written by hand, and its note.
+
+    The fields that differ between the model and the snapshot of the
+    version the step leaves (added, removed, of another type), when a step
+    records that snapshot and they differ; otherwise every field of both,
+    which keeps queries right until the author narrows it (a Python step
+    that lists no field stands in the way of them all).
+
+    """
+    try:
+        base = previous_snapshot(graph, parse_version(start), cls.__model__)
+    except ConfigError:  # steps record snapshots, but not at `start`: not known
+        base = None
+    before = (base.schema or {}) if base is not None else {}
+    diff = compare(before, fields, resolve=resolve) if base is not None else None
+    if base is not None and diff:
+        names = [*diff.added, *diff.removed, *diff.changed]
+        note = f"Listed: the fields that differ from the schema of {_where(base)}; add"
+        note += "\n#: every other field upgrade changes."
+    else:
+        names = [*fields, *(name for name in before if name not in fields)]
+        why = (
+            "no earlier step records a schema"
+            if base is None
+            else f"the model's fields are those of {_where(base)}"
+        )
+        note = f"Listed: every field ({why});\n#: narrow it to those upgrade changes."
+    return {"changes": format_changes(sorted(set(names))), "changes_note": note}
+
+
+def _where(step: Step) -> str:
+    """A step module as a comment names it: its file name, on one line."""
+    return " ".join(Path(step.source).name.splitlines())
+
+
+def format_changes(names: list[str]) -> str:
+    """A list of field paths as the ``changes = [...]`` of a step module: on one
+    line when it fits, else a path a line."""
+    items = [quoted(name) for name in names]
+    one_line = f"[{', '.join(items)}]"
+    if len(one_line) <= LINE_LENGTH - len("changes = "):
+        return one_line
+    return "[\n" + "".join(f"    {item},\n" for item in items) + "]"
+
+
+#: The longest line a step module's `changes` is written on (black's default length).
+LINE_LENGTH = 88
 
 
 def _operations(

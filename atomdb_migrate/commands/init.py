@@ -14,7 +14,7 @@ from .config import TABLE, find_pyproject
 
 __all__ = ["TABLE_TEMPLATE", "init"]
 
-TABLE_TEMPLATE = """
+TABLE_TEMPLATE = """\
 [tool.{table}]
 migrations = {migrations}
 # models = ["app.models"]       # modules to import so the versioned models register
@@ -56,11 +56,18 @@ def init(directory: Path, migrations: str = "migrations") -> list[str]:
         done.append(f"{pyproject} already has [tool.{TABLE}]")
         return done
     relative = Path(os.path.relpath(folder.resolve(), pyproject.parent.resolve())).as_posix()
-    sep = "" if not text or text.endswith("\n") else "\n"
     entry = TABLE_TEMPLATE.format(table=TABLE, migrations=_toml_string(relative))
-    pyproject.write_text(text + sep + entry)
+    pyproject.write_text(text + _separator(text) + entry)
     done.append(f"added [tool.{TABLE}] to {pyproject}")
     return done
+
+
+def _separator(text: str) -> str:
+    """What goes between a file's `text` and a table added after it: nothing in an
+    empty file (the table starts it), else what makes one blank line."""
+    if not text.strip():
+        return ""
+    return "\n" * max(0, 2 - (len(text) - len(text.rstrip("\n"))))
 
 
 def _toml_string(text: str) -> str:

@@ -96,7 +96,9 @@ def load_migrations(
     ----------
     directory: str or Path, optional
         The migrations directory. Defaults to ``migrations`` from the
-        ``[tool.atomdb-migrate]`` table of the nearest ``pyproject.toml``.
+        ``[tool.atomdb-migrate]`` table of the nearest ``pyproject.toml``
+        from the working directory up, or else from the module of each
+        versioned model imported up (see `configured_directory`).
     registry: MigrationRegistry, optional
         Defaults to the process's registry.
 
@@ -108,26 +110,17 @@ def load_migrations(
     Raises
     ------
     ConfigError
-        If the directory does not exist (or none is configured).
+        If the directory does not exist, or none is given and none is found
+        (the message says where it looked, and what to pass).
     StepModuleError
         If a module does not load; nothing is registered then.
 
     """
-    if directory is None:
-        from .config import load_config
-
-        config = load_config()
-        if config.migrations is None:
-            raise ConfigError(
-                "no migrations directory: pass one, or set `migrations` in "
-                "[tool.atomdb-migrate] in pyproject.toml"
-            )
-        directory = config.migrations
-    path = Path(directory)
+    registry = registry or MigrationRegistry.instance()
+    path = Path(directory) if directory is not None else configured_directory(registry)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise ConfigError(f"migrations directory {str(path)!r} {what}")
-    registry = registry or MigrationRegistry.instance()
 
     made: list[tuple[Path, Step]] = []
     problems: list[tuple[str, int, str]] = []
@@ -149,6 +142,87 @@ def load_migrations(
             line = _line_of(file, "from_version")
             raise StepModuleError([(str(file), line, str(exc))]) from exc
     return added
+
+
+def configured_directory(registry: MigrationRegistry) -> Path:
+    """The migrations directory `load_migrations` loads when given none.
+
+    The ``migrations`` of the ``[tool.atomdb-migrate]`` table of the nearest
+    ``pyproject.toml`` from the working directory up; when that sets none
+    (an app started from another directory), the one of the projects of the
+    versioned models imported so far (the nearest ``pyproject.toml`` from
+    each model's module up), if they name one.
+
+    Raises
+    ------
+    ConfigError
+        If neither names a directory, or the models' projects name several:
+        the message says where it looked and what to pass.
+
+    """
+    from .config import load_config
+
+    config = load_config()
+    if config.migrations is not None:
+        return config.migrations
+    found = model_projects(registry)
+    directories = sorted(set(found.values()))
+    if len(directories) == 1:
+        return directories[0]
+    raise ConfigError(_no_directory(found))
+
+
+def model_projects(registry: MigrationRegistry) -> dict[str, Path]:
+    """The migrations directory of each registered model's project, by model name.
+
+    A model's project is the nearest ``pyproject.toml`` from its module's
+    file up; models whose project sets no ``migrations`` (or whose module has
+    no file) are left out.
+
+    """
+    from .config import find_pyproject, read_table
+
+    tables: dict[Path, Path | None] = {}
+    found: dict[str, Path] = {}
+    for name, cls in sorted(registry.models.items()):
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        pyproject = find_pyproject(Path(file).parent) if file else None
+        if pyproject is None:
+            continue
+        if pyproject not in tables:
+            table = read_table(pyproject)
+            folder = table.get("migrations")
+            tables[pyproject] = pyproject.parent / folder if folder is not None else None
+        directory = tables[pyproject]
+        if directory is not None:
+            found[name] = directory
+    return found
+
+
+def _no_directory(found: dict[str, Path]) -> str:
+    """Why `load_migrations()` found no directory, and what to pass."""
+    cwd = Path.cwd()
+    advice = (
+        'pass the directory: load_migrations("path/to/migrations"), such as '
+        'load_migrations(Path(__file__).parent / "migrations") from a module beside it'
+    )
+    if found:
+        by_directory: dict[Path, list[str]] = {}
+        for name, directory in found.items():
+            by_directory.setdefault(directory, []).append(name)
+        listed = "; ".join(
+            f"{directory} ({', '.join(names)})" for directory, names in sorted(by_directory.items())
+        )
+        return (
+            "no migrations directory in the working directory's project "
+            f"({cwd}), and the versioned models' projects name several: {listed}; {advice}"
+        )
+    return (
+        "no migrations directory: no pyproject.toml with `migrations` in "
+        f"[tool.atomdb-migrate] above the working directory ({cwd}) nor above the "
+        "modules of the versioned models imported so far (import them first to be "
+        f"found from them); {advice}"
+    )
 
 
 class _Problem(Exception):
