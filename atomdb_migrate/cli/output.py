@@ -340,24 +340,53 @@ def timestamp(started: Any) -> str:
 
 def describe_run(run: dict[str, Any]) -> str:
     """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'."""
-    models = run.get("models")
-    counts = "; ".join(
-        f"{m}: "
-        + ", ".join(
-            f"{k} {v}"
-            for k, v in c.items()
-            if k not in ("steps", "target", "server_steps", "renames", "collection") and v
-        )
-        + "".join(f", {line}" for line in _collection_lines(c))
-        for m, c in (models.items() if isinstance(models, dict) else ())
-        if isinstance(c, dict)
-    )
     when = timestamp(run.get("started_at"))
     line = (
         f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
-        f" {run.get('duration_s', '?')}s {counts}"
+        f" {run.get('duration_s', '?')}s {_run_detail(run)}"
     )
     return "  " + shorten(" ".join(line.split()), 500)
+
+
+#: What a run's counts hold besides the numbers `describe_run` shows.
+_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection")
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    """What a recorded run did: per model, its counts (or that it had nothing to do);
+    for ``stamp --accept-checksums``, the checksums it recorded."""
+    arguments = run.get("arguments")
+    if isinstance(arguments, dict) and arguments.get("accept_checksums"):
+        sums = run.get("checksums")
+        names = arguments.get("models")
+        of = f" of {', '.join(map(str, names))}" if isinstance(names, list) and names else ""
+        return f"recorded the checksums of {len(sums) if isinstance(sums, list) else '?'} steps{of}"
+    models = run.get("models")
+    verb = "downgraded" if run.get("command") == "downgrade" else "upgraded"
+    return "; ".join(
+        f"{m}: {_model_counts(c, verb)}"
+        for m, c in (models.items() if isinstance(models, dict) else ())
+        if isinstance(c, dict)
+    )
+
+
+def _model_counts(counts: dict[str, Any], verb: str) -> str:
+    """A model's counts in a recorded run: those that are not zero, and what it did to
+    the collection; "nothing to do" when it had none."""
+    shown = [
+        f"{k} {v}" + (f" at {counts.get('target', '?')}" if k == "stamped" else "")
+        for k, v in counts.items()
+        if k not in _NOT_COUNTS and v
+    ]
+    shown += _collection_lines(counts)
+    if shown:
+        return ", ".join(shown)
+    planned = counts.get("steps")
+    if isinstance(planned, dict) and any(planned.values()):
+        return f"{verb} 0"  # it had documents to take, and took none
+    if "stamped" in counts:
+        return f"stamped 0 at {counts.get('target', '?')}"
+    return "nothing to do"
 
 
 def _collection_lines(counts: dict[str, Any]) -> list[str]:
