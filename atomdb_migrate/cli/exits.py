@@ -13,6 +13,8 @@ to exit codes.
 7   the server kept failing transiently for longer than --retry-for
 8   ``check``: a step applied to the database changed since
 9   a unique index cannot be built: stored documents share a key
+10  ``downgrade`` left documents newer than the code running it (or, with
+    --dry-run, would): run it from the code that knows their version
 130 interrupted (Ctrl-C): what was written is recorded in the history
 ==  ==========================================================
 
@@ -30,6 +32,7 @@ from ..exceptions import (
     ConfigError,
     ConflictError,
     ConnectionFailedError,
+    DowngradeLeftNewerError,
     InvalidVersionError,
     LockError,
     MigrateError,
@@ -51,11 +54,13 @@ EXIT_STEP = 6
 EXIT_UNAVAILABLE = 7
 EXIT_CHECKSUM = 8
 EXIT_DUPLICATE = 9
+EXIT_NEWER = 10
 EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (UniqueIndexError, EXIT_DUPLICATE),
+    (DowngradeLeftNewerError, EXIT_NEWER),
     (ConnectionFailedError, EXIT_CONNECTION),
     (ServerUnavailableError, EXIT_UNAVAILABLE),
     (WriteConcernRefusedError, EXIT_CONFIG),
