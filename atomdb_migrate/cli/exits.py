@@ -3,7 +3,8 @@ to exit codes.
 
 ==  ==========================================================
 0   success
-1   ``check`` found a problem (or documents pending, with ``--pending``)
+1   ``check`` found a problem (or documents pending, with ``--pending``);
+    ``stamp`` was answered no
 2   usage: unknown option, missing argument
 3   configuration: settings, models, step modules, broken chains
 4   connection: the server cannot be reached, or refuses the credentials
@@ -46,6 +47,7 @@ from ..exceptions import (
 )
 
 EXIT_CHECK = 1
+EXIT_DECLINED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_CONNECTION = 4
