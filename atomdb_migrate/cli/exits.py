@@ -3,7 +3,8 @@ to exit codes.
 
 ==  ==========================================================
 0   success
-1   ``check`` found a problem (or documents pending, with ``--pending``)
+1   ``check`` found a problem (or documents pending, with ``--pending``);
+    ``stamp`` was answered no
 2   usage: unknown option, missing argument
 3   configuration: settings, models, step modules, broken chains
 4   connection: the server cannot be reached, or refuses the credentials
@@ -13,6 +14,8 @@ to exit codes.
 7   the server kept failing transiently for longer than --retry-for
 8   ``check``: a step applied to the database changed since
 9   a unique index cannot be built: stored documents share a key
+10  ``downgrade`` left documents newer than the code running it (or, with
+    --dry-run, would): run it from the code that knows their version
 130 interrupted (Ctrl-C): what was written is recorded in the history
 ==  ==========================================================
 
@@ -30,6 +33,7 @@ from ..exceptions import (
     ConfigError,
     ConflictError,
     ConnectionFailedError,
+    DowngradeLeftNewerError,
     InvalidVersionError,
     LockError,
     MigrateError,
@@ -43,6 +47,7 @@ from ..exceptions import (
 )
 
 EXIT_CHECK = 1
+EXIT_DECLINED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_CONNECTION = 4
@@ -51,11 +56,13 @@ EXIT_STEP = 6
 EXIT_UNAVAILABLE = 7
 EXIT_CHECKSUM = 8
 EXIT_DUPLICATE = 9
+EXIT_NEWER = 10
 EXIT_INTERRUPTED = 130
 
 #: Which exit code each kind of error gives; the first match wins.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (UniqueIndexError, EXIT_DUPLICATE),
+    (DowngradeLeftNewerError, EXIT_NEWER),
     (ConnectionFailedError, EXIT_CONNECTION),
     (ServerUnavailableError, EXIT_UNAVAILABLE),
     (WriteConcernRefusedError, EXIT_CONFIG),

@@ -20,10 +20,12 @@ import click
 from ..commands import command
 from ..commands.upgrade import DOWNGRADE, UPGRADE, Direction, RunOptions
 from ..exceptions import MigrateError
-from .exits import EXIT_CONFIG, EXIT_LOCK, CommandError
+from .exits import EXIT_CONFIG, EXIT_DECLINED, EXIT_LOCK, CommandError
 from .options import UPGRADE_OPTIONS, count, run_options, seconds
 from .output import (
     Group,
+    asks_first,
+    confirmed,
     describe_holder,
     describe_run,
     log_to_stderr,
@@ -306,11 +308,7 @@ async def unlock(state: State, yes: bool, force: bool) -> None:
             click.echo("the migration lock is free")
             return "the migration lock is free"
         click.echo(describe_holder(found))
-        try:
-            agreed = yes or click.confirm("clear it?", default=False)
-        except click.Abort:  # no answer (no terminal, end of input)
-            agreed = False
-        if not agreed:
+        if not confirmed("clear it?", yes=yes):
             raise CommandError("the lock was left as it is (give --yes to clear it)", EXIT_LOCK)
         cleared = await command.unlock(ws, force=force)
         said = "cleared the migration lock" if cleared else "the migration lock is free"
@@ -326,6 +324,10 @@ async def unlock(state: State, yes: bool, force: bool) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the lock if another runner holds it.")
 @click.option("--force", is_flag=True, help="Stamp a version the model's chain does not know.")
 @click.option(
+    "--dry-run", is_flag=True, help="Say how many documents it would change; change none."
+)
+@click.option("--yes", is_flag=True, help="Do not ask before stamping (it asks on a terminal).")
+@click.option(
     "--accept-checksums",
     is_flag=True,
     help="Record the checksums of the steps as they are now (of MODEL, or of every model).",
@@ -338,17 +340,22 @@ async def stamp(
     version: str | None,
     wait: bool,
     force: bool,
+    dry_run: bool,
+    yes: bool,
     accept_checksums: bool,
 ) -> None:
     """Set the stored version of a model's documents without transforming them.
 
-    With --accept-checksums, record the steps' checksums instead, after
-    reviewing a step that changed since it was applied.
+    On a terminal it says how many documents it would change and asks first
+    (not with --yes). With --accept-checksums, record the steps' checksums
+    instead, after reviewing a step that changed since it was applied.
 
     """
     if accept_checksums:
         if version is not None:
             raise click.UsageError("--accept-checksums takes at most a MODEL, no VERSION")
+        if dry_run:
+            raise click.UsageError("--dry-run is for stamp MODEL VERSION, not --accept-checksums")
         models = (model,) if model else ()
 
         async def each(ws: command.Workspace) -> str:
@@ -361,5 +368,17 @@ async def stamp(
         return
     if model is None or version is None:
         raise click.UsageError("stamp needs a MODEL and a VERSION (or --accept-checksums)")
+    if dry_run or asks_first(yes):
+        n = await command.stamp(state.workspace, model, version, force=force, dry_run=True)
+        if dry_run:
+            click.echo(f"would stamp {n} documents at version {version} (dry run)")
+            return
+        question = (
+            f"stamp {n} documents of {model} at version {version}, without transforming them?"
+        )
+        if n and not confirmed(question, yes=False):  # (none to change: nothing to ask)
+            raise CommandError(
+                "no document was stamped (give --yes to stamp without asking)", EXIT_DECLINED
+            )
     n = await command.stamp(state.workspace, model, version, wait=wait, force=force)
     click.echo(f"stamped {n} documents at version {version}")

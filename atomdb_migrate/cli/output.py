@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,7 +31,14 @@ from ..commands.upgrade import (
     RunResult,
 )
 from ..exceptions import LockAliveError, LockHeldError, short_repr, shorten
-from .exits import EXIT_CHECK, EXIT_CHECKSUM, EXIT_DUPLICATE, EXIT_STEP, CommandError
+from .exits import (
+    EXIT_CHECK,
+    EXIT_CHECKSUM,
+    EXIT_DUPLICATE,
+    EXIT_STEP,
+    CommandError,
+    command_error,
+)
 
 
 class HasUrl(Protocol):
@@ -230,24 +238,74 @@ def summarize(result: RunResult, *, stopped: bool = False) -> None:
 
 
 def _say_dry_run(r: ModelReport) -> None:
-    """What a dry run found of a model: its steps, and its samples."""
+    """What a dry run found of a model: its steps, the documents it would leave,
+    and its samples (summed up, each failure on its own line)."""
     click.echo(f"{r.model}: {r.pending} documents not at version {r.target} (dry run)")
-    for label, n in r.steps.items():
-        where = " (on the server)" if label in r.server_steps else ""
+    for line in step_lines(r, dry_run=True):
+        click.echo(f"  {line}")
+    if r.newer:
+        stored = ", ".join(f"{v}: {n}" for v, n in r.newer_versions.items())
+        click.echo(
+            f"  {r.newer} documents newer than the code would be left alone (stored at {stored})"
+        )
+    _say_samples(r.samples)
+
+
+def _say_samples(samples: list[dict[str, Any]]) -> None:
+    """A dry run's sample: how many documents, from which versions, how many restore;
+    then each one that fails."""
+    if not samples:
+        return
+    versions: dict[str, int] = {}
+    for s in samples:
+        versions[str(s["from"])] = versions.get(str(s["from"]), 0) + 1
+    failing = [s for s in samples if not s.get("ok")]
+    stored = ", ".join(f"{v}: {n}" for v, n in versions.items())
+    verdict = (
+        "all restore"
+        if not failing
+        else f"{len(samples) - len(failing)} restore, {len(failing)} fail"
+    )
+    click.echo(f"  sample of {plural(len(samples), 'document')} (stored at {stored}): {verdict}")
+    for s in failing:
+        click.echo(f"  sample _id={s['_id']!r} from {s['from']}: FAILS: {s.get('error')}")
+
+
+def step_name(label: str, direction: str) -> str:
+    """A step as a run in `direction` takes it: ``1 -> 2``, and taken back by a
+    downgrade, ``2 -> 1 (downgrade)`` (reports and the history name a step by its
+    versions, ``"1 -> 2"``, whichever way it is taken)."""
+    if direction != "downgrade":
+        return label
+    older, _, newer = label.partition(" -> ")
+    return f"{newer} -> {older} (downgrade)" if newer else f"{label} (downgrade)"
+
+
+def step_lines(r: ModelReport, *, dry_run: bool) -> list[str]:
+    """A line per step of the model's plan, in the order taken, named in the run's
+    direction, with the documents found at its version or before (upgrading; after,
+    downgrading) when the run started; the steps that ran on the server with
+    the documents they changed (dry run: would change)."""
+    lines = []
+    for label in [*r.steps, *(s for s in r.server_steps if s not in r.steps)]:
+        n = r.steps.get(label, 0)
+        where = ""
+        if label in r.server_steps:
+            if not dry_run:
+                n = r.server_steps[label]
+            where = " (on the server)"
         failing = r.would_refuse.get(label)
         if failing:
             where += (
                 f"; it would refuse {failing} of those stored at its version "
                 "(they would stay there, failed)"
             )
-        click.echo(f"  step {label}: {n} documents{where}")
-    for s in r.samples:
-        verdict = "restores" if s.get("ok") else f"FAILS: {s.get('error')}"
-        click.echo(f"  sample _id={s['_id']!r} from {s['from']}: {verdict}")
+        lines.append(f"step {step_name(label, r.direction)}: {n} documents{where}")
+    return lines
 
 
 def _say_run(r: ModelReport, verb: str) -> None:
-    """What a run did to a model's documents."""
+    """What a run did to a model's documents, and each step it took."""
     click.echo(
         f"{r.model}: {r.migrated} {verb} to {r.target}, {r.skipped} skipped "
         f"(changed meanwhile), {r.failed} failed, {r.newer} newer than the code"
@@ -257,18 +315,18 @@ def _say_run(r: ModelReport, verb: str) -> None:
             f"  {r.redone} documents written again: the server lost writes it had "
             "acknowledged (a restart or a rollback); use --write-concern majority"
         )
-    if r.newer:
+    if r.newer and r.left_newer is None:
         click.echo(
             f"  warning: {r.newer} documents are newer than this code and were left "
             "alone; `check --pending` fails until they are at its version"
         )
-    for label, n in r.server_steps.items():
-        click.echo(f"  step {label} ran on the server: {n} documents")
+    for line in step_lines(r, dry_run=False):
+        click.echo(f"  {line}")
     for f in r.failures[:10]:
         click.echo(f"  failed _id={f['_id']!r}: {f['error']}")
 
 
-def _run_error(result: RunResult) -> CommandError | None:
+def _run_error(result: RunResult) -> click.ClickException | None:
     """The error a run that finished ends with, if it does."""
     if not result.dry_run and any(r.failed for r in result.reports):
         failed = sum(r.failed for r in result.reports)
@@ -294,6 +352,9 @@ def _run_error(result: RunResult) -> CommandError | None:
             "built: " + "; ".join(f"{e.model}: {e.index}: {e.shared}" for e in refused),
             EXIT_DUPLICATE,
         )
+    left = result.left_newer
+    if left:  # a downgrade (dry: would) left documents newer than the code: its exit
+        return command_error(left[0], None)
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
         return CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
     if result.dry_run and any(r.would_refuse for r in result.reports):
@@ -340,24 +401,53 @@ def timestamp(started: Any) -> str:
 
 def describe_run(run: dict[str, Any]) -> str:
     """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'."""
-    models = run.get("models")
-    counts = "; ".join(
-        f"{m}: "
-        + ", ".join(
-            f"{k} {v}"
-            for k, v in c.items()
-            if k not in ("steps", "target", "server_steps", "renames", "collection") and v
-        )
-        + "".join(f", {line}" for line in _collection_lines(c))
-        for m, c in (models.items() if isinstance(models, dict) else ())
-        if isinstance(c, dict)
-    )
     when = timestamp(run.get("started_at"))
     line = (
         f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
-        f" {run.get('duration_s', '?')}s {counts}"
+        f" {run.get('duration_s', '?')}s {_run_detail(run)}"
     )
     return "  " + shorten(" ".join(line.split()), 500)
+
+
+#: What a run's counts hold besides the numbers `describe_run` shows.
+_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection")
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    """What a recorded run did: per model, its counts (or that it had nothing to do);
+    for ``stamp --accept-checksums``, the checksums it recorded."""
+    arguments = run.get("arguments")
+    if isinstance(arguments, dict) and arguments.get("accept_checksums"):
+        sums = run.get("checksums")
+        names = arguments.get("models")
+        of = f" of {', '.join(map(str, names))}" if isinstance(names, list) and names else ""
+        return f"recorded the checksums of {len(sums) if isinstance(sums, list) else '?'} steps{of}"
+    models = run.get("models")
+    verb = "downgraded" if run.get("command") == "downgrade" else "upgraded"
+    return "; ".join(
+        f"{m}: {_model_counts(c, verb)}"
+        for m, c in (models.items() if isinstance(models, dict) else ())
+        if isinstance(c, dict)
+    )
+
+
+def _model_counts(counts: dict[str, Any], verb: str) -> str:
+    """A model's counts in a recorded run: those that are not zero, and what it did to
+    the collection; "nothing to do" when it had none."""
+    shown = [
+        f"{k} {v}" + (f" at {counts.get('target', '?')}" if k == "stamped" else "")
+        for k, v in counts.items()
+        if k not in _NOT_COUNTS and v
+    ]
+    shown += _collection_lines(counts)
+    if shown:
+        return ", ".join(shown)
+    planned = counts.get("steps")
+    if isinstance(planned, dict) and any(planned.values()):
+        return f"{verb} 0"  # it had documents to take, and took none
+    if "stamped" in counts:
+        return f"stamped 0 at {counts.get('target', '?')}"
+    return "nothing to do"
 
 
 def _collection_lines(counts: dict[str, Any]) -> list[str]:
@@ -479,6 +569,29 @@ def say_check(found: DatabaseCheck, url: str | None) -> str:
         return ""  # the databases are still to check
     click.echo("ok")
     return "ok"
+
+
+def on_terminal() -> bool:
+    """Whether the command reads its input from a terminal: someone there to ask."""
+    stdin = sys.stdin  # (click's test runner sets its own)
+    return stdin is not None and stdin.isatty()
+
+
+def asks_first(yes: bool) -> bool:
+    """Whether a command that asks on a terminal (``stamp``) asks: on a terminal,
+    unless given ``--yes``."""
+    return not yes and on_terminal()
+
+
+def confirmed(question: str, *, yes: bool) -> bool:
+    """Whether to go on: `yes` given (``--yes``), or `question` answered yes. No
+    answer (no terminal, the end of the input) is no."""
+    if yes:
+        return True
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        return False
 
 
 def describe_holder(found: dict[str, Any]) -> str:

@@ -46,12 +46,19 @@ def known_versions(ws: Workspace, cls: type[VersionedModel]) -> list[str]:
 
 
 async def stamp(
-    ws: Workspace, model: str, version: str, *, wait: bool = False, force: bool = False
+    ws: Workspace,
+    model: str,
+    version: str,
+    *,
+    wait: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> int:
     """Set every stored document of a model to `version` without transforming it.
 
     For adopting data that is already in the shape of that version. Returns
-    how many documents changed.
+    how many documents changed; with `dry_run`, how many would change (those
+    not at `version` now), writing nothing: no lock, no history record.
 
     Raises
     ------
@@ -70,13 +77,14 @@ async def stamp(
             f"(known: {', '.join(known)}); give --force to stamp it anyway"
         )
     await ws.connect()
+    others = {VERSION_KEY: {"$ne": value}}
+    if dry_run:
+        return int(await ws.database[cls.__model__].count_documents(others))
     async with ws.lock("stamp", wait=wait) as lock:
         history = ws.history()
         await history.abandon_holder(lock.replaced)
         record = await history.start("stamp", {"models": [cls.__model__], "to": value}, lock.owner)
-        res = await ws.database[cls.__model__].update_many(
-            {VERSION_KEY: {"$ne": value}}, {"$set": {VERSION_KEY: value}}
-        )
+        res = await ws.database[cls.__model__].update_many(others, {"$set": {VERSION_KEY: value}})
         await history.finish(
             record, "succeeded", {cls.__model__: {"stamped": res.modified_count, "target": value}}
         )

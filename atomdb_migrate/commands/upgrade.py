@@ -36,7 +36,7 @@ from ..engine.options import (
 from ..engine.renames import RenameReport
 from ..engine.report import ModelReport, Progress
 from ..engine.runner import Runner
-from ..exceptions import ConfigError, MigrateError, shorten
+from ..exceptions import ConfigError, DowngradeLeftNewerError, MigrateError, shorten
 from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version
 from . import checksums as step_checksums
@@ -89,6 +89,18 @@ class RunResult:
     @property
     def failures(self) -> list[dict[str, Any]]:
         return [f for r in self.reports for f in r.failures]
+
+    @property
+    def left_newer(self) -> list[DowngradeLeftNewerError]:
+        """Downgrading: per model whose documents newer than the code were left
+        (a dry run: would be), why, and which code to run the downgrade from.
+
+        A downgrade that left any did not do its work: the command line
+        exits with `DowngradeLeftNewerError`'s code, and the history records
+        the run as failed.
+
+        """
+        return [r.left_newer for r in self.reports if r.left_newer is not None]
 
 
 async def upgrade(
@@ -146,7 +158,14 @@ async def downgrade(
     progress: Progress | None = None,
     result: RunResult | None = None,
 ) -> RunResult:
-    """Take one model's documents back to `to` through the downgrade functions."""
+    """Take one model's documents back to `to` through the downgrade functions.
+
+    Documents newer than the code running it are left as they are (a dry
+    run: would be): the result's `RunResult.left_newer` says so, and which
+    code to run the downgrade from; the history records such a run as
+    failed.
+
+    """
     options = replace(options or RunOptions(), sample=0)
     return await _run(ws, DOWNGRADE, [ws.model(model)], to, options, progress, result, None)
 
@@ -195,7 +214,9 @@ async def _run(
             await record.stopped(result, exc, retry, lock, ws.config.url)
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
-        await record.finish(result, retry, outcome)
+        left = result.left_newer
+        why = shorten(mask(str(left[0]), ws.config.url)) if left else None
+        await record.finish(result, retry, "failed" if left else outcome, why)
     return result
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..driver.retry import fault_line
-from ..exceptions import UniqueIndexError
+from ..exceptions import DowngradeLeftNewerError, UniqueIndexError
 from ..steps.versions import Step
 from .renames import RenameReport
 
@@ -88,8 +88,14 @@ class ModelReport:
     skipped: int = 0
     #: Documents whose chain failed (with --continue-on-error).
     failed: int = 0
-    #: Documents newer than the code, left alone.
+    #: Documents newer than the code, left alone (dry run: to be left alone).
     newer: int = 0
+    #: Documents newer than the code when the run started, by stored version.
+    newer_versions: dict[str, int] = field(default_factory=dict)
+    #: Downgrading: the documents left because they are newer than the code
+    #: running the downgrade (dry run: that would be), and which code to run
+    #: it from. The command exits with its code.
+    left_newer: DowngradeLeftNewerError | None = None
     #: Documents already past the target the other way (e.g. ahead of --to), left alone.
     beyond: int = 0
     #: The first failures: model, _id, step, error.

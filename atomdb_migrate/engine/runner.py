@@ -39,6 +39,7 @@ from packaging.version import Version
 
 from ..driver.mongo import exact_filters
 from ..driver.retry import Retry
+from ..exceptions import DowngradeLeftNewerError
 from ..model.versioned import VersionedModel
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step
@@ -260,6 +261,7 @@ class Runner:
             await state.contract()
         if self.options.dry_run:
             await self.stream.sample(planned.leg)
+        self._newer(planned)
         return planned.leg.report
 
     # ------------------------------------------------------------------
@@ -290,6 +292,7 @@ class Runner:
             surveyed = await self._survey(leg, others)
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
+            report.newer_versions = surveyed.report.newer_versions
         server = self.server_steps.choose(leg, surveyed.chain)
         return _Planned(leg, surveyed, server, retries, identity)
 
@@ -366,6 +369,23 @@ class Runner:
         ):
             await sweep(planned.leg, self._pump)
         return not report.failed and not report.skipped
+
+    def _newer(self, planned: _Planned) -> None:
+        """The documents newer than the code: a dry run counts those it would leave
+        (the survey's count); a downgrade that left some says which code to run it
+        from (`ModelReport.left_newer`)."""
+        leg, report = planned.leg, planned.leg.report
+        if self.options.dry_run:
+            report.newer = sum(report.newer_versions.values())
+        if leg.direction.down and report.newer:
+            report.left_newer = DowngradeLeftNewerError(
+                report.model,
+                report.newer,
+                list(report.newer_versions),
+                str(leg.cls.__parsed_version__),
+                report.target,
+                dry_run=self.options.dry_run,
+            )
 
     # ------------------------------------------------------------------
     # What the phases use

@@ -68,6 +68,8 @@ async def survey(
             continue  # the target, perhaps in another BSON form (the int 2 for "2")
         name = version_name(row.raw)
         report.by_version[name] = report.by_version.get(name, 0) + row.count
+        if row.plan.kind == "newer":
+            report.newer_versions[name] = report.newer_versions.get(name, 0) + row.count
         if row.plan.error is not None and not continue_on_error:
             count_steps(report, Census(census.rows[:i]))  # the values counted before it
             raise row.plan.error

@@ -27,6 +27,8 @@ MigrateError
  ├── GuardTooLargeError        a conditional write and its filter do not fit
  │                              in one command
  ├── NewerDocumentError        a stored document is newer than the code
+ ├── DowngradeLeftNewerError   a downgrade left documents newer than the code
+ │                              running it (newer, versions, needed)
  ├── ConflictError             a document kept changing while being written
  ├── RestoreFailedError        a stored document does not restore into its model
  │                              (also atom-db's RestoreError)
@@ -79,6 +81,7 @@ from .config import (
 )
 from .documents import (
     ConflictError,
+    DowngradeLeftNewerError,
     GuardTooLargeError,
     NewerDocumentError,
     RestoreFailedError,
@@ -128,6 +131,7 @@ __all__ = [
     "ConnectionFailedError",
     "ConversionError",
     "CycleError",
+    "DowngradeLeftNewerError",
     "DuplicateStepError",
     "GapError",
     "GuardTooLargeError",

@@ -1,5 +1,6 @@
-"""Stored documents: too large a write, a newer document, a conflict, a
-document that does not restore, documents sharing a unique key.
+"""Stored documents: too large a write, a newer document, a downgrade that
+left newer documents, a conflict, a document that does not restore,
+documents sharing a unique key.
 
 Part of `atomdb_migrate.exceptions`, which re-exports every name.
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from atomdb.base import RestoreError
+from packaging.version import Version
 
 from .base import MigrateError, _describe, short_repr
 
@@ -75,6 +77,76 @@ class NewerDocumentError(MigrateError):
             doc_id=doc_id,
             stored=stored,
             current=current,
+        )
+
+
+class DowngradeLeftNewerError(MigrateError):
+    """A downgrade left documents alone because they are newer than the code running it.
+
+    The code that runs a downgrade must know the documents' version: its
+    model at that version (or later), its step modules holding the
+    downgrade functions. Run from older code, the downgrade takes none of
+    those documents back. Not raised: a run's report holds it
+    (`ModelReport.left_newer`), and the command exits with its code.
+
+    Attributes
+    ----------
+    newer: int
+        How many documents were left (a dry run: would be).
+    versions: list of str
+        The stored versions newer than the code, as counted when the run
+        started (empty if documents reached such a version only later).
+    code_version: str
+        The model's version in the code that ran the downgrade.
+    needed: str
+        The version the model must be at in the code that runs the
+        downgrade: the newest of `versions` (or, without them, above
+        `code_version`).
+    target: str
+        The version the downgrade takes documents to.
+    dry_run: bool
+        Whether the run was a dry run (the documents would be left).
+
+    """
+
+    newer: int
+    versions: list[str]
+    code_version: str
+    needed: str
+    target: str
+    dry_run: bool
+
+    def __init__(
+        self,
+        model: str,
+        newer: int,
+        versions: list[str],
+        code_version: str,
+        target: str,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        needed = max(versions, key=Version) if versions else ""
+        stored = f" (stored at {', '.join(versions)})" if versions else ""
+        left, did = (
+            ("would be left as they are", "would not take")
+            if dry_run
+            else ("were left", "did not take")
+        )
+        which = f"is at version {needed} or later" if needed else f"is past version {code_version}"
+        super().__init__(
+            f"{newer} documents{stored} are newer than this code's version {code_version} "
+            f"and {left}: the downgrade to {target} {did} them back. Run `atomdb-migrate "
+            f"downgrade {model} --to {target}` from the image whose code knows their "
+            f"version: the release whose model {which} (its __version__), with its step "
+            "modules (they hold the downgrade functions)",
+            model=model,
+            newer=newer,
+            versions=versions,
+            code_version=code_version,
+            needed=needed,
+            target=target,
+            dry_run=dry_run,
         )
 
 

@@ -45,27 +45,50 @@ class UntranslatableQueryError(QueryError):
     step: str
         The step that stands in the way (its module or function).
     version: str
-        The stored version whose documents cannot be matched.
+        The version whose documents cannot be matched.
+    stored: bool
+        Whether documents are known to be stored at `version`: the caller
+        gave the stored versions (``versions=``, ``stored=True``, the query
+        guard's survey). Otherwise `version` is one the chain upgrades
+        from, stored or not.
 
     """
 
     field: str
     step: str
     version: str
+    stored: bool
     #: Why the step stands in the way.
     reason: str
 
     def __init__(
-        self, model: str, field: str, step: str, reason: str, *, version: str = ""
+        self,
+        model: str,
+        field: str,
+        step: str,
+        reason: str,
+        *,
+        version: str = "",
+        stored: bool = True,
     ) -> None:
-        stored = f" (documents stored at version {version})" if version else ""
+        if not version:
+            at = ""
+        elif stored:
+            at = f" (documents stored at version {version})"
+        else:
+            at = (
+                f" (documents at version {version}, which the chain upgrades from, if any "
+                "are stored: give the stored versions, versions= or stored=True, to ask "
+                "those alone)"
+            )
         super().__init__(
-            f"a condition on {field!r} cannot be matched against legacy documents{stored}: "
+            f"a condition on {field!r} cannot be matched against legacy documents{at}: "
             f"{reason} in step {step}",
             model=model,
             field=field,
             step=step,
             version=version,
+            stored=stored,
             reason=reason,
         )
 

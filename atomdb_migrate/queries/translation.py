@@ -259,8 +259,13 @@ def _function_part(step: Step) -> bool:
 MAX_CONDITIONS = 400
 
 
-def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
+def through_step(
+    formula: Formula, step: Step, *, version: str = "", stored: bool = True
+) -> Formula:
     """A condition on documents after `step`, as a condition on them before it.
+
+    `version` (the documents' version) and `stored` (whether documents are
+    known to be stored there) are for the error's message.
 
     Raises
     ------
@@ -276,7 +281,7 @@ def through_step(formula: Formula, step: Step, *, version: str = "") -> Formula:
             current = _through_operations(current, step.operations.operations, _GREW_UP)
     except Refused as exc:
         raise UntranslatableQueryError(
-            step.model, exc.field, step.source, exc.reason, version=version
+            step.model, exc.field, step.source, exc.reason, version=version, stored=stored
         ) from None
     return current
 
@@ -304,9 +309,12 @@ def _through_operations(formula: Formula, operations: Sequence[Operation], grew:
     return current
 
 
-def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> Formula:
+def through_downgrade(
+    formula: Formula, step: Step, *, version: str = "", stored: bool = True
+) -> Formula:
     """A condition on a document as old code reads it back through `step`'s downgrade,
-    as a condition on it as stored (``__on_newer__ = "downgrade"``).
+    as a condition on it as stored (``__on_newer__ = "downgrade"``); `version` and
+    `stored` as for `through_step`.
 
     Raises
     ------
@@ -329,7 +337,7 @@ def through_downgrade(formula: Formula, step: Step, *, version: str = "") -> For
         current = _through_operations(formula, down.operations, _GREW_DOWN)
     except Refused as exc:
         raise UntranslatableQueryError(
-            step.model, exc.field, step.source, exc.reason, version=version
+            step.model, exc.field, step.source, exc.reason, version=version, stored=stored
         ) from None
     return current
 

@@ -171,13 +171,15 @@ def _version_filter(
     clauses: dict[bytes | str, tuple[list[Any], dict[str, Any]]] = {}
     excluded: list[Any] = []  # versions none of whose documents can match
     newer = _newer_groups(name, graph, head, versions)
+    # Asked for the versions given (stored), or for every one the chain knows.
+    given = versions is not None
     for version, (steps, forms) in [*groups.items(), *newer.items()]:
         translated: Formula = formula
         for s in reversed(steps):
             if version > head:  # read back through the downgrades, the latest first
-                translated = through_downgrade(translated, s, version=str(version))
+                translated = through_downgrade(translated, s, version=str(version), stored=given)
             else:
-                translated = through_step(translated, s, version=str(version))
+                translated = through_step(translated, s, version=str(version), stored=given)
         if translated is False:
             excluded.extend(forms)
             continue
