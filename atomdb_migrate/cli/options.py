@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from ..commands.upgrade import DECLARED, INT32_MAX, Declared, RunOptions, write_concern
+from ..commands.upgrade import DECLARED, INT32_MAX, Declared, RunOptions
 
 #: The largest whole number an option takes: the server's counts and sizes
 #: are 32-bit numbers.
@@ -48,14 +48,18 @@ def count(minimum: int) -> click.IntRange:
     return click.IntRange(minimum, MAX_COUNT)
 
 
-def check_write_concern(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """Refuse a write concern the server would not take (a usage error, exit 2)."""
-    if value is not None:
-        try:
-            write_concern(value, None)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+def _checked(declared: Declared) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing what the declaration's check refuses (a usage error, exit 2)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and declared.check is not None:
+            try:
+                declared.check(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
 
 
 _TYPES: dict[str, Callable[[Declared], Any]] = {
@@ -75,10 +79,10 @@ def run_option(name: str, declared: Declared, default: Any) -> Callable[[F], F]:
     given: dict[str, Any] = {"help": declared.help, "metavar": declared.metavar}
     if declared.kind == "flag":
         return click.option(declared.flag, name, is_flag=True, help=declared.help)
-    if declared.kind == "text":
-        given["callback"] = check_write_concern if name == "write_concern" else None
-    else:
+    if declared.kind != "text":
         given["type"] = _TYPES[declared.kind](declared)
+    if declared.check is not None:
+        given["callback"] = _checked(declared)
     if default is not None:
         given.update(default=default, show_default=True)
     return click.option(declared.flag, name, **given)

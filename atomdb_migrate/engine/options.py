@@ -9,6 +9,7 @@ checked, by `write_concern` alone (`RunOptions.concern`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -94,10 +95,19 @@ class Declared:
     recorded: bool = True
     #: The project setting (a `Config` attribute) that may turn it off.
     setting: str | None = None
+    #: What refuses a value beyond the bounds (raises `ValueError`), if anything.
+    check: Callable[[Any], object] | None = None
 
     def refusal(self, name: str, value: Any) -> str | None:
         """Why `value` is not taken (None: it is)."""
-        if value is None or self.kind in ("flag", "text"):
+        if value is None or self.kind == "flag":
+            return None
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as exc:
+                return str(exc)
+        if self.kind == "text":
             return None
         if not math.isfinite(value):
             return f"{name} must be a finite number, not {value!r}"
@@ -193,6 +203,7 @@ class RunOptions:
             "--write-concern",
             "The writes' write concern: majority, or a number of members [the URL's].",
             metavar="W",
+            check=lambda w: write_concern(w, None),
         ),
     )
     wtimeout: int | None = field(
