@@ -234,6 +234,40 @@ def test_a_step_above_changed_since_it_was_applied_still_fails(
     assert result.exit_code == EXIT_CHECKSUM, result.output
 
 
+def test_the_gate_of_the_old_code_fails_until_the_newer_documents_are_taken_back(
+    rollback: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """`check --pending` from the rollback build: the steps above pass, the documents
+    newer than the old code fail it until the downgrade took them back."""
+    url = database_url(backend, request)
+    reads_newer(monkeypatch)
+    config = load_config(url=url, models=["tests.clidemo"], start=rollback)
+
+    async def store(*versions: str) -> None:
+        async with Workspace(config) as ws:
+            await ws.connect()
+            await ws.database[CUSTOMER].delete_many({})
+            await ws.database[CUSTOMER].insert_many(
+                [
+                    {"__model__": CUSTOMER, "__version__": v, "first": "Ada", "last": str(i)}
+                    | ({"tier": "basic"} if v != "2" else {})
+                    for i, v in enumerate(versions)
+                ]
+            )
+
+    asyncio.run(store("3", "4", "5"))
+    result = invoke("check", "--pending", url=url)
+    assert result.exit_code == EXIT_CHECK, result.output
+    assert "2 stored documents are newer than version 3" in result.output
+    assert "past the model's current version" not in result.output
+    asyncio.run(store("3", "3", "3"))  # as the downgrade leaves them
+    result = invoke("check", "--pending", url=url)
+    assert result.exit_code == 0, result.output
+
+
 # ---------------------------------------------------------------------------
 # A property: what check says of the steps above is what a rollback can do
 # ---------------------------------------------------------------------------
