@@ -267,9 +267,18 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
     help="Also fail when a collection's indexes are not its model's __indexes__ "
     "(implied by --pending).",
 )
+@click.option(
+    "--allow-newer-steps",
+    is_flag=True,
+    help="Accept steps above a model's version (a rollback build: the old code with the "
+    "newer release's step modules), as for a model with __on_newer__ = 'downgrade'; they "
+    "must still load, chain from the model's version and each have a downgrade.",
+)
 @pass_state
 @run_async
-async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> None:
+async def check(
+    state: State, pending: bool, checksums: bool, indexes: bool, allow_newer_steps: bool
+) -> None:
     """Exit 0 when every chain is complete and every step module loads.
 
     What it asks of a database (--pending, --checksums, --indexes) it asks of
@@ -283,7 +292,13 @@ async def check(state: State, pending: bool, checksums: bool, indexes: bool) -> 
 
     async def visit(rules: command.Visit) -> None:
         await command.check_databases(
-            ws, found, pending=pending, checksums=checksums, indexes=indexes, visit=rules
+            ws,
+            found,
+            pending=pending,
+            checksums=checksums,
+            indexes=indexes,
+            visit=rules,
+            allow_newer_steps=allow_newer_steps,
         )
 
     await each_database(state, visit)

@@ -158,7 +158,12 @@ async def advice(ws: Workspace) -> list[str]:
 
 
 async def check(
-    ws: Workspace, *, pending: bool = False, indexes: bool = False, static: bool = True
+    ws: Workspace,
+    *,
+    pending: bool = False,
+    indexes: bool = False,
+    static: bool = True,
+    allow_newer_steps: bool = False,
 ) -> list[str]:
     """Every problem found, a line each; empty when all is well.
 
@@ -173,6 +178,14 @@ async def check(
     model has former names). Without `static`, only what is asked of the
     database (for the second database on, say).
 
+    Steps above a model's version fail, unless the model reads newer
+    documents (``__on_newer__ = "downgrade"``) or `allow_newer_steps` is
+    given: the old code of a rollback build ships with the newer release's
+    step modules. Those steps must still load and be written, lead from the
+    model's version to the newest one with no gap, and each have a downgrade
+    (their checksums are compared with the history as every step's are, see
+    `changed_steps`).
+
     """
     try:
         ws.load()
@@ -181,7 +194,7 @@ async def check(
         return [str(exc)]
     problems: list[str] = []
     if static:
-        problems += [str(p) for p in ws.registry.problems()]
+        problems += [str(p) for p in ws.registry.problems(allow_newer=allow_newer_steps)]
         problems += drift(ws)
         problems += index_drift(ws)
     if indexes or pending:
@@ -301,12 +314,15 @@ async def check_database(
     checksums: bool = False,
     indexes: bool = False,
     static: bool = True,
+    allow_newer_steps: bool = False,
 ) -> DatabaseCheck:
-    """The checks asked, in one database: `check` (with `pending` and
-    `indexes`; without `static`, only what is asked of the database), the
-    applied steps that changed since (with `checksums` or `pending`), and with
-    `pending` the notes of `advice`."""
-    problems = await check(ws, pending=pending, indexes=indexes, static=static)
+    """The checks asked, in one database: `check` (with `pending`, `indexes`
+    and `allow_newer_steps`; without `static`, only what is asked of the
+    database), the applied steps that changed since (with `checksums` or
+    `pending`), and with `pending` the notes of `advice`."""
+    problems = await check(
+        ws, pending=pending, indexes=indexes, static=static, allow_newer_steps=allow_newer_steps
+    )
     changed = await changed_steps(ws) if pending or checksums else []
     notes = await advice(ws) if pending else []
     return DatabaseCheck(problems, changed, notes)
@@ -320,6 +336,7 @@ async def check_databases(
     checksums: bool = False,
     indexes: bool = False,
     visit: Visit | None = None,
+    allow_newer_steps: bool = False,
 ) -> None:
     """Check the code once, and what is asked of the databases in each database.
 
@@ -335,20 +352,28 @@ async def check_databases(
       or step module says nothing of the databases. Then what is asked of
       the databases, in each (`each_database`, by `visit`'s rules).
 
+    `allow_newer_steps` accepts the steps above a model's version, as `check`
+    says.
+
     """
     if not (pending or checksums or indexes):
-        found(await check_database(ws))
+        found(await check_database(ws, allow_newer_steps=allow_newer_steps))
         return
     several = ws.config.several_databases
     if several:
-        first = DatabaseCheck(await check(ws), once=True)
+        first = DatabaseCheck(await check(ws, allow_newer_steps=allow_newer_steps), once=True)
         found(first)
         if first.problems:
             return
 
     async def each(sub: Workspace) -> str:
         asked = await check_database(
-            sub, pending=pending, checksums=checksums, indexes=indexes, static=not several
+            sub,
+            pending=pending,
+            checksums=checksums,
+            indexes=indexes,
+            static=not several,
+            allow_newer_steps=allow_newer_steps,
         )
         return found(asked)
 

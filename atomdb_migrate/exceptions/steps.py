@@ -123,22 +123,46 @@ class CycleError(ChainError):
 
 
 class StepBeyondHeadError(ChainError):
-    """A step goes past the version the model's code declares."""
+    """A step goes past the version the model's code declares.
+
+    ``above`` is set when the step starts at or above that version: a new
+    step whose model's ``__version__`` is still to be raised, or the newer
+    release's step shipped with the old code of a rollback build (which
+    ``check`` accepts when the model reads newer documents, or with
+    ``--allow-newer-steps``).
+
+    """
 
     head: str
     source: str
+    above: bool
 
     def __init__(
-        self, model: str, from_version: str, to_version: str, head: str, source: str
+        self,
+        model: str,
+        from_version: str,
+        to_version: str,
+        head: str,
+        source: str,
+        *,
+        above: bool = False,
     ) -> None:
+        said = (
+            f"; raise the model's __version__ to {to_version}, or, in a rollback build "
+            "(the old code with the newer release's step modules), set "
+            "`__on_newer__ = 'downgrade'` on the model or give `check --allow-newer-steps`"
+            if above
+            else ""
+        )
         super().__init__(
             f"step {source} goes from version {from_version} to {to_version}, "
-            f"past the model's current version {head}",
+            f"past the model's current version {head}{said}",
             model=model,
             from_version=from_version,
             to_version=to_version,
             head=head,
             source=source,
+            above=above,
         )
 
 

@@ -376,11 +376,17 @@ class MigrationRegistry:
         """Plan the steps, latest first, that take `start` back to `to`."""
         return self.graph(model).plan_downgrade(start, to, doc_id=doc_id)
 
-    def problems(self) -> list[Exception]:
+    def problems(self, *, allow_newer: bool = False) -> list[Exception]:
         """Check every chain; return the problems found (empty when all is well).
 
         Each model's steps must lead, one after the other, to the model's
         current version, and every model named by a step must be registered.
+        The steps above a model's version are accepted when the model reads
+        newer documents through their downgrades (``__on_newer__ =
+        "downgrade"``: the old code of a rollback build, with the newer
+        release's step modules), or for every model with `allow_newer`; they
+        must then lead from the model's version to the newest one and back
+        through downgrade functions (see `StepGraph.newer_problems`).
 
         """
         found: list[Exception] = []
@@ -401,7 +407,9 @@ class MigrationRegistry:
                 found.append(self._unknown(name))
                 continue
             graph = self.graph(name)
-            found.extend(graph.problems(self.models[name].__version__))
+            cls = self.models[name]
+            newer = allow_newer or reads_newer(cls)
+            found.extend(graph.problems(cls.__version__, newer=newer))
             found.extend(
                 ChainError(f"step {s.source} ({s.from_version} -> {s.to_version}): {what}")
                 for s in graph.steps
@@ -545,3 +553,9 @@ def step(
         )
 
     return decorator
+
+
+def reads_newer(cls: type[Any]) -> bool:
+    """Whether a model reads documents newer than its code through the downgrades of
+    the steps above its version (``__on_newer__ = "downgrade"``)."""
+    return getattr(cls, "__on_newer__", None) == "downgrade"

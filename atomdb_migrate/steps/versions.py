@@ -531,8 +531,17 @@ class StepGraph:
             current = step.from_key
         return tuple(chain)
 
-    def problems(self, head: VersionLike) -> list[Exception]:
+    def problems(self, head: VersionLike, *, newer: bool = False) -> list[Exception]:
         """Check that every step leads, step by step, to `head`.
+
+        Parameters
+        ----------
+        head: str or int
+            The model's version.
+        newer: bool
+            Accept the steps from `head` up, as the old code of a rollback
+            ships them with the new step modules; they are checked as a
+            rollback needs them (see `newer_problems`).
 
         Returns
         -------
@@ -544,15 +553,78 @@ class StepGraph:
         end = parse_version(head, model=self.model)
         found: list[Exception] = []
         seen: set[str] = set()
+        if newer:
+            found = self.newer_problems(end)
+            seen = {str(exc) for exc in found}
         for step in self.steps:
+            if newer and step.from_key >= end:
+                continue
             try:
                 if step.to_key > end:
                     raise StepBeyondHeadError(
-                        self.model, step.from_version, step.to_version, str(end), step.source
+                        self.model,
+                        step.from_version,
+                        step.to_version,
+                        str(end),
+                        step.source,
+                        above=step.from_key >= end,
                     )
                 self.plan_upgrade(step.from_key, end)
             except (GapError, StepBeyondHeadError) as exc:
                 if str(exc) not in seen:
                     seen.add(str(exc))
                     found.append(exc)
+        return found
+
+    def newer_problems(self, head: VersionLike) -> list[Exception]:
+        """Check the steps from `head` up as a rollback needs them.
+
+        The old code, at `head`, ships with the newer release's steps so that
+        it reads newer documents through their downgrades, and so that a
+        downgrade takes them back. So from `head` and from every version
+        those steps leave or reach, the chain must reach the newest version
+        (the newer code's: no gap), and come back down to `head` through
+        downgrade functions (every step above has one).
+
+        Returns
+        -------
+        problems: list of ChainError
+            `GapError` or `MissingDowngradeError`, one per problem found;
+            empty when there is no step above `head` or all is well.
+
+        """
+        end = parse_version(head, model=self.model)
+        above = [s for s in self.steps if s.from_key >= end]
+        if not above:
+            return []
+        latest = max(s.to_key for s in above)
+        versions = sorted({end} | {s.from_key for s in above} | {s.to_key for s in above})
+        found: list[Exception] = []
+        seen: set[str] = set()
+
+        def add(exc: Exception) -> None:
+            if str(exc) not in seen:
+                seen.add(str(exc))
+                found.append(exc)
+
+        for step in above:
+            if step.downgrade_fn is None:
+                add(
+                    MissingDowngradeError(
+                        self.model,
+                        step.from_version,
+                        step.to_version,
+                        step.source,
+                        reason=step.downgrade_reason,
+                    )
+                )
+        for version in versions:
+            try:
+                self.plan_upgrade(version, latest)
+            except GapError as exc:
+                add(exc)
+            try:
+                self.plan_downgrade(version, end)
+            except (GapError, MissingDowngradeError) as exc:
+                add(exc)
         return found
