@@ -289,7 +289,10 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
 async def history(state: State, limit: int, show_failures: bool, as_json: bool) -> None:
     """Each model's chain of steps, and the recorded runs."""
     if as_json:
-        document = json_document(command="history")
+        if show_failures:
+            document = json_document(command="history", run=None, documents=[], retried_by=None)
+        else:
+            document = json_document(command="history", chains={}, runs=[])
         if show_failures:
             document.update(history_failures_json(await command.failures(state.workspace)))
         else:
