@@ -359,3 +359,21 @@ def test_json_as_a_subprocess_on_secantus(project: Project) -> None:
         code, out, err = spawn(project, *args)
         assert code == expected, (args, code, out, err)
         check_output(args, code, out, err)
+
+
+def test_several_databases_one_document_naming_each_database(tmp_path: Path) -> None:
+    """With several databases, one document: each model's run names its database;
+    a database that fails adds an error object on stderr, and the exit is its code."""
+    first, second = MemoryProject(tmp_path / "a"), MemoryProject(tmp_path / "b")
+    first.seed(["1", "1"], 0)
+    second.seed(["1", "BOOM"], 0)
+    args = ["--database", first.dbname, "--database", second.dbname, "upgrade", "--json"]
+    result = first.invoke(*args)
+    doc = check_output(["upgrade"], result.exit_code, result.stdout, result.stderr)
+    assert result.exit_code == 6
+    assert {m["database"] for m in doc["models"]} == {first.dbname, second.dbname}
+    failed = [json.loads(line) for line in result.stderr.splitlines() if '"database"' in line]
+    assert [f["database"] for f in failed] == [second.dbname]
+    checked = first.invoke(*args[:4], "check", "--pending", "--json")
+    found = check_output(["check"], checked.exit_code, checked.stdout, checked.stderr)
+    assert [c["database"] for c in found["checks"]] == [None, first.dbname, second.dbname]
