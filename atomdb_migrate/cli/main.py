@@ -25,9 +25,13 @@ from .options import UPGRADE_OPTIONS, count, run_options, seconds
 from .output import (
     Group,
     asks_first,
+    check_found_json,
     confirmed,
     describe_holder,
     describe_run,
+    history_failures_json,
+    history_json,
+    json_document,
     log_to_stderr,
     print_chains,
     print_failures,
@@ -36,6 +40,7 @@ from .output import (
     say_revision,
     status_json,
     summarize,
+    summarize_json,
 )
 from .progress import progress_for
 from .running import State, each_database, run_async
@@ -127,21 +132,46 @@ async def revision(state: State, message: str, model: str, autogenerate: bool) -
     say_revision(done, autogenerate)
 
 
+#: The option of the commands that print JSON.
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (see docs/cli.md#json)."
+)
+
+
 async def _run_and_summarize(
-    direction: Direction, options: RunOptions, progress: bool, call: Callable[..., Any]
+    direction: Direction,
+    options: RunOptions,
+    progress: bool,
+    call: Callable[..., Any],
+    document: dict[str, Any] | None = None,
+    database: str | None = None,
 ) -> command.RunResult:
+    """Run `call`, and print what it did: as text, or into `document` (``--json``)."""
     result = command.RunResult(direction.name, options.dry_run)
     try:
         await call(
             options=options,
-            progress=progress_for(enabled=progress and not options.dry_run),
+            progress=progress_for(
+                enabled=progress and not options.dry_run, as_json=document is not None
+            ),
             result=result,
         )
     except BaseException:
-        summarize(result, stopped=True)
+        if document is None:
+            summarize(result, stopped=True)
+        else:
+            summarize_json(result, document, database, stopped=True)
         raise
-    summarize(result)
+    if document is None:
+        summarize(result)
+    else:
+        summarize_json(result, document, database)
     return result
+
+
+def _run_document(name: str, options: RunOptions, as_json: bool) -> dict[str, Any] | None:
+    """The document an upgrade or downgrade given ``--json`` prints, or None."""
+    return json_document(command=name, dry_run=options.dry_run, models=[]) if as_json else None
 
 
 @main.command()
@@ -153,6 +183,7 @@ async def _run_and_summarize(
     help="With several databases: upgrade this one first, and stop if it fails.",
 )
 @run_options(*UPGRADE_OPTIONS)
+@JSON_OPTION
 @pass_state
 @run_async
 async def upgrade(
@@ -162,6 +193,7 @@ async def upgrade(
     canary: str | None,
     options: RunOptions,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Bring stored documents to the code's versions (all models by default).
 
@@ -169,27 +201,39 @@ async def upgrade(
     under its own lock, and a summary at the end.
     """
 
+    document = _run_document("upgrade", options, as_json)
+
     async def each(ws: command.Workspace) -> str:
         call = partial(command.upgrade, ws, models, to=to)
-        result = await _run_and_summarize(UPGRADE, options, progress, call)
+        database = ws.config.database_name() if as_json else None
+        result = await _run_and_summarize(UPGRADE, options, progress, call, document, database)
         if options.dry_run:
             return f"{sum(r.pending for r in result.reports)} documents to upgrade (dry run)"
         return f"{sum(r.migrated for r in result.reports)} documents upgraded"
 
-    await each_database(state, partial(command.each_database, state.workspace, each), canary=canary)
+    await each_database(
+        state,
+        partial(command.each_database, state.workspace, each),
+        canary=canary,
+        headers=not as_json,
+    )
 
 
 @main.command()
 @click.argument("model")
 @click.option("--to", "to", required=True, help="The version to take documents back to.")
 @run_options()
+@JSON_OPTION
 @pass_state
 @run_async
-async def downgrade(state: State, model: str, to: str, options: RunOptions, progress: bool) -> None:
+async def downgrade(
+    state: State, model: str, to: str, options: RunOptions, progress: bool, as_json: bool
+) -> None:
     """Take a model's documents back to a version, with the downgrade functions."""
-    await _run_and_summarize(
-        DOWNGRADE, options, progress, partial(command.downgrade, state.workspace, model, to)
-    )
+    document = _run_document("downgrade", options, as_json)
+    database = state.workspace.config.database_name() if as_json else None
+    call = partial(command.downgrade, state.workspace, model, to)
+    await _run_and_summarize(DOWNGRADE, options, progress, call, document, database)
 
 
 @main.command()
@@ -239,10 +283,21 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
     is_flag=True,
     help="The documents the latest run with failures recorded: _id, step and error.",
 )
+@JSON_OPTION
 @pass_state
 @run_async
-async def history(state: State, limit: int, show_failures: bool) -> None:
+async def history(state: State, limit: int, show_failures: bool, as_json: bool) -> None:
     """Each model's chain of steps, and the recorded runs."""
+    if as_json:
+        if show_failures:
+            document = json_document(command="history", run=None, documents=[], retried_by=None)
+        else:
+            document = json_document(command="history", chains={}, runs=[])
+        if show_failures:
+            document.update(history_failures_json(await command.failures(state.workspace)))
+        else:
+            document.update(history_json(*await command.history(state.workspace, limit)))
+        return
     if show_failures:
         print_failures(await command.failures(state.workspace))
         return
@@ -274,10 +329,16 @@ async def history(state: State, limit: int, show_failures: bool) -> None:
     "newer release's step modules), as for a model with __on_newer__ = 'downgrade'; they "
     "must still load, chain from the model's version and each have a downgrade.",
 )
+@JSON_OPTION
 @pass_state
 @run_async
 async def check(
-    state: State, pending: bool, checksums: bool, indexes: bool, allow_newer_steps: bool
+    state: State,
+    pending: bool,
+    checksums: bool,
+    indexes: bool,
+    allow_newer_steps: bool,
+    as_json: bool,
 ) -> None:
     """Exit 0 when every chain is complete and every step module loads.
 
@@ -285,14 +346,16 @@ async def check(
     each database given, with a summary at the end.
     """
 
-    ws = state.workspace
+    document = json_document(command="check", checks=[]) if as_json else None
 
     def found(asked: command.DatabaseCheck) -> str:
+        if document is not None:
+            return check_found_json(asked, document, state.url)
         return say_check(asked, state.url)
 
     async def visit(rules: command.Visit) -> None:
         await command.check_databases(
-            ws,
+            state.workspace,
             found,
             pending=pending,
             checksums=checksums,
@@ -301,7 +364,7 @@ async def check(
             allow_newer_steps=allow_newer_steps,
         )
 
-    await each_database(state, visit)
+    await each_database(state, visit, headers=not as_json)
 
 
 @main.command()

@@ -31,6 +31,14 @@ from ..commands.upgrade import (
     RunResult,
 )
 from ..exceptions import LockAliveError, LockHeldError, short_repr, shorten
+from .documents import (
+    chain_step_json,
+    check_json,
+    dumps,
+    failures_json,
+    model_run_json,
+    run_json,
+)
 from .exits import (
     EXIT_CHECK,
     EXIT_CHECKSUM,
@@ -99,8 +107,21 @@ class Group(click.Group):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _as_json(ctx):
-            return super().invoke(ctx)
+        code, error = 0, None
+        try:
+            with _as_json(ctx):
+                return super().invoke(ctx)
+        except click.ClickException as exc:
+            code, error = exc.exit_code, exc.format_message()
+            raise
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+            raise
+        except BaseException as exc:  # (a bug: Python's traceback, exit 1)
+            code, error = 1, f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            _print_document(ctx, code, error)
 
     def _asks_json(self, args: list[str]) -> bool:
         """Whether the arguments name a command that takes ``--json``, and give it
@@ -112,6 +133,25 @@ class Group(click.Group):
             if takes and "--json" in given[i + 1 :]:
                 return True  # (an option's value may spell a command's name: look on)
         return False
+
+
+#: The key of click's context meta holding the document a command given
+#: ``--json`` prints on standard output when it ends, however it ends.
+JSON_DOCUMENT = "atomdb_migrate.json_document"
+
+
+def json_document(**fields: Any) -> dict[str, Any]:
+    """The document the running command prints when it ends (with its `error`,
+    None on success, and its `exit` code, the process's): fill it as it goes."""
+    document = dict(fields)
+    click.get_current_context().meta[JSON_DOCUMENT] = document
+    return document
+
+
+def _print_document(ctx: click.Context, code: int, error: str | None) -> None:
+    document = ctx.meta.pop(JSON_DOCUMENT, None)
+    if document is not None:
+        click.echo(dumps({**document, "error": error, "exit": code}))
 
 
 @contextmanager
@@ -233,6 +273,17 @@ def summarize(result: RunResult, *, stopped: bool = False) -> None:
         else:
             _say_run(r, verb)
     error = _run_error(result)
+    if error is not None:
+        raise error
+
+
+def summarize_json(
+    result: RunResult, document: dict[str, Any], database: str | None, *, stopped: bool = False
+) -> None:
+    """`summarize` for ``--json``: each model's report into `document`'s
+    ``models``; raises the run's error as `summarize` does."""
+    document["models"].extend(model_run_json(database, r, result.dry_run) for r in result.reports)
+    error = None if stopped else _run_error(result)
     if error is not None:
         raise error
 
@@ -530,6 +581,22 @@ def print_chains(chains: dict[str, list[Step]]) -> None:
             click.echo(f"  {s.from_version} -> {s.to_version}  {s.message}{down}  ({s.source})")
 
 
+def history_json(chains: dict[str, list[Step]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``history --json`` prints besides its error and exit: each model's
+    chain, and the recorded runs (each with the line the text shows)."""
+    return {
+        "chains": {
+            name: [chain_step_json(s) for s in steps] for name, steps in sorted(chains.items())
+        },
+        "runs": [run_json(run, _run_detail(run)) for run in runs],
+    }
+
+
+def history_failures_json(found: Failures | None) -> dict[str, Any]:
+    """What ``history --failures --json`` prints besides its error and exit."""
+    return failures_json(found, _run_detail(found.run) if found is not None else "")
+
+
 def print_failures(found: Failures | None) -> None:
     """The documents the latest run with failures recorded, and what to do next."""
     if found is None:
@@ -551,12 +618,13 @@ def print_failures(found: Failures | None) -> None:
         click.echo("retry them with: atomdb-migrate upgrade --retry-failed")
 
 
-def say_check(found: DatabaseCheck, url: str | None) -> str:
-    """What a check found, on stderr; raises when it found a problem."""
-    for p in found.problems + found.changed:
-        click.echo(mask(p, url), err=True)
-    for note in found.notes:
-        click.echo(f"note: {mask(note, url)}", err=True)
+def say_check(found: DatabaseCheck, url: str | None, *, quiet: bool = False) -> str:
+    """What a check found, on stderr (not `quiet`); raises when it found a problem."""
+    if not quiet:
+        for p in found.problems + found.changed:
+            click.echo(mask(p, url), err=True)
+        for note in found.notes:
+            click.echo(f"note: {mask(note, url)}", err=True)
     if found.changed:
         raise CommandError(
             f"{len(found.problems) + len(found.changed)} problem(s) found, "
@@ -567,8 +635,19 @@ def say_check(found: DatabaseCheck, url: str | None) -> str:
         raise CommandError(f"{len(found.problems)} problem(s) found", EXIT_CHECK)
     if found.once:
         return ""  # the databases are still to check
-    click.echo("ok")
+    if not quiet:
+        click.echo("ok")
     return "ok"
+
+
+def check_found_json(found: DatabaseCheck, document: dict[str, Any], url: str | None) -> str:
+    """`say_check` for ``--json``: what a check found into `document`'s
+    ``checks`` (the URL's password masked); raises as `say_check` does."""
+    found_json = check_json(found)
+    for key in ("problems", "changed", "notes"):
+        found_json[key] = [mask(line, url) for line in found_json[key]]
+    document["checks"].append(found_json)
+    return say_check(found, None, quiet=True)
 
 
 def on_terminal() -> bool:

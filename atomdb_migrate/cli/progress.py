@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import IO
@@ -126,11 +127,37 @@ class LineProgress(_Base):
         )
 
 
+class JsonProgress(LineProgress):
+    """`LineProgress` as JSON objects, one a line (``--json``): ``{"progress":
+    model, "done": n, "total": n}``, and ``"status"`` when something holds the
+    run up."""
+
+    def start(self, model: str, total: int) -> None:
+        _Base.start(self, model, total)
+        self._said = time.monotonic()
+        self._say()
+
+    def note(self, text: str) -> None:
+        changed = bool(text) and text != self.status
+        _Base.note(self, text)
+        if changed:
+            self._say()
+
+    def _say(self) -> None:
+        line = {"progress": self.model, "done": self.done, "total": self.total}
+        if self.status:
+            line["status"] = self.status
+        click.echo(json.dumps(line), file=self.stream, err=True)
+
+
 def progress_for(
-    stream: IO[str] | None = None, enabled: bool = True
+    stream: IO[str] | None = None, enabled: bool = True, *, as_json: bool = False
 ) -> BarProgress | LineProgress | None:
-    """A bar when the stream (default: stderr) is a terminal, else plain lines."""
+    """A bar when the stream (default: stderr) is a terminal, else plain lines;
+    with `as_json`, JSON lines."""
     if not enabled:
         return None
     out: IO[str] = stream if stream is not None else sys.stderr
+    if as_json:
+        return JsonProgress(out)
     return BarProgress(out) if out.isatty() else LineProgress(out)

@@ -305,6 +305,8 @@ class DatabaseCheck:
     #: Whether these are the checks that do not depend on the database, made
     #: once before the databases.
     once: bool = False
+    #: The database checked; None for the checks of the code alone.
+    database: str | None = None
 
 
 async def check_database(
@@ -325,7 +327,8 @@ async def check_database(
     )
     changed = await changed_steps(ws) if pending or checksums else []
     notes = await advice(ws) if pending else []
-    return DatabaseCheck(problems, changed, notes)
+    database = ws.config.database_name() if pending or checksums or indexes else None
+    return DatabaseCheck(problems, changed, notes, database=database)
 
 
 async def check_databases(

@@ -1,0 +1,156 @@
+"""What a command given ``--json`` prints, as plain data: a model's run, a
+check, a chain of steps, a recorded run. `output` prints them; docs/cli.md
+names every field (a test reads its tables).
+
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ..commands.check import DatabaseCheck
+from ..commands.history import Failures, Step
+from ..commands.upgrade import ModelReport, RenameReport
+
+
+def encode(value: Any) -> Any:
+    """A value JSON does not know: a date in ISO 8601, anything else (an
+    ``ObjectId``, say) as its string."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps(document: Any) -> str:
+    """The document as JSON, indented."""
+    return json.dumps(document, indent=2, default=encode)
+
+
+def step_json(r: ModelReport, label: str, dry_run: bool) -> dict[str, Any]:
+    """One step of a model's plan: its versions, the documents it took (would take)."""
+    older, _, newer = label.partition(" -> ")
+    on_server = label in r.server_steps
+    documents = r.server_steps[label] if on_server and not dry_run else r.steps.get(label, 0)
+    going_down = r.direction == "downgrade"
+    return {
+        "from": newer if going_down else older,
+        "to": older if going_down else newer,
+        "documents": documents,
+        "on_server": on_server,
+        "would_refuse": r.would_refuse.get(label, 0),
+    }
+
+
+def rename_json(rename: RenameReport) -> dict[str, Any]:
+    """What renaming a model's former name did (dry run: would do)."""
+    return {
+        "from": rename.old,
+        "to": rename.new,
+        "collection": rename.collection,
+        "moved": rename.moved,
+        "replaced": rename.replaced,
+        "discarded": rename.discarded,
+        "references": rename.references,
+    }
+
+
+def model_run_json(database: str | None, r: ModelReport, dry_run: bool) -> dict[str, Any]:
+    """What a run of upgrade or downgrade did (dry: would do) to one model."""
+    labels = [*r.steps, *(s for s in r.server_steps if s not in r.steps)]
+    return {
+        "database": database,
+        "model": r.model,
+        "direction": r.direction,
+        "target": r.target,
+        "pending": r.pending,
+        "by_version": dict(r.by_version),
+        "migrated": r.migrated,
+        "skipped": r.skipped,
+        "failed": r.failed,
+        "newer": r.newer,
+        "newer_versions": dict(r.newer_versions),
+        "left_newer": str(r.left_newer) if r.left_newer is not None else None,
+        "beyond": r.beyond,
+        "redone": r.redone,
+        "unconfirmed": r.unconfirmed,
+        "respelled": r.respelled,
+        "steps": [step_json(r, label, dry_run) for label in labels],
+        "renames": [rename_json(x) for x in r.renames],
+        "collection": list(r.indexes),
+        "version_index": r.version_index or None,
+        "failures": [
+            {"_id": f.get("_id"), "step": f.get("step"), "error": f.get("error")}
+            for f in r.failures
+        ],
+        "samples": [
+            {
+                "_id": s.get("_id"),
+                "from": s.get("from"),
+                "ok": bool(s.get("ok")),
+                "error": s.get("error"),
+            }
+            for s in r.samples
+        ],
+    }
+
+
+def check_json(found: DatabaseCheck) -> dict[str, Any]:
+    """What a check found, in a database or in the code alone."""
+    return {
+        "database": found.database,
+        "problems": list(found.problems),
+        "changed": list(found.changed),
+        "notes": list(found.notes),
+    }
+
+
+def chain_step_json(s: Step) -> dict[str, Any]:
+    """A step of a model's chain."""
+    return {
+        "from": str(s.from_version),
+        "to": str(s.to_version),
+        "message": s.message,
+        "source": str(s.source),
+        "downgrade": s.downgrade_fn is not None,
+    }
+
+
+def run_json(run: dict[str, Any], detail: str) -> dict[str, Any]:
+    """A recorded run, its fields as recorded (None where the record lacks one)."""
+    failures = run.get("failures")
+    return {
+        "id": run.get("_id"),
+        "command": run.get("command"),
+        "outcome": run.get("outcome"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "duration_s": run.get("duration_s"),
+        "host": run.get("host"),
+        "pid": run.get("pid"),
+        "arguments": run.get("arguments"),
+        "models": run.get("models"),
+        "failures": len(failures) if isinstance(failures, list) else 0,
+        "error": run.get("error"),
+        "detail": detail,
+    }
+
+
+def failures_json(found: Failures | None, detail: str) -> dict[str, Any]:
+    """The documents the latest run with failures recorded (none: nulls, no documents)."""
+    if found is None:
+        return {"run": None, "documents": [], "retried_by": None}
+    return {
+        "run": run_json(found.run, detail),
+        "documents": [
+            {
+                "model": f.get("model"),
+                "_id": f.get("_id"),
+                "step": f.get("step"),
+                "error": f.get("error"),
+            }
+            for f in found.failures
+        ],
+        "retried_by": (run_json(found.retried_by, "") if found.retried_by is not None else None),
+    }
