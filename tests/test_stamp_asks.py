@@ -16,7 +16,7 @@ from bson import Decimal128, Int64, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atomdb_migrate.cli import output
+from atomdb_migrate.cli import prompts as output
 from atomdb_migrate.cli.exits import EXIT_CONFIG, EXIT_DECLINED, EXIT_USAGE
 from atomdb_migrate.commands import command
 from atomdb_migrate.commands.config import load_config

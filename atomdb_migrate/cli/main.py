@@ -24,9 +24,7 @@ from .exits import EXIT_CONFIG, EXIT_DECLINED, EXIT_LOCK, CommandError
 from .options import UPGRADE_OPTIONS, count, run_options, seconds
 from .output import (
     Group,
-    asks_first,
     check_found_json,
-    confirmed,
     describe_holder,
     describe_run,
     history_failures_json,
@@ -43,6 +41,7 @@ from .output import (
     summarize_json,
 )
 from .progress import progress_for
+from .prompts import asks_first, confirmed
 from .running import State, each_database, run_async
 
 pass_state = click.make_pass_decorator(State)

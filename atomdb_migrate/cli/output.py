@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -648,29 +647,6 @@ def check_found_json(found: DatabaseCheck, document: dict[str, Any], url: str | 
         found_json[key] = [mask(line, url) for line in found_json[key]]
     document["checks"].append(found_json)
     return say_check(found, None, quiet=True)
-
-
-def on_terminal() -> bool:
-    """Whether the command reads its input from a terminal: someone there to ask."""
-    stdin = sys.stdin  # (click's test runner sets its own)
-    return stdin is not None and stdin.isatty()
-
-
-def asks_first(yes: bool) -> bool:
-    """Whether a command that asks on a terminal (``stamp``) asks: on a terminal,
-    unless given ``--yes``."""
-    return not yes and on_terminal()
-
-
-def confirmed(question: str, *, yes: bool) -> bool:
-    """Whether to go on: `yes` given (``--yes``), or `question` answered yes. No
-    answer (no terminal, the end of the input) is no."""
-    if yes:
-        return True
-    try:
-        return click.confirm(question, default=False)
-    except click.Abort:
-        return False
 
 
 def describe_holder(found: dict[str, Any]) -> str:

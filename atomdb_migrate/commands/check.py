@@ -17,6 +17,7 @@ from ..driver.mongo import has_version_index, is_mongomock, read_validator
 from ..engine.collection_state import asked_validator, last_validator_operation
 from ..engine.renames import count_references
 from ..exceptions import ConfigError, MigrateError
+from ..model.versioned import VersionedModel
 from ..schema import indexes as declared_indexes
 from ..schema.snapshots import compare, previous_snapshot, snapshot, step_to
 from . import checksums as step_checksums
@@ -201,43 +202,51 @@ async def check(
         problems += await collection_indexes(ws)
         problems += await collection_validators(ws)
     if pending:
-        for s in await status(ws, [c.__model__ for c in classes]):
-            if s.pending:
+        problems += await pending_problems(ws, classes)
+    return problems
+
+
+async def pending_problems(ws: Workspace, classes: list[type[VersionedModel]]) -> list[str]:
+    """What ``check --pending`` finds stored: documents behind, newer or with an
+    invalid version, documents left under a former name, unversioned documents
+    saved since an upgrade, and references under a former name."""
+    problems: list[str] = []
+    for s in await status(ws, [c.__model__ for c in classes]):
+        if s.pending:
+            problems.append(
+                f"model {s.model!r}: {s.pending} stored documents are behind version {s.version}"
+            )
+        if s.newer:
+            problems.append(
+                f"model {s.model!r}: {s.newer} stored documents are newer than "
+                f"version {s.version} (written by newer code)"
+            )
+        if s.invalid:
+            problems.append(
+                f"model {s.model!r}: {s.invalid} stored documents have an invalid __version__"
+            )
+        for old, n in s.former.items():
+            problems.append(
+                f"model {s.model!r}: {n} documents are still in the collection of its "
+                f"former name {old!r}; `atomdb-migrate upgrade` moves them"
+            )
+        if s.unversioned_since is not None:
+            problems.append(
+                f"model {s.model!r}: {s.unversioned} documents have no version although "
+                f"the upgrade of {s.unversioned_since:%Y-%m-%d %H:%M} left none: code that "
+                "does not version this model still saves it (see docs/deploying.md, "
+                "adopting versioning)"
+            )
+    for cls in classes:
+        for old in ws.registry.former_names(cls):
+            n = await count_references(
+                ws.database, old, cls.__model__, skip=ws.internal_collections
+            )
+            if n:
                 problems.append(
-                    f"model {s.model!r}: {s.pending} stored documents are behind "
-                    f"version {s.version}"
+                    f"model {cls.__model__!r}: {n} stored documents still refer to it "
+                    f"under its former name {old!r}; `atomdb-migrate upgrade` rewrites them"
                 )
-            if s.newer:
-                problems.append(
-                    f"model {s.model!r}: {s.newer} stored documents are newer than "
-                    f"version {s.version} (written by newer code)"
-                )
-            if s.invalid:
-                problems.append(
-                    f"model {s.model!r}: {s.invalid} stored documents have an invalid __version__"
-                )
-            for old, n in s.former.items():
-                problems.append(
-                    f"model {s.model!r}: {n} documents are still in the collection of its "
-                    f"former name {old!r}; `atomdb-migrate upgrade` moves them"
-                )
-            if s.unversioned_since is not None:
-                problems.append(
-                    f"model {s.model!r}: {s.unversioned} documents have no version although "
-                    f"the upgrade of {s.unversioned_since:%Y-%m-%d %H:%M} left none: code that "
-                    "does not version this model still saves it (see docs/deploying.md, "
-                    "adopting versioning)"
-                )
-        for cls in classes:
-            for old in ws.registry.former_names(cls):
-                n = await count_references(
-                    ws.database, old, cls.__model__, skip=ws.internal_collections
-                )
-                if n:
-                    problems.append(
-                        f"model {cls.__model__!r}: {n} stored documents still refer to it "
-                        f"under its former name {old!r}; `atomdb-migrate upgrade` rewrites them"
-                    )
     return problems
 
 
