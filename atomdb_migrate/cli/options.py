@@ -68,9 +68,8 @@ _TYPES: dict[str, Callable[[Declared], Any]] = {
         None if d.high is None else int(d.high),
         min_open=d.low_open,
     ),
-    "seconds": lambda d: Finite(d.low, d.high, min_open=d.low_open),
-    "number": lambda d: Finite(d.low, d.high, min_open=d.low_open),
 }
+_TYPES["seconds"] = _TYPES["number"] = lambda d: Finite(d.low, d.high, min_open=d.low_open)
 
 
 def run_option(name: str, declared: Declared, default: Any) -> Callable[[F], F]:
