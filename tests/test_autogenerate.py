@@ -123,7 +123,10 @@ def test_autogenerate_then_check(app: Path, registry: MigrationRegistry) -> None
 
     code, out = cli(app, "revision", "--autogenerate", "--model", "Page", "-m", "state and tags")
     assert code == 0, out
-    assert "(pages.Page 1 -> 2)" in out and 'then set __version__ = "2"' in out
+    assert "(pages.Page 1 -> 2)" in out
+    # The exact line to change, in the model's file relative to the project.
+    line = 1 + (app / "pages.py").read_text().splitlines().index("    __version__ = 1")
+    assert f"then set __version__ = 2 on pages.Page (pages.py:{line}, now `__version__ = 1`)" in out
     written = app / "migrations" / "0002_state_and_tags.py"
     source = written.read_text()
     assert "RENAME? 'status' was removed and 'state' added, both Str" in source

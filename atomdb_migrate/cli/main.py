@@ -116,7 +116,13 @@ def init(folder: str) -> None:
 
 @main.command()
 @click.option("-m", "--message", required=True, help="What the step does (its docstring).")
-@click.option("--model", required=True, help="The model's __model__ name or class name.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="The model's __model__ name or class name; repeat it for a module per model.",
+)
+@click.option("--all", "every", is_flag=True, help="A module for every versioned model.")
 @click.option(
     "--autogenerate",
     is_flag=True,
@@ -124,11 +130,18 @@ def init(folder: str) -> None:
 )
 @pass_state
 @run_async
-async def revision(state: State, message: str, model: str, autogenerate: bool) -> None:
-    """Write a new step module from the model's newest version to the next."""
-    done = command.revision(state.workspace, message, model, autogenerate=autogenerate)
-    click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
-    say_revision(done, autogenerate)
+async def revision(
+    state: State, message: str, models: tuple[str, ...], every: bool, autogenerate: bool
+) -> None:
+    """Write a new step module from the model's newest version to the next.
+
+    With several --model (or --all), one module per model, each with MESSAGE.
+    """
+    if every == bool(models):
+        raise click.UsageError("give --model NAME (repeatable) or --all, not both")
+    names = () if every else models
+    for done in command.revisions(state.workspace, message, names, autogenerate=autogenerate):
+        say_revision(done, autogenerate)
 
 
 #: The option of the commands that print JSON.

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import click
@@ -679,4 +680,23 @@ def say_revision(done: Revision, autogenerate: bool) -> None:
     for hint in done.hints:
         click.echo(f"  {hint}")
     if done.bump:
-        click.echo(f'  then set __version__ = "{done.to_version}" on the model')
+        click.echo(f"  {version_hint(done)}")
+
+
+def version_hint(done: Revision) -> str:
+    """The exact line that raises the model's ``__version__`` to the step's."""
+    if done.version_line is None:
+        where = f" ({shown_path(done.model_file)})" if done.model_file else ""
+        return f"then add {done.new_version_line} to {done.model}{where}"
+    path, line, now = done.version_line
+    return (
+        f"then set {done.new_version_line} on {done.model} ({shown_path(path)}:{line}, now `{now}`)"
+    )
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when under it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

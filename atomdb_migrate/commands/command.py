@@ -30,7 +30,7 @@ from .check import (
 )
 from .history import Failures, failures, history
 from .init import TABLE_TEMPLATE, init
-from .revision import Revision, revision
+from .revision import Revision, revision, revisions
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
 from .status import ModelStatus, status
@@ -70,6 +70,7 @@ __all__ = [
     "init",
     "known_versions",
     "revision",
+    "revisions",
     "stamp",
     "status",
     "unlock",

@@ -7,7 +7,10 @@ finds the model's steps and the versions, and writes the file.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,15 @@ class Revision:
     #: step deletes or converts with loss (which `check` refuses until the
     #: comment saying so is deleted), defaults to set.
     hints: list[str] = field(default_factory=list)
+    #: Where the model assigns its ``__version__``: the file, the line number
+    #: and the line as it is (None when the class does not assign it itself,
+    #: or its source cannot be read).
+    version_line: tuple[Path, int, str] | None = None
+    #: The line that raises ``__version__`` to `to_version`, in the form of
+    #: the current one (an int stays an int).
+    new_version_line: str = ""
+    #: The file holding the model's class, when its source can be read.
+    model_file: Path | None = None
 
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
@@ -95,6 +107,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     )
     path = folder / f"{number:04d}_{slug(message)}.py"
     path.write_text(module.text)
+    model_file, line = model_version_line(cls)
     return Revision(
         path,
         cls.__model__,
@@ -109,7 +122,74 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
             f"{'create' if isinstance(op, CreateIndex) else 'drop'} {op.describe()}"
             for op in module.indexes
         ],
+        version_line=line,
+        new_version_line=raised_version_line(line[2] if line else None, end),
+        model_file=model_file,
     )
+
+
+def revisions(
+    ws: Workspace, message: str, models: list[str] | tuple[str, ...], *, autogenerate: bool = False
+) -> list[Revision]:
+    """Write a step module for each model named (every model when none is),
+    each with the same `message`, numbered in the order given.
+
+    A model named twice (by its ``__model__`` and its class name, say) gets one
+    module. Each module is what `revision` writes for its model alone.
+
+    """
+    names: dict[str, None] = {}
+    for cls in ws.models(list(models)) if models else ws.models():
+        names.setdefault(cls.__model__, None)
+    return [revision(ws, message, name, autogenerate=autogenerate) for name in names]
+
+
+def version_assignment(source: str) -> tuple[int, str] | None:
+    """The line of a class's source that assigns ``__version__`` in its body.
+
+    Returns
+    -------
+    tuple or None
+        The line's index in `source` and its text without indentation; None
+        when the class's own body does not assign ``__version__``.
+
+    """
+    tree = ast.parse(textwrap.dedent(source))
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
+    for node in cls.body if cls else []:
+        target = (
+            node.targets[0]
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else node.target
+            if isinstance(node, ast.AnnAssign) and node.value is not None
+            else None
+        )
+        if isinstance(target, ast.Name) and target.id == "__version__":
+            offset = node.lineno - 1
+            return offset, source.splitlines()[offset].strip()
+    return None
+
+
+def model_version_line(cls: type) -> tuple[Path | None, tuple[Path, int, str] | None]:
+    """The file of a model's class, and where it assigns ``__version__``."""
+    try:
+        lines, first = inspect.getsourcelines(cls)
+        path = Path(inspect.getsourcefile(cls) or "")
+    except (OSError, TypeError):
+        return None, None
+    found = version_assignment("".join(lines))
+    return path, (path, first + found[0], found[1]) if found else None
+
+
+def raised_version_line(current: str | None, version: str) -> str:
+    """The line assigning `version` to ``__version__``, in `current`'s form:
+    its annotation kept, an int when it assigns an int and `version` is one."""
+    if current is None:
+        return f'__version__ = "{version}"'
+    head, value = current.split("=", 1)
+    value = value.split("#", 1)[0].strip()
+    literal = version if value.isdigit() and version.isdigit() else f'"{version}"'
+    return f"{head.rstrip()} = {literal}"
 
 
 def _migrations(ws: Workspace) -> Path:
