@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, load_migrations
@@ -118,6 +118,7 @@ OTHER = st.sampled_from(
 
 
 @settings(max_examples=RELEASES_EXAMPLES, deadline=None)
+@example(before=[], after=["# __version__ = 9, a comment"], value=None, annotated=False)
 @given(
     before=st.lists(OTHER, max_size=4),
     after=st.lists(OTHER, max_size=4),
@@ -138,7 +139,8 @@ def test_the_version_line_found_is_the_assignment(
         target = "__version__: ClassVar[str]" if annotated and value.startswith("'") else None
         body.append(f"{target} = {value}" if target else f"__version__ = {value}")
     body += after
-    text = "class User(VersionedModel):\n" + "".join(f"    {b}\n" for b in body or ["pass"])
+    # A body of comments alone is no class body: a last ``pass`` makes one.
+    text = "class User(VersionedModel):\n" + "".join(f"    {b}\n" for b in [*body, "pass"])
     found = version_assignment(text)
     if value is None:
         assert found is None

@@ -25,7 +25,6 @@ from .options import UPGRADE_OPTIONS, count, run_options, seconds
 from .output import (
     Group,
     check_found_json,
-    describe_holder,
     describe_run,
     history_failures_json,
     history_json,
@@ -41,7 +40,7 @@ from .output import (
     summarize_json,
 )
 from .progress import progress_for
-from .prompts import asks_first, confirmed
+from .prompts import asks_first, confirmed, describe_holder
 from .running import State, each_database, run_async
 
 pass_state = click.make_pass_decorator(State)

@@ -650,15 +650,6 @@ def check_found_json(found: DatabaseCheck, document: dict[str, Any], url: str | 
     return say_check(found, None, quiet=True)
 
 
-def describe_holder(found: dict[str, Any]) -> str:
-    """Who holds the migration lock, since when, and until when."""
-    return (
-        f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
-        f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; last "
-        f"renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
-    )
-
-
 def say_revision(done: Revision, autogenerate: bool) -> None:
     """The step module written, and what is left to the author."""
     click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")

@@ -4,6 +4,7 @@ on a terminal only, and never when given ``--yes``."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -29,3 +30,12 @@ def confirmed(question: str, *, yes: bool) -> bool:
         return click.confirm(question, default=False)
     except click.Abort:
         return False
+
+
+def describe_holder(found: dict[str, Any]) -> str:
+    """Who holds the migration lock, since when, and until when."""
+    return (
+        f"held by {found.get('command', '?')} on host {found.get('host', '?')} "
+        f"(pid {found.get('pid', '?')}) since {found.get('acquired_at', '?')}; last "
+        f"renewed {found.get('renewed_at', '?')}; lease until {found.get('expires_at', '?')}"
+    )
