@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry
+from atomdb_migrate.cli.documents import dumps
 from atomdb_migrate.cli.main import main
 from atomdb_migrate.testing import memory_client
 
@@ -377,3 +379,14 @@ def test_several_databases_one_document_naming_each_database(tmp_path: Path) -> 
     checked = first.invoke(*args[:4], "check", "--pending", "--json")
     found = check_output(["check"], checked.exit_code, checked.stdout, checked.stderr)
     assert [c["database"] for c in found["checks"]] == [None, first.dbname, second.dbname]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(), st.sampled_from([None, UTC, timezone(timedelta(hours=5, minutes=30))]))
+def test_a_date_says_its_offset(when: datetime, zone: Any) -> None:
+    """Dates read back from the server have no time zone; they are UTC, and
+    the JSON says so (``2025-01-31T12:00:00+00:00``, as docs/cli.md shows)."""
+    given = when if zone is None else when.replace(tzinfo=zone)
+    read = datetime.fromisoformat(json.loads(dumps({"at": given}))["at"])
+    assert read.tzinfo is not None
+    assert read == (given if zone is not None else given.replace(tzinfo=UTC))

@@ -7,7 +7,7 @@ names every field (a test reads its tables).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..commands.check import DatabaseCheck
@@ -16,10 +16,13 @@ from ..commands.upgrade import ModelReport, RenameReport
 
 
 def encode(value: Any) -> Any:
-    """A value JSON does not know: a date in ISO 8601, anything else (an
-    ``ObjectId``, say) as its string."""
+    """A value JSON does not know: a date in ISO 8601 with its offset, anything
+    else (an ``ObjectId``, say) as its string.
+
+    The server stores dates in UTC and the driver reads them back without a
+    time zone: such a date is given its UTC offset."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     return str(value)
 
 
