@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..autogenerate.revision import step_module, step_versions
+from ..core.storage import VERSION_KEY
 from ..exceptions import ConfigError
 from ..operations.collection import CreateIndex
 from ..schema.snapshots import SchemaDiff
@@ -164,7 +165,8 @@ def version_assignment(source: str) -> tuple[int, str] | None:
             if isinstance(node, ast.AnnAssign) and node.value is not None
             else None
         )
-        if isinstance(target, ast.Name) and target.id == "__version__":
+        # The class attribute, named as the key it is stored under.
+        if isinstance(target, ast.Name) and target.id == VERSION_KEY:
             offset = node.lineno - 1
             return offset, source.splitlines()[offset].strip()
     return None
