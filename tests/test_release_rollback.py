@@ -36,6 +36,7 @@ from atomdb_migrate.steps.versions import parse_version
 from .project import CUSTOMER, ORDER, Project
 from .releasedemo import Account, Invoice, Note
 from .test_downgrade_newer import workspace_url
+from .test_json_output import run_document
 
 #: Examples of the property test; raise it with RELEASE_ROLLBACK_EXAMPLES.
 RELEASE_ROLLBACK_EXAMPLES = int(os.environ.get("RELEASE_ROLLBACK_EXAMPLES", "15"))
@@ -159,6 +160,7 @@ def test_json_gives_the_plan_and_each_model(project: Project) -> None:
     out = project.invoke("downgrade", "--release", "-1", "--json", "--no-progress")
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
+    run_document(doc)  # exactly the fields docs/cli.md documents, at every level
     assert doc["exit"] == 0 and doc["error"] is None
     release = doc["release"]
     assert release["asked"] == "-1"
