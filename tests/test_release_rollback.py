@@ -78,6 +78,10 @@ def test_the_last_release_is_taken_back_then_the_one_before(project: Project) ->
     assert [u["release"] for u in run["arguments"]["undone"]] == ["r2"]
     assert run["arguments"]["to"] == {CUSTOMER: "2"}
 
+    history = project.invoke("history")
+    assert "release -1 (took back r2)" in history.output and "release r1" in history.output
+    assert "by_version" not in history.output
+
     # r2 is taken back: -1 now means r1.
     again = project.invoke("downgrade", "--release", "-1", "--no-progress")
     assert again.exit_code == 0, again.output

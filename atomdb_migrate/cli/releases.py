@@ -35,3 +35,18 @@ def say_release_plan(plan: ReleasePlan, dry_run: bool) -> None:
     would = "would take" if dry_run else "taking"
     for name, to in plan.targets.items():
         click.echo(f"{would} {name} back to {to}")
+
+
+def release_label(run: dict[str, Any]) -> str:
+    """A recorded run's release, as `history` prints it after the duration:
+    `` release r2`` for an upgrade, `` release -1 (took back r2)`` for a
+    downgrade of releases; empty for any other run."""
+    arguments = run.get("arguments")
+    release = arguments.get("release") if isinstance(arguments, dict) else None
+    if not isinstance(release, str) or not isinstance(arguments, dict):
+        return ""
+    undone = arguments.get("undone")
+    if run.get("command") != "downgrade" or not isinstance(undone, list):
+        return f" release {release}"
+    names = ", ".join(str(u.get("release")) for u in undone if isinstance(u, dict))
+    return f" release {release} (took back {names})"
