@@ -64,7 +64,7 @@ def test_the_last_release_is_taken_back_then_the_one_before(project: Project) ->
 
     dry = project.invoke("downgrade", "--release", "-1", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "taking back release r2 (it moved clidemo.Customer from 2)" in dry.output
+    assert "would take back release r2 (it moved clidemo.Customer from 2)" in dry.output
     assert "would take clidemo.Customer back to 2" in dry.output
     assert project.versions() == {"3": 4}, "a dry run writes nothing"
 
@@ -335,3 +335,71 @@ def test_taking_back_releases_restores_the_documents(
         assert run["arguments"]["release"] == ("-1" if back is None else f"r{back}")
     else:
         assert downgrades == [], "nothing to take back: nothing recorded"
+
+
+async def ordered_releases(url: str, folder: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Two releases, the second upgrading Note then Account, some Notes already
+    ahead; the plans of -1 and -2, what -1 ran, the census after -1 then -1."""
+    config = load_config(url=url, models=["tests.releasedemo"], migrations=folder, start=folder)
+    for cls in MODELS:
+        set_code_version(cls, 2)
+    async with Workspace(config) as ws:
+        await ws.connect()
+        database = ws.database
+        try:
+            for cls in MODELS:
+                doc = {"__model__": cls.__model__, "__version__": "1", "n": 0}
+                await database[cls.__model__].insert_one(doc)
+            await command.upgrade(ws, options=RunOptions(release="first"))
+            await database[Note.__model__].insert_one(
+                {"__model__": Note.__model__, "__version__": "3", "v2": 2, "v3": 3, "n": 1}
+            )
+            set_code_version(Note, 4)
+            set_code_version(Account, 3)
+            names = [Note.__model__, Account.__model__]
+            await command.upgrade(ws, names, options=RunOptions(release="second"))
+            last = await command.plan_releases(ws, back=-1)
+            both = await command.plan_releases(ws, back=-2)
+            plan, result = await command.downgrade_releases(ws, back=-1)
+            census = {}
+            for cls in MODELS:
+                rows = await database[cls.__model__].find().to_list(None)
+                census[cls.__model__] = sorted(d["__version__"] for d in rows)
+            _, again = await command.downgrade_releases(ws, back=-1)
+            for cls in MODELS:
+                rows = await database[cls.__model__].find().to_list(None)
+                census[f"{cls.__model__} after"] = sorted(d["__version__"] for d in rows)
+        finally:
+            await database.client.drop_database(database.name)
+    return (last, both), plan, (result, again), census
+
+
+def test_the_order_is_the_reverse_of_the_upgrade_and_the_lowest_version_wins(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    release_registry: MigrationRegistry,
+) -> None:
+    if backend != "mongomock":
+        pytest.skip("one backend is enough: the plan is read from the history")
+    folder = tmp_path / "migrations"
+    write_steps(folder)
+    url = workspace_url(backend, request, f"order_{uuid.uuid4().hex[:12]}")
+    (last, both), plan, (result, again), census = asyncio.run(ordered_releases(url, folder))
+    # The second release found the notes at 2 and 3: back to the lowest.
+    assert [r.name for r in last.undone] == ["second"]
+    assert list(last.targets.items()) == [(Account.__model__, "2"), (Note.__model__, "2")]
+    # Two releases back: the newest first, each in reverse; the oldest's versions.
+    assert [r.name for r in both.undone] == ["second", "first"]
+    assert list(both.targets.items()) == [
+        (Account.__model__, "1"),
+        (Note.__model__, "1"),
+        (Invoice.__model__, "1"),
+    ]
+    assert plan.targets == last.targets, "the plan run is the plan made before"
+    assert [r.model for r in result.reports] == [Account.__model__, Note.__model__]
+    assert census[Note.__model__] == ["2", "2"] and census[Account.__model__] == ["2"]
+    # The second -1 takes back the first release: every model at 1.
+    assert [r.model for r in again.reports] == [m.__model__ for m in reversed(MODELS)]
+    for cls in MODELS:
+        assert set(census[f"{cls.__model__} after"]) == {"1"}

@@ -29,10 +29,10 @@ def say_release_plan(plan: ReleasePlan, dry_run: bool) -> None:
     if not plan.targets:
         click.echo("no release to take back: nothing to do")
         return
+    would = "would take" if dry_run else "taking"
     for release in plan.undone:
         moved = ", ".join(f"{m} from {v}" for m, v in release.moved.items())
-        click.echo(f"taking back release {release.name} (it moved {moved})")
-    would = "would take" if dry_run else "taking"
+        click.echo(f"{would} back release {release.name} (it moved {moved})")
     for name, to in plan.targets.items():
         click.echo(f"{would} {name} back to {to}")
 
