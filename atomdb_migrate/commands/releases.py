@@ -123,7 +123,11 @@ async def releases(ws: Workspace) -> list[Release]:
             release = _release(run)
             if release is not None:
                 found.append(release)
-    return found
+    # A model recorded under a former name (``ops.rename_model``) is the model now.
+    ws.load()
+    return [
+        replace(r, moved={ws.registry.resolve(m): v for m, v in r.moved.items()}) for r in found
+    ]
 
 
 async def plan_releases(
