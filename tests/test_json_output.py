@@ -65,6 +65,9 @@ def test_the_docs_have_a_table_for_every_document() -> None:
         "The rows of `status --json`",
         "`upgrade --json`, `downgrade --json`",
         "A model of `upgrade --json`",
+        "The release of a downgrade",
+        "A release taken back",
+        "A model's target",
         "A step of a run",
         "A rename of a run",
         "A failure of a run",
@@ -89,6 +92,8 @@ def exactly(obj: Any, heading: str) -> None:
 
 def run_document(doc: dict[str, Any]) -> None:
     exactly(doc, "`upgrade --json`, `downgrade --json`")
+    if doc["release"] is not None:
+        release_document(doc["release"])
     for m in doc["models"]:
         exactly(m, "A model of `upgrade --json`")
         for s in m["steps"]:
@@ -100,6 +105,15 @@ def run_document(doc: dict[str, Any]) -> None:
         for s in m["samples"]:
             exactly(s, "A sample of a dry run")
         assert m["direction"] == doc["command"]
+
+
+def release_document(release: dict[str, Any]) -> None:
+    """What ``downgrade --release``/``--to-release`` takes back, at every level."""
+    exactly(release, "The release of a downgrade")
+    for undone in release["undone"]:
+        exactly(undone, "A release taken back")
+    for target in release["plan"]:
+        exactly(target, "A model's target")
 
 
 def recorded_run(run: dict[str, Any]) -> None:
@@ -227,6 +241,9 @@ COMMANDS: list[list[str]] = [
     ["downgrade", CUSTOMER, "--to", "1", "--dry-run"],
     ["downgrade", CUSTOMER, "--to", "2", "--continue-on-error"],
     ["downgrade", CUSTOMER],  # a usage error: --to is required
+    ["downgrade", "--release", "-1"],  # exit 3 when no release is left to take back
+    ["downgrade", "--release", "-1", "--dry-run"],
+    ["downgrade", "--to-release", f"{CUSTOMER}=2"],
     ["upgrade", "--batch-size", "0"],  # a usage error: a value refused
 ]
 

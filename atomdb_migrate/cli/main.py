@@ -41,6 +41,7 @@ from .output import (
 )
 from .progress import progress_for
 from .prompts import asks_first, confirmed, describe_holder
+from .releases import release_json, say_release_plan
 from .running import State, each_database, run_async
 
 pass_state = click.make_pass_decorator(State)
@@ -182,7 +183,9 @@ async def _run_and_summarize(
 
 def _run_document(name: str, options: RunOptions, as_json: bool) -> dict[str, Any] | None:
     """The document an upgrade or downgrade given ``--json`` prints, or None."""
-    return json_document(command=name, dry_run=options.dry_run, models=[]) if as_json else None
+    if not as_json:
+        return None
+    return json_document(command=name, dry_run=options.dry_run, release=None, models=[])
 
 
 @main.command()
@@ -231,19 +234,59 @@ async def upgrade(
 
 
 @main.command()
-@click.argument("model")
-@click.option("--to", "to", required=True, help="The version to take documents back to.")
+@click.argument("model", required=False)
+@click.option("--to", "to", help="The version to take MODEL's documents back to.")
+@click.option(
+    "--release",
+    "back",
+    type=click.IntRange(max=-1),
+    metavar="-N",
+    help="Take back the last N releases (-1: the last): each model they moved, to the "
+    "version they found it at.",
+)
+@click.option(
+    "--to-release",
+    metavar="NAME",
+    help="Take back every release after NAME: each model to where NAME left it.",
+)
 @run_options()
 @JSON_OPTION
 @pass_state
 @run_async
 async def downgrade(
-    state: State, model: str, to: str, options: RunOptions, progress: bool, as_json: bool
+    state: State,
+    model: str | None,
+    to: str | None,
+    back: int | None,
+    to_release: str | None,
+    options: RunOptions,
+    progress: bool,
+    as_json: bool,
 ) -> None:
-    """Take a model's documents back to a version, with the downgrade functions."""
+    """Take a model's documents back to a version (MODEL --to V), or every model
+    back to where an earlier release left it (--release -1, --to-release NAME),
+    with the downgrade functions."""
+    releases = back is not None or to_release is not None
+    if releases and (model is not None or to is not None):
+        raise click.UsageError("--release and --to-release take no MODEL and no --to")
+    if back is not None and to_release is not None:
+        raise click.UsageError("give --release -N or --to-release NAME, not both")
+    if not releases and (model is None or to is None):
+        raise click.UsageError(
+            "downgrade needs MODEL and --to VERSION, or --release -N, or --to-release NAME"
+        )
     document = _run_document("downgrade", options, as_json)
     database = state.workspace.config.database_name() if as_json else None
-    call = partial(command.downgrade, state.workspace, model, to)
+    call: Callable[..., Any]
+    if model is not None and to is not None:
+        call = partial(command.downgrade, state.workspace, model, to)
+    else:
+        plan = await command.plan_releases(state.workspace, back=back, to_release=to_release)
+        if document is not None:
+            document["release"] = release_json(plan)
+        else:
+            say_release_plan(plan, options.dry_run)
+        call = partial(command.downgrade_releases, state.workspace, plan=plan)
     await _run_and_summarize(DOWNGRADE, options, progress, call, document, database)
 
 

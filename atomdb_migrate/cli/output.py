@@ -47,6 +47,7 @@ from .exits import (
     CommandError,
     command_error,
 )
+from .releases import release_label
 
 
 class HasUrl(Protocol):
@@ -455,13 +456,13 @@ def describe_run(run: dict[str, Any]) -> str:
     when = timestamp(run.get("started_at"))
     line = (
         f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
-        f" {run.get('duration_s', '?')}s {_run_detail(run)}"
+        f" {run.get('duration_s', '?')}s{release_label(run)} {_run_detail(run)}"
     )
     return "  " + shorten(" ".join(line.split()), 500)
 
 
 #: What a run's counts hold besides the numbers `describe_run` shows.
-_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection")
+_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection", "by_version")
 
 
 def _run_detail(run: dict[str, Any]) -> str:

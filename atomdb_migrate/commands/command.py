@@ -9,7 +9,8 @@ a test) with a `Workspace`::
 
 The commands live one group a module, and this module re-exports them all:
 `init`; `upgrade` (upgrade, downgrade); `stamp` (stamp, accept_checksums);
-`status`; `history` (history, failures); `check`; `unlock` (holder,
+`releases` (downgrade_releases, plan_releases, releases); `status`;
+`history` (history, failures); `check`; `unlock` (holder,
 unlock); `several` (databases, each_database); `revision`.
 
 """
@@ -30,6 +31,7 @@ from .check import (
 )
 from .history import Failures, failures, history
 from .init import TABLE_TEMPLATE, init
+from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, releases
 from .revision import Revision, revision, revisions
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
@@ -45,6 +47,8 @@ __all__ = [
     "DatabaseCheck",
     "Failures",
     "ModelStatus",
+    "Release",
+    "ReleasePlan",
     "Revision",
     "RunResult",
     "Visit",
@@ -61,6 +65,7 @@ __all__ = [
     "database_exists",
     "databases",
     "downgrade",
+    "downgrade_releases",
     "drift",
     "each_database",
     "failures",
@@ -69,6 +74,8 @@ __all__ = [
     "index_drift",
     "init",
     "known_versions",
+    "plan_releases",
+    "releases",
     "revision",
     "revisions",
     "stamp",

@@ -63,6 +63,7 @@ __all__ = [
     "RunResult",
     "applied_checksums",
     "downgrade",
+    "release_name",
     "upgrade",
     "write_concern",
 ]
@@ -146,7 +147,15 @@ async def upgrade(
                 )
     if to is not None and len(classes) != 1:
         raise ConfigError("--to needs exactly one model")
+    if options.release is None:
+        options = replace(options, release=release_name(classes, to))
     return await _run(ws, UPGRADE, classes, to, options, progress, result, only)
+
+
+def release_name(classes: list[type[VersionedModel]], to: str | None = None) -> str:
+    """The name an upgrade records for its release when it is given none: each
+    model's ``__model__`` name and the version it takes it to, ``app.User=3,app.Order=2``."""
+    return ",".join(f"{c.__model__}={to if to is not None else c.__version__}" for c in classes)
 
 
 async def downgrade(
@@ -174,12 +183,19 @@ async def _run(
     ws: Workspace,
     direction: Direction,
     classes: list[type[VersionedModel]],
-    to: str | None,
+    to: str | dict[str, str] | None,
     options: RunOptions,
     progress: Progress | None,
     result: RunResult | None,
     only: dict[str, list[Any]] | None,
+    recorded: dict[str, Any] | None = None,
 ) -> RunResult:
+    """One run over `classes`, in their order, under one lock, recorded once.
+
+    `to` is the target of every model, or each model's by ``__model__`` name;
+    `recorded` adds to the history's record of the run's arguments.
+
+    """
     result = result or RunResult(direction.name, options.dry_run)
     options = options.with_settings(ws.config)
     await ws.connect()
@@ -195,21 +211,23 @@ async def _run(
     result.reports = runner.reports
     if options.dry_run:  # writes nothing: no lock, no history
         for cls in classes:
-            await runner.run(cls, to, direction)
+            await runner.run(cls, _target(to, cls), direction)
         return result
     # Refuse a broken chain before taking the lock: then nothing at all is
     # written, not even a history record. The runs use these surveys.
-    surveys = {cls: await runner.survey(cls, to, direction) for cls in classes}
-    arguments = _arguments(classes, to, options, only)
+    surveys = {cls: await runner.survey(cls, _target(to, cls), direction) for cls in classes}
+    arguments = {**_arguments(classes, to, options, only), **(recorded or {})}
     retry = runner.retry
-    sums = applied_checksums(ws, classes, to) if direction is UPGRADE else None
+    sums = None
+    if direction is UPGRADE and not isinstance(to, dict):
+        sums = applied_checksums(ws, classes, to)
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
         history = History(runner.database[ws.config.history_collection])
         record = await _Record.start(history, retry, direction, arguments, lock, sums)
         try:
             for cls in classes:
-                await runner.run(cls, to, direction, surveys[cls])
+                await runner.run(cls, _target(to, cls), direction, surveys[cls])
         except BaseException as exc:
             await record.stopped(result, exc, retry, lock, ws.config.url)
             raise
@@ -220,9 +238,14 @@ async def _run(
     return result
 
 
+def _target(to: str | dict[str, str] | None, cls: type[VersionedModel]) -> str | None:
+    """A model's target in a run given one target, or one per model."""
+    return to.get(cls.__model__) if isinstance(to, dict) else to
+
+
 def _arguments(
     classes: list[type[VersionedModel]],
-    to: str | None,
+    to: str | dict[str, str] | None,
     options: RunOptions,
     only: dict[str, list[Any]] | None,
 ) -> dict[str, Any]:

@@ -20,6 +20,13 @@ By default ``atomdb_migrate_history``. Each record holds:
   the toolkit's index), in a run that failed too;
 - ``failures``: the first failures (model, ``_id``, step, error), when the
   run went on past them; ``error``: why a failed run stopped;
+- ``arguments.release``: an upgrade's release name (``upgrade --release``,
+  by default the models' versions, ``app.User=3,app.Order=2``); a
+  downgrade of releases (``downgrade --release -1``, ``--to-release``)
+  records the release asked for there, and in ``arguments.undone`` the
+  releases it took back (``id``, ``release``);
+- ``models.<name>.by_version``: the documents not at the target when the
+  run started, by stored version (the versions a release found them at);
 - ``checksums``: for an upgrade, each step of the models' chains up to the
   target (model, versions, module, checksum), as `atomdb_migrate.checksums`
   takes it; ``stamp --accept-checksums`` records a run of these alone.
@@ -203,6 +210,13 @@ class History:
             {"checksums.0": {"$exists": True}}, {"checksums": 1, "started_at": 1}
         )
         return list(await cursor.sort("started_at", -1).to_list(length=None))
+
+    async def finished(self, limit: int = RECENT) -> list[dict[str, Any]]:
+        """The latest upgrades and downgrades that succeeded, newest first: the
+        releases, and the rollbacks that took them back."""
+        query = {"command": {"$in": ["upgrade", "downgrade"]}, "outcome": "succeeded"}
+        cursor = self.collection.find(query).sort("started_at", -1).limit(limit)
+        return list(await cursor.to_list(length=limit))
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

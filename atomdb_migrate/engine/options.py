@@ -283,6 +283,20 @@ class RunOptions:
             recorded=False,  # recorded as what the run was given (``only``)
         ),
     )
+    #: The release's name, recorded in the history (``arguments.release``) for
+    #: ``downgrade --to-release NAME``; None: the code's versions of the run's
+    #: models (``app.User=3,app.Order=2``).
+    release: str | None = field(
+        default=None,
+        metadata=option(
+            "text",
+            "--release",
+            "Name this release in the history, for downgrade --to-release "
+            "[the models' versions: app.User=3,app.Order=2].",
+            metavar="NAME",
+            upgrade_only=True,
+        ),
+    )
     #: Run the steps made only of operations as server-side updates.
     server_side: bool = field(default=True, metadata=option("flag", recorded=False))
     #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each

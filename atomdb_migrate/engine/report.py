@@ -147,6 +147,7 @@ class ModelReport:
         verb = "upgraded" if self.direction == "upgrade" else "downgraded"
         return {
             "target": self.target,
+            "by_version": self.by_version,
             "steps": self.steps,
             verb: self.migrated,
             "skipped": self.skipped,

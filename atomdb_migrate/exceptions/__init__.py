@@ -42,7 +42,8 @@ MigrateError
  │                              manager misses legacy documents
  ├── UnknownModelError         no versioned model has that ``__model__`` name
  ├── ConfigError               options, the pyproject table, or the models
- │    └── StepModuleError       a step module that does not load
+ │    ├── StepModuleError       a step module that does not load
+ │    └── ReleaseNotFoundError  no recorded release is the one asked for
  ├── ConnectionFailedError     the server cannot be reached or refuses us
  ├── ServerError               the server failed a command (not transiently)
  │    ├── ServerUnavailableError  a transient fault outlasted the retry window
@@ -76,6 +77,7 @@ from .base import (
 )
 from .config import (
     ConfigError,
+    ReleaseNotFoundError,
     StepModuleError,
     UnknownModelError,
 )
@@ -149,6 +151,7 @@ __all__ = [
     "NewerDocumentError",
     "OperationError",
     "QueryError",
+    "ReleaseNotFoundError",
     "RestoreFailedError",
     "ServerError",
     "ServerUnavailableError",

@@ -37,3 +37,21 @@ class StepModuleError(ConfigError):
     def __init__(self, problems: list[tuple[str, int, str]]) -> None:
         lines = [f"{path}:{line}: {message}" for path, line, message in problems]
         super().__init__("; ".join(lines), problems=problems)
+
+
+class ReleaseNotFoundError(ConfigError):
+    """``downgrade --release -N`` or ``--to-release NAME`` names no release the
+    history recorded (``asked``; ``known``: the names of the releases it holds,
+    newest first)."""
+
+    asked: str
+    known: list[str]
+
+    def __init__(self, asked: str, known: list[str], why: str) -> None:
+        names = ", ".join(known[:10]) or "none"
+        more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
+        super().__init__(
+            f"{why}; the releases the history holds, newest first: {names}{more}",
+            asked=asked,
+            known=known,
+        )
