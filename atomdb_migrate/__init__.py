@@ -10,6 +10,7 @@ declarative operations in `ops`), the moment they are read.
 from . import ops
 from .commands.loader import load_migrations
 from .exceptions import (
+    BelowBaseError,
     ChainError,
     ConfigError,
     ConflictError,
@@ -53,6 +54,7 @@ from .steps.versions import Step, StepGraph
 __version__ = "0.1.0"
 
 __all__ = [
+    "BelowBaseError",
     "ChainError",
     "ConfigError",
     "ConflictError",

@@ -13,6 +13,9 @@ from atomdb_migrate import VersionedModel
 class Customer(VersionedModel):
     __model__ = "clidemo.Customer"
     __version__ = 3
+    #: Its steps start at 1: documents saved before it was versioned are not
+    #: expected (the tests that store some see them refused)
+    __base_version__ = 1
 
     first = Str()
     last = Str()

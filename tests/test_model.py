@@ -69,6 +69,7 @@ async def age_to_int(doc: dict[str, Any]) -> None:
 
 class Article(VersionedModel):
     __version__ = 2
+    __base_version__ = 1  # its documents start at version 1: no step from 0
 
     title = Str()
     author = Instance(Author)

@@ -40,6 +40,7 @@ A, B, C = "moves.a.Customer", "moves.b.Customer", "moves.c.Customer"
 class Customer(VersionedModel):
     __model__ = C
     __version__ = 4
+    __base_version__ = 1  # its chain starts at 1
 
     first = Str()
     last = Str()
@@ -338,6 +339,7 @@ from atomdb_migrate import VersionedModel
 class Customer(VersionedModel):
     __model__ = "moves.c.Customer"
     __version__ = 4
+    __base_version__ = 1
     first = Str()
     last = Str()
     visits = Int()

@@ -311,7 +311,7 @@ def _move_hint(diff: SchemaDiff, old: str, new: str, description: Description) -
     else:
         tag, done, op = "MOVE?", "moved", call("move_field", (old, new))
     if old in diff.removed and new in diff.added:
-        how = f"replace their two lines with {op},"
+        how = f"replace their two lines with {op}"
     else:
         places = [f"the line that adds {new!r}"] if new in diff.added else []
         places += [call("remove_field", (old,))] if old in diff.removed else []

@@ -31,7 +31,7 @@ from ..operations.collection import IndexOperation
 from ..operations.rename_model import RenameModel
 from ..schema import indexes as declared_indexes
 from ..schema.snapshots import SchemaDiff, compare, previous_snapshot, snapshot
-from ..steps.versions import Step, StepGraph, parse_version
+from ..steps.versions import Step, StepGraph, base_version, parse_version
 from .infer import infer_operations, operation
 from .render import Comment, Entry, lines
 
@@ -58,13 +58,19 @@ def step_versions(cls: type[VersionedModel], graph: StepGraph) -> tuple[str, str
     It leaves the model's newest version: the last version its steps reach
     or its ``__version__``, whichever is greater, and goes to the next one.
     When the model's ``__version__`` is already ahead of its steps, it goes
-    from the last version they reach to ``__version__``.
+    from the last version they reach to ``__version__``; with no step at
+    all, from the model's base (version 0, or its ``__base_version__``) to
+    ``__version__`` (the first step of a model adopting versioning), or to
+    the next version when ``__version__`` is the base.
 
     """
-    latest = graph.latest
-    if latest is not None and latest < cls.__parsed_version__:
+    latest, head = graph.latest, cls.__parsed_version__
+    if latest is None:
+        base = base_version(cls)
+        return (str(base), cls.__version__) if base < head else (str(head), next_version(str(head)))
+    if latest < head:
         return str(latest), cls.__version__
-    start = str(max(cls.__parsed_version__, latest) if latest else cls.__parsed_version__)
+    start = str(max(head, latest))
     return start, next_version(start)
 
 

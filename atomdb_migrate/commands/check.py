@@ -16,10 +16,11 @@ from ..core.storage import VERSION_INDEX
 from ..driver.mongo import has_version_index, is_mongomock, read_validator
 from ..engine.collection_state import asked_validator, last_validator_operation
 from ..engine.renames import count_references
-from ..exceptions import ConfigError, MigrateError
+from ..exceptions import ConfigError, InvalidVersionError, MigrateError
 from ..model.versioned import VersionedModel
 from ..schema import indexes as declared_indexes
 from ..schema.snapshots import compare, previous_snapshot, snapshot, step_to
+from ..steps.versions import base_version, parse_version
 from . import checksums as step_checksums
 from .several import Visit, each_database
 from .status import status
@@ -212,6 +213,7 @@ async def pending_problems(ws: Workspace, classes: list[type[VersionedModel]]) -
     saved since an upgrade, and references under a former name."""
     problems: list[str] = []
     for s in await status(ws, [c.__model__ for c in classes]):
+        problems += below_base(ws.registry.model(s.model), s.stored)
         if s.pending:
             problems.append(
                 f"model {s.model!r}: {s.pending} stored documents are behind version {s.version}"
@@ -248,6 +250,30 @@ async def pending_problems(ws: Workspace, classes: list[type[VersionedModel]]) -
                     f"under its former name {old!r}; `atomdb-migrate upgrade` rewrites them"
                 )
     return problems
+
+
+def below_base(cls: type[VersionedModel], stored: dict[str, int]) -> list[str]:
+    """The problem of documents stored below a model's ``__base_version__`` (its
+    steps below it were squashed), from the counts of `status` (by version)."""
+    base = base_version(cls)
+    below = {}
+    for name, n in stored.items():
+        try:
+            version = parse_version(name)
+        except InvalidVersionError:
+            continue  # an invalid version: reported on its own
+        if version < base:
+            below[str(version)] = n
+    if not below:
+        return []
+    where = ", ".join(f"{n} at version {v}" for v, n in below.items())
+    return [
+        f"model {cls.__model__!r}: {sum(below.values())} stored documents are below its "
+        f"__base_version__ {base} ({where}), and its steps below {base} were squashed, so "
+        f"they cannot be read; upgrade them first with `atomdb-migrate upgrade` from the "
+        f"release that still has those steps, or lower __base_version__ and bring the "
+        f"steps back"
+    ]
 
 
 async def changed_steps(ws: Workspace) -> list[str]:

@@ -68,7 +68,9 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
     The step leaves the model's newest version: the last version its steps
     reach or its ``__version__``, whichever is greater, and goes to the next
     one. When the model's ``__version__`` is already ahead of its steps, the
-    step goes from the last version they reach to ``__version__``.
+    step goes from the last version they reach to ``__version__``; with no
+    step at all, from version 0 (or the model's ``__base_version__``) to
+    ``__version__`` (see `step_versions`).
 
     The module records the model's fields as its ``schema``. With
     `autogenerate`, its ``operations`` are inferred from the difference
@@ -115,7 +117,7 @@ def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = Fa
         start,
         end,
         module.diff,
-        bump=parse_version(end) != cls.__parsed_version__,
+        bump=parse_version(end) > cls.__parsed_version__,
         moved_from=moved_from,
         computed=module.computed,
         hints=module.hints,

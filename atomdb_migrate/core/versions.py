@@ -17,7 +17,7 @@ from bson.decimal128 import Decimal128
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
-from ..exceptions import InvalidVersionError
+from ..exceptions import ChainError, InvalidVersionError
 
 #: Anything accepted where a version is expected.
 VersionLike = str | int | Version
@@ -177,3 +177,41 @@ def canonical(value: VersionLike) -> str:
 
     """
     return str(parse_version(value))
+
+
+def base_version(cls: Any) -> Version:
+    """The version a model's chain starts at: its ``__base_version__``, 0 when
+    it declares none.
+
+    A model declares a base when its steps below it were squashed: no
+    document below the base is stored any more, so its chain must lead from
+    the base (not from 0) to ``__version__``.
+
+    Parameters
+    ----------
+    cls: type
+        A model class (anything with ``__model__`` and ``__version__``).
+
+    Raises
+    ------
+    InvalidVersionError
+        If ``__base_version__`` is no version.
+    ChainError
+        If it is above the model's ``__version__``.
+
+    """
+    declared = getattr(cls, "__base_version__", None)
+    if declared is None:
+        return _BASE
+    model = getattr(cls, "__model__", None)
+    base = parse_version(declared, model=model, what="__base_version__")
+    head = parse_version(getattr(cls, "__version__", BASE_VERSION), model=model)
+    if base > head:
+        raise ChainError(
+            f"__base_version__ {base} is above __version__ {head}; the base is the "
+            "lowest version a stored document may have",
+            model=model,
+            from_version=str(base),
+            to_version=str(head),
+        )
+    return base

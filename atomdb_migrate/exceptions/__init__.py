@@ -10,6 +10,7 @@ MigrateError
  ├── InvalidVersionError       a value that is not a PEP 440 version
  ├── ChainError                the steps of a model do not form a usable chain
  │    ├── GapError              no step leaves a version the chain must pass
+ │    │    └── BelowBaseError  a document below the model's __base_version__
  │    ├── DuplicateStepError    two steps leave the same version
  │    ├── CycleError            a step that does not move to a greater version
  │    ├── StepBeyondHeadError   a step goes past the model's current version
@@ -108,6 +109,7 @@ from .server import (
     WriteConcernRefusedError,
 )
 from .steps import (
+    BelowBaseError,
     ChainError,
     ConversionError,
     CycleError,
@@ -127,6 +129,7 @@ from .steps import (
 
 __all__ = [
     "MAX_SHOWN",
+    "BelowBaseError",
     "ChainError",
     "ConfigError",
     "ConflictError",

@@ -85,6 +85,42 @@ class GapError(ChainError):
         )
 
 
+class BelowBaseError(GapError):
+    """A document is stored below its model's ``__base_version__``, and no step
+    leaves its version: the steps below the base were squashed, on the promise
+    that no such document is stored any more.
+
+    Attributes
+    ----------
+    base: str
+        The model's ``__base_version__``.
+
+    """
+
+    base: str
+
+    def __init__(
+        self,
+        model: str,
+        from_version: str,
+        to_version: str,
+        missing: str,
+        base: str,
+        *,
+        doc_id: Any = None,
+    ) -> None:
+        super().__init__(model, from_version, to_version, missing, doc_id=doc_id)
+        message = (
+            f"{self.args[0]}: version {from_version} is below the model's "
+            f"__base_version__ {base} (its steps below {base} were squashed: no document "
+            f"below it should be stored any more); upgrade such documents with the release "
+            f"that still has those steps (`atomdb-migrate upgrade`), and run "
+            f"`atomdb-migrate check --pending` before a squash ships"
+        )
+        self.args = (message,)
+        self.base = base
+
+
 class DuplicateStepError(ChainError):
     """Two different steps of one model leave the same version."""
 

@@ -38,7 +38,13 @@ from ..exceptions import (
 from ..schema.indexes import declared as declared_indexes
 from ..schema.validators import versioned_base
 from ..steps.registry import MigrationRegistry, listen_to_aliases
-from ..steps.versions import BASE_VERSION, apply_chain, parse_version, stored_version
+from ..steps.versions import (
+    BASE_VERSION,
+    apply_chain,
+    base_version,
+    parse_version,
+    stored_version,
+)
 from .offline import is_offline
 
 if TYPE_CHECKING:
@@ -108,6 +114,7 @@ class VersionedModelMeta(ModelMeta):
         parsed = parse_version(cls.__version__, model=model, what="__version__")
         cls.__version__ = str(parsed)
         cls.__parsed_version__ = parsed
+        cls.__base_version__ = str(base_version(cls))  # refuses a wrong base at import
         if cls.__on_newer__ not in NEWER_POLICIES:
             raise ValueError(
                 f"model {model!r}: __on_newer__ must be one of {NEWER_POLICIES}, "
@@ -241,6 +248,12 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
 
     #: The parsed ``__version__``, set by the metaclass.
     __parsed_version__: ClassVar[Version]
+
+    #: The lowest version a stored document may have: 0, or, once the steps
+    #: below some version are squashed (deleted), that version. The chain must
+    #: lead from it to ``__version__``; ``check --pending`` counts documents
+    #: stored below it, and reading one raises `BelowBaseError`.
+    __base_version__: ClassVar[str] = BASE_VERSION
 
     #: What to do with a stored document newer than this code: "raise"
     #: (`NewerDocumentError`), "restore" it as it is, or "downgrade" it

@@ -20,7 +20,15 @@ from ..core.caches import resettable
 from ..exceptions import ChainError, UnknownModelError
 from .definition import check_changes as check_changes  # defined here before
 from .definition import define_step
-from .versions import BASE_VERSION, Step, StepFunction, StepGraph, VersionLike, parse_version
+from .versions import (
+    BASE_VERSION,
+    Step,
+    StepFunction,
+    StepGraph,
+    VersionLike,
+    base_version,
+    parse_version,
+)
 
 if TYPE_CHECKING:
     from ..operations.base import Operation
@@ -269,6 +277,8 @@ class MigrationRegistry:
         graph = self._merged.get(key)
         if graph is None:
             graph = StepGraph(key)
+            if key in self.models:
+                graph.base = base_version(self.models[key])
             for name, steps in self.graphs.items():
                 if self.resolve(name) == key:
                     for s in steps.steps:
@@ -391,16 +401,8 @@ class MigrationRegistry:
         """
         found: list[Exception] = []
         for name, cls in sorted(self.models.items()):
-            if not len(self.graph(name)) and cls.__parsed_version__ != BASE:
-                found.append(
-                    ChainError(
-                        f"is at version {cls.__version__} but has no step, so documents "
-                        f"saved before it was versioned (version {BASE}) cannot be read; "
-                        f"add a step from {BASE} to {cls.__version__} (with operations = [] "
-                        "when their shape is already right)",
-                        model=name,
-                    )
-                )
+            if not len(self.graph(name)) and cls.__parsed_version__ != base_version(cls):
+                found.append(no_step_problem(cls))
         named = sorted({self.resolve(n) for n, g in self.graphs.items() if len(g)})
         for name in named:
             if name not in self.models:
@@ -553,6 +555,22 @@ def step(
         )
 
     return decorator
+
+
+def no_step_problem(cls: type[Any]) -> ChainError:
+    """The problem of a model above its base (version 0, or its
+    ``__base_version__``) with no step at all, and the command that writes one."""
+    base, name = base_version(cls), cls.__model__
+    saved = "saved before it was versioned " if base == BASE else "stored at its base "
+    return ChainError(
+        f"is at version {cls.__version__} but has no step, so documents {saved}"
+        f"(version {base}) cannot be read; add a step from {base} to {cls.__version__} "
+        "(with operations = [] when their shape is already right): "
+        f"`atomdb-migrate revision --model {name} -m ...` writes it",
+        model=name,
+        from_version=str(base),
+        to_version=cls.__version__,
+    )
 
 
 def reads_newer(cls: type[Any]) -> bool:

@@ -21,12 +21,14 @@ from ..core.documents import Document
 from ..core.versions import BASE_VERSION as BASE_VERSION  # the version values, re-exported
 from ..core.versions import MAX_VERSION_LENGTH as MAX_VERSION_LENGTH
 from ..core.versions import VersionLike as VersionLike
+from ..core.versions import base_version as base_version
 from ..core.versions import canonical as canonical
 from ..core.versions import parse_version as parse_version
 from ..core.versions import stored_version as stored_version
 from ..core.versions import version_forms as version_forms
 from ..core.versions import version_key as version_key
 from ..exceptions import (
+    BelowBaseError,
     ChainError,
     CycleError,
     DuplicateStepError,
@@ -305,6 +307,9 @@ class StepGraph:
 
     def __init__(self, model: str) -> None:
         self.model = model
+        #: The version the chain starts at: the model's ``__base_version__``
+        #: (set by the registry), 0 when it declares none.
+        self.base = parse_version(BASE_VERSION)
         self._by_from: dict[Version, Step] = {}
         self._plans: dict[tuple[Version, Version], tuple[Step, ...]] = {}
         self._decided: dict[tuple[Any, Version, Version, bool], Plan] = {}
@@ -476,6 +481,15 @@ class StepGraph:
         while current < end:
             step = self._by_from.get(current)
             if step is None:
+                if begin < self.base:
+                    raise BelowBaseError(
+                        self.model,
+                        str(begin),
+                        str(end),
+                        str(current),
+                        str(self.base),
+                        doc_id=doc_id,
+                    )
                 raise GapError(self.model, str(begin), str(end), str(current), doc_id=doc_id)
             if step.to_key > end:
                 raise StepBeyondHeadError(
@@ -546,8 +560,10 @@ class StepGraph:
         Returns
         -------
         problems: list of ChainError
-            One error per step from which `head` cannot be reached; empty
-            when the chain is complete.
+            One error per step from which `head` cannot be reached, and one
+            when no step leaves the chain's `base` (below `head`); empty when
+            the chain is complete. The steps leaving a version below the
+            base are not checked: no document there is stored any more.
 
         """
         end = parse_version(head, model=self.model)
@@ -556,8 +572,11 @@ class StepGraph:
         if newer:
             found = self.newer_problems(end)
             seen = {str(exc) for exc in found}
+        start = self.start_problem(end)
+        if start is not None:
+            found.append(start)
         for step in self.steps:
-            if newer and step.from_key >= end:
+            if (newer and step.from_key >= end) or step.from_key < self.base:
                 continue
             try:
                 if step.to_key > end:
@@ -575,6 +594,30 @@ class StepGraph:
                     seen.add(str(exc))
                     found.append(exc)
         return found
+
+    def start_problem(self, head: Version) -> ChainError | None:
+        """The chain's gap at its start: no step leaves its `base` (version 0, or
+        the model's ``__base_version__``), below `head`. None when there is none.
+
+        Documents stored at the base (at 0: saved before the model was
+        versioned) could then not be read. With no step at all, the registry
+        says so in its own words (`MigrationRegistry.problems`).
+
+        """
+        if not len(self) or self.base >= head or self.base in self._by_from:
+            return None
+        end = min([k for k in self._by_from if k > self.base] + [head])
+        return ChainError(
+            f"documents at version {self.base} cannot be upgraded to {head}: no step "
+            f"leaves version {self.base}; add a step from {self.base} to {end} "
+            f'(from_version = "{self.base}", to_version = "{end}", with operations = [] '
+            f"when their shape is already right), or, if no document below version {end} "
+            f"is stored any more (its steps were squashed), declare "
+            f'__base_version__ = "{end}" on the model',
+            model=self.model,
+            from_version=str(self.base),
+            to_version=str(end),
+        )
 
     def newer_problems(self, head: VersionLike) -> list[Exception]:
         """Check the steps from `head` up as a rollback needs them.
