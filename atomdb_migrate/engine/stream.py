@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -139,7 +139,7 @@ class Stream:
                     if writing is not None:
                         await asyncio.shield(writing)
                     raise error
-                self.progress.advance(len(batch))
+                self.progress.advance(migrating(leg, (d.get(VERSION_KEY) for d in batch)))
             if writing is not None:
                 await asyncio.shield(writing)
         finally:
@@ -487,7 +487,9 @@ def behind(leg: Leg, end: Version, raws: list[Any]) -> tuple[Leg, dict[str, Any]
         arrive = s.from_key if down else s.to_key
         if before(arrive):
             wanted.append(str(arrive))
-    total = sum(n for name, n in leg.report.by_version.items() if before(stored_or_none(name)))
+    total = counted(
+        leg, {k: n for k, n in leg.report.by_version.items() if before(stored_or_none(k))}
+    )
     counts = ModelReport(leg.report.model, str(end), leg.report.direction)
     return leg.toward(end, counts), {**leg.scope(), VERSION_KEY: {"$in": wanted}}, total
 
@@ -510,8 +512,26 @@ async def rest(leg: Leg, raws: list[Any]) -> tuple[dict[str, Any], int, bool]:
         ]
         forms = {version_key(v): v for v in off + between}
         wanted = {"$in": list(forms.values())}
-    total = max(leg.report.pending - leg.report.migrated, 0)
+    total = max(counted(leg, leg.report.by_version) - leg.report.migrated, 0)
     return {**leg.scope(), VERSION_KEY: wanted}, total, "$in" in wanted
+
+
+#: The plans of documents a run reads but leaves as they are: its progress
+#: does not count them.
+LEFT_ALONE = ("current", "newer", "beyond")
+
+
+def migrating(leg: Leg, raws: Iterable[Any]) -> int:
+    """How many of the stored ``__version__`` values `raws` (one a document) the leg
+    migrates, or fails to: not those at the target, newer than the code, or beyond
+    the target, which it leaves alone."""
+    return sum(1 for raw in raws if leg.plan_for(raw).kind not in LEFT_ALONE)
+
+
+def counted(leg: Leg, by_version: Mapping[str, int]) -> int:
+    """Of the documents `by_version` counts (by version name, as the survey does),
+    those the leg migrates or fails to (see `migrating`): a progress's total."""
+    return sum(n for name, n in by_version.items() if leg.plan_for(name).kind not in LEFT_ALONE)
 
 
 def result_error(leg: Leg, doc: Document, plan: Plan, problem: str) -> StepResultError:

@@ -1,0 +1,182 @@
+"""A rollback build on the command line: code whose ``__version__`` is below
+documents a newer release stored, shipping that release's steps.
+
+The demo customer's code is at version 3 (tests/clidemo.py); the test adds
+a step 3 -> 4 of the newer release, and the model reads newer documents
+through its downgrades (``__on_newer__ = "downgrade"``).
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atomdb_migrate.commands import command
+from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.workspace import Workspace
+from atomdb_migrate.steps.registry import MigrationRegistry
+from tests.clidemo import Customer
+
+from .project import CUSTOMER, STEPS, Project
+from .test_downgrade_newer import workspace_url
+
+#: Examples of the progress property; raise it with ROLLBACK_PROGRESS_EXAMPLES.
+PROGRESS_EXAMPLES = int(os.environ.get("ROLLBACK_PROGRESS_EXAMPLES", "20"))
+
+#: The newer release's step, shipped by the rollback build.
+STEP_4 = '''"""Rank every customer."""
+
+model = "clidemo.Customer"
+from_version = "3"
+to_version = "4"
+
+
+def upgrade(doc):
+    doc["rank"] = len(doc.get("last", ""))
+
+
+def downgrade(doc):
+    doc.pop("rank", None)
+'''
+
+
+def customer(version: str, i: int) -> dict[str, Any]:
+    """A demo customer in the shape of `version` (1 to 4)."""
+    doc: dict[str, Any] = {"_id": ObjectId(), "__model__": CUSTOMER, "__version__": version}
+    if version == "1":
+        doc["name"] = f"Ada {i}"
+    else:
+        doc.update(first="Ada", last=str(i))
+    if version in ("3", "4"):
+        doc["tier"] = "basic"
+    if version == "4":
+        doc["rank"] = len(str(i))
+    return doc
+
+
+@pytest.fixture
+def rollback(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """The project as a rollback build: the step 3 -> 4 shipped, newer documents read."""
+    (project.path / "migrations" / "0004_rank.py").write_text(STEP_4)
+    monkeypatch.setattr(Customer, "__on_newer__", "downgrade")
+    return project
+
+
+def seed(project: Project, counts: dict[str, int]) -> None:
+    project.db[CUSTOMER].insert_many([customer(v, i) for v, n in counts.items() for i in range(n)])
+
+
+# ---------------------------------------------------------------------------
+# Upgrade's progress counts only the documents it migrates
+# ---------------------------------------------------------------------------
+def test_upgrade_progress_leaves_out_newer_documents(rollback: Project) -> None:
+    seed(rollback, {"4": 3})
+    result = rollback.invoke("upgrade", "Customer")
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    assert "3 newer than the code" in result.output
+    assert "3 documents to migrate" not in result.output
+    assert "3/3" not in result.output
+
+
+def test_upgrade_progress_counts_the_documents_it_migrates(rollback: Project) -> None:
+    seed(rollback, {"1": 2, "3": 1, "4": 3})
+    result = rollback.invoke("upgrade", "Customer")
+    assert result.exit_code == 0, result.output
+    assert "2 upgraded to 3" in result.output and "3 newer than the code" in result.output
+    assert "clidemo.Customer: 2 documents to migrate" in result.output
+    assert "clidemo.Customer: 2/2 documents" in result.output
+
+
+class Recorder:
+    """A `Progress` that keeps what it is told: each start, and the documents advanced."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []  # [total, done] a start
+
+    def start(self, model: str, total: int) -> None:
+        self.runs.append([total, 0])
+
+    def advance(self, count: int) -> None:
+        self.runs[-1][1] += count
+
+    def finish(self) -> None:
+        pass
+
+
+async def upgraded(
+    url: str, folder: Path, counts: dict[str, int], direction: str, to: str | None
+) -> tuple[command.RunResult, Recorder]:
+    """Seed, upgrade or downgrade from Python with a recording progress."""
+    config = load_config(url=url, models=["tests.clidemo"], migrations=folder, start=folder)
+    recorder = Recorder()
+    async with Workspace(config) as ws:
+        await ws.connect()
+        database = ws.database
+        try:
+            docs = [customer(v, i) for v, n in counts.items() for i in range(n)]
+            if docs:
+                await database[CUSTOMER].insert_many(docs)
+            if to is None:
+                result = await command.upgrade(ws, ["Customer"], progress=recorder)
+            else:
+                result = await command.downgrade(ws, "Customer", to, progress=recorder)
+        finally:
+            await database.client.drop_database(database.name)
+    return result, recorder
+
+
+@pytest.fixture(scope="module")
+def rollback_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo steps and the newer release's (one folder: the registry loads it once)."""
+    folder = tmp_path_factory.mktemp("steps")
+    shutil.copytree(STEPS, folder, dirs_exist_ok=True)
+    (folder / "0004_rank.py").write_text(STEP_4)
+    return folder
+
+
+@settings(
+    max_examples=PROGRESS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    counts=st.fixed_dictionaries({v: st.integers(0, 3) for v in ("0", "1", "2", "3", "4")}),
+    way=st.sampled_from([("upgrade", None), ("downgrade", "1"), ("downgrade", "2")]),
+)
+def test_progress_counts_only_what_the_run_migrates(
+    backend: str,
+    request: pytest.FixtureRequest,
+    demo_registry: MigrationRegistry,
+    rollback_steps: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    counts: dict[str, int],
+    way: tuple[str, str | None],
+) -> None:
+    folder = rollback_steps
+    monkeypatch.setattr(Customer, "__on_newer__", "downgrade")
+    url = workspace_url(backend, request, f"progress_{uuid.uuid4().hex[:12]}")
+    direction, to = way
+    if direction == "upgrade":
+        counts = {**counts, "0": 0}  # the demo chain starts at 1
+    result, recorder = asyncio.run(upgraded(url, folder, counts, direction, to))
+
+    (report,) = result.reports
+    moved = report.migrated + report.failed
+    newer = counts["4"]
+    assert report.newer == newer
+    # Every count the progress gave is of documents the run migrated.
+    assert sum(total for total, _ in recorder.runs) == moved
+    assert sum(done for _, done in recorder.runs) == moved
+    for total, done in recorder.runs:
+        assert done == total
