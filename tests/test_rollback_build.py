@@ -10,6 +10,7 @@ through its downgrades (``__on_newer__ = "downgrade"``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packaging.version import Version
 
 from atomdb_migrate.commands import command
 from atomdb_migrate.commands.config import load_config
@@ -180,3 +182,56 @@ def test_progress_counts_only_what_the_run_migrates(
     assert sum(done for _, done in recorder.runs) == moved
     for total, done in recorder.runs:
         assert done == total
+
+
+# ---------------------------------------------------------------------------
+# history marks the steps above the code's version
+# ---------------------------------------------------------------------------
+def test_history_marks_the_steps_above_the_code(rollback: Project) -> None:
+    result = rollback.invoke("history")
+    assert result.exit_code == 0, result.output
+    lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()}
+    assert "(above the code's version 3)" in lines["3 -> 4"]
+    for below in ("1 -> 2", "2 -> 3"):
+        assert "above the code" not in lines[below]
+
+    result = rollback.invoke("history", "--json")
+    assert result.exit_code == 0, result.output
+    chain = json.loads(result.stdout)["chains"][CUSTOMER]
+    assert [(s["from"], s["to"], s["above_code"]) for s in chain] == [
+        ("1", "2", False),
+        ("2", "3", False),
+        ("3", "4", True),
+    ]
+
+
+#: Examples of the history property; raise it with ROLLBACK_HISTORY_EXAMPLES.
+HISTORY_EXAMPLES = int(os.environ.get("ROLLBACK_HISTORY_EXAMPLES", "8"))
+
+
+@settings(
+    max_examples=HISTORY_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(code=st.sampled_from(["1", "2", "3", "4"]), as_json=st.booleans())
+def test_history_marks_exactly_the_steps_above_the_code(
+    rollback: Project, monkeypatch: pytest.MonkeyPatch, code: str, as_json: bool
+) -> None:
+    """Whatever the code's version, the steps marked are those that go above it."""
+    monkeypatch.setattr(Customer, "__version__", code)
+    monkeypatch.setattr(Customer, "__parsed_version__", Version(code))
+    result = rollback.invoke("history", *(["--json"] if as_json else []))
+    assert result.exit_code == 0, result.output
+    expected = {f"{n} -> {n + 1}": n + 1 > int(code) for n in (1, 2, 3)}
+    if as_json:
+        chain = json.loads(result.stdout)["chains"][CUSTOMER]
+        marked = {f"{s['from']} -> {s['to']}": s["above_code"] for s in chain}
+    else:
+        customer_lines = result.output.split(f"{CUSTOMER}:\n", 1)[1].split(":\n", 1)[0]
+        marked = {
+            line.strip().split("  ")[0]: f"(above the code's version {code})" in line
+            for line in customer_lines.splitlines()
+            if " -> " in line
+        }
+    assert marked == expected

@@ -28,7 +28,7 @@ from .check import (
     drift,
     index_drift,
 )
-from .history import Failures, failures, history
+from .history import Failures, above_code, failures, history
 from .init import TABLE_TEMPLATE, init
 from .revision import Revision, revision, revisions
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
@@ -49,6 +49,7 @@ __all__ = [
     "RunResult",
     "Visit",
     "Workspace",
+    "above_code",
     "accept_checksums",
     "advice",
     "applied_checksums",
