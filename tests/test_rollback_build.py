@@ -23,8 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
+from atomdb_migrate.cli.exits import EXIT_STEP
 from atomdb_migrate.commands import command
 from atomdb_migrate.commands.config import load_config
+from atomdb_migrate.commands.upgrade import RunOptions
 from atomdb_migrate.commands.workspace import Workspace
 from atomdb_migrate.steps.registry import MigrationRegistry
 from tests.clidemo import Customer
@@ -34,6 +36,10 @@ from .test_downgrade_newer import workspace_url
 
 #: Examples of the progress property; raise it with ROLLBACK_PROGRESS_EXAMPLES.
 PROGRESS_EXAMPLES = int(os.environ.get("ROLLBACK_PROGRESS_EXAMPLES", "20"))
+#: Examples of the downgrade sample property; raise it with ROLLBACK_SAMPLE_EXAMPLES.
+SAMPLE_EXAMPLES = int(os.environ.get("ROLLBACK_SAMPLE_EXAMPLES", "20"))
+#: The tiers a customer at 3 or 4 has: the fragile downgrade fails gold and bad.
+TIERS = ["basic", "gold", "bad"]
 
 #: The newer release's step, shipped by the rollback build.
 STEP_4 = '''"""Rank every customer."""
@@ -84,7 +90,6 @@ def seed(project: Project, counts: dict[str, int]) -> None:
 def test_upgrade_progress_leaves_out_newer_documents(rollback: Project) -> None:
     seed(rollback, {"4": 3})
     result = rollback.invoke("upgrade", "Customer")
-    print(result.output)
     assert result.exit_code == 0, result.output
     assert "3 newer than the code" in result.output
     assert "3 documents to migrate" not in result.output
@@ -235,3 +240,129 @@ def test_history_marks_exactly_the_steps_above_the_code(
             if " -> " in line
         }
     assert marked == expected
+
+
+# ---------------------------------------------------------------------------
+# downgrade --dry-run tries a sample
+# ---------------------------------------------------------------------------
+#: The demo's step 2 -> 3, its downgrade failing for a gold customer, and giving
+#: a tier the model cannot restore (a number) for a "bad" one.
+FRAGILE_TIER = '''"""Give every customer a tier."""
+
+model = "clidemo.Customer"
+from_version = "2"
+to_version = "3"
+
+
+async def upgrade(doc):
+    doc.setdefault("tier", "basic")
+
+
+def downgrade(doc):
+    tier = doc.pop("tier", None)
+    if tier == "gold":
+        raise ValueError("a gold tier cannot go back")
+    if tier == "bad":
+        doc["tier"] = 5
+'''
+
+
+def test_downgrade_dry_run_tries_a_sample(project: Project) -> None:
+    seed(project, {"3": 3})
+    result = project.invoke("downgrade", "Customer", "--to", "1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "sample of 3 documents (stored at 3: 3): all restore" in result.output
+    assert project.versions() == {"3": 3}, "a dry run writes nothing"
+
+
+def test_downgrade_dry_run_says_the_sampled_documents_that_fail(project: Project) -> None:
+    (project.path / "migrations" / "0002_add_tier.py").write_text(FRAGILE_TIER)
+    docs = [customer("3", i) for i in range(3)]
+    docs[1]["tier"], docs[2]["tier"] = "gold", "bad"
+    project.db[CUSTOMER].insert_many(docs)
+    result = project.invoke("downgrade", "Customer", "--to", "2", "--dry-run", "--json")
+    assert result.exit_code == EXIT_STEP, result.output
+    (model,) = json.loads(result.stdout)["models"]
+    samples = {s["_id"]: s for s in model["samples"]}
+    assert [samples[str(d["_id"])]["ok"] for d in docs] == [True, False, False]
+    assert "a gold tier cannot go back" in samples[str(docs[1]["_id"])]["error"]
+    assert "tier" in samples[str(docs[2]["_id"])]["error"]
+
+    result = project.invoke("downgrade", "Customer", "--to", "2", "--dry-run")
+    assert result.exit_code == EXIT_STEP, result.output
+    assert "sample of 3 documents (stored at 3: 3): 1 restore, 2 fail" in result.output
+    assert f"sample _id={docs[1]['_id']!r} from 3: FAILS:" in result.output
+    assert "some sampled documents do not downgrade cleanly" in result.output
+    assert project.versions() == {"3": 3}
+
+
+@pytest.fixture(scope="module")
+def fragile_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo steps, the step 2 -> 3's downgrade failing for some tiers."""
+    folder = tmp_path_factory.mktemp("fragile")
+    shutil.copytree(STEPS, folder, dirs_exist_ok=True)
+    (folder / "0002_add_tier.py").write_text(FRAGILE_TIER)
+    return folder
+
+
+async def sampled(
+    url: str, folder: Path, docs: list[dict[str, Any]], to: str, sample: int
+) -> command.RunResult:
+    """Seed `docs`, dry-run a downgrade to `to` from Python."""
+    config = load_config(url=url, models=["tests.clidemo"], migrations=folder, start=folder)
+    async with Workspace(config) as ws:
+        await ws.connect()
+        database = ws.database
+        try:
+            await database[CUSTOMER].insert_many(docs)
+            options = RunOptions(dry_run=True, sample=sample)
+            result = await command.downgrade(ws, "Customer", to, options=options)
+            assert await database[CUSTOMER].count_documents({}) == len(docs)
+            for doc in docs:
+                assert await database[CUSTOMER].find_one({"_id": doc["_id"]}) == doc
+        finally:
+            await database.client.drop_database(database.name)
+    return result
+
+
+@settings(
+    max_examples=SAMPLE_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    stored=st.lists(
+        st.tuples(st.sampled_from(["1", "2", "3", "4"]), st.sampled_from(TIERS)),
+        min_size=1,
+        max_size=8,
+    ),
+    to=st.sampled_from(["1", "2"]),
+    sample=st.integers(0, 5),
+)
+def test_a_downgrade_sample_fails_exactly_the_documents_that_do_not_go_back(
+    backend: str,
+    request: pytest.FixtureRequest,
+    demo_registry: MigrationRegistry,
+    fragile_steps: Path,
+    stored: list[tuple[str, str]],
+    to: str,
+    sample: int,
+) -> None:
+    """The sample is the first documents (by ``_id``) the downgrade takes; one fails
+    when its downgrade raises, or gives what the code's model cannot restore."""
+    docs = []
+    for i, (version, tier) in enumerate(stored):
+        doc = customer(version, i)
+        if version in ("3", "4"):
+            doc["tier"] = tier
+        docs.append(doc)
+    url = workspace_url(backend, request, f"sample_{uuid.uuid4().hex[:12]}")
+    result = asyncio.run(sampled(url, fragile_steps, docs, to, sample))
+
+    (report,) = result.reports
+    taken = [d for d in docs if int(to) < int(d["__version__"]) <= 3][:sample]
+    assert [s["_id"] for s in report.samples] == [d["_id"] for d in taken]
+    for s, doc in zip(report.samples, taken, strict=True):
+        fails = doc["__version__"] == "3" and doc["tier"] in ("gold", "bad")
+        assert s["ok"] is not fails, (s, doc)
+        assert s["from"] == doc["__version__"]

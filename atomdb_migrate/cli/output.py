@@ -407,7 +407,8 @@ def _run_error(result: RunResult) -> click.ClickException | None:
     if left:  # a downgrade (dry: would) left documents newer than the code: its exit
         return command_error(left[0], None)
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
-        return CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+        verb = result.reports[0].direction  # upgrade or downgrade: one way a run
+        return CommandError(f"some sampled documents do not {verb} cleanly", EXIT_STEP)
     if result.dry_run and any(r.would_refuse for r in result.reports):
         failing = sum(n for r in result.reports for n in r.would_refuse.values())
         return CommandError(f"{failing} documents would fail a step on the server", EXIT_STEP)

@@ -10,7 +10,7 @@ numbers are 32-bit, up to `INT32_MAX`) and what it gives (`ModelReport`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -166,7 +166,7 @@ async def downgrade(
     failed.
 
     """
-    options = replace(options or RunOptions(), sample=0)
+    options = options or RunOptions()
     return await _run(ws, DOWNGRADE, [ws.model(model)], to, options, progress, result, None)
 
 

@@ -429,11 +429,22 @@ class Stream:
     # ------------------------------------------------------------------
     # Dry run
     # ------------------------------------------------------------------
-    async def sample(self, leg: Leg) -> None:
-        """Dry run: run the chain on the first documents and restore each result."""
+    async def sample(self, leg: Leg, raws: list[Any]) -> None:
+        """Dry run: run the chain on the first documents it takes (of those stored at
+        the survey's values `raws` it does not leave alone) and restore each result.
+
+        Downgrading, the code's model restores the result by taking it back
+        up through the chain (the lazy path, writing nothing back): the older
+        release's models are not at hand. The sample checks that each
+        document downgrades without error through the steps' Python forms
+        (the server steps' too), gives a document that can be written, and
+        that what it gives upgrades again and restores with the code's model.
+
+        """
         if not self.options.sample:
             return
-        query = {**leg.scope(), VERSION_KEY: {"$ne": str(leg.target)}}
+        taken = [raw for raw in raws if leg.plan_for(raw).kind not in LEFT_ALONE]
+        query = {**leg.scope(), VERSION_KEY: {"$in": taken}}
         sample = await self.retry.call(
             f"reading {leg.collection.name}",
             lambda: to_list(
@@ -449,7 +460,7 @@ class Stream:
                 plan, write = await self.transform(leg, doc)
                 if plan.kind in ("current", "newer", "beyond"):
                     continue
-                if write is not None and not leg.direction.down:
+                if write is not None:
                     with restore_check() as problems:
                         await leg.cls.__new__(leg.cls).__restorestate__(write.new)
                     if problems:
