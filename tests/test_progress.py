@@ -45,3 +45,22 @@ def test_plain_lines_elsewhere() -> None:
 
 def test_disabled() -> None:
     assert progress_for(io.StringIO(), enabled=False) is None
+
+
+def test_nothing_to_migrate() -> None:
+    """A run that reads only documents it leaves alone (newer than the code) counts none."""
+    out = io.StringIO()
+    lines = progress_for(out)
+    assert isinstance(lines, LineProgress)
+    lines.every = 0
+    lines.start("app.User", 0)
+    lines.advance(0)
+    lines.finish()
+    assert out.getvalue() == "app.User: nothing to migrate\n"
+    term = Terminal()
+    bar = progress_for(term)
+    assert isinstance(bar, BarProgress)
+    bar.start("app.User", 0)
+    bar.advance(0)
+    bar.finish()
+    assert "nothing to migrate" in term.getvalue() and "0/0" not in term.getvalue()

@@ -109,14 +109,15 @@ def check_json(found: DatabaseCheck) -> dict[str, Any]:
     }
 
 
-def chain_step_json(s: Step) -> dict[str, Any]:
-    """A step of a model's chain."""
+def chain_step_json(s: Step, *, above: bool = False) -> dict[str, Any]:
+    """A step of a model's chain; `above` the code's version or not."""
     return {
         "from": str(s.from_version),
         "to": str(s.to_version),
         "message": s.message,
         "source": str(s.source),
         "downgrade": s.downgrade_fn is not None,
+        "above_code": above,
     }
 
 

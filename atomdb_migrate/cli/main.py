@@ -350,13 +350,15 @@ async def history(state: State, limit: int, show_failures: bool, as_json: bool) 
         if show_failures:
             document.update(history_failures_json(await command.failures(state.workspace)))
         else:
-            document.update(history_json(*await command.history(state.workspace, limit)))
+            chains, runs = await command.history(state.workspace, limit)
+            above = command.above_code(state.workspace, chains)
+            document.update(history_json(chains, runs, above))
         return
     if show_failures:
         print_failures(await command.failures(state.workspace))
         return
     chains, runs = await command.history(state.workspace, limit)
-    print_chains(chains)
+    print_chains(chains, command.above_code(state.workspace, chains))
     if runs:
         click.echo("runs:")
     for run in runs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -408,7 +408,8 @@ def _run_error(result: RunResult) -> click.ClickException | None:
     if left:  # a downgrade (dry: would) left documents newer than the code: its exit
         return command_error(left[0], None)
     if result.dry_run and any(not s.get("ok") for r in result.reports for s in r.samples):
-        return CommandError("some sampled documents do not upgrade cleanly", EXIT_STEP)
+        verb = result.reports[0].direction  # upgrade or downgrade: one way a run
+        return CommandError(f"some sampled documents do not {verb} cleanly", EXIT_STEP)
     if result.dry_run and any(r.would_refuse for r in result.reports):
         failing = sum(n for r in result.reports for n in r.would_refuse.values())
         return CommandError(f"{failing} documents would fail a step on the server", EXIT_STEP)
@@ -571,23 +572,28 @@ def print_status(rows: list[ModelStatus]) -> None:
         click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
 
 
-def print_chains(chains: dict[str, list[Step]]) -> None:
-    """Each model's chain of steps, a line a step."""
+def print_chains(chains: dict[str, list[Step]], above: Mapping[Step, str]) -> None:
+    """Each model's chain, a line a step; those `above` the code's version say so."""
     for name, steps in sorted(chains.items()):
         click.echo(f"{name}:")
         if not steps:
             click.echo("  (no steps)")
         for s in steps:
             down = "" if s.downgrade_fn else " [no downgrade]"
-            click.echo(f"  {s.from_version} -> {s.to_version}  {s.message}{down}  ({s.source})")
+            mark = f" (above the code's version {above[s]})" if s in above else ""
+            line = f"  {s.from_version} -> {s.to_version}  {s.message}{down}{mark}"
+            click.echo(f"{line}  ({s.source})")
 
 
-def history_json(chains: dict[str, list[Step]], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``history --json`` prints besides its error and exit: each model's
-    chain, and the recorded runs (each with the line the text shows)."""
+def history_json(
+    chains: dict[str, list[Step]], runs: list[dict[str, Any]], above: Mapping[Step, str]
+) -> dict[str, Any]:
+    """What ``history --json`` prints besides its error and exit: each model's chain
+    (the steps `above` the code's version marked), and the recorded runs."""
     return {
         "chains": {
-            name: [chain_step_json(s) for s in steps] for name, steps in sorted(chains.items())
+            name: [chain_step_json(s, above=s in above) for s in steps]
+            for name, steps in sorted(chains.items())
         },
         "runs": [run_json(run, _run_detail(run)) for run in runs],
     }

@@ -78,13 +78,22 @@ class BarProgress(_Base):
         if not force and now - self._drawn < 0.1:
             return
         self._drawn = now
+        status = f" ({self.status})" if self.status else ""
+        if not self.total and not self.done:
+            # Only documents the run leaves alone (newer than the code), or none.
+            click.echo(
+                f"\r{self.model}: nothing to migrate{status}  ",
+                file=self.stream,
+                nl=False,
+                err=True,
+            )
+            return
         rate, eta = self._figures()
         share = min(self.done / self.total, 1.0) if self.total else 1.0
         bar = "#" * int(share * self.WIDTH)
         click.echo(
             f"\r{self.model} [{bar:<{self.WIDTH}}] {self.done}/{self.total} "
-            f"{share:4.0%} {rate:,.0f} docs/s ETA {eta}"
-            f"{f' ({self.status})' if self.status else ''}  ",
+            f"{share:4.0%} {rate:,.0f} docs/s ETA {eta}{status}  ",
             file=self.stream,
             nl=False,
             err=True,
@@ -102,16 +111,23 @@ class LineProgress(_Base):
     def start(self, model: str, total: int) -> None:
         super().start(model, total)
         self._said = time.monotonic()
-        click.echo(f"{model}: {total} documents to migrate", file=self.stream, err=True)
+        said = f"{total} documents to migrate" if total else "nothing to migrate"
+        click.echo(f"{model}: {said}", file=self.stream, err=True)
 
     def advance(self, count: int) -> None:
         super().advance(count)
-        if time.monotonic() - self._said >= self.every:
+        if self.counting() and time.monotonic() - self._said >= self.every:
             self._said = time.monotonic()
             self._say()
 
     def finish(self) -> None:
-        self._say()
+        if self.counting():
+            self._say()
+
+    def counting(self) -> bool:
+        """Whether there are documents to count: none when the run migrates none
+        (those it reads are newer than the code, and left alone)."""
+        return bool(self.total or self.done)
 
     def note(self, text: str) -> None:
         if text and text != self.status:

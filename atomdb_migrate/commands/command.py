@@ -29,7 +29,7 @@ from .check import (
     drift,
     index_drift,
 )
-from .history import Failures, failures, history
+from .history import Failures, above_code, failures, history
 from .init import TABLE_TEMPLATE, init
 from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, releases
 from .revision import Revision, revision, revisions
@@ -53,6 +53,7 @@ __all__ = [
     "RunResult",
     "Visit",
     "Workspace",
+    "above_code",
     "accept_checksums",
     "advice",
     "applied_checksums",

@@ -13,7 +13,7 @@ from ..steps.versions import Step
 from .unlock import holder
 from .workspace import Workspace
 
-__all__ = ["Failures", "Step", "failures", "history"]
+__all__ = ["Failures", "Step", "above_code", "failures", "history"]
 
 
 async def history(
@@ -36,6 +36,26 @@ async def history(
             if run.get("outcome") == "running" and not alive:
                 run["outcome"] = "abandoned (its runner no longer holds the lock)"
     return chains, runs
+
+
+def above_code(ws: Workspace, chains: dict[str, list[Step]]) -> dict[Step, str]:
+    """The steps of `chains` above their model's ``__version__``, each with that
+    version: a rollback build ships them (the newer release's step modules), and
+    they run only to read newer documents back, or to downgrade them.
+
+    A chain whose model is not in the code (a former name's) has none.
+
+    """
+    versions = {c.__model__: c.__parsed_version__ for c in ws.models()}
+    above: dict[Step, str] = {}
+    for name, steps in chains.items():
+        version = versions.get(name)
+        if version is None:
+            continue
+        for step in steps:
+            if step.to_key > version:
+                above[step] = str(version)
+    return above
 
 
 @dataclass

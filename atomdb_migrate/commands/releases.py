@@ -201,7 +201,7 @@ async def downgrade_releases(
 
     """
     plan = plan or await plan_releases(ws, back=back, to_release=to_release)
-    options = replace(options or RunOptions(), sample=0, release=None)
+    options = replace(options or RunOptions(), release=None)
     result = result or RunResult("downgrade", options.dry_run)
     if not plan.targets:
         return plan, result

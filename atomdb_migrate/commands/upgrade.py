@@ -175,7 +175,7 @@ async def downgrade(
     failed.
 
     """
-    options = replace(options or RunOptions(), sample=0)
+    options = options or RunOptions()
     return await _run(ws, DOWNGRADE, [ws.model(model)], to, options, progress, result, None)
 
 

@@ -268,7 +268,6 @@ class RunOptions:
             "With --dry-run: documents to transform and restore.",
             low=0,
             high=INT32_MAX,
-            upgrade_only=True,
             recorded=False,
         ),
     )

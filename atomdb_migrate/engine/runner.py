@@ -260,7 +260,7 @@ class Runner:
         if await self._verify(planned):
             await state.contract()
         if self.options.dry_run:
-            await self.stream.sample(planned.leg)
+            await self.stream.sample(planned.leg, planned.survey.raws)
         self._newer(planned)
         return planned.leg.report
 

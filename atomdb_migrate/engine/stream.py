@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -139,7 +139,7 @@ class Stream:
                     if writing is not None:
                         await asyncio.shield(writing)
                     raise error
-                self.progress.advance(len(batch))
+                self.progress.advance(migrating(leg, (d.get(VERSION_KEY) for d in batch)))
             if writing is not None:
                 await asyncio.shield(writing)
         finally:
@@ -429,11 +429,22 @@ class Stream:
     # ------------------------------------------------------------------
     # Dry run
     # ------------------------------------------------------------------
-    async def sample(self, leg: Leg) -> None:
-        """Dry run: run the chain on the first documents and restore each result."""
+    async def sample(self, leg: Leg, raws: list[Any]) -> None:
+        """Dry run: run the chain on the first documents it takes (of those stored at
+        the survey's values `raws` it does not leave alone) and restore each result.
+
+        Downgrading, the code's model restores the result by taking it back
+        up through the chain (the lazy path, writing nothing back): the older
+        release's models are not at hand. The sample checks that each
+        document downgrades without error through the steps' Python forms
+        (the server steps' too), gives a document that can be written, and
+        that what it gives upgrades again and restores with the code's model.
+
+        """
         if not self.options.sample:
             return
-        query = {**leg.scope(), VERSION_KEY: {"$ne": str(leg.target)}}
+        taken = [raw for raw in raws if leg.plan_for(raw).kind not in LEFT_ALONE]
+        query = {**leg.scope(), VERSION_KEY: {"$in": taken}}
         sample = await self.retry.call(
             f"reading {leg.collection.name}",
             lambda: to_list(
@@ -449,7 +460,7 @@ class Stream:
                 plan, write = await self.transform(leg, doc)
                 if plan.kind in ("current", "newer", "beyond"):
                     continue
-                if write is not None and not leg.direction.down:
+                if write is not None:
                     with restore_check() as problems:
                         await leg.cls.__new__(leg.cls).__restorestate__(write.new)
                     if problems:
@@ -487,7 +498,9 @@ def behind(leg: Leg, end: Version, raws: list[Any]) -> tuple[Leg, dict[str, Any]
         arrive = s.from_key if down else s.to_key
         if before(arrive):
             wanted.append(str(arrive))
-    total = sum(n for name, n in leg.report.by_version.items() if before(stored_or_none(name)))
+    total = counted(
+        leg, {k: n for k, n in leg.report.by_version.items() if before(stored_or_none(k))}
+    )
     counts = ModelReport(leg.report.model, str(end), leg.report.direction)
     return leg.toward(end, counts), {**leg.scope(), VERSION_KEY: {"$in": wanted}}, total
 
@@ -510,8 +523,26 @@ async def rest(leg: Leg, raws: list[Any]) -> tuple[dict[str, Any], int, bool]:
         ]
         forms = {version_key(v): v for v in off + between}
         wanted = {"$in": list(forms.values())}
-    total = max(leg.report.pending - leg.report.migrated, 0)
+    total = max(counted(leg, leg.report.by_version) - leg.report.migrated, 0)
     return {**leg.scope(), VERSION_KEY: wanted}, total, "$in" in wanted
+
+
+#: The plans of documents a run reads but leaves as they are: its progress
+#: does not count them.
+LEFT_ALONE = ("current", "newer", "beyond")
+
+
+def migrating(leg: Leg, raws: Iterable[Any]) -> int:
+    """How many of the stored ``__version__`` values `raws` (one a document) the leg
+    migrates, or fails to: not those at the target, newer than the code, or beyond
+    the target, which it leaves alone."""
+    return sum(1 for raw in raws if leg.plan_for(raw).kind not in LEFT_ALONE)
+
+
+def counted(leg: Leg, by_version: Mapping[str, int]) -> int:
+    """Of the documents `by_version` counts (by version name, as the survey does),
+    those the leg migrates or fails to (see `migrating`): a progress's total."""
+    return sum(n for name, n in by_version.items() if leg.plan_for(name).kind not in LEFT_ALONE)
 
 
 def result_error(leg: Leg, doc: Document, plan: Plan, problem: str) -> StepResultError:
