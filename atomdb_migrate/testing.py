@@ -295,7 +295,10 @@ def first_difference(
             if found is not None:
                 return found
         if keys_a != keys_b:
-            return f"{where}: the same fields in another order ({keys_a!r} against {keys_b!r})"
+            return (
+                f"{where}: the same fields in another order ({keys_a!r} against {keys_b!r})"
+                f"{_ORDER_MATTERS if path else ''}"
+            )
         return None
     if kind_a == "array":
         for index, (a, b) in enumerate(zip(actual, expected, strict=False)):
@@ -309,6 +312,15 @@ def first_difference(
         return None
     shown_a, shown_b = _told_apart(actual, expected)
     return f"{where}: the {what} document holds {shown_a}, the expected one {shown_b}"
+
+
+#: Why the fields' order of an embedded document counts (`assert_upgrades` does
+#: not compare the top level's order).
+_ORDER_MATTERS = (
+    ": an embedded document's fields are compared in order, as the server compares "
+    "them (a query {'address': {...}} matches only that order); write the expected "
+    "one in the order the step leaves them (a field a step adds goes last)"
+)
 
 
 def _join(path: str, key: str) -> str:

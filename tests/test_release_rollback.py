@@ -152,11 +152,33 @@ def test_documents_newer_than_the_code_exit_10_per_model(project: Project) -> No
         "__version__": "4",
     }
     project.db[CUSTOMER].insert_one(newer)
-    done = project.invoke("downgrade", "--release", "-1", "--no-progress")
-    assert done.exit_code == EXIT_NEWER, done.output
+    for flags in (["--dry-run"], ["--no-progress"]):
+        done = project.invoke("downgrade", "--release", "-1", *flags)
+        assert done.exit_code == EXIT_NEWER, done.output
+        # The command to run from the newer image is the one asked, not each
+        # model's `downgrade MODEL --to V` (which would not record r2 as taken back).
+        assert "Run `atomdb-migrate downgrade --release -1` from the image" in done.output
+        assert f"downgrade {CUSTOMER} --to" not in done.output
     assert project.versions() == {"2": 4, "4": 1}
     (run,) = project.db[HISTORY].find({"command": "downgrade"})
     assert run["outcome"] == "failed"
+    assert "Run `atomdb-migrate downgrade --release -1` from the image" in run["error"]
+    history = project.invoke("history")
+    assert "release -1 (to take back r2)" in history.output, history.output
+    assert "took back" not in history.output
+
+    to_release = project.invoke("downgrade", "--to-release", "r1", "--no-progress")
+    assert to_release.exit_code == EXIT_NEWER, to_release.output
+    assert "Run `atomdb-migrate downgrade --to-release r1` from the image" in to_release.output
+    assert "to release r1 (to take back r2)" in project.invoke("history").output
+
+
+def test_history_names_a_downgrade_to_a_release(project: Project) -> None:
+    two_releases(project)
+    done = project.invoke("downgrade", "--to-release", "r1", "--no-progress")
+    assert done.exit_code == 0, done.output
+    history = project.invoke("history")
+    assert "to release r1 (took back r2)" in history.output, history.output
 
 
 def test_json_gives_the_plan_and_each_model(project: Project) -> None:

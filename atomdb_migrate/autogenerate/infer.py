@@ -297,10 +297,18 @@ def _move_hints(diff: SchemaDiff) -> list[str]:
         hints.append(
             f"RENAME? or MOVE? {old!r} was removed and {len(found)} fields of its kind "
             f"({shown(found[0][1])}) added: {names}. If one of them is {old!r} renamed or "
-            f"moved, write ops.rename_field({old!r}, ...) or ops.move_field({old!r}, ...) in "
-            f"place of its line and of {call('remove_field', (old,))}"
+            f"moved, {_delete_comment(old)}write ops.rename_field({old!r}, ...) or "
+            f"ops.move_field({old!r}, ...) in place of its line and of "
+            f"{call('remove_field', (old,))}"
         )
     return hints
+
+
+def _delete_comment(old: str) -> str:
+    """The start of what a ``RENAME?`` or ``MOVE?`` hint asks: the ``DELETES DATA``
+    comment of the ``remove_field`` it replaces goes too (`check` fails while it
+    is there); the operation to write stays last, to copy."""
+    return f"delete the comment DELETES DATA: remove_field({old!r}) and "
 
 
 def _move_hint(diff: SchemaDiff, old: str, new: str, description: Description) -> str:
@@ -322,6 +330,8 @@ def _move_hint(diff: SchemaDiff, old: str, new: str, description: Description) -
         parent = [p for p in diff.added if _inside(new, p)]
         if parent:
             how += f", after the line that adds {parent[0]!r}"
+    if old in diff.removed:
+        how = _delete_comment(old) + how
     return (
         f"{tag} {old!r} was removed and {new!r} added, both {shown(description)}: "
         f"if {new!r} is {old!r} {done}, {how}"

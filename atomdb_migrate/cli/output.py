@@ -661,7 +661,7 @@ def say_revision(done: Revision, autogenerate: bool) -> None:
     """The step module written, and what is left to the author."""
     click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
     if autogenerate and done.diff is None:
-        click.echo("  no earlier step records a schema: write the fields' operations by hand")
+        click.echo(f"  no earlier step records a schema: {done.left_to_write}")
     elif done.diff is not None:
         click.echo(f"  {done.diff.describe() or 'no change to the fields since the snapshot'}")
     for line in done.indexes:

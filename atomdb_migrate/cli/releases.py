@@ -39,8 +39,11 @@ def say_release_plan(plan: ReleasePlan, dry_run: bool) -> None:
 
 def release_label(run: dict[str, Any]) -> str:
     """A recorded run's release, as `history` prints it after the duration:
-    `` release r2`` for an upgrade, `` release -1 (took back r2)`` for a
-    downgrade of releases; empty for any other run."""
+    `` release r2`` for an upgrade; for a downgrade of releases, what was
+    asked and the releases it took back, `` release -1 (took back r2)``,
+    `` to release r1 (took back r3, r2)`` (`--to-release r1`), or, for a run
+    that did not succeed, `` release -1 (to take back r2)``; empty for any
+    other run."""
     arguments = run.get("arguments")
     release = arguments.get("release") if isinstance(arguments, dict) else None
     if not isinstance(release, str) or not isinstance(arguments, dict):
@@ -49,4 +52,14 @@ def release_label(run: dict[str, Any]) -> str:
     if run.get("command") != "downgrade" or not isinstance(undone, list):
         return f" release {release}"
     names = ", ".join(str(u.get("release")) for u in undone if isinstance(u, dict))
-    return f" release {release} (took back {names})"
+    asked = f"release {release}" if _counted(release) else f"to release {release}"
+    took = {"succeeded": "took back", "running": "taking back"}.get(
+        str(run.get("outcome")), "to take back"
+    )
+    return f" {asked} ({took} {names})"
+
+
+def _counted(asked: str) -> bool:
+    """Whether a downgrade of releases asked for the latest N (``-1``), not
+    for every release after one named."""
+    return asked.startswith("-") and asked[1:].isdigit()

@@ -21,6 +21,7 @@ one any more: ``--release -1`` twice takes back the last two.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,6 +63,9 @@ class ReleasePlan:
     undone: list[Release] = field(default_factory=list)
     #: Each model's target, in the order the downgrade takes them.
     targets: dict[str, str] = field(default_factory=dict)
+    #: The command that asked for it, as typed (``downgrade --release -1``,
+    #: ``downgrade --to-release r2``): what to run again from newer code.
+    command: str | None = None
 
     def recorded(self) -> dict[str, Any]:
         """What the history records of it among the run's arguments."""
@@ -156,14 +160,15 @@ async def plan_releases(
             raise ReleaseNotFoundError(
                 str(back), known, f"--release {back}: the history holds {len(found)} to take back"
             )
-        plan = ReleasePlan(str(back), found[:-back])
+        plan = ReleasePlan(str(back), found[:-back], command=f"downgrade --release {back}")
     else:
         index = next((i for i, r in enumerate(found) if r.name == to_release), None)
         if index is None:
             raise ReleaseNotFoundError(
                 str(to_release), known, f"no release named {to_release!r} to go back to"
             )
-        plan = ReleasePlan(str(to_release), found[:index])
+        asked = f"downgrade --to-release {shlex.quote(str(to_release))}"
+        plan = ReleasePlan(str(to_release), found[:index], command=asked)
     _targets(plan)
     for name, to in plan.targets.items():
         target_version(ws.model(name), to, DOWNGRADE, ws.registry)
@@ -210,5 +215,9 @@ async def downgrade_releases(
         cls.__model__: plan.targets[name] for cls, name in zip(classes, plan.targets, strict=True)
     }
     recorded = plan.recorded()
-    await _run(ws, DOWNGRADE, classes, to, options, progress, result, None, recorded)
+    # Documents left newer than the code: the error names the command asked
+    # (`downgrade --release -1`) as the one to run from the newer code, not
+    # each model's `downgrade MODEL --to V`, which would take the documents
+    # back without recording the releases as taken back.
+    await _run(ws, DOWNGRADE, classes, to, options, progress, result, None, recorded, plan.command)
     return plan, result

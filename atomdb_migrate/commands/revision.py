@@ -61,6 +61,19 @@ class Revision:
     #: The file holding the model's class, when its source can be read.
     model_file: Path | None = None
 
+    @property
+    def left_to_write(self) -> str:
+        """With ``autogenerate`` and no schema to compare with, what is left to
+        the author: from 0 (adopting versioning), nothing if the documents are
+        stored in the model's shape."""
+        if parse_version(self.from_version) != parse_version("0"):
+            return "write the fields' operations by hand"
+        return (
+            "adopting versioning, no operation is needed if the documents saved so far "
+            "are stored in the model's shape (the step only sets the version); else "
+            "write them"
+        )
+
 
 def revision(ws: Workspace, message: str, model: str, *, autogenerate: bool = False) -> Revision:
     """Write a new step module for a model, and return what was written.

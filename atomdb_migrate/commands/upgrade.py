@@ -189,11 +189,15 @@ async def _run(
     result: RunResult | None,
     only: dict[str, list[Any]] | None,
     recorded: dict[str, Any] | None = None,
+    newer_command: str | None = None,
 ) -> RunResult:
     """One run over `classes`, in their order, under one lock, recorded once.
 
     `to` is the target of every model, or each model's by ``__model__`` name;
-    `recorded` adds to the history's record of the run's arguments.
+    `recorded` adds to the history's record of the run's arguments;
+    `newer_command`, the command that documents left newer than the code
+    name as the one to run from newer code (each model's ``downgrade MODEL
+    --to V`` by default).
 
     """
     result = result or RunResult(direction.name, options.dry_run)
@@ -212,6 +216,7 @@ async def _run(
     if options.dry_run:  # writes nothing: no lock, no history
         for cls in classes:
             await runner.run(cls, _target(to, cls), direction)
+        _name_command(result, newer_command)
         return result
     # Refuse a broken chain before taking the lock: then nothing at all is
     # written, not even a history record. The runs use these surveys.
@@ -232,10 +237,21 @@ async def _run(
             await record.stopped(result, exc, retry, lock, ws.config.url)
             raise
         outcome: Outcome = "failed" if any(r.failed for r in result.reports) else "succeeded"
+        _name_command(result, newer_command)
         left = result.left_newer
         why = shorten(mask(str(left[0]), ws.config.url)) if left else None
         await record.finish(result, retry, "failed" if left else outcome, why)
     return result
+
+
+def _name_command(result: RunResult, command: str | None) -> None:
+    """Documents left newer than the code: name `command` as the one to run
+    from the newer code (nothing to do without one)."""
+    if command is None:
+        return
+    for report in result.reports:
+        if report.left_newer is not None:
+            report.left_newer = report.left_newer.naming(command)
 
 
 def _target(to: str | dict[str, str] | None, cls: type[VersionedModel]) -> str | None:

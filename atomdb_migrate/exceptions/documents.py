@@ -106,6 +106,11 @@ class DowngradeLeftNewerError(MigrateError):
         The version the downgrade takes documents to.
     dry_run: bool
         Whether the run was a dry run (the documents would be left).
+    command: str
+        The command to run again from that code (without ``atomdb-migrate``):
+        ``downgrade MODEL --to V`` by default; a downgrade of releases names
+        its own (``downgrade --release -1``), so that the releases it takes
+        back are recorded as taken back.
 
     """
 
@@ -115,6 +120,7 @@ class DowngradeLeftNewerError(MigrateError):
     needed: str
     target: str
     dry_run: bool
+    command: str
 
     def __init__(
         self,
@@ -125,7 +131,9 @@ class DowngradeLeftNewerError(MigrateError):
         target: str,
         *,
         dry_run: bool = False,
+        command: str | None = None,
     ) -> None:
+        command = command or f"downgrade {model} --to {target}"
         needed = max(versions, key=Version) if versions else ""
         stored = f" (stored at {', '.join(versions)})" if versions else ""
         left, did = (
@@ -137,7 +145,7 @@ class DowngradeLeftNewerError(MigrateError):
         super().__init__(
             f"{newer} documents{stored} are newer than this code's version {code_version} "
             f"and {left}: the downgrade to {target} {did} them back. Run `atomdb-migrate "
-            f"downgrade {model} --to {target}` from the image whose code knows their "
+            f"{command}` from the image whose code knows their "
             f"version: the release whose model {which} (its __version__), with its step "
             "modules (they hold the downgrade functions)",
             model=model,
@@ -147,6 +155,19 @@ class DowngradeLeftNewerError(MigrateError):
             needed=needed,
             target=target,
             dry_run=dry_run,
+            command=command,
+        )
+
+    def naming(self, command: str) -> DowngradeLeftNewerError:
+        """The same error, naming `command` as the one to run from the newer code."""
+        return DowngradeLeftNewerError(
+            str(self.model),
+            self.newer,
+            self.versions,
+            self.code_version,
+            self.target,
+            dry_run=self.dry_run,
+            command=command,
         )
 
 
