@@ -373,3 +373,14 @@ def test_only_a_step_from_0_is_told_it_may_need_no_operation(major: int, minor: 
     done = Revision(Path("m.py"), "app.M", start, "9")
     adoption = "adopting versioning" in done.left_to_write
     assert adoption == (parse_version(start) == parse_version("0")), (start, done.left_to_write)
+
+
+@given(n=st.integers(min_value=0, max_value=10**9))
+@settings(max_examples=50, deadline=None)
+def test_check_pending_counts_speak_in_number(n: int) -> None:
+    """``check --pending``'s counts agree with their noun and verb: one document is, two are."""
+    from atomdb_migrate.commands.check import _stored
+
+    said = _stored(n)
+    assert said == (f"{n} stored document is" if n == 1 else f"{n} stored documents are")
+    assert _stored(n, "has", "have", stored="").endswith("has" if n == 1 else "have")

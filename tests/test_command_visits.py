@@ -151,7 +151,7 @@ async def test_the_code_is_checked_once_and_the_data_in_each_database(
     assert [c.once for c in found] == [True, False, False]
     assert found[0].problems == []
     for check in found[1:]:
-        assert check.problems == [f"model {CUSTOMER!r}: 1 stored documents are behind version 3"], (
+        assert check.problems == [f"model {CUSTOMER!r}: 1 stored document is behind version 3"], (
             check.problems
         )
 

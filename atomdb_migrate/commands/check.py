@@ -215,26 +215,25 @@ async def pending_problems(ws: Workspace, classes: list[type[VersionedModel]]) -
     for s in await status(ws, [c.__model__ for c in classes]):
         problems += below_base(ws.registry.model(s.model), s.stored)
         if s.pending:
-            problems.append(
-                f"model {s.model!r}: {s.pending} stored documents are behind version {s.version}"
-            )
+            problems.append(f"model {s.model!r}: {_stored(s.pending)} behind version {s.version}")
         if s.newer:
             problems.append(
-                f"model {s.model!r}: {s.newer} stored documents are newer than "
+                f"model {s.model!r}: {_stored(s.newer)} newer than "
                 f"version {s.version} (written by newer code)"
             )
         if s.invalid:
             problems.append(
-                f"model {s.model!r}: {s.invalid} stored documents have an invalid __version__"
+                f"model {s.model!r}: {_stored(s.invalid, 'has', 'have')} an invalid __version__"
             )
         for old, n in s.former.items():
             problems.append(
-                f"model {s.model!r}: {n} documents are still in the collection of its "
+                f"model {s.model!r}: {_stored(n, stored='')} still in the collection of its "
                 f"former name {old!r}; `atomdb-migrate upgrade` moves them"
             )
         if s.unversioned_since is not None:
             problems.append(
-                f"model {s.model!r}: {s.unversioned} documents have no version although "
+                f"model {s.model!r}: {_stored(s.unversioned, 'has', 'have', stored='')} "
+                "no version although "
                 f"the upgrade of {s.unversioned_since:%Y-%m-%d %H:%M} left none: code that "
                 "does not version this model still saves it (see docs/deploying.md, "
                 "adopting versioning)"
@@ -246,10 +245,15 @@ async def pending_problems(ws: Workspace, classes: list[type[VersionedModel]]) -
             )
             if n:
                 problems.append(
-                    f"model {cls.__model__!r}: {n} stored documents still refer to it "
+                    f"model {cls.__model__!r}: {_stored(n, 'still refers', 'still refer')} to it "
                     f"under its former name {old!r}; `atomdb-migrate upgrade` rewrites them"
                 )
     return problems
+
+
+def _stored(n: int, one: str = "is", many: str = "are", stored: str = "stored ") -> str:
+    """``1 stored document is``, ``3 stored documents are``: a count, its noun and verb."""
+    return f"{n} {stored}document {one}" if n == 1 else f"{n} {stored}documents {many}"
 
 
 def below_base(cls: type[VersionedModel], stored: dict[str, int]) -> list[str]:
@@ -268,7 +272,7 @@ def below_base(cls: type[VersionedModel], stored: dict[str, int]) -> list[str]:
         return []
     where = ", ".join(f"{n} at version {v}" for v, n in below.items())
     return [
-        f"model {cls.__model__!r}: {sum(below.values())} stored documents are below its "
+        f"model {cls.__model__!r}: {_stored(sum(below.values()))} below its "
         f"__base_version__ {base} ({where}), and its steps below {base} were squashed, so "
         f"they cannot be read; upgrade them first with `atomdb-migrate upgrade` from the "
         f"release that still has those steps, or lower __base_version__ and bring the "
