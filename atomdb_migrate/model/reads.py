@@ -25,15 +25,21 @@ class _Compiled:
     """The chains compiled so far, for one registry at one generation."""
 
     def __init__(self) -> None:
-        #: The registry and its generation the chains were compiled for.
-        self.stamp: tuple[Any, int] | None = None
+        #: The registry the chains were compiled for, and its generation then.
+        self.registry: MigrationRegistry | None = None
+        self.generation = -1
         #: The compiled chain by (model class, type and value of the stored
         #: version); None where the plan is not a chain to run.
         self.chains: dict[tuple[type, type, Any], ReadChain | None] = {}
 
     def clear(self) -> None:
-        self.stamp = None
+        self.registry = None
         self.chains.clear()
+
+    def renew(self, registry: MigrationRegistry) -> None:
+        """Forget the chains compiled for another registry or generation."""
+        self.chains.clear()
+        self.registry, self.generation = registry, registry.generation
 
 
 #: Marks a key not compiled yet.
@@ -55,15 +61,10 @@ def read_chain(cls: Any, raw: Any) -> ReadChain | None:
     also raises the errors.
 
     """
-    registry = MigrationRegistry.instance()
+    registry = MigrationRegistry._instance or MigrationRegistry.instance()
     compiled = _COMPILED
-    if (
-        compiled.stamp is None
-        or compiled.stamp[0] is not registry
-        or (compiled.stamp[1] != registry.generation)
-    ):
-        compiled.chains.clear()
-        compiled.stamp = (registry, registry.generation)
+    if compiled.registry is not registry or compiled.generation != registry.generation:
+        compiled.renew(registry)
     key = (cls, type(raw), raw)
     try:
         found: ReadChain | None = compiled.chains.get(key, _UNKNOWN)
