@@ -7,6 +7,9 @@ whether a step is a plain function, its operations, or its operations
 followed by its function: whatever else it returns is a `StepResultError`,
 whatever it raises a `StepFailedError`.
 
+`compile_read` compiles a chain once for the reads that write nothing back
+(see `atomdb_migrate.model.reads`).
+
 Nothing here touches MongoDB. The steps are anything with a `Step`'s names
 (`ChainStep`): this module sits below `atomdb_migrate.steps.versions`, which
 re-exports its names.
