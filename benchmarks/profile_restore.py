@@ -3,6 +3,11 @@
     python benchmarks/profile_restore.py          # each piece timed alone
     python benchmarks/profile_restore.py --tree   # pyinstrument, 100,000 restores
 
+Pieces timed alone miss what they share with the restore around them (the
+coroutine frames, the caches); for where the time goes, sample the whole
+restore with a profiler that sees C calls, e.g.
+``py-spy record -r 2000 -f raw -o out.txt -- python benchmarks/profile_restore.py --loop``.
+
 In process, with the documents and trivial steps of ``bench_restore.py``.
 
 """
@@ -24,7 +29,8 @@ from atomdb.nosql import NoSQLModelManager  # noqa: E402
 from mongomock_motor import AsyncMongoMockClient  # noqa: E402
 
 from atomdb_migrate import MigrationRegistry  # noqa: E402
-from atomdb_migrate.core.documents import StepDocument  # noqa: E402
+from atomdb_migrate.core.documents import LazyCopy, StepDocument, copy_document  # noqa: E402
+from atomdb_migrate.model.reads import read_chain  # noqa: E402
 from atomdb_migrate.steps.versions import parse_version, run_chain  # noqa: E402
 
 N = 200_000
@@ -48,6 +54,9 @@ async def restores(n: int) -> None:
 
 def main() -> int:
     NoSQLModelManager.instance().database = AsyncMongoMockClient().bench
+    if "--loop" in sys.argv:  # for a sampling profiler outside
+        asyncio.run(restores(300_000))
+        return 0
     if "--tree" in sys.argv:
         from pyinstrument import Profiler
 
@@ -62,8 +71,14 @@ def main() -> int:
     steps = registry.graph(model).plan_upgrade("8", "10")
     graph = registry.graph(model)
     head = parse_version(model.__version__)
+    chain = read_chain(model, "8")
+    assert chain is not None
     rows = {
-        "StepDocument (copy on write)": micro(lambda: StepDocument(state)),
+        "copy_document (deep copy)": micro(lambda: copy_document(state)),
+        "LazyCopy (copied as reached) and its result": micro(lambda: LazyCopy.of(state).result()),
+        "StepDocument (copy on write, tracked)": micro(lambda: StepDocument(state)),
+        "read_chain (the compiled chain's lookup)": micro(lambda: read_chain(model, "8")),
+        "the compiled chain, 2 steps": asyncio.run(per_call(lambda: chain(state))),
         "plan lookup (cached)": micro(lambda: graph.plan("8", head, head=head)),
         "plan walk (uncached)": micro(lambda: registry.graph(model).plan_upgrade("8", "10")),
         "run_chain, 2 steps, on a shallow copy": asyncio.run(

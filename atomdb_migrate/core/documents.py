@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .caches import resettable
+
 #: A document as atom-db stores it.
 Document = dict[str, Any]
 
@@ -40,23 +42,51 @@ def copy_value(value: Any) -> Any:
 
     """
     kind = type(value)
+    kinds = _CONTAINER_KINDS
     if kind is dict or (kind is not list and isinstance(value, Mapping)):
-        return {k: copy_value(v) if _is_container(v) else v for k, v in value.items()}
+        return {
+            k: copy_value(v) if kinds.get(type(v), True) and _is_container(v) else v
+            for k, v in value.items()
+        }
     if kind is list:
-        return [copy_value(v) if _is_container(v) else v for v in value]
+        return [
+            copy_value(v) if kinds.get(type(v), True) and _is_container(v) else v for v in value
+        ]
     return value
+
+
+#: Whether values of a type are containers `copy_value` copies, decided once
+#: per type: the ABC check of `Mapping` costs more than the copy of a small
+#: document when it runs for every scalar (an int, an ObjectId, a datetime).
+_CONTAINER_KINDS: dict[type, bool] = {dict: True, list: True, str: False}
+
+resettable("atomdb_migrate.core.documents.CONTAINER_KINDS", _CONTAINER_KINDS.clear)
 
 
 def _is_container(value: Any) -> bool:
     kind = type(value)
-    return kind is dict or kind is list or (kind is not str and isinstance(value, Mapping))
+    known = _CONTAINER_KINDS.get(kind)
+    if known is None:
+        known = _CONTAINER_KINDS[kind] = kind is dict or kind is list or _is_mapping_kind(kind)
+    return known
+
+
+#: Whether `copy_value` copies a value: a dict, a list or another mapping.
+is_container = _is_container
+
+
+def _is_mapping_kind(kind: type) -> bool:
+    """Whether a type other than dict, list and str is a mapping (SON, a ``Mapping``)."""
+    return kind is not str and issubclass(kind, Mapping)
 
 
 def copy_document(doc: Mapping[str, Any]) -> Document:
     """A deep copy of a document (see `copy_value`)."""
     out: Document = dict(doc.items()) if type(doc) is not dict else doc.copy()
+    kinds = _CONTAINER_KINDS
     for key, value in out.items():
-        if _is_container(value):
+        # One dict lookup for a scalar of a type seen before, no call.
+        if kinds.get(type(value), True) and _is_container(value):
             out[key] = copy_value(value)
     return out
 
@@ -221,3 +251,109 @@ class StepDocument(dict):  # type: ignore[type-arg]
     def fields(self) -> Iterable[str] | None:
         """The top-level fields the steps looked at; None when they looked at all of them."""
         return None if self.whole else self.touched
+
+
+class LazyCopy(dict):  # type: ignore[type-arg]
+    """A copy of a stored document whose nested dicts and lists are copied when reached.
+
+    For steps on a read that writes nothing back: unlike `StepDocument` it
+    records nothing, so the methods that only set, remove or test for a
+    field (``doc[k] = v``, ``del doc[k]``, ``k in doc``) are dict's own. A
+    nested value is copied the first time a method hands it out (``doc[k]``,
+    ``get``, ``pop``, ``setdefault``); a method handing out the whole
+    document (``items``, ``values``, iterating, ``copy``, ``dict(doc)``,
+    ``{**doc}``, pickling) copies every nested value first. The stored
+    document is never changed.
+
+    Make one with `LazyCopy.of`; `result` gives the plain dict.
+
+    """
+
+    __slots__ = ("_source",)
+
+    #: The stored document; None once every nested value is the copy's own.
+    _source: Mapping[str, Any] | None
+
+    @classmethod
+    def of(cls, source: Mapping[str, Any]) -> LazyCopy:
+        """A lazy copy of `source`."""
+        made = cls(source)
+        made._source = source
+        return made
+
+    def _reached(self, key: Any, value: Any) -> Any:
+        """`value`, stored under `key`, as the copy's own: copied if it is the source's."""
+        source = self._source
+        if source is not None and is_container(value) and value is source.get(key):
+            value = copy_value(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if _CONTAINER_KINDS.get(type(value)) is False:
+            return value  # a scalar of a known type: the common case, one lookup
+        return self._reached(key, value)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        if _CONTAINER_KINDS.get(type(value)) is False:
+            return value
+        return self._reached(key, value)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if dict.__contains__(self, key):
+            self[key]  # copied before it leaves
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return self[key]
+        dict.__setitem__(self, key, default)
+        return default
+
+    def own_all(self) -> None:
+        """Copy every nested value still shared with the source."""
+        if self._source is not None:
+            for key, value in list(dict.items(self)):
+                self._reached(key, value)
+            self._source = None
+
+    def __iter__(self) -> Iterator[Any]:
+        # Overridden so that dict(doc), {**doc} and dict.update go through
+        # keys() and __getitem__ instead of reading the entries directly.
+        return dict.__iter__(self)
+
+    def values(self) -> Any:
+        self.own_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.own_all()
+        return dict.items(self)
+
+    def copy(self) -> Document:
+        self.own_all()
+        return dict(dict.items(self))
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.own_all()
+        return dict.popitem(self)
+
+    def __or__(self, other: Any) -> Any:
+        self.own_all()
+        return dict.__or__(self, other)
+
+    def __ror__(self, other: Any) -> Any:
+        self.own_all()
+        return dict.__ror__(self, other)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        self.own_all()
+        return (dict, (dict(dict.items(self)),))
+
+    def result(self) -> Document:
+        """The document as a plain dict (values no step reached are the source's)."""
+        return dict(dict.items(self))

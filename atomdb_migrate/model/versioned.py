@@ -46,6 +46,7 @@ from ..steps.versions import (
     stored_version,
 )
 from .offline import is_offline
+from .reads import ReadChain, read_chain
 
 if TYPE_CHECKING:
     from .finders import Found
@@ -315,7 +316,11 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
-            state = await self._upgrade_for_restore(state)
+            chain = self._read_chain(state)
+            if chain is not None:
+                state = await chain(state)
+            else:
+                state = await self._upgrade_for_restore(state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
 
     def _uncache(self, pk: Any) -> None:
@@ -465,6 +470,13 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         )
 
     @classmethod
+    def _read_chain(cls, state: Document) -> ReadChain | None:
+        """The compiled chain a restore that writes nothing back runs, if there is one."""
+        if cls.__write_back__ and state.get("_id") is not None and _restore_problems.get() is None:
+            return None
+        return read_chain(cls, state.get(VERSION_KEY))
+
+    @classmethod
     async def _upgrade_for_restore(cls, state: Document) -> Document:
         """Upgrade a document being restored, writing it back if the model says so.
 
@@ -473,6 +485,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         changed in memory only.
 
         """
+        chain = cls._read_chain(state)
+        if chain is not None:
+            return await chain(state)
         writes = (
             cls.__write_back__ and state.get("_id") is not None and _restore_problems.get() is None
         )

@@ -32,6 +32,13 @@ class Operation:
     #: collection, its name or the references to it.
     __undone_by_function__: ClassVar[bool] = True
 
+    #: Whether `apply` changes, and reads, nothing but the top-level fields
+    #: `touches` names: then a read copies only those fields for it (see
+    #: `StepOperations.confined_fields`). False for an operation that may
+    #: reach anywhere in the document (``rename_model`` rewrites references
+    #: nested at any depth), and for any operation that does not say.
+    confined: ClassVar[bool] = False
+
     #: Where the operation learns the embedded models on its paths (set by
     #: `StepOperations`, for the step's version; see `bound`).
     _embedded: Callable[[], Embedded] = staticmethod(lambda: NO_EMBEDDED)

@@ -111,6 +111,7 @@ class CollectionOperation(Operation):
     """
 
     __undone_by_function__ = False
+    confined = True
 
     def apply(self, doc: Document) -> None:
         return None  # nothing happens on read

@@ -44,6 +44,7 @@ from .paths import (
 
 class AddField(Operation):
     __op_name__ = "add_field"
+    confined = True
 
     def __init__(self, path: str, default: Any = None) -> None:
         self.path = path
@@ -100,6 +101,7 @@ class SetDefaultWhereMissing(AddField):
 
 class RemoveField(Operation):
     __op_name__ = "remove_field"
+    confined = True
 
     def __init__(self, path: str, default: Any = MISSING) -> None:
         self.path = path
@@ -141,6 +143,8 @@ class _FromTo(Operation):
     would otherwise stay where the model may no longer read it.
 
     """
+
+    confined = True
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
@@ -281,6 +285,7 @@ class RenameField(MoveField):
 
 class Convert(Operation):
     __op_name__ = "convert"
+    confined = True
     fallible = True
 
     def __init__(self, path: str, to: str | type) -> None:

@@ -75,6 +75,16 @@ class StepOperations:
         """
         return StepOperations([op.inverse() for op in reversed(self.operations)], embedded)
 
+    def confined_fields(self) -> set[str] | None:
+        """The top-level fields the operations read or change, when they reach
+        nothing else (every one `Operation.confined`); None otherwise."""
+        fields: set[str] = set()
+        for op in self.operations:
+            if not op.confined:
+                return None
+            fields |= op.touches()
+        return fields
+
     def renames(self) -> list[RenameModel]:
         return [op for op in self.operations if isinstance(op, RenameModel)]
 

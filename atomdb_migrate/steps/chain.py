@@ -7,6 +7,9 @@ whether a step is a plain function, its operations, or its operations
 followed by its function: whatever else it returns is a `StepResultError`,
 whatever it raises a `StepFailedError`.
 
+`compile_read` compiles a chain once for the reads that write nothing back
+(see `atomdb_migrate.model.reads`).
+
 Nothing here touches MongoDB. The steps are anything with a `Step`'s names
 (`ChainStep`): this module sits below `atomdb_migrate.steps.versions`, which
 re-exports its names.
@@ -17,9 +20,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
-from ..core.documents import Document, StepDocument, copy_document
+from ..core.documents import (
+    Document,
+    LazyCopy,
+    StepDocument,
+    copy_document,
+    copy_value,
+    is_container,
+)
 from ..core.storage import VERSION_KEY
 from ..exceptions import StepFailedError, StepResultError
 
@@ -88,8 +99,11 @@ async def run_chain(
     """
     __tracebackhide__ = True  # pytest shows the step's frame, not this one
     watched = doc if isinstance(doc, StepDocument) else None
-    has_id = "_id" in doc
-    doc_id = doc.get("_id")
+    if watched is not None:
+        watched.touched.add("_id")  # the check below depends on it
+    # The document's own dict methods: the check is no step's look.
+    has_id = dict.__contains__(doc, "_id")
+    doc_id = dict.get(doc, "_id")
     for step in steps:
         fn = step.downgrade_fn if downgrade else step.upgrade_fn
         assert fn is not None
@@ -114,7 +128,7 @@ async def run_chain(
             doc = result
         # Identity first: ObjectId's != is a Python method, and the step
         # almost always leaves the very same object.
-        if has_id and (new_id := doc.get("_id")) is not doc_id and new_id != doc_id:
+        if has_id and (new_id := dict.get(doc, "_id")) is not doc_id and new_id != doc_id:
             raise StepResultError(
                 f"changed or removed the document's _id (now {new_id!r})",
                 **_where(step, doc_id, downgrade),
@@ -154,6 +168,76 @@ async def apply_chain(
     if doc is watched:
         doc = watched.result()
     return doc, watched.fields()
+
+
+#: A chain compiled for reads (`compile_read`): takes a stored document,
+#: leaves it unchanged, returns it at the chain's end.
+ReadChain = Callable[[Document], Awaitable[Document]]
+
+
+def compile_read(steps: Sequence[ChainStep]) -> ReadChain:
+    """A chain compiled once for reads that write nothing back.
+
+    A chain of declarative operations only, each of which reaches nothing
+    but the top-level fields it names (`StepOperations.confined_fields`),
+    copies those fields alone and shares the rest with the stored document.
+    Any other chain runs on a `LazyCopy`: a shallow copy whose nested
+    dicts and lists are copied the first time a step reaches them, cheaper
+    than a deep copy as measured (benchmarks/notes.md). Either way the
+    stored document is never changed; the result may share values no step
+    reached with it.
+
+    A step function replaced after compiling (as a test may do) makes the
+    chain run on a `LazyCopy`, which serves any step.
+
+    """
+    chain = tuple(steps)
+    fields: set[str] = set()
+    for step in chain:
+        found = _confined_fields(step)
+        if found is None:
+            return partial(_read_lazily, chain)
+        fields |= found
+    functions = tuple(step.upgrade_fn for step in chain)
+    return partial(_read_confined, chain, functions, tuple(sorted(fields)))
+
+
+def _confined_fields(step: ChainStep) -> set[str] | None:
+    """The top-level fields a step made only of confined operations reaches (None:
+    it has a function, or an operation that may reach anything)."""
+    ops: Any = getattr(step, "operations", None)
+    fn: Any = step.upgrade_fn
+    if ops is None or fn is not ops:
+        return None
+    found: set[str] | None = ops.confined_fields()
+    return found
+
+
+async def _read_lazily(chain: tuple[ChainStep, ...], state: Document) -> Document:
+    """Run a chain on a copy made as the steps reach the document."""
+    __tracebackhide__ = True
+    lazy = LazyCopy.of(state)
+    doc = await run_chain(chain, lazy)
+    return lazy.result() if doc is lazy else doc
+
+
+async def _read_confined(
+    chain: tuple[ChainStep, ...],
+    functions: tuple[StepFunction, ...],
+    fields: tuple[str, ...],
+    state: Document,
+) -> Document:
+    """Run a chain of confined operations on a copy of the fields they reach."""
+    __tracebackhide__ = True
+    for step, fn in zip(chain, functions, strict=True):
+        if step.upgrade_fn is not fn:
+            return await _read_lazily(chain, state)
+    doc = state.copy() if type(state) is dict else dict(state.items())
+    for key in fields:
+        value = doc.get(key)
+        if value is not None and is_container(value):
+            doc[key] = copy_value(value)
+    return await run_chain(chain, doc)
 
 
 def _where(step: ChainStep, doc_id: Any, downgrade: bool) -> dict[str, Any]:
