@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
 from ..commands.check import DatabaseCheck
-from ..commands.command import Revision
 from ..commands.errors import mask
 from ..commands.history import Failures, Step
 from ..commands.several import Visit
@@ -47,6 +46,9 @@ from .exits import (
     CommandError,
     command_error,
 )
+
+if TYPE_CHECKING:
+    from ..commands.revision import Revision
 
 
 class HasUrl(Protocol):

@@ -47,10 +47,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..autogenerate.infer import CONFIRM_TAGS
 from ..exceptions import ChainError, ConfigError, StepDefinitionError, StepModuleError, shorten
 from ..schema.snapshots import is_schema
-from ..steps.definition import define_step, message_of
+from ..steps.definition import CONFIRM_TAGS, define_step, message_of
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step
 from .checksums import source_text
@@ -310,7 +309,7 @@ UNFINISHED = {
 def _unfinished(file: Path) -> tuple[str, ...]:
     """What is left to write: functions whose whole body raises NotImplementedError,
     and comments that ask the author to confirm what the step does to stored
-    data (`atomdb_migrate.autogenerate.CONFIRM_TAGS`), as autogenerate writes them."""
+    data (`atomdb_migrate.steps.definition.CONFIRM_TAGS`), as autogenerate writes them."""
     try:
         text = source_text(file)  # in the encoding the module declares
         tree = ast.parse(text)

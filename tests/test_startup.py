@@ -1,0 +1,154 @@
+"""Start-up: what a command imports before it does its work.
+
+A run with nothing to do should cost little more than the Python start-up,
+PyMongo and the project's own models: the modules only one command needs
+(autogenerate, for ``revision``) are imported by that command alone. Each
+test runs a fresh interpreter, since this process has imported everything
+already.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atomdb_migrate.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODELS = """
+from atom.api import Str
+from atomdb_migrate import VersionedModel
+
+
+class Note(VersionedModel):
+    __model__ = "startup.Note"
+    __version__ = 2
+    title = Str()
+"""
+
+STEP = '''
+"""Notes: text becomes title."""
+
+from atomdb_migrate import ops
+
+model = "startup.Note"
+from_version = "1"
+to_version = "2"
+operations = [ops.rename_field("text", "title")]
+schema = {"title": "Str"}
+'''
+
+PYPROJECT = """
+[tool.atomdb-migrate]
+models = ["startupnotes"]
+migrations = "migrations"
+timeout = 5
+"""
+
+#: Runs the command line in this fresh interpreter, then prints its exit code
+#: and the toolkit's modules it imported, as JSON on the last line.
+PROBE = """
+import json, sys
+from atomdb_migrate.cli import main
+try:
+    main(sys.argv[1:], prog_name="atomdb-migrate")
+    code = 0
+except SystemExit as exit:
+    code = exit.code or 0
+loaded = sorted(name for name in sys.modules if name.startswith("atomdb_migrate"))
+print(json.dumps({"code": code, "modules": loaded}))
+"""
+
+#: Modules only `revision` needs.
+REVISION_ONLY = ("atomdb_migrate.autogenerate", "atomdb_migrate.commands.revision")
+
+
+def project(path: Path) -> Path:
+    (path / "startupnotes.py").write_text(MODELS)
+    (path / "migrations").mkdir()
+    (path / "migrations" / "0001_title.py").write_text(STEP)
+    (path / "pyproject.toml").write_text(PYPROJECT)
+    return path
+
+
+def imported(where: Path, *args: str) -> tuple[int, list[str]]:
+    """The exit code of ``atomdb-migrate ARGS`` in a fresh interpreter, and the
+    toolkit's modules it imported."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(ROOT)])}
+    for name in ("ATOMDB_MIGRATE_URL", "MONGO_URL"):
+        env.pop(name, None)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return found["code"], found["modules"]
+
+
+def revision_only(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.startswith(REVISION_ONLY)]
+
+
+def test_upgrade_with_nothing_to_do_imports_no_autogenerate(tmp_path: Path) -> None:
+    where = project(tmp_path)
+    url = "mongomock://startup/notes"
+    code, modules = imported(where, "--url", url, "upgrade", "--no-progress")
+    assert code == 0
+    # The run did run: the engine and the project's step were loaded.
+    assert "atomdb_migrate.engine.runner" in modules
+    assert "atomdb_migrate.commands.loader" in modules
+    assert revision_only(modules) == []
+
+
+def test_check_imports_no_autogenerate(tmp_path: Path) -> None:
+    code, modules = imported(project(tmp_path), "check")
+    assert code == 0
+    assert "atomdb_migrate.commands.check" in modules
+    assert revision_only(modules) == []
+
+
+def test_the_package_imports_no_autogenerate(tmp_path: Path) -> None:
+    code, modules = imported(project(tmp_path), "--help")
+    assert code == 0
+    assert "atomdb_migrate.cli.main" in modules
+    assert revision_only(modules) == []
+
+
+@pytest.mark.parametrize("name", sorted(set(main.commands) - {"revision"}))
+def test_no_other_command_imports_autogenerate(tmp_path: Path, name: str) -> None:
+    """Every command but ``revision``, parsed (``--help``), imports none of it."""
+    code, modules = imported(project(tmp_path), name, "--help")
+    assert code == 0
+    assert revision_only(modules) == []
+
+
+def test_revision_still_imports_it(tmp_path: Path) -> None:
+    where = project(tmp_path)
+    code, modules = imported(where, "revision", "-m", "a subtitle", "--model", "startup.Note")
+    assert code == 0
+    assert "atomdb_migrate.commands.revision" in modules
+    assert len(list((where / "migrations").glob("0002_*.py"))) == 1
+
+
+def test_the_revision_names_are_still_there() -> None:
+    from atomdb_migrate import command as shim
+    from atomdb_migrate.commands import command
+    from atomdb_migrate.commands.revision import Revision, revision, revisions
+
+    assert command.Revision is Revision
+    assert command.revision is revision
+    assert command.revisions is revisions
+    assert shim.Revision is Revision and shim.revisions is revisions
+    with pytest.raises(AttributeError):
+        _ = command.no_such_name
