@@ -1,4 +1,4 @@
-"""Start-up: what a command imports before it does its work.
+"""Start-up: what a command imports and opens before it does its work.
 
 A run with nothing to do should cost little more than the Python start-up,
 PyMongo and the project's own models: the modules only one command needs
@@ -9,15 +9,19 @@ already.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from atomdb_migrate.cli.main import main
+from atomdb_migrate.engine.lock import LeaseLock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,3 +156,112 @@ def test_the_revision_names_are_still_there() -> None:
     assert shim.Revision is Revision and shim.revisions is revisions
     with pytest.raises(AttributeError):
         _ = command.no_such_name
+
+
+# ---------------------------------------------------------------------------
+# The lease's synchronous connection: made when the first renewal is due
+# ---------------------------------------------------------------------------
+class Factory:
+    """Counts the synchronous collections the renewal thread asks for."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.make()
+
+
+def sync_locks(db: Any, backend: str, request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    """The database's ``locks`` collection through a synchronous client, and that
+    client to close (None for the in-memory backend)."""
+    from atomdb_migrate.driver.mongo import is_mongomock, sync_database
+
+    if is_mongomock(db):
+        return None, vars(db)["_AsyncMongoMockDatabase__database"]["locks"]
+    from .conftest import server_url
+
+    client, database = sync_database(server_url(backend, request), db.name, 5)
+    return client, database["locks"]
+
+
+async def test_a_short_hold_opens_no_renewal_connection(
+    db: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    client, locks = sync_locks(db, backend, request)
+    factory = Factory(lambda: locks)
+    try:
+        async with LeaseLock(db["locks"], ttl=30, renewal=factory) as lock:
+            lock.check()
+            assert await db["locks"].find_one({"owner": lock.owner}) is not None
+        assert factory.calls == 0
+        assert await db["locks"].find_one({}) is None  # released all the same
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def test_the_renewal_connection_is_made_once_and_renews(
+    db: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    client, locks = sync_locks(db, backend, request)
+    factory = Factory(lambda: locks)
+    try:
+        async with LeaseLock(db["locks"], ttl=0.3, renewal=factory) as lock:
+            await asyncio.sleep(0)
+            time.sleep(1.0)  # more than three leases, the loop blocked all along
+            lock.check()
+            assert (await db["locks"].find_one({}))["renewed_at"] is not None
+        assert factory.calls == 1
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def test_a_failed_renewal_connection_is_tried_again(
+    db: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    client, locks = sync_locks(db, backend, request)
+    attempts: list[int] = []
+
+    def flaky() -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("the server did not answer")
+        return locks
+
+    try:
+        async with LeaseLock(db["locks"], ttl=0.6, renewal=flaky) as lock:
+            await asyncio.sleep(0)
+            time.sleep(0.9)  # the first renewal fails to connect, the second renews
+            lock.check()
+            assert (await db["locks"].find_one({}))["renewed_at"] is not None
+        assert len(attempts) == 2
+    finally:
+        if client is not None:
+            client.close()
+
+
+def test_upgrade_with_nothing_to_do_opens_one_connection(
+    project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole command: its lock taken and given back, its history record
+    written, and no second (synchronous) client opened for the lease."""
+    from atomdb_migrate.commands import workspace
+
+    project.seed(20, version="3")
+    opened = Factory(lambda: None)
+    real = workspace.sync_database
+
+    def counting(*args: Any) -> Any:
+        opened()
+        return real(*args)
+
+    monkeypatch.setattr(workspace, "sync_database", counting)
+    result = project.invoke("upgrade", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert opened.calls == 0
+    assert project.db["atomdb_migrate_lock"].find_one({}) is None
+    records = list(project.db["atomdb_migrate_history"].find({"command": "upgrade"}))
+    assert [r["outcome"] for r in records] == ["succeeded"]

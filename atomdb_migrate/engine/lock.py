@@ -86,7 +86,8 @@ class LeaseLock:
         self.collection = collection
         #: Takes and gives up the lock again while the server fails transiently.
         self.retry = retry
-        #: Makes the synchronous collection the renewal thread writes to.
+        #: Makes the synchronous collection the renewal thread writes to, in
+        #: that thread, when the first renewal is due.
         self.renewal = renewal
         self.ttl = ttl
         self.command = command
@@ -386,9 +387,21 @@ class LeaseLock:
         # answer) is taken back, as after any outage nobody used.
         await self.hold()
 
-    def _renew_in_thread(self, collection: Any) -> None:
+    def _renew_in_thread(self, make_collection: Callable[[], Any]) -> None:
+        """Renew every ``ttl / 3`` seconds until stopped.
+
+        The synchronous collection (its client, with the driver's monitor
+        threads) is made when the first renewal is due: a run shorter than
+        that, one with nothing to do, never opens the second connection, nor
+        waits at exit for its threads. Failing to make it is retried at the
+        next renewal, like a failed renewal.
+
+        """
+        collection: Any = None
         while not self._stop.wait(self.ttl / 3):
             try:
+                if collection is None:
+                    collection = make_collection()
                 if not self.renew_sync(collection):
                     log.error("the migration lock was taken by another runner")
                     return
@@ -415,7 +428,7 @@ class LeaseLock:
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._renew_in_thread,
-                args=(self.renewal(),),
+                args=(self.renewal,),
                 name="atomdb-migrate lease",
                 daemon=True,
             )
