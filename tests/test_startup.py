@@ -265,3 +265,93 @@ def test_upgrade_with_nothing_to_do_opens_one_connection(
     assert project.db["atomdb_migrate_lock"].find_one({}) is None
     records = list(project.db["atomdb_migrate_history"].find({"command": "upgrade"}))
     assert [r["outcome"] for r in records] == ["succeeded"]
+
+
+# ---------------------------------------------------------------------------
+# Loading step modules: the unfinished parts found without parsing for nothing
+# ---------------------------------------------------------------------------
+#: Examples of the differential test (``STARTUP_EXAMPLES`` to change it).
+EXAMPLES = int(os.environ.get("STARTUP_EXAMPLES", "60"))
+
+BODIES = [
+    "    doc['x'] = 1\n",
+    "    raise NotImplementedError('write it')\n",
+    "    raise NotImplementedError\n",
+    "    '''Doc.'''\n    raise NotImplementedError()\n",
+    "    raise \uff2eotImplementedError('a fullwidth N: the same name')\n",
+    "    raise ValueError('NotImplementedError is only named here')\n",
+    "    pass  # DELETES DATA: drops the field\n",
+]
+COMMENTS = [
+    "",
+    "# LOSSY: int to str\n",
+    "# DELETES DATA: field x\n",
+    "#   LOSSY:  padded\n",
+    "# lossy: lower case is no tag\n",
+    "x = '# LOSSY: in a string, not a comment'\n",
+    "# a note about NotImplementedError\n",
+    "# caf\u00e9\n",
+]
+
+
+def reference_unfinished(text: str) -> tuple[str, ...]:
+    """What `_unfinished` found before it skipped anything: parse, then tokenize."""
+    import ast
+
+    from atomdb_migrate.commands import loader
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return ()
+    found = loader._functions_to_write(tree)
+    found += [f"line {n}: # {c}" for n, c in loader._comments_to_confirm(text)]
+    return tuple(found)
+
+
+def module_text(parts: list[tuple[str, str, str]], broken: bool) -> str:
+    text = '"""A step."""\n\nmodel = "m.M"\nfrom_version = "1"\nto_version = "2"\n'
+    for name, body, comment in parts:
+        text += f"\n{comment}\ndef {name}(doc):\n{body}"
+    return text + ("\ndef broken(:\n" if broken else "")
+
+
+def test_a_finished_module_is_neither_parsed_nor_tokenized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atomdb_migrate.commands import loader
+
+    def refused(*args: Any) -> Any:
+        raise AssertionError("not needed for a module with nothing left to write")
+
+    monkeypatch.setattr(loader, "_comments_to_confirm", refused)
+    monkeypatch.setattr(loader, "_functions_to_write", refused)  # called on the parsed tree
+    file = tmp_path / "0001_done.py"
+    file.write_text(module_text([("upgrade", BODIES[0], "# sets x\n")], broken=False))
+    assert loader._unfinished(file) == ()
+
+
+def test_unfinished_parts_are_found_as_before(tmp_path: Path) -> None:
+    """Differential: `_unfinished` finds what parsing and tokenizing every module
+    finds, for generated modules (finished or not, tagged comments or not, a
+    name spelled in other characters, a syntax error)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from atomdb_migrate.commands import loader
+
+    part = st.tuples(
+        st.sampled_from(["upgrade", "downgrade", "helper"]),
+        st.sampled_from(BODIES),
+        st.sampled_from(COMMENTS),
+    )
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(parts=st.lists(part, max_size=3), broken=st.booleans())
+    def check(parts: list[tuple[str, str, str]], broken: bool) -> None:
+        text = module_text(parts, broken)
+        file = tmp_path / "0001_step.py"
+        file.write_text(text, encoding="utf-8")
+        assert loader._unfinished(file) == reference_unfinished(text)
+
+    check()
