@@ -254,7 +254,7 @@ def measure(url: str, rounds: int, documents: int, profiled: bool) -> dict[str, 
         "models": 3,
         "rounds": rounds,
         "bytecode_cache": bool(CACHE),
-        "package": str(PACKAGE),
+        **({} if PACKAGE == ROOT else {"package": str(PACKAGE)}),
         **{name: spread(values) for name, values in times.items()},
     }
 
