@@ -86,8 +86,8 @@ class LeaseLock:
         self.collection = collection
         #: Takes and gives up the lock again while the server fails transiently.
         self.retry = retry
-        #: Makes the synchronous collection the renewal thread writes to, in
-        #: that thread, when the first renewal is due.
+        #: Makes the renewal thread's synchronous collection, when first due
+        #: (retried like a renewal): a short run opens no second client.
         self.renewal = renewal
         self.ttl = ttl
         self.command = command
@@ -388,15 +388,7 @@ class LeaseLock:
         await self.hold()
 
     def _renew_in_thread(self, make_collection: Callable[[], Any]) -> None:
-        """Renew every ``ttl / 3`` seconds until stopped.
-
-        The synchronous collection (its client, with the driver's monitor
-        threads) is made when the first renewal is due: a run shorter than
-        that, one with nothing to do, never opens the second connection, nor
-        waits at exit for its threads. Failing to make it is retried at the
-        next renewal, like a failed renewal.
-
-        """
+        """Renew every ``ttl / 3`` s until stopped, making the collection when first due."""
         collection: Any = None
         while not self._stop.wait(self.ttl / 3):
             try:
