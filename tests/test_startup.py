@@ -355,3 +355,82 @@ def test_unfinished_parts_are_found_as_before(tmp_path: Path) -> None:
         assert loader._unfinished(file) == reference_unfinished(text)
 
     check()
+
+
+# ---------------------------------------------------------------------------
+# Checksums: one parse of a step module for its checksum and its imports
+# ---------------------------------------------------------------------------
+PIECES = [
+    '"""A docstring."""\n',
+    "import os\n",
+    "from . import helpers\n",
+    "schema = {'a': 'Str'}\n",
+    "changes = ['a']\n",
+    "def upgrade(doc):\n    '''Doc.'''\n    from json import dumps\n    doc['a'] = dumps(schema)\n",
+    "def upgrade(doc):\n    doc['a'] = 1\n",
+    "TEXT = '''\n    \n  kept as written'''\n",  # dedent would change this string
+    "    x = 1\n",  # indented: not a module on its own
+    "def broken(:\n",
+]
+
+
+def reference_module_checksum(source: str) -> str:
+    """`module_checksum` as it was: its own parse of the dedented text."""
+    import ast
+    import textwrap
+
+    from atomdb_migrate.commands import checksums
+
+    tree = checksums._without_docstrings(ast.parse(textwrap.dedent(source)))
+    assert isinstance(tree, ast.Module)
+    return checksums._digest(checksums._without_metadata(tree))
+
+
+def test_a_step_module_is_parsed_once_for_both_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atomdb_migrate.commands import checksums
+
+    text = "".join(PIECES[:6])
+    checksums._parsed.cache_clear()
+    parses: list[str] = []
+    real = checksums.ast.parse
+
+    def counting(source: str, *args: Any, **kwargs: Any) -> Any:
+        parses.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(checksums.ast, "parse", counting)
+    checksums.module_checksum(text)
+    checksums._parsed(text, "")
+    monkeypatch.undo()
+    assert len(parses) == 1
+
+
+def test_module_checksums_are_as_before() -> None:
+    """Differential: `module_checksum` and the imports' facts of generated module
+    texts are what their own parses gave (and the same errors)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from atomdb_migrate.commands import checksums
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(st.lists(st.sampled_from(PIECES), max_size=6))
+    def check(pieces: list[str]) -> None:
+        text = "".join(pieces)
+        checksums._parsed.cache_clear()
+        try:
+            expected: str | type[BaseException] = reference_module_checksum(text)
+        except (SyntaxError, ValueError) as exc:
+            expected = type(exc)
+        try:
+            got: str | type[BaseException] = checksums.module_checksum(text)
+        except (SyntaxError, ValueError) as exc:
+            got = type(exc)
+        assert got == expected
+        facts = checksums._parsed(text, "")
+        if facts is not None:
+            tree = checksums.ast.parse(text)
+            names = tuple(checksums._imported_names(tree, ""))
+            assert facts[:2] == (names, checksums._digest(checksums._without_docstrings(tree)))
+
+    check()
