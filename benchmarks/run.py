@@ -347,13 +347,43 @@ def markdown(result: dict[str, Any], notes: str) -> str:
                 for x in tenants["rows"]
             ],
         )
+    lines += _startup(result.get("startup"))
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
 
 
 #: The benchmarks run on their own, which publish their figures themselves.
-SEPARATE = ("version_index", "tenants")
+SEPARATE = ("version_index", "tenants", "startup")
+
+
+def _startup(figures: dict[str, Any] | None) -> list[str]:
+    """Section 9: whole processes with nothing to do (``bench_startup.py``)."""
+    if not figures:
+        return []
+    names = {
+        "upgrade": "`upgrade` with nothing to do",
+        "check_pending": "`check --pending` (the gate)",
+        "help": "`--help`",
+        "upgrade_no_documents": "`upgrade`, the same models without documents",
+    }
+    return _section(
+        "9. Start-up",
+        f"{figures['models']} models, {figures['documents']} documents all at the code's "
+        "version (the version index built), whole processes as a deploy runs them: "
+        f"median of {figures['rounds']} interleaved runs, with the fastest and slowest "
+        "(the machine may be shared), and the median CPU time of the process. Compiled "
+        f"modules kept between runs: {'yes' if figures.get('bytecode_cache') else 'no'}",
+        figures,
+        "| command | median (s) | fastest / slowest (s) | CPU (s) |",
+        "|---|---:|---:|---:|",
+        [
+            f"| {names.get(key, key)} | {x['median_s']} | {x['min_s']} / {x['max_s']} "
+            f"| {x['cpu_median_s']} |"
+            for key, x in figures.items()
+            if isinstance(x, dict) and "median_s" in x
+        ],
+    )
 
 
 def _section(

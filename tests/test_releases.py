@@ -95,7 +95,7 @@ def test_a_model_file_under_the_working_directory_is_named_relatively(
     (project / "pyproject.toml").write_text(PYPROJECT)
     monkeypatch.chdir(here)
     done = command.revision(workspace(project), "Add an email address", "Customer")
-    from atomdb_migrate.cli.output import version_hint
+    from atomdb_migrate.cli.revisions import version_hint
 
     assert version_hint(done).startswith(
         "then set __version__ = 4 on clidemo.Customer (tests/clidemo.py:"

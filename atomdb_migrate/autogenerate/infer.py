@@ -43,6 +43,7 @@ from ..schema.snapshots import (
     same_storage,
     shown,
 )
+from ..steps.definition import CONFIRM_TAGS as CONFIRM_TAGS
 from .render import Call, Comment, Entry, Noted, call, one_line
 from .render import lines as written_lines
 
@@ -55,10 +56,6 @@ CONVERSION_FOR = {
     "Instance(datetime)": "datetime",
 }
 
-#: The tags of comments that ask the author to confirm what a generated step
-#: does to stored data. `atomdb-migrate check` refuses a step module holding
-#: one until the comment is deleted (see `atomdb_migrate.loader`).
-CONFIRM_TAGS = ("DELETES DATA", "LOSSY")
 
 #: What the author does with a comment of `CONFIRM_TAGS`.
 CONFIRM = "delete this comment once that is what you want (`check` fails while it is here)"

@@ -34,7 +34,6 @@ from .output import (
     print_failures,
     print_status,
     say_check,
-    say_revision,
     status_json,
     summarize,
     summarize_json,
@@ -42,6 +41,7 @@ from .output import (
 from .progress import progress_for
 from .prompts import asks_first, confirmed, describe_holder
 from .releases import release_json, say_release_plan
+from .revisions import say_revision
 from .running import State, each_database, run_async
 
 pass_state = click.make_pass_decorator(State)

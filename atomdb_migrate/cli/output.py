@@ -11,13 +11,11 @@ import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import click
 
 from ..commands.check import DatabaseCheck
-from ..commands.command import Revision
 from ..commands.errors import mask
 from ..commands.history import Failures, Step
 from ..commands.several import Visit
@@ -655,46 +653,3 @@ def check_found_json(found: DatabaseCheck, document: dict[str, Any], url: str | 
         found_json[key] = [mask(line, url) for line in found_json[key]]
     document["checks"].append(found_json)
     return say_check(found, None, quiet=True)
-
-
-def say_revision(done: Revision, autogenerate: bool) -> None:
-    """The step module written, and what is left to the author."""
-    click.echo(f"wrote {done.path} ({done.model} {done.from_version} -> {done.to_version})")
-    if autogenerate and done.diff is None:
-        click.echo(f"  no earlier step records a schema: {done.left_to_write}")
-    elif done.diff is not None:
-        click.echo(f"  {done.diff.describe() or 'no change to the fields since the snapshot'}")
-    for line in done.indexes:
-        click.echo(f"  {line} (__indexes__)")
-    if done.moved_from:
-        click.echo(
-            f"  the model's steps were written under {done.moved_from}: "
-            + (
-                "the step starts with ops.rename_model"
-                if autogenerate
-                else f"add ops.rename_model({done.moved_from!r}, {done.model!r}) to it"
-            )
-        )
-    for hint in done.hints:
-        click.echo(f"  {hint}")
-    if done.bump:
-        click.echo(f"  {version_hint(done)}")
-
-
-def version_hint(done: Revision) -> str:
-    """The exact line that raises the model's ``__version__`` to the step's."""
-    if done.version_line is None:
-        where = f" ({shown_path(done.model_file)})" if done.model_file else ""
-        return f"then add {done.new_version_line} to {done.model}{where}"
-    path, line, now = done.version_line
-    return (
-        f"then set {done.new_version_line} on {done.model} ({shown_path(path)}:{line}, now `{now}`)"
-    )
-
-
-def shown_path(path: Path) -> str:
-    """A path relative to the working directory when under it, else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -145,6 +145,9 @@ def module_checksum(source: str) -> str:
         If the text is not Python.
 
     """
+    facts = _parsed(source, "") if textwrap.dedent(source) == source else None
+    if facts is not None:  # one parse for this and the module's imports
+        return facts[2]
     tree = _without_docstrings(ast.parse(textwrap.dedent(source)))
     assert isinstance(tree, ast.Module)
     return _digest(_without_metadata(tree))
@@ -258,18 +261,23 @@ def _read(file: Path, package: str) -> tuple[tuple[str, ...], str] | None:
         text = source_text(file)
     except (OSError, ValueError):
         return None
-    return _parsed(text, package)
+    facts = _parsed(text, package)
+    return None if facts is None else facts[:2]
 
 
 @lru_cache(maxsize=1024)
-def _parsed(text: str, package: str) -> tuple[tuple[str, ...], str] | None:
+def _parsed(text: str, package: str) -> tuple[tuple[str, ...], str, str] | None:
     """`_read` of a text, cached by the text: every step of an app may import the
-    same modules, and parsing them is what costs."""
+    same modules, and parsing them is what costs. Third, its `module_checksum`
+    (a step module's is asked for too: one parse for both)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
-    return tuple(_imported_names(tree, package)), _digest(_without_docstrings(tree))
+    names = tuple(_imported_names(tree, package))
+    code = _digest(_without_docstrings(tree))
+    assert isinstance(tree, ast.Module)
+    return names, code, _digest(_without_metadata(tree))
 
 
 def _imported_names(tree: ast.AST, package: str) -> list[str]:

@@ -17,6 +17,8 @@ unlock); `several` (databases, each_database); `revision`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .check import (
     DatabaseCheck,
     advice,
@@ -32,13 +34,30 @@ from .check import (
 from .history import Failures, above_code, failures, history
 from .init import TABLE_TEMPLATE, init
 from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, releases
-from .revision import Revision, revision, revisions
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
 from .status import ModelStatus, status
 from .unlock import holder, unlock
 from .upgrade import FINISH_RETRY, RunResult, applied_checksums, downgrade, upgrade
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .revision import Revision, revision, revisions
+
+#: The names of `revision`, imported on first use: that module imports
+#: autogenerate (its inference, renderer and templates), which no other
+#: command needs, and a run with nothing to do should not pay for it.
+LAZY = frozenset({"Revision", "revision", "revisions"})
+
+
+def __getattr__(name: str) -> Any:
+    """`Revision`, `revision` and `revisions`, from `.revision` when first asked for."""
+    if name in LAZY:
+        from . import revision as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FINISH_RETRY",

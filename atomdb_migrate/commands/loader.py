@@ -47,10 +47,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..autogenerate.infer import CONFIRM_TAGS
 from ..exceptions import ChainError, ConfigError, StepDefinitionError, StepModuleError, shorten
 from ..schema.snapshots import is_schema
-from ..steps.definition import define_step, message_of
+from ..steps.definition import CONFIRM_TAGS, define_step, message_of
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step
 from .checksums import source_text
@@ -310,15 +309,29 @@ UNFINISHED = {
 def _unfinished(file: Path) -> tuple[str, ...]:
     """What is left to write: functions whose whole body raises NotImplementedError,
     and comments that ask the author to confirm what the step does to stored
-    data (`atomdb_migrate.autogenerate.CONFIRM_TAGS`), as autogenerate writes them."""
+    data (`atomdb_migrate.steps.definition.CONFIRM_TAGS`), as autogenerate writes them."""
     try:
         text = source_text(file)  # in the encoding the module declares
+    except (OSError, ValueError):
+        return ()
+    tagged = any(f"{tag}:" in text for tag in CONFIRM_TAGS)
+    if not (tagged or _may_raise_not_implemented(text)):
+        return ()  # what the parse would find: nothing (parsing every module costs)
+    try:
         tree = ast.parse(text)
-    except (OSError, SyntaxError, ValueError):
+    except (SyntaxError, ValueError):
         return ()
     found = _functions_to_write(tree)
-    found += [f"line {line}: # {comment}" for line, comment in _comments_to_confirm(text)]
+    if tagged:  # else no comment can start with a tag, and tokenizing costs most
+        found += [f"line {line}: # {comment}" for line, comment in _comments_to_confirm(text)]
     return tuple(found)
+
+
+def _may_raise_not_implemented(text: str) -> bool:
+    """Whether a module's text may name ``NotImplementedError``: it holds the
+    name, or characters other than ASCII (Python reads identifiers in NFKC
+    form, so another spelling may name it)."""
+    return "NotImplementedError" in text or not text.isascii()
 
 
 def _comments_to_confirm(text: str) -> list[tuple[int, str]]:

@@ -86,7 +86,8 @@ class LeaseLock:
         self.collection = collection
         #: Takes and gives up the lock again while the server fails transiently.
         self.retry = retry
-        #: Makes the synchronous collection the renewal thread writes to.
+        #: Makes the renewal thread's synchronous collection, when first due
+        #: (retried like a renewal): a short run opens no second client.
         self.renewal = renewal
         self.ttl = ttl
         self.command = command
@@ -386,9 +387,13 @@ class LeaseLock:
         # answer) is taken back, as after any outage nobody used.
         await self.hold()
 
-    def _renew_in_thread(self, collection: Any) -> None:
+    def _renew_in_thread(self, make_collection: Callable[[], Any]) -> None:
+        """Renew every ``ttl / 3`` s until stopped, making the collection when first due."""
+        collection: Any = None
         while not self._stop.wait(self.ttl / 3):
             try:
+                if collection is None:
+                    collection = make_collection()
                 if not self.renew_sync(collection):
                     log.error("the migration lock was taken by another runner")
                     return
@@ -415,7 +420,7 @@ class LeaseLock:
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._renew_in_thread,
-                args=(self.renewal(),),
+                args=(self.renewal,),
                 name="atomdb-migrate lease",
                 daemon=True,
             )

@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from ..operations.paths import Embedded
     from ..operations.running import StepOperations
 
+#: The tags of comments that ask the author to confirm what a generated step
+#: does to stored data. `atomdb-migrate check` refuses a step module holding
+#: one until the comment is deleted (see `atomdb_migrate.commands.loader`);
+#: autogenerate writes them. Here, below both, so that loading the step
+#: modules does not import autogenerate.
+CONFIRM_TAGS = ("DELETES DATA", "LOSSY")
+
 #: Where a step's operations learn the embedded models on a model's paths at a
 #: version (`MigrationRegistry.embedded_at`).
 EmbeddedAt = Callable[[str, Version], "Embedded"]
