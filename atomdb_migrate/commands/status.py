@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from ..driver.mongo import count_versions
-from ..engine.survey import count_stored, graph_forms
+from ..engine.survey import count_stored
 from ..exceptions import MigrateError, short_repr
-from ..steps.versions import BASE_VERSION, parse_version
+from ..steps.versions import BASE_VERSION, graph_forms, parse_version
 from .workspace import Workspace
 
 __all__ = ["ModelStatus", "status"]

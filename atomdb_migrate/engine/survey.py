@@ -15,15 +15,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from packaging.version import Version
-
 from ..core.storage import VERSION_KEY
-from ..core.versions import known_forms
 from ..driver.index_counts import indexed_version_counts
 from ..driver.mongo import count_versions, ensure_version_index, has_version_index
 from ..driver.retry import Retry
 from ..exceptions import short_repr
-from ..steps.versions import Census, StepGraph
+from ..steps.versions import Census, graph_forms
 from .leg import Leg, label, version_name
 from .report import ModelReport, Survey
 
@@ -85,14 +82,6 @@ async def survey(
 def leg_forms(leg: Leg) -> list[Any]:
     """The known forms of every version a leg's chain and model name (`known_forms`)."""
     return graph_forms(leg.graph, leg.target, leg.cls.__parsed_version__)
-
-
-def graph_forms(graph: StepGraph, *versions: Version) -> list[Any]:
-    """The known forms of `versions` and of every version a step of `graph` names."""
-    found = set(versions)
-    for s in graph.steps:
-        found.update((s.from_key, s.to_key))
-    return known_forms(sorted(found))
 
 
 async def count_stored(
