@@ -35,7 +35,7 @@ MAX_WTIMEOUT = INT32_MAX
 #: The share of a collection pending above which an upgrade drops the version
 #: index before its writes and builds it after them: the crossover measured by
 #: ``benchmarks/bench_version_index.py --crossover`` (benchmarks/notes.md).
-DEFAULT_VERSION_INDEX_REBUILD_AT = 0.5
+DEFAULT_VERSION_INDEX_REBUILD_AT = 0.4
 
 #: The most members a write concern may name: a replica set has at most 50.
 MAX_MEMBERS = 50
