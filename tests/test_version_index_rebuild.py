@@ -289,3 +289,30 @@ def test_counts_on_the_index_are_the_scan_or_nothing(
         assert on_index is None
     else:
         assert on_index is not None and reported(on_index) == reported(scanned)
+
+
+def test_only_a_count_scan_of_an_index_that_is_not_multikey_counts_on_it() -> None:
+    """The plans MongoDB explains a count with, and SecantusDB's."""
+
+    def scan(multikey: bool) -> dict[str, Any]:
+        return {
+            "stage": "COUNT",
+            "inputStage": {
+                "stage": "COUNT_SCAN",
+                "keyPattern": {"__version__": 1, "_id": 1},
+                "indexName": VERSION_INDEX,
+                "isMultiKey": multikey,
+            },
+        }
+
+    assert index_counts.counts_on_index(scan(False))
+    assert not index_counts.counts_on_index(scan(True))
+    fetch = {"stage": "FETCH", "inputStage": {"stage": "IXSCAN", "isMultiKey": False}}
+    assert not index_counts.counts_on_index(fetch)
+    assert not index_counts.counts_on_index({"stage": "COLLSCAN"})
+    assert not index_counts.counts_on_index(None)
+
+
+def test_the_known_forms_match_no_document_twice() -> None:
+    forms = known_forms([parse_version(v) for v in ("0", "1", "1.5", "2", "10")])
+    assert forms == ["0", 0, None, "1", 1, "1.5", 1.5, "2", 2, "10", 10]
