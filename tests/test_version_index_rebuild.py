@@ -316,3 +316,41 @@ def test_only_a_count_scan_of_an_index_that_is_not_multikey_counts_on_it() -> No
 def test_the_known_forms_match_no_document_twice() -> None:
     forms = known_forms([parse_version(v) for v in ("0", "1", "1.5", "2", "10")])
     assert forms == ["0", 0, None, "1", 1, "1.5", 1.5, "2", 2, "10", 10]
+
+
+#: Generated runs of the property that a finished upgrade leaves the index.
+RUN_EXAMPLES = int(os.environ.get("VERSION_INDEX_RUN_EXAMPLES", "6"))
+
+
+@settings(
+    max_examples=RUN_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    current=st.integers(0, 12),
+    pending=st.integers(0, 12),
+    indexed=st.booleans(),
+    rebuild_at=st.sampled_from(["0", "0.25", "0.4", "0.5", "0.9", "1"]),
+)
+def test_a_finished_upgrade_always_leaves_the_index(
+    project: Project, current: int, pending: int, indexed: bool, rebuild_at: str
+) -> None:
+    """Whatever the share pending, the setting, and whether the index was there."""
+    project.db[CUSTOMER].drop()
+    project.seed(current, version="3")
+    project.seed(pending, version="1")
+    if indexed:
+        project.db[CUSTOMER].create_index([("__version__", 1), ("_id", 1)], name=VERSION_INDEX)
+    run = upgrade_json(project, "--batch-size", "4", "--version-index-rebuild-at", rebuild_at)
+    total = current + pending
+    dropped = pending > float(rebuild_at) * total and total > 0
+    expected = {
+        (True, True): "rebuilt",
+        (True, False): "created after",
+        (False, True): None,
+        (False, False): "created",
+    }[(dropped, indexed)]
+    assert run["version_index"] == expected, (run, dropped, indexed)
+    assert has_index(project)
+    assert truth(project) == ({"3": total} if total else {})
