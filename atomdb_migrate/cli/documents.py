@@ -12,7 +12,7 @@ from typing import Any
 
 from ..commands.check import DatabaseCheck
 from ..commands.history import Failures, Step
-from ..commands.upgrade import ModelReport, RenameReport
+from ..commands.upgrade import VERSION_INDEX, ModelReport, RenameReport
 
 
 def encode(value: Any) -> Any:
@@ -158,3 +158,31 @@ def failures_json(found: Failures | None, detail: str) -> dict[str, Any]:
         ],
         "retried_by": (run_json(found.retried_by, "") if found.retried_by is not None else None),
     }
+
+
+#: What a run did to the toolkit's version index (`ModelReport.version_index`), said.
+_INDEX_DONE = {
+    "created": "created the index {index}",
+    "missing": "would create the index {index}",
+    "rebuilt": "dropped the index {index} before the writes and built it again after them "
+    "(most of the collection was pending: keeping it costs more than building it once)",
+    "created after": "created the index {index} after the writes (most of the collection "
+    "was pending)",
+    "would rebuild": "would drop the index {index} before the writes and build it again "
+    "after them (most of the collection is pending)",
+    "would create after": "would create the index {index} after the writes (most of the "
+    "collection is pending)",
+}
+
+
+def version_index_line(state: str) -> str:
+    """The line saying what a run did (or would do) to the version index."""
+    said = _INDEX_DONE.get(state, state).format(
+        index=f"{VERSION_INDEX} on {{__version__: 1, _id: 1}}"
+    )
+    if state in ("created", "missing"):
+        return (
+            f"{said}, which status, check and upgrade read through (version-index = false "
+            "in [tool.atomdb-migrate] to go without)"
+        )
+    return f"{said}; meanwhile status and check --pending count by a scan"

@@ -23,7 +23,6 @@ from ..commands.status import ModelStatus
 from ..commands.upgrade import (
     DOWNGRADE,
     UPGRADE,
-    VERSION_INDEX,
     ModelReport,
     RenameReport,
     RunResult,
@@ -36,6 +35,7 @@ from .documents import (
     failures_json,
     model_run_json,
     run_json,
+    version_index_line,
 )
 from .exits import (
     EXIT_CHECK,
@@ -437,12 +437,7 @@ def _say_collection_changes(r: ModelReport, dry_run: bool) -> None:
             f"as {r.target!r}, the form a validator and the queries take"
         )
     if r.version_index:
-        click.echo(
-            f"{r.model}: {'created' if r.version_index == 'created' else 'would create'} "
-            f"the index {VERSION_INDEX} on {{__version__: 1, _id: 1}}, which status, check "
-            "and upgrade read through (version-index = false in [tool.atomdb-migrate] to "
-            "go without)"
-        )
+        click.echo(f"{r.model}: {version_index_line(r.version_index)}")
 
 
 def timestamp(started: Any) -> str:

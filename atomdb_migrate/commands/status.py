@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from ..driver.mongo import count_versions
+from ..engine.survey import count_stored
 from ..exceptions import MigrateError, short_repr
-from ..steps.versions import BASE_VERSION, parse_version
+from ..steps.versions import BASE_VERSION, graph_forms, parse_version
 from .workspace import Workspace
 
 __all__ = ["ModelStatus", "status"]
@@ -52,7 +53,8 @@ async def status(ws: Workspace, models: tuple[str, ...] | list[str] = ()) -> lis
     out: list[ModelStatus] = []
     names = set(await ws.database.list_collection_names())
     for cls in classes:
-        rows = list(await count_versions(ws.database[cls.__model__]))
+        forms = graph_forms(ws.registry.graph(cls), cls.__parsed_version__)
+        rows = list(await count_stored(ws.database[cls.__model__], None, forms))
         former: dict[str, int] = {}
         for old in ws.registry.former_names(cls):
             if old in names:

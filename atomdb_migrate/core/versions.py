@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -152,6 +153,25 @@ def version_forms(version: Version) -> list[Any]:
     if text == BASE_VERSION:
         forms.append(None)
     return forms
+
+
+def known_forms(versions: Iterable[Version]) -> list[Any]:
+    """Every form of `versions` (`version_forms`), each once: no two match the same
+    document (a number equal to one already listed is left out)."""
+    forms: list[Any] = []
+    for version in versions:
+        for form in version_forms(version):
+            if not any(_same_match(form, f) for f in forms):
+                forms.append(form)
+    return forms
+
+
+def _same_match(a: Any, b: Any) -> bool:
+    """Whether the equality queries of two forms match the same documents."""
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers):
+        return bool(a == b)
+    return type(a) is type(b) and a == b
 
 
 def version_key(raw: Any) -> tuple[type, Any]:

@@ -32,6 +32,11 @@ MAX_BATCH_SIZE = INT32_MAX
 #: The longest ``--wtimeout``, in milliseconds (a 32-bit number, 24 days).
 MAX_WTIMEOUT = INT32_MAX
 
+#: The share of a collection pending above which an upgrade drops the version
+#: index before its writes and builds it after them: the crossover measured by
+#: ``benchmarks/bench_version_index.py --crossover`` (benchmarks/notes.md).
+DEFAULT_VERSION_INDEX_REBUILD_AT = 0.4
+
 #: The most members a write concern may name: a replica set has at most 50.
 MAX_MEMBERS = 50
 
@@ -302,6 +307,22 @@ class RunOptions:
     #: collection an upgrade runs on (the ``version-index`` setting).
     version_index: bool = field(
         default=True, metadata=option("flag", recorded=False, setting="version_index")
+    )
+    #: Upgrading, the share of a collection pending above which the version
+    #: index is dropped before the writes and built once after them (1: never).
+    version_index_rebuild_at: float = field(
+        default=DEFAULT_VERSION_INDEX_REBUILD_AT,
+        metadata=option(
+            "number",
+            "--version-index-rebuild-at",
+            "Above this share of a collection pending, drop the version index before "
+            "the writes and build it after them (1: never).",
+            low=0,
+            high=1,
+            upgrade_only=True,
+            recorded=False,
+            metavar="SHARE",
+        ),
     )
 
     def __post_init__(self) -> None:

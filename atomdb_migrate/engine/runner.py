@@ -63,8 +63,9 @@ from .pace import LagSource, Pace, replication_lag
 from .report import ModelReport, Progress, ProgressNotes, QuietProgress, Survey
 from .server_steps import ServerSteps
 from .stream import YIELD_EVERY, Stream, behind, rest
-from .survey import respell_versions, survey, version_index
+from .survey import respell_versions, survey
 from .verify import server_changed, server_identity, sweep
+from .version_index import after_writes, before_writes
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -105,6 +106,9 @@ class _Planned:
     #: start: the verify phase compares them.
     retries: int
     identity: Any
+    #: Whether the version index is to be built after the writes (dropped or
+    #: deferred: most of the collection is pending).
+    index_after: bool = False
 
     def server_took_all(self) -> bool:
         """Whether the server steps changed every document the survey counted."""
@@ -170,7 +174,7 @@ class Runner:
         self.skip_collections = skip_collections
         self.only = only
         self.redact: Callable[[str], str] = redact or str
-        notes = ProgressNotes(self.progress, options.call_timeout)
+        self.progress_notes = notes = ProgressNotes(self.progress, options.call_timeout)
         #: A report per model run, added when the run starts: what a run that
         #: stopped on an error did is there too.
         self.reports: list[ModelReport] = []
@@ -255,9 +259,15 @@ class Runner:
 
         """
         planned = await self._plan(cls, to, direction, surveyed)
-        state = await self._expand(planned)
-        await self._migrate(planned)
-        if await self._verify(planned):
+        try:
+            state = await self._expand(planned)
+            await self._migrate(planned)
+            passed = await self._verify(planned)
+        except Exception:
+            await self._index_after(planned, stopping=True)
+            raise
+        await self._index_after(planned)
+        if passed:
             await state.contract()
         if self.options.dry_run:
             await self.stream.sample(planned.leg, planned.survey.raws)
@@ -286,15 +296,22 @@ class Runner:
             cls, report, target, direction, dry=dry
         )
         leg = self._leg(cls, collection, target, direction, report)
-        await version_index(leg, self.retry, wanted=self.options.version_index, dry_run=dry)
         moved = any(r.collection in ("renamed", "merged") for r in report.renames)
         if surveyed is None or moved:
             surveyed = await self._survey(leg, others)
         else:
             report.by_version, report.steps = surveyed.report.by_version, surveyed.report.steps
             report.newer_versions = surveyed.report.newer_versions
+        after = await before_writes(
+            leg,
+            self.retry,
+            surveyed,
+            wanted=self.options.version_index,
+            rebuild_at=self.options.version_index_rebuild_at,
+            dry_run=dry,
+        )
         server = self.server_steps.choose(leg, surveyed.chain)
-        return _Planned(leg, surveyed, server, retries, identity)
+        return _Planned(leg, surveyed, server, retries, identity, after)
 
     async def _expand(self, planned: _Planned) -> CollectionState:
         """Expand: indexes and validator made ready for the documents' change, versions
@@ -369,6 +386,21 @@ class Runner:
         ):
             await sweep(planned.leg, self._pump)
         return not report.failed and not report.skipped
+
+    async def _index_after(self, planned: _Planned, *, stopping: bool = False) -> None:
+        """Build the version index the plan dropped or deferred. A run `stopping` on an
+        error builds it too; if that fails as well, the error the run stops on is
+        the one said, and the next upgrade builds the index."""
+        if not planned.index_after:
+            return
+        planned.index_after = False
+        if not stopping:
+            await after_writes(planned.leg, self.retry)
+            return
+        try:
+            await after_writes(planned.leg, self.retry)
+        except Exception as exc:
+            self.progress_notes.say(f"the version index could not be built again: {exc}")
 
     def _newer(self, planned: _Planned) -> None:
         """The documents newer than the code: a dry run counts those it would leave

@@ -16,10 +16,11 @@ from functools import partial
 from typing import Any
 
 from ..core.storage import VERSION_KEY
+from ..driver.index_counts import indexed_version_counts
 from ..driver.mongo import count_versions, ensure_version_index, has_version_index
 from ..driver.retry import Retry
 from ..exceptions import short_repr
-from ..steps.versions import Census
+from ..steps.versions import Census, graph_forms
 from .leg import Leg, label, version_name
 from .report import ModelReport, Survey
 
@@ -60,7 +61,7 @@ async def survey(
     for collection in (leg.collection, *merged):
         rows += await retry.call(
             f"counting the versions in {collection.name}",
-            partial(count_versions, collection, leg.scope() or None),
+            partial(count_stored, collection, leg.scope() or None, leg_forms(leg)),
         )
     census = leg.census(sorted(rows, key=lambda r: short_repr(r[0])))
     for i, row in enumerate(census.rows):
@@ -76,6 +77,23 @@ async def survey(
     count_steps(report, census)
     others = census.count("newer", "beyond", "invalid", "missing")
     return Survey(report, rows, census.chain, others)
+
+
+def leg_forms(leg: Leg) -> list[Any]:
+    """The known forms of every version a leg's chain and model name (`known_forms`)."""
+    return graph_forms(leg.graph, leg.target, leg.cls.__parsed_version__)
+
+
+async def count_stored(
+    collection: Any, query: dict[str, Any] | None, forms: list[Any]
+) -> list[tuple[Any, int]]:
+    """Documents per stored ``__version__`` value: counted on the version index where
+    the server can (`indexed_version_counts`; all documents only), else by a scan."""
+    if not query:
+        found = await indexed_version_counts(collection, forms)
+        if found is not None:
+            return found
+    return await count_versions(collection, query)
 
 
 def count_steps(report: ModelReport, census: Census) -> None:

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core.caches import resettable
+from ..driver.index_counts import indexed_version_counts
 from ..driver.mongo import count_versions, to_list
 from ..exceptions import MigrateError
 from ..queries.version_filters import model_of, version_filter
-from ..steps.versions import Census
+from ..steps.versions import Census, graph_forms
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -104,7 +105,10 @@ async def survey(model: Any, *, max_age: float = SURVEY_MAX_AGE) -> VersionCount
     found = _surveys.get(key)
     now = time.monotonic()
     if found is None or now - found.taken > max_age:
-        counts = await count_versions(collection)
+        _, head, graph = model_of(model)
+        counts = await indexed_version_counts(collection, graph_forms(graph, head))
+        if counts is None:  # the index does not serve the count: one scan
+            counts = await count_versions(collection)
         found = _surveys[key] = VersionCounts(tuple(counts), time.monotonic())
     return found
 

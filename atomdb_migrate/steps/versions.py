@@ -23,6 +23,7 @@ from ..core.versions import MAX_VERSION_LENGTH as MAX_VERSION_LENGTH
 from ..core.versions import VersionLike as VersionLike
 from ..core.versions import base_version as base_version
 from ..core.versions import canonical as canonical
+from ..core.versions import known_forms
 from ..core.versions import parse_version as parse_version
 from ..core.versions import stored_version as stored_version
 from ..core.versions import version_forms as version_forms
@@ -671,3 +672,12 @@ class StepGraph:
             except (GapError, MissingDowngradeError) as exc:
                 add(exc)
         return found
+
+
+def graph_forms(graph: StepGraph, *versions: Version) -> list[Any]:
+    """The known forms (`known_forms`) of `versions` and of every version a step of
+    `graph` names: the values a survey counts one by one on the version index."""
+    found = set(versions)
+    for s in graph.steps:
+        found.update((s.from_key, s.to_key))
+    return known_forms(sorted(found))
