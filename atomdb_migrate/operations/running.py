@@ -6,7 +6,7 @@ Part of the operations package (see `atomdb_migrate.ops`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -134,6 +134,11 @@ class StepOperations:
             stages.append({"$unset": unsets})
         return conditions, stages
 
+    @property
+    def fallible(self) -> bool:
+        """Whether an operation may refuse a document (a value that does not convert)."""
+        return any(op.fallible for op in self.operations)
+
     def refusing(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """An aggregation counting the documents `query` matches that the operations
         would refuse (``[{"refused": n}]``; nothing when none); no stages when
@@ -168,6 +173,30 @@ class StepOperations:
             )
             stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
         return stages
+
+
+def fused_pipeline(steps: Sequence[tuple[StepOperations, str]]) -> list[dict[str, Any]]:
+    """One update pipeline running several steps in one pass: each step's
+    `StepOperations.pipeline` in order, each setting the version it leaves.
+
+    `steps` are the steps' operations, each with the version it leaves
+    documents at. Only the last may be fallible: where it refuses a
+    document, the document is put back as the steps before it left it, at
+    the version it starts from, as step-by-step updates would leave it.
+
+    Raises
+    ------
+    ValueError
+        If a step before the last is fallible (its refusal would not stop the
+        steps after it).
+
+    """
+    stages: list[dict[str, Any]] = []
+    for i, (operations, to_version) in enumerate(steps):
+        if operations.fallible and i < len(steps) - 1:
+            raise ValueError("only the last step of a pass may refuse documents")
+        stages.extend(operations.pipeline(to_version))
+    return stages
 
 
 #: The former name of `StepOperations`.

@@ -1,0 +1,316 @@
+"""Consecutive server steps in one pass give what the steps give one by one.
+
+Random chains of one to five steps of operations, on random documents stored
+at any version of the chain (values equal in BSON but of other types: 1, 1.0,
+True, Int64(1); missing fields; nested documents; arrays), are run three
+ways: the Python chain, step by step on the server (each step's own updates),
+and fused (one pipeline update per stored version, the stages of each step in
+order). The three must agree document by document; where a step refuses a
+document, each leaves it at that step's version as the steps before left it.
+
+The same is checked through the runner, fused and not, with the counts each
+records; and that a model five steps behind takes one update, not five.
+
+The examples: ``FUSED_EXAMPLES`` (pipelines) and ``FUSED_RUNNER_EXAMPLES``
+(through the runner), ten times more with ``--long``.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from bson import Decimal128, Int64
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymongo import AsyncMongoClient, MongoClient, monitoring
+
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate.core.documents import copy_document
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.engine.server_passes import passes
+from atomdb_migrate.operations.running import fused_pipeline
+from atomdb_migrate.steps.versions import Step
+from tests.test_ops_server import OPERATIONS, any_operation, document, embedded, key, normal, path
+
+#: Examples of the pipeline property, and of the one through the runner.
+EXAMPLES = int(os.environ.get("FUSED_EXAMPLES", "60"))
+RUNNER_EXAMPLES = int(os.environ.get("FUSED_RUNNER_EXAMPLES", "12"))
+
+#: Values BSON compares equal but stores as other types.
+SAME_IN_BSON = [1, 1.0, True, Int64(1), Decimal128(Decimal("1")), 0, 0.0, False, Int64(0)]
+same = st.sampled_from(SAME_IN_BSON)
+#: Those an operation's default may be (a Decimal128 is refused there).
+same_default = st.sampled_from([v for v in SAME_IN_BSON if not isinstance(v, Decimal128)])
+bson_document = st.one_of(
+    document,
+    st.dictionaries(
+        key,
+        st.one_of(same, st.lists(same, max_size=3), st.dictionaries(key, same, max_size=2)),
+        max_size=3,
+    ),
+)
+operation = st.one_of(
+    any_operation,
+    st.builds(ops.add_field, path, same_default),
+    st.builds(ops.set_default_where_missing, path, same_default),
+    OPERATIONS["rename_field"],
+)
+#: A chain: each step's operations, and the embedded models it knows.
+chains = st.lists(
+    st.tuples(st.lists(operation, min_size=1, max_size=3), embedded), min_size=1, max_size=5
+)
+#: Documents, each with the index of the step it is stored at the start of.
+stored = st.lists(st.tuples(st.integers(0, 4), bson_document), min_size=1, max_size=8)
+
+
+def version(i: int) -> str:
+    """The version step `i` (from 0) starts from."""
+    return str(i + 1)
+
+
+def python_chain(doc: dict[str, Any], start: int, chain: list[Any]) -> dict[str, Any]:
+    """The Python form, step by step: a step that refuses the document leaves it as
+    the steps before left it, at its version."""
+    for i in range(start, len(chain)):
+        mine = copy_document(doc)
+        try:
+            chain[i](mine)
+        except ops.OperationError:
+            return doc
+        mine["__version__"] = version(i + 1)
+        doc = mine
+    return doc
+
+
+def step_by_step(collection: Any, chain: list[Any]) -> None:
+    """Each step's own updates, one step after the other (the unfused form)."""
+    for i, steps in enumerate(chain):
+        for query, pipeline in steps.server_updates({"__version__": version(i)}, version(i + 1)):
+            collection.update_many(query, pipeline)
+
+
+def fused(collection: Any, chain: list[Any]) -> int:
+    """The chain cut into passes as the runner cuts it, each pass one update per
+    start version (last first); returns how many updates were sent."""
+    made = tuple(
+        Step("fused.M", version(i), version(i + 1), upgrade_fn=s, server_side=True)
+        for i, s in enumerate(chain)
+    )
+    sent, first = 0, 0
+    for cut in passes(made, set(made), down=False):
+        for j in reversed(range(len(cut))):
+            pipeline = fused_pipeline([(s.upgrade_fn, s.to_version) for s in cut[j:]])
+            collection.update_many({"__version__": cut[j].from_version}, pipeline)
+            sent += 1
+        first += len(cut)
+    assert first == len(chain)
+    return sent
+
+
+@pytest.fixture
+def server(secantus_url: str) -> Any:
+    client: MongoClient[dict[str, Any]] = MongoClient(secantus_url)
+    database = client[f"fused_{uuid.uuid4().hex[:10]}"]
+    try:
+        yield database
+    finally:
+        client.drop_database(database.name)
+        client.close()
+
+
+def three_ways(database: Any, chain: list[Any], docs: list[tuple[int, dict[str, Any]]]) -> None:
+    rows = [
+        {**d, "_id": n, "__version__": version(start % len(chain))}
+        for n, (start, d) in enumerate(docs)
+    ]
+    for name in ("steps", "fused"):
+        database[name].delete_many({})
+        database[name].insert_many([dict(r) for r in rows])
+    read = {d["_id"]: d for d in database["steps"].find()}
+    step_by_step(database["steps"], chain)
+    fused(database["fused"], chain)
+    by_steps = {d["_id"]: d for d in database["steps"].find()}
+    by_pass = {d["_id"]: d for d in database["fused"].find()}
+    for n, doc in read.items():
+        mine = python_chain(doc, int(doc["__version__"]) - 1, chain)
+        assert normal(by_pass[n]) == normal(mine) == normal(by_steps[n]), (
+            f"chain {chain!r}\nstored  {doc!r}\npython  {mine!r}\n"
+            f"steps   {by_steps[n]!r}\nfused   {by_pass[n]!r}"
+        )
+
+
+@pytest.mark.timeout(1800)
+def test_fused_pass_agrees_with_python_and_step_by_step(server: Any, long: bool) -> None:
+    runs = [0, 0]
+
+    @settings(
+        max_examples=EXAMPLES * (10 if long else 1),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(chains, stored)
+    def check(chain: list[Any], docs: list[tuple[int, dict[str, Any]]]) -> None:
+        made = [ops.Operations(operations, embedded=models) for operations, models in chain]
+        three_ways(server, made, docs)
+        runs[0] += 1
+        runs[1] += len(made) > 1 and not any(s.fallible for s in made[:-1])
+
+    check()
+    print(f"fused pipelines: {runs[0]} chains, {runs[1]} fused whole")
+    assert runs[1] > 0  # some chains did run as a single pass
+
+
+def test_a_fallible_step_ends_its_pass() -> None:
+    made = tuple(
+        Step("fused.M", version(i), version(i + 1), upgrade_fn=ops.Operations(o), server_side=True)
+        for i, o in enumerate(
+            [
+                [ops.add_field("a", 1)],
+                [ops.convert("a", int)],
+                [ops.rename_field("a", "b")],
+                [ops.add_field("c", 1)],
+            ]
+        )
+    )
+    cut = passes(made, set(made), down=False)
+    assert [len(c) for c in cut] == [2, 2]
+    assert [len(c) for c in passes(made, {made[0], made[2], made[3]}, down=False)] == [1, 1, 2]
+    assert [len(c) for c in passes(made, set(made), down=False, fuse=False)] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="only the last step"):
+        fused_pipeline([(s.upgrade_fn, s.to_version) for s in made[1:]])  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------
+# Through the runner
+# ----------------------------------------------------------------------
+MODELS = {
+    k: type(f"Chain{k}", (VersionedModel,), {"__model__": f"fused.Chain{k}", "__version__": k + 1})
+    for k in range(1, 6)
+}
+
+
+class Updates(monitoring.CommandListener):
+    """Counts the update commands a client sends."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent += event.command_name == "update"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def run_model(
+    url: str, registry: MigrationRegistry, cls: type, rows: list[dict[str, Any]], fuse: bool
+) -> tuple[dict[Any, Any], Any, int]:
+    """Run the model's upgrade on `rows`, fused or not: the documents after, the
+    report, the update commands sent."""
+    listener = Updates()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[listener])
+    db = client[f"fused_{uuid.uuid4().hex[:10]}"]
+    try:
+        await db[cls.__model__].insert_many([dict(r) for r in rows])
+        options = RunOptions(fuse_steps=fuse, continue_on_error=True)
+        listener.sent = 0
+        report = await Runner(db, options, registry=registry).upgrade(cls)  # type: ignore[arg-type]
+        sent = listener.sent
+        after = {d["_id"]: d async for d in db[cls.__model__].find()}
+        return after, report, sent
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def runner_both_ways(
+    url: str, chain: list[Any], docs: list[tuple[int, dict[str, Any]]]
+) -> bool:
+    """Run a chain's model through the runner fused and not; whether it fused."""
+    cls = MODELS[len(chain)]
+    with MigrationRegistry.instance().isolated() as registry:
+        steps = [
+            register_step(cls, i + 1, i + 2, operations=operations)
+            for i, (operations, _) in enumerate(chain)
+        ]
+        rows = [
+            {**d, "_id": n, "__model__": cls.__model__, "__version__": version(s % len(chain))}
+            for n, (s, d) in enumerate(docs)
+        ]
+        by_pass, fused_report, _ = await run_model(url, registry, cls, rows, fuse=True)
+        by_steps, steps_report, _ = await run_model(url, registry, cls, rows, fuse=False)
+    functions = [s.upgrade_fn for s in steps]  # the registered steps' own operations
+    for row in rows:
+        start = int(row["__version__"]) - 1
+        mine = python_chain(row, start, functions)
+        n = row["_id"]
+        assert normal(by_pass[n]) == normal(mine) == normal(by_steps[n]), (
+            f"chain {chain!r}\nstored  {row!r}\npython  {mine!r}\n"
+            f"steps   {by_steps[n]!r}\nfused   {by_pass[n]!r}"
+        )
+    assert fused_report.server_steps == steps_report.server_steps
+    assert fused_report.migrated == steps_report.migrated
+    assert fused_report.failed == steps_report.failed
+    assert not steps_report.server_passes
+    return bool(fused_report.server_passes)
+
+
+@pytest.mark.timeout(1800)
+def test_the_runner_fused_agrees_with_the_runner_step_by_step(
+    secantus_url: str, long: bool
+) -> None:
+    runs = [0, 0]
+
+    @settings(
+        max_examples=RUNNER_EXAMPLES * (10 if long else 1),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(chains, stored)
+    def check(chain: list[Any], docs: list[tuple[int, dict[str, Any]]]) -> None:
+        runs[1] += asyncio.run(runner_both_ways(secantus_url, chain, docs))
+        runs[0] += 1
+
+    check()
+    print(f"through the runner: {runs[0]} chains, {runs[1]} with a fused pass")
+
+
+def test_five_steps_behind_take_one_update(secantus_url: str) -> None:
+    cls = MODELS[5]
+    chain = [
+        [ops.rename_field("a", "b")],
+        [ops.add_field("c", 1)],
+        [ops.copy_field("c", "d")],
+        [ops.remove_field("b")],
+        [ops.add_field("e.f", True)],
+    ]
+    rows = [{"_id": n, "__model__": cls.__model__, "__version__": "1", "a": n} for n in range(50)]
+    with MigrationRegistry.instance().isolated() as registry:
+        for i, operations in enumerate(chain):
+            register_step(cls, i + 1, i + 2, operations=operations)
+        by_pass, report, sent = asyncio.run(run_model(secantus_url, registry, cls, rows, True))
+        by_steps, steps_report, sent_by_steps = asyncio.run(
+            run_model(secantus_url, registry, cls, rows, False)
+        )
+    assert sent == 1, sent
+    assert sent_by_steps >= 5, sent_by_steps
+    assert report.server_passes == {"1 -> 6": ["1 -> 2", "2 -> 3", "3 -> 4", "4 -> 5", "5 -> 6"]}
+    assert (
+        report.server_steps
+        == steps_report.server_steps
+        == {f"{i} -> {i + 1}": 50 for i in range(1, 6)}
+    )
+    assert report.migrated == 50
+    assert by_pass == by_steps
+    assert by_pass[7] == {
+        "_id": 7, "__model__": cls.__model__, "__version__": "6", "c": 1, "d": 1, "e": {"f": True}
+    }  # fmt: skip
