@@ -19,6 +19,7 @@ The examples: ``FUSED_EXAMPLES`` (pipelines) and ``FUSED_RUNNER_EXAMPLES``
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from decimal import Decimal
@@ -314,3 +315,41 @@ def test_five_steps_behind_take_one_update(secantus_url: str) -> None:
     assert by_pass[7] == {
         "_id": 7, "__model__": cls.__model__, "__version__": "6", "c": 1, "d": 1, "e": {"f": True}
     }  # fmt: skip
+
+
+# ----------------------------------------------------------------------
+# What the command says
+# ----------------------------------------------------------------------
+def _operations_only(project: Any) -> None:
+    """The demo's two Python steps, replaced by steps of operations."""
+    migrations = project.path / "migrations"
+    for name, start, operations in [
+        ("0001_split_name.py", "1", '[ops.rename_field("name", "first"), ops.add_field("b", 0)]'),
+        ("0002_add_tier.py", "2", '[ops.add_field("tier", "basic")]'),
+    ]:
+        (migrations / name).write_text(
+            '"""Operations only."""\nfrom atomdb_migrate import ops\n'
+            f'model = "clidemo.Customer"\nfrom_version = "{start}"\n'
+            f'to_version = "{int(start) + 1}"\noperations = {operations}\n'
+        )
+
+
+def test_the_dry_run_lists_consecutive_server_steps_as_one_pass(project: Any) -> None:
+    _operations_only(project)
+    project.seed(4)
+    result = project.invoke("upgrade", "--dry-run", "--sample", "0")
+    assert result.exit_code == 0, result.output
+    assert "step 1 -> 2: 4 documents (on the server)" in result.output
+    assert (
+        "pass 1 -> 3 on the server: would run steps 1 -> 2, 2 -> 3 in one pass" in result.output
+    ), result.output
+    shown = json.loads(project.invoke("upgrade", "--dry-run", "--sample", "0", "--json").output)
+    (model,) = [m for m in shown["models"] if m["model"] == "clidemo.Customer"]
+    assert model["server_passes"] == [{"pass": "1 -> 3", "steps": ["1 -> 2", "2 -> 3"]}]
+    assert [(s["from"], s["pass"]) for s in model["steps"]] == [("1", "1 -> 3"), ("2", "1 -> 3")]
+    assert project.versions() == {"1": 4}
+
+    result = project.invoke("upgrade")
+    assert result.exit_code == 0, result.output
+    assert "pass 1 -> 3 on the server: ran steps 1 -> 2, 2 -> 3 in one pass" in result.output
+    assert project.versions() == {"3": 4}

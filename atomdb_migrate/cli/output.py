@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ from .documents import (
     dumps,
     failures_json,
     model_run_json,
+    pass_lines,
     run_json,
 )
 from .exits import (
@@ -352,7 +354,7 @@ def step_lines(r: ModelReport, *, dry_run: bool) -> list[str]:
                 "(they would stay there, failed)"
             )
         lines.append(f"step {step_name(label, r.direction)}: {n} documents{where}")
-    return lines
+    return lines + pass_lines(r, partial(step_name, direction=r.direction), dry_run=dry_run)
 
 
 def _say_run(r: ModelReport, verb: str) -> None:
@@ -461,7 +463,7 @@ def describe_run(run: dict[str, Any]) -> str:
 
 
 #: What a run's counts hold besides the numbers `describe_run` shows.
-_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection")
+_NOT_COUNTS = ("steps", "target", "server_steps", "server_passes", "renames", "collection")
 
 
 def _run_detail(run: dict[str, Any]) -> str:
