@@ -14,9 +14,10 @@ update's filter (a document an application wrote meanwhile is either taken
 whole or left), each call is sent again while the server fails, the lease is
 checked and the replication lag awaited before each, and each step keeps its
 own count (`ModelReport.server_steps`); the pass is named in
-`ModelReport.server_passes`. A step that may refuse a document (a conversion)
-ends its pass: where it refuses one, the document stays at its version as the
-steps before it left it, for the client path to report, as step by step.
+`ModelReport.server_passes`. Where a step refuses a document (a value that
+does not convert, or cannot be put where it is moved), the document stays at
+that step's version as the steps before it left it, for the client path to
+report, as step by step.
 
 """
 
@@ -50,31 +51,16 @@ def ends(step: Step, down: bool) -> tuple[str, str]:
 def passes(
     chain: tuple[Step, ...], server: set[Step], down: bool, fuse: bool = True
 ) -> list[tuple[Step, ...]]:
-    """The chain cut into passes, in order: consecutive server steps together (a
-    fallible one, see `StepOperations.fallible`, ends its pass), every other
-    step alone; each step alone if not `fuse`."""
+    """The chain cut into passes, in order: consecutive server steps together,
+    every other step alone; each step alone if not `fuse`."""
     cut: list[tuple[Step, ...]] = []
     for step in chain:
-        operations = operations_of(step, down)
         last = cut[-1] if cut else ()
-        joins = (
-            fuse
-            and step in server
-            and bool(last)
-            and last[-1] in server
-            and not _fallible(last[-1], down)
-            and operations is not None
-        )
-        if joins:
+        if fuse and step in server and bool(last) and last[-1] in server:
             cut[-1] = (*last, step)
         else:
             cut.append((step,))
     return cut
-
-
-def _fallible(step: Step, down: bool) -> bool:
-    operations = operations_of(step, down)
-    return operations is None or operations.fallible
 
 
 def pass_label(steps: tuple[Step, ...]) -> str:
@@ -163,24 +149,24 @@ class FusedPass:
         finally:
             owner.progress.advance(sum(moved.values()))
             owner.progress.finish()
-        if owner.retry.retries > retries or self._last_fallible():
+        if owner.retry.retries > retries or self._fallible():
             # A call sent again (only the last answer's count is known), or
-            # documents the last step refused, put back at its version: count.
+            # documents a step may have refused, left at its version: count.
             after = {j: await owner.count(self.leg, self._query(j)) for j in before}
             self._record(self._from_counts(before, after, moved))
         else:
             self._record(moved)
         return True
 
-    def _last_fallible(self) -> bool:
-        last = self.operations[-1]
-        return last is not None and last.fallible
+    def _fallible(self) -> bool:
+        """Whether a step of the pass may refuse documents."""
+        return any(ops is not None and ops.fallible for ops in self.operations)
 
     def _counted(self) -> list[int]:
         """The steps whose start version is counted before and after the pass: those
-        updated, and the last one where it may refuse documents."""
-        last = len(self.steps) - 1
-        return sorted({*self.starts, last} if self._last_fallible() else set(self.starts))
+        updated, and every one where a step may refuse documents (a refused
+        document stays at its step's version)."""
+        return list(range(len(self.steps))) if self._fallible() else sorted(self.starts)
 
     def _from_counts(
         self, before: dict[int, int], after: dict[int, int], answered: dict[int, int]
@@ -194,9 +180,9 @@ class FusedPass:
     def _record(self, moved: dict[int, int]) -> None:
         """Record each step's count, and carry them with the lease.
 
-        Step `i` took what left the versions of steps `0..i`; the documents
-        its last step refused are still at its version, so what left that
-        version, counted, already takes them off.
+        Step `i` took what left the versions of steps `0..i` (counted, where a
+        step may refuse documents: a refused document is still at its step's
+        version, and documents only move forward).
 
         """
         report, total = self.leg.report, 0

@@ -18,6 +18,7 @@ from .collection import IndexOperation, SetValidator
 from .paths import (
     FAILED_FIELD,
     ORIGINAL_FIELD,
+    RESERVED_PREFIX,
     Embedded,
     EmbeddedSource,
     ModelPaths,
@@ -175,27 +176,44 @@ class StepOperations:
         return stages
 
 
+#: Where a fused pass holds a document a step refused, as that step found it,
+#: while the steps after it run on what is left (see `fused_pipeline`).
+HELD_FIELD = RESERVED_PREFIX + "held__"
+
+
 def fused_pipeline(steps: Sequence[tuple[StepOperations, str]]) -> list[dict[str, Any]]:
-    """One update pipeline running several steps in one pass: each step's
-    `StepOperations.pipeline` in order, each setting the version it leaves.
+    """One update pipeline running several steps in one pass: each step's stages in
+    order, each step setting the version it leaves.
 
     `steps` are the steps' operations, each with the version it leaves
-    documents at. Only the last may be fallible: where it refuses a
-    document, the document is put back as the steps before it left it, at
-    the version it starts from, as step-by-step updates would leave it.
-
-    Raises
-    ------
-    ValueError
-        If a step before the last is fallible (its refusal would not stop the
-        steps after it).
+    documents at. A document a step refuses ends as step-by-step updates
+    leave it: as the steps before it left it, at the version it starts from.
+    Until the end of the pipeline it is held in a reserved field of an
+    otherwise empty document (``_id`` aside), which the steps after run on
+    to no effect; the last stage puts it back.
 
     """
+    if len(steps) == 1:
+        operations, to_version = steps[0]
+        return operations.pipeline(to_version)
     stages: list[dict[str, Any]] = []
-    for i, (operations, to_version) in enumerate(steps):
-        if operations.fallible and i < len(steps) - 1:
-            raise ValueError("only the last step of a pass may refuse documents")
-        stages.extend(operations.pipeline(to_version))
+    for operations, to_version in steps:
+        if not operations.fallible:
+            stages.extend(operations.pipeline(to_version))
+            continue
+        stages.append({"$set": {ORIGINAL_FIELD: "$$ROOT"}})
+        for op in operations.operations:
+            stages.extend(op.stages())
+        stages.append({"$set": {VERSION_KEY: literal(to_version)}})
+        original = f"${ORIGINAL_FIELD}"
+        held = {
+            "_id": f"{original}._id",
+            HELD_FIELD: {"$ifNull": [f"{original}.{HELD_FIELD}", original]},
+        }
+        stages.append(_replace({"$cond": [{"$eq": [f"${FAILED_FIELD}", True]}, held, "$$ROOT"]}))
+        stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
+    if any(operations.fallible for operations, _ in steps):
+        stages.append(_replace({"$ifNull": [f"${HELD_FIELD}", "$$ROOT"]}))
     return stages
 
 
