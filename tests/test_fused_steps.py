@@ -211,6 +211,10 @@ MODELS = {
 }
 
 
+#: The runs' client name, which fail points aim at.
+APP = "fused-steps"
+
+
 class Updates(monitoring.CommandListener):
     """Counts the update commands a client sends."""
 
@@ -228,15 +232,28 @@ class Updates(monitoring.CommandListener):
 
 
 async def run_model(
-    url: str, registry: MigrationRegistry, cls: type, rows: list[dict[str, Any]], fuse: bool
+    url: str,
+    registry: MigrationRegistry,
+    cls: type,
+    rows: list[dict[str, Any]],
+    fuse: bool,
+    fault: dict[str, Any] | None = None,
 ) -> tuple[dict[Any, Any], Any, int]:
-    """Run the model's upgrade on `rows`, fused or not: the documents after, the
-    report, the update commands sent."""
+    """Run the model's upgrade on `rows`, fused or not (with the fail point `fault`
+    aimed at the run's client): the documents after, the report, the update
+    commands sent."""
     listener = Updates()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[listener])
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        url, event_listeners=[listener], appname=APP, retryWrites=False
+    )
     db = client[f"fused_{uuid.uuid4().hex[:10]}"]
     try:
         await db[cls.__model__].insert_many([dict(r) for r in rows])
+        if fault is not None:
+            await client.admin.command(
+                {"configureFailPoint": "failCommand", **fault, "appName": APP}
+                | {"data": {**fault["data"], "appName": APP}}
+            )
         options = RunOptions(fuse_steps=fuse, continue_on_error=True)
         listener.sent = 0
         report = await Runner(db, options, registry=registry).upgrade(cls)  # type: ignore[arg-type]
@@ -368,3 +385,64 @@ def test_the_dry_run_lists_consecutive_server_steps_as_one_pass(project: Any) ->
     assert result.exit_code == 0, result.output
     assert "pass 1 -> 3 on the server: ran steps 1 -> 2, 2 -> 3 in one pass" in result.output
     assert project.versions() == {"3": 4}
+
+
+# ----------------------------------------------------------------------
+# Faults: retries, and a server that refuses the pipeline
+# ----------------------------------------------------------------------
+FIVE = [
+    [ops.rename_field("a", "b")],
+    [ops.convert("b", int)],
+    [ops.copy_field("b", "c.d")],
+    [ops.remove_field("x")],
+    [ops.add_field("e", 1)],
+]
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Any:
+    """A SecantusDB server that accepts ``configureFailPoint``."""
+    from tests.servers import secantus_server
+
+    with secantus_server(test_commands=True) as url:
+        yield url
+
+
+def _run_with_fault(url: str, fault: dict[str, Any] | None) -> tuple[dict[Any, Any], Any, Any]:
+    """The five steps (one refusing "no"), fused with `fault`, and step by step."""
+    cls = MODELS[5]
+    rows = [
+        {"_id": n, "__model__": cls.__model__, "__version__": "1", "a": "no" if n < 3 else str(n)}
+        for n in range(40)
+    ]
+    with MigrationRegistry.instance().isolated() as registry:
+        for i, operations in enumerate(FIVE):
+            register_step(cls, i + 1, i + 2, operations=operations)
+        by_pass, report, sent = asyncio.run(run_model(url, registry, cls, rows, True, fault))
+        report.sent = sent  # the update commands of the fused run
+        by_steps, steps_report, _ = asyncio.run(run_model(url, registry, cls, rows, False))
+    assert {n: d for n, d in by_pass.items() if n >= 3} == {
+        n: d for n, d in by_steps.items() if n >= 3
+    }
+    assert (report.migrated, report.failed) == (steps_report.migrated, steps_report.failed)
+    assert (report.migrated, report.failed) == (37, 3)
+    assert by_steps[0] == {"_id": 0, "__model__": cls.__model__, "__version__": "2", "b": "no"}
+    return by_pass, report, steps_report
+
+
+def test_a_pass_sent_again_counts_each_step_once(fault_server: str) -> None:
+    fault = {"mode": {"times": 1}, "data": {"failCommands": ["update"], "closeConnection": True}}
+    by_pass, report, steps_report = _run_with_fault(fault_server, fault)
+    assert report.sent == 2, "the pass's update, cut, then sent again"
+    assert by_pass[0] == {"_id": 0, "__model__": MODELS[5].__model__, "__version__": "2", "b": "no"}
+    assert report.server_passes == {"1 -> 6": [f"{i} -> {i + 1}" for i in range(1, 6)]}
+    assert report.server_steps == steps_report.server_steps
+    assert report.server_steps == {"1 -> 2": 40, **{f"{i} -> {i + 1}": 37 for i in range(2, 6)}}
+
+
+def test_a_server_refusing_the_pass_leaves_it_to_the_client(fault_server: str) -> None:
+    fault = {"mode": {"times": 1}, "data": {"failCommands": ["update"], "errorCode": 2}}
+    by_pass, report, _ = _run_with_fault(fault_server, fault)
+    assert report.server_steps == {} and report.server_passes == {}
+    # the client path fails a document whole: it stays as stored
+    assert by_pass[0] == {"_id": 0, "__model__": MODELS[5].__model__, "__version__": "1", "a": "no"}
