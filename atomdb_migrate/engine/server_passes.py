@@ -24,17 +24,35 @@ report, as step by step.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..core.storage import VERSION_KEY
+from ..driver.retry import Retry
 from ..exceptions import MigrateError
 from ..operations.running import StepOperations, fused_pipeline
 from ..steps.versions import Step, parse_version
-from .lease import answer_lost
+from .lease import Lease, answer_lost
 from .leg import Leg, label, stored_or_none
+from .pace import Pace
+from .report import Progress
 
-if TYPE_CHECKING:
-    from .server_steps import ServerSteps
+
+class PassOwner(Protocol):
+    """What runs a pass (`atomdb_migrate.engine.server_steps.ServerSteps`): the
+    run's retry, pace, progress and lease, and its server calls."""
+
+    retry: Retry
+    pace: Pace
+    progress: Progress
+    lease: Lease
+
+    def at_start(self, leg: Leg, step: Step, raws: list[Any]) -> Any: ...
+
+    async def count(self, leg: Leg, query: dict[str, Any]) -> int: ...
+
+    async def recount(self, leg: Leg, query: dict[str, Any]) -> int | None: ...
+
+    def fall_back(self, failed: MigrateError) -> None: ...
 
 
 def operations_of(step: Step, down: bool) -> StepOperations | None:
@@ -83,8 +101,8 @@ class FusedPass:
     Parameters
     ----------
     owner
-        The `ServerSteps` running it: its options, retry, pace, progress,
-        lease, and what a failed update does.
+        The `ServerSteps` running it (`PassOwner`): its retry, pace,
+        progress, lease, and what a failed update does.
     leg
         The documents.
     steps
@@ -95,7 +113,7 @@ class FusedPass:
     """
 
     def __init__(
-        self, owner: ServerSteps, leg: Leg, steps: tuple[Step, ...], raws: list[Any]
+        self, owner: PassOwner, leg: Leg, steps: tuple[Step, ...], raws: list[Any]
     ) -> None:
         self.owner, self.leg, self.steps, self.raws = owner, leg, steps, raws
         down = leg.direction.down
