@@ -446,3 +446,46 @@ def test_a_server_refusing_the_pass_leaves_it_to_the_client(fault_server: str) -
     assert report.server_steps == {} and report.server_passes == {}
     # the client path fails a document whole: it stays as stored
     assert by_pass[0] == {"_id": 0, "__model__": MODELS[5].__model__, "__version__": "1", "a": "no"}
+
+
+def test_a_downgrade_fuses_the_inverses(secantus_url: str) -> None:
+    cls = MODELS[5]
+    chain = [
+        [ops.rename_field("a", "b")],
+        [ops.add_field("c", 1)],
+        [ops.rename_field("b", "d")],
+        [ops.add_field("e.f", True)],
+        [ops.rename_field("c", "g")],
+    ]
+    rows = [
+        {"_id": n, "__model__": cls.__model__, "__version__": "6", "d": n, "g": 1}
+        for n in range(30)
+    ]
+    rows += [{"_id": 99, "__model__": cls.__model__, "__version__": "3", "b": 5, "c": 1}]
+
+    async def down(url: str, fuse: bool) -> tuple[dict[Any, Any], Any]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        db = client[f"fused_{uuid.uuid4().hex[:10]}"]
+        try:
+            await db[cls.__model__].insert_many([dict(r) for r in rows])
+            report = await Runner(db, RunOptions(fuse_steps=fuse), registry=registry).downgrade(
+                cls,  # type: ignore[arg-type]
+                "1",
+            )
+            return {d["_id"]: d async for d in db[cls.__model__].find()}, report
+        finally:
+            await client.drop_database(db.name)
+            await client.close()
+
+    with MigrationRegistry.instance().isolated() as registry:
+        for i, operations in enumerate(chain):
+            register_step(cls, i + 1, i + 2, operations=operations)
+        by_pass, report = asyncio.run(down(secantus_url, True))
+        by_steps, steps_report = asyncio.run(down(secantus_url, False))
+    assert by_pass == by_steps
+    assert by_pass[3] == {"_id": 3, "__model__": cls.__model__, "__version__": "1", "a": 3}
+    assert by_pass[99] == {"_id": 99, "__model__": cls.__model__, "__version__": "1", "a": 5}
+    assert report.server_passes == {"1 -> 6": ["5 -> 6", "4 -> 5", "3 -> 4", "2 -> 3", "1 -> 2"]}
+    assert report.server_steps == steps_report.server_steps
+    assert report.server_steps["2 -> 3"] == 31 and report.server_steps["4 -> 5"] == 30
+    assert report.migrated == steps_report.migrated == 31
