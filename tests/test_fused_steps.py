@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from bson import Decimal128, Int64
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 
@@ -35,7 +35,7 @@ from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.documents import copy_document
 from atomdb_migrate.engine.runner import Runner, RunOptions
 from atomdb_migrate.engine.server_passes import passes
-from atomdb_migrate.operations.running import fused_pipeline
+from atomdb_migrate.operations.running import fused_updates
 from atomdb_migrate.steps.versions import Step
 from tests.test_ops_server import OPERATIONS, any_operation, document, embedded, key, normal, path
 
@@ -96,9 +96,14 @@ def step_by_step(collection: Any, chain: list[Any]) -> None:
             collection.update_many(query, pipeline)
 
 
+#: How many passes of several steps had a fast form, of how many.
+FAST = [0, 0]
+
+
 def fused(collection: Any, chain: list[Any]) -> int:
-    """The chain cut into passes as the runner cuts it, each pass one update per
-    start version (last first); returns how many updates were sent."""
+    """The chain cut into passes as the runner cuts it, each pass its updates per
+    start version (last first; the fast form, then the general pipeline);
+    returns how many updates were sent."""
     made = tuple(
         Step("fused.M", version(i), version(i + 1), upgrade_fn=s, server_side=True)
         for i, s in enumerate(chain)
@@ -106,9 +111,14 @@ def fused(collection: Any, chain: list[Any]) -> int:
     sent, first = 0, 0
     for cut in passes(made, set(made), down=False):
         for j in reversed(range(len(cut))):
-            pipeline = fused_pipeline([(s.upgrade_fn, s.to_version) for s in cut[j:]])
-            collection.update_many({"__version__": cut[j].from_version}, pipeline)
-            sent += 1
+            steps = [(s.upgrade_fn, s.to_version) for s in cut[j:]]
+            updates = fused_updates(steps, {"__version__": cut[j].from_version})  # type: ignore[arg-type]
+            if len(steps) > 1:
+                FAST[0] += len(updates) > 1
+                FAST[1] += 1
+            for query, pipeline in updates:
+                collection.update_many(query, pipeline)
+                sent += 1
         first += len(cut)
     assert first == len(chain)
     return sent
@@ -166,7 +176,9 @@ def test_fused_pass_agrees_with_python_and_step_by_step(server: Any, long: bool)
     print(
         f"fused pipelines: {runs[0]} chains, {runs[1]} with a step that may refuse before the last"
     )
+    print(f"passes of several steps with a fast form: {FAST[0]} of {FAST[1]}")
     assert runs[1] > 0  # some chains held a refused document through the steps after
+    assert FAST[0] > 0  # and some passes had a fast form
 
 
 def test_consecutive_server_steps_make_one_pass() -> None:
@@ -265,16 +277,27 @@ async def run_model(
         await client.close()
 
 
+#: Chains the registry refused to register (printed with the counts).
+REFUSED: list[str] = []
+
+
 async def runner_both_ways(
     url: str, chain: list[Any], docs: list[tuple[int, dict[str, Any]]]
 ) -> bool:
     """Run a chain's model through the runner fused and not; whether it fused."""
     cls = MODELS[len(chain)]
     with MigrationRegistry.instance().isolated() as registry:
-        steps = [
-            register_step(cls, i + 1, i + 2, operations=operations)
-            for i, (operations, _) in enumerate(chain)
-        ]
+        try:
+            steps = [
+                register_step(cls, i + 1, i + 2, operations=operations)
+                for i, (operations, _) in enumerate(chain)
+            ]
+        except ValueError as refused:
+            # Registering derives each step's downgrade: the inverse of
+            # rename_field("a", "b.a") is refused as overlapping, a limit of
+            # the registry, not of the passes (the pipelines above cover it).
+            REFUSED.append(str(refused))
+            reject()
         rows = [
             {**d, "_id": n, "__model__": cls.__model__, "__version__": version(s % len(chain))}
             for n, (s, d) in enumerate(docs)
@@ -314,7 +337,10 @@ def test_the_runner_fused_agrees_with_the_runner_step_by_step(
         runs[0] += 1
 
     check()
-    print(f"through the runner: {runs[0]} chains, {runs[1]} with a fused pass")
+    print(
+        f"through the runner: {runs[0]} chains, {runs[1]} with a fused pass; "
+        f"{len(REFUSED)} chains the registry refused: {sorted(set(REFUSED))[:3]}"
+    )
 
 
 def test_five_steps_behind_take_one_update(secantus_url: str) -> None:

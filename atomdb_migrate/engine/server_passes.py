@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from ..core.storage import VERSION_KEY
 from ..driver.retry import Retry
 from ..exceptions import MigrateError
-from ..operations.running import StepOperations, fused_pipeline
+from ..operations.running import StepOperations, fused_updates
 from ..steps.versions import Step, parse_version
 from .lease import Lease, answer_lost
 from .leg import Leg, label, stored_or_none
@@ -132,10 +132,12 @@ class FusedPass:
         version = self.owner.at_start(self.leg, self.steps[j], self.raws)
         return {**self.leg.scope(), VERSION_KEY: version}
 
-    def pipeline(self, j: int) -> list[dict[str, Any]]:
-        """The pipeline of the update starting from step `j`: steps `j` to the last."""
+    def updates(self, j: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """The updates starting from step `j`, through the last: the fast form, where
+        there is one, then the general pipeline (`fused_updates`)."""
         chosen = zip(self.operations[j:], self.ends[j:], strict=True)
-        return fused_pipeline([(ops, end) for ops, (_, end) in chosen if ops is not None])
+        steps = [(ops, end) for ops, (_, end) in chosen if ops is not None]
+        return fused_updates(steps, self._query(j))
 
     async def run(self) -> bool:
         """Run the pass; False if the server refused it (the steps then run on the
@@ -153,13 +155,17 @@ class FusedPass:
         moved: dict[int, int] = {}
         try:
             for j in self.starts:
-                await owner.pace.before_write()
-                await owner.lease.verify()
-                result = await owner.retry.call(
-                    f"running steps {pass_label(self.steps[j:])} on the server in one pass",
-                    partial(self.leg.collection.update_many, self._query(j), self.pipeline(j)),
-                )
-                moved[j] = int(result.modified_count)
+                moved[j] = 0
+                for query, pipeline in self.updates(j):
+                    if moved[j] and moved[j] >= before.get(j, 0):
+                        break  # the fast form took every document: no need to scan again
+                    await owner.pace.before_write()
+                    await owner.lease.verify()
+                    result = await owner.retry.call(
+                        f"running steps {pass_label(self.steps[j:])} on the server in one pass",
+                        partial(self.leg.collection.update_many, query, pipeline),
+                    )
+                    moved[j] += int(result.modified_count)
         except MigrateError as failed:
             await self._stopped(failed, before, moved)
             owner.fall_back(failed)  # raises, unless the server refused the pipeline

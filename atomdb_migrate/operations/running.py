@@ -217,6 +217,54 @@ def fused_pipeline(steps: Sequence[tuple[StepOperations, str]]) -> list[dict[str
     return stages
 
 
+def fused_updates(
+    steps: Sequence[tuple[StepOperations, str]], query: dict[str, Any]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The updates, in order, that run several steps in one pass on the documents
+    `query` matches (as `StepOperations.server_updates` does for one).
+
+    First, where there is one, the fast form: every step has one, and no
+    step's conditions read a field a step before it in the pass changes, so
+    that all of them hold on the document as stored; its stages are the
+    steps' plain stages in order. Then `fused_pipeline` for the others. Each
+    update sets the last step's version, so the second one no longer matches
+    what the first changed.
+
+    """
+    general = (query, fused_pipeline(steps))
+    conditions: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
+    touched: set[str] = set()
+    for operations, to_version in steps:
+        fast = operations.fast_update(to_version)
+        read = _fields_read(fast[0]) if fast is not None else {"$"}
+        if fast is None or "$" in read or read & touched:
+            return [general]
+        conditions += fast[0]
+        stages += fast[1]
+        for op in operations.operations:
+            touched |= op.touches()
+    return [(_all_of(query, conditions), stages), general]
+
+
+def _fields_read(conditions: Any) -> set[str]:
+    """The top-level fields a query's conditions read (those under ``$or``,
+    ``$and``, ``$nor`` included)."""
+    found: set[str] = set()
+    if isinstance(conditions, list):
+        for item in conditions:
+            found |= _fields_read(item)
+    elif isinstance(conditions, dict):
+        for name, value in conditions.items():
+            if name in ("$or", "$and", "$nor"):
+                found |= _fields_read(value)
+            elif name.startswith("$"):
+                found.add("$")  # an operator reading the whole document: never fused fast
+            else:
+                found.add(name.split(".")[0])
+    return found
+
+
 #: The former name of `StepOperations`.
 Operations = StepOperations
 
