@@ -35,6 +35,7 @@ from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.documents import copy_document
 from atomdb_migrate.engine.runner import Runner, RunOptions
 from atomdb_migrate.engine.server_passes import passes
+from atomdb_migrate.exceptions import MigrateError
 from atomdb_migrate.operations.running import fused_updates
 from atomdb_migrate.steps.versions import Step
 from tests.test_ops_server import OPERATIONS, any_operation, document, embedded, key, normal, path
@@ -250,6 +251,7 @@ async def run_model(
     rows: list[dict[str, Any]],
     fuse: bool,
     fault: dict[str, Any] | None = None,
+    **options: Any,
 ) -> tuple[dict[Any, Any], Any, int]:
     """Run the model's upgrade on `rows`, fused or not (with the fail point `fault`
     aimed at the run's client): the documents after, the report, the update
@@ -266,9 +268,15 @@ async def run_model(
                 {"configureFailPoint": "failCommand", **fault, "appName": APP}
                 | {"data": {**fault["data"], "appName": APP}}
             )
-        options = RunOptions(fuse_steps=fuse, continue_on_error=True)
+        runner = Runner(
+            db, RunOptions(fuse_steps=fuse, continue_on_error=True, **options), registry=registry
+        )
         listener.sent = 0
-        report = await Runner(db, options, registry=registry).upgrade(cls)  # type: ignore[arg-type]
+        try:
+            report = await runner.upgrade(cls)  # type: ignore[arg-type]
+        except MigrateError as stopped:
+            stopped.report = runner.reports[-1]  # type: ignore[attr-defined]
+            raise
         sent = listener.sent
         after = {d["_id"]: d async for d in db[cls.__model__].find()}
         return after, report, sent
@@ -515,3 +523,28 @@ def test_a_downgrade_fuses_the_inverses(secantus_url: str) -> None:
     assert report.server_steps == steps_report.server_steps
     assert report.server_steps["2 -> 3"] == 31 and report.server_steps["4 -> 5"] == 30
     assert report.migrated == steps_report.migrated == 31
+
+
+def test_a_pass_whose_answer_never_comes_counts_what_it_may_yet_change(
+    fault_server: str,
+) -> None:
+    """Past the retry window, a pass stops as a step stops: nothing recorded as done
+    that the server does not show, the documents still behind unconfirmed."""
+    cls = MODELS[5]
+    rows = [
+        {"_id": n, "__model__": cls.__model__, "__version__": "1", "a": str(n)} for n in range(20)
+    ]
+    always = {"mode": "alwaysOn", "data": {"failCommands": ["update"], "closeConnection": True}}
+    reports = {}
+    with MigrationRegistry.instance().isolated() as registry:
+        for i, operations in enumerate(FIVE):
+            register_step(cls, i + 1, i + 2, operations=operations)
+        for fuse in (True, False):
+            with pytest.raises(MigrateError) as stopped:
+                asyncio.run(run_model(fault_server, registry, cls, rows, fuse, always, retry_for=1))
+            reports[fuse] = stopped.value.report  # type: ignore[attr-defined]
+            MongoClient(fault_server).admin.command(
+                {"configureFailPoint": "failCommand", "mode": "off"}
+            )
+    assert reports[True].unconfirmed == reports[False].unconfirmed == 20
+    assert reports[True].server_steps == reports[False].server_steps == {}

@@ -167,7 +167,7 @@ class FusedPass:
                     )
                     moved[j] += int(result.modified_count)
         except MigrateError as failed:
-            await self._stopped(failed, before, moved)
+            await self._stopped(failed, before, moved, j)
             owner.fall_back(failed)  # raises, unless the server refused the pipeline
             return False
         finally:
@@ -219,10 +219,11 @@ class FusedPass:
         self.owner.lease.carry()
 
     async def _stopped(
-        self, failed: MigrateError, before: dict[int, int], moved: dict[int, int]
+        self, failed: MigrateError, before: dict[int, int], moved: dict[int, int], stopped: int
     ) -> None:
-        """After an update of the pass failed: what the pass changed, recorded, and
-        the documents an update whose answer was lost may yet change."""
+        """After an update of the pass failed (one starting from step `stopped`): what
+        the pass changed, recorded, and the documents an update whose answer was
+        lost may yet change."""
         after: dict[int, int] = {}
         for j in before:
             found = await self.owner.recount(self.leg, self._query(j))
@@ -232,6 +233,6 @@ class FusedPass:
         if any(done.values()):
             self._record(done)
         if answer_lost(failed):
-            stopped = next((j for j in self.starts if j not in moved), None)
-            if stopped is not None:
-                self.leg.report.unconfirmed += after.get(stopped, before.get(stopped, 0))
+            # Still at its version, though the call whose answer never came
+            # may yet change them.
+            self.leg.report.unconfirmed += after.get(stopped, before.get(stopped, 0))
