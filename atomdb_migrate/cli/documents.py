@@ -7,6 +7,7 @@ names every field (a test reads its tables).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +44,19 @@ def step_json(r: ModelReport, label: str, dry_run: bool) -> dict[str, Any]:
         "documents": documents,
         "on_server": on_server,
         "would_refuse": r.would_refuse.get(label, 0),
+        "pass": next((name for name, steps in r.server_passes.items() if label in steps), None),
     }
+
+
+def pass_lines(r: ModelReport, name: Callable[[str], str], *, dry_run: bool) -> list[str]:
+    """A line per pass of several steps on the server (``ModelReport.server_passes``),
+    each pass and step named by `name` (in the run's direction)."""
+    verb = "would run" if dry_run else "ran"
+    return [
+        f"pass {name(p)} on the server: {verb} steps {', '.join(map(name, s))} "
+        "in one pass (one update per stored version)"
+        for p, s in r.server_passes.items()
+    ]
 
 
 def rename_json(rename: RenameReport) -> dict[str, Any]:
@@ -80,6 +93,9 @@ def model_run_json(database: str | None, r: ModelReport, dry_run: bool) -> dict[
         "unconfirmed": r.unconfirmed,
         "respelled": r.respelled,
         "steps": [step_json(r, label, dry_run) for label in labels],
+        "server_passes": [
+            {"pass": name, "steps": list(steps)} for name, steps in r.server_passes.items()
+        ],
         "renames": [rename_json(x) for x in r.renames],
         "collection": list(r.indexes),
         "version_index": r.version_index or None,

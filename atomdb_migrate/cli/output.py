@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 import click
@@ -34,6 +35,7 @@ from .documents import (
     dumps,
     failures_json,
     model_run_json,
+    pass_lines,
     run_json,
     version_index_line,
 )
@@ -351,7 +353,7 @@ def step_lines(r: ModelReport, *, dry_run: bool) -> list[str]:
                 "(they would stay there, failed)"
             )
         lines.append(f"step {step_name(label, r.direction)}: {n} documents{where}")
-    return lines
+    return lines + pass_lines(r, partial(step_name, direction=r.direction), dry_run=dry_run)
 
 
 def _say_run(r: ModelReport, verb: str) -> None:
@@ -456,7 +458,15 @@ def describe_run(run: dict[str, Any]) -> str:
 
 
 #: What a run's counts hold besides the numbers `describe_run` shows.
-_NOT_COUNTS = ("steps", "target", "server_steps", "renames", "collection", "by_version")
+_NOT_COUNTS = (
+    "steps",
+    "target",
+    "server_steps",
+    "server_passes",
+    "renames",
+    "collection",
+    "by_version",
+)
 
 
 def _run_detail(run: dict[str, Any]) -> str:

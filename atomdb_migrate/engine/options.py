@@ -303,6 +303,9 @@ class RunOptions:
     )
     #: Run the steps made only of operations as server-side updates.
     server_side: bool = field(default=True, metadata=option("flag", recorded=False))
+    #: Run consecutive server steps in one pass: one pipeline update with the
+    #: stages of each step in order (False: one pass per step).
+    fuse_steps: bool = field(default=True, metadata=option("flag", recorded=False))
     #: Keep the toolkit's index on ``{__version__: 1, _id: 1}`` in each
     #: collection an upgrade runs on (the ``version-index`` setting).
     version_index: bool = field(

@@ -105,6 +105,11 @@ class ModelReport:
     #: Steps run on the server, by "from -> to": the documents each changed
     #: (dry run: the documents each would change).
     server_steps: dict[str, int] = field(default_factory=dict)
+    #: Consecutive server steps run in one pass (one pipeline update per
+    #: stored version), by "from -> to" of the pass: the steps' "from -> to",
+    #: in order. Only passes of several steps; each step keeps its count in
+    #: `server_steps` (dry run: the passes that would run).
+    server_passes: dict[str, list[str]] = field(default_factory=dict)
     #: Dry run: of the documents stored at a server step's version, those it
     #: would refuse (a value that does not convert, or cannot be put where it
     #: is moved), by "from -> to". A run fails them (``failed``).
@@ -155,6 +160,7 @@ class ModelReport:
             "newer": self.newer,
             "beyond": self.beyond,
             "server_steps": self.server_steps,
+            "server_passes": self.server_passes,
             "renames": [r.counts() for r in self.renames],
             "redone": self.redone,
             "unconfirmed": self.unconfirmed,

@@ -12,7 +12,8 @@
    stored in another form respelled, and the references to former names
    rewritten;
 3. **migrate**: the steps made of operations run on the server
-   (`atomdb_migrate.engine.server_steps`), the steps between them on the
+   (`atomdb_migrate.engine.server_steps`), consecutive ones in one pass
+   (`atomdb_migrate.engine.server_passes`), the steps between them on the
    client, then every document still behind goes through the client
    stream (`atomdb_migrate.engine.stream`): read in ``_id`` order, in
    batches, each document's chain run in memory, and the batch written with
@@ -345,12 +346,13 @@ class Runner:
         every document still behind. Dry: what the server steps would do."""
         leg, raws = planned.leg, planned.survey.raws
         if self.options.dry_run:
-            await self.server_steps.dry_run(leg, planned.server, raws)
+            await self.server_steps.dry_run(leg, planned.server, raws, planned.survey.chain)
             return
         if not leg.report.pending:
             return
         waiting = False  # documents wait on the client for the steps since the last server step
-        for step in planned.survey.chain:
+        for steps in self.server_steps.passes(leg, planned.survey.chain, planned.server):
+            step = steps[0]
             if step not in planned.server or not self.server_steps.enabled:
                 waiting = True
                 continue
@@ -358,7 +360,7 @@ class Runner:
                 await self._pump(
                     *behind(leg, step.to_key if leg.direction.down else step.from_key, raws)
                 )
-            waiting = not await self.server_steps.run(leg, step, raws)
+            waiting = not await self.server_steps.run_pass(leg, steps, raws)
         # When the server steps changed every document the survey counted,
         # nothing is left: the collection is not read again.
         indexed = False

@@ -34,6 +34,7 @@ from .leg import Leg, label, stored_or_none
 from .options import RunOptions
 from .pace import Pace
 from .report import Progress
+from .server_passes import FusedPass, note_passes, passes
 
 log = logging.getLogger("atomdb_migrate")
 
@@ -98,17 +99,33 @@ class ServerSteps:
             return set()
         return steps if self.enabled and leg.ids is None else set()
 
-    async def dry_run(self, leg: Leg, steps: set[Step], raws: list[Any]) -> None:
-        """Dry run: say which steps would run on the server, on how many documents, and
-        how many of those each would refuse (`ModelReport.would_refuse`)."""
+    def passes(self, leg: Leg, chain: tuple[Step, ...], steps: set[Step]) -> list[tuple[Step, ...]]:
+        """The chain cut into passes: consecutive server `steps` together, unless the
+        run fuses none (``fuse_steps``; see `atomdb_migrate.engine.server_passes`)."""
+        return passes(chain, steps, leg.direction.down, fuse=self.options.fuse_steps)
+
+    async def run_pass(self, leg: Leg, steps: tuple[Step, ...], raws: list[Any]) -> bool:
+        """Run a pass of server steps: one step as `run` does, several in one pass
+        (`FusedPass`); False if the server refused it."""
+        if len(steps) == 1:
+            return await self.run(leg, steps[0], raws)
+        return await FusedPass(self, leg, steps, raws).run()
+
+    async def dry_run(
+        self, leg: Leg, steps: set[Step], raws: list[Any], chain: tuple[Step, ...] = ()
+    ) -> None:
+        """Dry run: say which steps would run on the server, on how many documents, in
+        which passes (of the `chain`), and how many of those each would refuse
+        (`ModelReport.would_refuse`)."""
         report = leg.report
+        note_passes(leg, self.passes(leg, chain, steps))
         for s in steps:
             report.server_steps[label(s)] = report.steps.get(label(s), 0)
             refused = await self._count_refused(leg, s, raws)
             if refused:
                 report.would_refuse[label(s)] = refused
 
-    def _at_start(self, leg: Leg, step: Step, raws: list[Any]) -> Any:
+    def at_start(self, leg: Leg, step: Step, raws: list[Any]) -> Any:
         """The ``__version__`` condition of the documents a server step starts from:
         each stored form of its version found, and its canonical string."""
         start = step.to_version if leg.direction.down else step.from_version
@@ -125,7 +142,7 @@ class ServerSteps:
         """
         operations = step.downgrade_fn if leg.direction.down else step.upgrade_fn
         assert isinstance(operations, StepOperations)
-        stages = operations.refusing({VERSION_KEY: self._at_start(leg, step, raws)})
+        stages = operations.refusing({VERSION_KEY: self.at_start(leg, step, raws)})
         if not stages:
             return 0
         found = await self.retry.call(
@@ -152,12 +169,12 @@ class ServerSteps:
         start, end = step.from_version, step.to_version
         if leg.direction.down:
             start, end = end, start
-        version = self._at_start(leg, step, raws)
+        version = self.at_start(leg, step, raws)
         expected = report.steps.get(label(step), 0)
         self.progress.start(f"{report.model} {start} -> {end} (server)", expected)
         await self.lease.hold()
         at_start = {**leg.scope(), VERSION_KEY: version}
-        before = await self._count(leg, at_start)
+        before = await self.count(leg, at_start)
         retries = self.retry.retries
         modified = 0
         try:
@@ -173,7 +190,7 @@ class ServerSteps:
                 modified += int(result.modified_count)
         except MigrateError as failed:
             modified = await self._stopped(leg, step, end, failed, (at_start, before, modified))
-            self._fall_back(failed)  # raises, unless the server refused the pipeline
+            self.fall_back(failed)  # raises, unless the server refused the pipeline
             return False
         finally:
             self.progress.advance(modified)
@@ -181,7 +198,7 @@ class ServerSteps:
         if self.retry.retries > retries:
             # A call sent again: only the last answer's count is known, and an
             # attempt before may have changed documents. Count them instead.
-            modified = before - await self._count(leg, at_start)
+            modified = before - await self.count(leg, at_start)
         self._record(leg, step, end, modified)
         return True
 
@@ -203,7 +220,7 @@ class ServerSteps:
         # An attempt whose answer was lost may have changed documents:
         # what left the step's version is what the step did.
         lost = answer_lost(failed)
-        after = await self._recount(leg, at_start)
+        after = await self.recount(leg, at_start)
         if after is not None:
             modified = before - after
         if modified:  # a step the server refused outright ran on the client
@@ -214,7 +231,7 @@ class ServerSteps:
             leg.report.unconfirmed += before - modified if after is None else after
         return modified
 
-    def _fall_back(self, failed: MigrateError) -> None:
+    def fall_back(self, failed: MigrateError) -> None:
         """Turn server steps off where the server refused a pipeline update; raise
         `failed` otherwise."""
         exc = getattr(failed, "error", None)
@@ -238,7 +255,7 @@ class ServerSteps:
             report.migrated += modified
         self.lease.carry()
 
-    async def _count(self, leg: Leg, query: dict[str, Any]) -> int:
+    async def count(self, leg: Leg, query: dict[str, Any]) -> int:
         """How many documents `query` finds (sent again while the server fails)."""
         return int(
             await self.retry.call(
@@ -247,7 +264,7 @@ class ServerSteps:
             )
         )
 
-    async def _recount(self, leg: Leg, query: dict[str, Any]) -> int | None:
+    async def recount(self, leg: Leg, query: dict[str, Any]) -> int | None:
         """After a write stopped the run: how many documents `query` finds, asked
         once and briefly (None if the server does not say in time)."""
         try:

@@ -6,7 +6,7 @@ Part of the operations package (see `atomdb_migrate.ops`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -18,6 +18,7 @@ from .collection import IndexOperation, SetValidator
 from .paths import (
     FAILED_FIELD,
     ORIGINAL_FIELD,
+    RESERVED_PREFIX,
     Embedded,
     EmbeddedSource,
     ModelPaths,
@@ -144,6 +145,11 @@ class StepOperations:
             stages.append({"$unset": unsets})
         return conditions, stages
 
+    @property
+    def fallible(self) -> bool:
+        """Whether an operation may refuse a document (a value that does not convert)."""
+        return any(op.fallible for op in self.operations)
+
     def refusing(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """An aggregation counting the documents `query` matches that the operations
         would refuse (``[{"refused": n}]``; nothing when none); no stages when
@@ -178,6 +184,95 @@ class StepOperations:
             )
             stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
         return stages
+
+
+#: Where a fused pass holds a document a step refused, as that step found it,
+#: while the steps after it run on what is left (see `fused_pipeline`).
+HELD_FIELD = RESERVED_PREFIX + "held__"
+
+
+def fused_pipeline(steps: Sequence[tuple[StepOperations, str]]) -> list[dict[str, Any]]:
+    """One update pipeline running several steps in one pass: each step's stages in
+    order, each step setting the version it leaves.
+
+    `steps` are the steps' operations, each with the version it leaves
+    documents at. A document a step refuses ends as step-by-step updates
+    leave it: as the steps before it left it, at the version it starts from.
+    Until the end of the pipeline it is held in a reserved field of an
+    otherwise empty document (``_id`` aside), which the steps after run on
+    to no effect; the last stage puts it back.
+
+    """
+    if len(steps) == 1:
+        operations, to_version = steps[0]
+        return operations.pipeline(to_version)
+    stages: list[dict[str, Any]] = []
+    for operations, to_version in steps:
+        if not operations.fallible:
+            stages.extend(operations.pipeline(to_version))
+            continue
+        stages.append({"$set": {ORIGINAL_FIELD: "$$ROOT"}})
+        for op in operations.operations:
+            stages.extend(op.stages())
+        stages.append({"$set": {VERSION_KEY: literal(to_version)}})
+        original = f"${ORIGINAL_FIELD}"
+        held = {
+            "_id": f"{original}._id",
+            HELD_FIELD: {"$ifNull": [f"{original}.{HELD_FIELD}", original]},
+        }
+        stages.append(_replace({"$cond": [{"$eq": [f"${FAILED_FIELD}", True]}, held, "$$ROOT"]}))
+        stages.append({"$unset": [ORIGINAL_FIELD, FAILED_FIELD]})
+    if any(operations.fallible for operations, _ in steps):
+        stages.append(_replace({"$ifNull": [f"${HELD_FIELD}", "$$ROOT"]}))
+    return stages
+
+
+def fused_updates(
+    steps: Sequence[tuple[StepOperations, str]], query: dict[str, Any]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The updates, in order, that run several steps in one pass on the documents
+    `query` matches (as `StepOperations.server_updates` does for one).
+
+    First, where there is one, the fast form: every step has one, and no
+    step's conditions read a field a step before it in the pass changes, so
+    that all of them hold on the document as stored; its stages are the
+    steps' plain stages in order. Then `fused_pipeline` for the others. Each
+    update sets the last step's version, so the second one no longer matches
+    what the first changed.
+
+    """
+    general = (query, fused_pipeline(steps))
+    conditions: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
+    touched: set[str] = set()
+    for operations, to_version in steps:
+        fast = operations.fast_update(to_version)
+        read = _fields_read(fast[0]) if fast is not None else {"$"}
+        if fast is None or "$" in read or read & touched:
+            return [general]
+        conditions += fast[0]
+        stages += fast[1]
+        for op in operations.operations:
+            touched |= op.touches()
+    return [(_all_of(query, conditions), stages), general]
+
+
+def _fields_read(conditions: Any) -> set[str]:
+    """The top-level fields a query's conditions read (those under ``$or``,
+    ``$and``, ``$nor`` included)."""
+    found: set[str] = set()
+    if isinstance(conditions, list):
+        for item in conditions:
+            found |= _fields_read(item)
+    elif isinstance(conditions, dict):
+        for name, value in conditions.items():
+            if name in ("$or", "$and", "$nor"):
+                found |= _fields_read(value)
+            elif name.startswith("$"):
+                found.add("$")  # an operator reading the whole document: never fused fast
+            else:
+                found.add(name.split(".")[0])
+    return found
 
 
 #: The former name of `StepOperations`.
