@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +106,43 @@ async def one_run(url: str, n: int, fuse: bool) -> tuple[float, list[dict[str, A
         await client.close()
 
 
-def spread(figures: list[float]) -> str:
+def spread(figures: Sequence[float]) -> str:
     return f"best {max(figures):,.0f}, worst {min(figures):,.0f} docs/s"
+
+
+def one_chain(url: str, n: int, rounds: int, chain: str) -> dict[str, Any]:
+    """Both ways, `rounds` times, for one workload: each round's docs/s and ratio."""
+    with MigrationRegistry.instance().isolated():
+        for i, operations in enumerate(CHAINS[chain]):
+            register_step(Item, i + 1, i + 2, operations=operations)
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(rounds):
+            order = [True, False] if r % 2 == 0 else [False, True]
+            samples = {}
+            for fuse in order:
+                seconds, samples[fuse] = asyncio.run(one_run(url, n, fuse))
+                rates[fuse].append(n / seconds)
+                name = "fused" if fuse else "step by step"
+                print(
+                    f"  fused, {chain}, round {r + 1}: {name:12} {seconds:6.2f} s "
+                    f"{n / seconds:8,.0f} docs/s",
+                    file=sys.stderr,
+                )
+            assert samples[True] == samples[False], samples
+    ratios = [f / s for f, s in zip(rates[True], rates[False], strict=True)]
+    return {
+        "chain": chain,
+        "fused_docs_per_s": [round(x) for x in rates[True]],
+        "step_docs_per_s": [round(x) for x in rates[False]],
+        "ratios": [round(x, 2) for x in ratios],
+        "ratio": round(statistics.median(ratios), 2),
+    }
+
+
+def measure(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """Every workload, fused against step by step (`benchmarks/run.py` section 10)."""
+    rows = [one_chain(url, n, rounds, chain) for chain in CHAINS]
+    return {"benchmark": "fused", "command": COMMAND, "n": n, "rounds": rounds, "rows": rows}
 
 
 def main() -> None:
@@ -114,28 +151,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chain", choices=sorted(CHAINS), default="reads-back")
     args = parser.parse_args()
-    with MigrationRegistry.instance().isolated():
-        for i, operations in enumerate(CHAINS[args.chain]):
-            register_step(Item, i + 1, i + 2, operations=operations)
-        with server() as url:
-            rates: dict[bool, list[float]] = {True: [], False: []}
-            for r in range(args.rounds):
-                order = [True, False] if r % 2 == 0 else [False, True]
-                samples = {}
-                for fuse in order:
-                    seconds, samples[fuse] = asyncio.run(one_run(url, args.n, fuse))
-                    rates[fuse].append(args.n / seconds)
-                    name = "fused" if fuse else "step by step"
-                    print(
-                        f"round {r + 1}: {name:12} {seconds:6.2f} s {args.n / seconds:8,.0f} docs/s"
-                    )
-                assert samples[True] == samples[False], samples
-            fused, steps = rates[True], rates[False]
-            ratios = [f / s for f, s in zip(fused, steps, strict=True)]
-            print(f"N = {args.n:,}, 5 steps of operations ({args.chain}), {args.rounds} rounds")
-            print(f"fused:        {spread(fused)}")
-            print(f"step by step: {spread(steps)}")
-            print(f"fused / step by step, per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
+    with server() as url:
+        row = one_chain(url, args.n, args.rounds, args.chain)
+    fused, steps = row["fused_docs_per_s"], row["step_docs_per_s"]
+    print(f"N = {args.n:,}, 5 steps of operations ({args.chain}), {args.rounds} rounds")
+    print(f"fused:        {spread(fused)}")
+    print(f"step by step: {spread(steps)}")
+    print(f"fused / step by step, per round: {', '.join(f'{x:.2f}x' for x in row['ratios'])}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Eager upgrade throughput: ``atomdb-migrate upgrade`` against hand-written PyMongo loops.
 
-Three cases take the same N legacy documents through the same one-line step
+Four cases take the same N legacy documents through the same one-line step
 on the same server in one run, alternating, with the collection reseeded
 before each:
 
@@ -12,6 +12,11 @@ before each:
   changed meanwhile is left alone (what a careful user writes).
 - the whole ``atomdb-migrate upgrade --no-progress`` process, as a deployment
   runs it: start-up, lock, survey, history and all.
+  The collection holds the toolkit's version index before it, as the
+  previous release's upgrade left it (the run drops it and builds it after
+  when most of the collection is pending: ``version-index-rebuild-at``).
+- the same command in a project with ``version-index = false``: what the
+  index costs a full rewrite.
 
 The loops' client CPU is this process's CPU time; the command's is its
 children's (user + system), from ``getrusage``.
@@ -49,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 import atomdb_migrate  # noqa: E402
 from atomdb_migrate import VersionedModel, register_step  # noqa: E402
+from atomdb_migrate.core.storage import VERSION_INDEX, VERSION_INDEX_KEYS  # noqa: E402
 
 
 class Item(VersionedModel):
@@ -99,6 +105,9 @@ models = ["benchmodels"]
 migrations = "migrations"
 timeout = 10
 """
+
+#: The same project without the toolkit's version index (``version-index = false``).
+NO_INDEX = "version-index = false\n"
 
 #: Runs a command; prints its exit code, the peak RSS of its process tree's
 #: largest process (kB), the wall time, and its CPU time (user + system): a
@@ -172,12 +181,14 @@ async def guarded_loop(coll: Any) -> int:
     return written
 
 
-def project(tmp: Path) -> Path:
-    """A project directory with the model and the step as modules."""
+def project(tmp: Path, *, index: bool = True) -> Path:
+    """A project directory with the model and the step as modules (without the
+    version index when `index` is false)."""
+    tmp.mkdir(exist_ok=True)
     (tmp / "benchmodels.py").write_text(MODELS)
     (tmp / "migrations").mkdir(exist_ok=True)
     (tmp / "migrations" / "0001_label.py").write_text(STEP)
-    (tmp / "pyproject.toml").write_text(PYPROJECT)
+    (tmp / "pyproject.toml").write_text(PYPROJECT + ("" if index else NO_INDEX))
     return tmp
 
 
@@ -206,6 +217,8 @@ def run_command(where: Path, url: str) -> tuple[float, float, int]:
 
 
 CASES = ("naive loop", "guarded loop", "atomdb-migrate upgrade")
+#: The command again, with ``version-index = false``: what the index costs.
+NO_INDEX_CASE = "atomdb-migrate upgrade, no version index"
 
 
 async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
@@ -216,11 +229,16 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="atomdb-migrate-bench-") as tmp:
             where = project(Path(tmp))
+            bare = project(Path(tmp) / "no-index", index=False)
+            cases = (*CASES, NO_INDEX_CASE)
             for n in sizes:
-                times: dict[str, list[tuple[float, float]]] = {case: [] for case in CASES}
+                times: dict[str, list[tuple[float, float]]] = {case: [] for case in cases}
                 for _ in range(rounds):
-                    for case in CASES:
+                    for case in cases:
                         await seed(coll, n)
+                        if case == "atomdb-migrate upgrade":
+                            # As the previous release's upgrade left it.
+                            await coll.create_index(VERSION_INDEX_KEYS, name=VERSION_INDEX)
                         start, cpu = time.perf_counter(), time.process_time()
                         if case == "naive loop":
                             done = await hand_loop(coll)
@@ -229,9 +247,11 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
                         else:
                             done = n
                             elapsed, used, _ = await asyncio.to_thread(
-                                run_command, where, f"{url}/{db.name}"
+                                run_command,
+                                where if case == "atomdb-migrate upgrade" else bare,
+                                f"{url}/{db.name}",
                             )
-                        if case != "atomdb-migrate upgrade":
+                        if case in CASES[:2]:
                             elapsed = time.perf_counter() - start
                             used = time.process_time() - cpu
                         assert done == n, (case, done, n)
@@ -253,6 +273,13 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, Any]:
                         },
                         "ratio_to_guarded": round(best["guarded loop"][0] / own, 3),
                         "ratio_to_naive": round(best["naive loop"][0] / own, 3),
+                        "no_index_ratio_to_guarded": round(
+                            best["guarded loop"][0] / best[NO_INDEX_CASE][0], 3
+                        ),
+                        "no_index_ratio_to_naive": round(
+                            best["naive loop"][0] / best[NO_INDEX_CASE][0], 3
+                        ),
+                        "with_index_to_without": round(best[NO_INDEX_CASE][0] / own, 3),
                     }
                 )
         await client.drop_database("atomdb_migrate_bench")
@@ -294,7 +321,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---:|---|---:|---:|",
     ]
     for r in result["rows"]:
-        for case in CASES:
+        for case in (*CASES, NO_INDEX_CASE):
             c = r[case]
             lines.append(
                 f"| {r['n']} | {case} | {c['docs_per_s']} | {c['client_cpu_us_per_doc']} |"

@@ -46,11 +46,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+import bench_fused  # noqa: E402
 import bench_ops  # noqa: E402
 import bench_queries  # noqa: E402
 import bench_restore  # noqa: E402
 import bench_tenants  # noqa: E402
 import bench_upgrade  # noqa: E402
+import peers  # noqa: E402
 
 #: The command that reproduces the published figures.
 COMMAND = "python benchmarks/run.py"
@@ -156,6 +158,16 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": r["ratio_to_naive"] >= 0.6,
             }
         )
+        if "with_index_to_without" in r:
+            found.append(
+                {
+                    "goal": f"a full rewrite at N = {r['n']} with the version index, against "
+                    "without it (>= 0.85)",
+                    "measured": r["with_index_to_without"],
+                    "met": r["with_index_to_without"] >= 0.85,
+                }
+            )
+    found += _later_goals(result)
     for r in ops:
         found.append(
             {
@@ -181,6 +193,60 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"(N = {memory[-1]['n']} against N = {memory[0]['n']}, within 10%)",
                 "measured": round(last / first, 2),
                 "met": last >= 0.9 * first,
+            }
+        )
+    return found
+
+
+def _later_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals of the sections added since: the version index resumed, one pass
+    for five steps, the peers, a run with nothing to do."""
+    found = []
+    for r in (result.get("version_index") or {}).get("rows", []):
+        if r.get("n", 0) >= 200000 and "upgrade_1pct_with" in r:
+            ratio = round(r["upgrade_1pct_with"] / r["upgrade_1pct_without"], 3)
+            found.append(
+                {
+                    "goal": f"a resumed run (1% pending) at N = {r['n']} with the index, "
+                    "against without it (<= 1.0)",
+                    "measured": ratio,
+                    "met": ratio <= 1.0,
+                }
+            )
+    for r in (result.get("fused") or {}).get("rows", []):
+        found.append(
+            {
+                "goal": f"5 declarative steps ({r['chain']}): fused >= 3x step by step",
+                "measured": r["ratio"],
+                "met": r["ratio"] >= 3.0,
+            }
+        )
+    rows = (result.get("peers") or {}).get("rows")
+    if rows:
+        for workload, rival, goal, what in (
+            ("rename", "migrate-mongo", 0.9, "a declarative change against `updateMany`"),
+            ("split", "migrate-mongo", 1.0, "a Python step against a guarded `bulkWrite` loop"),
+        ):
+            ratio = round(
+                rows[workload]["atomdb-migrate"]["docs_per_s"]
+                / rows[workload][rival]["docs_per_s"],
+                2,
+            )
+            found.append(
+                {
+                    "goal": f"{what} (migrate-mongo), whole processes (>= {goal})",
+                    "measured": ratio,
+                    "met": ratio >= goal,
+                }
+            )
+    startup = (result.get("startup") or {}).get("upgrade")
+    if startup:
+        found.append(
+            {
+                "goal": f"`upgrade` with nothing to do, {result['startup']['documents']} "
+                "documents (<= 0.5 s)",
+                "measured": startup["median_s"],
+                "met": startup["median_s"] <= 0.5,
             }
         )
     return found
@@ -251,6 +317,24 @@ def markdown(result: dict[str, Any], notes: str) -> str:
             f"| {own['client_cpu_us_per_doc']} / {guarded['client_cpu_us_per_doc']} "
             f"/ {naive['client_cpu_us_per_doc']} |"
         )
+    bare = [x for x in u["rows"] if bench_upgrade.NO_INDEX_CASE in x]
+    if bare:
+        lines += [
+            "",
+            "The same command with `version-index = false`, in the same rounds: what the "
+            "toolkit's version index costs a full rewrite (the run above starts with the "
+            "index in place, as the previous release's upgrade left it).",
+            "",
+            "| N | without the index (docs/s) | ratio to guarded | ratio to naive "
+            "| with the index / without |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {x['n']} | {x[bench_upgrade.NO_INDEX_CASE]['docs_per_s']} "
+            f"| {x['no_index_ratio_to_guarded']} | {x['no_index_ratio_to_naive']} "
+            f"| {x['with_index_to_without']} |"
+            for x in bare
+        ]
     o = result["operations"]
     lines += [
         "",
@@ -348,13 +432,71 @@ def markdown(result: dict[str, Any], notes: str) -> str:
             ],
         )
     lines += _startup(result.get("startup"))
+    lines += _fused(result.get("fused"))
+    lines += _peers(result.get("peers"))
     if notes.strip():
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
 
 
-#: The benchmarks run on their own, which publish their figures themselves.
-SEPARATE = ("version_index", "tenants", "startup")
+#: The benchmarks run on their own, which publish their figures themselves
+#: (the peers too, when the run is not given ``--peers DIR``).
+SEPARATE = ("version_index", "tenants", "startup", "peers")
+
+
+def _fused(figures: dict[str, Any] | None) -> list[str]:
+    """Section 10: five declarative steps, one pass or one per step (``bench_fused.py``)."""
+    if not figures:
+        return []
+    return _section(
+        "10. Consecutive steps in one pass",
+        f"A model five steps behind, every step made of operations, N = {figures['n']}, "
+        "the whole `Runner.upgrade` in process, fused (the default) against "
+        f"`RunOptions(fuse_steps=False)`, {figures['rounds']} rounds, the order alternating. "
+        "*disjoint*: each step has fields of its own (the pass's fast form); *reads-back*: "
+        "the fifth step reads what the third wrote (the general pipeline)",
+        figures,
+        "| workload | fused (docs/s, per round) | step by step (docs/s, per round) "
+        "| ratio per round | median ratio |",
+        "|---|---:|---:|---:|---:|",
+        [
+            f"| {x['chain']} | {', '.join(map(str, x['fused_docs_per_s']))} "
+            f"| {', '.join(map(str, x['step_docs_per_s']))} "
+            f"| {', '.join(f'{r}x' for r in x['ratios'])} | {x['ratio']}x |"
+            for x in figures["rows"]
+        ],
+    )
+
+
+def _peers(figures: dict[str, Any] | None) -> list[str]:
+    """Section 11: the same changes with Beanie and migrate-mongo (``peers.py``)."""
+    if not figures:
+        return []
+    rows = figures["rows"]
+    return _section(
+        "11. Side by side with the peers",
+        f"The same server, data (N = {figures['n']}) and change, each tool as a whole "
+        f"process, median of {figures['rounds']} rounds, the tools' order rotated: a step "
+        "in the tool's language that splits a name (atomdb-migrate: a Python step; Beanie: "
+        "an `iterative_migration`; migrate-mongo: a guarded `bulkWrite` loop), a rename "
+        "plus an added field (operations on the server; Beanie: `update_many` in a "
+        "`free_fall_migration`; migrate-mongo: `updateMany`), and the same command again "
+        f"with nothing to do. {figures['peers']['beanie']}, {figures['peers']['migrate-mongo']}",
+        {"command": "python benchmarks/peers.py --peers DIR", **figures},
+        "| workload | " + " | ".join(peers.TOOLS) + " |",
+        "|---|" + "---:|" * len(peers.TOOLS),
+        [
+            f"| {workload} | "
+            + " | ".join(
+                f"{by[t]['median_s']} s"
+                if workload == "nothing to do"
+                else f"{by[t]['docs_per_s']} docs/s"
+                for t in peers.TOOLS
+            )
+            + " |"
+            for workload, by in rows.items()
+        ],
+    )
 
 
 def _startup(figures: dict[str, Any] | None) -> list[str]:
@@ -415,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: docs/, or a temporary directory with --quick)",
     )
     parser.add_argument(
+        "--peers",
+        type=Path,
+        default=None,
+        help="also measure Beanie and migrate-mongo, installed there (peers.py --install DIR)",
+    )
+    parser.add_argument(
         "--render",
         action="store_true",
         help="only write benchmarks.md again from benchmarks.json and benchmarks/notes.md",
@@ -460,6 +608,15 @@ def main(argv: list[str] | None = None) -> int:
                 1 if args.quick else bench_queries.ROUNDS,
             )
         )
+        print("fused ...", file=sys.stderr)
+        result["fused"] = bench_fused.measure(
+            url, 2000 if args.quick else 30000, 1 if args.quick else 3
+        )
+        if args.peers:
+            print("peers ...", file=sys.stderr)
+            result["peers"] = peers.measure(
+                url, args.peers, 2000 if args.quick else 30000, 1 if args.quick else 3
+            )
         if args.quick:  # the full one runs on its own (bench_tenants.py)
             print("tenants ...", file=sys.stderr)
             result["tenants"] = bench_tenants.measure(url, [3], 200)
@@ -467,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         # The benchmarks run on their own keep the figures they published.
         published = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
-        result.update({k: published[k] for k in SEPARATE if k in published})
+        result.update({k: published[k] for k in SEPARATE if k in published and k not in result})
     result["goals"] = goals(result)
     result["duration_s"] = round(time.perf_counter() - began, 1)
     notes_file = HERE / "notes.md"
