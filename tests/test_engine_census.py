@@ -31,7 +31,7 @@ from atomdb_migrate.engine.collection_state import last_validator_operation
 from atomdb_migrate.engine.leg import Leg, label, version_name
 from atomdb_migrate.engine.options import DOWNGRADE, UPGRADE
 from atomdb_migrate.engine.report import ModelReport
-from atomdb_migrate.engine.survey import respell_versions, survey
+from atomdb_migrate.engine.survey import count_stored, respell_versions, survey
 from atomdb_migrate.exceptions import MigrateError, short_repr
 from atomdb_migrate.operations.collection import CreateIndex, DropIndex, SetValidator
 from atomdb_migrate.operations.running import StepOperations
@@ -60,7 +60,7 @@ class Retry:
     """A `Retry` that answers the counts from the `Collection`, and calls the rest."""
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        if isinstance(fn, partial) and fn.func is count_versions:
+        if isinstance(fn, partial) and fn.func in (count_versions, count_stored):
             return list(fn.args[0].rows)
         return await fn()
 
