@@ -76,6 +76,7 @@ from atomdb_migrate import VersionedModel
 class Customer(VersionedModel):
     __model__ = "bench.Customer"
     __version__ = 2
+    __base_version__ = 1
     name = Str()
     email = Str()
 
@@ -83,6 +84,7 @@ class Customer(VersionedModel):
 class Order(VersionedModel):
     __model__ = "bench.Order"
     __version__ = 2
+    __base_version__ = 1
     number = Int()
     status = Str()
 
@@ -90,6 +92,7 @@ class Order(VersionedModel):
 class Product(VersionedModel):
     __model__ = "bench.Product"
     __version__ = 2
+    __base_version__ = 1
     title = Str()
     price = Int()
 """

@@ -60,6 +60,7 @@ from atomdb_migrate.core.storage import VERSION_INDEX, VERSION_INDEX_KEYS  # noq
 class Item(VersionedModel):
     __model__ = "bench.Item"
     __version__ = 2
+    __base_version__ = 1
 
     name = Str()
     qty = Int()
@@ -82,6 +83,7 @@ from atomdb_migrate import VersionedModel
 class Item(VersionedModel):
     __model__ = "bench.Item"
     __version__ = 2
+    __base_version__ = 1
     name = Str()
     qty = Int()
     label = Str()

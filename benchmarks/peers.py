@@ -66,6 +66,7 @@ from atomdb_migrate import VersionedModel
 class Person(VersionedModel):
     __model__ = "bench.Person"
     __version__ = 2
+    __base_version__ = 1
     first = Str()
     last = Str()
     qty = Int()
@@ -77,6 +78,7 @@ from atomdb_migrate import VersionedModel
 class Person(VersionedModel):
     __model__ = "bench.Person"
     __version__ = 2
+    __base_version__ = 1
     name = Str()
     quantity = Int()
     status = Str()
