@@ -10,7 +10,7 @@ Each without the toolkit's index (``version-index = false``), then with it
 (which the first ``upgrade`` creates). Then 1% of the documents put back at
 the older version, and ``upgrade`` timed taking them.
 
-    python benchmarks/bench_version_index.py            # N = 10k, 100k, 1M
+    python benchmarks/bench_version_index.py            # N = 10k, 200k, 1M
     python benchmarks/bench_version_index.py --quick    # N = 2000, printed only
     python benchmarks/bench_version_index.py --sizes 200000 --rounds 3   # printed only
 
@@ -57,7 +57,7 @@ from bench_upgrade import Item, project, server  # noqa: E402
 #: The command that reproduces the published figures.
 COMMAND = "python benchmarks/bench_version_index.py"
 
-SIZES = [10000, 100000, 1000000]
+SIZES = [10000, 200000, 1000000]
 ROUNDS = 2
 
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sizes = args.sizes or ([2000] if args.quick else SIZES)
         result = measure(url, sizes, rounds)
-    result["command"] = COMMAND + " " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     if not (args.quick or args.sizes):
         import run
 
