@@ -67,9 +67,12 @@ async def before_writes(
         report.version_index = "deferred"
         return True
     name = leg.collection.name
-    if await retry.call(
+    dropped = await retry.call(
         f"dropping the version index of {name}", partial(drop_version_index, leg.collection)
-    ):
+    )
+    # Not dropped by this call, and no index on the keys left: an earlier
+    # attempt dropped it and its answer was lost; build it after all the same.
+    if dropped or not await has_version_index(leg.collection):
         report.version_index = "dropped"
         return True
     return False  # the user's index on the same keys: it stays
