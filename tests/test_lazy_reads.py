@@ -311,3 +311,23 @@ def test_restore_leaves_flattened_values_in_the_stored_document(registry: Any, k
     again = SetHolder()
     run(again.__restorestate__(state))
     assert set(again.labels) == {1, 2}
+
+
+def test_a_lazy_copy_a_step_makes_itself_works() -> None:
+    """``type(doc)(...)`` and ``doc.fromkeys`` make a LazyCopy sharing nothing stored."""
+
+    def rebuild(doc: dict[str, Any]) -> dict[str, Any]:
+        made = type(doc)(doc)
+        made["a"]["x"].append(2)
+        keys = doc.fromkeys(["k"])
+        keys["k"] = [1]
+        made["k"] = keys["k"]
+        return made
+
+    source = {"_id": 1, "__version__": "1", "a": {"x": [1]}}
+    before = copy.deepcopy(source)
+    chain = compile_read([define_step("lazy.M", "1", "2", rebuild)])
+    got = run(chain(source))
+    assert source == before
+    expected = {**rebuild(copy.deepcopy(before)), "__version__": "2"}
+    assert got == expected == {**before, "__version__": "2", "a": {"x": [1, 2]}, "k": [1]}

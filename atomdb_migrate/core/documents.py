@@ -297,6 +297,12 @@ class LazyCopy(dict):  # type: ignore[type-arg]
     #: The stored document; None once every nested value is the copy's own.
     _source: Mapping[str, Any] | None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A step may make one itself (``type(doc)(...)``, ``doc.fromkeys``):
+        # it shares nothing with a stored document.
+        dict.__init__(self, *args, **kwargs)
+        self._source = None
+
     @classmethod
     def of(cls, source: Mapping[str, Any]) -> LazyCopy:
         """A lazy copy of `source`."""
