@@ -389,3 +389,15 @@ def test_a_drop_whose_answer_is_lost_still_builds_the_index_after(
     assert run["version_index"] == "rebuilt", run
     assert has_index(project)
     assert truth(project) == {"3": 10}
+
+
+def test_a_users_index_on_the_keys_stays_and_the_dry_run_says_so(project: Project) -> None:
+    """An index on ``{__version__: 1, _id: 1}`` under the user's name is never
+    dropped; the dry run must not say it would be."""
+    project.seed(20, version="1")
+    project.db[CUSTOMER].create_index([("__version__", 1), ("_id", 1)], name="mine")
+    dry = upgrade_json(project, "--dry-run")
+    run = upgrade_json(project)
+    assert "mine" in project.db[CUSTOMER].index_information()
+    assert truth(project) == {"3": 20}
+    assert dry["version_index"] == run["version_index"], (dry, run)

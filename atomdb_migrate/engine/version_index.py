@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..driver.index_counts import drop_version_index
+from ..driver.index_counts import drop_version_index, has_own_version_index
 from ..driver.mongo import ensure_version_index, has_version_index
 from ..driver.retry import Retry
 from .leg import Leg
@@ -61,6 +61,8 @@ async def before_writes(
         return False
     present = await has_version_index(leg.collection)
     if dry_run:
+        if present and not await has_own_version_index(leg.collection):
+            return False  # the user's index on the same keys: the run keeps it
         report.version_index = "would rebuild" if present else "would create after"
         return False
     if not present:
