@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from atom.api import Dict, List, Str
+from atom.api import Dict, List, Set, Str
+from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -279,3 +280,54 @@ def test_a_new_step_compiles_the_chains_again(reader_steps: Any) -> None:
     assert again is not None
     got = run(again({"_id": 1, "__version__": "0", "settings": {}}))
     assert got["name"] == "" and got["__version__"] == "3"
+
+
+class SetHolder(VersionedModel):
+    __version__ = 2
+    name = Str()
+    labels = Set()
+    extra = Dict()
+
+
+@pytest.mark.parametrize("kind", ["python step", "confined operations"])
+def test_restore_leaves_flattened_values_in_the_stored_document(registry: Any, kind: str) -> None:
+    """atom-db's restore pops ``__py__`` from the state: a read shares nothing it pops."""
+    if kind == "python step":
+        register_step(SetHolder, 1, 2, lambda doc: doc.__setitem__("name", doc.get("title")))
+    else:
+        register_step(SetHolder, 1, 2, operations=[ops.rename_field("title", "name")])
+    state = {
+        "_id": ObjectId(),
+        "__version__": "1",
+        "title": "t",
+        "labels": {"__py__": "set", "values": [1, 2]},
+        "extra": {"inner": [{"__py__": "set", "values": [3]}]},
+    }
+    before = copy.deepcopy(state)
+    obj = SetHolder()
+    run(obj.__restorestate__(state))
+    assert state == before
+    assert set(obj.labels) == {1, 2} and obj.extra == {"inner": [{3}]}
+    again = SetHolder()
+    run(again.__restorestate__(state))
+    assert set(again.labels) == {1, 2}
+
+
+def test_a_lazy_copy_a_step_makes_itself_works() -> None:
+    """``type(doc)(...)`` and ``doc.fromkeys`` make a LazyCopy sharing nothing stored."""
+
+    def rebuild(doc: dict[str, Any]) -> dict[str, Any]:
+        made = type(doc)(doc)
+        made["a"]["x"].append(2)
+        keys = doc.fromkeys(["k"])
+        keys["k"] = [1]
+        made["k"] = keys["k"]
+        return made
+
+    source = {"_id": 1, "__version__": "1", "a": {"x": [1]}}
+    before = copy.deepcopy(source)
+    chain = compile_read([define_step("lazy.M", "1", "2", rebuild)])
+    got = run(chain(source))
+    assert source == before
+    expected = {**rebuild(copy.deepcopy(before)), "__version__": "2"}
+    assert got == expected == {**before, "__version__": "2", "a": {"x": [1, 2]}, "k": [1]}

@@ -127,6 +127,7 @@ def test_most_pending_drops_the_index_and_counts_stay_true(
     project.seed(30, version="1")  # 30 of 40 pending: more than half
     seen = watch_batches(monkeypatch, project)
     run = upgrade_json(project, "--batch-size", "7")
+    assert has_index(project), run
     assert run["version_index"] == "rebuilt", run
     assert has_index(project)
     assert seen and not any(s["index"] for s in seen), seen  # dropped during the writes
@@ -354,3 +355,49 @@ def test_a_finished_upgrade_always_leaves_the_index(
     assert run["version_index"] == expected, (run, dropped, indexed)
     assert has_index(project)
     assert truth(project) == ({"3": total} if total else {})
+
+
+def test_a_drop_whose_answer_is_lost_still_builds_the_index_after(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop done on the server, its answer lost: sent again, it finds no index
+    of its own; the run must still build the index after its writes."""
+    from pymongo.errors import AutoReconnect
+
+    from atomdb_migrate.engine import version_index as version_index_module
+
+    project.seed(10, version="1")
+    project.db[CUSTOMER].create_index([("__version__", 1), ("_id", 1)], name=VERSION_INDEX)
+    drop = version_index_module.drop_version_index
+    calls: list[int] = []
+
+    async def answer_lost(collection: Any) -> bool:
+        done = await drop(collection)
+        calls.append(1)
+        if len(calls) == 1:
+            raise AutoReconnect("connection closed after the drop")
+        return done
+
+    monkeypatch.setattr(version_index_module, "drop_version_index", answer_lost)
+    result = project.invoke("upgrade", "--no-progress", "--json", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    # The retry's warning comes first, as a JSON line of its own.
+    report = json.loads(result.output[result.output.index("\n{\n") :])
+    run = next(r for r in report["models"] if r["model"] == CUSTOMER)
+    assert len(calls) == 2
+    assert has_index(project), run
+    assert run["version_index"] == "rebuilt", run
+    assert has_index(project)
+    assert truth(project) == {"3": 10}
+
+
+def test_a_users_index_on_the_keys_stays_and_the_dry_run_says_so(project: Project) -> None:
+    """An index on ``{__version__: 1, _id: 1}`` under the user's name is never
+    dropped; the dry run must not say it would be."""
+    project.seed(20, version="1")
+    project.db[CUSTOMER].create_index([("__version__", 1), ("_id", 1)], name="mine")
+    dry = upgrade_json(project, "--dry-run")
+    run = upgrade_json(project)
+    assert "mine" in project.db[CUSTOMER].index_information()
+    assert truth(project) == {"3": 20}
+    assert dry["version_index"] == run["version_index"], (dry, run)

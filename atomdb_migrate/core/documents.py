@@ -91,6 +91,29 @@ def copy_document(doc: Mapping[str, Any]) -> Document:
     return out
 
 
+def _holds_flattened(value: Any) -> bool:
+    """Whether a dict or list holds, at any depth, a dict with a ``__py__`` key."""
+    if type(value) is list:
+        return any(_holds_flattened(v) for v in value if _is_container(v))
+    if "__py__" in value:
+        return True
+    return any(_holds_flattened(v) for v in value.values() if _is_container(v))
+
+
+def own_flattened(doc: Document, source: Mapping[str, Any]) -> None:
+    """Copy into `doc` the nested values it shares with `source` that atom-db's restore changes.
+
+    atom-db's ``unflatten`` pops the ``__py__`` key of a flattened value (a
+    set, a coerced type) from the state it restores: a read that shares an
+    unreached nested value with the stored document must give restore a
+    copy of any value holding one, or the stored document loses the key.
+
+    """
+    for key, value in doc.items():
+        if _is_container(value) and value is source.get(key) and _holds_flattened(value):
+            doc[key] = copy_value(value)
+
+
 class StepDocument(dict):  # type: ignore[type-arg]
     """A document handed to steps: a lazy deep copy that records what they touch.
 
@@ -273,6 +296,12 @@ class LazyCopy(dict):  # type: ignore[type-arg]
 
     #: The stored document; None once every nested value is the copy's own.
     _source: Mapping[str, Any] | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A step may make one itself (``type(doc)(...)``, ``doc.fromkeys``):
+        # it shares nothing with a stored document.
+        dict.__init__(self, *args, **kwargs)
+        self._source = None
 
     @classmethod
     def of(cls, source: Mapping[str, Any]) -> LazyCopy:

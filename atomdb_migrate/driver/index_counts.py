@@ -86,6 +86,24 @@ async def indexed_version_counts(
     return rows + [(raw, n) for raw, n in counts.values()]
 
 
+async def has_own_version_index(collection: Any) -> bool:
+    """Whether the toolkit's own index (`VERSION_INDEX`, on its keys) is there: the
+    one `drop_version_index` drops."""
+    if is_mongomock(collection):
+        return False
+    try:
+        cursor = collection.list_indexes()
+        if inspect.isawaitable(cursor):
+            cursor = await cursor
+        specs = await to_list(cursor)
+    except PyMongoError:
+        return False
+    return any(
+        s.get("name") == VERSION_INDEX and list(s.get("key", {}).items()) == VERSION_INDEX_KEYS
+        for s in specs
+    )
+
+
 async def drop_version_index(collection: Any) -> bool:
     """Drop the toolkit's index (by its name, `VERSION_INDEX`, and its keys); return
     whether it was there. An index on the same keys under another name is

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..driver.index_counts import drop_version_index
+from ..driver.index_counts import drop_version_index, has_own_version_index
 from ..driver.mongo import ensure_version_index, has_version_index
 from ..driver.retry import Retry
 from .leg import Leg
@@ -61,15 +61,20 @@ async def before_writes(
         return False
     present = await has_version_index(leg.collection)
     if dry_run:
+        if present and not await has_own_version_index(leg.collection):
+            return False  # the user's index on the same keys: the run keeps it
         report.version_index = "would rebuild" if present else "would create after"
         return False
     if not present:
         report.version_index = "deferred"
         return True
     name = leg.collection.name
-    if await retry.call(
+    dropped = await retry.call(
         f"dropping the version index of {name}", partial(drop_version_index, leg.collection)
-    ):
+    )
+    # Not dropped by this call, and no index on the keys left: an earlier
+    # attempt dropped it and its answer was lost; build it after all the same.
+    if dropped or not await has_version_index(leg.collection):
         report.version_index = "dropped"
         return True
     return False  # the user's index on the same keys: it stays

@@ -30,6 +30,7 @@ from ..core.documents import (
     copy_document,
     copy_value,
     is_container,
+    own_flattened,
 )
 from ..core.storage import VERSION_KEY
 from ..exceptions import StepFailedError, StepResultError
@@ -218,7 +219,9 @@ async def _read_lazily(chain: tuple[ChainStep, ...], state: Document) -> Documen
     __tracebackhide__ = True
     lazy = LazyCopy.of(state)
     doc = await run_chain(chain, lazy)
-    return lazy.result() if doc is lazy else doc
+    doc = lazy.result() if doc is lazy else doc
+    own_flattened(doc, state)
+    return doc
 
 
 async def _read_confined(
@@ -237,7 +240,9 @@ async def _read_confined(
         value = doc.get(key)
         if value is not None and is_container(value):
             doc[key] = copy_value(value)
-    return await run_chain(chain, doc)
+    doc = await run_chain(chain, doc)
+    own_flattened(doc, state)
+    return doc
 
 
 def _where(step: ChainStep, doc_id: Any, downgrade: bool) -> dict[str, Any]:
