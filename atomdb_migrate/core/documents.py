@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .caches import resettable
+from .storage import JSON_TYPE_KEY
 
 #: A document as atom-db stores it.
 Document = dict[str, Any]
@@ -95,7 +96,7 @@ def _holds_flattened(value: Any) -> bool:
     """Whether a dict or list holds, at any depth, a dict with a ``__py__`` key."""
     if type(value) is list:
         return any(_holds_flattened(v) for v in value if _is_container(v))
-    if "__py__" in value:
+    if JSON_TYPE_KEY in value:
         return True
     return any(_holds_flattened(v) for v in value.values() if _is_container(v))
 
