@@ -22,7 +22,6 @@ scanning meanwhile: the index is absent, or its plan is not yet the count's.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from pymongo.errors import PyMongoError
 
 from ..core.storage import VERSION_INDEX, VERSION_INDEX_KEYS, VERSION_KEY
 from ..core.versions import version_key
-from .mongo import aggregate, has_version_index, is_mongomock, to_list
+from .mongo import aggregate, has_version_index, index_specs, is_mongomock
 
 __all__ = ["counts_on_index", "drop_version_index", "indexed_version_counts"]
 
@@ -86,43 +85,25 @@ async def indexed_version_counts(
     return rows + [(raw, n) for raw, n in counts.values()]
 
 
+def _is_ours(spec: dict[str, Any]) -> bool:
+    """Whether an index specification is the toolkit's: its name and its keys."""
+    return (
+        spec.get("name") == VERSION_INDEX
+        and list(spec.get("key", {}).items()) == VERSION_INDEX_KEYS
+    )
+
+
 async def has_own_version_index(collection: Any) -> bool:
     """Whether the toolkit's own index (`VERSION_INDEX`, on its keys) is there: the
     one `drop_version_index` drops."""
-    if is_mongomock(collection):
-        return False
-    try:
-        cursor = collection.list_indexes()
-        if inspect.isawaitable(cursor):
-            cursor = await cursor
-        specs = await to_list(cursor)
-    except PyMongoError:
-        return False
-    return any(
-        s.get("name") == VERSION_INDEX and list(s.get("key", {}).items()) == VERSION_INDEX_KEYS
-        for s in specs
-    )
+    return any(_is_ours(s) for s in await index_specs(collection))
 
 
 async def drop_version_index(collection: Any) -> bool:
     """Drop the toolkit's index (by its name, `VERSION_INDEX`, and its keys); return
     whether it was there. An index on the same keys under another name is
     the user's: it stays."""
-    if is_mongomock(collection):
-        return False
-    try:
-        cursor = collection.list_indexes()
-        if inspect.isawaitable(cursor):
-            cursor = await cursor
-        specs = await to_list(cursor)
-    except PyMongoError:
-        return False
-    ours = [
-        s
-        for s in specs
-        if s.get("name") == VERSION_INDEX and list(s.get("key", {}).items()) == VERSION_INDEX_KEYS
-    ]
-    if not ours:
+    if not await has_own_version_index(collection):
         return False
     await collection.drop_index(VERSION_INDEX)
     return True

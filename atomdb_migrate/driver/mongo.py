@@ -273,17 +273,23 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **options: 
     return await to_list(cursor)
 
 
-async def has_version_index(collection: Any) -> bool:
-    """Whether a collection has an index on ``{__version__: 1, _id: 1}`` (by any name)."""
+async def index_specs(collection: Any) -> list[dict[str, Any]]:
+    """A collection's index specifications; none on mongomock, for a collection
+    that does not exist, or without the right to list them."""
     if is_mongomock(collection):
-        return False
+        return []
     try:
         cursor = collection.list_indexes()  # a coroutine for PyMongo's, a cursor for Motor's
         if inspect.isawaitable(cursor):
             cursor = await cursor
-        specs = await to_list(cursor)
+        return await to_list(cursor)
     except PyMongoError:
-        return False  # no such collection, or no right to list its indexes
+        return []
+
+
+async def has_version_index(collection: Any) -> bool:
+    """Whether a collection has an index on ``{__version__: 1, _id: 1}`` (by any name)."""
+    specs = await index_specs(collection)
     return any(list(spec.get("key", {}).items()) == VERSION_INDEX_KEYS for spec in specs)
 
 
