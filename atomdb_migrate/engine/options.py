@@ -37,6 +37,9 @@ MAX_WTIMEOUT = INT32_MAX
 #: ``benchmarks/bench_version_index.py --crossover`` (benchmarks/notes.md).
 DEFAULT_VERSION_INDEX_REBUILD_AT = 0.4
 
+#: The most workers one process runs (``--workers``).
+MAX_WORKERS = 64
+
 #: The most members a write concern may name: a replica set has at most 50.
 MAX_MEMBERS = 50
 
@@ -298,6 +301,22 @@ class RunOptions:
             "Name this release in the history, for downgrade --to-release "
             "[the models' versions: app.User=3,app.Order=2].",
             metavar="NAME",
+            upgrade_only=True,
+        ),
+    )
+    #: How many workers share the run: each claims ranges of ``_id`` from the
+    #: run's record and upgrades them; with several databases, how many
+    #: databases run at once (1: one runner, as before).
+    workers: int = field(
+        default=1,
+        metadata=option(
+            "count",
+            "--workers",
+            "Workers sharing the run: ranges of _id claimed through the database; with "
+            "several databases, how many run at once.",
+            low=1,
+            high=MAX_WORKERS,
+            metavar="N",
             upgrade_only=True,
         ),
     )
