@@ -93,6 +93,23 @@ def test_the_last_release_is_taken_back_then_the_one_before(project: Project) ->
     assert "the history holds 0 to take back" in none.output
 
 
+def test_a_release_taken_back_model_by_model_is_taken_back(project: Project) -> None:
+    two_releases(project)
+    # r2 taken back by hand, one model at a time: -1 is r1 now.
+    done = project.invoke("downgrade", "Customer", "--to", "2", "--no-progress")
+    assert done.exit_code == 0, done.output
+    dry = project.invoke("downgrade", "--release", "-1", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would take back release r1" in dry.output and "r2" not in dry.output
+
+    # A downgrade not as far back as where the release found them: r3 stays.
+    assert project.invoke("upgrade", "--release", "r3", "--no-progress").exit_code == 0
+    partly = project.invoke("downgrade", "Customer", "--to", "3", "--no-progress")
+    assert partly.exit_code == 0, partly.output
+    dry = project.invoke("downgrade", "--release", "-1", "--dry-run")
+    assert "would take back release r3" in dry.output, dry.output
+
+
 def test_to_release_goes_back_to_where_it_left_the_models(project: Project) -> None:
     two_releases(project)
     project.db[CUSTOMER].insert_one(

@@ -29,7 +29,7 @@ from ..engine.history import History
 from ..engine.leg import target_version
 from ..engine.options import DOWNGRADE, RunOptions
 from ..engine.report import Progress
-from ..exceptions import ConfigError, ReleaseNotFoundError
+from ..exceptions import ConfigError, InvalidVersionError, ReleaseNotFoundError
 from ..steps.versions import parse_version
 from .upgrade import RunResult, _run
 from .workspace import Workspace
@@ -114,24 +114,58 @@ def _release(run: dict[str, Any]) -> Release | None:
 
 
 async def releases(ws: Workspace) -> list[Release]:
-    """The releases not taken back yet, newest first."""
+    """The releases not taken back yet, newest first.
+
+    A release is taken back by a downgrade of releases that names it, or
+    by later downgrades (``downgrade MODEL --to V``, one model at a time)
+    that took each model it moved to the version it found it at, or below.
+
+    """
     await ws.connect()
     history = History(ws.database[ws.config.history_collection])
+    # A model recorded under a former name (``ops.rename_model``) is the model now.
+    ws.load()
+    resolve = ws.registry.resolve
     undone: set[Any] = set()
+    lowest: dict[str, str] = {}  # each model's lowest target of the downgrades seen
     found = []
-    for run in await history.finished():
+    for run in await history.finished():  # newest first
         if run.get("command") == "downgrade":
             for r in (run.get("arguments") or {}).get("undone") or []:
                 undone.add(r.get("id"))
+            _note_targets(run, lowest, resolve)
         elif run.get("_id") not in undone:
             release = _release(run)
-            if release is not None:
+            if release is None:
+                continue
+            release = replace(release, moved={resolve(m): v for m, v in release.moved.items()})
+            if not _taken_back(release, lowest):
                 found.append(release)
-    # A model recorded under a former name (``ops.rename_model``) is the model now.
-    ws.load()
-    return [
-        replace(r, moved={ws.registry.resolve(m): v for m, v in r.moved.items()}) for r in found
-    ]
+    return found
+
+
+def _note_targets(run: dict[str, Any], lowest: dict[str, str], resolve: Any) -> None:
+    """Keep, per model, the lowest version a recorded downgrade took it to."""
+    for name, counts in (run.get("models") or {}).items():
+        target = counts.get("target") if isinstance(counts, dict) else None
+        if not isinstance(target, str):
+            continue
+        try:
+            parsed = parse_version(target)
+        except InvalidVersionError:  # a hand-edited record: not a target
+            continue
+        model = resolve(name)
+        if model not in lowest or parsed < parse_version(lowest[model]):
+            lowest[model] = target
+
+
+def _taken_back(release: Release, lowest: dict[str, str]) -> bool:
+    """Whether later downgrades took every model `release` moved back to where it
+    found it, or below."""
+    return all(
+        m in lowest and parse_version(lowest[m]) <= parse_version(v)
+        for m, v in release.moved.items()
+    )
 
 
 async def plan_releases(
