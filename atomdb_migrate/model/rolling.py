@@ -1,0 +1,402 @@
+"""Saves by code one version behind: an object read from a newer document writes
+through the steps.
+
+A model with ``__on_newer__ = "downgrade"`` reads a document stored at a
+version newer than its code back through the steps' downgrades. Saving such
+an object does not replace the document (that would write the older shape
+over the newer one); it writes only what the code changed, mapped forward:
+
+1. at read, the document as stored and as downgraded (the old code's view)
+   are remembered for the object (`remember`);
+2. at save, the object's state (what atom-db's save would write) is laid
+   over the view: the edited view;
+3. both the view and the edited view go forward through the steps, from the
+   code's version to the stored one; at each step, the paths the edit
+   changed must come back through the step's downgrade as they went in
+   (else the step loses the change, and the save is refused, naming the
+   field and the step); a Python step lets through only changes to fields
+   it declares it leaves alone (its ``changes``);
+4. what differs between the two at the stored version is what the old code
+   changed, in the newer shape: it is applied to the stored document as
+   read, as a conditional ``$set``/``$unset`` of the top-level fields it
+   touches, matching the ``_id``, the stored version and those fields as
+   read. A concurrent change by newer code to another field survives; one
+   to the same field makes the save fail (`ConflictError`).
+
+The stored version is never lowered: the write keeps the version read.
+
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.bson_rules import same_value
+from ..core.documents import Document, copy_document, copy_value
+from ..core.storage import ID_KEY, REF_KEY, VERSION_KEY
+from ..core.writes import guarded_write
+from ..driver.mongo import changed_since_read, exact_filters
+from ..exceptions import ConflictError, MigrateError, NewerDocumentError
+from ..operations.paths import MISSING, get_path
+from ..steps.registry import MigrationRegistry
+from ..steps.versions import Step, apply_chain, stored_version
+
+#: How many times a mapped save re-reads a document that changed elsewhere meanwhile.
+ROLLING_ATTEMPTS = 5
+
+#: The keys a save never maps: the identity, the version, atom-db's reference key.
+_OWN_KEYS = (ID_KEY, VERSION_KEY, REF_KEY)
+
+#: A change: a path, and the value written there (`MISSING`: removed).
+Change = tuple[tuple[str, ...], Any]
+
+
+@dataclass
+class ReadView:
+    """What old code read of a newer document."""
+
+    #: The document as stored when read (at the newer version).
+    stored: Document
+    #: The document as downgraded: what the old code's object was restored from.
+    view: Document
+
+
+#: The views of the objects restored from newer documents.
+_views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
+
+
+def remember(obj: Any, stored: Document, view: Document) -> None:
+    """Keep, for `obj`, the newer document it was restored from and its downgraded view."""
+    _views[obj] = ReadView(copy_document(stored), copy_document(view))
+
+
+def forget(obj: Any) -> None:
+    """Forget `obj`'s view (restored from a document its code's version or older)."""
+    _views.pop(obj, None)
+
+
+def view_of(obj: Any) -> ReadView | None:
+    """The view `obj` was restored from, if it was restored from a newer document."""
+    return _views.get(obj)
+
+
+class Unmapped(Exception):
+    """A change a step cannot carry forward: its field, the step, and why."""
+
+    def __init__(self, field: str, step: Step, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.step, self.reason = field, step, reason
+
+
+# ----------------------------------------------------------------------
+# What changed
+# ----------------------------------------------------------------------
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
+    """The paths where `after` differs from `before`, down through documents (not lists).
+
+    The identity and the version of the document are left out.
+
+    """
+    found: list[Change] = []
+    for key in dict.fromkeys([*before, *after]):
+        if key not in _OWN_KEYS:
+            _diff((key,), before.get(key, MISSING), after.get(key, MISSING), found)
+    return found
+
+
+def _diff(path: tuple[str, ...], old: Any, new: Any, found: list[Change]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in dict.fromkeys([*old, *new]):
+            _diff((*path, key), old.get(key, MISSING), new.get(key, MISSING), found)
+    elif old is MISSING or new is MISSING:
+        if old is not new:
+            found.append((path, new))
+    elif not same_value(old, new):
+        found.append((path, new))
+
+
+def edited(view: Document, state: Mapping[str, Any]) -> Document:
+    """The view with the object's state laid over it: the fields the code does not
+    know (not in `state`) are kept as read."""
+    doc = copy_document(view)
+    for key, value in state.items():
+        if key not in _OWN_KEYS:
+            doc[key] = copy_value(value)
+    return doc
+
+
+def apply_changes(doc: Document, found: Sequence[Change]) -> Document:
+    """A copy of `doc` with each change made.
+
+    Raises
+    ------
+    ValueError
+        If a change's path runs into a value that is not a document.
+
+    """
+    result = copy_document(doc)
+    for path, value in found:
+        parent: Any = result
+        for i, part in enumerate(path[:-1]):
+            inner = parent.get(part, MISSING)
+            if inner is MISSING or inner is None:
+                if value is MISSING:
+                    break
+                inner = parent[part] = {}
+            if not isinstance(inner, dict):
+                raise ValueError(".".join(path[: i + 1]))
+            parent = inner
+        else:
+            if value is MISSING:
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = copy_value(value)
+    return result
+
+
+# ----------------------------------------------------------------------
+# Forward through the steps
+# ----------------------------------------------------------------------
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path)
+
+
+def _related(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    shortest = min(len(a), len(b))
+    return a[:shortest] == b[:shortest]
+
+
+def runs_function(step: Step) -> bool:
+    """Whether the step runs a Python function (alone, or after its operations)."""
+    return step.operations is None or not step.server_side
+
+
+def _check_function(step: Step, found: Sequence[Change]) -> None:
+    """A Python step lets through only changes to the fields it declares it leaves alone."""
+    if not runs_function(step):
+        return
+    declared = step.changes
+    for path, _ in found:
+        if declared is None:
+            raise Unmapped(
+                _dotted(path),
+                step,
+                "a Python step computes the document; declare the fields it changes "
+                "(changes = [...]) to let changes to the others through",
+            )
+        for change in declared:
+            if _related(path, tuple(change.split("."))):
+                raise Unmapped(
+                    _dotted(path), step, f"the Python step declares it changes {change!r}"
+                )
+
+
+async def _up(step: Step, doc: Document) -> Document:
+    result, _ = await apply_chain([step], doc, track=False)
+    return result
+
+
+async def _down(step: Step, doc: Document) -> Document:
+    result, _ = await apply_chain([step], doc, downgrade=True, track=False)
+    return result
+
+
+async def _through_step(step: Step, view: Document, edit: Document) -> tuple[Document, Document]:
+    """The view and the edited view after `step`; refused where the step loses a change."""
+    found = changes(view, edit)
+    _check_function(step, found)
+    first = _dotted(found[0][0])
+    try:
+        up_view = await _up(step, view)
+        up_edit = await _up(step, edit)
+        back = await _down(step, up_edit)
+    except MigrateError as exc:
+        raise Unmapped(first, step, f"the step fails on the changed document: {exc}") from None
+    for path, value in found:
+        if not same_value(get_path(back, path), value):
+            raise Unmapped(_dotted(path), step, _lost(step, path))
+    return up_view, up_edit
+
+
+def _lost(step: Step, path: tuple[str, ...]) -> str:
+    """Why `step` loses a change at `path` (its operation on the path, if it has one)."""
+    operations = step.operations.operations if step.operations is not None else ()
+    for op in operations:
+        touched = [getattr(op, n, None) for n in ("parts", "src_parts", "dst_parts")]
+        if any(t is not None and _related(path, tuple(t)) for t in touched):
+            return (
+                f"{op!r} does not carry the change forward: its downgrade gives back "
+                "another value (a field the newer version removed or sets itself, or a "
+                "conversion that cannot be inverted for this value)"
+            )
+    return "the step does not carry the change forward: its downgrade gives back another value"
+
+
+async def forward(steps: Sequence[Step], view: Document, edit: Document) -> list[Change]:
+    """The changes from `view` to `edit` (old shape), in the shape after `steps`.
+
+    Raises
+    ------
+    Unmapped
+        Where a step cannot carry a change forward.
+
+    """
+    for step in steps:
+        if not changes(view, edit):
+            return []
+        view, edit = await _through_step(step, view, edit)
+    return changes(view, edit)
+
+
+def forward_steps(cls: Any, stored: Any) -> tuple[Step, ...]:
+    """The steps from the model's version up to the stored one (a newer version)."""
+    graph = MigrationRegistry.instance().graph(cls)
+    return tuple(graph.plan_upgrade(cls.__parsed_version__, stored_version(stored)))
+
+
+# ----------------------------------------------------------------------
+# The save
+# ----------------------------------------------------------------------
+def _refuse(cls: Any, stored: Document, exc: Unmapped) -> NewerDocumentError:
+    return NewerDocumentError(
+        cls.__model__,
+        stored.get(ID_KEY),
+        str(stored_version(stored.get(VERSION_KEY))),
+        cls.__version__,
+        action="save over it",
+        field=exc.field,
+        step=str(exc.step),
+        reason=exc.reason,
+    )
+
+
+async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[Any, Document]:
+    """One attempt: the mapped conditional write (None: nothing matched), and the
+    stored document it leaves."""
+    edit = edited(read.view, state)
+    steps = forward_steps(cls, read.stored.get(VERSION_KEY))
+    try:
+        found = await forward(steps, read.view, edit)
+    except Unmapped as exc:
+        raise _refuse(cls, read.stored, exc) from None
+    try:
+        after = apply_changes(read.stored, found)
+    except ValueError as exc:
+        why = Unmapped(str(exc), steps[-1], "the newer document holds no document there")
+        raise _refuse(cls, read.stored, why) from None
+    fields = {path[0] for path, _ in found}
+    write = guarded_write(read.stored, after, fields, expressions=exact_filters(cls.objects))
+    if not write.update:
+        return True, after
+    if await changed_since_read(cls.objects, [write]):
+        return None, after
+    result = await cls.objects.update_one(write.query, write.update)
+    return (result if result.matched_count else None), after
+
+
+async def rolling_save(obj: Any, read: ReadView) -> Any:
+    """Save `obj`, restored from a newer document, through the steps (see the module).
+
+    Raises
+    ------
+    NewerDocumentError
+        If a change cannot be carried forward (naming the field and the step).
+    ConflictError
+        If the fields the save writes changed since they were read.
+
+    """
+    cls = type(obj)
+    state = obj.__getstate__()
+    for _ in range(ROLLING_ATTEMPTS):
+        result, after = await _write(cls, read, state)
+        if result is not None:
+            remember(obj, after, edited(read.view, state))
+            return result
+        fresh = await _reread(cls, read, state)
+        if fresh is None:
+            return None  # stored at the code's version or older now: a plain save
+        read = fresh
+    raise ConflictError(cls.__model__, read.stored.get(ID_KEY), ROLLING_ATTEMPTS)
+
+
+async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadView | None:
+    """The document read again, if the fields the code changed are still as it read them.
+
+    Returns None where the document is no longer newer than the code (the
+    caller saves it as any other).
+
+    Raises
+    ------
+    ConflictError
+        If a field the code changed was changed meanwhile, or the document is gone.
+
+    """
+    doc_id = read.stored.get(ID_KEY)
+    stored = await cls.objects.find_one({ID_KEY: doc_id})
+    if stored is None:
+        raise ConflictError(cls.__model__, doc_id, 1, fields=["_id"])
+    version = stored_version(stored.get(VERSION_KEY), model=cls.__model__, doc_id=doc_id)
+    if version <= cls.__parsed_version__:
+        return None
+    view, _, _ = await cls._migrate(stored, track=False)
+    mine = changes(read.view, edited(read.view, state))
+    moved = [p for p, _ in mine if not same_value(get_path(view, p), get_path(read.view, p))]
+    if moved:
+        raise ConflictError(cls.__model__, doc_id, 1, fields=[_dotted(p) for p in moved])
+    return ReadView(stored, view)
+
+
+# ----------------------------------------------------------------------
+# New objects at the newest version
+# ----------------------------------------------------------------------
+def newest_known(cls: Any) -> Any:
+    """The newest version the model's steps know (its own when none is newer)."""
+    graph = MigrationRegistry.instance().graph(cls)
+    return max(graph.known_versions(cls.__parsed_version__))
+
+
+async def insert_newest(obj: Any) -> Any:
+    """Insert a new object's document taken forward to the newest version known,
+    in the collection its model has there (a ``rename_model`` on the way moves it)."""
+    cls = type(obj)
+    state = obj.__getstate__()
+    newest = newest_known(cls)
+    graph = MigrationRegistry.instance().graph(cls)
+    steps = graph.plan_upgrade(cls.__parsed_version__, newest)
+    doc, _ = await apply_chain(steps, state, track=False)
+    collection = cls.objects
+    name = _renamed_to(steps)
+    if name is not None:
+        collection = cls.objects.table.database[name]
+    result = await collection.insert_one(doc)
+    obj._id = result.inserted_id
+    cls.objects.cache[obj._id] = obj
+    doc[ID_KEY] = obj._id
+    if steps:
+        remember(obj, doc, {**state, ID_KEY: obj._id})
+    return result
+
+
+def _renamed_to(steps: Sequence[Step]) -> str | None:
+    """The model's name after the last ``rename_model`` of `steps`, if any."""
+    name = None
+    for step in steps:
+        if step.operations is not None:
+            for move in step.operations.renames():
+                name = move.new_name
+    return name
+
+
+__all__ = [
+    "ReadView",
+    "changes",
+    "forget",
+    "forward",
+    "insert_newest",
+    "remember",
+    "rolling_save",
+    "view_of",
+]
