@@ -288,3 +288,37 @@ async def test_a_restore_policy_still_refuses(db: Any, steps: MigrationRegistry)
     with pytest.raises(NewerDocumentError) as caught:
         await obj.save()
     assert caught.value.field is None
+
+
+async def test_an_object_read_at_its_version_and_saved_newer_since_is_mapped(
+    db: Any, steps: MigrationRegistry
+) -> None:
+    person = Old(name="Ada", age=1)
+    await person.save()
+    person.age = 2
+    await person.save()
+    fresh = await New.restore(await stored(person._id), force=True)
+    fresh.email = "ada@lovelace.org"
+    await fresh.save()
+    assert (await stored(person._id))["__version__"] == "3"
+    person.name = "Ada L."
+    await person.save()
+    doc = await stored(person._id)
+    assert (doc["full_name"], doc["age"], doc["email"]) == ("Ada L.", 2, "ada@lovelace.org")
+    assert doc["__version__"] == "3"
+
+
+async def test_an_object_read_at_its_version_conflicts_on_the_same_field(
+    db: Any, steps: MigrationRegistry
+) -> None:
+    person = Old(name="Ada", age=1)
+    await person.save()
+    reread = await read_old(person._id)
+    fresh = await New.restore(await stored(person._id), force=True)
+    fresh.age = 5
+    await fresh.save()
+    reread.age = 6
+    with pytest.raises(ConflictError) as caught:
+        await reread.save()
+    assert caught.value.fields == ["age"]
+    assert (await stored(person._id))["age"] == 5

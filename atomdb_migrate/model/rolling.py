@@ -30,7 +30,7 @@ The stored version is never lowered: the write keeps the version read.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,21 +56,48 @@ Change = tuple[tuple[str, ...], Any]
 
 @dataclass
 class ReadView:
-    """What old code read of a newer document."""
+    """What code one version behind read of a document."""
 
-    #: The document as stored when read (at the newer version).
+    #: The document as stored when read.
     stored: Document
-    #: The document as downgraded: what the old code's object was restored from.
+    #: The document as the code read it (downgraded, when `newer`).
     view: Document
+    #: Whether the stored document was newer than the code.
+    newer: bool = True
 
 
-#: The views of the objects restored from newer documents.
+#: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
 
 
-def remember(obj: Any, stored: Document, view: Document) -> None:
-    """Keep, for `obj`, the newer document it was restored from and its downgraded view."""
-    _views[obj] = ReadView(copy_document(stored), copy_document(view))
+def remember(obj: Any, stored: Document, view: Document, *, newer: bool = True) -> None:
+    """Keep, for `obj`, the document it was restored from and the view it read."""
+    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer)
+
+
+def note_read(obj: Any, stored: Document, view: Document) -> None:
+    """Remember what `obj` was restored from, where a save may need it.
+
+    Only for a model with ``__on_newer__ = "downgrade"``: an object read
+    from a newer document always (its save writes through the steps); one
+    read at the code's version only while the steps of a newer version are
+    shipped (a rolling deploy), in case newer code saves the document before
+    this object is saved. Otherwise nothing is kept, and nothing copied.
+
+    """
+    cls = type(obj)
+    if cls.__on_newer__ != "downgrade" or stored.get(ID_KEY) is None:
+        _views.pop(obj, None)
+        return
+    head = cls.__parsed_version__
+    graph = MigrationRegistry.instance().graph(cls)
+    kind = graph.plan(stored.get(VERSION_KEY), head, head=head).kind
+    if kind == "newer":
+        remember(obj, stored, view)
+    elif kind == "current" and (graph.latest or head) > head:
+        remember(obj, stored, view, newer=False)
+    else:
+        _views.pop(obj, None)
 
 
 def forget(obj: Any) -> None:
@@ -275,7 +302,8 @@ def _refuse(cls: Any, stored: Document, exc: Unmapped) -> NewerDocumentError:
 
 async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[Any, Document]:
     """One attempt: the mapped conditional write (None: nothing matched), and the
-    stored document it leaves."""
+    stored document it leaves. `read.view` is what the object was restored
+    from; `read.stored`, the stored document the changes are made to."""
     edit = edited(read.view, state)
     steps = forward_steps(cls, read.stored.get(VERSION_KEY))
     try:
@@ -297,36 +325,44 @@ async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[An
     return (result if result.matched_count else None), after
 
 
-async def rolling_save(obj: Any, read: ReadView) -> Any:
-    """Save `obj`, restored from a newer document, through the steps (see the module).
+async def rolling_save(obj: Any, read: ReadView, *, stale: bool = False) -> Any:
+    """Save `obj`, read by code one version behind, through the steps (see the module).
+
+    The changes are always those from what the object was restored from
+    (`read.view`); when the stored document changed meanwhile (and, with
+    `stale`, first), it is read again, and the changes are made to it if
+    the fields they change are still as the object read them.
+
+    Returns None where the stored document is no longer newer than the code
+    (the caller saves it as any other).
 
     Raises
     ------
     NewerDocumentError
         If a change cannot be carried forward (naming the field and the step).
     ConflictError
-        If the fields the save writes changed since they were read.
+        If a field the code changed was changed by another writer.
 
     """
     cls = type(obj)
     state = obj.__getstate__()
-    for _ in range(ROLLING_ATTEMPTS):
+    for attempt in range(ROLLING_ATTEMPTS):
+        if stale or attempt:
+            fresh = await _reread(cls, read, state)
+            if fresh is None:
+                return None
+            read = fresh
         result, after = await _write(cls, read, state)
         if result is not None:
             remember(obj, after, edited(read.view, state))
             return result
-        fresh = await _reread(cls, read, state)
-        if fresh is None:
-            return None  # stored at the code's version or older now: a plain save
-        read = fresh
     raise ConflictError(cls.__model__, read.stored.get(ID_KEY), ROLLING_ATTEMPTS)
 
 
 async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadView | None:
-    """The document read again, if the fields the code changed are still as it read them.
-
-    Returns None where the document is no longer newer than the code (the
-    caller saves it as any other).
+    """The stored document read again, beside the view the object was restored from,
+    if the fields the code changed still read as they did; None where it is no
+    longer newer than the code.
 
     Raises
     ------
@@ -346,7 +382,33 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
     moved = [p for p, _ in mine if not same_value(get_path(view, p), get_path(read.view, p))]
     if moved:
         raise ConflictError(cls.__model__, doc_id, 1, fields=[_dotted(p) for p in moved])
-    return ReadView(stored, view)
+    return ReadView(stored, read.view)
+
+
+async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
+    """Save an object that has an ``_id``: through the steps where it was read from a
+    newer document, else with `replace` (`guarded_replace`); through the steps
+    again where that finds the document saved by newer code since the read."""
+    cls = type(obj)
+    read = view_of(obj)
+    if read is not None and read.newer:
+        written = await rolling_save(obj, read)
+        if written is not None:
+            return written
+    state = obj.__getstate__()
+    try:
+        result = await replace(cls, state)
+    except NewerDocumentError:
+        if read is None:
+            raise
+        # Read at the code's version, saved by newer code since: through the steps.
+        result = await rolling_save(obj, read, stale=True)
+        if result is None:
+            raise
+    else:
+        if cls.__on_newer__ == "downgrade":
+            note_read(obj, state, state)
+    return result
 
 
 # ----------------------------------------------------------------------
@@ -396,7 +458,9 @@ __all__ = [
     "forget",
     "forward",
     "insert_newest",
+    "note_read",
     "remember",
     "rolling_save",
+    "save_existing",
     "view_of",
 ]

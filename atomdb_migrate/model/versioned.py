@@ -45,7 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
-from .rolling import forget, insert_newest, remember, rolling_save, view_of
+from .rolling import forget, insert_newest, note_read, save_existing
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -334,22 +334,10 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 state = await chain(state)
             else:
                 state = await self._upgrade_for_restore(state)
-            if self._is_newer(stored):
-                remember(self, stored, state)  # for a save through the steps
-            else:
-                forget(self)
-        else:
-            forget(self)
+            note_read(self, stored, state)  # for a save through the steps
+        elif self.__on_newer__ == "downgrade":
+            note_read(self, state, state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
-
-    @classmethod
-    def _is_newer(cls, state: StateType) -> bool:
-        """Whether old code read `state` back through the downgrades (a newer document)."""
-        if cls.__on_newer__ != "downgrade" or state.get("_id") is None:
-            return False
-        head = cls.__parsed_version__
-        graph = MigrationRegistry.instance().graph(cls)
-        return graph.plan(state.get(VERSION_KEY), head, head=head).kind == "newer"
 
     def _uncache(self, pk: Any) -> None:
         """Take this object out of atom-db's object cache, where `restore` put it.
@@ -597,15 +585,11 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         if self._id is None:
             if self.__insert_at__ == "newest":
                 return await insert_newest(self)
-            return await super().save()  # type: ignore[no-untyped-call]
-        read = view_of(self)
-        if read is not None:
-            written = await rolling_save(self, read)
-            if written is not None:
-                self.__restored__ = True
-                return written
-            forget(self)  # no longer newer: saved as any other
-        result = await guarded_replace(type(self), self.__getstate__())
+            inserted = await super().save()  # type: ignore[no-untyped-call]
+            if self.__on_newer__ == "downgrade":
+                note_read(self, self.__getstate__(), self.__getstate__())
+            return inserted
+        result = await save_existing(self, guarded_replace)
         self.__restored__ = True
         return result
 
