@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 from atom.api import Value
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
@@ -226,6 +226,18 @@ SETTINGS = settings(
     chain=chains(),
     docs=st.lists(st.tuples(leaf_values(), st.integers(1, 3)), min_size=1, max_size=3),
     actions=st.lists(ACTIONS, min_size=1, max_size=12),
+)
+# A save that changed nothing read the document again; a later save of a field
+# new code changed meanwhile (to the value it then writes) is a conflict.
+@example(
+    chain=[[ops.rename_field("a", "f0")], [ops.copy_field("f0", "f1")]],
+    docs=[({"a": 0, "b": 0, "c": 0, "m.x": 0, "m.y": 0}, 1)],
+    actions=[
+        ("old_read", 0, 1),
+        ("new_save", [(17, 1)]),
+        ("old_save", 1, [("a", 0)]),
+        ("old_save", 1, [("m.y", 1)]),
+    ],
 )
 async def test_old_code_s_saves_of_newer_documents_land_through_the_steps(
     db: Any,

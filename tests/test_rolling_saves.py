@@ -322,3 +322,49 @@ async def test_an_object_read_at_its_version_conflicts_on_the_same_field(
         await reread.save()
     assert caught.value.fields == ["age"]
     assert (await stored(person._id))["age"] == 5
+
+
+async def test_a_python_step_declaring_where_it_carries_a_field_takes_part(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    def up(doc: dict[str, Any]) -> None:
+        doc["full_name"] = doc.pop("name")
+
+    def down(doc: dict[str, Any]) -> None:
+        doc["name"] = doc.pop("full_name")
+
+    step = register_step(NAME, 1, 3, up, down, changes={"name": "full_name"})
+    assert step.changes == ("name", "full_name") and step.maps == (("name", "full_name"),)
+    _id = await newer()
+    person = await read_old(_id)
+    person.name = "Ada L."
+    person.age = 40
+    await person.save()
+    doc = await stored(_id)
+    assert (doc["full_name"], doc["age"], doc["email"]) == ("Ada L.", 40, "ada@example.com")
+
+
+async def test_a_declared_carry_the_downgrade_does_not_give_back_is_refused(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    def up(doc: dict[str, Any]) -> None:
+        doc["full_name"] = doc.pop("name").upper()
+
+    def down(doc: dict[str, Any]) -> None:
+        doc["name"] = doc.pop("full_name")
+
+    register_step(NAME, 1, 3, up, down, changes={"name": "full_name"})
+    _id = await newer(full_name="ADA")
+    person = await read_old(_id)
+    person.name = "Ada L."
+    with pytest.raises(NewerDocumentError) as caught:
+        await person.save()
+    assert caught.value.field == "name" and "1 -> 3" in str(caught.value.step)
+    assert (await stored(_id))["full_name"] == "ADA"
+
+
+def test_changes_as_a_mapping_is_checked(registry: MigrationRegistry) -> None:
+    from atomdb_migrate.exceptions import StepDefinitionError
+
+    with pytest.raises(StepDefinitionError, match="map field paths to field paths"):
+        register_step(NAME, 1, 3, lambda d: None, changes={"name": 3})

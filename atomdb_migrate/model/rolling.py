@@ -64,15 +64,20 @@ class ReadView:
     view: Document
     #: Whether the stored document was newer than the code.
     newer: bool = True
+    #: Whether `view` is `stored` as read (False once `stored` was read again
+    #: after the view: then the fields a save changes are compared first).
+    exact: bool = True
 
 
 #: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
 
 
-def remember(obj: Any, stored: Document, view: Document, *, newer: bool = True) -> None:
+def remember(
+    obj: Any, stored: Document, view: Document, *, newer: bool = True, exact: bool = True
+) -> None:
     """Keep, for `obj`, the document it was restored from and the view it read."""
-    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer)
+    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer, exact)
 
 
 def note_read(obj: Any, stored: Document, view: Document) -> None:
@@ -206,13 +211,17 @@ def _check_function(step: Step, found: Sequence[Change]) -> None:
     if not runs_function(step):
         return
     declared = step.changes
+    carried = [tuple(before.split(".")) for before, _ in step.maps]
     for path, _ in found:
+        if any(path[: len(c)] == c for c in carried):
+            continue  # the step declares where it carries the field: run it
         if declared is None:
             raise Unmapped(
                 _dotted(path),
                 step,
                 "a Python step computes the document; declare the fields it changes "
-                "(changes = [...]) to let changes to the others through",
+                "(changes = [...]) to let changes to the others through, or where it "
+                "carries a field (changes = {before: after})",
             )
         for change in declared:
             if _related(path, tuple(change.split("."))):
@@ -346,6 +355,7 @@ async def rolling_save(obj: Any, read: ReadView, *, stale: bool = False) -> Any:
     """
     cls = type(obj)
     state = obj.__getstate__()
+    stale = stale or not read.exact
     for attempt in range(ROLLING_ATTEMPTS):
         if stale or attempt:
             fresh = await _reread(cls, read, state)
@@ -354,7 +364,8 @@ async def rolling_save(obj: Any, read: ReadView, *, stale: bool = False) -> Any:
             read = fresh
         result, after = await _write(cls, read, state)
         if result is not None:
-            remember(obj, after, edited(read.view, state))
+            # Read again: the stored document may hold changes this object never saw.
+            remember(obj, after, edited(read.view, state), exact=read.exact)
             return result
     raise ConflictError(cls.__model__, read.stored.get(ID_KEY), ROLLING_ATTEMPTS)
 
@@ -382,7 +393,7 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
     moved = [p for p, _ in mine if not same_value(get_path(view, p), get_path(read.view, p))]
     if moved:
         raise ConflictError(cls.__model__, doc_id, 1, fields=[_dotted(p) for p in moved])
-    return ReadView(stored, read.view)
+    return ReadView(stored, read.view, exact=False)
 
 
 async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
