@@ -368,3 +368,24 @@ def test_changes_as_a_mapping_is_checked(registry: MigrationRegistry) -> None:
 
     with pytest.raises(StepDefinitionError, match="map field paths to field paths"):
         register_step(NAME, 1, 3, lambda d: None, changes={"name": 3})
+
+
+async def test_an_object_read_from_an_older_document_and_saved_newer_since_is_mapped(
+    db: Any, steps: MigrationRegistry
+) -> None:
+    register_step(NAME, 0, 1, operations=[ops.add_field("age", 0)])
+    _id = (await Old.objects.insert_one({"__model__": NAME, "name": "Ada"})).inserted_id
+    person = await read_old(_id)
+    assert person.age == 0
+    fresh = await New.restore(await stored(_id), force=True)
+    fresh.email = "ada@lovelace.org"
+    await fresh.save()
+    person.age = 3
+    await person.save()
+    doc = await stored(_id)
+    assert (doc["__version__"], doc["full_name"], doc["age"], doc["email"]) == (
+        "3",
+        "Ada",
+        3,
+        "ada@lovelace.org",
+    )

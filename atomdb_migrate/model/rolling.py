@@ -87,7 +87,8 @@ def note_read(obj: Any, stored: Document, view: Document) -> None:
     from a newer document always (its save writes through the steps); one
     read at the code's version only while the steps of a newer version are
     shipped (a rolling deploy), in case newer code saves the document before
-    this object is saved. Otherwise nothing is kept, and nothing copied.
+    this object is saved (so is one read from an older document, upgraded
+    on read). Otherwise nothing is kept, and nothing copied.
 
     """
     cls = type(obj)
@@ -99,8 +100,8 @@ def note_read(obj: Any, stored: Document, view: Document) -> None:
     kind = graph.plan(stored.get(VERSION_KEY), head, head=head).kind
     if kind == "newer":
         remember(obj, stored, view)
-    elif kind == "current" and (graph.latest or head) > head:
-        remember(obj, stored, view, newer=False)
+    elif kind in ("current", "migrate") and (graph.latest or head) > head:
+        remember(obj, stored, view, newer=False, exact=kind == "current")
     else:
         _views.pop(obj, None)
 
