@@ -239,6 +239,12 @@ SETTINGS = settings(
         ("old_save", 1, [("m.y", 1)]),
     ],
 )
+# A change copied on the way, and the copy removed by a later step: still mapped.
+@example(
+    chain=[[ops.copy_field("a", "f0"), ops.copy_field("m.y", "f1")], [ops.remove_field("f1", 0)]],
+    docs=[({"a": 0, "b": 0, "c": 0, "m.x": 0, "m.y": 0}, 3)],
+    actions=[("old_save", 0, [("m.y", 1)])],
+)
 async def test_old_code_s_saves_of_newer_documents_land_through_the_steps(
     db: Any,
     chain: list[list[Operation]],

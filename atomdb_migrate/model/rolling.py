@@ -241,39 +241,59 @@ async def _down(step: Step, doc: Document) -> Document:
     return result
 
 
-async def _through_step(step: Step, view: Document, edit: Document) -> tuple[Document, Document]:
-    """The view and the edited view after `step`; refused where the step loses a change."""
+async def _through_step(
+    step: Step, view: Document, edit: Document
+) -> tuple[Document, Document, list[Change]]:
+    """The view and the edited view after `step`, and the changes it was given."""
     found = changes(view, edit)
     _check_function(step, found)
-    first = _dotted(found[0][0])
     try:
-        up_view = await _up(step, view)
-        up_edit = await _up(step, edit)
-        back = await _down(step, up_edit)
+        return await _up(step, view), await _up(step, edit), found
     except MigrateError as exc:
+        first = _dotted(found[0][0])
         raise Unmapped(first, step, f"the step fails on the changed document: {exc}") from None
+
+
+async def _check_back(
+    steps: Sequence[Step], edit: Document, found: Sequence[Change], entering: Sequence[Change]
+) -> None:
+    """Refuse where a change the code made does not come back through the steps'
+    downgrades (`edit`: the edited view after the last of `steps`; `entering`: the
+    changes as the last step was given them, to name its operation)."""
+    back = edit
+    try:
+        for step in reversed(steps):
+            back = await _down(step, back)
+    except MigrateError as exc:
+        raise Unmapped(_dotted(found[0][0]), steps[-1], f"no way back: {exc}") from None
     for path, value in found:
         if not same_value(get_path(back, path), value):
-            raise Unmapped(_dotted(path), step, _lost(step, path))
-    return up_view, up_edit
+            raise Unmapped(_dotted(path), steps[-1], _lost(steps[-1], entering))
 
 
-def _lost(step: Step, path: tuple[str, ...]) -> str:
-    """Why `step` loses a change at `path` (its operation on the path, if it has one)."""
+def _lost(step: Step, entering: Sequence[Change]) -> str:
+    """Why `step` loses a change (its operation on a changed path, if it has one)."""
     operations = step.operations.operations if step.operations is not None else ()
     for op in operations:
         touched = [getattr(op, n, None) for n in ("parts", "src_parts", "dst_parts")]
-        if any(t is not None and _related(path, tuple(t)) for t in touched):
+        if any(t is not None and _related(p, tuple(t)) for t in touched for p, _ in entering):
             return (
-                f"{op!r} does not carry the change forward: its downgrade gives back "
-                "another value (a field the newer version removed or sets itself, or a "
-                "conversion that cannot be inverted for this value)"
+                f"{op!r} does not carry the change forward: through the downgrades it "
+                "comes back as another value (a field the newer version removed or sets "
+                "itself, or a conversion that cannot be inverted for this value)"
             )
-    return "the step does not carry the change forward: its downgrade gives back another value"
+    return (
+        "the step does not carry the change forward: through the downgrades it "
+        "comes back as another value"
+    )
 
 
 async def forward(steps: Sequence[Step], view: Document, edit: Document) -> list[Change]:
     """The changes from `view` to `edit` (old shape), in the shape after `steps`.
+
+    After each step, every change the code made must come back as it was
+    made through the downgrades of the steps so far; what it carried to
+    other paths on the way (a copy) may be lost after.
 
     Raises
     ------
@@ -281,10 +301,12 @@ async def forward(steps: Sequence[Step], view: Document, edit: Document) -> list
         Where a step cannot carry a change forward.
 
     """
-    for step in steps:
+    made = changes(view, edit)
+    for i, step in enumerate(steps):
         if not changes(view, edit):
             return []
-        view, edit = await _through_step(step, view, edit)
+        view, edit, entering = await _through_step(step, view, edit)
+        await _check_back(steps[: i + 1], edit, made, entering)
     return changes(view, edit)
 
 
