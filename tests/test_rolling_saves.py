@@ -389,3 +389,18 @@ async def test_an_object_read_from_an_older_document_and_saved_newer_since_is_ma
         3,
         "ada@lovelace.org",
     )
+
+
+async def test_a_step_with_no_way_back_refuses_the_save_of_an_object_inserted_past_it(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    register_step(NAME, 1, 2, operations=[ops.set_default_where_missing("email", "")])
+    person = OldNewest(name="Ada", age=1)
+    await person.save()
+    doc = await stored(person._id)
+    assert (doc["__version__"], doc["name"], doc["email"]) == ("2", "Ada", "")
+    person.age = 2
+    with pytest.raises(NewerDocumentError) as caught:
+        await person.save()
+    assert caught.value.field == "age" and "1 -> 2" in str(caught.value.step)
+    assert (await stored(person._id))["age"] == 1

@@ -11,17 +11,27 @@ over the newer one); it writes only what the code changed, mapped forward:
 2. at save, the object's state (what atom-db's save would write) is laid
    over the view: the edited view;
 3. both the view and the edited view go forward through the steps, from the
-   code's version to the stored one; at each step, the paths the edit
-   changed must come back through the step's downgrade as they went in
-   (else the step loses the change, and the save is refused, naming the
-   field and the step); a Python step lets through only changes to fields
-   it declares it leaves alone (its ``changes``);
+   code's version to the stored one; after each step, every path the code
+   changed must come back through the downgrades of the steps so far as it
+   was changed (else a step loses the change, and the save is refused with
+   `NewerDocumentError`, naming the field and the step); a Python step lets
+   through only changes to fields it declares it leaves alone, or carries
+   (its ``changes``: a list, or a mapping ``{before: after}``);
 4. what differs between the two at the stored version is what the old code
    changed, in the newer shape: it is applied to the stored document as
    read, as a conditional ``$set``/``$unset`` of the top-level fields it
    touches, matching the ``_id``, the stored version and those fields as
-   read. A concurrent change by newer code to another field survives; one
-   to the same field makes the save fail (`ConflictError`).
+   read;
+5. where that matches nothing (another writer changed one of those fields,
+   or upgraded the document), the document is read again: if every path
+   the code changed still reads as the object read it, the changes are
+   made to it instead; else the save fails with `ConflictError`, naming
+   those paths. So a concurrent change by newer code to another field
+   survives, and one to the same field is a conflict.
+
+An object read at the code's version, or from an older document, while the
+steps of a newer version are shipped is remembered too: when newer code
+has saved the document since, its save goes through step 5.
 
 The stored version is never lowered: the write keeps the version read.
 
@@ -143,7 +153,8 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]
 def _diff(path: tuple[str, ...], old: Any, new: Any, found: list[Change]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in dict.fromkeys([*old, *new]):
-            _diff((*path, key), old.get(key, MISSING), new.get(key, MISSING), found)
+            if key != REF_KEY:  # atom-db's reference key, anew at each save
+                _diff((*path, key), old.get(key, MISSING), new.get(key, MISSING), found)
     elif old is MISSING or new is MISSING:
         if old is not new:
             found.append((path, new))
@@ -261,6 +272,10 @@ async def _check_back(
     downgrades (`edit`: the edited view after the last of `steps`; `entering`: the
     changes as the last step was given them, to name its operation)."""
     back = edit
+    for step in steps:
+        if step.downgrade_fn is None:
+            why = step.downgrade_reason or "it has no downgrade"
+            raise Unmapped(_dotted(found[0][0]), step, f"the step {why}")
     try:
         for step in reversed(steps):
             back = await _down(step, back)
@@ -455,35 +470,25 @@ def newest_known(cls: Any) -> Any:
 
 
 async def insert_newest(obj: Any) -> Any:
-    """Insert a new object's document taken forward to the newest version known,
-    in the collection its model has there (a ``rename_model`` on the way moves it)."""
+    """Insert a new object's document taken forward to the newest version known.
+
+    A ``rename_model`` is a step of the model's new name: the chain of the
+    model under its old name never holds one.
+
+    """
     cls = type(obj)
     state = obj.__getstate__()
     newest = newest_known(cls)
     graph = MigrationRegistry.instance().graph(cls)
     steps = graph.plan_upgrade(cls.__parsed_version__, newest)
     doc, _ = await apply_chain(steps, state, track=False)
-    collection = cls.objects
-    name = _renamed_to(steps)
-    if name is not None:
-        collection = cls.objects.table.database[name]
-    result = await collection.insert_one(doc)
+    result = await cls.objects.insert_one(doc)
     obj._id = result.inserted_id
     cls.objects.cache[obj._id] = obj
     doc[ID_KEY] = obj._id
     if steps:
         remember(obj, doc, {**state, ID_KEY: obj._id})
     return result
-
-
-def _renamed_to(steps: Sequence[Step]) -> str | None:
-    """The model's name after the last ``rename_model`` of `steps`, if any."""
-    name = None
-    for step in steps:
-        if step.operations is not None:
-            for move in step.operations.renames():
-                name = move.new_name
-    return name
 
 
 __all__ = [
