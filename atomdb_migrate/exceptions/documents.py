@@ -68,15 +68,40 @@ class NewerDocumentError(MigrateError):
 
     stored: str
     current: str
+    #: On a save through the steps (``__on_newer__ = "downgrade"``): the
+    #: changed field that cannot be written in the newer shape, the step
+    #: that stands in the way, and why; None (and "") otherwise.
+    field: str | None
+    step: str | None
+    reason: str
 
-    def __init__(self, model: str, doc_id: Any, stored: str, current: str, *, action: str) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        model: str,
+        doc_id: Any,
+        stored: str,
+        current: str,
+        *,
+        action: str,
+        field: str | None = None,
+        step: str | None = None,
+        reason: str = "",
+    ) -> None:
+        message = (
             f"stored version {stored} is newer than the code's version {current}; "
-            f"refusing to {action}",
+            f"refusing to {action}"
+        )
+        if field is not None:
+            message += f": the change to {field!r} cannot be written through step {step}: {reason}"
+        super().__init__(
+            message,
             model=model,
             doc_id=doc_id,
             stored=stored,
             current=current,
+            field=field,
+            step=step,
+            reason=reason,
         )
 
 
@@ -175,14 +200,25 @@ class ConflictError(MigrateError):
     """A document kept changing under a conditional write; nothing was written."""
 
     attempts: int
+    #: The fields found changed by another writer since they were read, where
+    #: that is known (a save through the steps); empty otherwise.
+    fields: list[str]
 
-    def __init__(self, model: str, doc_id: Any, attempts: int) -> None:
+    def __init__(
+        self, model: str, doc_id: Any, attempts: int, *, fields: list[str] | None = None
+    ) -> None:
+        if fields:
+            message = (
+                f"{', '.join(repr(f) for f in fields)} changed since it was read; "
+                "nothing was written"
+            )
+        else:
+            message = (
+                f"the stored document kept changing during {attempts} conditional "
+                "writes; nothing was written"
+            )
         super().__init__(
-            f"the stored document kept changing during {attempts} conditional "
-            "writes; nothing was written",
-            model=model,
-            doc_id=doc_id,
-            attempts=attempts,
+            message, model=model, doc_id=doc_id, attempts=attempts, fields=list(fields or [])
         )
 
 

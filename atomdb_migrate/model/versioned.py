@@ -45,6 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
+from .rolling import forget, insert_newest, note_read, save_existing
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ STUB_KEYS = REFERENCE_KEYS
 
 #: What a model may say about documents newer than its code.
 NEWER_POLICIES = ("raise", "restore", "downgrade")
+
+#: The versions a model may insert new objects at (``__insert_at__``).
+INSERT_VERSIONS = ("own", "newest")
 
 
 #: While set, restore errors are collected here instead of logged, and
@@ -116,6 +120,11 @@ class VersionedModelMeta(ModelMeta):
             raise ValueError(
                 f"model {model!r}: __on_newer__ must be one of {NEWER_POLICIES}, "
                 f"not {cls.__on_newer__!r}"
+            )
+        if cls.__insert_at__ not in INSERT_VERSIONS:
+            raise ValueError(
+                f"model {model!r}: __insert_at__ must be one of {INSERT_VERSIONS}, "
+                f"not {cls.__insert_at__!r}"
             )
         declared_indexes(cls)  # refuses a wrong entry at import
         if any(isinstance(base, VersionedModelMeta) for base in bases):
@@ -255,8 +264,15 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
     #: What to do with a stored document newer than this code: "raise"
     #: (`NewerDocumentError`), "restore" it as it is, or "downgrade" it
     #: through the registered steps' downgrade functions (raising when they
-    #: are not all there). Either way `save()` refuses to replace it.
+    #: are not all there). With "downgrade", `save()` writes what the code
+    #: changed through the steps, in the newer shape (`atomdb_migrate.model.rolling`);
+    #: otherwise it refuses to replace a newer document.
     __on_newer__: ClassVar[str] = "raise"
+
+    #: The version `save()` writes a new object at: "own", the model's
+    #: ``__version__`` (newer code upgrades it lazily), or "newest", the
+    #: newest version its steps know, taken there through them.
+    __insert_at__: ClassVar[str] = "own"
 
     #: Persist a document upgraded on restore, with a write that matches its
     #: ``_id`` and its old version, so a newer write is never overwritten.
@@ -312,11 +328,15 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
                 self.__restored__ = False
                 return
+            stored = state
             chain = self._read_chain(state)
             if chain is not None:
                 state = await chain(state)
             else:
                 state = await self._upgrade_for_restore(state)
+            note_read(self, stored, state)  # for a save through the steps
+        elif self.__on_newer__ == "downgrade":
+            note_read(self, state, state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
 
     def _uncache(self, pk: Any) -> None:
@@ -529,6 +549,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         pk = self._id
         if not pk:
             return None
+        forget(self)
         done = None
         for collection in former_collections(type(self)):
             result = await collection.delete_one({"_id": pk})
@@ -541,19 +562,34 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         return result if result.deleted_count or done is None else done
 
     async def save(self) -> Any:
-        """Save the object, refusing to replace a document newer than the code.
+        """Save the object, never replacing a document newer than the code.
+
+        An object restored from a newer document through the downgrades
+        (``__on_newer__ = "downgrade"``) writes what the code changed,
+        through the steps, at the stored version (see
+        `atomdb_migrate.model.rolling`). A new object is inserted at the
+        version ``__insert_at__`` says.
 
         Raises
         ------
         NewerDocumentError
-            If the stored document's version is newer than the model's.
+            If the stored document's version is newer than the model's, and
+            the object was not read from it through the downgrades, or a
+            change cannot be written through a step (naming the field and
+            the step).
         ConflictError
-            If the stored document kept changing between reads and writes.
+            If the stored document kept changing between reads and writes,
+            or a field the code changed was changed by another writer.
 
         """
         if self._id is None:
-            return await super().save()  # type: ignore[no-untyped-call]
-        result = await guarded_replace(type(self), self.__getstate__())
+            if self.__insert_at__ == "newest":
+                return await insert_newest(self)
+            inserted = await super().save()  # type: ignore[no-untyped-call]
+            if self.__on_newer__ == "downgrade":
+                note_read(self, self.__getstate__(), self.__getstate__())
+            return inserted
+        result = await save_existing(self, guarded_replace)
         self.__restored__ = True
         return result
 

@@ -14,7 +14,7 @@ its line before any step is registered.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,9 @@ def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
     """
     if changes is None:
         return None
+    if isinstance(changes, Mapping):
+        pairs = mapped_changes(changes)
+        return tuple(dict.fromkeys(p for pair in pairs for p in pair))
     found = tuple(changes) if not isinstance(changes, str) else None
     if found is None or not all(isinstance(c, str) for c in found):
         raise StepDefinitionError(
@@ -73,6 +76,37 @@ def check_changes(changes: Iterable[str] | None) -> tuple[str, ...] | None:
         except ValueError as exc:
             raise StepDefinitionError("changes", str(exc)) from None
     return found
+
+
+def mapped_changes(changes: Any) -> tuple[tuple[str, str], ...]:
+    """The paths a Python step declares it carries a field's value from and to:
+    ``changes`` given as a mapping, ``{"name": "full_name"}``; none for a list.
+
+    Code one version behind then saves a change to such a field through the
+    step (the step runs on the changed document, and its downgrade must give
+    the change back: see `atomdb_migrate.model.rolling`).
+
+    Raises
+    ------
+    StepDefinitionError
+        If a key or a value is not a path.
+
+    """
+    if not isinstance(changes, Mapping):
+        return ()
+    pairs = tuple(changes.items())
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+        raise StepDefinitionError(
+            "changes", f"changes must map field paths to field paths, not {changes!r}"
+        )
+    from ..operations.paths import split_path
+
+    for path in (p for pair in pairs for p in pair):
+        try:
+            split_path(path, what="changes:")
+        except ValueError as exc:
+            raise StepDefinitionError("changes", str(exc)) from None
+    return pairs
 
 
 def define_step(
@@ -124,6 +158,7 @@ def define_step(
         "message": message,
         "schema": schema,
         "changes": declared,
+        "maps": mapped_changes(changes),
         "unfinished": tuple(unfinished),
     }
     if operations is None:

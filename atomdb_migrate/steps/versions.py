@@ -111,6 +111,11 @@ class Step:
     #: field through it (see `atomdb_migrate.queries`).
     changes: tuple[str, ...] | None = None
 
+    #: The fields a Python step declares it carries from one path to another
+    #: (``changes`` given as a mapping): code one version behind saves a
+    #: change to them through the step (see `atomdb_migrate.model.rolling`).
+    maps: tuple[tuple[str, str], ...] = ()
+
     #: What is left to write in a step module made by ``atomdb-migrate
     #: revision`` (a function still raising the template's error).
     unfinished: tuple[str, ...] = ()
