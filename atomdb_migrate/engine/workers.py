@@ -89,6 +89,10 @@ class RangeWorker:
         Seconds between looks for a free range while others' are taken.
     stop
         Set: the worker stops taking new ranges.
+    finished
+        Whether the run is over, asked when no range is free (default: every
+        range of the run, of the model, is done). A worker that joins a run
+        before its ranges are planned waits for them with this.
 
     """
 
@@ -102,10 +106,12 @@ class RangeWorker:
         model: str | None = None,
         poll: float = 1.0,
         stop: asyncio.Event | None = None,
+        finished: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
+        self.finished = finished or self.all_done
         #: This worker's owner token, host and pid.
         self.worker = worker_id()
         #: The ranges it marked done.
@@ -119,12 +125,16 @@ class RangeWorker:
             if rng is not None:
                 await self._take(rng)
                 continue
-            if not await self.ranges.left(self.run, self.model):
+            if await self.finished():
                 break
             # Others hold the ranges left: wait, and take over any whose lease runs out.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.poll)
         return len(self.done)
+
+    async def all_done(self) -> bool:
+        """Whether every range of the run (of the model) is done."""
+        return not await self.ranges.left(self.run, self.model)
 
     async def _take(self, rng: Range) -> None:
         """Take one range: the heartbeat renews its lease and records its counts;
