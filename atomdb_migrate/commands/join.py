@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -203,7 +204,15 @@ async def join(
     ranges = ranges_of(ws, runner.database)
     finished = partial(_run_over, ws, ranges, run["key"])
     workers = [
-        RangeWorker(ranges, run["key"], taker.take, taker.so_far, poll=POLL, finished=finished)
+        RangeWorker(
+            ranges,
+            run["key"],
+            taker.take,
+            taker.so_far,
+            poll=POLL,
+            finished=partial(_call, runner, "checking the joined run", finished),
+            retry=runner.retry,
+        )
         for _ in range(options.workers)
     ]
     await asyncio.gather(*(w.work() for w in workers))
@@ -220,6 +229,10 @@ async def _run_over(ws: Workspace, ranges: Ranges, key: str) -> bool:
         return True
     alive = _aware(doc.get("expires_at") if doc else None) > datetime.now(UTC)
     return not alive and not await ranges.left(key)
+
+
+async def _call(runner: Runner, operation: str, fn: Callable[[], Awaitable[bool]]) -> bool:
+    return await runner.retry.call(operation, fn)
 
 
 async def run_status(ws: Workspace) -> dict[str, Any] | None:

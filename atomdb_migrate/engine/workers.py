@@ -23,17 +23,21 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from packaging.version import Version
 
 from ..core.storage import VERSION_KEY
+from ..driver.retry import Retry
 from .leg import Leg
 from .ranges import COUNTED, Range, Ranges, plan_spans, sharded_points, worker_id
 from .report import ModelReport, Progress, QuietProgress
 from .stream import Stream, rest
 
 log = logging.getLogger("atomdb_migrate")
+
+T = TypeVar("T")
 
 #: Takes a range: upgrades its documents.
 Take = Callable[[Range], Awaitable[None]]
@@ -93,6 +97,10 @@ class RangeWorker:
         Whether the run is over, asked when no range is free (default: every
         range of the run, of the model, is done). A worker that joins a run
         before its ranges are planned waits for them with this.
+    retry
+        Sends the calls to the ranges collection again while they fail
+        transiently (a claim whose answer was lost leaves a range claimed,
+        taken over when its lease runs out); None: sent once.
 
     """
 
@@ -107,11 +115,13 @@ class RangeWorker:
         poll: float = 1.0,
         stop: asyncio.Event | None = None,
         finished: Callable[[], Awaitable[bool]] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
         self.finished = finished or self.all_done
+        self.retry = retry
         #: This worker's owner token, host and pid.
         self.worker = worker_id()
         #: The ranges it marked done.
@@ -121,7 +131,9 @@ class RangeWorker:
         """Take ranges until every range of the run (of the model) is done, or `stop`
         is set; how many this worker did."""
         while not self.stop.is_set():
-            rng = await self.ranges.claim(self.run, self.worker, self.model)
+            rng = await self._call(
+                "claiming a range", partial(self.ranges.claim, self.run, self.worker, self.model)
+            )
             if rng is not None:
                 await self._take(rng)
                 continue
@@ -134,7 +146,16 @@ class RangeWorker:
 
     async def all_done(self) -> bool:
         """Whether every range of the run (of the model) is done."""
-        return not await self.ranges.left(self.run, self.model)
+        left = await self._call(
+            "counting the ranges left", partial(self.ranges.left, self.run, self.model)
+        )
+        return not left
+
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``await fn()``, through the retry if there is one."""
+        if self.retry is None:
+            return await fn()
+        return await self.retry.call(operation, fn)
 
     async def _take(self, rng: Range) -> None:
         """Take one range: the heartbeat renews its lease and records its counts;
@@ -150,7 +171,8 @@ class RangeWorker:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-        if await self.ranges.done(rng, self.so_far(rng)):
+        done = partial(self.ranges.done, rng, self.so_far(rng))
+        if await self._call("marking a range done", done):
             self.done.append(rng.id)
         else:
             log.warning("range %s was taken over before it was done here", rng.id)
@@ -261,25 +283,22 @@ async def migrate_ranges(
     """
     query, total, indexed = await rest(leg, raws)
     model = leg.cls.__model__
-    if not await split.ranges.left(split.run, model) and not await _has_ranges(split, model):
-        chunks = await sharded_points(leg.collection.database, leg.collection.name)
-        spans = await plan_spans(
-            leg.collection,
-            query,
-            batch_size=stream.options.batch_size,
-            workers=split.workers,
-            chunks=chunks if split.chunks else None,
-        )
-        wanted = query[VERSION_KEY]
-        versions = list(wanted["$in"]) if "$in" in wanted else None
-        await split.ranges.create(
-            split.run, model, spans, target=str(leg.target), versions=versions
-        )
+    await stream.retry.call(
+        "planning the ranges", partial(_plan, split, leg, query, stream.options.batch_size)
+    )
     progress = progress or QuietProgress()
     progress.start(model, total)
     taker = LegRanges({model: leg}, stream)
     workers = [
-        RangeWorker(split.ranges, split.run, taker.take, taker.so_far, model=model, poll=split.poll)
+        RangeWorker(
+            split.ranges,
+            split.run,
+            taker.take,
+            taker.so_far,
+            model=model,
+            poll=split.poll,
+            retry=stream.retry,
+        )
         for _ in range(split.workers)
     ]
     try:
@@ -290,6 +309,25 @@ async def migrate_ranges(
             seen = split.seen.setdefault(w.worker["owner"], {**w.worker, "ranges": 0})
             seen["ranges"] += len(w.done)
     return indexed
+
+
+async def _plan(split: Split, leg: Leg, query: dict[str, Any], batch_size: int) -> None:
+    """The model's ranges in the run, planned from `query` (the documents still behind),
+    unless the run has them (a run carried on, or this call sent again)."""
+    model = leg.cls.__model__
+    if await _has_ranges(split, model):
+        return
+    chunks = await sharded_points(leg.collection.database, leg.collection.name)
+    spans = await plan_spans(
+        leg.collection,
+        query,
+        batch_size=batch_size,
+        workers=split.workers,
+        chunks=chunks if split.chunks else None,
+    )
+    wanted = query[VERSION_KEY]
+    versions = list(wanted["$in"]) if "$in" in wanted else None
+    await split.ranges.create(split.run, model, spans, target=str(leg.target), versions=versions)
 
 
 async def _has_ranges(split: Split, model: str) -> bool:
