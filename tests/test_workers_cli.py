@@ -76,10 +76,13 @@ def test_three_processes_join_one_run(project: Project) -> None:
     results = [finish(p) for p in [starter, *joiners]]
     assert [code for code, _ in results] == [0, 0, 0], results
     once(project, n)
-    workers = last_run(project)["workers"]
+    run = last_run(project)
+    workers = run["workers"]
     pids = {w["pid"] for w in workers.values()}
     assert {p.pid for p in joiners} <= pids, "each joiner took ranges"
     assert sum(w["counts"]["migrated"] for w in workers.values()) == n
+    assert run["models"][CUSTOMER]["upgraded"] == n, "the run's record counts every worker"
+    assert f"{n} upgraded to 3" in results[0][1], results[0][1]
 
 
 def test_a_killed_joiners_ranges_are_taken_over(project: Project) -> None:

@@ -93,8 +93,7 @@ class Span:
     """The ``_id`` values of one type bracket from `lo` (included) to `hi` (excluded).
 
     None for `lo` or `hi` is open: from the bracket's first value, or to
-    its last. The condition holds the ``$type`` of the bracket too, so that
-    an open span stays in its bracket.
+    its last.
 
     """
 
@@ -108,13 +107,19 @@ class Span:
     count: int = 0
 
     def condition(self) -> dict[str, Any]:
-        """The condition on ``_id`` (a new dict) that finds the span's documents."""
-        found: dict[str, Any] = {"$type": list(TYPE_BRACKETS[self.bracket])}
+        """The condition on ``_id`` (a new dict) that finds the span's documents.
+
+        ``$gte`` and ``$lt`` match values of their own type bracket only, so a
+        bound keeps the span in its bracket; a span without either names the
+        bracket's types (``$type``).
+
+        """
+        found: dict[str, Any] = {}
         if self.lo is not None:
             found["$gte"] = self.lo
         if self.hi is not None:
             found["$lt"] = self.hi
-        return found
+        return found or {"$type": list(TYPE_BRACKETS[self.bracket])}
 
 
 @dataclass

@@ -243,9 +243,8 @@ class LegRanges:
         """Read, transform and write the range's documents still behind."""
         leg = self.leg(rng)
         self._taking[rng.id] = leg
-        wanted: Any = {"$ne": rng.target} if rng.versions is None else {"$in": rng.versions}
         try:
-            await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted}, rng.span.count)
+            await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted(rng)}, rng.span.count)
         finally:
             add_counts(self.legs[rng.model], leg)
 
@@ -253,6 +252,19 @@ class LegRanges:
         """What the taking of `rng` counted (`COUNTED`)."""
         leg = self._taking.get(rng.id)
         return {} if leg is None else counted(leg.report)
+
+
+def wanted(rng: Range) -> Any:
+    """The condition on ``__version__`` of a range's documents still behind: the stored
+    values the plan read through the version index, or (without it) every value but the
+    target. One string is given as itself, not in an ``$in``: a planner that takes
+    ``{__version__: "1", _id: {$gte: a, $lt: b}}`` as bounds on the version index (in
+    the index's ``_id`` order) may not do so for ``$in`` (SecantusDB sorts then)."""
+    if rng.versions is None:
+        return {"$ne": rng.target}
+    if len(rng.versions) == 1 and isinstance(rng.versions[0], str):
+        return rng.versions[0]
+    return {"$in": list(rng.versions)}
 
 
 def counted(report: ModelReport) -> dict[str, int]:
@@ -308,7 +320,27 @@ async def migrate_ranges(
         for w in workers:
             seen = split.seen.setdefault(w.worker["owner"], {**w.worker, "ranges": 0})
             seen["ranges"] += len(w.done)
+    others = await stream.retry.call(
+        "counting the ranges", partial(_others, split, model, {w.worker["owner"] for w in workers})
+    )
+    for name, n in others.items():
+        setattr(leg.report, name, getattr(leg.report, name) + n)
     return indexed
+
+
+async def _others(split: Split, model: str, mine: set[str]) -> dict[str, int]:
+    """What the workers of other processes counted in the model's ranges (as their
+    last renewals recorded it): the run's report counts the whole run."""
+    found = dict.fromkeys(COUNTED, 0)
+    for doc in await split.ranges.documents(split.run):
+        if doc.get("model") != model:
+            continue
+        for owner, info in (doc.get("by") or {}).items():
+            if owner in mine or not isinstance(info, dict):
+                continue
+            for name in COUNTED:
+                found[name] += int((info.get("counts") or {}).get(name, 0))
+    return found
 
 
 async def _plan(split: Split, leg: Leg, query: dict[str, Any], batch_size: int) -> None:
