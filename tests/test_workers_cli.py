@@ -162,6 +162,9 @@ def test_a_join_of_other_code_is_refused_and_writes_nothing(project: Project) ->
 
 def test_a_join_with_no_run_waits_then_fails(project: Project) -> None:
     project.seed(10)
+    for refused in ("--dry-run", "--retry-failed"):
+        code, out = project.run("upgrade", "--join", refused)
+        assert code != 0 and f"not with {refused}" in out, out
     code, out = project.run("upgrade", "--join", "--join-wait", "0.5")
     assert code == EXIT_LOCK, out
     assert "no upgrade run with workers to join started within 0.5 s" in out

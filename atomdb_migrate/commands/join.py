@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from ..core.masking import mask
 from ..engine.leg import Leg
 from ..engine.lock import LOCK_ID, LeaseLock
 from ..engine.options import UPGRADE, RunOptions
@@ -189,7 +190,13 @@ async def join(
     await ws.connect()
     mine = run_record(classes, to, checksums, options.workers)
     run = await _run_to_join(ws, mine, options.join_wait)
-    runner = Runner(ws.database, options, progress=progress, registry=ws.registry)
+    runner = Runner(
+        ws.database,
+        options,
+        progress=progress,
+        registry=ws.registry,
+        redact=lambda text: mask(text, ws.config.url),
+    )
     reports = reports if reports is not None else []
     legs: dict[str, Leg] = {}
     for cls in classes:

@@ -123,6 +123,9 @@ async def upgrade(
 
     """
     options = options or RunOptions()
+    if options.join and (options.dry_run or options.retry_failed):
+        given = "--dry-run" if options.dry_run else "--retry-failed"
+        raise ConfigError(f"--join takes ranges of a run in progress: not with {given}")
     only: dict[str, list[Any]] | None = None
     classes = ws.models(models)
     if options.retry_failed:
