@@ -273,3 +273,40 @@ def test_spans_partition_the_documents(
             await client.close()
 
     asyncio.run(check())
+
+
+class Said:
+    """A progress that adds up what it is told."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.advanced = 0
+
+    def start(self, model: str, total: int) -> None:
+        self.total += total
+
+    def advance(self, count: int) -> None:
+        self.advanced += count
+
+    def finish(self) -> None:
+        pass
+
+
+async def test_the_progress_and_the_report_count_other_processes_workers(wdb: Any) -> None:
+    """A worker of another process recorded 7 documents in its range (then died): the
+    progress here advances by them, and the run's report counts them."""
+    ids = list(range(40))
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    other = await sp.ranges.claim(sp.run, worker_id())
+    assert other is not None
+    assert await sp.ranges.record(other, {"migrated": 7})
+    said = Said()
+    runner = Runner(wdb, RunOptions(batch_size=10), progress=said)
+    runner.split = sp
+    report = await runner.upgrade(Tally)
+    assert set((await hits(coll)).values()) == {1}
+    assert said.advanced >= len(ids) + 7, "the other process's 7 advanced the progress here"
+    assert report.migrated == len(ids) + 7, "its last recorded counts, as the range holds them"

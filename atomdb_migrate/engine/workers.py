@@ -313,19 +313,41 @@ async def migrate_ranges(
         )
         for _ in range(split.workers)
     ]
+    mine = {w.worker["owner"] for w in workers}
+    following = asyncio.ensure_future(_follow(split, model, mine, progress))
     try:
         await asyncio.gather(*(w.work() for w in workers))
     finally:
+        following.cancel()
         progress.finish()
         for w in workers:
             seen = split.seen.setdefault(w.worker["owner"], {**w.worker, "ranges": 0})
             seen["ranges"] += len(w.done)
-    others = await stream.retry.call(
-        "counting the ranges", partial(_others, split, model, {w.worker["owner"] for w in workers})
-    )
+    others = await stream.retry.call("counting the ranges", partial(_others, split, model, mine))
     for name, n in others.items():
         setattr(leg.report, name, getattr(leg.report, name) + n)
     return indexed
+
+
+#: The counts that advance a run's progress (documents taken, whatever became of them).
+PROGRESSED = ("migrated", "skipped", "failed")
+
+
+async def _follow(split: Split, model: str, mine: set[str], progress: Progress) -> None:
+    """Advance the progress by what the workers of other processes record, every
+    `Split.poll` seconds: the progress and its ETA are the whole run's."""
+    told = 0
+    while True:
+        await asyncio.sleep(split.poll)
+        try:
+            others = await _others(split, model, mine)
+        except Exception as exc:  # the next look tries again
+            log.debug("the ranges' counts could not be read: %s", exc)
+            continue
+        now = sum(others[name] for name in PROGRESSED)
+        if now > told:
+            progress.advance(now - told)
+            told = now
 
 
 async def _others(split: Split, model: str, mine: set[str]) -> dict[str, int]:
