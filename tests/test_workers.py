@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate.commands.join import inherited, run_record
 from atomdb_migrate.driver.mongo import to_list
 from atomdb_migrate.engine.ranges import (
     DONE,
@@ -310,3 +311,17 @@ async def test_the_progress_and_the_report_count_other_processes_workers(wdb: An
     assert set((await hits(coll)).values()) == {1}
     assert said.advanced >= len(ids) + 7, "the other process's 7 advanced the progress here"
     assert report.migrated == len(ids) + 7, "its last recorded counts, as the range holds them"
+
+
+def test_a_joiner_takes_the_runs_pace_and_write_concern_it_was_not_given() -> None:
+    sums = [{"model": Tally.__model__, "from": "1", "to": "2", "checksum": "abc", "source": "/a"}]
+    started = RunOptions(workers=4, write_concern="majority", max_rate=500.0, max_lag=3.0)
+    record = run_record([Tally], None, sums, 4, started)
+    moved = [{**sums[0], "source": "/elsewhere/step.py"}]
+    assert run_record([Tally], None, moved, 2).get("key") == record["key"], (
+        "the key is the code's: not where the files are, nor the pace, nor the workers"
+    )
+    other = [{**sums[0], "checksum": "abd"}]
+    assert run_record([Tally], None, other, 4, started)["key"] != record["key"]
+    joined = inherited(RunOptions(join=True, max_rate=100.0), record)
+    assert (joined.write_concern, joined.max_rate, joined.max_lag) == ("majority", 100.0, 3.0)

@@ -27,6 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -53,13 +54,19 @@ SUMMED = ("model", "from", "to", "checksum", "imports")
 POLL = 0.5
 
 
+#: The options of the run's pace and writes its record carries, for joiners given none.
+PACE = ("write_concern", "wtimeout", "max_rate", "max_lag")
+
+
 def run_record(
     classes: list[type[VersionedModel]],
     to: str | None,
     checksums: list[dict[str, Any]],
     workers: int,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
-    """The record of a run of workers: what a process must run to join it, and its key."""
+    """The record of a run of workers: what a process must run to join it (its key
+    sums it up), and the starter's pace and write concern (`PACE`)."""
     targets = {c.__model__: to if to is not None else str(c.__version__) for c in classes}
     # The code of each step, not where its file is: pods may hold the project elsewhere.
     sums = [{k: v for k, v in c.items() if k in SUMMED} for c in checksums]
@@ -69,6 +76,7 @@ def run_record(
         "key": hashlib.sha256(text.encode()).hexdigest()[:24],
         **plan,
         "workers": workers,
+        "pace": {name: getattr(options or RunOptions(), name) for name in PACE},
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started_at": datetime.now(UTC),
@@ -100,6 +108,15 @@ def _short(record: dict[str, Any]) -> str:
 
 def _step(record: dict[str, Any]) -> str:
     return f"{record.get('model')} {record.get('from')} -> {record.get('to')}"
+
+
+def inherited(options: RunOptions, run: dict[str, Any]) -> RunOptions:
+    """A joiner's options: those of `PACE` it was given none of taken from the run's
+    record (the starter's), so that every process writes with the same write concern
+    and each keeps to the same rate and lag."""
+    pace = run.get("pace") or {}
+    taken = {n: pace[n] for n in PACE if getattr(options, n) is None and pace.get(n) is not None}
+    return replace(options, **taken)
 
 
 async def announce(lock: LeaseLock, record: dict[str, Any] | None) -> None:
@@ -190,6 +207,7 @@ async def join(
     await ws.connect()
     mine = run_record(classes, to, checksums, options.workers)
     run = await _run_to_join(ws, mine, options.join_wait)
+    options = inherited(options, run)
     runner = Runner(
         ws.database,
         options,

@@ -241,7 +241,8 @@ async def _run(
     # A run of workers (upgrade --workers N): its record in the lock document.
     split = None
     if sums is not None and options.workers > 1 and only is None:
-        split = run_record(classes, to if isinstance(to, str) else None, sums, options.workers)
+        target = to if isinstance(to, str) else None
+        split = run_record(classes, target, sums, options.workers, options)
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
         await retry.call("recording the run in the lock", partial(announce, lock, split))
