@@ -325,3 +325,21 @@ def test_a_joiner_takes_the_runs_pace_and_write_concern_it_was_not_given() -> No
     assert run_record([Tally], None, other, 4, started)["key"] != record["key"]
     joined = inherited(RunOptions(join=True, max_rate=100.0), record)
     assert (joined.write_concern, joined.max_rate, joined.max_lag) == ("majority", 100.0, 3.0)
+
+
+async def test_a_run_whose_ranges_are_all_done_plans_again(wdb: Any) -> None:
+    """Ranges of the same run left all done (a run killed after its last range): the
+    next run plans again, and takes the documents that came behind them since."""
+    coll = await seed(wdb, list(range(30)))
+    runner = Runner(wdb, RunOptions(batch_size=10))
+    runner.split = split(wdb, 2)
+    await runner.upgrade(Tally)
+    assert await runner.split.ranges.left("run-1") == 0
+    await coll.insert_many(
+        [{"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in (-5, 100)]
+    )
+    again = Runner(wdb, RunOptions(batch_size=10))
+    again.split = split(wdb, 2)
+    report = await again.upgrade(Tally)
+    assert report.migrated == 2
+    assert set((await hits(coll)).values()) == {1}

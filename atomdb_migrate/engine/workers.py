@@ -367,10 +367,15 @@ async def _others(split: Split, model: str, mine: set[str]) -> dict[str, int]:
 
 async def _plan(split: Split, leg: Leg, query: dict[str, Any], batch_size: int) -> None:
     """The model's ranges in the run, planned from `query` (the documents still behind),
-    unless the run has them (a run carried on, or this call sent again)."""
+    unless the run has ranges of the model not done yet (a run carried on, or this call
+    sent again)."""
     model = leg.cls.__model__
     if await _has_ranges(split, model):
-        return
+        if await split.ranges.left(split.run, model):
+            return  # a run carried on
+        # Every range done, and yet a run: documents came behind the old
+        # ranges' cursors since. Plan again over what is behind now.
+        await split.ranges.collection.delete_many({"run": split.run, "model": model})
     chunks = await sharded_points(leg.collection.database, leg.collection.name)
     spans = await plan_spans(
         leg.collection,
