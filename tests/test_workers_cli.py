@@ -8,6 +8,7 @@ twice shows 2, one never taken stays at version 1.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -182,6 +183,13 @@ def test_status_shows_a_run_and_unlock_frees_its_ranges(project: Project) -> Non
     assert code == 0, out
     assert "run of workers in progress" in out and "claimed" in out, out
     assert out.count("  worker ") == 2, out
+    shown = project.spawn("status", "--json")
+    out, err = shown.communicate(timeout=60)
+    assert shown.returncode == 0, out + err
+    rows = json.loads(out)
+    workers = rows[0]["workers"]
+    assert workers["run"]["workers"] == 2 and workers["alive"] is True, workers
+    assert len(workers["owners"]) == 2 and workers["ranges"]["done"] >= 1, workers
     starter.send_signal(signal.SIGKILL)
     starter.wait()
     claimed = project.db[RANGES].count_documents({"state": "claimed"})

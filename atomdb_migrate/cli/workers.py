@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-__all__ = ["describe_owner", "describe_workers"]
+__all__ = ["describe_owner", "describe_workers", "workers_json"]
 
 
 def describe_owner(owner: str, worker: Any) -> str:
@@ -41,3 +42,24 @@ def describe_workers(found: dict[str, Any] | None) -> list[str]:
         "documents upgraded"
     ]
     return lines + [f"  {describe_owner(k, w)}" for k, w in found["owners"].items()]
+
+
+def workers_json(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run of workers in progress as `status --json` gives it (its dates in ISO 8601;
+    ``checksums`` left out: `history --json` has them); None: none."""
+    if found is None:
+        return None
+    run = {k: v for k, v in found["run"].items() if k != "checksums"}
+    plain: dict[str, Any] = _plain({**found, "run": run})
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """`value` with its dates as ISO 8601 strings."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
