@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
-from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, register_step
 from atomdb_migrate.commands.join import inherited, run_record
 from atomdb_migrate.driver.mongo import to_list
 from atomdb_migrate.engine.ranges import (
@@ -343,3 +343,30 @@ async def test_a_run_whose_ranges_are_all_done_plans_again(wdb: Any) -> None:
     report = await again.upgrade(Tally)
     assert report.migrated == 2
     assert set((await hits(coll)).values()) == {1}
+
+
+async def test_a_failing_step_stops_every_worker_and_gives_the_ranges_back(
+    wdb: Any, registry: MigrationRegistry
+) -> None:
+    class Fragile(VersionedModel):
+        __model__ = "test_workers.Fragile"
+        __version__ = 2
+
+    def breaks_on_13(doc: dict[str, Any]) -> None:
+        if doc["_id"] == 13:
+            raise ValueError("thirteen")
+        counted(doc)
+
+    register_step(Fragile, 1, 2, breaks_on_13, registry=registry)
+    coll = wdb[Fragile.__model__]
+    docs = [{"_id": i, "__version__": "1", "__model__": Fragile.__model__} for i in range(80)]
+    await coll.insert_many(docs)
+    runner = Runner(wdb, RunOptions(batch_size=5, max_rate=400))
+    runner.split = split(wdb, 3)
+    with pytest.raises(StepFailedError):
+        await runner.upgrade(Fragile)
+    upgraded = await coll.count_documents({"__version__": "2"})
+    await asyncio.sleep(0.5)
+    assert await coll.count_documents({"__version__": "2"}) == upgraded, "no worker goes on"
+    states = {d["state"] for d in await runner.split.ranges.documents("run-1")}
+    assert "claimed" not in states, states

@@ -39,7 +39,7 @@ from ..engine.options import UPGRADE, RunOptions
 from ..engine.ranges import Ranges, ranges_collection, summary
 from ..engine.report import ModelReport, Progress
 from ..engine.runner import Runner
-from ..engine.workers import LegRanges, RangeWorker, Split
+from ..engine.workers import LegRanges, RangeWorker, Split, run_workers
 from ..exceptions import NoRunToJoinError, RunMismatchError
 from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version
@@ -240,7 +240,7 @@ async def join(
         )
         for _ in range(options.workers)
     ]
-    await asyncio.gather(*(w.work() for w in workers))
+    await run_workers(workers)
     return reports
 
 

@@ -190,6 +190,24 @@ class RangeWorker:
                 log.warning("range %s: lease not renewed: %s", rng.id, exc)
 
 
+async def run_workers(workers: list[RangeWorker]) -> list[int]:
+    """Run the workers side by side until each is done; how many ranges each did.
+
+    The first error stops them all: the others are cancelled (each gives its
+    range back) before it is raised, as it is, so that nothing goes on
+    writing after the run stopped.
+
+    """
+    tasks = [asyncio.ensure_future(w.work()) for w in workers]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class _Advance:
     """A progress that only counts: the ranges' streams start and finish it no more."""
 
@@ -316,7 +334,7 @@ async def migrate_ranges(
     mine = {w.worker["owner"] for w in workers}
     following = asyncio.ensure_future(_follow(split, model, mine, progress))
     try:
-        await asyncio.gather(*(w.work() for w in workers))
+        await run_workers(workers)
     finally:
         following.cancel()
         progress.finish()
