@@ -131,9 +131,7 @@ class RangeWorker:
         """Take ranges until every range of the run (of the model) is done, or `stop`
         is set; how many this worker did."""
         while not self.stop.is_set():
-            rng = await self._call(
-                "claiming a range", partial(self.ranges.claim, self.run, self.worker, self.model)
-            )
+            rng = await self._claim()
             if rng is not None:
                 await self._take(rng)
                 continue
@@ -143,6 +141,20 @@ class RangeWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.poll)
         return len(self.done)
+
+    async def _claim(self) -> Range | None:
+        """Claim a range; cancelled meanwhile, the claim still ends, and a range it
+        claimed is given back (else it would wait for its lease to run out)."""
+        claim = partial(self.ranges.claim, self.run, self.worker, self.model)
+        claiming = asyncio.ensure_future(self._call("claiming a range", claim))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                rng = await claiming
+                if rng is not None:
+                    await self.ranges.release(rng, {})
+            raise
 
     async def all_done(self) -> bool:
         """Whether every range of the run (of the model) is done."""
