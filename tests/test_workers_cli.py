@@ -71,7 +71,8 @@ def test_workers_in_one_process(project: Project) -> None:
 def test_three_processes_join_one_run(project: Project) -> None:
     n = 6000
     project.seed(n)
-    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    # Slow enough (6 s at least) that the joiners, started beside it, find ranges left.
+    rate = ["--max-rate", "1000", "--batch-size", "100"]
     starter = project.spawn("upgrade", "--workers", "2", *rate)
     joiners = [project.spawn("upgrade", "--join", *rate) for _ in range(2)]
     results = [finish(p) for p in [starter, *joiners]]
