@@ -235,6 +235,12 @@ def _bracket(value: Any) -> int | None:
     return None
 
 
+def id_bracket(value: Any) -> int | None:
+    """The bracket of an ``_id`` value in BSON's order of types, an index of
+    `TYPE_BRACKETS` (None: a type not known here)."""
+    return _bracket(value)
+
+
 def after(query: dict[str, Any], last: Any) -> list[dict[str, Any]]:
     """Queries that find, read one after the other in ``_id`` order, what `query`
     finds after the ``_id`` `last`; ``[query]`` (all of it) for an ``_id`` of a

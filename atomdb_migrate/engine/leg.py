@@ -44,6 +44,9 @@ class Leg:
     #: Only these documents (their ``_id``, to retry the ones a run recorded
     #: as failed); None: all.
     ids: list[Any] | None = None
+    #: Only the documents whose ``_id`` meets this condition (a range a worker
+    #: claimed, `atomdb_migrate.engine.ranges.Range.condition`); None: all.
+    bounds: dict[str, Any] | None = None
     #: The documents counted as skipped, by `atomdb_migrate.engine.stream.id_key`
     #: of their ``_id``: the final sweep, when there is one, counts those it
     #: writes as upgraded.
@@ -63,8 +66,13 @@ class Leg:
         )
 
     def scope(self) -> dict[str, Any]:
-        """The condition on the documents the leg takes: none, or the `ids` (a new dict)."""
-        return {} if self.ids is None else {"_id": {"$in": list(self.ids)}}
+        """The condition on the documents the leg takes: none, the `ids`, the `bounds`,
+        or both (a new dict)."""
+        ids = None if self.ids is None else {"_id": {"$in": list(self.ids)}}
+        if self.bounds is None:
+            return ids or {}
+        bounds = {"_id": dict(self.bounds)}
+        return bounds if ids is None else {"$and": [ids, bounds]}
 
     def toward(self, target: Version, report: ModelReport) -> Leg:
         """A leg of the same documents to `target`, counted in `report`."""

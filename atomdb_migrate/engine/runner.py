@@ -67,6 +67,7 @@ from .stream import YIELD_EVERY, Stream, behind, rest
 from .survey import respell_versions, survey
 from .verify import server_changed, server_identity, sweep
 from .version_index import after_writes, before_writes
+from .workers import Split, migrate_ranges
 
 if TYPE_CHECKING:
     from .lock import LeaseLock
@@ -201,6 +202,9 @@ class Runner:
         #: The client stream, and the steps run on the server.
         self.stream = Stream(*parts, redact=self.redact, expressions=exact_filters(database))
         self.server_steps = ServerSteps(*parts)
+        #: The run split for workers (None: this runner reads every document
+        #: itself): see `atomdb_migrate.engine.workers`.
+        self.split: Split | None = None
 
     @property
     def lock(self) -> LeaseLock | None:
@@ -364,7 +368,10 @@ class Runner:
         # When the server steps changed every document the survey counted,
         # nothing is left: the collection is not read again.
         indexed = False
-        if not planned.server_took_all():
+        if not planned.server_took_all() and self.split is not None:
+            # Split for workers: ranges of _id, taken here and by those who join.
+            indexed = await migrate_ranges(self.split, leg, raws, self.stream, self.progress)
+        elif not planned.server_took_all():
             query, total, indexed = await rest(leg, raws)
             await self._pump(leg, query, total)
         # Read through the index, the stream took every stored value off the

@@ -1,0 +1,294 @@
+"""Workers: each claims ranges of a run (`atomdb_migrate.engine.ranges`) and upgrades them.
+
+`RangeWorker` is the loop of one worker, over any way of taking a range
+(`Take`): claim a range, take it while a heartbeat renews its lease and
+records its counts, mark it done; when no range is free, wait while others'
+ranges are still being taken (to take over those whose lease runs out), and
+stop when every range of the run is done.
+
+`LegRanges` takes a range the engine's way: the client stream
+(`atomdb_migrate.engine.stream.Stream.pump`) over the range's documents, on
+a leg scoped to its ``_id`` values, counted in a report of its own and then
+added to the model's. `migrate_ranges` is the migrate phase of a run split
+for workers: the ranges planned (or those of the same run, carried on), N
+workers in this process, until every range of the model is done, whoever
+took it.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from packaging.version import Version
+
+from ..core.storage import VERSION_KEY
+from .leg import Leg
+from .ranges import COUNTED, Range, Ranges, plan_spans, sharded_points, worker_id
+from .report import ModelReport, Progress, QuietProgress
+from .stream import Stream, rest
+
+log = logging.getLogger("atomdb_migrate")
+
+#: Takes a range: upgrades its documents.
+Take = Callable[[Range], Awaitable[None]]
+
+#: What a range's taking has counted so far (`COUNTED`).
+SoFar = Callable[[Range], dict[str, int]]
+
+
+@dataclass
+class Split:
+    """A run split for workers: where its ranges are and how many workers take them here.
+
+    Parameters
+    ----------
+    ranges
+        The ranges collection.
+    run
+        The run's key (its record's, `atomdb_migrate.engine.ranges`).
+    workers
+        How many workers this process runs.
+    poll
+        Seconds between looks for a free range while others' are taken.
+
+    """
+
+    ranges: Ranges
+    run: str
+    workers: int = 1
+    poll: float = 1.0
+    #: Whether the ranges follow the chunks of a collection sharded on ``_id``.
+    chunks: bool = True
+    #: Every worker this process ran, by owner: its host, pid and ranges taken.
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class RangeWorker:
+    """One worker: claims the run's ranges and takes each, until every range is done.
+
+    Parameters
+    ----------
+    ranges
+        The ranges collection.
+    run
+        The run whose ranges it claims.
+    take
+        Upgrades a range's documents.
+    so_far
+        What the taking of a range has counted so far: recorded with each
+        renewal of its lease, and when it is done.
+    model
+        Only ranges of this model (None: any of the run's).
+    poll
+        Seconds between looks for a free range while others' are taken.
+    stop
+        Set: the worker stops taking new ranges.
+
+    """
+
+    def __init__(
+        self,
+        ranges: Ranges,
+        run: str,
+        take: Take,
+        so_far: SoFar,
+        *,
+        model: str | None = None,
+        poll: float = 1.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
+        self.model, self.poll = model, poll
+        self.stop = stop or asyncio.Event()
+        #: This worker's owner token, host and pid.
+        self.worker = worker_id()
+        #: The ranges it marked done.
+        self.done: list[str] = []
+
+    async def work(self) -> int:
+        """Take ranges until every range of the run (of the model) is done, or `stop`
+        is set; how many this worker did."""
+        while not self.stop.is_set():
+            rng = await self.ranges.claim(self.run, self.worker, self.model)
+            if rng is not None:
+                await self._take(rng)
+                continue
+            if not await self.ranges.left(self.run, self.model):
+                break
+            # Others hold the ranges left: wait, and take over any whose lease runs out.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.poll)
+        return len(self.done)
+
+    async def _take(self, rng: Range) -> None:
+        """Take one range: the heartbeat renews its lease and records its counts;
+        at the end it is done, or (an error, a cancel) given back."""
+        beat = asyncio.ensure_future(self._heartbeat(rng))
+        try:
+            await self.take(rng)
+        except BaseException:
+            beat.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.ranges.release(rng, self.so_far(rng)))
+            raise
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        if await self.ranges.done(rng, self.so_far(rng)):
+            self.done.append(rng.id)
+        else:
+            log.warning("range %s was taken over before it was done here", rng.id)
+
+    async def _heartbeat(self, rng: Range) -> None:
+        """Renew the range's lease every third of it, with the counts so far."""
+        every = self.ranges.ttl / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.ranges.record(rng, self.so_far(rng)):
+                    log.warning("range %s: lease lost, another worker took it over", rng.id)
+                    return
+            except Exception as exc:  # the next beat tries again
+                log.warning("range %s: lease not renewed: %s", rng.id, exc)
+
+
+class _Advance:
+    """A progress that only counts: the ranges' streams start and finish it no more."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def start(self, model: str, total: int) -> None:
+        """Nothing: the run started the progress once."""
+
+    def advance(self, count: int) -> None:
+        self.progress.advance(count)
+
+    def finish(self) -> None:
+        """Nothing: the run finishes the progress once."""
+
+
+class LegRanges:
+    """Takes ranges the engine's way: the client stream over each range's documents.
+
+    Parameters
+    ----------
+    legs
+        A model's leg (its report counts what the ranges did here), by
+        ``__model__`` name.
+    stream
+        The run's stream; its progress is told each batch, not each range.
+
+    """
+
+    def __init__(self, legs: Mapping[str, Leg], stream: Stream) -> None:
+        self.legs = legs
+        progress = _Advance(stream.progress)
+        self.stream = Stream(
+            stream.options,
+            stream.retry,
+            stream.pace,
+            progress,
+            stream.lease,
+            redact=stream.redact,
+            expressions=stream.expressions,
+        )
+        self._taking: dict[str, Leg] = {}
+
+    def leg(self, rng: Range) -> Leg:
+        """The leg of a range's documents, counted apart."""
+        leg = self.legs[rng.model]
+        report = ModelReport(leg.report.model, leg.report.target, leg.report.direction)
+        return replace(leg, bounds=rng.condition(), report=report, skipped={})
+
+    async def take(self, rng: Range) -> None:
+        """Read, transform and write the range's documents still behind."""
+        leg = self.leg(rng)
+        self._taking[rng.id] = leg
+        wanted: Any = {"$ne": rng.target} if rng.versions is None else {"$in": rng.versions}
+        try:
+            await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted}, rng.span.count)
+        finally:
+            add_counts(self.legs[rng.model], leg)
+
+    def so_far(self, rng: Range) -> dict[str, int]:
+        """What the taking of `rng` counted (`COUNTED`)."""
+        leg = self._taking.get(rng.id)
+        return {} if leg is None else counted(leg.report)
+
+
+def counted(report: ModelReport) -> dict[str, int]:
+    """A report's counts a range records (`COUNTED`)."""
+    return {name: int(getattr(report, name)) for name in COUNTED}
+
+
+def add_counts(into: Leg, leg: Leg) -> None:
+    """Add what a range's `leg` did to the model's leg `into` (its report and skipped)."""
+    for name in COUNTED:
+        setattr(into.report, name, getattr(into.report, name) + getattr(leg.report, name))
+    into.report.failures += leg.report.failures
+    into.skipped.update(leg.skipped)
+    for name, n in leg.report.steps.items():
+        into.report.steps[name] = into.report.steps.get(name, 0) + n
+
+
+async def migrate_ranges(
+    split: Split, leg: Leg, raws: list[Any], stream: Stream, progress: Progress | None = None
+) -> bool:
+    """The client part of a run's migrate phase, split for workers: the model's ranges
+    planned (unless the run has them: it is carried on), then `Split.workers`
+    workers here until every range of the model is done, here or elsewhere.
+
+    Returns whether the reads went through the toolkit's version index (see
+    `atomdb_migrate.engine.stream.rest`).
+
+    """
+    query, total, indexed = await rest(leg, raws)
+    model = leg.cls.__model__
+    if not await split.ranges.left(split.run, model) and not await _has_ranges(split, model):
+        chunks = await sharded_points(leg.collection.database, leg.collection.name)
+        spans = await plan_spans(
+            leg.collection,
+            query,
+            batch_size=stream.options.batch_size,
+            workers=split.workers,
+            chunks=chunks if split.chunks else None,
+        )
+        wanted = query[VERSION_KEY]
+        versions = list(wanted["$in"]) if "$in" in wanted else None
+        await split.ranges.create(
+            split.run, model, spans, target=str(leg.target), versions=versions
+        )
+    progress = progress or QuietProgress()
+    progress.start(model, total)
+    taker = LegRanges({model: leg}, stream)
+    workers = [
+        RangeWorker(split.ranges, split.run, taker.take, taker.so_far, model=model, poll=split.poll)
+        for _ in range(split.workers)
+    ]
+    try:
+        await asyncio.gather(*(w.work() for w in workers))
+    finally:
+        progress.finish()
+        for w in workers:
+            seen = split.seen.setdefault(w.worker["owner"], {**w.worker, "ranges": 0})
+            seen["ranges"] += len(w.done)
+    return indexed
+
+
+async def _has_ranges(split: Split, model: str) -> bool:
+    """Whether the run has ranges of the model already (all done: carried on, nothing left)."""
+    return bool(await split.ranges.collection.count_documents({"run": split.run, "model": model}))
+
+
+def joined_leg(
+    cls: Any, collection: Any, graph: Any, target: Version, direction: Any, report: ModelReport
+) -> Leg:
+    """The leg of a model whose ranges a joining worker takes."""
+    return Leg(cls, collection, target, direction, graph, report)

@@ -1,0 +1,274 @@
+"""One run, many workers: ranges of ``_id`` planned, claimed, renewed, taken over.
+
+On SecantusDB (mongomock has no ``$bucketAuto``): each document is taken
+through a Python step that counts its passes (``hits``), so a document
+transformed twice, or not at all, shows.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from typing import Any
+
+import pytest
+from bson import Int64, ObjectId
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymongo import AsyncMongoClient
+
+from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate.driver.mongo import to_list
+from atomdb_migrate.engine.ranges import (
+    DONE,
+    Ranges,
+    Span,
+    bucket_count,
+    chunk_points,
+    plan_spans,
+    spans_of,
+    summary,
+    worker_id,
+)
+from atomdb_migrate.engine.runner import Runner, RunOptions
+from atomdb_migrate.engine.workers import RangeWorker, Split
+
+#: Generated id sets of the partition property (``WORKERS_EXAMPLES``).
+WORKERS_EXAMPLES = int(os.environ.get("WORKERS_EXAMPLES", "15"))
+
+
+class Tally(VersionedModel):
+    __model__ = "test_workers.Tally"
+    __version__ = 2
+
+
+def counted(doc: dict[str, Any]) -> None:
+    """1 -> 2: one more pass."""
+    doc["hits"] = doc.get("hits", 0) + 1
+
+
+@pytest.fixture
+async def wdb(db: Any, backend: str, registry: MigrationRegistry) -> Any:
+    if backend == "mongomock":
+        pytest.skip("mongomock has no $bucketAuto: ranges are planned on servers")
+    register_step(Tally, 1, 2, counted, registry=registry)
+    return db
+
+
+def mixed_ids(n: int) -> list[Any]:
+    """`n` ``_id`` values of each of int, str and ObjectId."""
+    return (
+        list(range(n))
+        + [f"s{i:04}" for i in range(n)]
+        + [ObjectId(f"{i + 1:024x}") for i in range(n)]
+    )
+
+
+async def seed(db: Any, ids: list[Any]) -> Any:
+    coll = db[Tally.__model__]
+    if ids:
+        await coll.insert_many(
+            [{"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in ids]
+        )
+    return coll
+
+
+def split(db: Any, workers: int, ttl: float = 5.0) -> Split:
+    return Split(Ranges(db["atomdb_migrate_lock_ranges"], ttl=ttl), "run-1", workers, poll=0.05)
+
+
+async def hits(coll: Any) -> dict[Any, int]:
+    docs = await to_list(coll.find({}))
+    return {repr(d["_id"]): d.get("hits", 0) for d in docs}
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+async def test_workers_in_one_process_take_every_document_once(wdb: Any, workers: int) -> None:
+    ids = mixed_ids(40)
+    coll = await seed(wdb, ids)
+    runner = Runner(wdb, RunOptions(batch_size=7))
+    runner.split = split(wdb, workers)
+    report = await runner.upgrade(Tally)
+    assert report.migrated == len(ids)
+    assert set((await hits(coll)).values()) == {1}
+    assert await coll.count_documents({"__version__": "2"}) == len(ids)
+    docs = await runner.split.ranges.documents("run-1")
+    assert docs and {d["state"] for d in docs} == {DONE}
+    brackets = {d["bracket"] for d in docs}
+    assert brackets == {2, 3, 7}, "one set of ranges per type: int, str, ObjectId"
+    assert sum(d["counts"]["migrated"] for d in docs) == len(ids)
+    assert len(runner.split.seen) == workers
+    said = summary(docs)
+    assert said["counts"]["migrated"] == len(ids)
+    assert sum(o["counts"]["migrated"] for o in said["owners"].values()) == len(ids)
+
+
+async def test_an_empty_collection_has_no_range(wdb: Any) -> None:
+    coll = await seed(wdb, [])
+    runner = Runner(wdb, RunOptions())
+    runner.split = split(wdb, 3)
+    report = await runner.upgrade(Tally)
+    assert report.migrated == 0
+    assert await coll.count_documents({}) == 0
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=3)
+    assert spans == []
+
+
+async def test_a_dead_workers_range_is_taken_over_after_its_lease(wdb: Any) -> None:
+    """A worker that claimed a range and died (no renewal): another takes the range
+    when the lease runs out, and every document passes once."""
+    ids = list(range(60))
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    dead = await sp.ranges.claim(sp.run, worker_id())
+    assert dead is not None
+    runner = Runner(wdb, RunOptions(batch_size=10))
+    runner.split = sp
+    report = await runner.upgrade(Tally)
+    assert report.migrated == len(ids)
+    assert set((await hits(coll)).values()) == {1}
+    taken = await sp.ranges.collection.find_one({"_id": dead.id})
+    assert taken["state"] == DONE and taken["owner"] != dead.owner and taken["claims"] == 2
+
+
+async def test_documents_inserted_during_the_run(wdb: Any) -> None:
+    """Inserted ahead of every cursor (a higher _id, in the last, open range): taken;
+    behind (a lower _id, in a range done): left at their version, never taken twice;
+    the next run takes them."""
+    coll = await seed(wdb, list(range(100, 200)))
+    inserted = asyncio.Event()
+
+    def slow(doc: dict[str, Any]) -> None:
+        counted(doc)
+
+    async def insert_midway() -> None:
+        while await coll.count_documents({"__version__": "2"}) < 30:
+            await asyncio.sleep(0.01)
+        new = [
+            {"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in (5, 6, 900, 901)
+        ]
+        await coll.insert_many(new)
+        inserted.set()
+
+    runner = Runner(wdb, RunOptions(batch_size=5, max_rate=2000))
+    runner.split = split(wdb, 2)
+    task = asyncio.ensure_future(insert_midway())
+    await runner.upgrade(Tally)
+    await task
+    assert inserted.is_set()
+    found = await hits(coll)
+    assert found[repr(900)] == 1 and found[repr(901)] == 1, "ahead of the cursors: taken"
+    assert {found[repr(i)] for i in range(100, 200)} == {1}
+    assert found[repr(5)] in (0, 1) and found[repr(6)] in (0, 1)
+    rerun = Runner(wdb, RunOptions(batch_size=5))
+    rerun.split = Split(Ranges(wdb["atomdb_migrate_lock_ranges"]), "run-2", 2, poll=0.05)
+    await rerun.upgrade(Tally)
+    assert set((await hits(coll)).values()) == {1}
+
+
+async def test_a_range_given_back_on_error_is_pending_again(wdb: Any) -> None:
+    coll = await seed(wdb, list(range(10)))
+    sp = split(wdb, 1)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=100, workers=1)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+
+    async def fails(rng: Any) -> None:
+        raise RuntimeError("boom")
+
+    worker = RangeWorker(sp.ranges, sp.run, fails, lambda rng: {"migrated": 3}, poll=0.01)
+    with pytest.raises(RuntimeError):
+        await worker.work()
+    (doc,) = await sp.ranges.documents(sp.run)
+    assert doc["state"] == "pending" and doc["counts"]["migrated"] == 3
+    assert await sp.ranges.free(sp.run) == 0
+    await sp.ranges.claim(sp.run, worker_id())
+    assert await sp.ranges.free(sp.run) == 1
+
+
+# ----------------------------------------------------------------------
+# The boundaries, without a server
+# ----------------------------------------------------------------------
+def test_chunk_boundaries_cut_each_bracket_and_skip_min_and_max_key() -> None:
+    oid = ObjectId("0" * 23 + "5")
+    chunks = [
+        {"min": {"_id": MinKey()}, "max": {"_id": 10}},
+        {"min": {"_id": 10}, "max": {"_id": "m"}},
+        {"min": {"_id": "m"}, "max": {"_id": oid}},
+        {"min": {"_id": oid}, "max": {"_id": MaxKey()}},
+        {"min": {"_id": Int64(10)}, "max": {"_id": 20.5}},
+    ]
+    points = chunk_points(chunks)
+    assert points == {2: [10, 20.5], 3: ["m"], 7: [oid]}
+    spans = spans_of(2, points[2])
+    assert [(s.lo, s.hi) for s in spans] == [(None, 10), (10, 20.5), (20.5, None)]
+    assert spans[0].condition() == {"$type": ["number"], "$lt": 10}
+    assert Span(3, "a", "m").condition() == {"$type": ["string", "symbol"], "$gte": "a", "$lt": "m"}
+
+
+def test_bucket_count_is_bounded_by_batches_and_workers() -> None:
+    assert bucket_count(0, 100, 4) == 1
+    assert bucket_count(250, 100, 4) == 3
+    assert bucket_count(10**6, 100, 2) == 8
+
+
+async def test_sharded_chunks_cut_the_ranges(wdb: Any) -> None:
+    coll = await seed(wdb, list(range(50)))
+    spans = await plan_spans(
+        coll, {"__version__": "1"}, batch_size=1000, workers=1, chunks={2: [17, 33]}
+    )
+    assert [(s.lo, s.hi) for s in spans] == [(None, 17), (17, 33), (33, None)]
+
+
+ID = st.one_of(
+    st.integers(-50, 50),
+    st.floats(-50, 50, allow_nan=False),
+    st.text("abc", max_size=3),
+    st.integers(1, 40).map(lambda i: ObjectId(f"{i:024x}")),
+    st.integers(0, 5).map(lambda d: datetime.datetime(2026, 1, 1 + d)),
+    st.booleans(),
+    st.none(),
+    st.integers(0, 3).map(lambda i: {"k": i}),
+)
+
+
+def _key(value: Any) -> Any:
+    """Equal ``_id`` values (1, 1.0) share a key: the collection holds one of them."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("n", float(value))
+    return (type(value).__name__, repr(value))
+
+
+@settings(max_examples=WORKERS_EXAMPLES, deadline=None)
+@given(ids=st.lists(ID, max_size=40), batch=st.integers(1, 12), workers=st.integers(1, 4))
+def test_spans_partition_the_documents(
+    secantus_url: str, ids: list[Any], batch: int, workers: int
+) -> None:
+    """Whatever the ``_id`` types: every pending document is in exactly one span."""
+    unique = {_key(i): i for i in ids}
+    docs = [{"_id": i, "v": "1"} for i in unique.values()]
+
+    async def check() -> None:
+        client: Any = AsyncMongoClient(secantus_url)
+        coll = client["atomdb_migrate_test_workers"]["partition"]
+        try:
+            await coll.delete_many({})
+            if docs:
+                await coll.insert_many(docs)
+            await coll.insert_one({"_id": "done-one", "v": "2"})
+            spans = await plan_spans(coll, {"v": "1"}, batch_size=batch, workers=workers)
+            seen: dict[str, int] = {}
+            for span in spans:
+                for doc in await to_list(coll.find({"v": "1", "_id": span.condition()})):
+                    seen[repr(doc["_id"])] = seen.get(repr(doc["_id"]), 0) + 1
+            assert seen == {repr(d["_id"]): 1 for d in docs}
+        finally:
+            await client.drop_database("atomdb_migrate_test_workers")
+            await client.close()
+
+    asyncio.run(check())
