@@ -11,7 +11,8 @@ The commands live one group a module, and this module re-exports them all:
 `init`; `upgrade` (upgrade, downgrade); `stamp` (stamp, accept_checksums);
 `releases` (downgrade_releases, plan_releases, releases); `status`;
 `history` (history, failures); `check`; `unlock` (holder,
-unlock); `several` (databases, each_database); `revision`.
+unlock); `several` (databases, each_database); `sweep` (sweep, sweeping:
+the in-app sweep); `revision`.
 
 """
 
@@ -37,6 +38,7 @@ from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, r
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
 from .status import ModelStatus, status
+from .sweep import Sweeping, SweepReport, sweep, sweeping
 from .unlock import holder, unlock
 from .upgrade import FINISH_RETRY, RunResult, applied_checksums, downgrade, upgrade
 from .workspace import Workspace
@@ -70,6 +72,8 @@ __all__ = [
     "ReleasePlan",
     "Revision",
     "RunResult",
+    "SweepReport",
+    "Sweeping",
     "Visit",
     "Workspace",
     "above_code",
@@ -100,6 +104,8 @@ __all__ = [
     "revisions",
     "stamp",
     "status",
+    "sweep",
+    "sweeping",
     "unlock",
     "upgrade",
 ]
