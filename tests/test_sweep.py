@@ -70,6 +70,23 @@ def steps(registry: MigrationRegistry) -> Iterator[MigrationRegistry]:
     GATE["gate"] = None
 
 
+async def test_in_memory_one_turn(db: Any, backend: str, steps: MigrationRegistry) -> None:
+    """mongomock has no $bucketAuto (nor $type with a list): the sweep takes a model's
+    documents in one turn there, without ranges (an app's tests with
+    `atomdb_migrate.testing`)."""
+    if backend != "mongomock":
+        pytest.skip("the fallback of mongomock, which has no $bucketAuto")
+    await seed(db, 30)
+    await db[SweptAccount.__model__].insert_one(
+        {"_id": "text", "holder": "t", "__version__": "1", "__model__": SweptAccount.__model__}
+    )
+    report = await atomdb_migrate.sweep([SweptAccount], database=db, poll=0.01)
+    assert report.finished and report.ranges == 1
+    assert report.models[SweptAccount.__model__].migrated == 31
+    assert await versions(db) == {"2": 31}
+    assert await db[LOCKS].count_documents({}) == 0
+
+
 @pytest.fixture
 def secantus(backend: str) -> str:
     if not backend.startswith("secantus"):
