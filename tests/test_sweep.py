@@ -63,6 +63,8 @@ def steps(registry: MigrationRegistry) -> Iterator[MigrationRegistry]:
         if gate is not None:
             await gate.wait()
         await asyncio.sleep(random.random() / 2000)  # let the app's tasks in
+        if doc["holder"] == "BOOM":
+            raise ValueError("cannot name BOOM")
         doc["owner"] = doc.pop("holder")
         doc["applied"] = doc.get("applied", 0) + 1
 
@@ -325,3 +327,29 @@ async def test_the_sweep_pauses_while_the_app_is_busy(
     assert report.finished and report.paused > 0
     assert asked[:6] == [{"1": 40}] * 6  # nothing written while the app was busy
     assert await versions(db) == {"2": 40}
+
+
+async def test_documents_a_step_fails_on_are_left_to_upgrade(
+    db: Any, secantus: str, steps: MigrationRegistry
+) -> None:
+    """The sweep records them, plans once more for them, and ends: it does not
+    try them again and again."""
+    await seed(db, 30)
+    await db[SweptAccount.__model__].insert_one(
+        {"holder": "BOOM", "seq": 0, "__version__": "1", "__model__": SweptAccount.__model__}
+    )
+    report = await atomdb_migrate.sweep([SweptAccount], database=db, poll=0.01)
+    counts = report.models[SweptAccount.__model__]
+    assert report.finished
+    assert counts.migrated == 30
+    assert counts.failed == 2  # the first plan, and the one made again for it
+    assert "cannot name BOOM" in str(counts.failures[0]["error"])
+    assert await versions(db) == {"2": 30, "1": 1}
+    assert await db[LOCKS].count_documents({}) == 0
+
+    # Good documents saved behind later: a new sweep plans again, though the
+    # last plan migrated nothing.
+    await seed(db, 10)
+    report = await atomdb_migrate.sweep([SweptAccount], database=db, poll=0.01)
+    assert report.finished and report.models[SweptAccount.__model__].migrated == 10
+    assert await versions(db) == {"2": 40, "1": 1}

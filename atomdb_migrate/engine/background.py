@@ -149,6 +149,9 @@ class Sweep:
         self.taker = LegRanges(self.legs, self.runner.stream)
         #: The models whose sweep ended.
         self.ended: set[str] = set()
+        #: The runs this sweep planned ranges for: once such a plan is done
+        #: having migrated nothing, the model's sweep ends.
+        self.planned: set[str] = set()
 
     async def run(self) -> SweepReport:
         """Sweep until every model's sweep ended, or `stop` is set."""
@@ -216,9 +219,11 @@ class Sweep:
     async def _plan(self, run: str, leg: Leg) -> bool:
         """Plan the run's ranges of the model (again, when its documents behind the
         code's version were saved since the last plan was done); False when there
-        is nothing the sweep can do."""
+        is nothing the sweep can do: none behind, or a plan this sweep made was
+        done and migrated nothing (documents that fail a step are left to
+        ``upgrade``)."""
         done = await self.ranges.documents(run)
-        if done and not any((d.get("counts") or {}).get("migrated") for d in done):
+        if run in self.planned and not any((d.get("counts") or {}).get("migrated") for d in done):
             return False  # a whole plan migrated nothing: what is left is upgrade's
         behind = [f for s in leg.graph.steps if s.from_key < leg.target for f in _forms(s)]
         query = {VERSION_KEY: {"$in": behind}}
@@ -231,6 +236,7 @@ class Sweep:
             batch_size=self.runner.options.batch_size,
             workers=ONE_BATCH_EACH,
         )
+        self.planned.add(run)
         await self.ranges.create(
             run, leg.cls.__model__, spans, target=str(leg.target), versions=None
         )
