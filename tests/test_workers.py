@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, register_step
+from atomdb_migrate.commands.join import inherited, run_record
 from atomdb_migrate.driver.mongo import to_list
 from atomdb_migrate.engine.ranges import (
     DONE,
@@ -207,8 +208,9 @@ def test_chunk_boundaries_cut_each_bracket_and_skip_min_and_max_key() -> None:
     assert points == {2: [10, 20.5], 3: ["m"], 7: [oid]}
     spans = spans_of(2, points[2])
     assert [(s.lo, s.hi) for s in spans] == [(None, 10), (10, 20.5), (20.5, None)]
-    assert spans[0].condition() == {"$type": ["number"], "$lt": 10}
-    assert Span(3, "a", "m").condition() == {"$type": ["string", "symbol"], "$gte": "a", "$lt": "m"}
+    assert spans[0].condition() == {"$lt": 10}, "$lt matches numbers only"
+    assert Span(3, "a", "m").condition() == {"$gte": "a", "$lt": "m"}
+    assert Span(3).condition() == {"$type": ["string", "symbol"]}
 
 
 def test_bucket_count_is_bounded_by_batches_and_workers() -> None:
@@ -272,3 +274,72 @@ def test_spans_partition_the_documents(
             await client.close()
 
     asyncio.run(check())
+
+
+class Said:
+    """A progress that adds up what it is told."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.advanced = 0
+
+    def start(self, model: str, total: int) -> None:
+        self.total += total
+
+    def advance(self, count: int) -> None:
+        self.advanced += count
+
+    def finish(self) -> None:
+        pass
+
+
+async def test_the_progress_and_the_report_count_other_processes_workers(wdb: Any) -> None:
+    """A worker of another process recorded 7 documents in its range (then died): the
+    progress here advances by them, and the run's report counts them."""
+    ids = list(range(40))
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    other = await sp.ranges.claim(sp.run, worker_id())
+    assert other is not None
+    assert await sp.ranges.record(other, {"migrated": 7})
+    said = Said()
+    runner = Runner(wdb, RunOptions(batch_size=10), progress=said)
+    runner.split = sp
+    report = await runner.upgrade(Tally)
+    assert set((await hits(coll)).values()) == {1}
+    assert said.advanced >= len(ids) + 7, "the other process's 7 advanced the progress here"
+    assert report.migrated == len(ids) + 7, "its last recorded counts, as the range holds them"
+
+
+def test_a_joiner_takes_the_runs_pace_and_write_concern_it_was_not_given() -> None:
+    sums = [{"model": Tally.__model__, "from": "1", "to": "2", "checksum": "abc", "source": "/a"}]
+    started = RunOptions(workers=4, write_concern="majority", max_rate=500.0, max_lag=3.0)
+    record = run_record([Tally], None, sums, 4, started)
+    moved = [{**sums[0], "source": "/elsewhere/step.py"}]
+    assert run_record([Tally], None, moved, 2).get("key") == record["key"], (
+        "the key is the code's: not where the files are, nor the pace, nor the workers"
+    )
+    other = [{**sums[0], "checksum": "abd"}]
+    assert run_record([Tally], None, other, 4, started)["key"] != record["key"]
+    joined = inherited(RunOptions(join=True, max_rate=100.0), record)
+    assert (joined.write_concern, joined.max_rate, joined.max_lag) == ("majority", 100.0, 3.0)
+
+
+async def test_a_run_whose_ranges_are_all_done_plans_again(wdb: Any) -> None:
+    """Ranges of the same run left all done (a run killed after its last range): the
+    next run plans again, and takes the documents that came behind them since."""
+    coll = await seed(wdb, list(range(30)))
+    runner = Runner(wdb, RunOptions(batch_size=10))
+    runner.split = split(wdb, 2)
+    await runner.upgrade(Tally)
+    assert await runner.split.ranges.left("run-1") == 0
+    await coll.insert_many(
+        [{"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in (-5, 100)]
+    )
+    again = Runner(wdb, RunOptions(batch_size=10))
+    again.split = split(wdb, 2)
+    report = await again.upgrade(Tally)
+    assert report.migrated == 2
+    assert set((await hits(coll)).values()) == {1}

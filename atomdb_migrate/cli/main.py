@@ -45,6 +45,7 @@ from .prompts import asks_first, confirmed, describe_holder
 from .releases import release_json, say_release_plan
 from .revisions import say_revision
 from .running import State, each_database, run_async
+from .workers import describe_workers
 
 pass_state = click.make_pass_decorator(State)
 
@@ -323,6 +324,8 @@ async def status(state: State, models: tuple[str, ...], as_json: bool) -> None:
             found.extend(status_json(ws.config.database_name(), s) for s in rows)
         else:
             print_status(rows)
+            for line in describe_workers(await command.run_status(ws)):
+                click.echo(line)
         pending = sum(s.pending for s in rows)
         return f"{pending} documents pending" if pending else "up to date"
 
@@ -458,6 +461,8 @@ async def unlock(state: State, yes: bool, force: bool) -> None:
             raise CommandError("the lock was left as it is (give --yes to clear it)", EXIT_LOCK)
         cleared = await command.unlock(ws, force=force)
         said = "cleared the migration lock" if cleared else "the migration lock is free"
+        if cleared and cleared.get("freed_ranges"):
+            said += f"; {cleared['freed_ranges']} ranges of its workers are pending again"
         click.echo(said)
         return said
 

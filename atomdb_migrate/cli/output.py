@@ -49,6 +49,7 @@ from .exits import (
     command_error,
 )
 from .releases import release_label
+from .workers import describe_owner
 
 
 class HasUrl(Protocol):
@@ -454,13 +455,18 @@ def timestamp(started: Any) -> str:
 
 
 def describe_run(run: dict[str, Any]) -> str:
-    """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'."""
+    """One line for a recorded run; fields a record lacks (or holds oddly) show as '?'.
+    A run of workers adds what each did (`describe_owner`)."""
     when = timestamp(run.get("started_at"))
     line = (
         f"  {when} {run.get('command', '?')} {run.get('outcome', '?')}"
         f" {run.get('duration_s', '?')}s{release_label(run)} {_run_detail(run)}"
     )
-    return "  " + shorten(" ".join(line.split()), 500)
+    workers = run.get("workers")
+    said = "  " + shorten(" ".join(line.split()), 500)
+    if isinstance(workers, dict):  # a run of workers
+        said += "".join(f"\n      {describe_owner(k, w)}" for k, w in workers.items())
+    return said
 
 
 #: What a run's counts hold besides the numbers `describe_run` shows.

@@ -11,8 +11,9 @@ The commands live one group a module, and this module re-exports them all:
 `init`; `upgrade` (upgrade, downgrade); `stamp` (stamp, accept_checksums);
 `releases` (downgrade_releases, plan_releases, releases); `status`;
 `history` (history, failures); `check`; `unlock` (holder,
-unlock); `several` (databases, each_database); `sweep` (sweep, sweeping:
-the in-app sweep); `revision`.
+unlock); `join` (join, run_status: a run of workers); `several`
+(databases, each_database); `sweep` (sweep, sweeping: the in-app sweep);
+`revision`.
 
 """
 
@@ -34,6 +35,7 @@ from .check import (
 )
 from .history import Failures, above_code, failures, history
 from .init import TABLE_TEMPLATE, init
+from .join import join, run_status
 from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, releases
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
@@ -97,11 +99,13 @@ __all__ = [
     "holder",
     "index_drift",
     "init",
+    "join",
     "known_versions",
     "plan_releases",
     "releases",
     "revision",
     "revisions",
+    "run_status",
     "stamp",
     "status",
     "sweep",

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..engine.lock import LOCK_ID
 from ..engine.lock import unlock as clear_lock
+from .join import ranges_of
 from .workspace import Workspace
 
 __all__ = ["holder", "unlock"]
@@ -23,16 +24,23 @@ async def holder(ws: Workspace) -> dict[str, Any] | None:
 async def unlock(ws: Workspace, *, force: bool = False) -> dict[str, Any] | None:
     """Clear the migration lock a dead runner left; return its holder (None: it was free).
 
-    The holder's run, if still recorded as running, is marked abandoned.
+        The holder's run, if still recorded as running, is marked abandoned; the
+    ranges its workers held, for a run of workers, are pending again
+    (``freed_ranges``: how many).
 
-    Raises
-    ------
-    LockAliveError
-        If the holder still renews its lease, unless `force` is given.
+        Raises
+        ------
+        LockAliveError
+            If the holder still renews its lease, unless `force` is given.
 
     """
     await ws.connect()
     cleared = await clear_lock(ws.database[ws.config.lock_collection], force=force)
     if cleared is not None and cleared.get("owner"):
         await ws.history().abandon_holder(cleared)
+    run = None if cleared is None else cleared.get("run")
+    if cleared is not None and isinstance(run, dict):
+        # A dead run of workers: its claimed ranges are pending again, for
+        # the next upgrade --workers of the same code to carry on.
+        cleared["freed_ranges"] = await ranges_of(ws).free(run.get("key"))
     return cleared

@@ -33,6 +33,7 @@ from ..engine.options import (
     RunOptions,
     write_concern,
 )
+from ..engine.ranges import ranges_collection
 from ..engine.renames import RenameReport
 from ..engine.report import ModelReport, Progress
 from ..engine.runner import Runner
@@ -41,6 +42,7 @@ from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version
 from . import checksums as step_checksums
 from .history import failures
+from .join import announce, join, run_record, split_for, workers_done
 from .workspace import Workspace
 
 __all__ = [
@@ -121,6 +123,9 @@ async def upgrade(
 
     """
     options = options or RunOptions()
+    if options.join and (options.dry_run or options.retry_failed):
+        given = "--dry-run" if options.dry_run else "--retry-failed"
+        raise ConfigError(f"--join takes ranges of a run in progress: not with {given}")
     only: dict[str, list[Any]] | None = None
     classes = ws.models(models)
     if options.retry_failed:
@@ -149,6 +154,13 @@ async def upgrade(
         raise ConfigError("--to needs exactly one model")
     if options.release is None:
         options = replace(options, release=release_name(classes, to))
+    if options.join:
+        result = result or RunResult("upgrade", options.dry_run)
+        sums = applied_checksums(ws, classes, to)
+        await join(
+            ws, classes, sums, to=to, options=options, progress=progress, reports=result.reports
+        )
+        return result
     return await _run(ws, UPGRADE, classes, to, options, progress, result, only)
 
 
@@ -208,7 +220,7 @@ async def _run(
         options,
         progress=progress,
         registry=ws.registry,
-        skip_collections=ws.internal_collections,
+        skip_collections=(*ws.internal_collections, ranges_collection(ws.config.lock_collection)),
         only=only,
         redact=lambda text: mask(text, ws.config.url),
     )
@@ -226,8 +238,16 @@ async def _run(
     sums = None
     if direction is UPGRADE and not isinstance(to, dict):
         sums = applied_checksums(ws, classes, to)
+    # A run of workers (upgrade --workers N): its record in the lock document.
+    split = None
+    if sums is not None and options.workers > 1 and only is None:
+        target = to if isinstance(to, str) else None
+        split = run_record(classes, target, sums, options.workers, options)
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
+        await retry.call("recording the run in the lock", partial(announce, lock, split))
+        if split is not None:
+            runner.split = split_for(ws, runner, split, options.workers)
         history = History(runner.database[ws.config.history_collection])
         record = await _Record.start(history, retry, direction, arguments, lock, sums)
         try:
@@ -241,6 +261,9 @@ async def _run(
         left = result.left_newer
         why = shorten(mask(str(left[0]), ws.config.url)) if left else None
         await record.finish(result, retry, "failed" if left else outcome, why)
+        if runner.split is not None:
+            done = partial(workers_done, ws, runner.split, record.record)
+            await retry.call("recording the workers' counts", done)
     return result
 
 

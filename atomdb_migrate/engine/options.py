@@ -40,6 +40,9 @@ DEFAULT_VERSION_INDEX_REBUILD_AT = 0.4
 #: The most workers one process runs (``--workers``).
 MAX_WORKERS = 64
 
+#: Seconds ``upgrade --join`` waits for a run of workers to start (``--join-wait``).
+DEFAULT_JOIN_WAIT = 60.0
+
 #: The most members a write concern may name: a replica set has at most 50.
 MAX_MEMBERS = 50
 
@@ -318,6 +321,33 @@ class RunOptions:
             high=MAX_WORKERS,
             metavar="N",
             upgrade_only=True,
+        ),
+    )
+    #: Join the run of workers in progress (another process's ``upgrade
+    #: --workers N``) for the same models and target, instead of starting one.
+    join: bool = field(
+        default=False,
+        metadata=option(
+            "flag",
+            "--join",
+            "Join the run of workers in progress for the same models and target, and take "
+            "its ranges with --workers workers until none is left.",
+            upgrade_only=True,
+            recorded=False,
+        ),
+    )
+    #: With ``join``: seconds to wait for a run of workers to start.
+    join_wait: float = field(
+        default=DEFAULT_JOIN_WAIT,
+        metadata=option(
+            "seconds",
+            "--join-wait",
+            "With --join: how long to wait for a run of workers to start.",
+            low=0,
+            high=MAX_SECONDS,
+            metavar="SECONDS",
+            upgrade_only=True,
+            recorded=False,
         ),
     )
     #: Run the steps made only of operations as server-side updates.

@@ -93,8 +93,7 @@ class Span:
     """The ``_id`` values of one type bracket from `lo` (included) to `hi` (excluded).
 
     None for `lo` or `hi` is open: from the bracket's first value, or to
-    its last. The condition holds the ``$type`` of the bracket too, so that
-    an open span stays in its bracket.
+    its last.
 
     """
 
@@ -108,13 +107,19 @@ class Span:
     count: int = 0
 
     def condition(self) -> dict[str, Any]:
-        """The condition on ``_id`` (a new dict) that finds the span's documents."""
-        found: dict[str, Any] = {"$type": list(TYPE_BRACKETS[self.bracket])}
+        """The condition on ``_id`` (a new dict) that finds the span's documents.
+
+        ``$gte`` and ``$lt`` match values of their own type bracket only, so a
+        bound keeps the span in its bracket; a span without either names the
+        bracket's types (``$type``).
+
+        """
+        found: dict[str, Any] = {}
         if self.lo is not None:
             found["$gte"] = self.lo
         if self.hi is not None:
             found["$lt"] = self.hi
-        return found
+        return found or {"$type": list(TYPE_BRACKETS[self.bracket])}
 
 
 @dataclass
@@ -364,12 +369,16 @@ class Ranges:
         }
         if model is not None:
             query["model"] = model
+        mine = f"by.{worker['owner']}"
         update = {
             "$set": {
                 "state": CLAIMED,
                 **worker,
                 "lease_until": self._until(),
                 "claimed_at": now,
+                f"{mine}.host": worker.get("host"),
+                f"{mine}.pid": worker.get("pid"),
+                f"{mine}.since": now,
             },
             "$inc": {"claims": 1},
         }
@@ -391,7 +400,7 @@ class Ranges:
         range held when claimed)."""
         result = await self.collection.update_one(
             {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {"counts": _added(rng.counts, counts), "lease_until": self._until()}},
+            {"$set": {**_counted(rng, counts), "lease_until": self._until()}},
         )
         return bool(result.matched_count)
 
@@ -402,7 +411,7 @@ class Ranges:
             {
                 "$set": {
                     "state": DONE,
-                    "counts": _added(rng.counts, counts),
+                    **_counted(rng, counts),
                     "done_at": datetime.now(UTC),
                 }
             },
@@ -414,7 +423,7 @@ class Ranges:
         stopping before its end)."""
         result = await self.collection.update_one(
             {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {"state": PENDING, "counts": _added(rng.counts, counts)}},
+            {"$set": {"state": PENDING, **_counted(rng, counts)}},
         )
         return bool(result.matched_count)
 
@@ -444,14 +453,22 @@ class Ranges:
         return int((await self.collection.delete_many({"run": run})).deleted_count)
 
 
+def _counted(rng: Range, counts: dict[str, int]) -> dict[str, Any]:
+    """The fields a claimer's `counts` set: the range's (added to those it held when
+    claimed), and the claimer's own under ``by.<owner>``."""
+    return {"counts": _added(rng.counts, counts), f"by.{rng.owner}.counts": dict(counts)}
+
+
 def _added(before: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
     return {k: int(before.get(k, 0)) + int(counts.get(k, 0)) for k in {*before, *counts}}
 
 
 def summary(docs: Iterable[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
-    """What operators see of a run's ranges: how many are done, claimed (live or with
-    their lease run out) and pending; by owner, its ranges, counts and rate (documents
-    upgraded per second since its first claim); the documents counted in all."""
+    """What operators see of a run's ranges: how many are done, claimed (``expired``:
+    of those, with their lease run out) and pending; by owner (every worker that
+    claimed a range, a dead one too), its ranges (by state; ``taken over``: claimed
+    then taken by another), its own counts and rate (documents upgraded per second
+    since its first claim); the documents planned and counted in all."""
     now = now or datetime.now(UTC)
     states = {PENDING: 0, CLAIMED: 0, DONE: 0, "expired": 0}
     owners: dict[str, dict[str, Any]] = {}
@@ -465,24 +482,28 @@ def summary(docs: Iterable[dict[str, Any]], now: datetime | None = None) -> dict
             states["expired"] += 1
         planned += int(doc.get("count", 0))
         total = _added(total, doc.get("counts") or {})
-        owner = doc.get("owner")
-        if owner is None:
-            continue
-        seen = owners.setdefault(
-            owner,
-            {"host": doc.get("host"), "pid": doc.get("pid"), "ranges": {}, "counts": {}},
-        )
-        seen["ranges"][state] = seen["ranges"].get(state, 0) + 1
-        seen["counts"] = _added(seen["counts"], doc.get("counts") or {})
-        start = _aware(doc.get("claimed_at"))
-        if start is not None and (seen.get("since") is None or start < seen["since"]):
-            seen["since"] = start
+        for owner, info in (doc.get("by") or {}).items():
+            held = state if owner == doc.get("owner") else "taken over"
+            _owner_saw(owners, owner, info, held)
     for seen in owners.values():
         since = seen.pop("since", None)
         seconds = (now - since).total_seconds() if since is not None else 0.0
         done = seen["counts"].get("migrated", 0)
         seen["rate"] = round(done / seconds, 1) if seconds > 0 else 0.0
     return {"ranges": states, "planned": planned, "counts": total, "owners": owners}
+
+
+def _owner_saw(owners: dict[str, dict[str, Any]], owner: str, info: Any, held: str) -> None:
+    """Add a range an owner claimed (its ``by.<owner>`` entry) to what `summary` says of it."""
+    info = info if isinstance(info, dict) else {}
+    seen = owners.setdefault(
+        owner, {"host": info.get("host"), "pid": info.get("pid"), "ranges": {}, "counts": {}}
+    )
+    seen["ranges"][held] = seen["ranges"].get(held, 0) + 1
+    seen["counts"] = _added(seen["counts"], info.get("counts") or {})
+    start = _aware(info.get("since"))
+    if start is not None and (seen.get("since") is None or start < seen["since"]):
+        seen["since"] = start
 
 
 def _aware(value: Any) -> datetime | None:

@@ -23,17 +23,21 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from packaging.version import Version
 
 from ..core.storage import VERSION_KEY
+from ..driver.retry import Retry
 from .leg import Leg
 from .ranges import COUNTED, Range, Ranges, plan_spans, sharded_points, worker_id
 from .report import ModelReport, Progress, QuietProgress
 from .stream import Stream, rest
 
 log = logging.getLogger("atomdb_migrate")
+
+T = TypeVar("T")
 
 #: Takes a range: upgrades its documents.
 Take = Callable[[Range], Awaitable[None]]
@@ -89,6 +93,14 @@ class RangeWorker:
         Seconds between looks for a free range while others' are taken.
     stop
         Set: the worker stops taking new ranges.
+    finished
+        Whether the run is over, asked when no range is free (default: every
+        range of the run, of the model, is done). A worker that joins a run
+        before its ranges are planned waits for them with this.
+    retry
+        Sends the calls to the ranges collection again while they fail
+        transiently (a claim whose answer was lost leaves a range claimed,
+        taken over when its lease runs out); None: sent once.
 
     """
 
@@ -102,10 +114,14 @@ class RangeWorker:
         model: str | None = None,
         poll: float = 1.0,
         stop: asyncio.Event | None = None,
+        finished: Callable[[], Awaitable[bool]] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
+        self.finished = finished or self.all_done
+        self.retry = retry
         #: This worker's owner token, host and pid.
         self.worker = worker_id()
         #: The ranges it marked done.
@@ -115,16 +131,31 @@ class RangeWorker:
         """Take ranges until every range of the run (of the model) is done, or `stop`
         is set; how many this worker did."""
         while not self.stop.is_set():
-            rng = await self.ranges.claim(self.run, self.worker, self.model)
+            rng = await self._call(
+                "claiming a range", partial(self.ranges.claim, self.run, self.worker, self.model)
+            )
             if rng is not None:
                 await self._take(rng)
                 continue
-            if not await self.ranges.left(self.run, self.model):
+            if await self.finished():
                 break
             # Others hold the ranges left: wait, and take over any whose lease runs out.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.poll)
         return len(self.done)
+
+    async def all_done(self) -> bool:
+        """Whether every range of the run (of the model) is done."""
+        left = await self._call(
+            "counting the ranges left", partial(self.ranges.left, self.run, self.model)
+        )
+        return not left
+
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``await fn()``, through the retry if there is one."""
+        if self.retry is None:
+            return await fn()
+        return await self.retry.call(operation, fn)
 
     async def _take(self, rng: Range) -> None:
         """Take one range: the heartbeat renews its lease and records its counts;
@@ -140,7 +171,8 @@ class RangeWorker:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-        if await self.ranges.done(rng, self.so_far(rng)):
+        done = partial(self.ranges.done, rng, self.so_far(rng))
+        if await self._call("marking a range done", done):
             self.done.append(rng.id)
         else:
             log.warning("range %s was taken over before it was done here", rng.id)
@@ -211,9 +243,8 @@ class LegRanges:
         """Read, transform and write the range's documents still behind."""
         leg = self.leg(rng)
         self._taking[rng.id] = leg
-        wanted: Any = {"$ne": rng.target} if rng.versions is None else {"$in": rng.versions}
         try:
-            await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted}, rng.span.count)
+            await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted(rng)}, rng.span.count)
         finally:
             add_counts(self.legs[rng.model], leg)
 
@@ -221,6 +252,19 @@ class LegRanges:
         """What the taking of `rng` counted (`COUNTED`)."""
         leg = self._taking.get(rng.id)
         return {} if leg is None else counted(leg.report)
+
+
+def wanted(rng: Range) -> Any:
+    """The condition on ``__version__`` of a range's documents still behind: the stored
+    values the plan read through the version index, or (without it) every value but the
+    target. One string is given as itself, not in an ``$in``: a planner that takes
+    ``{__version__: "1", _id: {$gte: a, $lt: b}}`` as bounds on the version index (in
+    the index's ``_id`` order) may not do so for ``$in`` (SecantusDB sorts then)."""
+    if rng.versions is None:
+        return {"$ne": rng.target}
+    if len(rng.versions) == 1 and isinstance(rng.versions[0], str):
+        return rng.versions[0]
+    return {"$in": list(rng.versions)}
 
 
 def counted(report: ModelReport) -> dict[str, int]:
@@ -251,35 +295,98 @@ async def migrate_ranges(
     """
     query, total, indexed = await rest(leg, raws)
     model = leg.cls.__model__
-    if not await split.ranges.left(split.run, model) and not await _has_ranges(split, model):
-        chunks = await sharded_points(leg.collection.database, leg.collection.name)
-        spans = await plan_spans(
-            leg.collection,
-            query,
-            batch_size=stream.options.batch_size,
-            workers=split.workers,
-            chunks=chunks if split.chunks else None,
-        )
-        wanted = query[VERSION_KEY]
-        versions = list(wanted["$in"]) if "$in" in wanted else None
-        await split.ranges.create(
-            split.run, model, spans, target=str(leg.target), versions=versions
-        )
+    await stream.retry.call(
+        "planning the ranges", partial(_plan, split, leg, query, stream.options.batch_size)
+    )
     progress = progress or QuietProgress()
     progress.start(model, total)
     taker = LegRanges({model: leg}, stream)
     workers = [
-        RangeWorker(split.ranges, split.run, taker.take, taker.so_far, model=model, poll=split.poll)
+        RangeWorker(
+            split.ranges,
+            split.run,
+            taker.take,
+            taker.so_far,
+            model=model,
+            poll=split.poll,
+            retry=stream.retry,
+        )
         for _ in range(split.workers)
     ]
+    mine = {w.worker["owner"] for w in workers}
+    following = asyncio.ensure_future(_follow(split, model, mine, progress))
     try:
         await asyncio.gather(*(w.work() for w in workers))
     finally:
+        following.cancel()
         progress.finish()
         for w in workers:
             seen = split.seen.setdefault(w.worker["owner"], {**w.worker, "ranges": 0})
             seen["ranges"] += len(w.done)
+    others = await stream.retry.call("counting the ranges", partial(_others, split, model, mine))
+    for name, n in others.items():
+        setattr(leg.report, name, getattr(leg.report, name) + n)
     return indexed
+
+
+#: The counts that advance a run's progress (documents taken, whatever became of them).
+PROGRESSED = ("migrated", "skipped", "failed")
+
+
+async def _follow(split: Split, model: str, mine: set[str], progress: Progress) -> None:
+    """Advance the progress by what the workers of other processes record, every
+    `Split.poll` seconds: the progress and its ETA are the whole run's."""
+    told = 0
+    while True:
+        await asyncio.sleep(split.poll)
+        try:
+            others = await _others(split, model, mine)
+        except Exception as exc:  # the next look tries again
+            log.debug("the ranges' counts could not be read: %s", exc)
+            continue
+        now = sum(others[name] for name in PROGRESSED)
+        if now > told:
+            progress.advance(now - told)
+            told = now
+
+
+async def _others(split: Split, model: str, mine: set[str]) -> dict[str, int]:
+    """What the workers of other processes counted in the model's ranges (as their
+    last renewals recorded it): the run's report counts the whole run."""
+    found = dict.fromkeys(COUNTED, 0)
+    for doc in await split.ranges.documents(split.run):
+        if doc.get("model") != model:
+            continue
+        for owner, info in (doc.get("by") or {}).items():
+            if owner in mine or not isinstance(info, dict):
+                continue
+            for name in COUNTED:
+                found[name] += int((info.get("counts") or {}).get(name, 0))
+    return found
+
+
+async def _plan(split: Split, leg: Leg, query: dict[str, Any], batch_size: int) -> None:
+    """The model's ranges in the run, planned from `query` (the documents still behind),
+    unless the run has ranges of the model not done yet (a run carried on, or this call
+    sent again)."""
+    model = leg.cls.__model__
+    if await _has_ranges(split, model):
+        if await split.ranges.left(split.run, model):
+            return  # a run carried on
+        # Every range done, and yet a run: documents came behind the old
+        # ranges' cursors since. Plan again over what is behind now.
+        await split.ranges.collection.delete_many({"run": split.run, "model": model})
+    chunks = await sharded_points(leg.collection.database, leg.collection.name)
+    spans = await plan_spans(
+        leg.collection,
+        query,
+        batch_size=batch_size,
+        workers=split.workers,
+        chunks=chunks if split.chunks else None,
+    )
+    wanted = query[VERSION_KEY]
+    versions = list(wanted["$in"]) if "$in" in wanted else None
+    await split.ranges.create(split.run, model, spans, target=str(leg.target), versions=versions)
 
 
 async def _has_ranges(split: Split, model: str) -> bool:

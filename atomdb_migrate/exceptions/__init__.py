@@ -52,7 +52,10 @@ MigrateError
  └── LockError                 the migration lock
       ├── LockHeldError         another runner holds it
       │    └── LockAliveError   `unlock` refused: the holder is still renewing
-      └── LockLostError         this runner's lease ran out during the run
+      ├── LockLostError         this runner's lease ran out during the run
+      └── JoinError             `upgrade --join`: no run to join, or other code
+           ├── NoRunToJoinError   no run of workers started within the wait
+           └── RunMismatchError   the run's models, targets or checksums differ
 ```
 
 `InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`,
@@ -100,10 +103,13 @@ from .queries import (
 )
 from .server import (
     ConnectionFailedError,
+    JoinError,
     LockAliveError,
     LockError,
     LockHeldError,
     LockLostError,
+    NoRunToJoinError,
+    RunMismatchError,
     ServerError,
     ServerUnavailableError,
     WriteConcernRefusedError,
@@ -143,6 +149,7 @@ __all__ = [
     "InvalidQueryError",
     "InvalidVersionError",
     "IrreversibleOperationError",
+    "JoinError",
     "LegacyQueryError",
     "LegacyQueryWarning",
     "LockAliveError",
@@ -152,10 +159,12 @@ __all__ = [
     "MigrateError",
     "MissingDowngradeError",
     "NewerDocumentError",
+    "NoRunToJoinError",
     "OperationError",
     "QueryError",
     "ReleaseNotFoundError",
     "RestoreFailedError",
+    "RunMismatchError",
     "ServerError",
     "ServerUnavailableError",
     "StepBeyondHeadError",

@@ -117,6 +117,60 @@ class LockLostError(LockError):
     """The runner's lease expired or was taken during the run; it stopped."""
 
 
+class JoinError(LockError):
+    """``upgrade --join`` found no run of workers to join, or one of other code.
+
+    ``run`` is the run record found in the lock document (None: none).
+
+    """
+
+    run: dict[str, Any] | None
+
+
+class NoRunToJoinError(JoinError):
+    """``upgrade --join``: no run of workers started within the wait (``waited``, seconds)."""
+
+    waited: float
+
+    def __init__(self, waited: float, holder: dict[str, Any] | None) -> None:
+        held = ""
+        if holder is not None and holder.get("run") is None:
+            held = (
+                f"; the lock is held by {holder.get('command', '?')} on host "
+                f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), a run without workers"
+            )
+        super().__init__(
+            f"no upgrade run with workers to join started within {waited:g} s{held}; start "
+            "one with `atomdb-migrate upgrade --workers N`, or wait longer (--join-wait)",
+            waited=waited,
+            run=None,
+        )
+
+
+class RunMismatchError(JoinError):
+    """``upgrade --join``: the run in progress is not the one this code would run.
+
+    ``differences`` names what differs: ``models``, ``targets``, ``checksums``
+    (the steps' code), each with the run's value and ours.
+
+    """
+
+    differences: dict[str, tuple[Any, Any]]
+
+    def __init__(self, run: dict[str, Any], differences: dict[str, tuple[Any, Any]]) -> None:
+        said = "; ".join(
+            f"{what}: the run has {theirs!r}, this code {ours!r}"
+            for what, (theirs, ours) in differences.items()
+        )
+        super().__init__(
+            f"the upgrade run in progress (started on host {run.get('host', '?')}) runs other "
+            f"code than this one, so it cannot be joined ({said}); join it with the same "
+            "release's code and models, or wait for it to end",
+            run=run,
+            differences=differences,
+        )
+
+
 class LockAliveError(LockHeldError):
     """`unlock` refused: the holder's lease is still being renewed, so it is alive."""
 

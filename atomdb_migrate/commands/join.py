@@ -1,0 +1,273 @@
+"""A run of workers: its record in the lock document, ``upgrade --join``, what it shows.
+
+``upgrade --workers N`` (N > 1) takes the lock as every upgrade does, and
+writes the run's record into the lock document (`announce`): its key, the
+models, each model's target and the checksums of the steps it runs. The
+plan and the expand phase happen once, in that process; its migrate phase
+splits the documents still behind into ranges of ``_id``
+(`atomdb_migrate.engine.ranges`), which its N workers take, and so does
+every process that joins (`join`). The verify and contract phases run once
+there, after the last range; then the workers' counts go into the history
+record (``workers``), and the ranges are deleted.
+
+A process that joins (``upgrade --join``) reads the record, refuses a run
+whose models, targets or checksums differ from its own code's
+(`RunMismatchError`, before any write), and takes ranges until none is
+left. A run killed before its end leaves its record and ranges: the next
+``upgrade --workers N`` of the same code carries the ranges on.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from ..core.masking import mask
+from ..engine.leg import Leg
+from ..engine.lock import LOCK_ID, LeaseLock
+from ..engine.options import UPGRADE, RunOptions
+from ..engine.ranges import Ranges, ranges_collection, summary
+from ..engine.report import ModelReport, Progress
+from ..engine.runner import Runner
+from ..engine.workers import LegRanges, RangeWorker, Split
+from ..exceptions import NoRunToJoinError, RunMismatchError
+from ..model.versioned import VersionedModel
+from ..steps.versions import parse_version
+from .workspace import Workspace
+
+__all__ = ["announce", "join", "run_record", "run_status", "split_for", "workers_done"]
+
+#: What a run's record keeps of each step's checksum record (not its file's path).
+SUMMED = ("model", "from", "to", "checksum", "imports")
+
+#: Seconds between looks for a run to join, and for a free range.
+POLL = 0.5
+
+
+#: The options of the run's pace and writes its record carries, for joiners given none.
+PACE = ("write_concern", "wtimeout", "max_rate", "max_lag")
+
+
+def run_record(
+    classes: list[type[VersionedModel]],
+    to: str | None,
+    checksums: list[dict[str, Any]],
+    workers: int,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """The record of a run of workers: what a process must run to join it (its key
+    sums it up), and the starter's pace and write concern (`PACE`)."""
+    targets = {c.__model__: to if to is not None else str(c.__version__) for c in classes}
+    # The code of each step, not where its file is: pods may hold the project elsewhere.
+    sums = [{k: v for k, v in c.items() if k in SUMMED} for c in checksums]
+    plan = {"models": [c.__model__ for c in classes], "targets": targets, "checksums": sums}
+    text = json.dumps(plan, sort_keys=True, default=str)
+    return {
+        "key": hashlib.sha256(text.encode()).hexdigest()[:24],
+        **plan,
+        "workers": workers,
+        "pace": {name: getattr(options or RunOptions(), name) for name in PACE},
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": datetime.now(UTC),
+    }
+
+
+def differences(run: dict[str, Any], mine: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What differs between the run's record and ours: models, targets, checksums."""
+    found: dict[str, tuple[Any, Any]] = {}
+    for what in ("models", "targets"):
+        if run.get(what) != mine[what]:
+            found[what] = (run.get(what), mine[what])
+    if run.get("checksums") != mine["checksums"]:
+        theirs = {_step(c): _short(c) for c in run.get("checksums") or []}
+        ours = {_step(c): _short(c) for c in mine["checksums"]}
+        changed = sorted(s for s in {*theirs, *ours} if theirs.get(s) != ours.get(s))
+        found["checksums"] = (
+            {s: theirs.get(s) for s in changed},
+            {s: ours.get(s) for s in changed},
+        )
+    return found
+
+
+def _short(record: dict[str, Any]) -> str:
+    """A step's checksum as an error shows it: its first 12 digits, and how many
+    modules of the project it imports (their checksums count too)."""
+    return f"{str(record.get('checksum'))[:12]}/{len(record.get('imports') or {})} imports"
+
+
+def _step(record: dict[str, Any]) -> str:
+    return f"{record.get('model')} {record.get('from')} -> {record.get('to')}"
+
+
+def inherited(options: RunOptions, run: dict[str, Any]) -> RunOptions:
+    """A joiner's options: those of `PACE` it was given none of taken from the run's
+    record (the starter's), so that every process writes with the same write concern
+    and each keeps to the same rate and lag."""
+    pace = run.get("pace") or {}
+    taken = {n: pace[n] for n in PACE if getattr(options, n) is None and pace.get(n) is not None}
+    return replace(options, **taken)
+
+
+async def announce(lock: LeaseLock, record: dict[str, Any] | None) -> None:
+    """Write the run's record into the lock document (None: clear a former one, a run
+    without workers)."""
+    query = {"_id": LOCK_ID, "owner": lock.owner}
+    update = {"$set": {"run": record}} if record is not None else {"$unset": {"run": ""}}
+    await lock.collection.update_one(query, update)
+
+
+def ranges_of(ws: Workspace, database: Any = None) -> Ranges:
+    """The ranges collection of the workspace's database, leased for ``lock-ttl``."""
+    database = ws.database if database is None else database
+    return Ranges(database[ranges_collection(ws.config.lock_collection)], ttl=ws.config.lock_ttl)
+
+
+def split_for(ws: Workspace, runner: Runner, record: dict[str, Any], workers: int) -> Split:
+    """The split of a run of workers, for its runner (through the runner's database,
+    with the run's write concern)."""
+    return Split(ranges_of(ws, runner.database), record["key"], workers, poll=POLL)
+
+
+async def workers_done(ws: Workspace, split: Split, record_id: Any) -> dict[str, Any]:
+    """At the end of a run of workers: each worker's counts into the history record
+    (``workers``, by owner), and the run's ranges deleted. Returns the workers' summary."""
+    owners: dict[str, Any] = summary(await split.ranges.documents(split.run))["owners"]
+    await ws.history().collection.update_one({"_id": record_id}, {"$set": {"workers": owners}})
+    await split.ranges.drop(split.run)
+    return owners
+
+
+async def _run_to_join(ws: Workspace, mine: dict[str, Any], wait: float) -> dict[str, Any]:
+    """The record of the run of workers in progress with our key, waiting up to `wait`.
+
+    Raises
+    ------
+    RunMismatchError
+        If the run in progress (its lease alive) is not the one our code runs.
+    NoRunToJoinError
+        If none started within `wait` seconds.
+
+    """
+    locks = ws.database[ws.config.lock_collection]
+    deadline = time.monotonic() + wait
+    while True:
+        doc = await locks.find_one({"_id": LOCK_ID})
+        run = None if doc is None else doc.get("run")
+        alive = doc is not None and _aware(doc.get("expires_at")) > datetime.now(UTC)
+        if run is not None and run.get("key") == mine["key"]:
+            return dict(run)
+        if run is not None and alive:
+            raise RunMismatchError(run, differences(run, mine))
+        if time.monotonic() >= deadline:
+            raise NoRunToJoinError(wait, doc if alive else None)
+        await asyncio.sleep(POLL)
+
+
+def _aware(value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        return datetime.min.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def join(
+    ws: Workspace,
+    classes: list[type[VersionedModel]],
+    checksums: list[dict[str, Any]],
+    *,
+    to: str | None = None,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+    reports: list[ModelReport] | None = None,
+) -> list[ModelReport]:
+    """``upgrade --join``: take the ranges of the run of workers in progress for these
+    models and target, with ``options.workers`` workers, until none is left.
+
+    Writes nothing before the run's record matched ours (models, targets,
+    checksums). Returns (and fills `reports`, as it goes) what this process
+    did, per model.
+
+    Raises
+    ------
+    RunMismatchError, NoRunToJoinError
+        See `_run_to_join`.
+
+    """
+    options = (options or RunOptions()).with_settings(ws.config)
+    await ws.connect()
+    mine = run_record(classes, to, checksums, options.workers)
+    run = await _run_to_join(ws, mine, options.join_wait)
+    options = inherited(options, run)
+    runner = Runner(
+        ws.database,
+        options,
+        progress=progress,
+        registry=ws.registry,
+        redact=lambda text: mask(text, ws.config.url),
+    )
+    reports = reports if reports is not None else []
+    legs: dict[str, Leg] = {}
+    for cls in classes:
+        target = parse_version(run["targets"][cls.__model__])
+        report = ModelReport(cls.__model__, str(target), UPGRADE.name)
+        reports.append(report)
+        graph = ws.registry.graph(cls)
+        legs[cls.__model__] = Leg(
+            cls, runner.database[cls.__model__], target, UPGRADE, graph, report
+        )
+    taker = LegRanges(legs, runner.stream)
+    ranges = ranges_of(ws, runner.database)
+    finished = partial(_run_over, ws, ranges, run["key"])
+    workers = [
+        RangeWorker(
+            ranges,
+            run["key"],
+            taker.take,
+            taker.so_far,
+            poll=POLL,
+            finished=partial(_call, runner, "checking the joined run", finished),
+            retry=runner.retry,
+        )
+        for _ in range(options.workers)
+    ]
+    await asyncio.gather(*(w.work() for w in workers))
+    return reports
+
+
+async def _run_over(ws: Workspace, ranges: Ranges, key: str) -> bool:
+    """Whether the joined run is over: its record left the lock document (it ended),
+    or its starter died and every range there is, is done. While it lasts, a joiner
+    waits for ranges to be planned (for the next model too)."""
+    doc = await ws.database[ws.config.lock_collection].find_one({"_id": LOCK_ID})
+    run = None if doc is None else doc.get("run")
+    if not isinstance(run, dict) or run.get("key") != key:
+        return True
+    alive = _aware(doc.get("expires_at") if doc else None) > datetime.now(UTC)
+    return not alive and not await ranges.left(key)
+
+
+async def _call(runner: Runner, operation: str, fn: Callable[[], Awaitable[bool]]) -> bool:
+    return await runner.retry.call(operation, fn)
+
+
+async def run_status(ws: Workspace) -> dict[str, Any] | None:
+    """The run of workers in progress (or left by a killed one): its record, and its
+    ranges done, claimed and pending, with each owner's counts and rate; None: none."""
+    await ws.connect()
+    doc = await ws.database[ws.config.lock_collection].find_one({"_id": LOCK_ID})
+    run = None if doc is None else doc.get("run")
+    if run is None:
+        return None
+    said = summary(await ranges_of(ws).documents(run["key"]))
+    alive = _aware(doc.get("expires_at")) > datetime.now(UTC) if doc else False
+    return {"run": run, "alive": alive, **said}
