@@ -353,3 +353,86 @@ async def test_documents_a_step_fails_on_are_left_to_upgrade(
     report = await atomdb_migrate.sweep([SweptAccount], database=db, poll=0.01)
     assert report.finished and report.models[SweptAccount.__model__].migrated == 10
     assert await versions(db) == {"2": 40, "1": 1}
+
+
+#: An app process of its own: the model, its step, and a sweep of its database.
+POD = """
+import asyncio, json, sys
+from atom.api import Int, Str
+import atomdb_migrate
+from atomdb_migrate import VersionedModel, step
+from pymongo import AsyncMongoClient
+
+
+class SweptAccount(VersionedModel):
+    __model__ = "sweeptest.Account"
+    __version__ = 2
+    owner = Str()
+    seq = Int()
+    applied = Int()
+
+
+@step(SweptAccount, 1, 2)
+def name_owner(doc):
+    doc["owner"] = doc.pop("holder")
+    doc["applied"] = doc.get("applied", 0) + 1
+
+
+async def main():
+    client = AsyncMongoClient(sys.argv[1])
+    report = await atomdb_migrate.sweep(
+        [SweptAccount], database=client[sys.argv[2]], batch_size=20, max_rate=2000, poll=0.02
+    )
+    counts = report.models[SweptAccount.__model__]
+    print(json.dumps({"ranges": report.ranges, "migrated": counts.migrated,
+                      "finished": report.finished}))
+    await client.close()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_two_app_processes_share_the_sweep(
+    tmp_path: Any, secantus_url: str, backend: str
+) -> None:
+    if backend != "secantus-pymongo":
+        pytest.skip("processes of their own: once, on SecantusDB with PyMongo")
+    import json
+
+    from pymongo import AsyncMongoClient
+
+    name = f"sweep_pods_{random.randrange(1 << 30)}"
+    client: Any = AsyncMongoClient(secantus_url)
+    db = client[name]
+    try:
+        await seed(db, N)
+        (tmp_path / "pod.py").write_text(POD)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pods = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(tmp_path / "pod.py"),
+                secantus_url,
+                name,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        async with asyncio.timeout(240):
+            outs = await asyncio.gather(*(pod.communicate() for pod in pods))
+        for pod, (_, err) in zip(pods, outs, strict=True):
+            assert pod.returncode == 0, err.decode()
+        said = [json.loads(out) for out, _ in outs]
+        assert all(s["finished"] for s in said)
+        done = await db[ranges_collection(LOCKS)].count_documents({"state": "done"})
+        assert sum(s["ranges"] for s in said) == done
+        assert sum(s["migrated"] for s in said) == N
+        assert await versions(db) == {"2": N}
+        assert await db[SweptAccount.__model__].distinct("applied") == [1]
+        print(f"two processes: ranges {[s['ranges'] for s in said]} of {done}")
+    finally:
+        await client.drop_database(name)
+        await client.close()
