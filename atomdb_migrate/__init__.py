@@ -9,6 +9,7 @@ declarative operations in `ops`), the moment they are read.
 
 from . import ops
 from .commands.loader import load_migrations
+from .commands.sweep import Sweeping, SweepReport, sweep, sweeping
 from .exceptions import (
     BelowBaseError,
     ChainError,
@@ -92,6 +93,8 @@ __all__ = [
     "StepGraph",
     "StepModuleError",
     "StepResultError",
+    "SweepReport",
+    "Sweeping",
     "UniqueIndexError",
     "UnknownModelError",
     "UntranslatableQueryError",
@@ -106,5 +109,7 @@ __all__ = [
     "ops",
     "register_step",
     "step",
+    "sweep",
+    "sweeping",
     "version_filter",
 ]

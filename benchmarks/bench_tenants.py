@@ -12,6 +12,14 @@ step). Timed, as subprocesses, as a deploy runs them:
     python benchmarks/bench_tenants.py            # T = 10 and 100, D = 1000
     python benchmarks/bench_tenants.py --quick    # T = 3, D = 200, printed only
 
+With ``--workers``, databases at once instead: the one command over T = 100
+tenants of D = 1000 documents with ``--workers`` 1, 2 and 4, against the
+same T x D documents in one database (one command, one runner); wall
+seconds and the process's CPU seconds (user + system)::
+
+    python benchmarks/bench_tenants.py --workers          # published (tenants_workers)
+    python benchmarks/bench_tenants.py --workers --quick  # T = 4, D = 200, printed only
+
 Starts its own SecantusDB server unless MONGO_URL is set. The full run
 writes its figures into docs/benchmarks.json and renders docs/benchmarks.md
 again.
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -40,6 +50,12 @@ from bench_version_index import command  # noqa: E402
 
 #: The command that reproduces the published figures.
 COMMAND = "python benchmarks/bench_tenants.py"
+
+#: The worker counts of ``--workers``.
+WORKERS = [1, 2, 4]
+
+#: The database of the one-database case of ``--workers``.
+SINGLE = "bench_tenant_all"
 
 PREFIX = "bench_tenant_"
 TENANTS = [10, 100]
@@ -93,17 +109,82 @@ def measure(url: str, counts: list[int], documents: int) -> dict[str, Any]:
     return {"server": version, "rows": rows}
 
 
+def timed(where: Path, url: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one command (it must exit 0)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = command(where, url, *args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return round(wall, 2), round(cpu, 2)
+
+
+def measure_workers(url: str, tenants: int, documents: int) -> dict[str, Any]:
+    """The one command over `tenants` databases with each of `WORKERS`, and the
+    same documents in one database."""
+    client: MongoClient[dict[str, Any]] = MongoClient(url)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="atomdb-migrate-bench-") as tmp:
+            where = project(Path(tmp))
+            for workers in WORKERS:
+                names = seed(client, tenants, documents)
+                wall, cpu = timed(
+                    where,
+                    url,
+                    *("--databases", f"^{PREFIX}\\d"),
+                    *("upgrade", "--no-progress", "--workers", str(workers)),
+                )
+                for name in names:
+                    done = client[name][Item.__model__].count_documents({"__version__": "2"})
+                    assert done == documents, (name, done)
+                rows.append({"case": f"{tenants} databases, --workers {workers}", "s": wall})
+                rows[-1].update(cpu_s=cpu, docs_per_s=round(tenants * documents / wall))
+                print(f"  {rows[-1]}", file=sys.stderr)
+                for name in names:
+                    client.drop_database(name)
+            client.drop_database(SINGLE)
+            coll = client[SINGLE][Item.__model__]
+            for start in range(0, tenants * documents, 10000):
+                coll.insert_many(legacy(min(10000, tenants * documents - start), start))
+            wall, cpu = timed(where, url, "--database", SINGLE, "upgrade", "--no-progress")
+            assert coll.count_documents({"__version__": "2"}) == tenants * documents
+            rows.append({"case": f"{tenants * documents} documents in one database", "s": wall})
+            rows[-1].update(cpu_s=cpu, docs_per_s=round(tenants * documents / wall))
+            print(f"  {rows[-1]}", file=sys.stderr)
+        version = client.server_info().get("version", "?")
+    finally:
+        for name in client.list_database_names():
+            if name.startswith(PREFIX):
+                client.drop_database(name)
+        client.close()
+    return {
+        "server": version,
+        "tenants": tenants,
+        "documents": documents,
+        "machine": f"{os.cpu_count()} cores, shared with other work while measured",
+        "rows": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="T = 3, D = 200, printed only")
+    parser.add_argument(
+        "--workers", action="store_true", help="databases at once (--workers 1, 2, 4)"
+    )
     args = parser.parse_args(argv)
     with server() as url:
-        result = measure(url, [3] if args.quick else TENANTS, 200 if args.quick else DOCUMENTS)
-    result["command"] = COMMAND + (" --quick" if args.quick else "")
+        if args.workers:
+            tenants, documents = (4, 200) if args.quick else (100, DOCUMENTS)
+            result = measure_workers(url, tenants, documents)
+        else:
+            result = measure(url, [3] if args.quick else TENANTS, 200 if args.quick else DOCUMENTS)
+    flags = (" --workers" if args.workers else "") + (" --quick" if args.quick else "")
+    result["command"] = COMMAND + flags
     if not args.quick:
         import run
 
-        run.publish("tenants", result)
+        run.publish("tenants_workers" if args.workers else "tenants", result)
     print(json.dumps(result, indent=2))
     return 0
 

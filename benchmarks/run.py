@@ -431,6 +431,7 @@ def markdown(result: dict[str, Any], notes: str) -> str:
                 for x in tenants["rows"]
             ],
         )
+    lines += _tenants_workers(result.get("tenants_workers"))
     lines += _startup(result.get("startup"))
     lines += _fused(result.get("fused"))
     lines += _peers(result.get("peers"))
@@ -441,7 +442,7 @@ def markdown(result: dict[str, Any], notes: str) -> str:
 
 #: The benchmarks run on their own, which publish their figures themselves
 #: (the peers too, when the run is not given ``--peers DIR``).
-SEPARATE = ("version_index", "tenants", "startup", "peers")
+SEPARATE = ("version_index", "tenants", "tenants_workers", "startup", "peers")
 
 
 def _fused(figures: dict[str, Any] | None) -> list[str]:
@@ -526,6 +527,29 @@ def _startup(figures: dict[str, Any] | None) -> list[str]:
             if isinstance(x, dict) and "median_s" in x
         ],
     )
+
+
+def _tenants_workers(figures: dict[str, Any] | None) -> list[str]:
+    """Section 8's databases at once: the one command with ``--workers N``, against
+    the same documents in one database."""
+    if not figures:
+        return []
+    return [
+        "",
+        f"Databases at once: {figures['tenants']} tenants of {figures['documents']} "
+        "documents, one command (`--databases REGEX upgrade --no-progress`) with "
+        "`--workers N`, against the same documents in one database (one runner). Wall "
+        "and CPU seconds of the whole process, start-up included; "
+        f"server {figures['server']}; {figures['machine']} (see the notes below); "
+        f"from `{figures['command']}`.",
+        "",
+        "| case | wall (s) | CPU (s) | docs/s |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {x['case']} | {x['s']} | {x['cpu_s']} | {x['docs_per_s']} |"
+            for x in figures["rows"]
+        ),
+    ]
 
 
 def _section(

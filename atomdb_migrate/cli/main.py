@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import click
 from ..commands import command
 from ..commands.upgrade import DOWNGRADE, UPGRADE, Direction, RunOptions
 from ..exceptions import MigrateError
+from . import at_once
 from .exits import EXIT_CONFIG, EXIT_DECLINED, EXIT_LOCK, CommandError
 from .options import UPGRADE_OPTIONS, count, run_options, seconds
 from .output import (
@@ -165,17 +167,21 @@ async def _run_and_summarize(
         await call(
             options=options,
             progress=progress_for(
-                enabled=progress and not options.dry_run, as_json=document is not None
+                enabled=progress and not options.dry_run,
+                as_json=document is not None,
+                database=at_once.current(),
             ),
             result=result,
         )
     except BaseException:
         if document is None:
+            at_once.header()
             summarize(result, stopped=True)
         else:
             summarize_json(result, document, database, stopped=True)
         raise
     if document is None:
+        at_once.header()
         summarize(result)
     else:
         summarize_json(result, document, database)
@@ -212,16 +218,20 @@ async def upgrade(
 ) -> None:
     """Bring stored documents to the code's versions (all models by default).
 
-    With several databases (--database repeated, --databases), each in turn,
-    under its own lock, and a summary at the end.
+    With several databases (--database repeated, --databases), each in turn
+    (--workers N: up to N at once), under its own lock, and a summary at the end.
     """
 
     document = _run_document("upgrade", options, as_json)
+    several = state.workspace.config.several_databases
+    # With several databases, --workers N is the number of databases at once:
+    # each database's run has one runner.
+    run = replace(options, workers=1) if several else options
 
     async def each(ws: command.Workspace) -> str:
         call = partial(command.upgrade, ws, models, to=to)
         database = ws.config.database_name() if as_json else None
-        result = await _run_and_summarize(UPGRADE, options, progress, call, document, database)
+        result = await _run_and_summarize(UPGRADE, run, progress, call, document, database)
         if options.dry_run:
             return f"{sum(r.pending for r in result.reports)} documents to upgrade (dry run)"
         return f"{sum(r.migrated for r in result.reports)} documents upgraded"
@@ -231,6 +241,8 @@ async def upgrade(
         partial(command.each_database, state.workspace, each),
         canary=canary,
         headers=not as_json,
+        workers=options.workers if several else 1,
+        ended=None if document is None else lambda v: at_once.in_order(document["models"], v.names),
     )
 
 

@@ -29,6 +29,7 @@ from ..commands.upgrade import (
     RunResult,
 )
 from ..exceptions import LockAliveError, LockHeldError, short_repr, shorten
+from . import at_once
 from .documents import (
     chain_step_json,
     check_json,
@@ -171,9 +172,11 @@ class LogFormat(logging.Formatter):
     """``LEVEL: message``; with ``--json``, a JSON object."""
 
     def format(self, record: logging.LogRecord) -> str:
+        database = at_once.current()
         if json_asked():
-            return json.dumps({"log": record.levelname.lower(), "message": record.getMessage()})
-        return f"{record.levelname}: {record.getMessage()}"
+            line = {"log": record.levelname.lower(), "message": record.getMessage()}
+            return json.dumps(line if database is None else {**line, "database": database})
+        return f"{record.levelname}: {at_once.prefix(record.getMessage())}"
 
 
 class Masking(logging.Filter):
@@ -209,8 +212,11 @@ def plural(n: int, what: str) -> str:
 # Several databases
 # ----------------------------------------------------------------------
 def say_database_failed(name: str, exc: BaseException, error: click.ClickException) -> None:
-    """A database's error, with the command that clears it in that database alone."""
+    """A database's error, with the command that clears it in that database alone
+    (while several databases run at once, the line names the database)."""
     hint = _database_hint(exc, error, name)
+    if at_once.current() is not None and not json_asked():
+        error = CommandError(f"database {name}: {error.format_message()}", error.exit_code)
     echo_error(error, database=name, **({"hint": hint.strip()} if hint else {}))
     if hint and not json_asked():
         click.echo(hint, err=True)

@@ -18,8 +18,11 @@ def _duration(seconds: float) -> str:
 
 
 class _Base:
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, *, database: str | None = None) -> None:
         self.stream = stream
+        #: The database the run is in, named on each line while several databases
+        #: run at once (None: one at a time).
+        self.database = database
         self.model = ""
         self.total = 0
         self.done = 0
@@ -38,6 +41,12 @@ class _Base:
 
     def advance(self, count: int) -> None:
         self.done += count
+
+    @property
+    def name(self) -> str:
+        """The model as a line names it: ``tenant_eu: app.User`` while several
+        databases run at once."""
+        return self.model if self.database is None else f"{self.database}: {self.model}"
 
     def _figures(self) -> tuple[float, str]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -103,8 +112,10 @@ class BarProgress(_Base):
 class LineProgress(_Base):
     """A plain line at the start, every `every` seconds, and at the end (for logs)."""
 
-    def __init__(self, stream: IO[str] | None = None, every: float = 5.0) -> None:
-        super().__init__(stream)
+    def __init__(
+        self, stream: IO[str] | None = None, every: float = 5.0, *, database: str | None = None
+    ) -> None:
+        super().__init__(stream, database=database)
         self.every = every
         self._said = 0.0
 
@@ -112,7 +123,7 @@ class LineProgress(_Base):
         super().start(model, total)
         self._said = time.monotonic()
         said = f"{total} documents to migrate" if total else "nothing to migrate"
-        click.echo(f"{model}: {said}", file=self.stream, err=True)
+        click.echo(f"{self.name}: {said}", file=self.stream, err=True)
 
     def advance(self, count: int) -> None:
         super().advance(count)
@@ -131,13 +142,13 @@ class LineProgress(_Base):
 
     def note(self, text: str) -> None:
         if text and text != self.status:
-            click.echo(f"{self.model}: {text}", file=self.stream, err=True)
+            click.echo(f"{self.name}: {text}", file=self.stream, err=True)
         super().note(text)
 
     def _say(self) -> None:
         rate, eta = self._figures()
         click.echo(
-            f"{self.model}: {self.done}/{self.total} documents, {rate:,.0f} docs/s, ETA {eta}",
+            f"{self.name}: {self.done}/{self.total} documents, {rate:,.0f} docs/s, ETA {eta}",
             file=self.stream,
             err=True,
         )
@@ -146,7 +157,7 @@ class LineProgress(_Base):
 class JsonProgress(LineProgress):
     """`LineProgress` as JSON objects, one a line (``--json``): ``{"progress":
     model, "done": n, "total": n}``, and ``"status"`` when something holds the
-    run up."""
+    run up; ``"database"`` while several databases run at once."""
 
     def start(self, model: str, total: int) -> None:
         _Base.start(self, model, total)
@@ -160,20 +171,30 @@ class JsonProgress(LineProgress):
             self._say()
 
     def _say(self) -> None:
-        line = {"progress": self.model, "done": self.done, "total": self.total}
+        line: dict[str, object] = {"progress": self.model, "done": self.done, "total": self.total}
+        if self.database is not None:
+            line["database"] = self.database
         if self.status:
             line["status"] = self.status
         click.echo(json.dumps(line), file=self.stream, err=True)
 
 
 def progress_for(
-    stream: IO[str] | None = None, enabled: bool = True, *, as_json: bool = False
+    stream: IO[str] | None = None,
+    enabled: bool = True,
+    *,
+    as_json: bool = False,
+    database: str | None = None,
 ) -> BarProgress | LineProgress | None:
     """A bar when the stream (default: stderr) is a terminal, else plain lines;
-    with `as_json`, JSON lines."""
+    with `as_json`, JSON lines. With `database` (several databases at once),
+    lines naming it, even on a terminal: bars redrawn in place would
+    overwrite one another."""
     if not enabled:
         return None
     out: IO[str] = stream if stream is not None else sys.stderr
     if as_json:
-        return JsonProgress(out)
+        return JsonProgress(out, database=database)
+    if database is not None:
+        return LineProgress(out, database=database)
     return BarProgress(out) if out.isatty() else LineProgress(out)

@@ -21,6 +21,7 @@ from ..commands.errors import COMMAND_ERRORS
 from ..commands.several import Visit
 from ..commands.workspace import Workspace
 from ..exceptions import MigrateError
+from . import at_once
 from .exits import EXIT_INTERRUPTED, CommandError, command_error
 from .output import say_database_failed, say_visit, visit_failure
 
@@ -128,6 +129,8 @@ async def each_database(
     canary: str | None = None,
     headers: bool = True,
     load: bool = True,
+    workers: int = 1,
+    ended: Callable[[Visit], None] | None = None,
 ) -> None:
     """Call `visit` (`command.each_database`, say) with the rules of a visit of
     several databases, and say how it went.
@@ -139,6 +142,12 @@ async def each_database(
     the first failure's exit code. Without `load`, the models and step
     modules are not loaded first (`unlock` needs none of them).
 
+    With `workers` above 1, up to that many databases run at once (the
+    canary first and alone): each database's lines name it, and its
+    ``database NAME:`` line comes with its summary, when it ends (see
+    `at_once`). `ended`, if given, is called with the visit when it ends,
+    however it ends, before the summary.
+
     """
     rules = Visit(
         canary=canary,
@@ -146,10 +155,16 @@ async def each_database(
         catch=(*COMMAND_ERRORS, click.ClickException),
         starting=(lambda name: click.echo(f"database {name}:")) if headers else None,
         failed=partial(_failed, state),
+        workers=workers,
     )
+    if workers > 1:
+        rules.starting = at_once.starting
     try:
         await visit(rules)
     finally:
+        at_once.stopped()
+        if ended is not None:
+            ended(rules)
         if headers and rules.names is not None:
             say_visit(rules)
     if rules.failures:

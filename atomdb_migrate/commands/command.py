@@ -12,7 +12,8 @@ The commands live one group a module, and this module re-exports them all:
 `releases` (downgrade_releases, plan_releases, releases); `status`;
 `history` (history, failures); `check`; `unlock` (holder,
 unlock); `join` (join, run_status: a run of workers); `several`
-(databases, each_database); `revision`.
+(databases, each_database); `sweep` (sweep, sweeping: the in-app sweep);
+`revision`.
 
 """
 
@@ -39,6 +40,7 @@ from .releases import Release, ReleasePlan, downgrade_releases, plan_releases, r
 from .several import SYSTEM_DATABASES, Visit, database_exists, databases, each_database
 from .stamp import accept_checksums, known_versions, stamp
 from .status import ModelStatus, status
+from .sweep import Sweeping, SweepReport, sweep, sweeping
 from .unlock import holder, unlock
 from .upgrade import FINISH_RETRY, RunResult, applied_checksums, downgrade, upgrade
 from .workspace import Workspace
@@ -72,6 +74,8 @@ __all__ = [
     "ReleasePlan",
     "Revision",
     "RunResult",
+    "SweepReport",
+    "Sweeping",
     "Visit",
     "Workspace",
     "above_code",
@@ -104,6 +108,8 @@ __all__ = [
     "run_status",
     "stamp",
     "status",
+    "sweep",
+    "sweeping",
     "unlock",
     "upgrade",
 ]

@@ -1,10 +1,12 @@
 """Several databases: which databases the settings name (`databases`), and
-visiting each in turn (`each_database`), with the canary's rules.
+visiting each (`each_database`), in turn or several at once, with the
+canary's rules.
 
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -127,11 +129,20 @@ class Visit:
     failures: list[tuple[str, BaseException]] = field(default_factory=list)
     #: Whether the visit stopped on an interruption, or on an error not in `catch`.
     interrupted: bool = False
+    #: How many databases to visit at once (``upgrade --workers N``); the
+    #: canary is still visited first and alone.
+    workers: int = 1
+    #: The databases being visited at once (``workers`` above 1), in order of
+    #: their start; those still there when the visit stopped were interrupted
+    #: in the middle.
+    running: list[str] = field(default_factory=list)
 
     def outcome(self, name: str) -> str:
         """What a database came to, or why it was not reached."""
         if name in self.outcomes:
             return self.outcomes[name]
+        if name in self.running:
+            return "interrupted"
         return "not reached: interrupted" if self.interrupted else "not reached: the canary failed"
 
     @property
@@ -143,7 +154,8 @@ class Visit:
 async def each_database(
     ws: Workspace, each: Callable[[Workspace], Awaitable[str]], visit: Visit | None = None
 ) -> Visit:
-    """Run `each` on every database the settings name, one after the other.
+    """Run `each` on every database the settings name, one after the other, or
+    up to ``visit.workers`` at once.
 
     With one database and no canary, `each` runs on the workspace as it is,
     and its errors propagate. Otherwise the databases are listed
@@ -155,6 +167,17 @@ async def each_database(
     alone (not created again). Failures do not raise: read them in the
     `Visit` returned.
 
+    With ``visit.workers`` above 1, the canary is visited first and alone,
+    then up to that many databases at once, each in its own asyncio task
+    with its own workspace (atom-db's manager pointed at its database for
+    that task alone), taken in the order listed as each worker comes free.
+    A failure lets the others go on, as in turn. An error not in
+    ``visit.catch`` (or an interruption) cancels the databases still
+    running, which end as an interrupted run does (their history records
+    it, their locks are released; ``visit.outcome`` says "interrupted"),
+    starts no other, and is raised. ``visit.failures`` is in the order
+    listed, whatever the order the databases finished in.
+
     """
     visit = visit or Visit()
     if not ws.config.several_databases and visit.canary is None:
@@ -164,25 +187,68 @@ async def each_database(
         ws.load()  # a models module or step module that does not load fails once
     visit.names = await databases(ws, canary=visit.canary)
     try:
-        for name in visit.names:
-            if not await _visit(ws, each, visit, name):
-                break
+        if visit.workers > 1:
+            await _visit_at_once(ws, each, visit)
+        else:
+            for name in visit.names:
+                if not await _visit(ws, each, visit, name):
+                    break
     except BaseException:
         visit.interrupted = True
         raise
+    finally:
+        order = {name: i for i, name in enumerate(visit.names)}
+        visit.failures.sort(key=lambda failure: order[failure[0]])
     return visit
 
 
+async def _visit_at_once(
+    ws: Workspace, each: Callable[[Workspace], Awaitable[str]], visit: Visit
+) -> None:
+    """The canary alone, then up to ``visit.workers`` databases at once."""
+    names = list(visit.names or [])
+    if visit.canary is not None and not await _visit(ws, each, visit, names.pop(0)):
+        return
+    queue = iter(names)
+
+    async def worker() -> None:
+        for name in queue:  # one iterator: each worker takes the next name listed
+            await _visit(ws, each, visit, name, at_once=True)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(visit.workers, len(names)))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        # Each database still running records its interrupted run and
+        # releases its lock before the error goes on.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def _visit(
-    ws: Workspace, each: Callable[[Workspace], Awaitable[str]], visit: Visit, name: str
+    ws: Workspace,
+    each: Callable[[Workspace], Awaitable[str]],
+    visit: Visit,
+    name: str,
+    *,
+    at_once: bool = False,
 ) -> bool:
-    """Visit one database; False when the visit stops there (the canary failed)."""
+    """Visit one database; False when the visit stops there (the canary failed).
+
+    With `at_once`, other databases may be visited at the same time, each in
+    its own task (see `Workspace.for_database`).
+
+    """
     if visit.starting is not None:
         visit.starting(name)
     if not await database_exists(ws, name):
         visit.outcomes[name] = "left alone: no longer on the server"
         return True
-    sub = ws.for_database(name)
+    sub = ws.for_database(name, at_once=at_once)
+    if at_once:
+        visit.running.append(name)
     try:
         visit.outcomes[name] = await each(sub)
     except visit.catch as exc:
@@ -190,5 +256,7 @@ async def _visit(
         visit.outcomes[name] = visit.failed(name, exc) if visit.failed else "failed"
         return name != visit.canary
     finally:
+        if at_once and name in visit.outcomes:
+            visit.running.remove(name)
         await sub.close()
     return True

@@ -38,6 +38,7 @@ from ..driver.mongo import (
     wire_manager,
 )
 from ..driver.retry import Retry
+from ..driver.routing import wire_task
 from ..engine.history import History
 from ..engine.lock import LeaseLock
 from ..exceptions import ConfigError, UnknownModelError
@@ -75,6 +76,9 @@ class Workspace:
         self._database: Any = None
         self._manager: ManagerState | None = None
         self._sync: tuple[Any, Any] | None = None
+        #: Whether atom-db's manager is pointed at the database for the task
+        #: alone (`for_database` with ``at_once``).
+        self._at_once = False
 
     # ------------------------------------------------------------------
     # Models and steps
@@ -154,7 +158,10 @@ class Workspace:
         owner = self._parent or self
         self._database = database = await owner.open_database(name)
         self._manager = ManagerState()
-        wire_manager(database)
+        if self._at_once:
+            wire_task(database)
+        else:
+            wire_manager(database)
         return database
 
     def _url(self) -> str:
@@ -183,15 +190,22 @@ class Workspace:
             return memory_client(url)[name]
         return await check_database(await self.client(), url, name, self.config.timeout)
 
-    def for_database(self, name: str) -> Workspace:
+    def for_database(self, name: str, *, at_once: bool = False) -> Workspace:
         """A workspace on another database of the same server, sharing this one's
         client, models and steps; close it before opening the next.
+
+        With `at_once`, several such workspaces may be open at once, each
+        used by its own asyncio task: connecting points atom-db's manager at
+        the database for the task alone (`driver.routing.wire_task`), so a
+        step or a restore in one task never sees another's database.
 
         This workspace closes the shared client.
 
         """
         config = replace(self.config, database=name, databases=[], database_pattern=None)
-        return Workspace(config, self.registry, parent=self)
+        sub = Workspace(config, self.registry, parent=self)
+        sub._at_once = at_once
+        return sub
 
     async def close(self) -> None:
         """Close the clients the workspace opened; put atom-db's manager back as it was."""
