@@ -120,8 +120,8 @@ def inherited(options: RunOptions, run: dict[str, Any]) -> RunOptions:
 
 
 async def announce(lock: LeaseLock, record: dict[str, Any] | None) -> None:
-    """Write the run's record into the lock document (None: clear a former one, a run
-    without workers)."""
+    """Write the run's record into the lock document (None: clear it; taking the
+    lock clears a former holder's)."""
     query = {"_id": LOCK_ID, "owner": lock.owner}
     update = {"$set": {"run": record}} if record is not None else {"$unset": {"run": ""}}
     await lock.collection.update_one(query, update)

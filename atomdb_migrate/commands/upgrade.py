@@ -245,8 +245,8 @@ async def _run(
         split = run_record(classes, target, sums, options.workers, options)
     async with ws.lock(direction.name, wait=options.wait, retry=retry) as lock:
         runner.lock = lock
-        await retry.call("recording the run in the lock", partial(announce, lock, split))
         if split is not None:
+            await retry.call("recording the run in the lock", partial(announce, lock, split))
             runner.split = split_for(ws, runner, split, options.workers)
         history = History(runner.database[ws.config.history_collection])
         record = await _Record.start(history, retry, direction, arguments, lock, sums)

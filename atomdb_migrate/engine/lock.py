@@ -155,7 +155,11 @@ class LeaseLock:
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
             before = await self.collection.find_one_and_update(
-                query, {"$set": holder, "$unset": {"progress": "", "progress_seq": ""}}, upsert=True
+                # A former holder's progress and run of workers (its ``run``
+                # record, see `commands.join`) are not this one's.
+                query,
+                {"$set": holder, "$unset": {"progress": "", "progress_seq": "", "run": ""}},
+                upsert=True,
             )
         except DuplicateKeyError:
             current = await self.collection.find_one({"_id": LOCK_ID})
