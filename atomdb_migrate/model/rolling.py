@@ -7,9 +7,13 @@ an object does not replace the document (that would write the older shape
 over the newer one); it writes only what the code changed, mapped forward:
 
 1. at read, the document as stored and as downgraded (the old code's view)
-   are remembered for the object (`remember`);
-2. at save, the object's state (what atom-db's save would write) is laid
-   over the view: the edited view;
+   are remembered for the object (`remember`), and the object's state once
+   restored (`settle`);
+2. at save, what the object's state (what atom-db's save would write)
+   changed since then is made to the view: the edited view. A value the
+   members changed at restore (an int a ``Float`` made a float, a field the
+   document lacks given its default, a value atom-db failed to restore and
+   skipped) is not a change the code made, and is not written;
 3. both the view and the edited view go forward through the steps, from the
    code's version to the stored one; after each step, every path the code
    changed must come back through the downgrades of the steps so far as it
@@ -77,6 +81,9 @@ class ReadView:
     #: Whether `view` is `stored` as read (False once `stored` was read again
     #: after the view: then the fields a save changes are compared first).
     exact: bool = True
+    #: The object's state once restored from `view` (None until `settle`: then
+    #: the view stands for it): a save writes what changed since.
+    state: Document | None = None
 
 
 #: The views of the objects restored by models that read newer documents.
@@ -84,10 +91,27 @@ _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
 
 
 def remember(
-    obj: Any, stored: Document, view: Document, *, newer: bool = True, exact: bool = True
+    obj: Any,
+    stored: Document,
+    view: Document,
+    *,
+    newer: bool = True,
+    exact: bool = True,
+    state: Mapping[str, Any] | None = None,
 ) -> None:
-    """Keep, for `obj`, the document it was restored from and the view it read."""
-    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer, exact)
+    """Keep, for `obj`, the document it was restored from, the view it read, and its
+    state then (`state`; None: taken by `settle` once the object is restored)."""
+    kept = None if state is None else copy_document(state)
+    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer, exact, kept)
+
+
+def settle(obj: Any, state: Mapping[str, Any] | None = None) -> None:
+    """Keep `obj`'s state as restored (or saved: `state`), where its view is kept:
+    what a save compares the object with (the members may have changed values
+    the view holds)."""
+    read = _views.get(obj)
+    if read is not None and read.state is None:
+        read.state = copy_document(obj.__getstate__() if state is None else state)
 
 
 def note_read(obj: Any, stored: Document, view: Document) -> None:
@@ -162,9 +186,26 @@ def _diff(path: tuple[str, ...], old: Any, new: Any, found: list[Change]) -> Non
         found.append((path, new))
 
 
-def edited(view: Document, state: Mapping[str, Any]) -> Document:
-    """The view with the object's state laid over it: the fields the code does not
-    know (not in `state`) are kept as read."""
+def edited(
+    view: Document, state: Mapping[str, Any], restored: Mapping[str, Any] | None = None
+) -> Document:
+    """The view with what the object changed made to it: the fields the code does
+    not know (not in `state`) are kept as read.
+
+    `restored` is the object's state once restored from `view`: only the
+    paths where `state` differs from it are changed (where such a path runs
+    into a value of the view that is not a document, its whole top-level
+    field is taken from `state`). None: all of `state` is laid over the view.
+
+    """
+    if restored is not None:
+        found = changes(restored, state)
+        try:
+            return apply_changes(view, found)
+        except ValueError:
+            keys = {path[0] for path, _ in found}
+            found = [((k,), copy_value(state[k]) if k in state else MISSING) for k in keys]
+            return apply_changes(view, found)
     doc = copy_document(view)
     for key, value in state.items():
         if key not in _OWN_KEYS:
@@ -351,7 +392,7 @@ async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[An
     """One attempt: the mapped conditional write (None: nothing matched), and the
     stored document it leaves. `read.view` is what the object was restored
     from; `read.stored`, the stored document the changes are made to."""
-    edit = edited(read.view, state)
+    edit = edited(read.view, state, read.state)
     steps = forward_steps(cls, read.stored.get(VERSION_KEY))
     try:
         found = await forward(steps, read.view, edit)
@@ -403,7 +444,9 @@ async def rolling_save(obj: Any, read: ReadView, *, stale: bool = False) -> Any:
         result, after = await _write(cls, read, state)
         if result is not None:
             # Read again: the stored document may hold changes this object never saw.
-            remember(obj, after, edited(read.view, state), exact=read.exact)
+            remember(
+                obj, after, edited(read.view, state, read.state), exact=read.exact, state=state
+            )
             return result
     raise ConflictError(cls.__model__, read.stored.get(ID_KEY), ROLLING_ATTEMPTS)
 
@@ -427,11 +470,11 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
     if version <= cls.__parsed_version__:
         return None
     view, _, _ = await cls._migrate(stored, track=False)
-    mine = changes(read.view, edited(read.view, state))
+    mine = changes(read.view, edited(read.view, state, read.state))
     moved = [p for p, _ in mine if not same_value(get_path(view, p), get_path(read.view, p))]
     if moved:
         raise ConflictError(cls.__model__, doc_id, 1, fields=[_dotted(p) for p in moved])
-    return ReadView(stored, read.view, exact=False)
+    return ReadView(stored, read.view, exact=False, state=read.state)
 
 
 async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
@@ -457,6 +500,7 @@ async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[A
     else:
         if cls.__on_newer__ == "downgrade":
             note_read(obj, state, state)
+            settle(obj, state)
     return result
 
 
@@ -487,7 +531,7 @@ async def insert_newest(obj: Any) -> Any:
     cls.objects.cache[obj._id] = obj
     doc[ID_KEY] = obj._id
     if steps:
-        remember(obj, doc, {**state, ID_KEY: obj._id})
+        remember(obj, doc, {**state, ID_KEY: obj._id}, state=state)
     return result
 
 
@@ -501,5 +545,6 @@ __all__ = [
     "remember",
     "rolling_save",
     "save_existing",
+    "settle",
     "view_of",
 ]

@@ -45,7 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
-from .rolling import forget, insert_newest, note_read, save_existing
+from .rolling import forget, insert_newest, note_read, save_existing, settle
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -338,6 +338,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         elif self.__on_newer__ == "downgrade":
             note_read(self, state, state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
+        settle(self)  # the state as restored: a save writes what changed since
 
     def _uncache(self, pk: Any) -> None:
         """Take this object out of atom-db's object cache, where `restore` put it.
@@ -587,7 +588,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                 return await insert_newest(self)
             inserted = await super().save()  # type: ignore[no-untyped-call]
             if self.__on_newer__ == "downgrade":
-                note_read(self, self.__getstate__(), self.__getstate__())
+                state = self.__getstate__()
+                note_read(self, state, state)
+                settle(self, state)
             return inserted
         result = await save_existing(self, guarded_replace)
         self.__restored__ = True

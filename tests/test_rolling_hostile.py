@@ -1,0 +1,189 @@
+"""Saves through the steps, against values the members change at restore.
+
+atom-db's members do not always hold what the document stored: a ``Float``
+makes an int a float, a field the document lacks takes the member's
+default, and a value a member refuses is logged and skipped (the member
+keeps its default). None of these is a change the code made: a save by
+code one version behind must write only what the object changed since it
+was restored, and leave the rest of the newer document as stored.
+
+``ROLLING_HOSTILE_EXAMPLES`` sets the number of examples of the property
+test (default 40).
+
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from atom.api import Bool, Dict, Float, Int, List, Str, Value
+from bson import Decimal128, Int64
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate.core.bson_rules import same_value
+
+NAME = "rolling.Hostile"
+
+
+class Old(VersionedModel):
+    """The code one release behind, with members that coerce or default."""
+
+    __model__ = NAME
+    __version__ = 1
+    __on_newer__ = "downgrade"
+
+    name = Str()
+    score = Float()
+    count = Int()
+    active = Bool()
+    meta = Dict()
+    tags = List()
+    extra = Value()
+
+
+def chain(removed: str | None = None, default: Any = 0) -> None:
+    """``name`` renamed ``full_name``, then ``email`` added (or `removed` removed)."""
+    register_step(NAME, 1, 2, operations=[ops.rename_field("name", "full_name")])
+    last = ops.add_field("email", "") if removed is None else ops.remove_field(removed, default)
+    register_step(NAME, 2, 3, operations=[last])
+
+
+async def stored(_id: Any) -> dict[str, Any]:
+    doc = await Old.objects.find_one({"_id": _id})
+    assert doc is not None
+    return dict(doc)
+
+
+async def read_newer(**fields: Any) -> tuple[Any, Any]:
+    """A document at version 3 holding `fields`, and the old code's object read from it."""
+    doc = {"__model__": NAME, "__version__": "3", "full_name": "Ada", **fields}
+    _id = (await Old.objects.insert_one(doc)).inserted_id
+    Old.objects.cache.pop(_id, None)
+    return _id, await Old.restore(await stored(_id), force=True)
+
+
+async def test_a_value_a_member_converted_at_restore_is_not_a_change(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain(removed="score", default=0)  # the downgrade gives the int 0; the Float holds 0.0
+    _id, person = await read_newer()
+    assert person.score == 0.0
+    person.name = "Ada L."
+    await person.save()  # refused before: 'score' changed, through ops.remove_field
+    doc = await stored(_id)
+    assert doc["full_name"] == "Ada L." and "score" not in doc
+
+
+async def test_a_concurrent_change_to_a_converted_field_survives(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(score=1, email="e")
+    await Old.objects.update_one({"_id": _id}, {"$set": {"score": 2.5}})
+    person.name = "Ada L."
+    await person.save()  # a ConflictError on 'score' before, which the code never changed
+    doc = await stored(_id)
+    assert (doc["full_name"], doc["score"]) == ("Ada L.", 2.5)
+    assert type(doc["score"]) is float
+
+
+async def test_a_value_atom_db_skipped_at_restore_is_not_written_over(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(full_name=5, count=1, email="e")
+    assert person.name == "", "atom-db logged and skipped the value the member refused"
+    person.count = 2
+    await person.save()
+    doc = await stored(_id)
+    assert (doc["full_name"], doc["count"]) == (5, 2), "the stored value was lost before"
+
+
+async def test_fields_the_newer_document_lacks_are_not_filled_with_defaults(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(email="e")
+    person.count = 3
+    await person.save()
+    doc = await stored(_id)
+    assert doc["count"] == 3
+    assert not {"score", "active", "meta", "tags", "extra"} & set(doc), sorted(doc)
+
+
+async def test_a_change_of_bson_type_alone_is_written_as_that_type(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(extra=1, email="e")
+    for value in (1.0, True, 1, Decimal128("1"), Int64(1)):
+        person.extra = value
+        await person.save()
+        assert type((await stored(_id))["extra"]) is type(value), value
+
+
+async def test_a_nested_change_beside_a_converted_sibling_writes_the_change(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(meta={"a": 1, "b": {"c": True}}, email="e")
+    person.meta["d"] = 2
+    await person.save()
+    assert (await stored(_id))["meta"] == {"a": 1, "b": {"c": True}, "d": 2}
+    person.meta = {}
+    await person.save()
+    assert (await stored(_id))["meta"] == {}
+
+
+# ---------------------------------------------------------------------------
+# Property: an old save writes the field it changed and nothing else
+# ---------------------------------------------------------------------------
+#: Values stored in the fields the old code does not change: of every kind a
+#: member may convert, refuse, or take as it is.
+STORED = st.one_of(
+    st.just("missing"),
+    st.sampled_from([None, 0, 1, -1, 0.0, 1.0, 2.5, True, False, "", "s", [], [1, 1.0], {}]),
+    st.integers(-(2**40), 2**40).map(Int64),
+    st.sampled_from([Decimal128("1"), {"a": 1}, {"a": {"b": 1.0}}]),
+)
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("ROLLING_HOSTILE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(
+    values=st.fixed_dictionaries(
+        {k: STORED for k in ("score", "count", "active", "meta", "tags", "extra")}
+    ),
+    name=st.sampled_from(["Ada L.", "", "x"]),
+)
+async def test_an_old_save_writes_only_what_the_object_changed(
+    db: Any, values: dict[str, Any], name: str
+) -> None:
+    with MigrationRegistry.instance().isolated():
+        chain()
+        fields = {k: v for k, v in values.items() if not (isinstance(v, str) and v == "missing")}
+        _id, person = await read_newer(email="e", **fields)
+        before = await stored(_id)
+        person.name = name
+        await person.save()
+        after = await stored(_id)
+        expected = {**before, "full_name": name}
+        assert same_value(after, expected), (before, after)
+
+
+def test_the_property_s_values_hold_what_members_convert() -> None:
+    """The stored values include one the Float converts and one the Int refuses."""
+    person = Old()
+    person.score = 1  # type: ignore[assignment]
+    assert type(person.score) is float
+    with pytest.raises(TypeError):
+        person.count = 1.5  # type: ignore[assignment]
