@@ -14,6 +14,7 @@ test (default 40).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.bson_rules import same_value
+from atomdb_migrate.exceptions import ConflictError
 
 NAME = "rolling.Hostile"
 
@@ -187,3 +189,66 @@ def test_the_property_s_values_hold_what_members_convert() -> None:
     assert type(person.score) is float
     with pytest.raises(TypeError):
         person.count = 1.5  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------
+# Two saves of one object at once
+# ---------------------------------------------------------------------------
+async def test_two_saves_of_one_object_at_once_both_land(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """atom-db's cache hands the same object to every reader of the document: two
+    tasks may save it at once, each after its own change."""
+    chain()
+    _id, person = await read_newer(count=1, email="e")
+
+    async def edit(field: str, value: Any) -> None:
+        setattr(person, field, value)
+        await person.save()
+
+    await asyncio.gather(edit("count", 2), edit("name", "Ada L."))
+    doc = await stored(_id)
+    assert (doc["count"], doc["full_name"]) == (2, "Ada L.")
+    person.count = 3
+    await asyncio.gather(person.save(), person.save())
+    assert (await stored(_id))["count"] == 3
+
+
+async def test_another_writer_s_same_change_is_still_a_conflict(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    """Two writers that each took a counter from 1 to 2 made two changes: the second
+    is refused, as any concurrent change to the field it changes."""
+    chain()
+    _id, person = await read_newer(count=1, email="e")
+    await Old.objects.update_one({"_id": _id}, {"$set": {"count": 2}})
+    person.count = 2
+    with pytest.raises(ConflictError) as caught:
+        await person.save()
+    assert caught.value.fields == ["count"]
+
+
+@SETTINGS
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(["name", "count", "tags"]), st.integers(0, 3)),
+        min_size=2,
+        max_size=4,
+    )
+)
+async def test_saves_of_one_object_at_once_all_land(db: Any, edits: list[tuple[str, int]]) -> None:
+    """Tasks that each change the one cached object and save it, at once, with no
+    other writer: none conflicts, and the stored document ends as the object."""
+    with MigrationRegistry.instance().isolated():
+        chain()
+        _id, person = await read_newer(count=0, tags=[], email="e")
+        values = {"name": str, "count": int, "tags": lambda n: [n]}
+
+        async def edit(field: str, n: int) -> None:
+            setattr(person, field, values[field](n))
+            await person.save()
+
+        await asyncio.gather(*(edit(field, n) for field, n in edits))
+        doc = await stored(_id)
+        expected = (person.name, person.count, person.tags, "e")
+        assert (doc["full_name"], doc["count"], doc["tags"], doc["email"]) == expected

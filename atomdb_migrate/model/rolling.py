@@ -43,6 +43,7 @@ The stored version is never lowered: the write keeps the version read.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ class ReadView:
 
 #: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
+
+#: The lock of each object being saved, or saved before (see `save_existing`).
+_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def remember(
@@ -477,10 +481,33 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
     return ReadView(stored, read.view, exact=False, state=read.state)
 
 
+def _lock(obj: Any) -> asyncio.Lock:
+    """The lock that makes the saves of `obj` one after another."""
+    lock = _locks.get(obj)
+    if lock is None:
+        lock = _locks[obj] = asyncio.Lock()
+    return lock
+
+
 async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
     """Save an object that has an ``_id``: through the steps where it was read from a
     newer document, else with `replace` (`guarded_replace`); through the steps
-    again where that finds the document saved by newer code since the read."""
+    again where that finds the document saved by newer code since the read.
+
+    The saves of one object (of a model with ``__on_newer__ = "downgrade"``)
+    run one after another: atom-db's cache hands the same object to every
+    reader of its document, and a save compares the object with what the
+    last save of it wrote (saves at once would each compare it with the
+    read, and take each other's changes for another writer's).
+
+    """
+    if type(obj).__on_newer__ != "downgrade":
+        return await _save_existing(obj, replace)
+    async with _lock(obj):
+        return await _save_existing(obj, replace)
+
+
+async def _save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
     cls = type(obj)
     read = view_of(obj)
     if read is not None and read.newer:
