@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.bson_rules import same_value
-from atomdb_migrate.exceptions import ConflictError
+from atomdb_migrate.exceptions import ConflictError, NewerDocumentError, RestoreFailedError
 
 NAME = "rolling.Hostile"
 
@@ -130,6 +130,26 @@ async def test_an_object_read_through_a_projection_writes_its_change_alone(
     person.name = "Ada L."
     await person.save()  # a ConflictError on 'count' before, which it never read
     assert await stored(_id) == {**doc, "_id": _id, "full_name": "Ada L."}
+
+
+async def test_an_object_whose_restore_failed_does_not_save_through_the_steps(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+
+    class Strict(Old):
+        __model__ = NAME
+        __on_error__ = "raise"
+
+    doc = {"__model__": NAME, "__version__": "3", "full_name": 5, "count": 1, "email": "e"}
+    _id = (await Old.objects.insert_one(doc)).inserted_id
+    person = Strict.__new__(Strict)
+    with pytest.raises(RestoreFailedError):
+        await person.__restorestate__(await stored(_id))
+    person.count = 2
+    with pytest.raises(NewerDocumentError):
+        await person.save()  # wrote '' over full_name before
+    assert await stored(_id) == {**doc, "_id": _id}
 
 
 async def test_a_change_of_bson_type_alone_is_written_as_that_type(

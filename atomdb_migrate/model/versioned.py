@@ -307,13 +307,16 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             value, with ``__on_error__ = "raise"``): the same, naming the
             model and the document's ``_id``.
 
-        Whatever it raises, the object is no longer in atom-db's cache.
+        Whatever it raises, the object is no longer in atom-db's cache, and
+        keeps no view for a save through the steps (half restored, its save
+        of a newer document is refused, not written over it).
 
         """
         try:
             await self._restore_upgraded(state, scope)
         except BaseException as exc:
             self._uncache(state.get("_id"))
+            forget(self)
             if isinstance(exc, RestoreError) and not isinstance(exc, RestoreFailedError):
                 raise RestoreFailedError(self.__model__, state.get("_id"), exc) from exc
             raise
