@@ -152,6 +152,20 @@ async def test_an_object_whose_restore_failed_does_not_save_through_the_steps(
     assert await stored(_id) == {**doc, "_id": _id}
 
 
+async def test_a_save_after_the_document_was_deleted_says_so(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(count=1, email="e")
+    await Old.objects.delete_one({"_id": _id})
+    person.count = 2
+    with pytest.raises(ConflictError) as caught:
+        await person.save()
+    assert caught.value.fields == ["_id"]
+    assert "the document was deleted since it was read" in str(caught.value)
+    assert await Old.objects.find_one({"_id": _id}) is None, "not inserted again"
+
+
 async def test_a_change_of_bson_type_alone_is_written_as_that_type(
     db: Any, registry: MigrationRegistry
 ) -> None:
