@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from atom.api import Bool, Dict, Float, Int, List, Str, Value
-from bson import Decimal128, Int64
+from bson import Decimal128, Int64, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -301,3 +301,64 @@ async def test_saves_of_one_object_at_once_all_land(db: Any, edits: list[tuple[s
         doc = await stored(_id)
         expected = (person.name, person.count, person.tags, "e")
         assert (doc["full_name"], doc["count"], doc["tags"], doc["email"]) == expected
+
+
+# ---------------------------------------------------------------------------
+# New objects at the newest version
+# ---------------------------------------------------------------------------
+class OldNewest(VersionedModel):
+    """The old code, inserting new objects at the newest version its steps know."""
+
+    __model__ = NAME
+    __version__ = 1
+    __on_newer__ = "downgrade"
+    __insert_at__ = "newest"
+
+    name = Str()
+    count = Int()
+
+
+async def test_a_new_object_given_its_own_id_is_inserted_at_the_newest_version(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id = ObjectId()
+    person = OldNewest(_id=_id, name="Ada", count=1)
+    await person.save()  # inserted at version 1 before: `_id` set read as "not new"
+    doc = await stored(_id)
+    assert (doc["__version__"], doc["full_name"], doc["email"]) == ("3", "Ada", "")
+    person.count = 2
+    await person.save()
+    doc = await stored(_id)
+    assert (doc["__version__"], doc["count"], doc["full_name"]) == ("3", 2, "Ada")
+
+
+async def test_an_object_given_the_id_of_a_stored_document_replaces_it_as_before(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    doc = {"__model__": NAME, "__version__": "1", "name": "Ada", "count": 1}
+    _id = (await Old.objects.insert_one(doc)).inserted_id
+    Old.objects.cache.pop(_id, None)
+    person = OldNewest(_id=_id, name="Bea", count=2)
+    await person.save()
+    assert (await stored(_id))["name"] == "Bea"
+    await Old.objects.replace_one({"_id": _id}, {**doc, "__version__": "3", "full_name": "C"})
+    other = OldNewest(_id=_id, name="Dee", count=3)
+    with pytest.raises(NewerDocumentError):
+        await other.save()  # never read: refused as ever
+
+
+async def test_two_saves_of_one_new_object_at_once_insert_one_document(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    for model in (Old, OldNewest):
+        person = model(name="Ada", count=1)
+        await asyncio.gather(person.save(), person.save())
+        assert (
+            await Old.objects.count_documents({"name": "Ada"})
+            + await Old.objects.count_documents({"full_name": "Ada"})
+            == 1
+        ), model
+        await Old.objects.delete_many({})

@@ -49,6 +49,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from ..core.bson_rules import same_value
 from ..core.documents import Document, copy_document, copy_value
 from ..core.storage import ID_KEY, REF_KEY, VERSION_KEY
@@ -489,25 +491,52 @@ def _lock(obj: Any) -> asyncio.Lock:
     return lock
 
 
-async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
-    """Save an object that has an ``_id``: through the steps where it was read from a
-    newer document, else with `replace` (`guarded_replace`); through the steps
-    again where that finds the document saved by newer code since the read.
+async def save_object(
+    obj: Any,
+    insert_own: Callable[[], Awaitable[Any]],
+    replace: Callable[[Any, Document], Awaitable[Any]],
+) -> Any:
+    """Save a versioned object: a new one inserted at the version ``__insert_at__``
+    says (`insert_own`, or `insert_newest`), an existing one by `save_existing`.
+
+    A new object is one without an ``_id``, or, with ``__insert_at__ =
+    "newest"``, one given its own ``_id`` and never restored (where that
+    ``_id`` is stored already, it is saved as any other).
 
     The saves of one object (of a model with ``__on_newer__ = "downgrade"``)
     run one after another: atom-db's cache hands the same object to every
     reader of its document, and a save compares the object with what the
     last save of it wrote (saves at once would each compare it with the
-    read, and take each other's changes for another writer's).
+    read, and take each other's changes for another writer's, or insert
+    a new object twice).
 
     """
     if type(obj).__on_newer__ != "downgrade":
-        return await _save_existing(obj, replace)
+        return await _save_object(obj, insert_own, replace)
     async with _lock(obj):
-        return await _save_existing(obj, replace)
+        return await _save_object(obj, insert_own, replace)
 
 
-async def _save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
+async def _save_object(
+    obj: Any,
+    insert_own: Callable[[], Awaitable[Any]],
+    replace: Callable[[Any, Document], Awaitable[Any]],
+) -> Any:
+    newest = type(obj).__insert_at__ == "newest"
+    if obj._id is None:
+        return await (insert_newest(obj) if newest else insert_own())
+    if newest and not obj.__restored__:
+        try:
+            return await insert_newest(obj)  # given its own _id
+        except DuplicateKeyError:
+            pass  # stored already: saved as any other
+    return await save_existing(obj, replace)
+
+
+async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
+    """Save an object that has an ``_id``: through the steps where it was read from a
+    newer document, else with `replace` (`guarded_replace`); through the steps
+    again where that finds the document saved by newer code since the read."""
     cls = type(obj)
     read = view_of(obj)
     if read is not None and read.newer:
@@ -572,6 +601,7 @@ __all__ = [
     "remember",
     "rolling_save",
     "save_existing",
+    "save_object",
     "settle",
     "view_of",
 ]

@@ -45,7 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
-from .rolling import forget, insert_newest, note_read, save_existing, settle
+from .rolling import forget, note_read, save_object, settle
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -586,18 +586,18 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             or a field the code changed was changed by another writer.
 
         """
-        if self._id is None:
-            if self.__insert_at__ == "newest":
-                return await insert_newest(self)
-            inserted = await super().save()  # type: ignore[no-untyped-call]
-            if self.__on_newer__ == "downgrade":
-                state = self.__getstate__()
-                note_read(self, state, state)
-                settle(self, state)
-            return inserted
-        result = await save_existing(self, guarded_replace)
+        result = await save_object(self, self._insert_own, guarded_replace)
         self.__restored__ = True
         return result
+
+    async def _insert_own(self) -> Any:
+        """Insert a new object at the model's version, as atom-db does."""
+        inserted = await super().save()  # type: ignore[no-untyped-call]
+        if self.__on_newer__ == "downgrade":
+            state = self.__getstate__()
+            note_read(self, state, state)
+            settle(self, state)
+        return inserted
 
 
 async def write_back(
