@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from atom.api import Bool, Dict, Float, Int, List, Str, Value
 from bson import Decimal128, Int64, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pymongo import MongoClient
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.bson_rules import same_value
@@ -362,3 +364,38 @@ async def test_two_saves_of_one_new_object_at_once_insert_one_document(
             == 1
         ), model
         await Old.objects.delete_many({})
+
+
+def test_saves_of_one_object_at_once_in_two_event_loops_one_after_another(
+    secantus_url: str,
+) -> None:
+    """An object outlives its event loop (a module-level object, a loop per test):
+    its saves at once in the next loop wait for each other there too."""
+    from pymongo import AsyncMongoClient
+
+    from atomdb_migrate.driver.mongo import ManagerState, wire_manager
+
+    name = f"atomdb_migrate_test_loops_{uuid.uuid4().hex[:12]}"
+    person = Old(name="Ada", count=0)
+
+    async def saves() -> int:
+        client: Any = AsyncMongoClient(secantus_url)
+        wire_manager(client[name])
+        try:
+            for _ in range(2):
+                person.count += 1
+                await asyncio.gather(person.save(), person.save())
+            doc = await Old.objects.find_one({"_id": person._id})
+            return int(doc["count"])
+        finally:
+            await client.close()
+
+    saved = ManagerState()
+    try:
+        with MigrationRegistry.instance().isolated():
+            chain()
+            assert asyncio.run(saves()) == 2
+            assert asyncio.run(saves()) == 4  # RuntimeError before: a lock of the first loop
+    finally:
+        saved.restore()
+        MongoClient(secantus_url).drop_database(name)

@@ -92,8 +92,11 @@ class ReadView:
 #: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
 
-#: The lock of each object being saved, or saved before (see `save_existing`).
-_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+#: The lock of each object being saved, or saved before, with its event loop
+#: (see `save_object`).
+_locks: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def remember(
@@ -484,11 +487,13 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
 
 
 def _lock(obj: Any) -> asyncio.Lock:
-    """The lock that makes the saves of `obj` one after another."""
-    lock = _locks.get(obj)
-    if lock is None:
-        lock = _locks[obj] = asyncio.Lock()
-    return lock
+    """The lock that makes the saves of `obj` one after another, in the running
+    event loop (an object may outlive its loop; a lock waited on is bound to one)."""
+    loop = asyncio.get_running_loop()
+    held = _locks.get(obj)
+    if held is None or held[0] is not loop:
+        held = _locks[obj] = (loop, asyncio.Lock())
+    return held[1]
 
 
 async def save_object(
