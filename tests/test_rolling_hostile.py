@@ -399,3 +399,64 @@ def test_saves_of_one_object_at_once_in_two_event_loops_one_after_another(
     finally:
         saved.restore()
         MongoClient(secantus_url).drop_database(name)
+
+
+# ---------------------------------------------------------------------------
+# Beside a change, inside the same field
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, 1.0), (1, Int64(1)), (0.0, -0.0), ([1], [1.0]), ({"k": 1}, {"k": 1.0})],
+    ids=["int-double", "int-long", "zero-sign", "array", "document"],
+)
+async def test_another_writer_s_change_beside_the_save_s_in_one_field_survives(
+    db: Any, registry: MigrationRegistry, before: Any, after: Any
+) -> None:
+    """The filter matches the numbers inside a field by value: the change beside is
+    not seen, and the save wrote all of the field as it read it."""
+    chain()
+    _id, person = await read_newer(meta={"x": before, "y": 0}, email="e")
+    await Old.objects.update_one({"_id": _id}, {"$set": {"meta.x": after}})
+    person.meta["y"] = 1
+    await person.save()
+    meta = (await stored(_id))["meta"]
+    assert same_value(meta, {"x": after, "y": 1}), meta
+
+
+async def test_changes_at_paths_that_cannot_be_set_write_the_whole_field(
+    db: Any, registry: MigrationRegistry
+) -> None:
+    chain()
+    _id, person = await read_newer(meta={"a.b": 1, "$c": 2, "d": None}, email="e")
+    person.meta = {"a.b": 2, "$c": 3, "d": {"e": 1}}
+    await person.save()
+    assert (await stored(_id))["meta"] == {"a.b": 2, "$c": 3, "d": {"e": 1}}
+
+
+#: Values inside an embedded document: some the filter matches by value only.
+INSIDE = st.sampled_from([0, 1, 1.0, -0.0, 0.0, True, "1", None, [1], [1.0], {"k": 1}])
+
+
+@SETTINGS
+@given(
+    read=st.fixed_dictionaries({k: INSIDE for k in "xyz"}),
+    theirs=st.dictionaries(st.sampled_from("xyz"), INSIDE, max_size=2),
+    mine=st.sampled_from("xyz"),
+    value=INSIDE,
+)
+async def test_changes_beside_the_save_s_in_one_field_survive(
+    db: Any, read: dict[str, Any], theirs: dict[str, Any], mine: str, value: Any
+) -> None:
+    """Another writer changes keys of ``meta``, the old code another key of it: the
+    stored ``meta`` holds both, as BSON stores them."""
+    theirs.pop(mine, None)
+    with MigrationRegistry.instance().isolated():
+        chain()
+        _id, person = await read_newer(meta=dict(read), email="e")
+        if theirs:
+            sets = {f"meta.{k}": v for k, v in theirs.items()}
+            await Old.objects.update_one({"_id": _id}, {"$set": sets})
+        person.meta = {**person.meta, mine: value}
+        await person.save()
+        meta = (await stored(_id))["meta"]
+        assert same_value(meta, {**read, **theirs, mine: value}), (read, theirs, meta)

@@ -23,9 +23,9 @@ over the newer one); it writes only what the code changed, mapped forward:
    (its ``changes``: a list, or a mapping ``{before: after}``);
 4. what differs between the two at the stored version is what the old code
    changed, in the newer shape: it is applied to the stored document as
-   read, as a conditional ``$set``/``$unset`` of the top-level fields it
-   touches, matching the ``_id``, the stored version and those fields as
-   read;
+   read, as a conditional ``$set``/``$unset`` of the paths it changes
+   (`path_update`), matching the ``_id``, the stored version and the
+   top-level fields they are in, as read;
 5. where that matches nothing (another writer changed one of those fields,
    or upgraded the document), the document is read again: if every path
    the code changed still reads as the object read it, the changes are
@@ -54,7 +54,7 @@ from pymongo.errors import DuplicateKeyError
 from ..core.bson_rules import same_value
 from ..core.documents import Document, copy_document, copy_value
 from ..core.storage import ID_KEY, REF_KEY, VERSION_KEY
-from ..core.writes import guarded_write
+from ..core.writes import guarded_write, needs_expression
 from ..driver.mongo import changed_since_read, exact_filters
 from ..exceptions import ConflictError, MigrateError, NewerDocumentError
 from ..operations.paths import MISSING, get_path
@@ -397,6 +397,45 @@ def _refuse(cls: Any, stored: Document, exc: Unmapped) -> NewerDocumentError:
     )
 
 
+def _settable(stored: Document, path: tuple[str, ...]) -> bool:
+    """Whether ``$set`` can write at `path`: each value on the way, up to the first
+    missing one, is a document."""
+    current: Any = stored
+    for part in path[:-1]:
+        current = current.get(part, MISSING)
+        if current is MISSING:
+            return True
+        if not isinstance(current, dict):
+            return False
+    return True
+
+
+def path_update(stored: Document, found: Sequence[Change]) -> dict[str, Any] | None:
+    """The update that makes each change at its own path (``$set`` of ``"m.y"``, not
+    of all of ``m``), or None where a path cannot be written so (a name with a
+    ``.`` or a leading ``$``; a parent that is stored, and not as a document).
+
+    The filter matches a top-level field whole, but the numbers inside it by
+    value: a change another writer made beside the save's, inside the same
+    field (``m.x`` from ``1`` to ``1.0``), is not seen, and writing the whole
+    field as read would undo it.
+
+    """
+    sets: dict[str, Any] = {}
+    unsets: dict[str, Any] = {}
+    for path, value in found:
+        if any(needs_expression(part) for part in path) or not _settable(stored, path):
+            return None
+        if value is MISSING:
+            unsets[_dotted(path)] = ""
+        else:
+            sets[_dotted(path)] = copy_value(value)
+    update: dict[str, Any] = {"$set": sets} if sets else {}
+    if unsets:
+        update["$unset"] = unsets
+    return update
+
+
 async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[Any, Document]:
     """One attempt: the mapped conditional write (None: nothing matched), and the
     stored document it leaves. `read.view` is what the object was restored
@@ -416,6 +455,9 @@ async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[An
     write = guarded_write(read.stored, after, fields, expressions=exact_filters(cls.objects))
     if not write.update:
         return True, after
+    by_path = path_update(read.stored, found)
+    if by_path is not None and isinstance(write.update, dict):
+        write = write._replace(update=by_path)
     if await changed_since_read(cls.objects, [write]):
         return None, after
     result = await cls.objects.update_one(write.query, write.update)
