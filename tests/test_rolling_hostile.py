@@ -25,6 +25,7 @@ from bson import Decimal128, Int64, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
 from atomdb_migrate.core.bson_rules import same_value
@@ -460,3 +461,18 @@ async def test_changes_beside_the_save_s_in_one_field_survive(
         await person.save()
         meta = (await stored(_id))["meta"]
         assert same_value(meta, {**read, **theirs, mine: value}), (read, theirs, meta)
+
+
+@pytest.mark.parametrize("model", [Old, OldNewest], ids=["own", "newest"])
+async def test_a_new_object_given_its_own_id_breaking_a_unique_index_says_so(
+    db: Any, registry: MigrationRegistry, model: type[VersionedModel]
+) -> None:
+    """Not a document stored at another version: the duplicate key error, as atom-db
+    raises it (a ConflictError before, after five writes)."""
+    chain()
+    await Old.objects.create_index("count", unique=True)
+    await Old.objects.insert_one({"__model__": NAME, "__version__": "1", "name": "A", "count": 1})
+    person = model(_id=ObjectId(), name="B", count=1)
+    with pytest.raises(DuplicateKeyError):
+        await person.save()
+    assert await Old.objects.count_documents({}) == 1

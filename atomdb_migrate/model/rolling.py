@@ -60,6 +60,7 @@ from ..exceptions import ConflictError, MigrateError, NewerDocumentError
 from ..operations.paths import MISSING, get_path
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step, apply_chain, stored_version
+from .saves import duplicate_id
 
 #: How many times a mapped save re-reads a document that changed elsewhere meanwhile.
 ROLLING_ATTEMPTS = 5
@@ -575,8 +576,10 @@ async def _save_object(
     if newest and not obj.__restored__:
         try:
             return await insert_newest(obj)  # given its own _id
-        except DuplicateKeyError:
-            pass  # stored already: saved as any other
+        except DuplicateKeyError as exc:
+            if not duplicate_id(exc):
+                raise  # another unique index
+            # stored already: saved as any other
     return await save_existing(obj, replace)
 
 
