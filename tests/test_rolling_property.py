@@ -25,6 +25,10 @@ writer since its object read it. After every action the stored documents
 equal the oracle's, and no stored version ever goes down; at the end, an
 upgrade leaves them equal to the oracle's, upgraded.
 
+Values that Python finds equal and BSON stores apart (``1``, ``1.0``,
+``True``, ``Int64(1)``, ``Decimal128("1")``) are drawn too, and compared as
+BSON stores them.
+
 ``ROLLING_EXAMPLES`` sets the number of examples (default 60).
 
 """
@@ -37,10 +41,12 @@ from typing import Any
 
 import pytest
 from atom.api import Value
+from bson import Decimal128, Int64
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from atomdb_migrate import MigrationRegistry, VersionedModel, ops, register_step
+from atomdb_migrate.core.bson_rules import same_value
 from atomdb_migrate.core.documents import copy_document, copy_value
 from atomdb_migrate.driver.mongo import is_mongomock
 from atomdb_migrate.engine.runner import Runner
@@ -53,8 +59,12 @@ NAME = "rolling.Prop"
 #: The old code's fields (version 1): top-level, and inside the document ``m``.
 V1_LEAVES = ("a", "b", "c", "m.x", "m.y")
 
-#: The values documents and edits hold (no bools: 1 == True in Python).
-VALUES = [0, 1, 2, "x", "y", None, [1, 2]]
+#: The values documents, edits and operations hold: some Python finds equal
+#: that BSON stores apart (1, 1.0, True; [1, 2] and [1.0, 2]).
+VALUES = [0, 1, 2, "x", "y", None, [1, 2], True, 1.0, [1.0, 2]]
+
+#: The values documents and edits hold besides (operations take no BSON types).
+DOC_VALUES = [*VALUES, Int64(1), Decimal128("1")]
 
 #: The keys compared apart from the fields.
 OWN = ("_id", "__ref__")
@@ -99,7 +109,7 @@ def chains(draw: st.DrawFn) -> list[list[Operation]]:
 
 
 def leaf_values() -> Any:
-    return st.fixed_dictionaries({leaf: st.sampled_from(VALUES) for leaf in V1_LEAVES})
+    return st.fixed_dictionaries({leaf: st.sampled_from(DOC_VALUES) for leaf in V1_LEAVES})
 
 
 ACTIONS = st.one_of(
@@ -108,13 +118,17 @@ ACTIONS = st.one_of(
         st.just("old_save"),
         st.integers(0, 1),
         st.lists(
-            st.tuples(st.sampled_from(V1_LEAVES), st.sampled_from(VALUES)), min_size=1, max_size=2
+            st.tuples(st.sampled_from(V1_LEAVES), st.sampled_from(DOC_VALUES)),
+            min_size=1,
+            max_size=2,
         ),
     ),
     st.tuples(st.just("new_read"), st.integers(0, 2)),
     st.tuples(
         st.just("new_save"),
-        st.lists(st.tuples(st.integers(0, 20), st.sampled_from(VALUES)), min_size=1, max_size=2),
+        st.lists(
+            st.tuples(st.integers(0, 20), st.sampled_from(DOC_VALUES)), min_size=1, max_size=2
+        ),
     ),
     st.tuples(st.just("upgrade")),
     st.tuples(st.just("old_insert"), leaf_values()),
@@ -194,7 +208,8 @@ class Oracle:
 
 
 def differ(a: Any, b: Any) -> bool:
-    return type(a) is not type(b) or a != b
+    """Whether two values are stored apart, as BSON stores them (1 and 1.0 are)."""
+    return not same_value(a, b)
 
 
 # ---------------------------------------------------------------------------

@@ -201,13 +201,16 @@ class ConflictError(MigrateError):
 
     attempts: int
     #: The fields found changed by another writer since they were read, where
-    #: that is known (a save through the steps); empty otherwise.
+    #: that is known (a save through the steps; ``["_id"]``: the document was
+    #: deleted); empty otherwise.
     fields: list[str]
 
     def __init__(
         self, model: str, doc_id: Any, attempts: int, *, fields: list[str] | None = None
     ) -> None:
-        if fields:
+        if fields == ["_id"]:
+            message = "the document was deleted since it was read; nothing was written"
+        elif fields:
             message = (
                 f"{', '.join(repr(f) for f in fields)} changed since it was read; "
                 "nothing was written"

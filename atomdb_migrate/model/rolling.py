@@ -7,9 +7,13 @@ an object does not replace the document (that would write the older shape
 over the newer one); it writes only what the code changed, mapped forward:
 
 1. at read, the document as stored and as downgraded (the old code's view)
-   are remembered for the object (`remember`);
-2. at save, the object's state (what atom-db's save would write) is laid
-   over the view: the edited view;
+   are remembered for the object (`remember`), and the object's state once
+   restored (`settle`);
+2. at save, what the object's state (what atom-db's save would write)
+   changed since then is made to the view: the edited view. A value the
+   members changed at restore (an int a ``Float`` made a float, a field the
+   document lacks given its default, a value atom-db failed to restore and
+   skipped) is not a change the code made, and is not written;
 3. both the view and the edited view go forward through the steps, from the
    code's version to the stored one; after each step, every path the code
    changed must come back through the downgrades of the steps so far as it
@@ -19,9 +23,9 @@ over the newer one); it writes only what the code changed, mapped forward:
    (its ``changes``: a list, or a mapping ``{before: after}``);
 4. what differs between the two at the stored version is what the old code
    changed, in the newer shape: it is applied to the stored document as
-   read, as a conditional ``$set``/``$unset`` of the top-level fields it
-   touches, matching the ``_id``, the stored version and those fields as
-   read;
+   read, as a conditional ``$set``/``$unset`` of the paths it changes
+   (`path_update`), matching the ``_id``, the stored version and the
+   top-level fields they are in, as read;
 5. where that matches nothing (another writer changed one of those fields,
    or upgraded the document), the document is read again: if every path
    the code changed still reads as the object read it, the changes are
@@ -39,20 +43,24 @@ The stored version is never lowered: the write keeps the version read.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from ..core.bson_rules import same_value
 from ..core.documents import Document, copy_document, copy_value
 from ..core.storage import ID_KEY, REF_KEY, VERSION_KEY
-from ..core.writes import guarded_write
+from ..core.writes import guarded_write, needs_expression
 from ..driver.mongo import changed_since_read, exact_filters
 from ..exceptions import ConflictError, MigrateError, NewerDocumentError
 from ..operations.paths import MISSING, get_path
 from ..steps.registry import MigrationRegistry
 from ..steps.versions import Step, apply_chain, stored_version
+from .saves import duplicate_id
 
 #: How many times a mapped save re-reads a document that changed elsewhere meanwhile.
 ROLLING_ATTEMPTS = 5
@@ -77,17 +85,43 @@ class ReadView:
     #: Whether `view` is `stored` as read (False once `stored` was read again
     #: after the view: then the fields a save changes are compared first).
     exact: bool = True
+    #: The object's state once restored from `view` (None until `settle`: then
+    #: the view stands for it): a save writes what changed since.
+    state: Document | None = None
 
 
 #: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
 
+#: The lock of each object being saved, or saved before, with its event loop
+#: (see `save_object`).
+_locks: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def remember(
-    obj: Any, stored: Document, view: Document, *, newer: bool = True, exact: bool = True
+    obj: Any,
+    stored: Document,
+    view: Document,
+    *,
+    newer: bool = True,
+    exact: bool = True,
+    state: Mapping[str, Any] | None = None,
 ) -> None:
-    """Keep, for `obj`, the document it was restored from and the view it read."""
-    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer, exact)
+    """Keep, for `obj`, the document it was restored from, the view it read, and its
+    state then (`state`; None: taken by `settle` once the object is restored)."""
+    kept = None if state is None else copy_document(state)
+    _views[obj] = ReadView(copy_document(stored), copy_document(view), newer, exact, kept)
+
+
+def settle(obj: Any, state: Mapping[str, Any] | None = None) -> None:
+    """Keep `obj`'s state as restored (or saved: `state`), where its view is kept:
+    what a save compares the object with (the members may have changed values
+    the view holds)."""
+    read = _views.get(obj)
+    if read is not None and read.state is None:
+        read.state = copy_document(obj.__getstate__() if state is None else state)
 
 
 def note_read(obj: Any, stored: Document, view: Document) -> None:
@@ -162,9 +196,26 @@ def _diff(path: tuple[str, ...], old: Any, new: Any, found: list[Change]) -> Non
         found.append((path, new))
 
 
-def edited(view: Document, state: Mapping[str, Any]) -> Document:
-    """The view with the object's state laid over it: the fields the code does not
-    know (not in `state`) are kept as read."""
+def edited(
+    view: Document, state: Mapping[str, Any], restored: Mapping[str, Any] | None = None
+) -> Document:
+    """The view with what the object changed made to it: the fields the code does
+    not know (not in `state`) are kept as read.
+
+    `restored` is the object's state once restored from `view`: only the
+    paths where `state` differs from it are changed (where such a path runs
+    into a value of the view that is not a document, its whole top-level
+    field is taken from `state`). None: all of `state` is laid over the view.
+
+    """
+    if restored is not None:
+        found = changes(restored, state)
+        try:
+            return apply_changes(view, found)
+        except ValueError:
+            keys = {path[0] for path, _ in found}
+            found = [((k,), copy_value(state[k]) if k in state else MISSING) for k in keys]
+            return apply_changes(view, found)
     doc = copy_document(view)
     for key, value in state.items():
         if key not in _OWN_KEYS:
@@ -347,11 +398,50 @@ def _refuse(cls: Any, stored: Document, exc: Unmapped) -> NewerDocumentError:
     )
 
 
+def _settable(stored: Document, path: tuple[str, ...]) -> bool:
+    """Whether ``$set`` can write at `path`: each value on the way, up to the first
+    missing one, is a document."""
+    current: Any = stored
+    for part in path[:-1]:
+        current = current.get(part, MISSING)
+        if current is MISSING:
+            return True
+        if not isinstance(current, dict):
+            return False
+    return True
+
+
+def path_update(stored: Document, found: Sequence[Change]) -> dict[str, Any] | None:
+    """The update that makes each change at its own path (``$set`` of ``"m.y"``, not
+    of all of ``m``), or None where a path cannot be written so (a name with a
+    ``.`` or a leading ``$``; a parent that is stored, and not as a document).
+
+    The filter matches a top-level field whole, but the numbers inside it by
+    value: a change another writer made beside the save's, inside the same
+    field (``m.x`` from ``1`` to ``1.0``), is not seen, and writing the whole
+    field as read would undo it.
+
+    """
+    sets: dict[str, Any] = {}
+    unsets: dict[str, Any] = {}
+    for path, value in found:
+        if any(needs_expression(part) for part in path) or not _settable(stored, path):
+            return None
+        if value is MISSING:
+            unsets[_dotted(path)] = ""
+        else:
+            sets[_dotted(path)] = copy_value(value)
+    update: dict[str, Any] = {"$set": sets} if sets else {}
+    if unsets:
+        update["$unset"] = unsets
+    return update
+
+
 async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[Any, Document]:
     """One attempt: the mapped conditional write (None: nothing matched), and the
     stored document it leaves. `read.view` is what the object was restored
     from; `read.stored`, the stored document the changes are made to."""
-    edit = edited(read.view, state)
+    edit = edited(read.view, state, read.state)
     steps = forward_steps(cls, read.stored.get(VERSION_KEY))
     try:
         found = await forward(steps, read.view, edit)
@@ -366,6 +456,9 @@ async def _write(cls: Any, read: ReadView, state: Mapping[str, Any]) -> tuple[An
     write = guarded_write(read.stored, after, fields, expressions=exact_filters(cls.objects))
     if not write.update:
         return True, after
+    by_path = path_update(read.stored, found)
+    if by_path is not None and isinstance(write.update, dict):
+        write = write._replace(update=by_path)
     if await changed_since_read(cls.objects, [write]):
         return None, after
     result = await cls.objects.update_one(write.query, write.update)
@@ -403,7 +496,9 @@ async def rolling_save(obj: Any, read: ReadView, *, stale: bool = False) -> Any:
         result, after = await _write(cls, read, state)
         if result is not None:
             # Read again: the stored document may hold changes this object never saw.
-            remember(obj, after, edited(read.view, state), exact=read.exact)
+            remember(
+                obj, after, edited(read.view, state, read.state), exact=read.exact, state=state
+            )
             return result
     raise ConflictError(cls.__model__, read.stored.get(ID_KEY), ROLLING_ATTEMPTS)
 
@@ -427,11 +522,65 @@ async def _reread(cls: Any, read: ReadView, state: Mapping[str, Any]) -> ReadVie
     if version <= cls.__parsed_version__:
         return None
     view, _, _ = await cls._migrate(stored, track=False)
-    mine = changes(read.view, edited(read.view, state))
+    mine = changes(read.view, edited(read.view, state, read.state))
     moved = [p for p, _ in mine if not same_value(get_path(view, p), get_path(read.view, p))]
     if moved:
         raise ConflictError(cls.__model__, doc_id, 1, fields=[_dotted(p) for p in moved])
-    return ReadView(stored, read.view, exact=False)
+    return ReadView(stored, read.view, exact=False, state=read.state)
+
+
+def _lock(obj: Any) -> asyncio.Lock:
+    """The lock that makes the saves of `obj` one after another, in the running
+    event loop (an object may outlive its loop; a lock waited on is bound to one)."""
+    loop = asyncio.get_running_loop()
+    held = _locks.get(obj)
+    if held is None or held[0] is not loop:
+        held = _locks[obj] = (loop, asyncio.Lock())
+    return held[1]
+
+
+async def save_object(
+    obj: Any,
+    insert_own: Callable[[], Awaitable[Any]],
+    replace: Callable[[Any, Document], Awaitable[Any]],
+) -> Any:
+    """Save a versioned object: a new one inserted at the version ``__insert_at__``
+    says (`insert_own`, or `insert_newest`), an existing one by `save_existing`.
+
+    A new object is one without an ``_id``, or, with ``__insert_at__ =
+    "newest"``, one given its own ``_id`` and never restored (where that
+    ``_id`` is stored already, it is saved as any other).
+
+    The saves of one object (of a model with ``__on_newer__ = "downgrade"``)
+    run one after another: atom-db's cache hands the same object to every
+    reader of its document, and a save compares the object with what the
+    last save of it wrote (saves at once would each compare it with the
+    read, and take each other's changes for another writer's, or insert
+    a new object twice).
+
+    """
+    if type(obj).__on_newer__ != "downgrade":
+        return await _save_object(obj, insert_own, replace)
+    async with _lock(obj):
+        return await _save_object(obj, insert_own, replace)
+
+
+async def _save_object(
+    obj: Any,
+    insert_own: Callable[[], Awaitable[Any]],
+    replace: Callable[[Any, Document], Awaitable[Any]],
+) -> Any:
+    newest = type(obj).__insert_at__ == "newest"
+    if obj._id is None:
+        return await (insert_newest(obj) if newest else insert_own())
+    if newest and not obj.__restored__:
+        try:
+            return await insert_newest(obj)  # given its own _id
+        except DuplicateKeyError as exc:
+            if not duplicate_id(exc):
+                raise  # another unique index
+            # stored already: saved as any other
+    return await save_existing(obj, replace)
 
 
 async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[Any]]) -> Any:
@@ -457,6 +606,7 @@ async def save_existing(obj: Any, replace: Callable[[Any, Document], Awaitable[A
     else:
         if cls.__on_newer__ == "downgrade":
             note_read(obj, state, state)
+            settle(obj, state)
     return result
 
 
@@ -487,7 +637,7 @@ async def insert_newest(obj: Any) -> Any:
     cls.objects.cache[obj._id] = obj
     doc[ID_KEY] = obj._id
     if steps:
-        remember(obj, doc, {**state, ID_KEY: obj._id})
+        remember(obj, doc, {**state, ID_KEY: obj._id}, state=state)
     return result
 
 
@@ -501,5 +651,7 @@ __all__ = [
     "remember",
     "rolling_save",
     "save_existing",
+    "save_object",
+    "settle",
     "view_of",
 ]

@@ -27,6 +27,13 @@ def _known_versions(cls: Any) -> list[str]:
     return [str(v) for v in graph.known_versions(head) if v <= head]
 
 
+def duplicate_id(exc: DuplicateKeyError) -> bool:
+    """Whether a duplicate key error is of the ``_id`` (a document stored with it),
+    not of another unique index (mongomock names no key for the ``_id``)."""
+    pattern = (exc.details or {}).get("keyPattern")
+    return pattern is None or list(pattern) == ["_id"]
+
+
 def stored_filter(state: Document) -> dict[str, Any]:
     """A filter matching a document's ``_id`` and its version as stored."""
     if VERSION_KEY in state:
@@ -48,6 +55,8 @@ async def guarded_replace(cls: Any, state: Document) -> Any:
         If the stored document is newer than the model's version.
     ConflictError
         If the stored document kept changing between reads and writes.
+    DuplicateKeyError
+        If the document breaks a unique index other than the ``_id``'s.
 
     """
     db = cls.objects
@@ -58,14 +67,18 @@ async def guarded_replace(cls: Any, state: Document) -> Any:
     }
     try:
         return await db.replace_one(known, state, upsert=True)
-    except DuplicateKeyError:
-        pass  # stored at a version not in the list: look at it
+    except DuplicateKeyError as exc:
+        if not duplicate_id(exc):
+            raise  # another unique index: not for a retry
+        # stored at a version not in the list: look at it
     for _ in range(SAVE_ATTEMPTS):
         stored = await db.find_one({"_id": doc_id}, {VERSION_KEY: 1})
         if stored is None:
             try:
                 return await db.replace_one(known, state, upsert=True)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
+                if not duplicate_id(exc):
+                    raise
                 continue  # inserted meanwhile
         version = stored_version(stored.get(VERSION_KEY), model=cls.__model__, doc_id=doc_id)
         if version > cls.__parsed_version__:

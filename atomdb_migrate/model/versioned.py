@@ -45,7 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
-from .rolling import forget, insert_newest, note_read, save_existing
+from .rolling import forget, note_read, save_object, settle
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -307,13 +307,16 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             value, with ``__on_error__ = "raise"``): the same, naming the
             model and the document's ``_id``.
 
-        Whatever it raises, the object is no longer in atom-db's cache.
+        Whatever it raises, the object is no longer in atom-db's cache, and
+        keeps no view for a save through the steps (half restored, its save
+        of a newer document is refused, not written over it).
 
         """
         try:
             await self._restore_upgraded(state, scope)
         except BaseException as exc:
             self._uncache(state.get("_id"))
+            forget(self)
             if isinstance(exc, RestoreError) and not isinstance(exc, RestoreFailedError):
                 raise RestoreFailedError(self.__model__, state.get("_id"), exc) from exc
             raise
@@ -338,6 +341,7 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         elif self.__on_newer__ == "downgrade":
             note_read(self, state, state)
         await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
+        settle(self)  # the state as restored: a save writes what changed since
 
     def _uncache(self, pk: Any) -> None:
         """Take this object out of atom-db's object cache, where `restore` put it.
@@ -582,16 +586,18 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
             or a field the code changed was changed by another writer.
 
         """
-        if self._id is None:
-            if self.__insert_at__ == "newest":
-                return await insert_newest(self)
-            inserted = await super().save()  # type: ignore[no-untyped-call]
-            if self.__on_newer__ == "downgrade":
-                note_read(self, self.__getstate__(), self.__getstate__())
-            return inserted
-        result = await save_existing(self, guarded_replace)
+        result = await save_object(self, self._insert_own, guarded_replace)
         self.__restored__ = True
         return result
+
+    async def _insert_own(self) -> Any:
+        """Insert a new object at the model's version, as atom-db does."""
+        inserted = await super().save()  # type: ignore[no-untyped-call]
+        if self.__on_newer__ == "downgrade":
+            state = self.__getstate__()
+            note_read(self, state, state)
+            settle(self, state)
+        return inserted
 
 
 async def write_back(
