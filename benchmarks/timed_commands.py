@@ -5,6 +5,10 @@ the process prints to stderr the time of each command name, and the slow
 ones (aggregations, updates, counts, index builds) one by one, in order.
 
     python benchmarks/timed_commands.py --url URL upgrade --no-progress
+    python benchmarks/timed_commands.py --script benchmarks/bench_fused.py --n 30000
+
+``--script FILE`` runs that script (its arguments after it) instead of the
+command line.
 
 """
 
@@ -60,7 +64,13 @@ def report() -> None:
 
 if __name__ == "__main__":
     monitoring.register(Timer())
-    from atomdb_migrate.cli import main
+    if sys.argv[1:2] == ["--script"]:
+        import runpy
 
-    sys.argv[0] = "atomdb-migrate"
-    sys.exit(main())
+        sys.argv = sys.argv[2:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    else:
+        from atomdb_migrate.cli import main
+
+        sys.argv[0] = "atomdb-migrate"
+        sys.exit(main())

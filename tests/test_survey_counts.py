@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 
 from atomdb_migrate.core.storage import VERSION_KEY
 from atomdb_migrate.core.versions import version_key
-from atomdb_migrate.driver.mongo import count_versions
+from atomdb_migrate.driver.mongo import count_each, count_versions
 
 EXAMPLES = int(os.environ.get("SURVEY_EXAMPLES", "40"))
 
@@ -129,3 +129,52 @@ def test_equal_numbers_of_several_types_are_counted_apart(
     got, reference = asyncio.run(both(secantus_url, versions, None))
     assert counted(got) == counted(reference)
     assert sorted(n for _, n in got) == sorted(counted(reference).values())
+
+
+async def counted_both_ways(
+    url: str, versions: list[Any], queries: list[dict[str, Any]]
+) -> tuple[list[int], list[int]]:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
+    try:
+        collection = client["survey_counts"]["docs"]
+        await collection.drop()
+        await collection.insert_many(
+            [{"i": i} if v is MISSING else {"i": i, VERSION_KEY: v} for i, v in enumerate(versions)]
+        )
+        together = await count_each(collection, queries)
+        apart = [await collection.count_documents(q) for q in queries]
+    finally:
+        await client.close()
+    return together, apart
+
+
+def test_queries_counted_in_one_read_as_each_alone(secantus_url: str) -> None:
+    """`count_each` (one ``$facet`` a query, over the documents any finds) gives
+    what ``count_documents`` gives for each query, whatever the stored forms."""
+    seen = {"examples": 0, "a query found some": 0, "a document found twice": 0}
+    plain = scalars.filter(lambda v: v is not MISSING)
+    version_conditions = st.one_of(plain, st.builds(lambda vs: {"$in": vs}, st.lists(plain)))
+    queries = st.lists(
+        st.builds(
+            lambda v, lower: {VERSION_KEY: v, **({"i": {"$gte": lower}} if lower else {})},
+            version_conditions,
+            st.integers(0, 4),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(forms, min_size=1, max_size=12), queries, st.booleans())
+    def check(versions: list[Any], asked: list[dict[str, Any]], twice: bool) -> None:
+        if twice:  # the first query again, narrowed: what it finds is found twice
+            asked = [*asked, {**asked[0], "i": {"$lt": 6}}]
+        together, apart = asyncio.run(counted_both_ways(secantus_url, versions, asked))
+        assert together == apart, f"{versions!r}\n{asked!r}"
+        seen["examples"] += 1
+        seen["a query found some"] += any(apart)
+        seen["a document found twice"] += twice and apart[-1] > 0
+
+    check()
+    print(f"counted in one read: {seen}")
+    assert seen["a query found some"] and seen["a document found twice"], seen

@@ -5,7 +5,8 @@ Everything else calls these functions and never asks which driver it holds:
 - `bulk_update`: conditional updates in one unordered bulk write, with what
   each matched or why the server refused it;
 - `count_versions`: documents per stored ``__version__`` value, each BSON
-  form of a value counted apart;
+  form of a value counted apart; `count_each`: several queries counted in
+  one read;
 - `collection_names`: the collections (not the views) of a database;
 - `connect` and `sync_database`: clients for a URL, checked;
 - `runs_pipelines` and `exact_filters`: what the server behind a collection
@@ -331,6 +332,22 @@ async def count_versions(
         raw = row["_id"]
         counts.setdefault(version_key(raw), [raw, 0])[1] += row["n"]
     return [(raw, n) for raw, n in counts.values()]
+
+
+async def count_each(collection: Any, queries: Sequence[dict[str, Any]]) -> list[int]:
+    """How many documents each query finds, in one read of the collection.
+
+    Several queries are counted by one aggregation: the documents any of them
+    finds, then one ``$facet`` per query (the same query, counted), where
+    ``count_documents`` would read the collection once per query. One query,
+    or mongomock, is counted with ``count_documents``.
+
+    """
+    if len(queries) == 1 or is_mongomock(collection):
+        return [int(await collection.count_documents(q)) for q in queries]
+    facets = {str(i): [{"$match": q}, {"$count": "n"}] for i, q in enumerate(queries)}
+    (row,) = await aggregate(collection, [{"$match": {"$or": list(queries)}}, {"$facet": facets}])
+    return [int(row[str(i)][0]["n"]) if row[str(i)] else 0 for i in range(len(queries))]
 
 
 #: The survey's one stage: documents per stored version value. Strings are
