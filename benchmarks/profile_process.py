@@ -84,9 +84,22 @@ def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
     return out
 
 
-def summary(path: Path, top: int = 25, main_only: bool = False) -> str:
-    """The top entries of a collapsed profile: self time, inclusive time, parts."""
+def waits(frames: list[str]) -> bool:
+    """Whether a sample's leaf is a wait (a socket, a selector, a lock)."""
+    return frames[-1].split(" (")[0].rsplit(".", 1)[-1] in WAITS
+
+
+def summary(path: Path, top: int = 25, main_only: bool = False, busy: bool = False) -> str:
+    """The top entries of a collapsed profile: self time, inclusive time, parts.
+
+    `main_only` keeps the main thread's samples; `busy` leaves out the samples
+    of threads waiting (a server's idle connections), so that the shares are
+    of the CPU the process spent.
+
+    """
     stacks = read_collapsed(path)
+    if busy:
+        stacks = [(s, n) for s, n in stacks if not waits(s)]
     if main_only:  # the other threads' stacks start in threading's bootstrap
         stacks = [(s, n) for s, n in stacks if not s[0].startswith("Thread._bootstrap")]
     total = sum(n for _, n in stacks) or 1
@@ -97,14 +110,17 @@ def summary(path: Path, top: int = 25, main_only: bool = False) -> str:
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-        leaf = frames[-1].split(" (")[0].rsplit(".", 1)[-1]
-        if leaf in WAITS:
+        if waits(frames):
             parts["waiting (socket, selector, lock)"] += n
             continue
         # the innermost Python frame of a known part names the sample's part
         part = next((p for p in map(frame_part, reversed(frames)) if p != "other"), "other")
         parts[part] += n
-    lines = [f"{path.name}: {total} samples" + (", main thread" if main_only else "")]
+    lines = [
+        f"{path.name}: {total} samples"
+        + (", main thread" if main_only else "")
+        + (", busy samples only (no thread waiting)" if busy else "")
+    ]
     lines.append("  by part (innermost known frame; waiting = a wait at the leaf):")
     lines += [f"    {n / total:6.1%}  {p}" for p, n in parts.most_common()]
     lines.append("  self:")
@@ -221,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("/tmp/atomdb-migrate-profiles"))
     parser.add_argument("--server-pid", type=int, help="the pid of the server at MONGO_URL")
+    parser.add_argument("--busy", action="store_true", help="with summary: busy samples only")
     args = parser.parse_args(argv)
     if args.workload == "summary":
-        print(summary(args.file, args.top))
+        print(summary(args.file, args.top, busy=args.busy))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if os.environ.get("MONGO_URL") and args.server_pid:
@@ -241,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result["commands"])
     print(summary(result["client"], args.top, main_only=True))
     print()
-    print(summary(result["server"], args.top))
+    print(summary(result["server"], args.top, busy=True))
     return 0
 
 
