@@ -130,8 +130,9 @@ def own_flattened(
 
     """
     kinds = _CONTAINER_KINDS
-    pairs = doc.items() if keys is None else [(k, doc.get(k)) for k in keys if k in doc]
-    for key, value in pairs:
+    get = doc.get
+    for key in doc if keys is None else keys:
+        value = get(key)  # None (a scalar) where `doc` has no such key
         if (
             kinds.get(type(value), True)
             and _is_container(value)
