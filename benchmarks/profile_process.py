@@ -11,6 +11,7 @@ socket), and where the server spends its CPU.
     python benchmarks/profile_process.py split -n 50000
     python benchmarks/profile_process.py nothing           # rename applied, then run again
     python benchmarks/profile_process.py summary FILE.txt  # summarise a collapsed file
+    python benchmarks/profile_process.py restore-shares FILE.txt   # see profile_restore.py
 
 Needs py-spy (``pip install py-spy``) and ptrace rights; starts its own
 SecantusDB server unless ``MONGO_URL`` is set and ``--server-pid`` names its
@@ -135,6 +136,44 @@ def summary(path: Path, top: int = 25, main_only: bool = False, busy: bool = Fal
     return "\n".join(lines)
 
 
+#: The pieces of a legacy restore, each named by a frame its samples pass
+#: through, first match wins (`restore_shares`).
+RESTORE_PIECES = (
+    ("own_flattened", "ours: own_flattened"),
+    ("LazyCopy.result", "ours: LazyCopy.result"),
+    ("LazyCopy.of", "ours: LazyCopy.of"),
+    ("run_chain", "ours: run_chain (the steps)"),
+    ("_read_lazily", "ours: _read_lazily, its own"),
+    ("_read_chain", "ours: the chain's lookup"),
+    ("VersionedModel", "ours: VersionedModel.__restorestate__, its own"),
+)
+
+
+def restore_shares(path: Path) -> str:
+    """The shares of a legacy restore's pieces, in the samples inside atom-db's
+    ``NoSQLModel.restore`` (``profile_restore.py --loop`` under py-spy)."""
+    inside = [
+        (frames, n)
+        for frames, n in read_collapsed(path)
+        if any("NoSQLModel.restore (atomdb/nosql.py" in f for f in frames)
+    ]
+    total = sum(n for _, n in inside) or 1
+    parts: collections.Counter[str] = collections.Counter()
+    for frames, n in inside:
+        ours = any("_read_lazily" in f or "_read_confined" in f for f in frames)
+        if any("__restorestate__ (atomdb.base" in f for f in frames) and not ours:
+            parts["atom-db: generated __restorestate__ (members, unflatten)"] += n
+            continue
+        name = next(
+            (label for needle, label in RESTORE_PIECES if any(needle in f for f in frames)),
+            "atom-db: restore (the object cache, the manager)",
+        )
+        parts[name] += n
+    lines = [f"{path.name}: {total} samples inside NoSQLModel.restore"]
+    lines += [f"    {n / total:6.1%}  {p}" for p, n in parts.most_common()]
+    return "\n".join(lines)
+
+
 def py_spy() -> str:
     found = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(found):
@@ -230,7 +269,9 @@ def profile_run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=("split", "rename", "nothing", "summary"))
+    parser.add_argument(
+        "workload", choices=("split", "rename", "nothing", "summary", "restore-shares")
+    )
     parser.add_argument("file", nargs="?", type=Path, help="with summary: a collapsed file")
     parser.add_argument("-n", type=int, default=30000)
     parser.add_argument("--rate", type=int, default=250, help="samples a second")
@@ -238,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/atomdb-migrate-profiles"))
     parser.add_argument("--server-pid", type=int, help="the pid of the server at MONGO_URL")
     parser.add_argument("--busy", action="store_true", help="with summary: busy samples only")
+    parser.add_argument("--main", action="store_true", help="with summary: the main thread only")
     args = parser.parse_args(argv)
+    if args.workload == "restore-shares":
+        print(restore_shares(args.file))
+        return 0
     if args.workload == "summary":
-        print(summary(args.file, args.top, busy=args.busy))
+        print(summary(args.file, args.top, main_only=args.main, busy=args.busy))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if os.environ.get("MONGO_URL") and args.server_pid:
