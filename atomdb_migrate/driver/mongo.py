@@ -339,11 +339,11 @@ async def count_each(collection: Any, queries: Sequence[dict[str, Any]]) -> list
 
     Several queries are counted by one aggregation: the documents any of them
     finds, then one ``$facet`` per query (the same query, counted), where
-    ``count_documents`` would read the collection once per query. One query,
-    or mongomock, is counted with ``count_documents``.
+    ``count_documents`` would read the collection once per query. One query
+    (or none), or mongomock, is counted with ``count_documents``.
 
     """
-    if len(queries) == 1 or is_mongomock(collection):
+    if len(queries) < 2 or is_mongomock(collection):
         return [int(await collection.count_documents(q)) for q in queries]
     facets = {str(i): [{"$match": q}, {"$count": "n"}] for i, q in enumerate(queries)}
     (row,) = await aggregate(collection, [{"$match": {"$or": list(queries)}}, {"$facet": facets}])
