@@ -316,17 +316,19 @@ def applied(client: MongoClient[Any], workload: str) -> int:
     return coll.count_documents({"quantity": {"$exists": True}, "status": "new"})
 
 
-def measure(url: str, peers: Path, n: int, rounds: int) -> dict[str, Any]:
+def measure(
+    url: str, peers: Path, n: int, rounds: int, tools: tuple[str, ...] = TOOLS
+) -> dict[str, Any]:
     client: MongoClient[Any] = MongoClient(url)
     seconds: dict[str, dict[str, list[float]]] = {
-        w: {t: [] for t in TOOLS} for w in (*WORKLOADS, "nothing to do")
+        w: {t: [] for t in tools} for w in (*WORKLOADS, "nothing to do")
     }
     try:
         with tempfile.TemporaryDirectory(prefix="atomdb-migrate-peers-") as tmp:
             for workload in WORKLOADS:
                 where = projects(Path(tmp), workload)
                 for r in range(rounds):
-                    order = TOOLS[r % len(TOOLS) :] + TOOLS[: r % len(TOOLS)]
+                    order = tools[r % len(tools) :] + tools[: r % len(tools)]
                     for tool in order:
                         seed(client, n)
                         took = run(tool, where[tool], peers, url)
@@ -376,14 +378,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"rotated); {result['server']}; {result['peers']['beanie']}, "
         f"{result['peers']['migrate-mongo']}",
         "",
-        "| workload | " + " | ".join(TOOLS) + " |",
-        "|---|" + "---:|" * len(TOOLS),
     ]
+    tools = [t for t in TOOLS if t in result["rows"]["nothing to do"]]
+    lines += ["| workload | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
     for workload, by_tool in result["rows"].items():
         if workload == "nothing to do":
-            cells = [f"{by_tool[t]['median_s']} s" for t in TOOLS]
+            cells = [f"{by_tool[t]['median_s']} s" for t in tools]
         else:
-            cells = [f"{by_tool[t]['docs_per_s']} docs/s" for t in TOOLS]
+            cells = [f"{by_tool[t]['docs_per_s']} docs/s" for t in tools]
         lines.append(f"| {workload} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -395,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=30000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help="the tools to run, comma-separated (all three)"
+    )
     args = parser.parse_args(argv)
+    tools = tuple(t for t in TOOLS if t in args.tools.split(","))
     if args.install:
         install(args.install)
         if not args.peers:
@@ -403,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.peers:
         parser.error("--peers DIR is needed (install there first with --install DIR)")
     with server() as url:
-        result = measure(url, args.peers, args.n, args.rounds)
+        result = measure(url, args.peers, args.n, args.rounds, tools)
     print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
 

@@ -18,7 +18,20 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from atom.api import Dict, List, Set, Str
+from atom.api import (
+    Bool,
+    Coerced,
+    Dict,
+    Enum,
+    Float,
+    Instance,
+    Int,
+    List,
+    Set,
+    Str,
+    Typed,
+)
+from atomdb.nosql import NoSQLModel
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -331,3 +344,98 @@ def test_a_lazy_copy_a_step_makes_itself_works() -> None:
     assert source == before
     expected = {**rebuild(copy.deepcopy(before)), "__version__": "2"}
     assert got == expected == {**before, "__version__": "2", "a": {"x": [1, 2]}, "k": [1]}
+
+
+def _holds_py_reference(value: Any) -> bool:
+    """The reference: a dict with ``__py__`` anywhere inside, found by recursion."""
+    if isinstance(value, dict):
+        return "__py__" in value or any(_holds_py_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_py_reference(v) for v in value)
+    return False
+
+
+nested_values = st.recursive(
+    st.one_of(st.none(), st.integers(), st.text(max_size=3), st.booleans()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "b", "__py__", "values"]), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.dictionaries(st.sampled_from(["x", "y", "z", "_id"]), nested_values, max_size=4))
+def test_own_flattened_copies_exactly_the_shared_values_holding_a_flattened_one(
+    source: dict[str, Any],
+) -> None:
+    """`own_flattened` copies a nested value shared with the stored document when,
+    and only when, it holds a ``__py__`` dict at some depth; the rest stays shared."""
+    from atomdb_migrate.core.documents import own_flattened
+
+    doc = dict(source)
+    own_flattened(doc, source)
+    for key, value in source.items():
+        copied = doc[key] is not value
+        assert copied == (isinstance(value, dict | list) and _holds_py_reference(value)), key
+        assert doc[key] == value
+
+
+class Related(NoSQLModel):
+    label = Str()
+
+
+def _own_unflatten(value: Any, scope: Any) -> Any:
+    if isinstance(value, dict):
+        value.pop("__py__", None)  # a custom function may change anything
+    return value
+
+
+class ManyMembers(VersionedModel):
+    """One member of each kind atom-db restores one way or the other."""
+
+    __version__ = 2
+    __on_error__ = "ignore"  # a value of the wrong type must not stop the walk
+    text = Str()
+    number = Int()
+    ratio = Float()
+    flag = Bool()
+    words = List(str)
+    records = List(dict)
+    anything = List()
+    mapping = Dict()
+    typed_mapping = Dict(str, int)
+    labels = Set()
+    related = Typed(Related)
+    instance = Instance(object)
+    coerced = Coerced(int)
+    choice = Enum("a", "b")
+    custom = Str().tag(unflatten=_own_unflatten)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_restore_changes_no_field_left_out_of_restored_fields(data: Any) -> None:
+    """`restored_fields` leaves out only fields atom-db's generated restore assigns as
+    stored: given a flattened value (``__py__``) under every field, the restore
+    changes none of those left out, and does change one it names."""
+    from atomdb_migrate.model.reads import restored_fields
+
+    names = [n for n in ManyMembers.members() if n not in ("__ref__", "__restored__")]
+    flattened = st.sampled_from(
+        [
+            {"__py__": "set", "values": [1, 2]},
+            [{"__py__": "set", "values": [3]}],
+            {"inner": {"__py__": "tuple", "values": [4]}},
+        ]
+    )
+    state = {n: copy.deepcopy(data.draw(flattened, label=n)) for n in names}
+    state["_id"] = ObjectId()
+    before = copy.deepcopy(state)
+    run(ManyMembers().__generated_restorestate__(state, None))
+    restored = restored_fields(ManyMembers)
+    changed = {n for n in names if state[n] != before[n]}
+    assert not changed - restored, changed - restored
+    assert {"text", "number", "words"}.isdisjoint(restored)
+    assert {"mapping", "labels", "related", "custom"} <= restored

@@ -93,25 +93,52 @@ def copy_document(doc: Mapping[str, Any]) -> Document:
 
 
 def _holds_flattened(value: Any) -> bool:
-    """Whether a dict or list holds, at any depth, a dict with a ``__py__`` key."""
-    if type(value) is list:
-        return any(_holds_flattened(v) for v in value if _is_container(v))
-    if JSON_TYPE_KEY in value:
-        return True
-    return any(_holds_flattened(v) for v in value.values() if _is_container(v))
+    """Whether a dict or list holds, at any depth, a dict with a ``__py__`` key.
+
+    A walk with a stack of the containers still to see, not a call per
+    container: this runs on every nested value of every legacy read.
+
+    """
+    kinds = _CONTAINER_KINDS
+    todo = [value]
+    while todo:
+        found = todo.pop()
+        if type(found) is list:
+            items: Iterable[Any] = found
+        elif JSON_TYPE_KEY in found:
+            return True
+        else:
+            items = found.values()
+        for item in items:
+            # One dict lookup for a scalar of a type seen before, no call.
+            if kinds.get(type(item), True) and _is_container(item):
+                todo.append(item)
+    return False
 
 
-def own_flattened(doc: Document, source: Mapping[str, Any]) -> None:
+def own_flattened(
+    doc: Document, source: Mapping[str, Any], keys: Iterable[str] | None = None
+) -> None:
     """Copy into `doc` the nested values it shares with `source` that atom-db's restore changes.
 
     atom-db's ``unflatten`` pops the ``__py__`` key of a flattened value (a
     set, a coerced type) from the state it restores: a read that shares an
     unreached nested value with the stored document must give restore a
     copy of any value holding one, or the stored document loses the key.
+    `keys`, where given, are the only fields the restore hands to anything
+    but a plain assignment (see ``model.reads.restored_fields``); None: any.
 
     """
-    for key, value in doc.items():
-        if _is_container(value) and value is source.get(key) and _holds_flattened(value):
+    kinds = _CONTAINER_KINDS
+    get = doc.get
+    for key in doc if keys is None else keys:
+        value = get(key)  # None (a scalar) where `doc` has no such key
+        if (
+            kinds.get(type(value), True)
+            and _is_container(value)
+            and value is source.get(key)
+            and _holds_flattened(value)
+        ):
             doc[key] = copy_value(value)
 
 
@@ -306,8 +333,15 @@ class LazyCopy(dict):  # type: ignore[type-arg]
 
     @classmethod
     def of(cls, source: Mapping[str, Any]) -> LazyCopy:
-        """A lazy copy of `source`."""
-        made = cls(source)
+        """A lazy copy of `source`.
+
+        Made without calling ``__init__`` (a Python frame): ``dict.update``
+        on the new, empty copy takes the C path, half the time of ``cls(source)``
+        as measured on a document of ten fields.
+
+        """
+        made: LazyCopy = dict.__new__(cls)
+        dict.update(made, source)
         made._source = source
         return made
 

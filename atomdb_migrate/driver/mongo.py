@@ -5,7 +5,8 @@ Everything else calls these functions and never asks which driver it holds:
 - `bulk_update`: conditional updates in one unordered bulk write, with what
   each matched or why the server refused it;
 - `count_versions`: documents per stored ``__version__`` value, each BSON
-  form of a value counted apart;
+  form of a value counted apart; `count_each`: several queries counted in
+  one read;
 - `collection_names`: the collections (not the views) of a database;
 - `connect` and `sync_database`: clients for a URL, checked;
 - `runs_pipelines` and `exact_filters`: what the server behind a collection
@@ -325,20 +326,64 @@ async def count_versions(
             raw = doc.get(VERSION_KEY)
             counts.setdefault(version_key(raw), [raw, 0])[1] += 1
         return [(raw, n) for raw, n in counts.values()]
-    pipeline: list[dict[str, Any]] = [
-        {
-            "$group": {
-                "_id": {"v": f"${VERSION_KEY}", "t": {"$type": f"${VERSION_KEY}"}},
-                "n": {"$sum": 1},
-            }
-        }
-    ]
-    if query:
-        pipeline.insert(0, {"$match": query})
-    for row in await aggregate(collection, pipeline):
-        raw = row["_id"].get("v")
+    matched: list[dict[str, Any]] = [{"$match": query}] if query else []
+    rows = await aggregate(collection, [*matched, _BY_VALUE])
+    if not all(_grouped_exactly(row["_id"]) for row in rows):
+        # Numbers of one value in several BSON types share a group, and so
+        # may arrays and documents holding them: those group again by type.
+        rows = [row for row in rows if _grouped_exactly(row["_id"])]
+        typed = await aggregate(collection, [*matched, _NOT_EXACT, _BY_VALUE_AND_TYPE])
+        rows += [{"_id": row["_id"].get("v"), "n": row["n"]} for row in typed]
+    for row in rows:
+        raw = row["_id"]
         counts.setdefault(version_key(raw), [raw, 0])[1] += row["n"]
     return [(raw, n) for raw, n in counts.values()]
+
+
+async def count_each(collection: Any, queries: Sequence[dict[str, Any]]) -> list[int]:
+    """How many documents each query finds, in one read of the collection.
+
+    Several queries are counted by one aggregation: the documents any of them
+    finds, then one ``$facet`` per query (the same query, counted), where
+    ``count_documents`` would read the collection once per query. One query
+    (or none), or mongomock, is counted with ``count_documents``.
+
+    """
+    if len(queries) < 2 or is_mongomock(collection):
+        return [int(await collection.count_documents(q)) for q in queries]
+    facets = {str(i): [{"$match": q}, {"$count": "n"}] for i, q in enumerate(queries)}
+    (row,) = await aggregate(collection, [{"$match": {"$or": list(queries)}}, {"$facet": facets}])
+    return [int(row[str(i)][0]["n"]) if row[str(i)] else 0 for i in range(len(queries))]
+
+
+#: The survey's one stage: documents per stored version value. Strings are
+#: grouped by their bytes and null with missing (both counted under None),
+#: as each form is to be counted; other values may share a group across
+#: BSON types (the int 2 with the double 2.0), and are grouped again with
+#: `_BY_VALUE_AND_TYPE`. Grouping by the type as well in every case costs
+#: SecantusDB a third more per document (``benchmarks/notes.md``).
+_BY_VALUE: dict[str, Any] = {"$group": {"_id": f"${VERSION_KEY}", "n": {"$sum": 1}}}
+
+#: Documents per stored version value and BSON type.
+_BY_VALUE_AND_TYPE: dict[str, Any] = {
+    "$group": {
+        "_id": {"v": f"${VERSION_KEY}", "t": {"$type": f"${VERSION_KEY}"}},
+        "n": {"$sum": 1},
+    }
+}
+
+#: The documents whose version `_BY_VALUE` does not group exactly (the
+#: expression's ``$type`` does not look into arrays, as a query's would).
+_NOT_EXACT: dict[str, Any] = {
+    "$match": {
+        "$expr": {"$not": [{"$in": [{"$type": f"${VERSION_KEY}"}, ["string", "null", "missing"]]}]}
+    }
+}
+
+
+def _grouped_exactly(raw: Any) -> bool:
+    """Whether `_BY_VALUE` counts the stored value `raw` apart from every other form."""
+    return raw is None or isinstance(raw, str)
 
 
 async def collection_names(database: Any) -> set[str]:

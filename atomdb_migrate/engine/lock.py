@@ -50,6 +50,11 @@ LOCK_ID = "atomdb-migrate"
 RELEASE_RETRY = 2.0
 
 
+#: What taking the lock clears of a former holder's document: its progress and
+#: its run of workers (the ``run`` record, see `commands.join`).
+CLEARED = {"progress": "", "progress_seq": "", "run": ""}
+
+
 class LeaseLock:
     """A lease lock on a collection; an async context manager.
 
@@ -155,11 +160,7 @@ class LeaseLock:
         query = {"_id": LOCK_ID, "$or": [{"expires_at": {"$lte": now}}, {"owner": self.owner}]}
         try:
             before = await self.collection.find_one_and_update(
-                # A former holder's progress and run of workers (its ``run``
-                # record, see `commands.join`) are not this one's.
-                query,
-                {"$set": holder, "$unset": {"progress": "", "progress_seq": "", "run": ""}},
-                upsert=True,
+                query, {"$set": holder, "$unset": CLEARED}, upsert=True
             )
         except DuplicateKeyError:
             current = await self.collection.find_one({"_id": LOCK_ID})

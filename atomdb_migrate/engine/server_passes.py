@@ -48,7 +48,7 @@ class PassOwner(Protocol):
 
     def at_start(self, leg: Leg, step: Step, raws: list[Any]) -> Any: ...
 
-    async def count(self, leg: Leg, query: dict[str, Any]) -> int: ...
+    async def counts(self, leg: Leg, queries: list[dict[str, Any]]) -> list[int]: ...
 
     async def recount(self, leg: Leg, query: dict[str, Any]) -> int | None: ...
 
@@ -150,7 +150,7 @@ class FusedPass:
             expected,
         )
         await owner.lease.hold()
-        before = {j: await owner.count(self.leg, self._query(j)) for j in self._counted()}
+        before = await self._count(self._counted())
         retries = owner.retry.retries
         moved: dict[int, int] = {}
         try:
@@ -176,11 +176,16 @@ class FusedPass:
         if owner.retry.retries > retries or self._fallible():
             # A call sent again (only the last answer's count is known), or
             # documents a step may have refused, left at its version: count.
-            after = {j: await owner.count(self.leg, self._query(j)) for j in before}
+            after = await self._count(list(before))
             self._record(self._from_counts(before, after, moved))
         else:
             self._record(moved)
         return True
+
+    async def _count(self, starts: list[int]) -> dict[int, int]:
+        """The documents at the version each of `starts` starts from, in one read."""
+        found = await self.owner.counts(self.leg, [self._query(j) for j in starts])
+        return dict(zip(starts, found, strict=True))
 
     def _fallible(self) -> bool:
         """Whether a step of the pass may refuse documents."""

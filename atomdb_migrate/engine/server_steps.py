@@ -24,7 +24,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from ..core.caches import SaidOnce
 from ..core.storage import VERSION_KEY
-from ..driver.mongo import aggregate, runs_pipelines
+from ..driver.mongo import aggregate, count_each, runs_pipelines
 from ..driver.retry import Retry
 from ..exceptions import MigrateError, ServerError, ServerUnavailableError
 from ..operations.running import StepOperations
@@ -262,6 +262,14 @@ class ServerSteps:
                 f"counting documents in {leg.collection.name}",
                 partial(leg.collection.count_documents, query),
             )
+        )
+
+    async def counts(self, leg: Leg, queries: list[dict[str, Any]]) -> list[int]:
+        """How many documents each query finds, in one read (sent again while the
+        server fails)."""
+        return await self.retry.call(
+            f"counting documents in {leg.collection.name}",
+            partial(count_each, leg.collection, queries),
         )
 
     async def recount(self, leg: Leg, query: dict[str, Any]) -> int | None:

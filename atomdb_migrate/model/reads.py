@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from atomdb.base import is_primitive_member
+
 from ..core.caches import resettable
+from ..core.storage import REF_KEY
 from ..steps.chain import ReadChain, compile_read
 from ..steps.registry import MigrationRegistry
 
@@ -78,4 +81,31 @@ def read_chain(cls: Any, raw: Any) -> ReadChain | None:
 def _compile(cls: Any, registry: MigrationRegistry, raw: Any) -> ReadChain | None:
     head = cls.__parsed_version__
     plan = registry.graph(cls).plan(raw, head, head=head)
-    return compile_read(plan.steps) if plan.kind == "migrate" else None
+    if plan.kind != "migrate":
+        return None
+    return compile_read(plan.steps, restored_fields(cls))
+
+
+#: The members atom-db's restore never sets.
+_NOT_RESTORED = (REF_KEY, "__restored__")
+
+
+def restored_fields(cls: Any) -> frozenset[str]:
+    """The fields whose stored value `cls`'s restore may change in place.
+
+    atom-db's generated ``__restorestate__`` assigns the stored value of a
+    primitive member as it is (``is_primitive_member``: a ``Str``, an
+    ``Int``, a ``List(str)``..., decided from the member alone, unresolved
+    types included, as when the function was generated); every other
+    member's value goes through ``unflatten``, a related model's restore or
+    the member's own ``unflatten`` function, which may change it. A field
+    of no member is never read.
+
+    """
+    found = set()
+    for name, member in cls.members().items():
+        if name in _NOT_RESTORED:
+            continue
+        if "unflatten" in (member.metadata or {}) or not is_primitive_member(member):
+            found.add(name)
+    return frozenset(found)

@@ -311,37 +311,36 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
         keeps no view for a save through the steps (half restored, its save
         of a newer document is refused, not written over it).
 
+        One coroutine, not two: it runs for every document read, current
+        ones included, and a coroutine's frame is a measurable part of it.
+
         """
+        doc = state
         try:
-            await self._restore_upgraded(state, scope)
+            if doc.get(VERSION_KEY) != self.__version__:
+                if is_reference_stub(doc):
+                    # Only the _id is known: leave the object to be loaded.
+                    if doc.get(MODEL_KEY, self.__model__) != self.__model__:
+                        doc = self._renamed_stub(doc)
+                    await self.__generated_restorestate__(doc, scope)  # type: ignore[func-returns-value, misc]
+                    self.__restored__ = False
+                    return
+                chain = self._read_chain(doc)
+                if chain is not None:
+                    doc = await chain(doc)
+                else:
+                    doc = await self._upgrade_for_restore(doc)
+                note_read(self, state, doc)  # for a save through the steps
+            elif self.__on_newer__ == "downgrade":
+                note_read(self, doc, doc)
+            await self.__generated_restorestate__(doc, scope)  # type: ignore[func-returns-value, misc]
+            settle(self)  # the state as restored: a save writes what changed since
         except BaseException as exc:
             self._uncache(state.get("_id"))
             forget(self)
             if isinstance(exc, RestoreError) and not isinstance(exc, RestoreFailedError):
                 raise RestoreFailedError(self.__model__, state.get("_id"), exc) from exc
             raise
-
-    async def _restore_upgraded(self, state: StateType, scope: ScopeType | None) -> None:
-        """`__restorestate__`, upgrading the document first when it is older."""
-        if state.get(VERSION_KEY) != self.__version__:
-            if is_reference_stub(state):
-                # Only the _id is known: leave the object to be loaded.
-                if state.get(MODEL_KEY, self.__model__) != self.__model__:
-                    state = self._renamed_stub(state)
-                await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
-                self.__restored__ = False
-                return
-            stored = state
-            chain = self._read_chain(state)
-            if chain is not None:
-                state = await chain(state)
-            else:
-                state = await self._upgrade_for_restore(state)
-            note_read(self, stored, state)  # for a save through the steps
-        elif self.__on_newer__ == "downgrade":
-            note_read(self, state, state)
-        await self.__generated_restorestate__(state, scope)  # type: ignore[func-returns-value, misc]
-        settle(self)  # the state as restored: a save writes what changed since
 
     def _uncache(self, pk: Any) -> None:
         """Take this object out of atom-db's object cache, where `restore` put it.

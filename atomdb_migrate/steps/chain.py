@@ -19,7 +19,7 @@ re-exports its names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -176,7 +176,7 @@ async def apply_chain(
 ReadChain = Callable[[Document], Awaitable[Document]]
 
 
-def compile_read(steps: Sequence[ChainStep]) -> ReadChain:
+def compile_read(steps: Sequence[ChainStep], restored: Collection[str] | None = None) -> ReadChain:
     """A chain compiled once for reads that write nothing back.
 
     A chain of declarative operations only, each of which reaches nothing
@@ -191,16 +191,22 @@ def compile_read(steps: Sequence[ChainStep]) -> ReadChain:
     A step function replaced after compiling (as a test may do) makes the
     chain run on a `LazyCopy`, which serves any step.
 
+    `restored` names the top-level fields whose values the model's restore
+    hands to anything but a plain assignment: only a shared value under one
+    of them is checked for what the restore changes in place
+    (`own_flattened`). None: every field.
+
     """
     chain = tuple(steps)
+    keys = None if restored is None else tuple(sorted(restored))
     fields: set[str] = set()
     for step in chain:
         found = _confined_fields(step)
         if found is None:
-            return partial(_read_lazily, chain)
+            return partial(_read_lazily, chain, keys)
         fields |= found
     functions = tuple(step.upgrade_fn for step in chain)
-    return partial(_read_confined, chain, functions, tuple(sorted(fields)))
+    return partial(_read_confined, chain, functions, tuple(sorted(fields)), keys)
 
 
 def _confined_fields(step: ChainStep) -> set[str] | None:
@@ -214,13 +220,15 @@ def _confined_fields(step: ChainStep) -> set[str] | None:
     return found
 
 
-async def _read_lazily(chain: tuple[ChainStep, ...], state: Document) -> Document:
+async def _read_lazily(
+    chain: tuple[ChainStep, ...], restored: tuple[str, ...] | None, state: Document
+) -> Document:
     """Run a chain on a copy made as the steps reach the document."""
     __tracebackhide__ = True
     lazy = LazyCopy.of(state)
     doc = await run_chain(chain, lazy)
     doc = lazy.result() if doc is lazy else doc
-    own_flattened(doc, state)
+    own_flattened(doc, state, restored)
     return doc
 
 
@@ -228,20 +236,21 @@ async def _read_confined(
     chain: tuple[ChainStep, ...],
     functions: tuple[StepFunction, ...],
     fields: tuple[str, ...],
+    restored: tuple[str, ...] | None,
     state: Document,
 ) -> Document:
     """Run a chain of confined operations on a copy of the fields they reach."""
     __tracebackhide__ = True
     for step, fn in zip(chain, functions, strict=True):
         if step.upgrade_fn is not fn:
-            return await _read_lazily(chain, state)
+            return await _read_lazily(chain, restored, state)
     doc = state.copy() if type(state) is dict else dict(state.items())
     for key in fields:
         value = doc.get(key)
         if value is not None and is_container(value):
             doc[key] = copy_value(value)
     doc = await run_chain(chain, doc)
-    own_flattened(doc, state)
+    own_flattened(doc, state, restored)
     return doc
 
 
