@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import os
 from typing import Any
 
 import pytest
-from bson import Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 from hypothesis import given, settings
@@ -230,7 +231,12 @@ async def test_sharded_chunks_cut_the_ranges(wdb: Any) -> None:
 ID = st.one_of(
     st.integers(-50, 50),
     st.floats(-50, 50, allow_nan=False),
+    st.sampled_from([math.nan, -0.0, math.inf, -math.inf, Decimal128("NaN"), Decimal128("-0")]),
+    st.integers(-50, 50).map(Int64),
+    st.integers(-50, 50).map(lambda i: Decimal128(f"{i}.5")),
     st.text("abc", max_size=3),
+    st.sampled_from(["", "é", "日本", "\U0001f600", "\x00"]),
+    st.sampled_from([MinKey(), MaxKey(), Binary(b"", 5), Binary(b"\x01", 4)]),
     st.integers(1, 40).map(lambda i: ObjectId(f"{i:024x}")),
     st.integers(0, 5).map(lambda d: datetime.datetime(2026, 1, 1 + d)),
     st.booleans(),
@@ -240,9 +246,12 @@ ID = st.one_of(
 
 
 def _key(value: Any) -> Any:
-    """Equal ``_id`` values (1, 1.0) share a key: the collection holds one of them."""
+    """Equal ``_id`` values (1, 1.0, Int64(1); NaN and Decimal128 NaN; 0 and -0.0) share
+    a key: the collection holds one of them."""
+    if isinstance(value, Decimal128):
+        value = float(value.to_decimal())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return ("n", float(value))
+        return ("n", "nan") if math.isnan(value) else ("n", float(value))
     return (type(value).__name__, repr(value))
 
 

@@ -50,6 +50,12 @@ RANGES_SUFFIX = "_ranges"
 #: dates. The others take one range each.
 SPLIT_BRACKETS = frozenset({2, 3, 7, 9})
 
+#: The bracket of the numbers.
+NUMBERS = 2
+
+#: Not a number: the one value of its own range among numbers cut into ranges.
+NAN = float("nan")
+
 #: The most ranges planned per worker in each bracket: more ranges than
 #: workers, so that a worker that joins late, or finishes early, finds one.
 RANGES_PER_WORKER = 4
@@ -270,7 +276,18 @@ async def plan_spans(
         if cut:
             points, counts = merge_points(points, cut), []
         spans += spans_of(bracket, points, counts or [count])
+        if bracket == NUMBERS and points:
+            spans += await nan_span(collection, query)
     return spans
+
+
+async def nan_span(collection: Any, query: dict[str, Any]) -> list[Span]:
+    """The span of the NaN ``_id`` that `query` finds (one at most: NaN equals NaN, a
+    double's or a Decimal128's), where the numbers are cut into spans: NaN sorts
+    before every number, yet neither ``$lt`` nor ``$gte`` a number matches it, so the
+    first span (``$lt``) would leave it out. ``{$gte: NaN}`` matches NaN alone."""
+    n = await collection.count_documents({"$and": [query, {"_id": NAN}]})
+    return [Span(NUMBERS, NAN, None, int(n))] if n else []
 
 
 async def sharded_points(database: Any, collection: str) -> dict[int, list[Any]]:
