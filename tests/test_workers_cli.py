@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bson import ObjectId
+
 #: The exit code of a lock error (`JoinError` derives from `LockError`).
-from atomdb_migrate.cli.exits import EXIT_LOCK
+from atomdb_migrate.cli.exits import EXIT_LOCK, EXIT_STEP
 
 from .project import CUSTOMER, Project
 
@@ -202,3 +204,31 @@ def test_status_shows_a_run_and_unlock_frees_its_ranges(project: Project) -> Non
     code, out = project.run("upgrade", "--workers", "2")
     assert code == 0, out
     once(project, n)
+
+
+def test_a_joiner_of_a_run_that_failed_fails_too(project: Project) -> None:
+    """The starter's run ends failed (a document its step refuses, under
+    --continue-on-error, taken by the starter): the joiner, whose own ranges went
+    well, exits non-zero too, naming the run's outcome. A Kubernetes Job of joiners
+    must not complete over a run that failed."""
+    n = 6000
+    project.seed(n)
+    # The first range (the smallest _id) holds the document step 1 -> 2 refuses.
+    first = ObjectId("000000000000000000000001")
+    project.db[CUSTOMER].insert_one(
+        {"_id": first, "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    starter = project.spawn("upgrade", "--workers", "2", "--continue-on-error", *rate)
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", *rate)
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    assert last_run(project)["outcome"] == "failed"
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    assert "the run of workers joined ended failed" in out, out
+    assert project.versions() == {"3": n, "1": 1}
