@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -232,3 +233,51 @@ def test_a_joiner_of_a_run_that_failed_fails_too(project: Project) -> None:
     assert code == EXIT_STEP, out
     assert "the run of workers joined ended failed" in out, out
     assert project.versions() == {"3": n, "1": 1}
+
+
+def test_hostile_strings_of_a_run_of_workers_are_printed_escaped(project: Project) -> None:
+    """What ``status`` and ``history`` print of a run of workers comes from the
+    database (the run's record, the ranges, the history): a host, an owner or a model
+    name holding a newline or an escape sequence shows escaped, one line each."""
+    hostile = "evil\n\x1b[2Jhost"
+    project.seed(5)
+    project.db["atomdb_migrate_lock"].insert_one(
+        {
+            "_id": "atomdb-migrate",
+            "owner": "x",
+            "command": "upgrade",
+            "host": hostile,
+            "pid": 1,
+            "expires_at": datetime.now(UTC),
+            "run": {"key": "k", "host": hostile, "pid": "1\r2", "workers": 2, "models": []},
+        }
+    )
+    by = {"host": hostile, "pid": 3, "counts": {"migrated": 1}}
+    project.db[RANGES].insert_one(
+        {
+            "_id": "k:m:0",
+            "run": "k",
+            "model": "m",
+            "n": 0,
+            "state": "claimed",
+            "owner": "o\x1b[31m",
+            "count": 1,
+            "counts": {},
+            "by": {"o\x1b[31m": by},
+        }
+    )
+    project.db["atomdb_migrate_history"].insert_one(
+        {
+            "command": "upgrade",
+            "outcome": "succeeded",
+            "started_at": datetime.now(UTC),
+            "models": {"clidemo.Customer\n\x1b[2J": {"migrated": 5}},
+            "workers": {"o\x1b[31m": {**by, "ranges": {"done": 1}}},
+        }
+    )
+    for command in (["status"], ["history"]):
+        result = project.invoke(*command, color=True)
+        assert result.exit_code == 0, result.output
+        for line in result.output.splitlines():
+            assert line.isprintable(), (command, line)
+        assert "evil\\n\\x1b[2Jhost" in result.output, result.output
