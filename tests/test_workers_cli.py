@@ -281,3 +281,36 @@ def test_hostile_strings_of_a_run_of_workers_are_printed_escaped(project: Projec
         for line in result.output.splitlines():
             assert line.isprintable(), (command, line)
         assert "evil\\n\\x1b[2Jhost" in result.output, result.output
+
+
+def test_a_joiner_claims_no_range_once_the_run_failed(project: Project) -> None:
+    """The starter fails (a document its step refuses, in the first range, which it
+    took): its lock is released, and no process is to write for that run any more.
+    The joiner ends the range it holds, claims no other, and fails."""
+    project.seed(700)
+    project.db[CUSTOMER].insert_one(
+        {"_id": ObjectId(), "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    project.seed(5300)
+    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    starter = project.spawn("upgrade", "--workers", "2", *rate)
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", *rate)
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    run = last_run(project)
+    assert run["outcome"] == "failed"
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    ended = run["finished_at"]
+    late = [
+        d["_id"]
+        for d in project.db[RANGES].find({})
+        for owner, seen in (d.get("by") or {}).items()
+        if seen.get("pid") == joiner.pid and seen["since"] > ended
+    ]
+    assert not late, f"the joiner claimed {late} after the run failed"
+    assert project.versions().get("1", 0) > 1, "the run stopped"

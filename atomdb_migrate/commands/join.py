@@ -241,6 +241,7 @@ async def join(
             poll=POLL,
             finished=partial(_call, runner, "checking the joined run", finished),
             retry=runner.retry,
+            going=joined.going,
         )
         for _ in range(options.workers)
     ]
@@ -279,6 +280,14 @@ class _Joined:
         alive = _aware(doc.get("expires_at")) > datetime.now(UTC)
         self.stopped = not alive and not await self.ranges.left(self.run["key"])
         return self.stopped
+
+    async def going(self) -> bool:
+        """Whether the run goes on: its record is in the lock document (its starter
+        alive, or dead and carried on). Once it ended (succeeded, failed, interrupted),
+        the joiner claims no range: its lock is free, another run may write."""
+        doc = await self.ws.database[self.ws.config.lock_collection].find_one({"_id": LOCK_ID})
+        run = None if doc is None else doc.get("run")
+        return isinstance(run, dict) and run.get("key") == self.run["key"]
 
     async def succeeded(self) -> None:
         """Raise unless the run ended and its history record says it succeeded.

@@ -101,6 +101,10 @@ class RangeWorker:
         Sends the calls to the ranges collection again while they fail
         transiently (a claim whose answer was lost leaves a range claimed,
         taken over when its lease runs out); None: sent once.
+    going
+        Whether the run goes on, asked before each claim: False, the worker
+        claims no more (a joiner, once the run it joined ended, failed say,
+        and its lock is free); None: it goes on while ranges are left.
 
     """
 
@@ -116,12 +120,14 @@ class RangeWorker:
         stop: asyncio.Event | None = None,
         finished: Callable[[], Awaitable[bool]] | None = None,
         retry: Retry | None = None,
+        going: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
         self.finished = finished or self.all_done
         self.retry = retry
+        self.going = going
         #: This worker's owner token, host and pid.
         self.worker = worker_id()
         #: The ranges it marked done.
@@ -131,6 +137,8 @@ class RangeWorker:
         """Take ranges until every range of the run (of the model) is done, or `stop`
         is set; how many this worker did."""
         while not self.stop.is_set():
+            if self.going is not None and not await self._call("the run goes on", self.going):
+                break
             rng = await self._claim()
             if rng is not None:
                 await self._take(rng)
