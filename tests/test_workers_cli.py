@@ -314,3 +314,34 @@ def test_a_joiner_claims_no_range_once_the_run_failed(project: Project) -> None:
     ]
     assert not late, f"the joiner claimed {late} after the run failed"
     assert project.versions().get("1", 0) > 1, "the run stopped"
+
+
+def test_a_joiner_stops_in_its_range_once_the_run_failed(project: Project) -> None:
+    """Ranges can be long (a collection's documents / 4 per worker): a joiner in the
+    middle of one when the run fails does not write on to its end. It sees the run
+    ended at its next renewal of the lease, gives the range back and fails."""
+    project.seed(2000)
+    project.db[CUSTOMER].insert_one(
+        {"_id": ObjectId(), "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    project.seed(18000)
+    starter = project.spawn(
+        "upgrade", "--workers", "2", "--max-rate", "1500", "--batch-size", "100"
+    )
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", "--max-rate", "300", "--batch-size", "100")
+    wait_for(lambda: project.db[RANGES].find_one({"pid": joiner.pid}), [starter, joiner])
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    ended = last_run(project)["finished_at"]
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    late = [
+        d["_id"]
+        for d in project.db[RANGES].find({"pid": joiner.pid, "state": "done"})
+        if d["done_at"] > ended
+    ]
+    assert not late, f"the joiner wrote {late} to their end after the run failed"
