@@ -436,3 +436,36 @@ async def test_two_app_processes_share_the_sweep(
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_the_sweep_pauses_while_others_hold_every_range_left(
+    db: Any, secantus: str, steps: MigrationRegistry
+) -> None:
+    """Every range left is claimed by another process (alive, or dead until its
+    lease runs out): the sweep finds none to claim, and waits `poll` before it
+    takes the lock again, instead of taking and giving it up in a loop."""
+    from atomdb_migrate.commands.sweep import make_sweep
+    from atomdb_migrate.engine.ranges import worker_id
+
+    await seed(db, 40)
+    stop = asyncio.Event()
+    sweep = make_sweep([SweptAccount], database=db, stop=stop, batch_size=10, poll=0.05)
+    run = run_key(SweptAccount.__model__, SweptAccount.__parsed_version__)
+    other = worker_id()
+    real_claim = sweep.ranges.claim
+    turns = {"claims": 0}
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        # Another process claims every range first, and holds it.
+        while await real_claim(run, other, SweptAccount.__model__) is not None:
+            pass
+        turns["claims"] += 1
+        if turns["claims"] == 5:
+            stop.set()
+        return await real_claim(*args, **kwargs)
+
+    sweep.ranges.claim = claim  # type: ignore[method-assign]
+    report = await sweep.run()
+    assert turns["claims"] == 5 and not report.finished
+    assert report.waited > 0, "it paused between the turns that found no range"
+    assert await versions(db) == {"1": 40}
