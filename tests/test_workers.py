@@ -256,11 +256,18 @@ def _key(value: Any) -> Any:
 
 
 @settings(max_examples=WORKERS_EXAMPLES, deadline=None)
-@given(ids=st.lists(ID, max_size=40), batch=st.integers(1, 12), workers=st.integers(1, 4))
+@given(
+    ids=st.lists(ID, max_size=40),
+    batch=st.integers(1, 12),
+    workers=st.integers(1, 4),
+    cuts=st.lists(ID, max_size=4),
+)
 def test_spans_partition_the_documents(
-    secantus_url: str, ids: list[Any], batch: int, workers: int
+    secantus_url: str, ids: list[Any], batch: int, workers: int, cuts: list[Any]
 ) -> None:
-    """Whatever the ``_id`` types: every pending document is in exactly one span."""
+    """Whatever the ``_id`` types, and the chunks' boundaries of a collection sharded on
+    ``_id`` (`cuts`, of any type too): every pending document is in exactly one span."""
+    chunks = chunk_points([{"min": {"_id": c}, "max": {"_id": MaxKey()}} for c in cuts])
     unique = {_key(i): i for i in ids}
     docs = [{"_id": i, "v": "1"} for i in unique.values()]
 
@@ -272,7 +279,9 @@ def test_spans_partition_the_documents(
             if docs:
                 await coll.insert_many(docs)
             await coll.insert_one({"_id": "done-one", "v": "2"})
-            spans = await plan_spans(coll, {"v": "1"}, batch_size=batch, workers=workers)
+            spans = await plan_spans(
+                coll, {"v": "1"}, batch_size=batch, workers=workers, chunks=chunks
+            )
             seen: dict[str, int] = {}
             for span in spans:
                 for doc in await to_list(coll.find({"v": "1", "_id": span.condition()})):
