@@ -9,6 +9,7 @@ transformed twice, or not at all, shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import math
 import os
@@ -21,6 +22,7 @@ from bson.min_key import MinKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError
 
 from atomdb_migrate import MigrationRegistry, StepFailedError, VersionedModel, register_step
 from atomdb_migrate.commands.join import inherited, run_record
@@ -277,7 +279,11 @@ def test_spans_partition_the_documents(
         try:
             await coll.delete_many({})
             if docs:
-                await coll.insert_many(docs)
+                # A server may hold two values Python tells apart as one key (SecantusDB:
+                # doubles below about 1e-140): the documents are those it holds.
+                with contextlib.suppress(BulkWriteError):
+                    await coll.insert_many(docs, ordered=False)
+            stored = await to_list(coll.find({}))
             await coll.insert_one({"_id": "done-one", "v": "2"})
             spans = await plan_spans(
                 coll, {"v": "1"}, batch_size=batch, workers=workers, chunks=chunks
@@ -286,7 +292,7 @@ def test_spans_partition_the_documents(
             for span in spans:
                 for doc in await to_list(coll.find({"v": "1", "_id": span.condition()})):
                     seen[repr(doc["_id"])] = seen.get(repr(doc["_id"]), 0) + 1
-            assert seen == {repr(d["_id"]): 1 for d in docs}
+            assert seen == {repr(d["_id"]): 1 for d in stored}
         finally:
             await client.drop_database("atomdb_migrate_test_workers")
             await client.close()
