@@ -469,3 +469,29 @@ async def test_the_sweep_pauses_while_others_hold_every_range_left(
     assert turns["claims"] == 5 and not report.finished
     assert report.waited > 0, "it paused between the turns that found no range"
     assert await versions(db) == {"1": 40}
+
+
+async def test_the_sweeps_lock_carries_no_run_of_workers_a_dead_starter_left(
+    db: Any, secantus: str, steps: MigrationRegistry
+) -> None:
+    """A starter of ``upgrade --workers N`` killed leaves its run's record in the lock
+    document; a sweep that takes the lock after its lease ran out holds it for itself:
+    no joiner may take the sweep's lease for the run's (and write beside it), and
+    ``status`` shows no run of workers in progress."""
+    from datetime import UTC, datetime, timedelta
+
+    await seed(db, 30)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    run = {"key": "dead-run", "models": [SweptAccount.__model__], "host": "h", "pid": 1}
+    await db[LOCKS].insert_one(
+        {"_id": LOCK_ID, "owner": "dead", "command": "upgrade", "expires_at": past, "run": run}
+    )
+    gate = GATE["gate"] = asyncio.Event()
+    task = asyncio.create_task(atomdb_migrate.sweep([SweptAccount], database=db, poll=0.05))
+    held = {"_id": LOCK_ID, "command": SWEEP_COMMAND}
+    await until(lambda: db[LOCKS].count_documents(held), "the sweep holding the lock")
+    lock = await db[LOCKS].find_one({"_id": LOCK_ID})
+    gate.set()
+    report = await task
+    assert "run" not in lock, lock
+    assert report.finished

@@ -46,7 +46,7 @@ from ..exceptions import LockHeldError
 from ..model.versioned import VersionedModel
 from ..steps.registry import MigrationRegistry
 from .leg import Leg
-from .lock import LeaseLock
+from .lock import LOCK_ID, LeaseLock
 from .options import UPGRADE, RunOptions
 from .ranges import Ranges, plan_spans, ranges_collection, worker_id
 from .report import ModelReport
@@ -164,6 +164,7 @@ class Sweep:
             try:
                 async with lock:
                     self.runner.lease.lock = lock
+                    await self._clear_run(lock)
                     took = await self._turn()
                 if not took and len(self.ended) < len(self.legs):
                     # Every range left is another's, whose lease runs: look again later.
@@ -174,6 +175,16 @@ class Sweep:
                 self.runner.lease.lock = None
         self.report.finished = len(self.ended) == len(self.legs)
         return self.report
+
+    async def _clear_run(self, lock: LeaseLock) -> None:
+        """The lock taken over from a dead starter of ``upgrade --workers N``: its run's
+        record leaves the lock document, which the sweep holds for itself (a joiner
+        would take the sweep's lease for the run's, and write beside it). The run's
+        ranges stay: the next ``upgrade --workers N`` of that code carries them on."""
+        if isinstance(lock.replaced, dict) and "run" in lock.replaced:
+            await self.locks.update_one(
+                {"_id": LOCK_ID, "owner": lock.owner}, {"$unset": {"run": ""}}
+            )
 
     async def _app_busy(self) -> bool:
         if self.busy is None:
