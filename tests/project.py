@@ -66,9 +66,14 @@ class Project:
             out[v] = out.get(v, 0) + 1
         return out
 
-    def invoke(self, *args: str, url: str | None = None, input: str | None = None) -> Result:
+    def invoke(
+        self, *args: str, url: str | None = None, input: str | None = None, color: bool = False
+    ) -> Result:
+        """Run the command line here; `color`: as on a terminal (escape sequences kept)."""
         env = {"MONGO_URL": url or self.url, "ATOMDB_MIGRATE_URL": ""}
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False, input=input)
+        return CliRunner().invoke(
+            main, list(args), env=env, catch_exceptions=False, input=input, color=color
+        )
 
     def spawn(self, *args: str, url: str | None = None) -> subprocess.Popen[str]:
         env = {**os.environ, "MONGO_URL": url or self.url, "PYTHONPATH": str(ROOT)}

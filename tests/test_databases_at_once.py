@@ -25,6 +25,7 @@ from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atomdb_migrate.cli.at_once import shown
 from atomdb_migrate.cli.exits import EXIT_LOCK, EXIT_STEP
 from atomdb_migrate.commands import command
 from atomdb_migrate.commands.config import load_config
@@ -39,6 +40,9 @@ from .project import CUSTOMER, Project
 
 #: Examples of the property test of the visit at once; raise it with VISIT_EXAMPLES.
 VISIT_EXAMPLES = int(os.environ.get("VISIT_EXAMPLES", "60"))
+
+#: Examples of the property test of a name as a line shows it; raise it with SHOWN_EXAMPLES.
+SHOWN_EXAMPLES = int(os.environ.get("SHOWN_EXAMPLES", "300"))
 
 MEMORY = f"{MEMORY_SCHEME}testing"
 
@@ -424,3 +428,44 @@ def test_the_visit_at_once_keeps_the_rules_and_the_order(
             assert rules.outcome(name) == ("failed" if name in fails else f"did {name}")
         else:
             assert rules.outcome(name) == "not reached: the canary failed"
+
+
+#: Database names a server accepts that would drive a terminal, or forge a line:
+#: a newline, a carriage return, an escape sequence, a right-to-left override.
+HOSTILE = ["\nError-forged", "\rX", "\x1b[2J", "\u202egnp"]
+
+
+def test_hostile_database_names_are_printed_escaped(project: Project) -> None:
+    """A database's name is data: in every line that names it (its block, its
+    progress and error lines, the summary), each character that is not printable
+    shows as its escape, so that a name cannot forge a line nor drive the terminal;
+    ``--json`` keeps the name as it is."""
+    names = [f"{project.dbname}_h{i}{tail}" for i, tail in enumerate(HOSTILE)]
+    try:
+        for name in names:
+            seed(project, name, ["Ada Lovelace", "BOOM"])
+        args = [f"--database={name}" for name in names]
+        for command in (["status"], ["upgrade", "--workers", "2"], ["upgrade"]):
+            result = project.invoke(*args, *command, color=True)
+            for line in result.output.splitlines():
+                assert line.isprintable(), (command, line)
+            for i, tail in enumerate(HOSTILE):
+                shown = tail.encode("unicode_escape").decode()
+                assert f"{project.dbname}_h{i}{shown}" in result.output, (command, result.output)
+        rows = json.loads(project.invoke(*args, "status", "--json").output)
+        assert {row["database"] for row in rows} == set(names)
+    finally:
+        for name in names:
+            project.client.drop_database(name)
+
+
+@settings(max_examples=SHOWN_EXAMPLES, deadline=None)
+@given(text=st.text())
+def test_shown_is_printable_and_leaves_printable_text_alone(text: str) -> None:
+    """Whatever a name holds, the line that shows it is one printable line."""
+    said = shown(text)
+    assert said.isprintable()
+    if text.isprintable():
+        assert said == text
+    else:
+        assert len(said) > len(text)

@@ -436,3 +436,62 @@ async def test_two_app_processes_share_the_sweep(
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_the_sweep_pauses_while_others_hold_every_range_left(
+    db: Any, secantus: str, steps: MigrationRegistry
+) -> None:
+    """Every range left is claimed by another process (alive, or dead until its
+    lease runs out): the sweep finds none to claim, and waits `poll` before it
+    takes the lock again, instead of taking and giving it up in a loop."""
+    from atomdb_migrate.commands.sweep import make_sweep
+    from atomdb_migrate.engine.ranges import worker_id
+
+    await seed(db, 40)
+    stop = asyncio.Event()
+    sweep = make_sweep([SweptAccount], database=db, stop=stop, batch_size=10, poll=0.05)
+    run = run_key(SweptAccount.__model__, SweptAccount.__parsed_version__)
+    other = worker_id()
+    real_claim = sweep.ranges.claim
+    turns = {"claims": 0}
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        # Another process claims every range first, and holds it.
+        while await real_claim(run, other, SweptAccount.__model__) is not None:
+            pass
+        turns["claims"] += 1
+        if turns["claims"] == 5:
+            stop.set()
+        return await real_claim(*args, **kwargs)
+
+    sweep.ranges.claim = claim  # type: ignore[method-assign]
+    report = await sweep.run()
+    assert turns["claims"] == 5 and not report.finished
+    assert report.waited > 0, "it paused between the turns that found no range"
+    assert await versions(db) == {"1": 40}
+
+
+async def test_the_sweeps_lock_carries_no_run_of_workers_a_dead_starter_left(
+    db: Any, secantus: str, steps: MigrationRegistry
+) -> None:
+    """A starter of ``upgrade --workers N`` killed leaves its run's record in the lock
+    document; a sweep that takes the lock after its lease ran out holds it for itself:
+    no joiner may take the sweep's lease for the run's (and write beside it), and
+    ``status`` shows no run of workers in progress."""
+    from datetime import UTC, datetime, timedelta
+
+    await seed(db, 30)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    run = {"key": "dead-run", "models": [SweptAccount.__model__], "host": "h", "pid": 1}
+    await db[LOCKS].insert_one(
+        {"_id": LOCK_ID, "owner": "dead", "command": "upgrade", "expires_at": past, "run": run}
+    )
+    gate = GATE["gate"] = asyncio.Event()
+    task = asyncio.create_task(atomdb_migrate.sweep([SweptAccount], database=db, poll=0.05))
+    held = {"_id": LOCK_ID, "command": SWEEP_COMMAND}
+    await until(lambda: db[LOCKS].count_documents(held), "the sweep holding the lock")
+    lock = await db[LOCKS].find_one({"_id": LOCK_ID})
+    gate.set()
+    report = await task
+    assert "run" not in lock, lock
+    assert report.finished

@@ -13,10 +13,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
+
 #: The exit code of a lock error (`JoinError` derives from `LockError`).
-from atomdb_migrate.cli.exits import EXIT_LOCK
+from atomdb_migrate.cli.exits import EXIT_LOCK, EXIT_STEP
 
 from .project import CUSTOMER, Project
 
@@ -202,3 +205,143 @@ def test_status_shows_a_run_and_unlock_frees_its_ranges(project: Project) -> Non
     code, out = project.run("upgrade", "--workers", "2")
     assert code == 0, out
     once(project, n)
+
+
+def test_a_joiner_of_a_run_that_failed_fails_too(project: Project) -> None:
+    """The starter's run ends failed (a document its step refuses, under
+    --continue-on-error, taken by the starter): the joiner, whose own ranges went
+    well, exits non-zero too, naming the run's outcome. A Kubernetes Job of joiners
+    must not complete over a run that failed."""
+    n = 6000
+    project.seed(n)
+    # The first range (the smallest _id) holds the document step 1 -> 2 refuses.
+    first = ObjectId("000000000000000000000001")
+    project.db[CUSTOMER].insert_one(
+        {"_id": first, "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    starter = project.spawn("upgrade", "--workers", "2", "--continue-on-error", *rate)
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", *rate)
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    assert last_run(project)["outcome"] == "failed"
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    assert "the run of workers joined ended failed" in out, out
+    assert project.versions() == {"3": n, "1": 1}
+
+
+def test_hostile_strings_of_a_run_of_workers_are_printed_escaped(project: Project) -> None:
+    """What ``status`` and ``history`` print of a run of workers comes from the
+    database (the run's record, the ranges, the history): a host, an owner or a model
+    name holding a newline or an escape sequence shows escaped, one line each."""
+    hostile = "evil\n\x1b[2Jhost"
+    project.seed(5)
+    project.db["atomdb_migrate_lock"].insert_one(
+        {
+            "_id": "atomdb-migrate",
+            "owner": "x",
+            "command": "upgrade",
+            "host": hostile,
+            "pid": 1,
+            "expires_at": datetime.now(UTC),
+            "run": {"key": "k", "host": hostile, "pid": "1\r2", "workers": 2, "models": []},
+        }
+    )
+    by = {"host": hostile, "pid": 3, "counts": {"migrated": 1}}
+    project.db[RANGES].insert_one(
+        {
+            "_id": "k:m:0",
+            "run": "k",
+            "model": "m",
+            "n": 0,
+            "state": "claimed",
+            "owner": "o\x1b[31m",
+            "count": 1,
+            "counts": {},
+            "by": {"o\x1b[31m": by},
+        }
+    )
+    project.db["atomdb_migrate_history"].insert_one(
+        {
+            "command": "upgrade",
+            "outcome": "succeeded",
+            "started_at": datetime.now(UTC),
+            "models": {"clidemo.Customer\n\x1b[2J": {"migrated": 5}},
+            "workers": {"o\x1b[31m": {**by, "ranges": {"done": 1}}},
+        }
+    )
+    for command in (["status"], ["history"]):
+        result = project.invoke(*command, color=True)
+        assert result.exit_code == 0, result.output
+        for line in result.output.splitlines():
+            assert line.isprintable(), (command, line)
+        assert "evil\\n\\x1b[2Jhost" in result.output, result.output
+
+
+def test_a_joiner_claims_no_range_once_the_run_failed(project: Project) -> None:
+    """The starter fails (a document its step refuses, in the first range, which it
+    took): its lock is released, and no process is to write for that run any more.
+    The joiner ends the range it holds, claims no other, and fails."""
+    project.seed(700)
+    project.db[CUSTOMER].insert_one(
+        {"_id": ObjectId(), "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    project.seed(5300)
+    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    starter = project.spawn("upgrade", "--workers", "2", *rate)
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", *rate)
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    run = last_run(project)
+    assert run["outcome"] == "failed"
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    ended = run["finished_at"]
+    late = [
+        d["_id"]
+        for d in project.db[RANGES].find({})
+        for owner, seen in (d.get("by") or {}).items()
+        if seen.get("pid") == joiner.pid and seen["since"] > ended
+    ]
+    assert not late, f"the joiner claimed {late} after the run failed"
+    assert project.versions().get("1", 0) > 1, "the run stopped"
+
+
+def test_a_joiner_stops_in_its_range_once_the_run_failed(project: Project) -> None:
+    """Ranges can be long (a collection's documents / 4 per worker): a joiner in the
+    middle of one when the run fails does not write on to its end. It sees the run
+    ended at its next renewal of the lease, gives the range back and fails."""
+    project.seed(2000)
+    project.db[CUSTOMER].insert_one(
+        {"_id": ObjectId(), "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
+    )
+    project.seed(18000)
+    starter = project.spawn(
+        "upgrade", "--workers", "2", "--max-rate", "1500", "--batch-size", "100"
+    )
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    joiner = project.spawn("upgrade", "--join", "--max-rate", "300", "--batch-size", "100")
+    wait_for(lambda: project.db[RANGES].find_one({"pid": joiner.pid}), [starter, joiner])
+    code, out = finish(starter)
+    assert code == EXIT_STEP, out
+    ended = last_run(project)["finished_at"]
+    code, out = finish(joiner)
+    assert code == EXIT_STEP, out
+    late = [
+        d["_id"]
+        for d in project.db[RANGES].find({"pid": joiner.pid, "state": "done"})
+        if d["done_at"] > ended
+    ]
+    assert not late, f"the joiner wrote {late} to their end after the run failed"

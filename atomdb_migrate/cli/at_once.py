@@ -18,10 +18,20 @@ from typing import Any
 
 import click
 
-__all__ = ["current", "header", "in_order", "prefix", "starting", "stopped"]
+__all__ = ["current", "header", "in_order", "prefix", "shown", "starting", "stopped"]
 
 #: The database the running task works on, while several run at once.
 _DATABASE: ContextVar[str | None] = ContextVar("atomdb_migrate_cli_database", default=None)
+
+
+def shown(text: Any) -> str:
+    """`text` (a name the database gave: a database's, a host's) for a line of text:
+    each character that is not printable as its escape (``\\n``, ``\\x1b``,
+    ``\\u202e``), so that a name cannot forge a line nor drive the terminal."""
+    said = str(text)
+    if said.isprintable():
+        return said
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in said)
 
 
 def starting(name: str) -> None:
@@ -42,7 +52,7 @@ def current() -> str | None:
 def prefix(text: str) -> str:
     """`text` as a line of the running task's database (``tenant_eu: ...``)."""
     name = current()
-    return text if name is None else f"{name}: {text}"
+    return text if name is None else f"{shown(name)}: {text}"
 
 
 def header() -> None:
@@ -50,7 +60,7 @@ def header() -> None:
     once (one after the other, it comes when the database starts)."""
     name = current()
     if name is not None:
-        click.echo(f"database {name}:")
+        click.echo(f"database {shown(name)}:")
 
 
 def in_order(rows: list[dict[str, Any]], names: Sequence[str] | None) -> None:

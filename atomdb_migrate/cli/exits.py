@@ -10,7 +10,8 @@ to exit codes.
 4   connection: the server cannot be reached, or refuses the credentials
 5   lock: another runner holds it, or the lease was lost
 6   step failed: a step raised or returned something wrong, or
-    documents failed with --continue-on-error
+    documents failed with --continue-on-error; ``upgrade --join``: the
+    run joined did not succeed
 7   the server kept failing transiently for longer than --retry-for
 8   ``check``: a step applied to the database changed since
 9   a unique index cannot be built: stored documents share a key
@@ -35,6 +36,7 @@ from ..exceptions import (
     ConnectionFailedError,
     DowngradeLeftNewerError,
     InvalidVersionError,
+    JoinedRunFailedError,
     LockError,
     MigrateError,
     NewerDocumentError,
@@ -67,6 +69,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ServerUnavailableError, EXIT_UNAVAILABLE),
     (WriteConcernRefusedError, EXIT_CONFIG),
     (ServerError, EXIT_CONNECTION),
+    (JoinedRunFailedError, EXIT_STEP),
     (LockError, EXIT_LOCK),
     (StepError, EXIT_STEP),
     (NewerDocumentError, EXIT_STEP),

@@ -216,7 +216,8 @@ def say_database_failed(name: str, exc: BaseException, error: click.ClickExcepti
     (while several databases run at once, the line names the database)."""
     hint = _database_hint(exc, error, name)
     if at_once.current() is not None and not json_asked():
-        error = CommandError(f"database {name}: {error.format_message()}", error.exit_code)
+        said = f"database {at_once.shown(name)}: {error.format_message()}"
+        error = CommandError(said, error.exit_code)
     echo_error(error, database=name, **({"hint": hint.strip()} if hint else {}))
     if hint and not json_asked():
         click.echo(hint, err=True)
@@ -231,7 +232,7 @@ def _database_hint(exc: BaseException, error: click.ClickException, name: str) -
         what, args = "after review, record them in this database with", "stamp --accept-checksums"
     else:
         return ""
-    return f"  {what} `atomdb-migrate --database {shlex.quote(name)} {args}`"
+    return f"  {what} `atomdb-migrate --database {at_once.shown(shlex.quote(name))} {args}`"
 
 
 def say_visit(visit: Visit) -> None:
@@ -239,7 +240,7 @@ def say_visit(visit: Visit) -> None:
     names = visit.names or []
     click.echo(f"{plural(len(names), 'database')}:")
     for name in names:
-        click.echo(f"  {name}: {visit.outcome(name)}")
+        click.echo(f"  {at_once.shown(name)}: {visit.outcome(name)}")
 
 
 def visit_failure(visit: Visit) -> str:
@@ -247,9 +248,10 @@ def visit_failure(visit: Visit) -> str:
     names = visit.names or []
     if visit.canary_failed:
         others = plural(len(names) - 1, "other database")
-        return f"the canary database {visit.canary} failed; {others} left as they were"
+        canary = at_once.shown(visit.canary)
+        return f"the canary database {canary} failed; {others} left as they were"
     return f"{len(visit.failures)} of {plural(len(names), 'database')} failed: " + ", ".join(
-        name for name, _ in visit.failures
+        at_once.shown(name) for name, _ in visit.failures
     )
 
 
@@ -463,7 +465,7 @@ def describe_run(run: dict[str, Any]) -> str:
         f" {run.get('duration_s', '?')}s{release_label(run)} {_run_detail(run)}"
     )
     workers = run.get("workers")
-    said = "  " + shorten(" ".join(line.split()), 500)
+    said = "  " + shorten(at_once.shown(" ".join(line.split())), 500)
     if isinstance(workers, dict):  # a run of workers
         said += "".join(f"\n      {describe_owner(k, w)}" for k, w in workers.items())
     return said
@@ -584,7 +586,8 @@ def print_status(rows: list[ModelStatus]) -> None:
                 f"{s.unversioned_since:%Y-%m-%d %H:%M}: code that does not version this "
                 "model still writes it"
             )
-        click.echo(f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}")
+        line = f"{s.model}: code at {s.version}; stored {stored}; {s.pending} pending{extra}"
+        click.echo(at_once.shown(line))
 
 
 def print_chains(chains: dict[str, list[Step]], above: Mapping[Step, str]) -> None:

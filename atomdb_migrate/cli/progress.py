@@ -9,6 +9,8 @@ from typing import IO
 
 import click
 
+from .at_once import shown
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -46,7 +48,7 @@ class _Base:
     def name(self) -> str:
         """The model as a line names it: ``tenant_eu: app.User`` while several
         databases run at once."""
-        return self.model if self.database is None else f"{self.database}: {self.model}"
+        return self.model if self.database is None else f"{shown(self.database)}: {self.model}"
 
     def _figures(self) -> tuple[float, str]:
         elapsed = max(time.monotonic() - self.started, 1e-9)

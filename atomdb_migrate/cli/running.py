@@ -153,7 +153,7 @@ async def each_database(
         canary=canary,
         load=load,
         catch=(*COMMAND_ERRORS, click.ClickException),
-        starting=(lambda name: click.echo(f"database {name}:")) if headers else None,
+        starting=(lambda name: click.echo(f"database {at_once.shown(name)}:")) if headers else None,
         failed=partial(_failed, state),
         workers=workers,
     )

@@ -5,23 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .at_once import shown
+
 __all__ = ["describe_owner", "describe_workers", "workers_json"]
 
 
 def describe_owner(owner: str, worker: Any) -> str:
     """One worker of a run of workers: where it ran, its ranges, counts and rate."""
     if not isinstance(worker, dict):
-        return f"worker {owner[:8]}: ?"
+        return f"worker {shown(owner[:8])}: ?"
     ranges = worker.get("ranges")
     counts = worker.get("counts")
     ranges = ranges if isinstance(ranges, dict) else {}
     counts = counts if isinstance(counts, dict) else {}
-    held = ", ".join(f"{n} {state}" for state, n in sorted(ranges.items()))
+    held = shown(", ".join(f"{n} {state}" for state, n in sorted(ranges.items())))
     return (
-        f"worker {owner[:8]} on {worker.get('host', '?')} (pid {worker.get('pid', '?')}): "
+        f"worker {shown(owner[:8])} on {shown(worker.get('host', '?'))} "
+        f"(pid {shown(worker.get('pid', '?'))}): "
         f"ranges {held or 'none'}; {counts.get('migrated', 0)} upgraded, "
         f"{counts.get('skipped', 0)} skipped, {counts.get('failed', 0)} failed; "
-        f"{worker.get('rate', 0)} documents/s"
+        f"{shown(worker.get('rate', 0))} documents/s"
     )
 
 
@@ -35,8 +38,9 @@ def describe_workers(found: dict[str, Any] | None) -> list[str]:
     expired = f" ({ranges['expired']} with their lease run out)" if ranges["expired"] else ""
     counts = found["counts"]
     lines = [
-        f"run of workers in progress, started on {run.get('host', '?')} "
-        f"(pid {run.get('pid', '?')}) with {run.get('workers', '?')} workers, {alive}: "
+        f"run of workers in progress, started on {shown(run.get('host', '?'))} "
+        f"(pid {shown(run.get('pid', '?'))}) with {shown(run.get('workers', '?'))} workers, "
+        f"{alive}: "
         f"ranges {ranges['done']} done, {ranges['claimed']} claimed{expired}, "
         f"{ranges['pending']} pending; {counts.get('migrated', 0)} of {found['planned']} "
         "documents upgraded"

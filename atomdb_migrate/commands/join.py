@@ -40,7 +40,7 @@ from ..engine.ranges import Ranges, ranges_collection, summary
 from ..engine.report import ModelReport, Progress
 from ..engine.runner import Runner
 from ..engine.workers import LegRanges, RangeWorker, Split, run_workers
-from ..exceptions import NoRunToJoinError, RunMismatchError
+from ..exceptions import JoinedRunFailedError, NoRunToJoinError, RunMismatchError
 from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version
 from .workspace import Workspace
@@ -148,8 +148,11 @@ async def workers_done(ws: Workspace, split: Split, record_id: Any) -> dict[str,
     return owners
 
 
-async def _run_to_join(ws: Workspace, mine: dict[str, Any], wait: float) -> dict[str, Any]:
-    """The record of the run of workers in progress with our key, waiting up to `wait`.
+async def _run_to_join(
+    ws: Workspace, mine: dict[str, Any], wait: float
+) -> tuple[dict[str, Any], Any]:
+    """The record of the run of workers in progress with our key, waiting up to `wait`,
+    and the owner of the lock that holds it.
 
     Raises
     ------
@@ -166,7 +169,7 @@ async def _run_to_join(ws: Workspace, mine: dict[str, Any], wait: float) -> dict
         run = None if doc is None else doc.get("run")
         alive = doc is not None and _aware(doc.get("expires_at")) > datetime.now(UTC)
         if run is not None and run.get("key") == mine["key"]:
-            return dict(run)
+            return dict(run), doc.get("owner") if doc is not None else None
         if run is not None and alive:
             raise RunMismatchError(run, differences(run, mine))
         if time.monotonic() >= deadline:
@@ -206,7 +209,7 @@ async def join(
     options = (options or RunOptions()).with_settings(ws.config)
     await ws.connect()
     mine = run_record(classes, to, checksums, options.workers)
-    run = await _run_to_join(ws, mine, options.join_wait)
+    run, holder = await _run_to_join(ws, mine, options.join_wait)
     options = inherited(options, run)
     runner = Runner(
         ws.database,
@@ -227,7 +230,8 @@ async def join(
         )
     taker = LegRanges(legs, runner.stream)
     ranges = ranges_of(ws, runner.database)
-    finished = partial(_run_over, ws, ranges, run["key"])
+    joined = _Joined(ws, ranges, run, holder)
+    finished = joined.over
     workers = [
         RangeWorker(
             ranges,
@@ -237,23 +241,75 @@ async def join(
             poll=POLL,
             finished=partial(_call, runner, "checking the joined run", finished),
             retry=runner.retry,
+            going=joined.going,
         )
         for _ in range(options.workers)
     ]
     await run_workers(workers)
+    await runner.retry.call("reading how the joined run ended", joined.succeeded)
     return reports
 
 
-async def _run_over(ws: Workspace, ranges: Ranges, key: str) -> bool:
-    """Whether the joined run is over: its record left the lock document (it ended),
-    or its starter died and every range there is, is done. While it lasts, a joiner
-    waits for ranges to be planned (for the next model too)."""
-    doc = await ws.database[ws.config.lock_collection].find_one({"_id": LOCK_ID})
-    run = None if doc is None else doc.get("run")
-    if not isinstance(run, dict) or run.get("key") != key:
-        return True
-    alive = _aware(doc.get("expires_at") if doc else None) > datetime.now(UTC)
-    return not alive and not await ranges.left(key)
+class _Joined:
+    """The run a joiner joined: whether it is over, and whether it succeeded.
+
+    It follows the lock's holders that run it (a starter killed, and the same
+    run carried on by another), so that at its end the history record of the
+    last one tells how it ended.
+
+    """
+
+    def __init__(self, ws: Workspace, ranges: Ranges, run: dict[str, Any], holder: Any) -> None:
+        self.ws, self.ranges, self.run = ws, ranges, run
+        #: The lock's holders seen running it, the last one last.
+        self.holders: list[Any] = [holder]
+        #: Whether its last holder's lease ran out with the record still there.
+        self.stopped = False
+
+    async def over(self) -> bool:
+        """Whether the joined run is over: its record left the lock document (it ended),
+        or its starter died and every range there is, is done. While it lasts, a joiner
+        waits for ranges to be planned (for the next model too)."""
+        doc = await self.ws.database[self.ws.config.lock_collection].find_one({"_id": LOCK_ID})
+        run = None if doc is None else doc.get("run")
+        if doc is None or not isinstance(run, dict) or run.get("key") != self.run["key"]:
+            self.stopped = False
+            return True
+        if doc.get("owner") not in self.holders:
+            self.holders.append(doc.get("owner"))
+        alive = _aware(doc.get("expires_at")) > datetime.now(UTC)
+        self.stopped = not alive and not await self.ranges.left(self.run["key"])
+        return self.stopped
+
+    async def going(self) -> bool:
+        """Whether the run goes on: its record is in the lock document (its starter
+        alive, or dead and carried on). Once it ended (succeeded, failed, interrupted),
+        the joiner claims no range: its lock is free, another run may write."""
+        doc = await self.ws.database[self.ws.config.lock_collection].find_one({"_id": LOCK_ID})
+        run = None if doc is None else doc.get("run")
+        return isinstance(run, dict) and run.get("key") == self.run["key"]
+
+    async def succeeded(self) -> None:
+        """Raise unless the run ended and its history record says it succeeded.
+
+        Raises
+        ------
+        JoinedRunFailedError
+            It ended failed or interrupted, or its starter stopped before its end
+            (its ranges are done, but not its verify and contract phases).
+
+        """
+        if self.stopped:
+            raise JoinedRunFailedError(self.run, "stopped", "its starter's lease ran out")
+        found = None
+        if self.holders:
+            history = self.ws.history().collection
+            query = {"owner": self.holders[-1]}
+            found = await history.find_one(query, sort=[("started_at", -1)])
+        outcome = None if found is None else found.get("outcome")
+        if outcome != "succeeded":
+            error = None if found is None else found.get("error")
+            raise JoinedRunFailedError(self.run, str(outcome or "unknown"), error)
 
 
 async def _call(runner: Runner, operation: str, fn: Callable[[], Awaitable[bool]]) -> bool:

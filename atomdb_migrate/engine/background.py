@@ -46,7 +46,7 @@ from ..exceptions import LockHeldError
 from ..model.versioned import VersionedModel
 from ..steps.registry import MigrationRegistry
 from .leg import Leg
-from .lock import LeaseLock
+from .lock import LOCK_ID, LeaseLock
 from .options import UPGRADE, RunOptions
 from .ranges import Ranges, plan_spans, ranges_collection, worker_id
 from .report import ModelReport
@@ -83,7 +83,8 @@ class SweepReport:
     ranges: int = 0
     #: Seconds paused because the app said it was busy.
     paused: float = 0.0
-    #: Seconds waiting for the lock held by another (a plain upgrade, another sweep).
+    #: Seconds waiting for the lock held by another (a plain upgrade, another sweep),
+    #: or for a range while every range left is claimed by another process.
     waited: float = 0.0
     #: Whether every model's sweep ended (False: stopped before).
     finished: bool = False
@@ -163,13 +164,27 @@ class Sweep:
             try:
                 async with lock:
                     self.runner.lease.lock = lock
-                    await self._turn()
+                    await self._clear_run(lock)
+                    took = await self._turn()
+                if not took and len(self.ended) < len(self.legs):
+                    # Every range left is another's, whose lease runs: look again later.
+                    self.report.waited += await self._pause()
             except LockHeldError:
                 self.report.waited += await self._pause()
             finally:
                 self.runner.lease.lock = None
         self.report.finished = len(self.ended) == len(self.legs)
         return self.report
+
+    async def _clear_run(self, lock: LeaseLock) -> None:
+        """The lock taken over from a dead starter of ``upgrade --workers N``: its run's
+        record leaves the lock document, which the sweep holds for itself (a joiner
+        would take the sweep's lease for the run's, and write beside it). The run's
+        ranges stay: the next ``upgrade --workers N`` of that code carries them on."""
+        if isinstance(lock.replaced, dict) and "run" in lock.replaced:
+            await self.locks.update_one(
+                {"_id": LOCK_ID, "owner": lock.owner}, {"$unset": {"run": ""}}
+            )
 
     async def _app_busy(self) -> bool:
         if self.busy is None:
@@ -184,14 +199,15 @@ class Sweep:
             await asyncio.wait_for(self.stop.wait(), self.poll)
         return time.monotonic() - began
 
-    async def _turn(self) -> None:
-        """Under the lock: one range of the first model whose sweep has not ended."""
+    async def _turn(self) -> bool:
+        """Under the lock: one range of the first model whose sweep has not ended;
+        whether it took one (False: those left are claimed by others)."""
         for model, leg in self.legs.items():
             if model in self.ended:
                 continue
             if not self.runner.stream.expressions:
                 await self._whole(leg)  # mongomock: no $bucketAuto, no $type with a list
-                return
+                return True
             run = run_key(model, leg.target)
             if not await self.ranges.left(run, model) and not await self._plan(run, leg):
                 self.ended.add(model)
@@ -207,7 +223,8 @@ class Sweep:
                 raise
             await self.ranges.done(rng, self.taker.so_far(rng))
             self.report.ranges += 1
-            return
+            return True
+        return False
 
     async def _whole(self, leg: Leg) -> None:
         """In memory (mongomock, an app's tests): the model's documents behind in one

@@ -35,8 +35,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from bson.decimal128 import Decimal128
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 
@@ -49,6 +51,12 @@ RANGES_SUFFIX = "_ranges"
 #: groups them, ``$gte``/``$lt`` compare them): numbers, strings, ObjectIds,
 #: dates. The others take one range each.
 SPLIT_BRACKETS = frozenset({2, 3, 7, 9})
+
+#: The bracket of the numbers.
+NUMBERS = 2
+
+#: Not a number: the one value of its own range among numbers cut into ranges.
+NAN = float("nan")
 
 #: The most ranges planned per worker in each bracket: more ranges than
 #: workers, so that a worker that joins late, or finishes early, finds one.
@@ -186,8 +194,8 @@ def chunk_points(chunks: Iterable[dict[str, Any]]) -> dict[int, list[Any]]:
     for chunk in chunks:
         for end in ("min", "max"):
             value = (chunk.get(end) or {}).get("_id")
-            if isinstance(value, (MinKey, MaxKey)):
-                continue
+            if isinstance(value, (MinKey, MaxKey)) or _is_nan(value):
+                continue  # NaN cuts nothing either: it has its span (`nan_span`)
             bracket = id_bracket(value)
             if bracket is not None and bracket in SPLIT_BRACKETS:
                 points.setdefault(bracket, []).append(value)
@@ -198,10 +206,27 @@ def merge_points(buckets: Sequence[Any], chunks: Sequence[Any]) -> list[Any]:
     """The cut points of a bracket: the buckets' and the chunks' (`chunk_points`), sorted
     without repeats."""
     found: list[Any] = []
-    for value in sorted([*buckets, *chunks]):
-        if not found or found[-1] != value:
+    for value in sorted([*buckets, *chunks], key=_point_key):
+        if not found or _point_key(found[-1]) != _point_key(value):
             found.append(value)
     return found
+
+
+def _point_key(value: Any) -> Any:
+    """A cut point as Python compares it in BSON's order within its bracket: the
+    numbers by value, whatever their type (int, Int64, double, Decimal128)."""
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return Decimal(value)
+    return value
+
+
+def _is_nan(value: Any) -> bool:
+    """Whether `value` is NaN, a double's or a Decimal128's."""
+    if isinstance(value, Decimal128):
+        return value.to_decimal().is_nan()
+    return isinstance(value, float) and math.isnan(value)
 
 
 def bucket_count(count: int, batch_size: int, workers: int) -> int:
@@ -270,7 +295,18 @@ async def plan_spans(
         if cut:
             points, counts = merge_points(points, cut), []
         spans += spans_of(bracket, points, counts or [count])
+        if bracket == NUMBERS and points:
+            spans += await nan_span(collection, query)
     return spans
+
+
+async def nan_span(collection: Any, query: dict[str, Any]) -> list[Span]:
+    """The span of the NaN ``_id`` that `query` finds (one at most: NaN equals NaN, a
+    double's or a Decimal128's), where the numbers are cut into spans: NaN sorts
+    before every number, yet neither ``$lt`` nor ``$gte`` a number matches it, so the
+    first span (``$lt``) would leave it out. ``{$gte: NaN}`` matches NaN alone."""
+    n = await collection.count_documents({"$and": [query, {"_id": NAN}]})
+    return [Span(NUMBERS, NAN, None, int(n))] if n else []
 
 
 async def sharded_points(database: Any, collection: str) -> dict[int, list[Any]]:

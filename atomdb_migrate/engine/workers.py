@@ -101,6 +101,10 @@ class RangeWorker:
         Sends the calls to the ranges collection again while they fail
         transiently (a claim whose answer was lost leaves a range claimed,
         taken over when its lease runs out); None: sent once.
+    going
+        Whether the run goes on, asked before each claim: False, the worker
+        claims no more (a joiner, once the run it joined ended, failed say,
+        and its lock is free); None: it goes on while ranges are left.
 
     """
 
@@ -116,21 +120,29 @@ class RangeWorker:
         stop: asyncio.Event | None = None,
         finished: Callable[[], Awaitable[bool]] | None = None,
         retry: Retry | None = None,
+        going: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
         self.finished = finished or self.all_done
         self.retry = retry
+        self.going = going
         #: This worker's owner token, host and pid.
         self.worker = worker_id()
         #: The ranges it marked done.
         self.done: list[str] = []
+        #: Whether it saw the run end (`going`) while it took a range.
+        self.ended = False
 
     async def work(self) -> int:
         """Take ranges until every range of the run (of the model) is done, or `stop`
         is set; how many this worker did."""
         while not self.stop.is_set():
+            if self.ended:
+                break
+            if self.going is not None and not await self._call("the run goes on", self.going):
+                break
             rng = await self._claim()
             if rng is not None:
                 await self._take(rng)
@@ -172,13 +184,16 @@ class RangeWorker:
     async def _take(self, rng: Range) -> None:
         """Take one range: the heartbeat renews its lease and records its counts;
         at the end it is done, or (an error, a cancel) given back."""
-        beat = asyncio.ensure_future(self._heartbeat(rng))
+        taking = asyncio.ensure_future(self.take(rng))
+        beat = asyncio.ensure_future(self._heartbeat(rng, taking))
         try:
-            await self.take(rng)
+            await taking
         except BaseException:
             beat.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.ranges.release(rng, self.so_far(rng)))
+            if self.ended and taking.cancelled() and not _cancelling():
+                return  # the run ended: the range given back, the worker stops
             raise
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -189,17 +204,29 @@ class RangeWorker:
         else:
             log.warning("range %s was taken over before it was done here", rng.id)
 
-    async def _heartbeat(self, rng: Range) -> None:
-        """Renew the range's lease every third of it, with the counts so far."""
+    async def _heartbeat(self, rng: Range, taking: asyncio.Future[None]) -> None:
+        """Renew the range's lease every third of it, with the counts so far; once the
+        run no longer goes on (`going`), stop the `taking` of the range."""
         every = self.ranges.ttl / 3
         while True:
             await asyncio.sleep(every)
             try:
+                if self.going is not None and not await self.going():
+                    log.warning("range %s: the run ended; the range is given back", rng.id)
+                    self.ended = True
+                    taking.cancel()
+                    return
                 if not await self.ranges.record(rng, self.so_far(rng)):
                     log.warning("range %s: lease lost, another worker took it over", rng.id)
                     return
             except Exception as exc:  # the next beat tries again
                 log.warning("range %s: lease not renewed: %s", rng.id, exc)
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (not only a task it awaits)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def run_workers(workers: list[RangeWorker]) -> list[int]:

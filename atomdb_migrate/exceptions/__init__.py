@@ -55,7 +55,8 @@ MigrateError
       ├── LockLostError         this runner's lease ran out during the run
       └── JoinError             `upgrade --join`: no run to join, or other code
            ├── NoRunToJoinError   no run of workers started within the wait
-           └── RunMismatchError   the run's models, targets or checksums differ
+           ├── RunMismatchError   the run's models, targets or checksums differ
+           └── JoinedRunFailedError  the run joined failed, or its starter stopped
 ```
 
 `InvalidVersionError` and `InvalidQueryError` also derive from `ValueError`,
@@ -103,6 +104,7 @@ from .queries import (
 )
 from .server import (
     ConnectionFailedError,
+    JoinedRunFailedError,
     JoinError,
     LockAliveError,
     LockError,
@@ -150,6 +152,7 @@ __all__ = [
     "InvalidVersionError",
     "IrreversibleOperationError",
     "JoinError",
+    "JoinedRunFailedError",
     "LegacyQueryError",
     "LegacyQueryWarning",
     "LockAliveError",

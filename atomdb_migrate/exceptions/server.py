@@ -171,6 +171,31 @@ class RunMismatchError(JoinError):
         )
 
 
+class JoinedRunFailedError(JoinError):
+    """``upgrade --join``: the run of workers joined did not succeed, whatever this
+    process's own ranges did: it ended failed or interrupted (``outcome``, as its
+    history record says, with its ``error``), or its starter stopped before its end
+    (``outcome`` ``"stopped"``: its lease ran out, the record left in the lock)."""
+
+    outcome: str
+    error: str | None
+
+    def __init__(self, run: dict[str, Any], outcome: str, error: str | None) -> None:
+        why = f": {error}" if error else ""
+        advice = (
+            "run `atomdb-migrate upgrade --workers N` again to carry it on"
+            if outcome == "stopped"
+            else "see `atomdb-migrate history`"
+        )
+        super().__init__(
+            f"the run of workers joined ended {outcome} (started on host "
+            f"{run.get('host', '?')}, pid {run.get('pid', '?')}){why}; {advice}",
+            run=run,
+            outcome=outcome,
+            error=error,
+        )
+
+
 class LockAliveError(LockHeldError):
     """`unlock` refused: the holder's lease is still being renewed, so it is alive."""
 
