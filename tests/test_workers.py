@@ -394,3 +394,35 @@ async def test_a_failing_step_stops_every_worker_and_gives_the_ranges_back(
     assert await coll.count_documents({"__version__": "2"}) == upgraded, "no worker goes on"
     states = {d["state"] for d in await runner.split.ranges.documents("run-1")}
     assert "claimed" not in states, states
+
+
+async def test_a_range_records_its_counts_after_each_batch(wdb: Any) -> None:
+    """A worker records its range's counts after each batch it writes, not only at the
+    renewals of its lease (60 s apart here: none happens): killed at any time, it
+    leaves at most one batch uncounted."""
+    ids = list(range(60))
+    await seed(wdb, ids)
+    sp = split(wdb, 1, ttl=60.0)
+    seen: list[tuple[str, int, int, str]] = []
+    record = sp.ranges.record
+
+    async def spy(rng: Any, counts: dict[str, int]) -> bool:
+        mine = await record(rng, counts)
+        doc = await sp.ranges.collection.find_one({"_id": rng.id})
+        seen.append((rng.id, counts.get("migrated", 0), doc["counts"]["migrated"], doc["state"]))
+        return mine
+
+    sp.ranges.record = spy  # type: ignore[method-assign]
+    runner = Runner(wdb, RunOptions(batch_size=10))
+    runner.split = sp
+    report = await runner.upgrade(Tally)
+    assert report.migrated == len(ids)
+    planned = {d["_id"]: d["count"] for d in await sp.ranges.documents(sp.run)}
+    assert len(seen) == sum(math.ceil(n / 10) for n in planned.values()), "one per batch"
+    for _, counted_here, held, state in seen:
+        assert held == counted_here and state == "claimed", "held by the server mid-range"
+    last: dict[str, int] = {}
+    for rid, counted_here, _, _ in seen:
+        assert counted_here == min(last.get(rid, 0) + 10, planned[rid]), seen
+        last[rid] = counted_here
+    assert last == planned

@@ -9,6 +9,7 @@ twice shows 2, one never taken stays at version 1.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -88,6 +89,11 @@ def test_three_processes_join_one_run(project: Project) -> None:
     assert sum(w["counts"]["migrated"] for w in workers.values()) == n
     assert run["models"][CUSTOMER]["upgraded"] == n, "the run's record counts every worker"
     assert f"{n} upgraded to 3" in results[0][1], results[0][1]
+    for _, out in results[1:]:
+        # A joiner's progress names the model, out of the run's documents (its ranges').
+        assert f"{CUSTOMER}: {n} documents to migrate" in out, out
+        assert re.search(rf"^{re.escape(CUSTOMER)}: \d+/{n} documents, ", out, re.M), out
+        assert "/0 documents" not in out, out
 
 
 def test_a_killed_joiners_ranges_are_taken_over(project: Project) -> None:

@@ -470,6 +470,12 @@ class Ranges:
             query["model"] = model
         return int(await self.collection.count_documents(query))
 
+    async def planned(self, run: str, model: str) -> int:
+        """How many documents the plan counted behind in the run's ranges of `model` (the
+        total of its progress)."""
+        found = await to_list(self.collection.find({"run": run, "model": model}, {"count": 1}))
+        return sum(int(doc.get("count") or 0) for doc in found)
+
     async def documents(self, run: str | None = None) -> list[dict[str, Any]]:
         """The range documents of the run (every run's, for None), in order."""
         query = {} if run is None else {"run": run}

@@ -263,6 +263,24 @@ class _Advance:
         """Nothing: the run finishes the progress once."""
 
 
+#: Records a range's counts so far (`Ranges.record`); False: no longer the claimer's.
+Record = Callable[[Range, dict[str, int]], Awaitable[bool]]
+
+
+class RangeStream(Stream):
+    """The stream of a range's documents: after each batch written, `written` is told
+    (the range's counts recorded), so that a worker killed between the renewals of its
+    lease leaves at most one batch uncounted."""
+
+    #: Told the leg after each batch written to it; None: nothing.
+    written: Callable[[Leg], Awaitable[None]] | None = None
+
+    async def _paced_write(self, leg: Leg, writes: list[Any]) -> None:
+        await super()._paced_write(leg, writes)
+        if self.written is not None:
+            await self.written(leg)
+
+
 class LegRanges:
     """Takes ranges the engine's way: the client stream over each range's documents.
 
@@ -273,13 +291,19 @@ class LegRanges:
         ``__model__`` name.
     stream
         The run's stream; its progress is told each batch, not each range.
+    record
+        Records a range's counts so far, after each batch written (through the
+        stream's retry); None: only the worker's heartbeat records them.
 
     """
 
-    def __init__(self, legs: Mapping[str, Leg], stream: Stream) -> None:
+    def __init__(
+        self, legs: Mapping[str, Leg], stream: Stream, record: Record | None = None
+    ) -> None:
         self.legs = legs
+        self.record = record
         progress = _Advance(stream.progress)
-        self.stream = Stream(
+        self.stream = RangeStream(
             stream.options,
             stream.retry,
             stream.pace,
@@ -288,7 +312,10 @@ class LegRanges:
             redact=stream.redact,
             expressions=stream.expressions,
         )
+        self.stream.written = self.written
         self._taking: dict[str, Leg] = {}
+        #: The range each leg taking one is of, by the leg's ``id``.
+        self._of: dict[int, Range] = {}
 
     def leg(self, rng: Range) -> Leg:
         """The leg of a range's documents, counted apart."""
@@ -300,10 +327,28 @@ class LegRanges:
         """Read, transform and write the range's documents still behind."""
         leg = self.leg(rng)
         self._taking[rng.id] = leg
+        self._of[id(leg)] = rng
         try:
             await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted(rng)}, rng.span.count)
         finally:
+            self._of.pop(id(leg), None)
             add_counts(self.legs[rng.model], leg)
+
+    async def written(self, leg: Leg) -> None:
+        """A batch of `leg`'s range was written: record the range's counts (and renew
+        its lease). A record that fails past the retry is left to the next batch, the
+        heartbeat or the range's end; one the range is no longer ours for, too."""
+        rng = self._of.get(id(leg))
+        if rng is None or self.record is None:
+            return
+        record = partial(self.record, rng, counted(leg.report))
+        try:
+            mine = await self.stream.retry.call("recording a range's counts", record)
+        except Exception as exc:
+            log.warning("range %s: counts not recorded: %s", rng.id, exc)
+            return
+        if not mine:
+            log.debug("range %s: counts not recorded, another worker took it over", rng.id)
 
     def so_far(self, rng: Range) -> dict[str, int]:
         """What the taking of `rng` counted (`COUNTED`)."""
@@ -357,7 +402,7 @@ async def migrate_ranges(
     )
     progress = progress or QuietProgress()
     progress.start(model, total)
-    taker = LegRanges({model: leg}, stream)
+    taker = LegRanges({model: leg}, stream, record=split.ranges.record)
     workers = [
         RangeWorker(
             split.ranges,
@@ -384,6 +429,64 @@ async def migrate_ranges(
     for name, n in others.items():
         setattr(leg.report, name, getattr(leg.report, name) + n)
     return indexed
+
+
+class JoinedProgress:
+    """The progress of a process that joined a run: started for each model once a range
+    of it is claimed here, out of the run's documents of the model (what its ranges
+    planned), and advanced by this process's workers and by what the others record
+    (`_follow`), as the starter's is.
+
+    Parameters
+    ----------
+    split
+        The run's ranges.
+    progress
+        The process's progress.
+    retry
+        Sends the reads of the ranges again while they fail transiently.
+
+    """
+
+    def __init__(self, split: Split, progress: Progress, retry: Retry) -> None:
+        self.split, self.progress, self.retry = split, progress, retry
+        #: The owners of this process's workers (their counts advance it as they go).
+        self.mine: set[str] = set()
+        #: The model shown, None: none yet.
+        self.model: str | None = None
+        self._following: asyncio.Future[None] | None = None
+        self._starting = asyncio.Lock()
+
+    def taking(self, take: Take) -> Take:
+        """`take`, the model of each range shown first."""
+
+        async def taken(rng: Range) -> None:
+            await self.show(rng.model)
+            await take(rng)
+
+        return taken
+
+    async def show(self, model: str) -> None:
+        """Start the progress of `model`, unless it is the one shown."""
+        async with self._starting:
+            if model == self.model:
+                return
+            planned = partial(self.split.ranges.planned, self.split.run, model)
+            total = await self.retry.call("counting the run's documents", planned)
+            self.end()
+            self.model = model
+            self.progress.start(model, total)
+            following = _follow(self.split, model, self.mine, self.progress)
+            self._following = asyncio.ensure_future(following)
+
+    def end(self) -> None:
+        """Finish the progress of the model shown, if any."""
+        if self._following is not None:
+            self._following.cancel()
+            self._following = None
+        if self.model is not None:
+            self.progress.finish()
+            self.model = None
 
 
 #: The counts that advance a run's progress (documents taken, whatever became of them).
