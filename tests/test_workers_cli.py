@@ -108,16 +108,23 @@ def test_a_killed_joiners_ranges_are_taken_over(project: Project) -> None:
         ),
         [starter, joiner],
     )
+    # Killed between two renewals of its lease (lock-ttl 2 s: every 0.67 s), with
+    # batches written since the last one: each recorded as it was written.
+    time.sleep(0.3)
     joiner.send_signal(signal.SIGKILL)
     joiner.wait()
     code, out = finish(starter)
     assert code == 0, out
     once(project, n)
-    workers = last_run(project)["workers"]
+    run = last_run(project)
+    workers = run["workers"]
     dead = [w for w in workers.values() if w["pid"] == joiner.pid]
     assert dead and dead[0]["ranges"].get("taken over", 0) >= 1, "its range was taken over"
     assert dead[0]["counts"]["migrated"] > 0
-    assert sum(w["counts"]["migrated"] for w in workers.values()) <= n
+    # At most the batch the joiner was killed in (written, not yet recorded) is lost.
+    counted = sum(w["counts"]["migrated"] for w in workers.values())
+    assert n - 100 <= counted <= n, counted
+    assert n - 100 <= run["models"][CUSTOMER]["upgraded"] <= n, run["models"]
 
 
 def test_all_killed_then_a_rerun_carries_the_same_ranges_on(project: Project) -> None:
