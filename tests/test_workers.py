@@ -426,3 +426,68 @@ async def test_a_range_records_its_counts_after_each_batch(wdb: Any) -> None:
         assert counted_here == min(last.get(rid, 0) + 10, planned[rid]), seen
         last[rid] = counted_here
     assert last == planned
+
+
+#: Generated runs of the property on what a killed worker leaves uncounted
+#: (``WORKERS_COUNTS_EXAMPLES``).
+COUNTS_EXAMPLES = int(os.environ.get("WORKERS_COUNTS_EXAMPLES", "8"))
+
+
+@settings(max_examples=COUNTS_EXAMPLES, deadline=None)
+@given(ids=st.lists(ID, max_size=40), batch=st.integers(1, 12), workers=st.integers(1, 3))
+def test_a_killed_worker_leaves_one_batch_uncounted_at_most(
+    secantus_url: str, ids: list[Any], batch: int, workers: int
+) -> None:
+    """Whatever the ``_id`` types, batch size and workers: at every moment a worker
+    could be killed (just before each record of its range's counts), the server holds
+    at most one batch more upgraded in the range than the range records, never fewer;
+    after the record, as many; at the end, the ranges record every document upgraded."""
+    registry = MigrationRegistry()
+    register_step(Tally, 1, 2, counted, registry=registry)
+    # Without NaN: a document whose _id is NaN is refused by the server at its write,
+    # whoever writes it (its _id, unequal to itself in Python, is taken for changed).
+    unique = {_key(i): i for i in ids if _key(i) != ("n", "nan")}
+    docs = [{"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in unique.values()]
+
+    async def check() -> None:
+        client: Any = AsyncMongoClient(secantus_url)
+        db = client["atomdb_migrate_test_workers_counts"]
+        coll = db[Tally.__model__]
+        try:
+            if docs:
+                with contextlib.suppress(BulkWriteError):  # keys the server holds as one
+                    await coll.insert_many(docs, ordered=False)
+            sp = split(db, workers, ttl=60.0)  # no renewal of a lease: records per batch only
+            record = sp.ranges.record
+
+            async def upgraded(rng: Any) -> int:
+                return int(await coll.count_documents({"_id": rng.condition(), "__version__": "2"}))
+
+            async def held(rng: Any) -> int:
+                doc = await sp.ranges.collection.find_one({"_id": rng.id})
+                return int(doc["counts"].get("migrated", 0))
+
+            calls: list[str] = []
+
+            async def spy(rng: Any, counts: dict[str, int]) -> bool:
+                calls.append(rng.id)
+                lost = await upgraded(rng) - await held(rng)
+                assert 0 < lost <= batch, (rng.id, lost, batch)
+                mine = await record(rng, counts)
+                assert mine and await upgraded(rng) == await held(rng) == counts["migrated"]
+                return mine
+
+            sp.ranges.record = spy  # type: ignore[method-assign]
+            runner = Runner(db, RunOptions(batch_size=batch), registry=registry)
+            runner.split = sp
+            report = await runner.upgrade(Tally)
+            stored = await coll.count_documents({})
+            assert report.migrated == stored == await coll.count_documents({"__version__": "2"})
+            ranges = await sp.ranges.documents(sp.run)
+            assert len(calls) == sum(math.ceil(r["count"] / batch) for r in ranges), "per batch"
+            assert summary(ranges)["counts"].get("migrated", 0) == stored
+        finally:
+            await client.drop_database("atomdb_migrate_test_workers_counts")
+            await client.close()
+
+    asyncio.run(check())
