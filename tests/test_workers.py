@@ -396,52 +396,49 @@ async def test_a_failing_step_stops_every_worker_and_gives_the_ranges_back(
     assert "claimed" not in states, states
 
 
-async def test_a_range_records_its_counts_after_each_batch(wdb: Any) -> None:
-    """A worker records its range's counts after each batch it writes, not only at the
-    renewals of its lease (60 s apart here: none happens): killed at any time, it
-    leaves at most one batch uncounted."""
-    ids = list(range(60))
-    await seed(wdb, ids)
-    sp = split(wdb, 1, ttl=60.0)
-    seen: list[tuple[str, int, int, str]] = []
-    record = sp.ranges.record
-
-    async def spy(rng: Any, counts: dict[str, int]) -> bool:
-        mine = await record(rng, counts)
-        doc = await sp.ranges.collection.find_one({"_id": rng.id})
-        seen.append((rng.id, counts.get("migrated", 0), doc["counts"]["migrated"], doc["state"]))
-        return mine
-
-    sp.ranges.record = spy  # type: ignore[method-assign]
+async def test_the_batch_a_dead_worker_was_writing_is_counted_for_it(wdb: Any) -> None:
+    """A worker killed with a batch written, before it recorded it (it records its
+    counts and the batch's ids before each write): the worker that takes its range
+    over counts the documents of that batch found upgraded, for the dead one, once;
+    the run counts every document it upgraded, no more."""
+    ids = list(range(40))
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    dead = await sp.ranges.claim(sp.run, worker_id())
+    assert dead is not None
+    batch = [d["_id"] for d in await to_list(coll.find({"_id": dead.condition()}).limit(5))]
+    assert await sp.ranges.record(dead, {"migrated": 0}, batch)
+    # Its write lands; the worker dies before its next record.
+    await coll.update_many({"_id": {"$in": batch}}, {"$set": {"__version__": "2", "hits": 1}})
     runner = Runner(wdb, RunOptions(batch_size=10))
     runner.split = sp
     report = await runner.upgrade(Tally)
-    assert report.migrated == len(ids)
-    planned = {d["_id"]: d["count"] for d in await sp.ranges.documents(sp.run)}
-    assert len(seen) == sum(math.ceil(n / 10) for n in planned.values()), "one per batch"
-    for _, counted_here, held, state in seen:
-        assert held == counted_here and state == "claimed", "held by the server mid-range"
-    last: dict[str, int] = {}
-    for rid, counted_here, _, _ in seen:
-        assert counted_here == min(last.get(rid, 0) + 10, planned[rid]), seen
-        last[rid] = counted_here
-    assert last == planned
+    assert set((await hits(coll)).values()) == {1}
+    docs = await sp.ranges.documents(sp.run)
+    said = summary(docs)
+    assert said["owners"][dead.owner]["counts"]["migrated"] == len(batch)
+    assert said["counts"]["migrated"] == len(ids)
+    assert report.migrated == len(ids), "the run's report counts the dead worker's batch"
+    assert not any("inflight" in info for d in docs for info in d["by"].values())
 
 
-#: Generated runs of the property on what a killed worker leaves uncounted
+#: Generated runs of the property on what a range records before each batch
 #: (``WORKERS_COUNTS_EXAMPLES``).
 COUNTS_EXAMPLES = int(os.environ.get("WORKERS_COUNTS_EXAMPLES", "8"))
 
 
 @settings(max_examples=COUNTS_EXAMPLES, deadline=None)
 @given(ids=st.lists(ID, max_size=40), batch=st.integers(1, 12), workers=st.integers(1, 3))
-def test_a_killed_worker_leaves_one_batch_uncounted_at_most(
+def test_a_range_records_what_was_written_and_the_batch_in_flight(
     secantus_url: str, ids: list[Any], batch: int, workers: int
 ) -> None:
-    """Whatever the ``_id`` types, batch size and workers: at every moment a worker
-    could be killed (just before each record of its range's counts), the server holds
-    at most one batch more upgraded in the range than the range records, never fewer;
-    after the record, as many; at the end, the ranges record every document upgraded."""
+    """Whatever the ``_id`` types, batch size and workers: before each batch is written,
+    the range records exactly what the server holds upgraded in it, and the ids of the
+    batch (not yet written), so that a worker killed at any moment leaves its range's
+    counts short of the server by that batch at most, which a worker taking the range
+    over counts; at the end, the ranges record every document upgraded."""
     registry = MigrationRegistry()
     register_step(Tally, 1, 2, counted, registry=registry)
     # Without NaN: a document whose _id is NaN is refused by the server at its write,
@@ -469,12 +466,14 @@ def test_a_killed_worker_leaves_one_batch_uncounted_at_most(
 
             calls: list[str] = []
 
-            async def spy(rng: Any, counts: dict[str, int]) -> bool:
+            async def spy(rng: Any, counts: dict[str, int], inflight: Any = None) -> bool:
                 calls.append(rng.id)
-                lost = await upgraded(rng) - await held(rng)
-                assert 0 < lost <= batch, (rng.id, lost, batch)
-                mine = await record(rng, counts)
+                assert inflight and len(inflight) <= batch, (inflight, batch)
+                assert await upgraded(rng) == await held(rng), "all written is recorded"
+                mine = await record(rng, counts, inflight)
                 assert mine and await upgraded(rng) == await held(rng) == counts["migrated"]
+                ahead = {"_id": {"$in": inflight}, "__version__": "1"}
+                assert await coll.count_documents(ahead) == len(inflight), "not written yet"
                 return mine
 
             sp.ranges.record = spy  # type: ignore[method-assign]

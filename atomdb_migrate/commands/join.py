@@ -229,7 +229,7 @@ async def join(
             cls, runner.database[cls.__model__], target, UPGRADE, graph, report
         )
     ranges = ranges_of(ws, runner.database)
-    taker = LegRanges(legs, runner.stream, record=ranges.record)
+    taker = LegRanges(legs, runner.stream, ranges=ranges)
     split = Split(ranges, run["key"], poll=POLL)
     shown = JoinedProgress(split, runner.stream.progress, runner.retry)
     joined = _Joined(ws, ranges, run, holder)

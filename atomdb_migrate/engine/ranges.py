@@ -151,6 +151,10 @@ class Range:
     owner: str
     #: The counts recorded before this claim (a range taken over).
     counts: dict[str, int] = field(default_factory=dict)
+    #: The ``_id`` values of the batch each former claimer was writing when it
+    #: stopped recording (`Ranges.record`), by owner: a range taken over from a
+    #: dead worker.
+    inflight: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Range:
@@ -165,6 +169,11 @@ class Range:
             doc.get("versions"),
             doc.get("owner", ""),
             dict(doc.get("counts") or {}),
+            {
+                owner: list(info["inflight"])
+                for owner, info in (doc.get("by") or {}).items()
+                if owner != doc.get("owner") and isinstance(info, dict) and "inflight" in info
+            },
         )
 
     def condition(self) -> dict[str, Any]:
@@ -431,12 +440,36 @@ class Ranges:
         )
         return bool(result.matched_count)
 
-    async def record(self, rng: Range, counts: dict[str, int]) -> bool:
+    async def record(
+        self, rng: Range, counts: dict[str, int], inflight: list[Any] | None = None
+    ) -> bool:
         """Record what the claimer has done in the range so far (added to what the
-        range held when claimed)."""
+        range held when claimed), and the ``_id`` values of the batch it is about to
+        write (`inflight`; None: as recorded before), renewing its lease."""
+        fields = {**_counted(rng, counts), "lease_until": self._until()}
+        if inflight is not None:
+            fields[f"by.{rng.owner}.inflight"] = inflight
         result = await self.collection.update_one(
-            {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {**_counted(rng, counts), "lease_until": self._until()}},
+            {"_id": rng.id, "owner": rng.owner, "state": CLAIMED}, {"$set": fields}
+        )
+        return bool(result.matched_count)
+
+    async def credit(self, rng: Range, former: str, migrated: int) -> bool:
+        """Count, for the `former` claimer of a range taken over, the documents of the
+        batch it was writing when it died (`Range.inflight`) found upgraded: once,
+        whoever takes the range over next."""
+        mine = f"by.{former}"
+        result = await self.collection.update_one(
+            {
+                "_id": rng.id,
+                "owner": rng.owner,
+                "state": CLAIMED,
+                f"{mine}.inflight": {"$exists": True},
+            },
+            {
+                "$inc": {f"{mine}.counts.migrated": migrated, "counts.migrated": migrated},
+                "$unset": {f"{mine}.inflight": ""},
+            },
         )
         return bool(result.matched_count)
 
@@ -449,7 +482,8 @@ class Ranges:
                     "state": DONE,
                     **_counted(rng, counts),
                     "done_at": datetime.now(UTC),
-                }
+                },
+                "$unset": {f"by.{rng.owner}.inflight": ""},
             },
         )
         return bool(result.matched_count)
@@ -459,7 +493,10 @@ class Ranges:
         stopping before its end)."""
         result = await self.collection.update_one(
             {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {"state": PENDING, **_counted(rng, counts)}},
+            {
+                "$set": {"state": PENDING, **_counted(rng, counts)},
+                "$unset": {f"by.{rng.owner}.inflight": ""},
+            },
         )
         return bool(result.matched_count)
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from packaging.version import Version
 
 from ..core.storage import VERSION_KEY
+from ..driver.mongo import to_list
 from ..driver.retry import Retry
 from .leg import Leg
 from .ranges import COUNTED, Range, Ranges, plan_spans, sharded_points, worker_id
@@ -265,22 +266,18 @@ class _Advance:
         """Nothing: the run finishes the progress once."""
 
 
-#: Records a range's counts so far (`Ranges.record`); False: no longer the claimer's.
-Record = Callable[[Range, dict[str, int]], Awaitable[bool]]
-
-
 class RangeStream(Stream):
-    """The stream of a range's documents: after each batch written, `written` is told
-    (the range's counts recorded), so that a worker killed between the renewals of its
-    lease leaves at most one batch uncounted."""
+    """The stream of a range's documents: before each batch is written, `writing` is
+    told (the range's counts so far recorded, with the batch's ``_id`` values), so
+    that what a worker killed between the renewals of its lease wrote is counted."""
 
-    #: Told the leg after each batch written to it; None: nothing.
-    written: Callable[[Leg], Awaitable[None]] | None = None
+    #: Told the leg and its batch before the batch is written; None: nothing.
+    writing: Callable[[Leg, list[Any]], Awaitable[None]] | None = None
 
     async def _paced_write(self, leg: Leg, writes: list[Any]) -> None:
+        if self.writing is not None:
+            await self.writing(leg, [w.doc["_id"] for w in writes])
         await super()._paced_write(leg, writes)
-        if self.written is not None:
-            await self.written(leg)
 
 
 class LegRanges:
@@ -293,17 +290,19 @@ class LegRanges:
         ``__model__`` name.
     stream
         The run's stream; its progress is told each batch, not each range.
-    record
-        Records a range's counts so far, after each batch written (through the
-        stream's retry); None: only the worker's heartbeat records them.
+    ranges
+        Where each range's counts so far are recorded before each batch is
+        written, with the batch's ``_id`` values (through the stream's retry),
+        and where a range taken over from a dead worker counts its last batch;
+        None: only the worker's heartbeat records them.
 
     """
 
     def __init__(
-        self, legs: Mapping[str, Leg], stream: Stream, record: Record | None = None
+        self, legs: Mapping[str, Leg], stream: Stream, ranges: Ranges | None = None
     ) -> None:
         self.legs = legs
-        self.record = record
+        self.ranges = ranges
         progress = _Advance(stream.progress)
         self.stream = RangeStream(
             stream.options,
@@ -314,7 +313,7 @@ class LegRanges:
             redact=stream.redact,
             expressions=stream.expressions,
         )
-        self.stream.written = self.written
+        self.stream.writing = self.writing
         self._taking: dict[str, Leg] = {}
         #: The range each leg taking one is of, by the leg's ``id``.
         self._of: dict[int, Range] = {}
@@ -331,19 +330,21 @@ class LegRanges:
         self._taking[rng.id] = leg
         self._of[id(leg)] = rng
         try:
+            await self.credit(rng, leg)
             await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted(rng)}, rng.span.count)
         finally:
             self._of.pop(id(leg), None)
             add_counts(self.legs[rng.model], leg)
 
-    async def written(self, leg: Leg) -> None:
-        """A batch of `leg`'s range was written: record the range's counts (and renew
-        its lease). A record that fails past the retry is left to the next batch, the
-        heartbeat or the range's end; one the range is no longer ours for, too."""
+    async def writing(self, leg: Leg, ids: list[Any]) -> None:
+        """A batch of `leg`'s range, of `ids`, is about to be written: record the
+        range's counts so far and the batch's ids (and renew its lease). A record that
+        fails past the retry is left to the next batch, the heartbeat or the range's
+        end; one the range is no longer ours for, too."""
         rng = self._of.get(id(leg))
-        if rng is None or self.record is None:
+        if rng is None or self.ranges is None:
             return
-        record = partial(self.record, rng, counted(leg.report))
+        record = partial(self.ranges.record, rng, counted(leg.report), ids)
         try:
             mine = await self.stream.retry.call("recording a range's counts", record)
         except Exception as exc:
@@ -356,6 +357,28 @@ class LegRanges:
         """What the taking of `rng` counted (`COUNTED`)."""
         leg = self._taking.get(rng.id)
         return {} if leg is None else counted(leg.report)
+
+    async def credit(self, rng: Range, leg: Leg) -> None:
+        """A range taken over from workers that died writing a batch (`Range.inflight`):
+        count for each the documents of its batch now at the target, which nobody
+        counted (this worker reads only those still behind)."""
+        if self.ranges is None:
+            return
+        for former, ids in rng.inflight.items():
+            found = await self.stream.retry.call(
+                "reading a dead worker's last batch",
+                partial(_find_versions, leg.collection, ids),
+            )
+            upgraded = sum(1 for v in found if leg.plan_for(v).kind == "current")
+            credit = partial(self.ranges.credit, rng, former, upgraded)
+            if await self.stream.retry.call("counting a dead worker's last batch", credit):
+                rng.counts["migrated"] = rng.counts.get("migrated", 0) + upgraded
+
+
+async def _find_versions(collection: Any, ids: list[Any]) -> list[Any]:
+    """The stored ``__version__`` of the documents of `ids`."""
+    cursor = collection.find({"_id": {"$in": ids}}, {VERSION_KEY: 1})
+    return [doc.get(VERSION_KEY) for doc in await to_list(cursor)]
 
 
 def wanted(rng: Range) -> Any:
@@ -404,7 +427,7 @@ async def migrate_ranges(
     )
     progress = progress or QuietProgress()
     progress.start(model, total)
-    taker = LegRanges({model: leg}, stream, record=split.ranges.record)
+    taker = LegRanges({model: leg}, stream, ranges=split.ranges)
     workers = [
         RangeWorker(
             split.ranges,
