@@ -490,3 +490,32 @@ def test_a_range_records_what_was_written_and_the_batch_in_flight(
             await client.close()
 
     asyncio.run(check())
+
+
+async def test_the_heartbeat_of_a_take_that_records_its_counts_renews_the_lease_alone(
+    wdb: Any,
+) -> None:
+    """A take that records its counts with the batch in flight (`LegRanges`): the
+    heartbeat renews the lease and records no counts, which, taken once a batch was
+    written while its ids are still recorded in flight, would count it twice for a
+    worker killed then."""
+    coll = await seed(wdb, list(range(10)))
+    sp = split(wdb, 1, ttl=0.3)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=100, workers=1)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    seen: list[dict[str, Any]] = []
+
+    async def take(rng: Any) -> None:
+        first = (await sp.ranges.collection.find_one({"_id": rng.id}))["lease_until"]
+        while (doc := await sp.ranges.collection.find_one({"_id": rng.id}))["lease_until"] == first:
+            await asyncio.sleep(0.02)
+        seen.append(doc["counts"])
+
+    def so_far(rng: Any) -> dict[str, int]:
+        return {"migrated": 99}
+
+    worker = RangeWorker(sp.ranges, sp.run, take, so_far, poll=0.01, recorded=True)
+    assert await worker.work() == 1
+    assert seen == [{}], "the lease renewed, the counts left as they were"
+    (doc,) = await sp.ranges.documents(sp.run)
+    assert doc["counts"] == {"migrated": 99}, "recorded when done"

@@ -244,6 +244,7 @@ async def join(
             finished=partial(_call, runner, "checking the joined run", finished),
             retry=runner.retry,
             going=joined.going,
+            recorded=True,
         )
         for _ in range(options.workers)
     ]

@@ -13,12 +13,16 @@ history (`ranges_collection`), one document each::
 
     {_id, run, model, n, bracket, lo, hi, target, versions, count,
      state: "pending" | "claimed" | "done", owner, host, pid,
-     lease_until, claimed_at, done_at, counts}
+     lease_until, claimed_at, done_at, counts,
+     by: {<owner>: {host, pid, since, counts, inflight}}}
 
 A worker claims one (`Ranges.claim`: one ``findOneAndUpdate``, a pending
 range or one whose lease ran out), renews its lease while it works
-(`Ranges.renew`), records its counts (`Ranges.record`) and marks it done
-(`Ranges.done`), or gives it back (`Ranges.release`). Every write after the
+(`Ranges.renew`), records its counts and, before each batch it writes, the
+batch's ``_id`` values (`Ranges.record`, ``inflight``), and marks it done
+(`Ranges.done`), or gives it back (`Ranges.release`). A worker that takes
+a range over from a dead one counts for it the documents of the batch it
+was writing found upgraded (`Ranges.credit`), once. Every write after the
 claim matches the worker's ``owner``: a worker whose lease ran out and whose
 range another took writes nothing more to it. Two workers on one range
 after a lease ran out do no harm: each document's write is guarded by the

@@ -108,6 +108,12 @@ class RangeWorker:
         Whether the run goes on, asked before each claim: False, the worker
         claims no more (a joiner, once the run it joined ended, failed say,
         and its lock is free); None: it goes on while ranges are left.
+    recorded
+        Whether `take` records the range's counts itself, with the batch it is
+        writing (`LegRanges`): the heartbeat then renews the lease alone, since
+        counts it recorded once a batch was written, beside that batch's ids
+        still recorded as in flight, would count the batch twice if the worker
+        died then.
 
     """
 
@@ -124,8 +130,10 @@ class RangeWorker:
         finished: Callable[[], Awaitable[bool]] | None = None,
         retry: Retry | None = None,
         going: Callable[[], Awaitable[bool]] | None = None,
+        recorded: bool = False,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
+        self.recorded = recorded
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
         self.finished = finished or self.all_done
@@ -219,7 +227,11 @@ class RangeWorker:
                     self.ended = True
                     taking.cancel()
                     return
-                if not await self.ranges.record(rng, self.so_far(rng)):
+                if self.recorded:
+                    renewed = await self.ranges.renew(rng)
+                else:
+                    renewed = await self.ranges.record(rng, self.so_far(rng))
+                if not renewed:
                     log.warning("range %s: lease lost, another worker took it over", rng.id)
                     return
             except Exception as exc:  # the next beat tries again
@@ -437,6 +449,7 @@ async def migrate_ranges(
             model=model,
             poll=split.poll,
             retry=stream.retry,
+            recorded=True,
         )
         for _ in range(split.workers)
     ]
