@@ -9,11 +9,13 @@ stop when every range of the run is done.
 `LegRanges` takes a range the engine's way: the client stream
 (`atomdb_migrate.engine.stream.Stream.pump`) over the range's documents, on
 a leg scoped to its ``_id`` values, counted in a report of its own and then
-added to the model's; the range's counts are recorded after each batch
-written (`RangeStream`), so that a worker killed leaves one batch uncounted
-at most. `migrate_ranges` is the migrate phase of a run split for workers:
-the ranges planned (or those of the same run, carried on), N workers in
-this process, until every range of the model is done, whoever took it.
+added to the model's; before each batch is written, the range records its
+counts so far and the batch's ``_id`` values (`RangeStream`), and a worker
+that takes a range over from a dead one counts for it the documents of that
+batch found upgraded: the run counts what the server holds, whoever died.
+`migrate_ranges` is the migrate phase of a run split for workers: the
+ranges planned (or those of the same run, carried on), N workers in this
+process, until every range of the model is done, whoever took it.
 `JoinedProgress` is the progress of a process that joined a run.
 
 """
