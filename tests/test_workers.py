@@ -394,3 +394,128 @@ async def test_a_failing_step_stops_every_worker_and_gives_the_ranges_back(
     assert await coll.count_documents({"__version__": "2"}) == upgraded, "no worker goes on"
     states = {d["state"] for d in await runner.split.ranges.documents("run-1")}
     assert "claimed" not in states, states
+
+
+async def test_the_batch_a_dead_worker_was_writing_is_counted_for_it(wdb: Any) -> None:
+    """A worker killed with a batch written, before it recorded it (it records its
+    counts and the batch's ids before each write): the worker that takes its range
+    over counts the documents of that batch found upgraded, for the dead one, once;
+    the run counts every document it upgraded, no more."""
+    ids = list(range(40))
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    dead = await sp.ranges.claim(sp.run, worker_id())
+    assert dead is not None
+    batch = [d["_id"] for d in await to_list(coll.find({"_id": dead.condition()}).limit(5))]
+    assert await sp.ranges.record(dead, {"migrated": 0}, batch)
+    # Its write lands; the worker dies before its next record.
+    await coll.update_many({"_id": {"$in": batch}}, {"$set": {"__version__": "2", "hits": 1}})
+    runner = Runner(wdb, RunOptions(batch_size=10))
+    runner.split = sp
+    report = await runner.upgrade(Tally)
+    assert set((await hits(coll)).values()) == {1}
+    docs = await sp.ranges.documents(sp.run)
+    said = summary(docs)
+    assert said["owners"][dead.owner]["counts"]["migrated"] == len(batch)
+    assert said["counts"]["migrated"] == len(ids)
+    assert report.migrated == len(ids), "the run's report counts the dead worker's batch"
+    assert not any("inflight" in info for d in docs for info in d["by"].values())
+
+
+#: Generated runs of the property on what a range records before each batch
+#: (``WORKERS_COUNTS_EXAMPLES``).
+COUNTS_EXAMPLES = int(os.environ.get("WORKERS_COUNTS_EXAMPLES", "8"))
+
+
+@settings(max_examples=COUNTS_EXAMPLES, deadline=None)
+@given(ids=st.lists(ID, max_size=40), batch=st.integers(1, 12), workers=st.integers(1, 3))
+def test_a_range_records_what_was_written_and_the_batch_in_flight(
+    secantus_url: str, ids: list[Any], batch: int, workers: int
+) -> None:
+    """Whatever the ``_id`` types, batch size and workers: before each batch is written,
+    the range records exactly what the server holds upgraded in it, and the ids of the
+    batch (not yet written), so that a worker killed at any moment leaves its range's
+    counts short of the server by that batch at most, which a worker taking the range
+    over counts; at the end, the ranges record every document upgraded."""
+    registry = MigrationRegistry()
+    register_step(Tally, 1, 2, counted, registry=registry)
+    # Without NaN: a document whose _id is NaN is refused by the server at its write,
+    # whoever writes it (its _id, unequal to itself in Python, is taken for changed).
+    unique = {_key(i): i for i in ids if _key(i) != ("n", "nan")}
+    docs = [{"_id": i, "__version__": "1", "__model__": Tally.__model__} for i in unique.values()]
+
+    async def check() -> None:
+        client: Any = AsyncMongoClient(secantus_url)
+        db = client["atomdb_migrate_test_workers_counts"]
+        coll = db[Tally.__model__]
+        try:
+            if docs:
+                with contextlib.suppress(BulkWriteError):  # keys the server holds as one
+                    await coll.insert_many(docs, ordered=False)
+            sp = split(db, workers, ttl=60.0)  # no renewal of a lease: records per batch only
+            record = sp.ranges.record
+
+            async def upgraded(rng: Any) -> int:
+                return int(await coll.count_documents({"_id": rng.condition(), "__version__": "2"}))
+
+            async def held(rng: Any) -> int:
+                doc = await sp.ranges.collection.find_one({"_id": rng.id})
+                return int(doc["counts"].get("migrated", 0))
+
+            calls: list[str] = []
+
+            async def spy(rng: Any, counts: dict[str, int], inflight: Any = None) -> bool:
+                calls.append(rng.id)
+                assert inflight and len(inflight) <= batch, (inflight, batch)
+                assert await upgraded(rng) == await held(rng), "all written is recorded"
+                mine = await record(rng, counts, inflight)
+                assert mine and await upgraded(rng) == await held(rng) == counts["migrated"]
+                ahead = {"_id": {"$in": inflight}, "__version__": "1"}
+                assert await coll.count_documents(ahead) == len(inflight), "not written yet"
+                return mine
+
+            sp.ranges.record = spy  # type: ignore[method-assign]
+            runner = Runner(db, RunOptions(batch_size=batch), registry=registry)
+            runner.split = sp
+            report = await runner.upgrade(Tally)
+            stored = await coll.count_documents({})
+            assert report.migrated == stored == await coll.count_documents({"__version__": "2"})
+            ranges = await sp.ranges.documents(sp.run)
+            assert len(calls) == sum(math.ceil(r["count"] / batch) for r in ranges), "per batch"
+            assert summary(ranges)["counts"].get("migrated", 0) == stored
+        finally:
+            await client.drop_database("atomdb_migrate_test_workers_counts")
+            await client.close()
+
+    asyncio.run(check())
+
+
+async def test_the_heartbeat_of_a_take_that_records_its_counts_renews_the_lease_alone(
+    wdb: Any,
+) -> None:
+    """A take that records its counts with the batch in flight (`LegRanges`): the
+    heartbeat renews the lease and records no counts, which, taken once a batch was
+    written while its ids are still recorded in flight, would count it twice for a
+    worker killed then."""
+    coll = await seed(wdb, list(range(10)))
+    sp = split(wdb, 1, ttl=0.3)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=100, workers=1)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    seen: list[dict[str, Any]] = []
+
+    async def take(rng: Any) -> None:
+        first = (await sp.ranges.collection.find_one({"_id": rng.id}))["lease_until"]
+        while (doc := await sp.ranges.collection.find_one({"_id": rng.id}))["lease_until"] == first:
+            await asyncio.sleep(0.02)
+        seen.append(doc["counts"])
+
+    def so_far(rng: Any) -> dict[str, int]:
+        return {"migrated": 99}
+
+    worker = RangeWorker(sp.ranges, sp.run, take, so_far, poll=0.01, recorded=True)
+    assert await worker.work() == 1
+    assert seen == [{}], "the lease renewed, the counts left as they were"
+    (doc,) = await sp.ranges.documents(sp.run)
+    assert doc["counts"] == {"migrated": 99}, "recorded when done"

@@ -39,7 +39,7 @@ from ..engine.options import UPGRADE, RunOptions
 from ..engine.ranges import Ranges, ranges_collection, summary
 from ..engine.report import ModelReport, Progress
 from ..engine.runner import Runner
-from ..engine.workers import LegRanges, RangeWorker, Split, run_workers
+from ..engine.workers import JoinedProgress, LegRanges, RangeWorker, Split, run_workers
 from ..exceptions import JoinedRunFailedError, NoRunToJoinError, RunMismatchError
 from ..model.versioned import VersionedModel
 from ..steps.versions import parse_version
@@ -228,24 +228,31 @@ async def join(
         legs[cls.__model__] = Leg(
             cls, runner.database[cls.__model__], target, UPGRADE, graph, report
         )
-    taker = LegRanges(legs, runner.stream)
     ranges = ranges_of(ws, runner.database)
+    taker = LegRanges(legs, runner.stream, ranges=ranges)
+    split = Split(ranges, run["key"], poll=POLL)
+    shown = JoinedProgress(split, runner.stream.progress, runner.retry)
     joined = _Joined(ws, ranges, run, holder)
     finished = joined.over
     workers = [
         RangeWorker(
             ranges,
             run["key"],
-            taker.take,
+            shown.taking(taker.take),
             taker.so_far,
             poll=POLL,
             finished=partial(_call, runner, "checking the joined run", finished),
             retry=runner.retry,
             going=joined.going,
+            recorded=True,
         )
         for _ in range(options.workers)
     ]
-    await run_workers(workers)
+    shown.mine.update(w.worker["owner"] for w in workers)
+    try:
+        await run_workers(workers)
+    finally:
+        shown.end()
     await runner.retry.call("reading how the joined run ended", joined.succeeded)
     return reports
 

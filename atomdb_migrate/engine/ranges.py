@@ -13,12 +13,16 @@ history (`ranges_collection`), one document each::
 
     {_id, run, model, n, bracket, lo, hi, target, versions, count,
      state: "pending" | "claimed" | "done", owner, host, pid,
-     lease_until, claimed_at, done_at, counts}
+     lease_until, claimed_at, done_at, counts,
+     by: {<owner>: {host, pid, since, counts, inflight}}}
 
 A worker claims one (`Ranges.claim`: one ``findOneAndUpdate``, a pending
 range or one whose lease ran out), renews its lease while it works
-(`Ranges.renew`), records its counts (`Ranges.record`) and marks it done
-(`Ranges.done`), or gives it back (`Ranges.release`). Every write after the
+(`Ranges.renew`), records its counts and, before each batch it writes, the
+batch's ``_id`` values (`Ranges.record`, ``inflight``), and marks it done
+(`Ranges.done`), or gives it back (`Ranges.release`). A worker that takes
+a range over from a dead one counts for it the documents of the batch it
+was writing found upgraded (`Ranges.credit`), once. Every write after the
 claim matches the worker's ``owner``: a worker whose lease ran out and whose
 range another took writes nothing more to it. Two workers on one range
 after a lease ran out do no harm: each document's write is guarded by the
@@ -151,6 +155,10 @@ class Range:
     owner: str
     #: The counts recorded before this claim (a range taken over).
     counts: dict[str, int] = field(default_factory=dict)
+    #: The ``_id`` values of the batch each former claimer was writing when it
+    #: stopped recording (`Ranges.record`), by owner: a range taken over from a
+    #: dead worker.
+    inflight: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Range:
@@ -165,6 +173,11 @@ class Range:
             doc.get("versions"),
             doc.get("owner", ""),
             dict(doc.get("counts") or {}),
+            {
+                owner: list(info["inflight"])
+                for owner, info in (doc.get("by") or {}).items()
+                if owner != doc.get("owner") and isinstance(info, dict) and "inflight" in info
+            },
         )
 
     def condition(self) -> dict[str, Any]:
@@ -431,12 +444,36 @@ class Ranges:
         )
         return bool(result.matched_count)
 
-    async def record(self, rng: Range, counts: dict[str, int]) -> bool:
+    async def record(
+        self, rng: Range, counts: dict[str, int], inflight: list[Any] | None = None
+    ) -> bool:
         """Record what the claimer has done in the range so far (added to what the
-        range held when claimed)."""
+        range held when claimed), and the ``_id`` values of the batch it is about to
+        write (`inflight`; None: as recorded before), renewing its lease."""
+        fields = {**_counted(rng, counts), "lease_until": self._until()}
+        if inflight is not None:
+            fields[f"by.{rng.owner}.inflight"] = inflight
         result = await self.collection.update_one(
-            {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {**_counted(rng, counts), "lease_until": self._until()}},
+            {"_id": rng.id, "owner": rng.owner, "state": CLAIMED}, {"$set": fields}
+        )
+        return bool(result.matched_count)
+
+    async def credit(self, rng: Range, former: str, migrated: int) -> bool:
+        """Count, for the `former` claimer of a range taken over, the documents of the
+        batch it was writing when it died (`Range.inflight`) found upgraded: once,
+        whoever takes the range over next."""
+        mine = f"by.{former}"
+        result = await self.collection.update_one(
+            {
+                "_id": rng.id,
+                "owner": rng.owner,
+                "state": CLAIMED,
+                f"{mine}.inflight": {"$exists": True},
+            },
+            {
+                "$inc": {f"{mine}.counts.migrated": migrated, "counts.migrated": migrated},
+                "$unset": {f"{mine}.inflight": ""},
+            },
         )
         return bool(result.matched_count)
 
@@ -449,7 +486,8 @@ class Ranges:
                     "state": DONE,
                     **_counted(rng, counts),
                     "done_at": datetime.now(UTC),
-                }
+                },
+                "$unset": {f"by.{rng.owner}.inflight": ""},
             },
         )
         return bool(result.matched_count)
@@ -459,7 +497,10 @@ class Ranges:
         stopping before its end)."""
         result = await self.collection.update_one(
             {"_id": rng.id, "owner": rng.owner, "state": CLAIMED},
-            {"$set": {"state": PENDING, **_counted(rng, counts)}},
+            {
+                "$set": {"state": PENDING, **_counted(rng, counts)},
+                "$unset": {f"by.{rng.owner}.inflight": ""},
+            },
         )
         return bool(result.matched_count)
 
@@ -469,6 +510,12 @@ class Ranges:
         if model is not None:
             query["model"] = model
         return int(await self.collection.count_documents(query))
+
+    async def planned(self, run: str, model: str) -> int:
+        """How many documents the plan counted behind in the run's ranges of `model` (the
+        total of its progress)."""
+        found = await to_list(self.collection.find({"run": run, "model": model}, {"count": 1}))
+        return sum(int(doc.get("count") or 0) for doc in found)
 
     async def documents(self, run: str | None = None) -> list[dict[str, Any]]:
         """The range documents of the run (every run's, for None), in order."""

@@ -9,10 +9,14 @@ stop when every range of the run is done.
 `LegRanges` takes a range the engine's way: the client stream
 (`atomdb_migrate.engine.stream.Stream.pump`) over the range's documents, on
 a leg scoped to its ``_id`` values, counted in a report of its own and then
-added to the model's. `migrate_ranges` is the migrate phase of a run split
-for workers: the ranges planned (or those of the same run, carried on), N
-workers in this process, until every range of the model is done, whoever
-took it.
+added to the model's; before each batch is written, the range records its
+counts so far and the batch's ``_id`` values (`RangeStream`), and a worker
+that takes a range over from a dead one counts for it the documents of that
+batch found upgraded: the run counts what the server holds, whoever died.
+`migrate_ranges` is the migrate phase of a run split for workers: the
+ranges planned (or those of the same run, carried on), N workers in this
+process, until every range of the model is done, whoever took it.
+`JoinedProgress` is the progress of a process that joined a run.
 
 """
 
@@ -29,6 +33,7 @@ from typing import Any, TypeVar
 from packaging.version import Version
 
 from ..core.storage import VERSION_KEY
+from ..driver.mongo import to_list
 from ..driver.retry import Retry
 from .leg import Leg
 from .ranges import COUNTED, Range, Ranges, plan_spans, sharded_points, worker_id
@@ -105,6 +110,12 @@ class RangeWorker:
         Whether the run goes on, asked before each claim: False, the worker
         claims no more (a joiner, once the run it joined ended, failed say,
         and its lock is free); None: it goes on while ranges are left.
+    recorded
+        Whether `take` records the range's counts itself, with the batch it is
+        writing (`LegRanges`): the heartbeat then renews the lease alone, since
+        counts it recorded once a batch was written, beside that batch's ids
+        still recorded as in flight, would count the batch twice if the worker
+        died then.
 
     """
 
@@ -121,8 +132,10 @@ class RangeWorker:
         finished: Callable[[], Awaitable[bool]] | None = None,
         retry: Retry | None = None,
         going: Callable[[], Awaitable[bool]] | None = None,
+        recorded: bool = False,
     ) -> None:
         self.ranges, self.run, self.take, self.so_far = ranges, run, take, so_far
+        self.recorded = recorded
         self.model, self.poll = model, poll
         self.stop = stop or asyncio.Event()
         self.finished = finished or self.all_done
@@ -216,7 +229,11 @@ class RangeWorker:
                     self.ended = True
                     taking.cancel()
                     return
-                if not await self.ranges.record(rng, self.so_far(rng)):
+                if self.recorded:
+                    renewed = await self.ranges.renew(rng)
+                else:
+                    renewed = await self.ranges.record(rng, self.so_far(rng))
+                if not renewed:
                     log.warning("range %s: lease lost, another worker took it over", rng.id)
                     return
             except Exception as exc:  # the next beat tries again
@@ -263,6 +280,20 @@ class _Advance:
         """Nothing: the run finishes the progress once."""
 
 
+class RangeStream(Stream):
+    """The stream of a range's documents: before each batch is written, `writing` is
+    told (the range's counts so far recorded, with the batch's ``_id`` values), so
+    that what a worker killed between the renewals of its lease wrote is counted."""
+
+    #: Told the leg and its batch before the batch is written; None: nothing.
+    writing: Callable[[Leg, list[Any]], Awaitable[None]] | None = None
+
+    async def _paced_write(self, leg: Leg, writes: list[Any]) -> None:
+        if self.writing is not None:
+            await self.writing(leg, [w.doc["_id"] for w in writes])
+        await super()._paced_write(leg, writes)
+
+
 class LegRanges:
     """Takes ranges the engine's way: the client stream over each range's documents.
 
@@ -273,13 +304,21 @@ class LegRanges:
         ``__model__`` name.
     stream
         The run's stream; its progress is told each batch, not each range.
+    ranges
+        Where each range's counts so far are recorded before each batch is
+        written, with the batch's ``_id`` values (through the stream's retry),
+        and where a range taken over from a dead worker counts its last batch;
+        None: only the worker's heartbeat records them.
 
     """
 
-    def __init__(self, legs: Mapping[str, Leg], stream: Stream) -> None:
+    def __init__(
+        self, legs: Mapping[str, Leg], stream: Stream, ranges: Ranges | None = None
+    ) -> None:
         self.legs = legs
+        self.ranges = ranges
         progress = _Advance(stream.progress)
-        self.stream = Stream(
+        self.stream = RangeStream(
             stream.options,
             stream.retry,
             stream.pace,
@@ -288,7 +327,10 @@ class LegRanges:
             redact=stream.redact,
             expressions=stream.expressions,
         )
+        self.stream.writing = self.writing
         self._taking: dict[str, Leg] = {}
+        #: The range each leg taking one is of, by the leg's ``id``.
+        self._of: dict[int, Range] = {}
 
     def leg(self, rng: Range) -> Leg:
         """The leg of a range's documents, counted apart."""
@@ -300,15 +342,57 @@ class LegRanges:
         """Read, transform and write the range's documents still behind."""
         leg = self.leg(rng)
         self._taking[rng.id] = leg
+        self._of[id(leg)] = rng
         try:
+            await self.credit(rng, leg)
             await self.stream.pump(leg, {**leg.scope(), VERSION_KEY: wanted(rng)}, rng.span.count)
         finally:
+            self._of.pop(id(leg), None)
             add_counts(self.legs[rng.model], leg)
+
+    async def writing(self, leg: Leg, ids: list[Any]) -> None:
+        """A batch of `leg`'s range, of `ids`, is about to be written: record the
+        range's counts so far and the batch's ids (and renew its lease). A record that
+        fails past the retry is left to the next batch, the heartbeat or the range's
+        end; one the range is no longer ours for, too."""
+        rng = self._of.get(id(leg))
+        if rng is None or self.ranges is None:
+            return
+        record = partial(self.ranges.record, rng, counted(leg.report), ids)
+        try:
+            mine = await self.stream.retry.call("recording a range's counts", record)
+        except Exception as exc:
+            log.warning("range %s: counts not recorded: %s", rng.id, exc)
+            return
+        if not mine:
+            log.debug("range %s: counts not recorded, another worker took it over", rng.id)
 
     def so_far(self, rng: Range) -> dict[str, int]:
         """What the taking of `rng` counted (`COUNTED`)."""
         leg = self._taking.get(rng.id)
         return {} if leg is None else counted(leg.report)
+
+    async def credit(self, rng: Range, leg: Leg) -> None:
+        """A range taken over from workers that died writing a batch (`Range.inflight`):
+        count for each the documents of its batch now at the target, which nobody
+        counted (this worker reads only those still behind)."""
+        if self.ranges is None:
+            return
+        for former, ids in rng.inflight.items():
+            found = await self.stream.retry.call(
+                "reading a dead worker's last batch",
+                partial(_find_versions, leg.collection, ids),
+            )
+            upgraded = sum(1 for v in found if leg.plan_for(v).kind == "current")
+            credit = partial(self.ranges.credit, rng, former, upgraded)
+            if await self.stream.retry.call("counting a dead worker's last batch", credit):
+                rng.counts["migrated"] = rng.counts.get("migrated", 0) + upgraded
+
+
+async def _find_versions(collection: Any, ids: list[Any]) -> list[Any]:
+    """The stored ``__version__`` of the documents of `ids`."""
+    cursor = collection.find({"_id": {"$in": ids}}, {VERSION_KEY: 1})
+    return [doc.get(VERSION_KEY) for doc in await to_list(cursor)]
 
 
 def wanted(rng: Range) -> Any:
@@ -357,7 +441,7 @@ async def migrate_ranges(
     )
     progress = progress or QuietProgress()
     progress.start(model, total)
-    taker = LegRanges({model: leg}, stream)
+    taker = LegRanges({model: leg}, stream, ranges=split.ranges)
     workers = [
         RangeWorker(
             split.ranges,
@@ -367,6 +451,7 @@ async def migrate_ranges(
             model=model,
             poll=split.poll,
             retry=stream.retry,
+            recorded=True,
         )
         for _ in range(split.workers)
     ]
@@ -384,6 +469,64 @@ async def migrate_ranges(
     for name, n in others.items():
         setattr(leg.report, name, getattr(leg.report, name) + n)
     return indexed
+
+
+class JoinedProgress:
+    """The progress of a process that joined a run: started for each model once a range
+    of it is claimed here, out of the run's documents of the model (what its ranges
+    planned), and advanced by this process's workers and by what the others record
+    (`_follow`), as the starter's is.
+
+    Parameters
+    ----------
+    split
+        The run's ranges.
+    progress
+        The process's progress.
+    retry
+        Sends the reads of the ranges again while they fail transiently.
+
+    """
+
+    def __init__(self, split: Split, progress: Progress, retry: Retry) -> None:
+        self.split, self.progress, self.retry = split, progress, retry
+        #: The owners of this process's workers (their counts advance it as they go).
+        self.mine: set[str] = set()
+        #: The model shown, None: none yet.
+        self.model: str | None = None
+        self._following: asyncio.Future[None] | None = None
+        self._starting = asyncio.Lock()
+
+    def taking(self, take: Take) -> Take:
+        """`take`, the model of each range shown first."""
+
+        async def taken(rng: Range) -> None:
+            await self.show(rng.model)
+            await take(rng)
+
+        return taken
+
+    async def show(self, model: str) -> None:
+        """Start the progress of `model`, unless it is the one shown."""
+        async with self._starting:
+            if model == self.model:
+                return
+            planned = partial(self.split.ranges.planned, self.split.run, model)
+            total = await self.retry.call("counting the run's documents", planned)
+            self.end()
+            self.model = model
+            self.progress.start(model, total)
+            following = _follow(self.split, model, self.mine, self.progress)
+            self._following = asyncio.ensure_future(following)
+
+    def end(self) -> None:
+        """Finish the progress of the model shown, if any."""
+        if self._following is not None:
+            self._following.cancel()
+            self._following = None
+        if self.model is not None:
+            self.progress.finish()
+            self.model = None
 
 
 #: The counts that advance a run's progress (documents taken, whatever became of them).
