@@ -92,6 +92,10 @@ class ReadView:
 
 #: The views of the objects restored by models that read newer documents.
 _views: weakref.WeakKeyDictionary[Any, ReadView] = weakref.WeakKeyDictionary()
+#: The views' own dictionary: empty when no object has a view (a read then has
+#: none of its own to check: looked at by `VersionedModel.__restorestate__`
+#: without a call, on every read).
+KEPT: dict[Any, Any] = _views.data  # type: ignore[attr-defined]  # CPython: its dict of weakrefs
 
 #: The lock of each object being saved, or saved before, with its event loop
 #: (see `save_object`).

@@ -45,7 +45,7 @@ from ..steps.versions import (
 )
 from .offline import is_offline
 from .reads import ReadChain, read_chain
-from .rolling import forget, note_read, save_object, settle
+from .rolling import KEPT, forget, note_read, save_object, settle
 from .saves import guarded_replace
 
 if TYPE_CHECKING:
@@ -316,6 +316,9 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
 
         """
         doc = state
+        # Views for saves through the steps: only a "downgrade" model keeps them
+        # (a dictionary lookup per read costs a current read a few percent).
+        views = self.__on_newer__ == "downgrade" or len(KEPT) > 0
         try:
             if doc.get(VERSION_KEY) != self.__version__:
                 if is_reference_stub(doc):
@@ -330,11 +333,13 @@ class VersionedModel(NoSQLModel, metaclass=VersionedModelMeta):
                     doc = await chain(doc)
                 else:
                     doc = await self._upgrade_for_restore(doc)
-                note_read(self, state, doc)  # for a save through the steps
-            elif self.__on_newer__ == "downgrade":
+                if views:
+                    note_read(self, state, doc)  # for a save through the steps
+            elif views:
                 note_read(self, doc, doc)
             await self.__generated_restorestate__(doc, scope)  # type: ignore[func-returns-value, misc]
-            settle(self)  # the state as restored: a save writes what changed since
+            if views:
+                settle(self)  # the state as restored: a save writes what changed since
         except BaseException as exc:
             self._uncache(state.get("_id"))
             forget(self)
