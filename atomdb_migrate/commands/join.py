@@ -34,7 +34,7 @@ from typing import Any
 
 from ..core.masking import mask
 from ..engine.leg import Leg
-from ..engine.lock import LOCK_ID, LeaseLock
+from ..engine.lock import LOCK_ID, LeaseLock, utc
 from ..engine.options import UPGRADE, RunOptions
 from ..engine.ranges import Ranges, ranges_collection, summary
 from ..engine.report import ModelReport, Progress
@@ -162,12 +162,10 @@ async def _run_to_join(
         If none started within `wait` seconds.
 
     """
-    locks = ws.database[ws.config.lock_collection]
     deadline = time.monotonic() + wait
     while True:
-        doc = await locks.find_one({"_id": LOCK_ID})
-        run = None if doc is None else doc.get("run")
-        alive = doc is not None and _aware(doc.get("expires_at")) > datetime.now(UTC)
+        doc, run = await _lock_run(ws)
+        alive = _unexpired(doc)
         if run is not None and run.get("key") == mine["key"]:
             return dict(run), doc.get("owner") if doc is not None else None
         if run is not None and alive:
@@ -177,10 +175,16 @@ async def _run_to_join(
         await asyncio.sleep(POLL)
 
 
-def _aware(value: Any) -> datetime:
-    if not isinstance(value, datetime):
-        return datetime.min.replace(tzinfo=UTC)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+async def _lock_run(ws: Workspace) -> tuple[dict[str, Any] | None, Any]:
+    """The lock document, and the run record it holds (None: none)."""
+    doc = await ws.database[ws.config.lock_collection].find_one({"_id": LOCK_ID})
+    return doc, None if doc is None else doc.get("run")
+
+
+def _unexpired(doc: dict[str, Any] | None) -> bool:
+    """Whether the lock document's lease has not run out."""
+    expires = None if doc is None else utc(doc.get("expires_at"))
+    return expires is not None and expires > datetime.now(UTC)
 
 
 async def join(
@@ -277,23 +281,20 @@ class _Joined:
         """Whether the joined run is over: its record left the lock document (it ended),
         or its starter died and every range there is, is done. While it lasts, a joiner
         waits for ranges to be planned (for the next model too)."""
-        doc = await self.ws.database[self.ws.config.lock_collection].find_one({"_id": LOCK_ID})
-        run = None if doc is None else doc.get("run")
+        doc, run = await _lock_run(self.ws)
         if doc is None or not isinstance(run, dict) or run.get("key") != self.run["key"]:
             self.stopped = False
             return True
         if doc.get("owner") not in self.holders:
             self.holders.append(doc.get("owner"))
-        alive = _aware(doc.get("expires_at")) > datetime.now(UTC)
-        self.stopped = not alive and not await self.ranges.left(self.run["key"])
+        self.stopped = not _unexpired(doc) and not await self.ranges.left(self.run["key"])
         return self.stopped
 
     async def going(self) -> bool:
         """Whether the run goes on: its record is in the lock document (its starter
         alive, or dead and carried on). Once it ended (succeeded, failed, interrupted),
         the joiner claims no range: its lock is free, another run may write."""
-        doc = await self.ws.database[self.ws.config.lock_collection].find_one({"_id": LOCK_ID})
-        run = None if doc is None else doc.get("run")
+        _, run = await _lock_run(self.ws)
         return isinstance(run, dict) and run.get("key") == self.run["key"]
 
     async def succeeded(self) -> None:
@@ -327,10 +328,8 @@ async def run_status(ws: Workspace) -> dict[str, Any] | None:
     """The run of workers in progress (or left by a killed one): its record, and its
     ranges done, claimed and pending, with each owner's counts and rate; None: none."""
     await ws.connect()
-    doc = await ws.database[ws.config.lock_collection].find_one({"_id": LOCK_ID})
-    run = None if doc is None else doc.get("run")
+    doc, run = await _lock_run(ws)
     if run is None:
         return None
     said = summary(await ranges_of(ws).documents(run["key"]))
-    alive = _aware(doc.get("expires_at")) > datetime.now(UTC) if doc else False
-    return {"run": run, "alive": alive, **said}
+    return {"run": run, "alive": _unexpired(doc), **said}

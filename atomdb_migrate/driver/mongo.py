@@ -207,8 +207,9 @@ TYPE_BRACKETS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _bracket(value: Any) -> int | None:
-    """The bracket of `value` in BSON's order of types (None: not known here)."""
+def id_bracket(value: Any) -> int | None:
+    """The bracket of an ``_id`` value in BSON's order of types, an index of
+    `TYPE_BRACKETS` (None: a type not known here)."""
     if isinstance(value, bool):
         return 8
     if value is None:
@@ -236,12 +237,6 @@ def _bracket(value: Any) -> int | None:
     return None
 
 
-def id_bracket(value: Any) -> int | None:
-    """The bracket of an ``_id`` value in BSON's order of types, an index of
-    `TYPE_BRACKETS` (None: a type not known here)."""
-    return _bracket(value)
-
-
 def after(query: dict[str, Any], last: Any) -> list[dict[str, Any]]:
     """Queries that find, read one after the other in ``_id`` order, what `query`
     finds after the ``_id`` `last`; ``[query]`` (all of it) for an ``_id`` of a
@@ -252,7 +247,7 @@ def after(query: dict[str, Any], last: Any) -> list[dict[str, Any]]:
     keeps to the ``_id`` index.
 
     """
-    bracket = _bracket(last)
+    bracket = id_bracket(last)
     if bracket is None:
         return [query]
     later = [name for names in TYPE_BRACKETS[bracket + 1 :] for name in names]

@@ -242,7 +242,8 @@ class Sweep:
         done = await self.ranges.documents(run)
         if run in self.planned and not any((d.get("counts") or {}).get("migrated") for d in done):
             return False  # a whole plan migrated nothing: what is left is upgrade's
-        behind = [f for s in leg.graph.steps if s.from_key < leg.target for f in _forms(s)]
+        steps = leg.graph.steps
+        behind = [f for s in steps if s.from_key < leg.target for f in version_forms(s.from_key)]
         query = {VERSION_KEY: {"$in": behind}}
         if not behind or not await self.database[leg.cls.__model__].count_documents(query, limit=1):
             return False
@@ -258,8 +259,3 @@ class Sweep:
             run, leg.cls.__model__, spans, target=str(leg.target), versions=None
         )
         return bool(spans)
-
-
-def _forms(step: Any) -> list[Any]:
-    """The stored forms of a step's first version."""
-    return version_forms(step.from_key)

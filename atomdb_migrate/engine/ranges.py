@@ -47,6 +47,7 @@ from bson.max_key import MaxKey
 from bson.min_key import MinKey
 
 from ..driver.mongo import TYPE_BRACKETS, aggregate, id_bracket, to_list
+from .lock import utc
 
 #: The suffix of the ranges collection's name, after the lock collection's.
 RANGES_SUFFIX = "_ranges"
@@ -560,7 +561,7 @@ def summary(docs: Iterable[dict[str, Any]], now: datetime | None = None) -> dict
     for doc in docs:
         state = doc.get("state", PENDING)
         states[state] = states.get(state, 0) + 1
-        until = _aware(doc.get("lease_until"))
+        until = utc(doc.get("lease_until"))
         if state == CLAIMED and until is not None and until <= now:
             states["expired"] += 1
         planned += int(doc.get("count", 0))
@@ -584,13 +585,6 @@ def _owner_saw(owners: dict[str, dict[str, Any]], owner: str, info: Any, held: s
     )
     seen["ranges"][held] = seen["ranges"].get(held, 0) + 1
     seen["counts"] = _added(seen["counts"], info.get("counts") or {})
-    start = _aware(info.get("since"))
+    start = utc(info.get("since"))
     if start is not None and (seen.get("since") is None or start < seen["since"]):
         seen["since"] = start
-
-
-def _aware(value: Any) -> datetime | None:
-    """A datetime the server gave back (naive: UTC) as an aware one."""
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

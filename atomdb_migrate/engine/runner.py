@@ -368,12 +368,13 @@ class Runner:
         # When the server steps changed every document the survey counted,
         # nothing is left: the collection is not read again.
         indexed = False
-        if not planned.server_took_all() and self.split is not None:
-            # Split for workers: ranges of _id, taken here and by those who join.
-            indexed = await migrate_ranges(self.split, leg, raws, self.stream, self.progress)
-        elif not planned.server_took_all():
-            query, total, indexed = await rest(leg, raws)
-            await self._pump(leg, query, total)
+        if not planned.server_took_all():
+            if self.split is not None:
+                # Split for workers: ranges of _id, taken here and by those who join.
+                indexed = await migrate_ranges(self.split, leg, raws, self.stream, self.progress)
+            else:
+                query, total, indexed = await rest(leg, raws)
+                await self._pump(leg, query, total)
         # Read through the index, the stream took every stored value off the
         # target, arrays holding it too; without, those arrays are left to this.
         if not indexed:
