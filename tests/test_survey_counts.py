@@ -79,14 +79,20 @@ def counted(rows: list[tuple[Any, int]]) -> dict[Any, int]:
     return out
 
 
+async def stored(client: Any, versions: list[Any]) -> Any:
+    """A collection of documents ``{i, __version__}``, one per version (none: missing)."""
+    collection = client["survey_counts"]["docs"]
+    await collection.drop()
+    await collection.insert_many(
+        [{"i": i} if v is MISSING else {"i": i, VERSION_KEY: v} for i, v in enumerate(versions)]
+    )
+    return collection
+
+
 async def both(url: str, versions: list[Any], query: dict[str, Any] | None) -> tuple[Any, Any]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(url)
     try:
-        collection = client["survey_counts"]["docs"]
-        await collection.drop()
-        await collection.insert_many(
-            [{"i": i} if v is MISSING else {"i": i, VERSION_KEY: v} for i, v in enumerate(versions)]
-        )
+        collection = await stored(client, versions)
         got = await count_versions(collection, query)
         stages = ([{"$match": query}] if query else []) + BY_VALUE_AND_TYPE
         cursor = await collection.aggregate(stages)
@@ -136,11 +142,7 @@ async def counted_both_ways(
 ) -> tuple[list[int], list[int]]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(url)
     try:
-        collection = client["survey_counts"]["docs"]
-        await collection.drop()
-        await collection.insert_many(
-            [{"i": i} if v is MISSING else {"i": i, VERSION_KEY: v} for i, v in enumerate(versions)]
-        )
+        collection = await stored(client, versions)
         together = await count_each(collection, queries)
         apart = [await collection.count_documents(q) for q in queries]
     finally:

@@ -220,6 +220,18 @@ def test_status_shows_a_run_and_unlock_frees_its_ranges(project: Project) -> Non
     once(project, n)
 
 
+def start_and_join(project: Project, *given: str) -> tuple[Any, Any]:
+    """A starter with two workers (and `given`), and a joiner spawned once the
+    starter holds the first range; both slowed, so that the joiner finds ranges."""
+    rate = ["--max-rate", "1500", "--batch-size", "100"]
+    starter = project.spawn("upgrade", "--workers", "2", *given, *rate)
+    wait_for(
+        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
+        [starter],
+    )
+    return starter, project.spawn("upgrade", "--join", *rate)
+
+
 def test_a_joiner_of_a_run_that_failed_fails_too(project: Project) -> None:
     """The starter's run ends failed (a document its step refuses, under
     --continue-on-error, taken by the starter): the joiner, whose own ranges went
@@ -232,13 +244,7 @@ def test_a_joiner_of_a_run_that_failed_fails_too(project: Project) -> None:
     project.db[CUSTOMER].insert_one(
         {"_id": first, "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
     )
-    rate = ["--max-rate", "1500", "--batch-size", "100"]
-    starter = project.spawn("upgrade", "--workers", "2", "--continue-on-error", *rate)
-    wait_for(
-        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
-        [starter],
-    )
-    joiner = project.spawn("upgrade", "--join", *rate)
+    starter, joiner = start_and_join(project, "--continue-on-error")
     code, out = finish(starter)
     assert code == EXIT_STEP, out
     assert last_run(project)["outcome"] == "failed"
@@ -305,13 +311,7 @@ def test_a_joiner_claims_no_range_once_the_run_failed(project: Project) -> None:
         {"_id": ObjectId(), "name": "BOOM", "__model__": CUSTOMER, "__version__": "1"}
     )
     project.seed(5300)
-    rate = ["--max-rate", "1500", "--batch-size", "100"]
-    starter = project.spawn("upgrade", "--workers", "2", *rate)
-    wait_for(
-        lambda: project.db[RANGES].find_one({"n": 0, "pid": starter.pid, "state": "claimed"}),
-        [starter],
-    )
-    joiner = project.spawn("upgrade", "--join", *rate)
+    starter, joiner = start_and_join(project)
     code, out = finish(starter)
     assert code == EXIT_STEP, out
     run = last_run(project)
