@@ -85,6 +85,16 @@ def split(db: Any, workers: int, ttl: float = 5.0) -> Split:
     return Split(Ranges(db["atomdb_migrate_lock_ranges"], ttl=ttl), "run-1", workers, poll=0.05)
 
 
+async def claimed_elsewhere(wdb: Any, ids: list[Any]) -> tuple[Any, Split, Any]:
+    """The documents `ids`, their ranges for two workers (leases of 0.6 s), and the
+    first range claimed by a worker of another process (which then does nothing)."""
+    coll = await seed(wdb, ids)
+    sp = split(wdb, 2, ttl=0.6)
+    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
+    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
+    return coll, sp, await sp.ranges.claim(sp.run, worker_id())
+
+
 async def hits(coll: Any) -> dict[Any, int]:
     docs = await to_list(coll.find({}))
     return {repr(d["_id"]): d.get("hits", 0) for d in docs}
@@ -126,11 +136,7 @@ async def test_a_dead_workers_range_is_taken_over_after_its_lease(wdb: Any) -> N
     """A worker that claimed a range and died (no renewal): another takes the range
     when the lease runs out, and every document passes once."""
     ids = list(range(60))
-    coll = await seed(wdb, ids)
-    sp = split(wdb, 2, ttl=0.6)
-    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
-    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
-    dead = await sp.ranges.claim(sp.run, worker_id())
+    coll, sp, dead = await claimed_elsewhere(wdb, ids)
     assert dead is not None
     runner = Runner(wdb, RunOptions(batch_size=10))
     runner.split = sp
@@ -321,11 +327,7 @@ async def test_the_progress_and_the_report_count_other_processes_workers(wdb: An
     """A worker of another process recorded 7 documents in its range (then died): the
     progress here advances by them, and the run's report counts them."""
     ids = list(range(40))
-    coll = await seed(wdb, ids)
-    sp = split(wdb, 2, ttl=0.6)
-    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
-    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
-    other = await sp.ranges.claim(sp.run, worker_id())
+    coll, sp, other = await claimed_elsewhere(wdb, ids)
     assert other is not None
     assert await sp.ranges.record(other, {"migrated": 7})
     said = Said()
@@ -402,11 +404,7 @@ async def test_the_batch_a_dead_worker_was_writing_is_counted_for_it(wdb: Any) -
     over counts the documents of that batch found upgraded, for the dead one, once;
     the run counts every document it upgraded, no more."""
     ids = list(range(40))
-    coll = await seed(wdb, ids)
-    sp = split(wdb, 2, ttl=0.6)
-    spans = await plan_spans(coll, {"__version__": "1"}, batch_size=10, workers=2)
-    await sp.ranges.create(sp.run, Tally.__model__, spans, target="2", versions=["1"])
-    dead = await sp.ranges.claim(sp.run, worker_id())
+    coll, sp, dead = await claimed_elsewhere(wdb, ids)
     assert dead is not None
     batch = [d["_id"] for d in await to_list(coll.find({"_id": dead.condition()}).limit(5))]
     assert await sp.ranges.record(dead, {"migrated": 0}, batch)
