@@ -35,8 +35,10 @@ from atomdb_migrate.engine.lock import LOCK_ID
 from atomdb_migrate.engine.options import RunOptions
 from atomdb_migrate.exceptions import ConfigError
 
+from . import test_databases as databases
 from .clidemo import Customer
 from .project import CUSTOMER, Project
+from .test_databases import versions
 
 #: Examples of the property test of the visit at once; raise it with VISIT_EXAMPLES.
 VISIT_EXAMPLES = int(os.environ.get("VISIT_EXAMPLES", "60"))
@@ -83,18 +85,8 @@ def tenants(project: Project) -> Iterator[list[str]]:
 
 
 def seed(project: Project, database: str, names: list[str]) -> None:
-    docs: list[dict[str, Any]] = [
-        {"_id": ObjectId(), "name": name, "__model__": CUSTOMER, "__version__": "1"}
-        for name in names
-    ]
-    project.client[database][CUSTOMER].insert_many(docs)
-
-
-def versions(project: Project, database: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in project.client[database][CUSTOMER].find({}, {"__version__": 1}):
-        out[d["__version__"]] = out.get(d["__version__"], 0) + 1
-    return out
+    """One customer at version 1 per name, in `database`."""
+    databases.seed(project, database, len(names), names=names)
 
 
 def blocks(output: str, names: list[str]) -> dict[str, list[str]]:
