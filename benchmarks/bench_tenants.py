@@ -62,6 +62,14 @@ TENANTS = [10, 100]
 DOCUMENTS = 1000
 
 
+def close_dropping_tenants(client: Any) -> None:
+    """Drop the benchmark's tenant databases, and close the client."""
+    for name in client.list_database_names():
+        if name.startswith(PREFIX):
+            client.drop_database(name)
+    client.close()
+
+
 def seed(client: MongoClient[dict[str, Any]], tenants: int, documents: int) -> list[str]:
     names = [f"{PREFIX}{i:03d}" for i in range(tenants)]
     for name in names:
@@ -102,10 +110,7 @@ def measure(url: str, counts: list[int], documents: int) -> dict[str, Any]:
                 print(f"  tenants: {row}", file=sys.stderr)
         version = client.server_info().get("version", "?")
     finally:
-        for name in client.list_database_names():
-            if name.startswith(PREFIX):
-                client.drop_database(name)
-        client.close()
+        close_dropping_tenants(client)
     return {"server": version, "rows": rows}
 
 
@@ -153,10 +158,7 @@ def measure_workers(url: str, tenants: int, documents: int) -> dict[str, Any]:
             print(f"  {rows[-1]}", file=sys.stderr)
         version = client.server_info().get("version", "?")
     finally:
-        for name in client.list_database_names():
-            if name.startswith(PREFIX):
-                client.drop_database(name)
-        client.close()
+        close_dropping_tenants(client)
     return {
         "server": version,
         "tenants": tenants,
